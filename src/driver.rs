@@ -1,0 +1,61 @@
+//! Front-end entry points shared by the CLI and tests: bytes to a checked module, with
+//! every failure rendered against its source.
+
+use crate::diag::{Diagnostic, Report, Source, Span};
+use crate::eval::{elaborate, Module, Options};
+use crate::syntax::parse_program;
+use std::path::Path;
+
+/// Compiles source bytes. Non-UTF-8 input is an error pointing at the first bad byte.
+pub fn compile_bytes(
+    name: &str,
+    bytes: &[u8],
+    options: &Options,
+) -> Result<(Source, Module), Report> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t.to_string(),
+        Err(err) => {
+            let valid = err.valid_up_to();
+            let source = Source::new(name, String::from_utf8_lossy(bytes).into_owned());
+            let d = Diagnostic::at(
+                "E0005",
+                Span::new(valid, valid + 1),
+                "the file is not valid UTF-8",
+                format!("invalid byte at offset {valid}"),
+            )
+            .hint("save the file as UTF-8");
+            return Err(Report {
+                source,
+                diagnostics: vec![d],
+            });
+        }
+    };
+    compile_str(name, &text, options)
+}
+
+pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source, Module), Report> {
+    let source = Source::new(name, text);
+    let result = parse_program(text).and_then(|program| elaborate(&program, options));
+    match result {
+        Ok(module) => Ok((source, module)),
+        Err(d) => Err(Report {
+            source,
+            diagnostics: vec![d],
+        }),
+    }
+}
+
+/// Reads and compiles a `.fnet` file; a missing or unreadable file is a report too.
+pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), Report> {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => compile_bytes(&name, &bytes, options),
+        Err(err) => Err(Report {
+            source: Source::new(name.clone(), ""),
+            diagnostics: vec![
+                Diagnostic::new("E0006", format!("cannot read `{name}`: {err}"))
+                    .hint("check the path; model files end in .fnet"),
+            ],
+        }),
+    }
+}

@@ -1,0 +1,786 @@
+//! The table of builtin layers and configuration objects, and the standard layers
+//! (conv, linear, batchnorm, activations, pools, shortcuts). The paper constructs live
+//! in their own files: `flexconv`, `lc`, `shared`, `slots`.
+
+use super::args::{bind, opt, req, Bound, ParamSpec, Ty};
+use super::elab::Elab;
+use super::scope::Naming;
+use super::value::{ArgValue, SpecValue, Value};
+use crate::diag::{Diagnostic, Span};
+use crate::ir::op::{ConvAlgo, FanMode, Init, Op, Padding, ParamRole, PoolKind, PoolSpec};
+use petgraph::stable_graph::NodeIndex;
+use std::rc::Rc;
+
+/// How many tensor operands a builtin takes. `Exactly(0)` marks configuration objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+/// One application of a builtin: operands, bound arguments, the layer's full name.
+pub struct BuiltinCall {
+    pub inputs: Vec<NodeIndex>,
+    pub args: Bound,
+    pub path: String,
+    pub span: Span,
+}
+
+pub type ApplyFn = fn(&mut Elab, &BuiltinCall) -> Result<NodeIndex, Diagnostic>;
+
+pub struct Builtin {
+    pub name: &'static str,
+    /// Prefix of automatic names (`conv` → `conv1`).
+    pub kind: &'static str,
+    pub arity: Arity,
+    pub params: fn() -> Vec<ParamSpec>,
+    pub apply: ApplyFn,
+}
+
+const PADDING_WORDS: &[&str] = &["same", "valid", "causal"];
+const ALGO_WORDS: &[&str] = &["auto", "direct", "im2col", "fft"];
+
+fn w(s: &str) -> Value {
+    Value::Word(s.into())
+}
+
+fn conv_params() -> Vec<ParamSpec> {
+    vec![
+        req("out_channels", Ty::Int),
+        req("kernel", Ty::Ints),
+        opt("stride", Ty::Ints, Value::Int(1)),
+        opt("padding", Ty::IntsOrWord(PADDING_WORDS), Value::Int(0)),
+        opt("dilation", Ty::Ints, Value::Int(1)),
+        opt("groups", Ty::Int, Value::Int(1)),
+        opt("bias", Ty::Bool, Value::Bool(true)),
+        opt("algo", Ty::Word(ALGO_WORDS), w("auto")),
+        opt(
+            "init",
+            Ty::Word(&["default", "kaiming_normal_in", "kaiming_normal_out"]),
+            w("default"),
+        ),
+    ]
+}
+
+fn no_params() -> Vec<ParamSpec> {
+    Vec::new()
+}
+
+fn pool_params() -> Vec<ParamSpec> {
+    vec![
+        req("kernel", Ty::Ints),
+        opt("stride", Ty::IntsOrWord(&["none"]), w("none")),
+        opt("padding", Ty::Ints, Value::Int(0)),
+    ]
+}
+
+static BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "conv1d",
+        kind: "conv",
+        arity: Arity::Exactly(1),
+        params: conv_params,
+        apply: conv1d,
+    },
+    Builtin {
+        name: "conv2d",
+        kind: "conv",
+        arity: Arity::Exactly(1),
+        params: conv_params,
+        apply: conv2d,
+    },
+    Builtin {
+        name: "linear",
+        kind: "linear",
+        arity: Arity::Exactly(1),
+        params: || {
+            vec![
+                req("out_features", Ty::Int),
+                opt("bias", Ty::Bool, Value::Bool(true)),
+                opt(
+                    "init",
+                    Ty::Word(&["default", "kaiming_normal", "normal"]),
+                    w("default"),
+                ),
+                opt("std", Ty::Float, Value::Float(0.01)),
+            ]
+        },
+        apply: linear,
+    },
+    Builtin {
+        name: "batchnorm",
+        kind: "bn",
+        arity: Arity::Exactly(1),
+        params: || {
+            vec![
+                opt("affine", Ty::Bool, Value::Bool(true)),
+                opt("running_stats", Ty::Bool, Value::Bool(true)),
+                opt("eps", Ty::Float, Value::Float(1e-5)),
+                opt("momentum", Ty::Float, Value::Float(0.1)),
+            ]
+        },
+        apply: batchnorm,
+    },
+    Builtin {
+        name: "relu",
+        kind: "relu",
+        arity: Arity::Exactly(1),
+        params: no_params,
+        apply: |e, c| unary(e, c, Op::Relu),
+    },
+    Builtin {
+        name: "gelu",
+        kind: "gelu",
+        arity: Arity::Exactly(1),
+        params: no_params,
+        apply: |e, c| unary(e, c, Op::Gelu),
+    },
+    Builtin {
+        name: "dropout",
+        kind: "dropout",
+        arity: Arity::Exactly(1),
+        params: || vec![opt("p", Ty::Float, Value::Float(0.5))],
+        apply: dropout,
+    },
+    Builtin {
+        name: "maxpool",
+        kind: "maxpool",
+        arity: Arity::Exactly(1),
+        params: pool_params,
+        apply: |e, c| pool(e, c, PoolKind::Max),
+    },
+    Builtin {
+        name: "avgpool",
+        kind: "avgpool",
+        arity: Arity::Exactly(1),
+        params: pool_params,
+        apply: |e, c| pool(e, c, PoolKind::Avg),
+    },
+    Builtin {
+        name: "global_avg_pool",
+        kind: "gap",
+        arity: Arity::Exactly(1),
+        params: no_params,
+        apply: |e, c| unary(e, c, Op::GlobalAvgPool),
+    },
+    Builtin {
+        name: "flatten",
+        kind: "flatten",
+        arity: Arity::Exactly(1),
+        params: no_params,
+        apply: |e, c| unary(e, c, Op::Flatten),
+    },
+    Builtin {
+        name: "last",
+        kind: "last",
+        arity: Arity::Exactly(1),
+        params: no_params,
+        apply: |e, c| unary(e, c, Op::LastStep),
+    },
+    Builtin {
+        name: "add",
+        kind: "add",
+        arity: Arity::Exactly(2),
+        params: no_params,
+        apply: |e, c| binary(e, c, Op::Add),
+    },
+    Builtin {
+        name: "mul",
+        kind: "mul",
+        arity: Arity::Exactly(2),
+        params: no_params,
+        apply: |e, c| binary(e, c, Op::Mul),
+    },
+    Builtin {
+        name: "concat",
+        kind: "concat",
+        arity: Arity::AtLeast(2),
+        params: || vec![opt("dim", Ty::Int, Value::Int(1))],
+        apply: concat,
+    },
+    Builtin {
+        name: "shortcut",
+        kind: "shortcut",
+        arity: Arity::Exactly(1),
+        params: || {
+            vec![
+                req("out_channels", Ty::Int),
+                opt("stride", Ty::Int, Value::Int(1)),
+                opt("kind", Ty::Word(&["a", "projection"]), w("a")),
+                opt("bias", Ty::Bool, Value::Bool(false)),
+                opt("norm", Ty::LayerOrNone, w("none")),
+            ]
+        },
+        apply: shortcut,
+    },
+    Builtin {
+        name: "flexconv",
+        kind: "flexconv",
+        arity: Arity::Exactly(1),
+        params: super::flexconv::params,
+        apply: super::flexconv::apply,
+    },
+    Builtin {
+        name: "lc",
+        kind: "lc",
+        arity: Arity::Exactly(1),
+        params: super::lc::params,
+        apply: super::lc::apply,
+    },
+    Builtin {
+        name: "basis_conv",
+        kind: "bconv",
+        arity: Arity::Exactly(1),
+        params: super::shared::conv_params,
+        apply: super::shared::apply_conv,
+    },
+    Builtin {
+        name: "slot",
+        kind: "slot",
+        arity: Arity::Exactly(1),
+        params: || vec![req("family", Ty::Slots)],
+        apply: super::slots::apply,
+    },
+    // Configuration objects: bound and checked, then consumed by the layers above.
+    Builtin {
+        name: "magnet",
+        kind: "magnet",
+        arity: Arity::Exactly(0),
+        params: super::flexconv::magnet_params,
+        apply: no_apply,
+    },
+    Builtin {
+        name: "gauss",
+        kind: "gauss",
+        arity: Arity::Exactly(0),
+        params: super::flexconv::gauss_params,
+        apply: no_apply,
+    },
+    Builtin {
+        name: "shared_basis",
+        kind: "shared_basis",
+        arity: Arity::Exactly(0),
+        params: super::shared::basis_params,
+        apply: no_apply,
+    },
+    Builtin {
+        name: "pool_slots",
+        kind: "pool_slots",
+        arity: Arity::Exactly(0),
+        params: super::slots::params,
+        apply: no_apply,
+    },
+];
+
+fn no_apply(_: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    Err(Diagnostic::at(
+        "E0306",
+        c.span,
+        "a configuration object is not a layer",
+        "cannot apply",
+    ))
+}
+
+pub fn lookup(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    BUILTINS.iter().map(|b| b.name)
+}
+
+/// Binds a configuration object's arguments into a `Spec` value.
+pub fn make_spec(
+    _e: &mut Elab,
+    name: &'static str,
+    args: &[ArgValue],
+    span: Span,
+) -> Result<Value, Diagnostic> {
+    let b = lookup(name).expect("spec builtin exists");
+    let bound = bind(name, &(b.params)(), args, span)?;
+    Ok(Value::Spec(Rc::new(SpecValue {
+        kind: b.name,
+        args: bound,
+        span,
+    })))
+}
+
+/// Binds a spec's defaults, for a layer whose spec argument was left out.
+pub fn default_spec(name: &'static str, span: Span) -> Bound {
+    let b = lookup(name).expect("spec builtin exists");
+    bind(name, &(b.params)(), &[], span).expect("spec defaults bind")
+}
+
+impl Elab<'_> {
+    /// The number of spatial dimensions of `x`, which must be rank 3 (1D) or 4 (2D).
+    pub fn spatial_dims(
+        &self,
+        x: NodeIndex,
+        what: &str,
+        ranks: &[usize],
+        span: Span,
+    ) -> Result<usize, Diagnostic> {
+        let ty = self.ty(x);
+        if !ranks.contains(&ty.rank()) {
+            let want: Vec<String> = ranks
+                .iter()
+                .map(|r| match r {
+                    2 => "[B, F]".to_string(),
+                    3 => "[B, C, L]".to_string(),
+                    4 => "[B, C, H, W]".to_string(),
+                    n => format!("rank {n}"),
+                })
+                .collect();
+            return Err(Diagnostic::at(
+                "E0401",
+                span,
+                format!("`{what}` expects input {}, got {ty}", want.join(" or ")),
+                format!("input here is {ty}"),
+            )
+            .hint(
+                "check the layers before this one (conv1d works on sequences, conv2d on images)",
+            ));
+        }
+        Ok(ty.rank() - 2)
+    }
+}
+
+fn resolve_padding(args: &Bound, dims: usize) -> Result<Padding, Diagnostic> {
+    Ok(match args.word("padding") {
+        Some("same") => Padding::Same,
+        Some("valid") => Padding::Explicit(vec![(0, 0); dims]),
+        Some(_) => {
+            if dims != 1 {
+                return Err(Diagnostic::at(
+                    "E0204",
+                    args.span("padding"),
+                    "`causal` padding exists only for 1D convolutions",
+                    "here",
+                )
+                .hint("use `padding: same` for images"));
+            }
+            Padding::Causal
+        }
+        None => Padding::Explicit(
+            args.ints("padding", dims, 0)?
+                .into_iter()
+                .map(|p| (p, p))
+                .collect(),
+        ),
+    })
+}
+
+pub fn algo(args: &Bound) -> ConvAlgo {
+    match args.word("algo") {
+        Some("direct") => ConvAlgo::Direct,
+        Some("im2col") => ConvAlgo::Im2col,
+        Some("fft") => ConvAlgo::Fft,
+        _ => ConvAlgo::Auto,
+    }
+}
+
+fn conv1d(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    conv(e, c, 1)
+}
+
+fn conv2d(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    conv(e, c, 2)
+}
+
+fn conv(e: &mut Elab, c: &BuiltinCall, dims: usize) -> Result<NodeIndex, Diagnostic> {
+    let x = c.inputs[0];
+    let name = if dims == 1 { "conv1d" } else { "conv2d" };
+    e.spatial_dims(x, name, &[dims + 2], c.span)?;
+    let a = &c.args;
+    let cin = e.known_dim(x, 1, "the number of input channels", c.span)?;
+    let out = a.positive("out_channels")?;
+    let kernel = a.ints("kernel", dims, 1)?;
+    let groups = a.positive("groups")?;
+    if cin % groups != 0 || out % groups != 0 {
+        return Err(Diagnostic::at(
+            "E0204",
+            a.span("groups"),
+            format!("groups = {groups} must divide both input channels ({cin}) and out_channels ({out})"),
+            "does not divide",
+        ));
+    }
+    let spec = ConvSpec {
+        out,
+        kernel,
+        stride: a.ints("stride", dims, 1)?,
+        padding: resolve_padding(a, dims)?,
+        dilation: a.ints("dilation", dims, 1)?,
+        groups,
+        bias: a.bool("bias"),
+        algo: algo(a),
+        init: a.word("init").unwrap_or("default").to_string(),
+    };
+    spec.build(e, x, &c.path, c.span)
+}
+
+/// A plain convolution's parameters and attributes, shared by the layers that contain
+/// convolutions (shortcut projections, LC, basis convs).
+pub struct ConvSpec {
+    pub out: u64,
+    pub kernel: Vec<u64>,
+    pub stride: Vec<u64>,
+    pub padding: Padding,
+    pub dilation: Vec<u64>,
+    pub groups: u64,
+    pub bias: bool,
+    pub algo: ConvAlgo,
+    /// `default` (PyTorch: Kaiming-uniform, bound 1/√fan_in), `kaiming_normal_in` or
+    /// `kaiming_normal_out` (ReLU gain, zero bias).
+    pub init: String,
+}
+
+impl ConvSpec {
+    pub fn simple(out: u64, kernel: Vec<u64>, padding: Padding, bias: bool) -> ConvSpec {
+        let dims = kernel.len();
+        ConvSpec {
+            out,
+            kernel,
+            stride: vec![1; dims],
+            padding,
+            dilation: vec![1; dims],
+            groups: 1,
+            bias,
+            algo: ConvAlgo::Auto,
+            init: "default".into(),
+        }
+    }
+
+    pub fn weight_init(&self, cin: u64) -> (Init, Init) {
+        let area: u64 = self.kernel.iter().product();
+        let fan_in = cin / self.groups * area;
+        let fan_out = self.out / self.groups * area;
+        match self.init.as_str() {
+            "kaiming_normal_in" => (
+                Init::KaimingNormal {
+                    fan: fan_in,
+                    mode: FanMode::In,
+                    gain: 2f64.sqrt(),
+                },
+                Init::Zeros,
+            ),
+            "kaiming_normal_out" => (
+                Init::KaimingNormal {
+                    fan: fan_out,
+                    mode: FanMode::Out,
+                    gain: 2f64.sqrt(),
+                },
+                Init::Zeros,
+            ),
+            _ => (
+                Init::KaimingUniform { fan_in },
+                Init::KaimingUniform { fan_in },
+            ),
+        }
+    }
+
+    /// Creates `{path}.weight` (and `.bias`) with `role`, then the conv node.
+    pub fn build_with(
+        &self,
+        e: &mut Elab,
+        x: NodeIndex,
+        path: &str,
+        span: Span,
+        role: ParamRole,
+    ) -> Result<NodeIndex, Diagnostic> {
+        let cin = e.known_dim(x, 1, "the number of input channels", span)?;
+        let mut shape = vec![self.out, cin / self.groups];
+        shape.extend(&self.kernel);
+        let (w_init, b_init) = self.weight_init(cin);
+        let w = e.param(format!("{path}.weight"), &shape, role, w_init, span)?;
+        let mut operands = vec![x, w];
+        if self.bias {
+            operands.push(e.param(format!("{path}.bias"), &[self.out], role, b_init, span)?);
+        }
+        self.node(e, &operands, path, span)
+    }
+
+    pub fn build(
+        &self,
+        e: &mut Elab,
+        x: NodeIndex,
+        path: &str,
+        span: Span,
+    ) -> Result<NodeIndex, Diagnostic> {
+        self.build_with(e, x, path, span, ParamRole::Trainable)
+    }
+
+    /// The conv node over given operands (x, weight[, bias]).
+    pub fn node(
+        &self,
+        e: &mut Elab,
+        operands: &[NodeIndex],
+        path: &str,
+        span: Span,
+    ) -> Result<NodeIndex, Diagnostic> {
+        e.op(
+            Op::Conv {
+                stride: self.stride.clone(),
+                padding: self.padding.clone(),
+                dilation: self.dilation.clone(),
+                groups: self.groups,
+                bias: self.bias,
+                algo: self.algo,
+            },
+            operands,
+            path,
+            span,
+        )
+    }
+}
+
+fn linear(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    let x = c.inputs[0];
+    e.spatial_dims(x, "linear", &[2], c.span)?;
+    let a = &c.args;
+    let fin = e.known_dim(x, 1, "the number of input features", c.span)?;
+    let out = a.positive("out_features")?;
+    let (wi, bi) = match a.word("init") {
+        Some("kaiming_normal") => (
+            Init::KaimingNormal {
+                fan: fin,
+                mode: FanMode::In,
+                gain: 2f64.sqrt(),
+            },
+            Init::Zeros,
+        ),
+        Some("normal") => (
+            Init::Normal {
+                mean: 0.0,
+                std: a.float("std"),
+            },
+            Init::Zeros,
+        ),
+        _ => (
+            Init::KaimingUniform { fan_in: fin },
+            Init::KaimingUniform { fan_in: fin },
+        ),
+    };
+    let wt = e.param(
+        format!("{}.weight", c.path),
+        &[out, fin],
+        ParamRole::Trainable,
+        wi,
+        c.span,
+    )?;
+    let mut ops = vec![x, wt];
+    let bias = a.bool("bias");
+    if bias {
+        ops.push(e.param(
+            format!("{}.bias", c.path),
+            &[out],
+            ParamRole::Trainable,
+            bi,
+            c.span,
+        )?);
+    }
+    e.op(Op::Linear { bias }, &ops, &c.path, c.span)
+}
+
+fn batchnorm(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    let x = c.inputs[0];
+    e.spatial_dims(x, "batchnorm", &[2, 3, 4], c.span)?;
+    let a = &c.args;
+    let eps = a.float("eps");
+    if eps <= 0.0 {
+        return Err(Diagnostic::at(
+            "E0204",
+            a.span("eps"),
+            "`eps` must be positive",
+            "here",
+        ));
+    }
+    let ch = e.known_dim(x, 1, "the number of channels", c.span)?;
+    let (affine, running) = (a.bool("affine"), a.bool("running_stats"));
+    let mut ops = vec![x];
+    let p = &c.path;
+    if affine {
+        ops.push(e.param(
+            format!("{p}.weight"),
+            &[ch],
+            ParamRole::Trainable,
+            Init::Ones,
+            c.span,
+        )?);
+        ops.push(e.param(
+            format!("{p}.bias"),
+            &[ch],
+            ParamRole::Trainable,
+            Init::Zeros,
+            c.span,
+        )?);
+    }
+    if running {
+        ops.push(e.param(
+            format!("{p}.running_mean"),
+            &[ch],
+            ParamRole::Buffer,
+            Init::Zeros,
+            c.span,
+        )?);
+        ops.push(e.param(
+            format!("{p}.running_var"),
+            &[ch],
+            ParamRole::Buffer,
+            Init::Ones,
+            c.span,
+        )?);
+    }
+    e.op(
+        Op::BatchNorm {
+            eps,
+            momentum: a.float("momentum"),
+            affine,
+            running_stats: running,
+        },
+        &ops,
+        p,
+        c.span,
+    )
+}
+
+fn unary(e: &mut Elab, c: &BuiltinCall, op: Op) -> Result<NodeIndex, Diagnostic> {
+    e.op(op, &c.inputs, &c.path, c.span)
+}
+
+fn binary(e: &mut Elab, c: &BuiltinCall, op: Op) -> Result<NodeIndex, Diagnostic> {
+    e.op(op, &c.inputs, &c.path, c.span)
+}
+
+fn dropout(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    let p = c.args.float("p");
+    if !(0.0..1.0).contains(&p) {
+        return Err(Diagnostic::at(
+            "E0204",
+            c.args.span("p"),
+            format!("dropout probability must be in [0, 1), got {p}"),
+            "out of range",
+        ));
+    }
+    e.op(Op::Dropout { p }, &c.inputs, &c.path, c.span)
+}
+
+/// A pool spec from `maxpool`/`avgpool` arguments, for `dims` spatial dimensions.
+pub fn pool_spec(args: &Bound, kind: PoolKind, dims: usize) -> Result<PoolSpec, Diagnostic> {
+    let kernel = args.ints("kernel", dims, 1)?;
+    let stride = match args.word("stride") {
+        Some(_) => kernel.clone(),
+        None => args.ints("stride", dims, 1)?,
+    };
+    let padding = args.ints("padding", dims, 0)?;
+    if padding.iter().zip(&kernel).any(|(p, k)| 2 * p > *k) {
+        return Err(Diagnostic::at(
+            "E0204",
+            args.span("padding"),
+            "pool padding must be at most half the kernel",
+            "too much padding",
+        ));
+    }
+    Ok(PoolSpec {
+        kind,
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+fn pool(e: &mut Elab, c: &BuiltinCall, kind: PoolKind) -> Result<NodeIndex, Diagnostic> {
+    let dims = e.spatial_dims(
+        c.inputs[0],
+        if kind == PoolKind::Max {
+            "maxpool"
+        } else {
+            "avgpool"
+        },
+        &[3, 4],
+        c.span,
+    )?;
+    let spec = pool_spec(&c.args, kind, dims)?;
+    e.op(Op::Pool(spec), &c.inputs, &c.path, c.span)
+}
+
+fn concat(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    let rank = e.ty(c.inputs[0]).rank() as i64;
+    let dim = c.args.int("dim");
+    let axis = if dim < 0 { rank + dim } else { dim };
+    if !(0..rank).contains(&axis) {
+        return Err(Diagnostic::at(
+            "E0204",
+            c.args.span("dim"),
+            format!("concat dim {dim} is out of range for rank {rank}"),
+            "out of range",
+        ));
+    }
+    e.op(
+        Op::Concat {
+            axis: axis as usize,
+        },
+        &c.inputs,
+        &c.path,
+        c.span,
+    )
+}
+
+fn shortcut(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
+    let x = c.inputs[0];
+    let dims = e.spatial_dims(x, "shortcut", &[3, 4], c.span)?;
+    let a = &c.args;
+    let cin = e.known_dim(x, 1, "the number of input channels", c.span)?;
+    let out = a.positive("out_channels")?;
+    let stride = a.positive("stride")?;
+    if cin == out && stride == 1 {
+        return Ok(x);
+    }
+    if a.word("kind") == Some("a") {
+        if a.given("norm") || a.given("bias") {
+            return Err(Diagnostic::at(
+                "E0204",
+                c.span,
+                "option-A shortcuts have no parameters, so `bias` and `norm` do not apply",
+                "here",
+            )
+            .hint("use `kind: projection` for a 1x1 conv shortcut"));
+        }
+        if out < cin || (out - cin) % 2 != 0 {
+            return Err(Diagnostic::at(
+                "E0204",
+                a.span("out_channels"),
+                format!(
+                    "an option-A shortcut pads channels evenly: {cin} -> {out} is not possible"
+                ),
+                "needs out_channels >= input channels, with an even difference",
+            )
+            .hint("use `kind: projection` for other widths"));
+        }
+        return e.op(
+            Op::ShortcutA {
+                stride,
+                out_channels: out,
+            },
+            &[x],
+            &c.path,
+            c.span,
+        );
+    }
+    let mut spec = ConvSpec::simple(
+        out,
+        vec![1; dims],
+        Padding::Explicit(vec![(0, 0); dims]),
+        a.bool("bias"),
+    );
+    spec.stride = vec![stride; dims];
+    match a.value("norm") {
+        Value::Layer(norm) => {
+            let y = spec.build(e, x, &format!("{}.conv", c.path), c.span)?;
+            e.scopes.push(c.path.clone());
+            let out = e.apply(norm, y, Naming::Given("bn".into()));
+            e.scopes.pop();
+            out
+        }
+        _ => spec.build(e, x, &c.path, c.span),
+    }
+}

@@ -1,0 +1,325 @@
+//! Elaboration: syntax tree to typed graph.
+
+pub mod args;
+pub mod builtins;
+pub mod elab;
+pub mod flexconv;
+pub mod lc;
+pub mod recipe;
+pub mod scope;
+pub mod shared;
+pub mod slots;
+pub mod value;
+
+use crate::diag::{Diagnostic, Span};
+use crate::ir::graph::Graph;
+use crate::ir::op::Op;
+use crate::ir::types::{DType, Dim, TensorType};
+use crate::syntax::ast::{DimAst, Item, Program, Stmt};
+use elab::{Elab, Env, LayerRecord};
+use scope::Naming;
+use value::{Spanned, Value};
+
+/// Options that select which graph a program elaborates to.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// 1-based slot numbers that downsample (for models with pooling slots).
+    pub slot_config: Option<Vec<u64>>,
+    /// `--set NAME=VALUE`: replaces model-level constants such as `E = 1`.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// An elaborated model: its graph, the per-layer table, and the training recipe.
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub graph: Graph,
+    pub layers: Vec<LayerRecord>,
+    pub recipe: Option<recipe::Recipe>,
+}
+
+pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnostic> {
+    let mut e = Elab::new(options.slot_config.clone());
+    let model = &program.model;
+    e.graph.name = model.name.name.clone();
+    for item in &model.items {
+        match item {
+            Item::Def(d) => {
+                check_new_name(&e, &d.name.name, d.name.span)?;
+                e.defs.insert(d.name.name.clone(), d);
+            }
+            Item::Block(b) => {
+                check_new_name(&e, &b.name.name, b.name.span)?;
+                check_params(&b.params)?;
+                e.blocks.insert(b.name.name.clone(), b);
+            }
+            _ => {}
+        }
+    }
+    let mut env = Env::new();
+    let mut returned = false;
+    for item in &model.items {
+        match item {
+            Item::Input(decl) => {
+                let Some(dtype) = DType::parse(&decl.dtype.name) else {
+                    return Err(Diagnostic::at(
+                        "E0103",
+                        decl.dtype.span,
+                        format!("unknown element type `{}`", decl.dtype.name),
+                        "not a type",
+                    )
+                    .suggest(&decl.dtype.name, ["f32", "f64"])
+                    .hint("inputs are `f32[...]` or `f64[...]`"));
+                };
+                if e.graph.inputs.is_empty() {
+                    e.dtype = dtype;
+                }
+                let mut shape = Vec::new();
+                for d in &decl.dims {
+                    shape.push(match d {
+                        DimAst::Known { value: 0, span } => {
+                            return Err(Diagnostic::at(
+                                "E0204",
+                                *span,
+                                "dimensions must be at least 1",
+                                "zero-sized",
+                            ))
+                        }
+                        DimAst::Known { value, .. } => Dim::Known(*value),
+                        DimAst::Symbol(s) => Dim::sym(&s.name),
+                    });
+                }
+                if !(2..=4).contains(&shape.len()) {
+                    return Err(Diagnostic::at("E0401", decl.span, format!("inputs have rank 2 to 4 ([B, F], [B, C, L] or [B, C, H, W]), got rank {}", shape.len()), "unsupported rank"));
+                }
+                if env.contains_key(&decl.name.name) {
+                    return Err(Diagnostic::at(
+                        "E0309",
+                        decl.name.span,
+                        format!("input `{}` is declared twice", decl.name.name),
+                        "second declaration",
+                    ));
+                }
+                let n = e.graph.add(
+                    crate::ir::graph::Node {
+                        op: Op::Input {
+                            name: decl.name.name.clone(),
+                        },
+                        ty: TensorType::new(dtype, shape),
+                        name: decl.name.name.clone(),
+                        span: decl.span,
+                    },
+                    &[],
+                );
+                e.graph.inputs.push(n);
+                env.insert(
+                    decl.name.name.clone(),
+                    Spanned {
+                        value: Value::Tensor(n),
+                        span: decl.name.span,
+                    },
+                );
+            }
+            Item::Seed { value, .. } => e.graph.seed = *value,
+            Item::Basis { name, value } => {
+                check_new_name(&e, &name.name, name.span)?;
+                let v = e.eval(&env, value, Naming::Auto)?;
+                e.declare_basis(&name.name, &v, name.span.join(value.span))?;
+                let ix = e.shared.bases.len() - 1;
+                e.globals.insert(
+                    name.name.clone(),
+                    Spanned {
+                        value: Value::Basis(ix),
+                        span: name.span,
+                    },
+                );
+            }
+            Item::Slots { name, value } => {
+                check_new_name(&e, &name.name, name.span)?;
+                let v = e.eval(&env, value, Naming::Auto)?;
+                let ix = e.declare_slots(&name.name, &v, name.span.join(value.span))?;
+                e.globals.insert(
+                    name.name.clone(),
+                    Spanned {
+                        value: Value::Slots(ix),
+                        span: name.span,
+                    },
+                );
+            }
+            Item::Stmt(Stmt::Let { name, value }) => {
+                let mut v = e.eval(&env, value, Naming::Auto)?;
+                if !matches!(v.value, Value::Tensor(_)) {
+                    if let Some((_, text)) = options.overrides.iter().find(|(n, _)| *n == name.name)
+                    {
+                        v.value = override_value(&name.name, text, &v)?;
+                    }
+                    // Model-level constants are visible inside blocks and templates.
+                    e.globals.insert(name.name.clone(), v.clone());
+                }
+                env.insert(name.name.clone(), v);
+            }
+            Item::Stmt(stmt @ Stmt::Return { span, .. }) => {
+                if returned {
+                    return Err(Diagnostic::at(
+                        "E0308",
+                        *span,
+                        "a model returns once",
+                        "second `return`",
+                    ));
+                }
+                let outs = e.run_stmts(&mut env, std::slice::from_ref(stmt), model.span)?;
+                e.graph.outputs = outs;
+                returned = true;
+            }
+            Item::Def(_) | Item::Block(_) => {}
+        }
+    }
+    if e.graph.inputs.is_empty() {
+        return Err(Diagnostic::at(
+            "E0310",
+            model.name.span,
+            format!("model `{}` declares no input", model.name.name),
+            "no `input` here",
+        )
+        .hint("add `input x: f32[B, 3, 32, 32]`"));
+    }
+    if !returned {
+        return Err(Diagnostic::at(
+            "E0308",
+            model.name.span,
+            format!("model `{}` has no `return`", model.name.name),
+            "nothing is returned",
+        )
+        .hint("end the model with `return EXPR`"));
+    }
+    if let Some((name, _)) = options
+        .overrides
+        .iter()
+        .find(|(n, _)| !e.globals.contains_key(n))
+    {
+        let consts: Vec<&str> = e
+            .globals
+            .iter()
+            .filter(|(_, v)| {
+                matches!(
+                    v.value,
+                    Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Str(_)
+                )
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let d = Diagnostic::at(
+            "E0311",
+            model.name.span,
+            format!("`--set {name}=...`: the model has no constant `{name}`"),
+            "in this model",
+        )
+        .note(format!(
+            "settable constants: {}",
+            if consts.is_empty() {
+                "none".to_string()
+            } else {
+                let mut c = consts.clone();
+                c.sort();
+                c.join(", ")
+            }
+        ));
+        return Err(d.suggest(name, consts.iter().copied()));
+    }
+    e.check_slots_placed()?;
+    let recipe = match &program.train {
+        Some(t) => Some(recipe::validate(t, &e.graph)?),
+        None => None,
+    };
+    let layers = std::mem::take(&mut e.layers);
+    let mut graph = std::mem::take(&mut e.graph);
+    graph
+        .compact()
+        .and_then(|_| graph.verify())
+        .map_err(|err| {
+            Diagnostic::at(
+                "E9999",
+                model.name.span,
+                format!("internal compiler error: {err}"),
+                "while compiling this model",
+            )
+            .hint("this is a bug in fnetc; please report it with the program")
+        })?;
+    Ok(Module {
+        graph,
+        layers,
+        recipe,
+    })
+}
+
+fn check_new_name(e: &Elab, name: &str, span: Span) -> Result<(), Diagnostic> {
+    if builtins::lookup(name).is_some() {
+        return Err(Diagnostic::at(
+            "E0309",
+            span,
+            format!("`{name}` is a builtin layer and cannot be redefined"),
+            "pick another name",
+        ));
+    }
+    if e.defs.contains_key(name) || e.blocks.contains_key(name) || e.globals.contains_key(name) {
+        return Err(Diagnostic::at(
+            "E0309",
+            span,
+            format!("`{name}` is defined twice"),
+            "second definition",
+        ));
+    }
+    Ok(())
+}
+
+fn check_params(params: &[crate::syntax::ast::Param]) -> Result<(), Diagnostic> {
+    let mut seen: Vec<&str> = Vec::new();
+    for p in params {
+        if seen.contains(&p.name.name.as_str()) {
+            return Err(Diagnostic::at(
+                "E0309",
+                p.name.span,
+                format!("parameter `{}` is declared twice", p.name.name),
+                "second declaration",
+            ));
+        }
+        seen.push(&p.name.name);
+        if let Some(t) = &p.ty {
+            if !elab::PARAM_TYPES.contains(&t.name.as_str()) {
+                return Err(Diagnostic::at(
+                    "E0103",
+                    t.span,
+                    format!("unknown parameter type `{}`", t.name),
+                    "not a type",
+                )
+                .suggest(&t.name, elab::PARAM_TYPES.iter().copied()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a `--set` value with the type of the constant it replaces.
+fn override_value(name: &str, text: &str, original: &Spanned) -> Result<Value, Diagnostic> {
+    let parsed = match &original.value {
+        Value::Int(_) => text.parse::<i64>().ok().map(Value::Int),
+        Value::Float(_) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::Float),
+        Value::Bool(_) => text.parse::<bool>().ok().map(Value::Bool),
+        Value::Str(_) => Some(Value::Str(text.to_string())),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        Diagnostic::at(
+            "E0311",
+            original.span,
+            format!(
+                "`--set {name}={text}`: expected {} like the model's value",
+                original.value.type_name()
+            ),
+            format!("`{name}` is {} here", original.value.type_name()),
+        )
+    })
+}

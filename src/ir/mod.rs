@@ -1,0 +1,11 @@
+//! The typed graph IR.
+
+pub mod graph;
+pub mod op;
+pub mod print;
+pub mod shape;
+pub mod types;
+
+pub use graph::{Graph, Node, ParamCounts};
+pub use op::{Op, ParamRole};
+pub use types::{DType, Dim, TensorType};

@@ -1,0 +1,215 @@
+//! Tensor types with symbolic dimensions.
+//!
+//! A dimension is a known size, a symbol such as the batch `B` or a sequence length `T`
+//! (possibly transformed by strided layers), or a data-dependent size bounded above —
+//! the FlexConv kernel, whose crop changes while training.
+
+use std::fmt;
+
+/// `floor((sym + offset) / div) + add`. This family is closed under the size arithmetic
+/// of strided convs and pools: `floor((floor(y/d) + m)/e) = floor((y + m·d)/(d·e))`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SymDim {
+    pub name: String,
+    pub offset: i64,
+    pub div: u64,
+    pub add: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dim {
+    Known(u64),
+    Sym(SymDim),
+    /// Data-dependent, at most `max` (a FlexConv kernel after cropping).
+    Dyn {
+        max: u64,
+    },
+}
+
+impl Dim {
+    pub fn sym(name: &str) -> Dim {
+        Dim::Sym(SymDim {
+            name: name.to_string(),
+            offset: 0,
+            div: 1,
+            add: 0,
+        })
+    }
+
+    pub fn known(&self) -> Option<u64> {
+        match self {
+            Dim::Known(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The size after a window of extent `window` slides with `stride` over this
+    /// dimension padded by `pad` in total: `floor((n + pad − window)/stride) + 1`.
+    /// `None` when the window does not fit.
+    pub fn windowed(&self, pad: u64, window: u64, stride: u64) -> Option<Dim> {
+        let stride = stride.max(1);
+        match self {
+            Dim::Known(n) => {
+                let padded = n.checked_add(pad)?;
+                if padded < window {
+                    return None;
+                }
+                Some(Dim::Known((padded - window) / stride + 1))
+            }
+            Dim::Sym(s) => {
+                if pad == window.saturating_sub(1) && stride == 1 {
+                    return Some(self.clone());
+                }
+                // (floor((x+o)/d) + a + pad − window)/stride + 1
+                let m = s.add + pad as i64 - window as i64;
+                let div = s.div.checked_mul(stride)?;
+                let offset = s.offset.checked_add(m.checked_mul(s.div as i64)?)?;
+                Some(
+                    Dim::Sym(SymDim {
+                        name: s.name.clone(),
+                        offset,
+                        div,
+                        add: 1,
+                    })
+                    .normalised(),
+                )
+            }
+            Dim::Dyn { max } => Some(Dim::Dyn { max: *max }),
+        }
+    }
+
+    /// Brings `floor((x + o)/1) + a` to `floor((x + o + a)/1)` form so equal sizes
+    /// compare equal.
+    fn normalised(self) -> Dim {
+        match self {
+            Dim::Sym(mut s) if s.div == 1 => {
+                s.offset += s.add;
+                s.add = 0;
+                Dim::Sym(s)
+            }
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Known(v) => write!(f, "{v}"),
+            Dim::Dyn { max } => write!(f, "<={max}"),
+            Dim::Sym(s) => {
+                let mut inner = s.name.clone();
+                if s.offset != 0 {
+                    inner = format!("{inner}{:+}", s.offset);
+                }
+                if s.div != 1 {
+                    inner = if s.offset != 0 {
+                        format!("({inner})/{}", s.div)
+                    } else {
+                        format!("{inner}/{}", s.div)
+                    };
+                }
+                if s.add != 0 {
+                    write!(f, "{inner}{:+}", s.add)
+                } else {
+                    write!(f, "{inner}")
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F32,
+    F64,
+}
+
+impl DType {
+    pub fn parse(s: &str) -> Option<DType> {
+        match s {
+            "f32" => Some(DType::F32),
+            "f64" => Some(DType::F64),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorType {
+    pub fn new(dtype: DType, shape: Vec<Dim>) -> TensorType {
+        TensorType { dtype, shape }
+    }
+
+    pub fn known(dtype: DType, dims: &[u64]) -> TensorType {
+        TensorType::new(dtype, dims.iter().map(|&d| Dim::Known(d)).collect())
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Element count when every dimension is known.
+    pub fn numel(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(d.known()?))
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype.name())?;
+        for (i, d) in self.shape.iter().enumerate() {
+            if i > 0 {
+                write!(f, ",")?;
+            }
+            write!(f, "{d}")?;
+        }
+        write!(f, "]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_symbolic_sizes_compose() {
+        // Two stride-2 3x3 convs with padding 1 on T: floor((floor((T-1)/2)+1 -1)/2)+1
+        let t = Dim::sym("T");
+        let a = t.windowed(2, 3, 2).unwrap();
+        assert_eq!(a.to_string(), "(T-1)/2+1");
+        let b = a.windowed(2, 3, 2).unwrap();
+        // Equals floor((T-1)/4)+1 for every T; check numerically.
+        let Dim::Sym(s) = &b else { panic!() };
+        for t in 1..200i64 {
+            let once = (t - 1).div_euclid(2) + 1;
+            let twice = (once - 1).div_euclid(2) + 1;
+            assert_eq!(
+                (t + s.offset).div_euclid(s.div as i64) + s.add,
+                twice,
+                "T={t}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_padding_keeps_symbols() {
+        let t = Dim::sym("T");
+        assert_eq!(t.windowed(2, 3, 1), Some(Dim::sym("T")));
+        assert_eq!(Dim::Known(32).windowed(2, 3, 2), Some(Dim::Known(16)));
+        assert_eq!(Dim::Known(2).windowed(0, 3, 1), None);
+    }
+}

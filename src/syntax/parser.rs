@@ -1,0 +1,534 @@
+//! Text to syntax tree: the pest grammar in `grammar/fnet.pest`, then a typed walk.
+//!
+//! pest is a recursive-descent parser, so pathological nesting would overflow the
+//! stack; `check_nesting` rejects it up front with a diagnostic instead.
+
+use super::ast::*;
+use crate::diag::{Diagnostic, Span};
+use pest::iterators::Pair;
+use pest::Parser;
+use pest_derive::Parser;
+
+#[derive(Parser)]
+#[grammar = "grammar/fnet.pest"]
+struct FnetParser;
+
+/// Deepest bracket nesting accepted. Real models nest a handful of levels.
+pub const MAX_NESTING: usize = 64;
+/// Largest source accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 4 << 20;
+
+pub fn parse_program(text: &str) -> Result<Program, Diagnostic> {
+    if text.len() > MAX_SOURCE_BYTES {
+        return Err(Diagnostic::at(
+            "E0002",
+            Span::new(0, 0),
+            format!(
+                "source is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                text.len()
+            ),
+            "file starts here",
+        )
+        .hint("split the model or check that this is a .fnet file"));
+    }
+    check_nesting(text)?;
+    let mut pairs = FnetParser::parse(Rule::file, text).map_err(pest_error)?;
+    let file = pairs.next().expect("pest yields the file rule on success");
+    let mut model = None;
+    let mut train = None;
+    for p in file.into_inner() {
+        match p.as_rule() {
+            Rule::model => model = Some(model_ast(p)?),
+            Rule::train_section => train = Some(train_ast(p)?),
+            _ => {}
+        }
+    }
+    Ok(Program {
+        model: model.expect("grammar requires a model"),
+        train,
+    })
+}
+
+/// Rejects nesting deeper than `MAX_NESTING` before pest recurses into it. Brackets in
+/// comments and strings are skipped so they do not count.
+fn check_nesting(text: &str) -> Result<(), Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::at(
+                        "E0003",
+                        Span::new(i, i + 1),
+                        format!("brackets nest deeper than {MAX_NESTING} levels"),
+                        "too deep here",
+                    )
+                    .hint("flatten the expression with `let` bindings or a pipeline `|>`"));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn rule_name(rule: &Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "end of file",
+        Rule::ident | Rule::word => "a name",
+        Rule::int => "an integer",
+        Rule::float => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::string => "a string",
+        Rule::model => "`model NAME { ... }`",
+        Rule::model_item => "a declaration",
+        Rule::input_decl => "`input`",
+        Rule::seed_decl | Rule::kw_seed => "`seed`",
+        Rule::kw_basis => "`basis`",
+        Rule::kw_slots => "`slots`",
+        Rule::def_decl => "`def`",
+        Rule::block_decl => "`block`",
+        Rule::basis_decl => "`basis`",
+        Rule::slots_decl => "`slots`",
+        Rule::let_stmt => "`NAME = expr`",
+        Rule::return_stmt => "`return`",
+        Rule::tensor_type => "a tensor type like `f32[B, 3, 32, 32]`",
+        Rule::dim => "a dimension (integer or symbol)",
+        Rule::expr | Rule::sum | Rule::product | Rule::unary | Rule::postfix | Rule::stage => {
+            "an expression"
+        }
+        Rule::pipe_op => "`|>`",
+        Rule::add_op => "`+` or `-`",
+        Rule::mul_op => "`*` or `/`",
+        Rule::as_name => "`as NAME`",
+        Rule::call => "a call",
+        Rule::arg => "an argument",
+        Rule::list => "a list",
+        Rule::paren => "`(`",
+        Rule::param_list | Rule::param => "a parameter",
+        Rule::input_list => "an input name",
+        Rule::train_section => "`train { ... }`",
+        Rule::train_entry => "`key: value`",
+        Rule::repeat_stage => "`repeat N layer`",
+        Rule::neg => "`-`",
+        _ => "something else",
+    }
+}
+
+fn pest_error(e: pest::error::Error<Rule>) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let span = match e.location {
+        InputLocation::Pos(p) => Span::new(p, p + 1),
+        InputLocation::Span((a, b)) => Span::new(a, b),
+    };
+    let (message, label) = match &e.variant {
+        ErrorVariant::ParsingError {
+            positives,
+            negatives,
+        } => {
+            let mut names: Vec<&str> = positives.iter().map(rule_name).collect();
+            names.sort();
+            names.dedup();
+            let expected = match names.len() {
+                0 => String::new(),
+                1 => names[0].to_string(),
+                n => format!("{} or {}", names[..n - 1].join(", "), names[n - 1]),
+            };
+            if !expected.is_empty() {
+                (
+                    format!("syntax error: expected {expected}"),
+                    format!("expected {expected}"),
+                )
+            } else if !negatives.is_empty() {
+                let names: Vec<&str> = negatives.iter().map(rule_name).collect();
+                (
+                    format!("syntax error: unexpected {}", names.join(", ")),
+                    "unexpected here".to_string(),
+                )
+            } else {
+                ("syntax error".to_string(), "here".to_string())
+            }
+        }
+        ErrorVariant::CustomError { message } => (message.clone(), "here".to_string()),
+    };
+    Diagnostic::at("E0001", span, message, label)
+        .hint("see docs/language.md for the syntax; a missing `,`, `)` or `}` often causes this")
+}
+
+fn ident(p: Pair<Rule>) -> Ident {
+    Ident {
+        name: p.as_str().to_string(),
+        span: p.as_span().into(),
+    }
+}
+
+fn model_ast(p: Pair<Rule>) -> Result<Model, Diagnostic> {
+    let span = p.as_span().into();
+    let mut inner = p.into_inner();
+    let name = ident(inner.next().expect("model name"));
+    let items = inner.map(item_ast).collect::<Result<_, _>>()?;
+    Ok(Model { name, items, span })
+}
+
+fn item_ast(p: Pair<Rule>) -> Result<Item, Diagnostic> {
+    let span: Span = p.as_span().into();
+    Ok(match p.as_rule() {
+        Rule::input_decl => {
+            let mut it = p.into_inner();
+            let name = ident(it.next().expect("input name"));
+            let ty = it.next().expect("tensor type");
+            let mut tt = ty.into_inner();
+            let dtype = ident(tt.next().expect("dtype"));
+            let dims = tt.map(dim_ast).collect::<Result<_, _>>()?;
+            Item::Input(InputDecl {
+                name,
+                dtype,
+                dims,
+                span,
+            })
+        }
+        Rule::seed_decl => {
+            let v = p.into_inner().last().expect("seed value");
+            let value = parse_u64(&v)?;
+            Item::Seed { value, span }
+        }
+        Rule::def_decl => {
+            let mut it = p.into_inner().peekable();
+            let name = ident(it.next().expect("def name"));
+            let params = match it.peek().map(|q| q.as_rule()) {
+                Some(Rule::param_list) => params_ast(it.next().expect("params"))?,
+                _ => Vec::new(),
+            };
+            let body = expr_ast(it.next().expect("def body"))?;
+            Item::Def(DefDecl {
+                name,
+                params,
+                body,
+                span,
+            })
+        }
+        Rule::block_decl => {
+            let mut it = p.into_inner().peekable();
+            let name = ident(it.next().expect("block name"));
+            let params = match it.peek().map(|q| q.as_rule()) {
+                Some(Rule::param_list) => params_ast(it.next().expect("params"))?,
+                _ => Vec::new(),
+            };
+            let inputs = it
+                .next()
+                .expect("block inputs")
+                .into_inner()
+                .map(ident)
+                .collect();
+            let body = it.map(stmt_ast).collect::<Result<_, _>>()?;
+            Item::Block(BlockDecl {
+                name,
+                params,
+                inputs,
+                body,
+                span,
+            })
+        }
+        Rule::basis_decl | Rule::slots_decl => {
+            let is_basis = p.as_rule() == Rule::basis_decl;
+            let mut it = p.into_inner().skip(1);
+            let name = ident(it.next().expect("name"));
+            let value = expr_ast(it.next().expect("value"))?;
+            if is_basis {
+                Item::Basis { name, value }
+            } else {
+                Item::Slots { name, value }
+            }
+        }
+        Rule::let_stmt | Rule::return_stmt => Item::Stmt(stmt_ast(p)?),
+        r => unreachable!("model item {r:?}"),
+    })
+}
+
+fn stmt_ast(p: Pair<Rule>) -> Result<Stmt, Diagnostic> {
+    let span: Span = p.as_span().into();
+    match p.as_rule() {
+        Rule::let_stmt => {
+            let mut it = p.into_inner();
+            let name = ident(it.next().expect("let name"));
+            let value = expr_ast(it.next().expect("let value"))?;
+            Ok(Stmt::Let { name, value })
+        }
+        Rule::return_stmt => Ok(Stmt::Return {
+            values: p.into_inner().map(expr_ast).collect::<Result<_, _>>()?,
+            span,
+        }),
+        r => unreachable!("statement {r:?}"),
+    }
+}
+
+fn params_ast(p: Pair<Rule>) -> Result<Vec<Param>, Diagnostic> {
+    p.into_inner()
+        .map(|param| {
+            let mut name = None;
+            let mut ty = None;
+            let mut default = None;
+            for q in param.into_inner() {
+                match q.as_rule() {
+                    Rule::ident if name.is_none() => name = Some(ident(q)),
+                    Rule::ident => ty = Some(ident(q)),
+                    Rule::expr => default = Some(expr_ast(q)?),
+                    r => unreachable!("param part {r:?}"),
+                }
+            }
+            Ok(Param {
+                name: name.expect("param name"),
+                ty,
+                default,
+            })
+        })
+        .collect()
+}
+
+fn dim_ast(p: Pair<Rule>) -> Result<DimAst, Diagnostic> {
+    let q = p.into_inner().next().expect("dim");
+    Ok(match q.as_rule() {
+        Rule::int => DimAst::Known {
+            value: parse_u64(&q)?,
+            span: q.as_span().into(),
+        },
+        _ => DimAst::Symbol(ident(q)),
+    })
+}
+
+fn parse_u64(p: &Pair<Rule>) -> Result<u64, Diagnostic> {
+    p.as_str().replace('_', "").parse::<u64>().map_err(|_| {
+        Diagnostic::at(
+            "E0004",
+            p.as_span().into(),
+            format!("integer `{}` is too large", p.as_str()),
+            "does not fit in 64 bits",
+        )
+        .hint("integers must be below 2^63")
+    })
+}
+
+fn parse_i64(p: &Pair<Rule>) -> Result<i64, Diagnostic> {
+    let v = parse_u64(p)?;
+    i64::try_from(v).map_err(|_| {
+        Diagnostic::at(
+            "E0004",
+            p.as_span().into(),
+            format!("integer `{}` is too large", p.as_str()),
+            "does not fit in 63 bits",
+        )
+        .hint("integers must be below 2^63")
+    })
+}
+
+fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    let span: Span = p.as_span().into();
+    match p.as_rule() {
+        Rule::expr => {
+            let mut it = p.into_inner();
+            let mut acc = expr_ast(it.next().expect("pipe head"))?;
+            while let Some(op) = it.next() {
+                debug_assert_eq!(op.as_rule(), Rule::pipe_op);
+                let stage_pair = it.next().expect("pipe stage");
+                let stage = stage_ast(stage_pair)?;
+                let end = match &stage {
+                    Stage::Apply(e) => e.span,
+                    Stage::Repeat { span, .. } => *span,
+                };
+                acc = Expr {
+                    span: acc.span.join(end),
+                    kind: ExprKind::Pipe {
+                        lhs: Box::new(acc),
+                        stage: Box::new(stage),
+                    },
+                };
+            }
+            Ok(acc)
+        }
+        Rule::sum | Rule::product => {
+            let mut it = p.into_inner();
+            let mut acc = expr_ast(it.next().expect("operand"))?;
+            while let Some(op) = it.next() {
+                let rhs = expr_ast(it.next().expect("operand"))?;
+                let op = match op.as_str() {
+                    "+" => BinOp::Add,
+                    "-" => BinOp::Sub,
+                    "*" => BinOp::Mul,
+                    _ => BinOp::Div,
+                };
+                acc = Expr {
+                    span: acc.span.join(rhs.span),
+                    kind: ExprKind::Binary {
+                        op,
+                        lhs: Box::new(acc),
+                        rhs: Box::new(rhs),
+                    },
+                };
+            }
+            Ok(acc)
+        }
+        Rule::unary => {
+            let mut it = p.into_inner().peekable();
+            let negated = it.peek().map(|q| q.as_rule()) == Some(Rule::neg);
+            if negated {
+                it.next();
+            }
+            let inner = expr_ast(it.next().expect("operand"))?;
+            if !negated {
+                return Ok(inner);
+            }
+            Ok(match inner.kind {
+                ExprKind::Int(v) => Expr {
+                    kind: ExprKind::Int(-v),
+                    span,
+                },
+                ExprKind::Float(v) => Expr {
+                    kind: ExprKind::Float(-v),
+                    span,
+                },
+                _ => Expr {
+                    kind: ExprKind::Neg(Box::new(inner)),
+                    span,
+                },
+            })
+        }
+        Rule::postfix => {
+            let mut it = p.into_inner();
+            let inner = expr_ast(it.next().expect("primary"))?;
+            match it.next() {
+                Some(n) => Ok(Expr {
+                    kind: ExprKind::Named {
+                        inner: Box::new(inner),
+                        name: ident(n.into_inner().next().expect("as name")),
+                    },
+                    span,
+                }),
+                None => Ok(inner),
+            }
+        }
+        Rule::paren => expr_ast(p.into_inner().next().expect("parenthesised")),
+        Rule::int => Ok(Expr {
+            kind: ExprKind::Int(parse_i64(&p)?),
+            span,
+        }),
+        Rule::float => {
+            let v: f64 = p.as_str().replace('_', "").parse().map_err(|_| {
+                Diagnostic::at("E0004", span, "malformed number", "here")
+                    .hint("write numbers like `0.1`, `1e-3` or `25.6`")
+            })?;
+            if !v.is_finite() {
+                return Err(Diagnostic::at(
+                    "E0004",
+                    span,
+                    format!("number `{}` is out of range", p.as_str()),
+                    "not a finite f64",
+                )
+                .hint("numbers must be finite"));
+            }
+            Ok(Expr {
+                kind: ExprKind::Float(v),
+                span,
+            })
+        }
+        Rule::boolean => Ok(Expr {
+            kind: ExprKind::Bool(p.as_str() == "true"),
+            span,
+        }),
+        Rule::string => Ok(Expr {
+            kind: ExprKind::Str(unescape(p.into_inner().next().map_or("", |q| q.as_str()))),
+            span,
+        }),
+        Rule::ident => Ok(Expr {
+            kind: ExprKind::Ident(p.as_str().to_string()),
+            span,
+        }),
+        Rule::list => Ok(Expr {
+            kind: ExprKind::List(p.into_inner().map(expr_ast).collect::<Result<_, _>>()?),
+            span,
+        }),
+        Rule::call => {
+            let mut it = p.into_inner();
+            let callee = ident(it.next().expect("callee"));
+            let args = it
+                .map(|a| {
+                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+                    let value = expr_ast(parts.pop().expect("arg value"))?;
+                    let name = parts.pop().map(ident);
+                    Ok(Arg { name, value })
+                })
+                .collect::<Result<_, Diagnostic>>()?;
+            Ok(Expr {
+                kind: ExprKind::Call { callee, args },
+                span,
+            })
+        }
+        r => unreachable!("expression rule {r:?}"),
+    }
+}
+
+fn stage_ast(p: Pair<Rule>) -> Result<Stage, Diagnostic> {
+    let inner = p.into_inner().next().expect("stage body");
+    match inner.as_rule() {
+        Rule::repeat_stage => {
+            let span = inner.as_span().into();
+            let mut it = inner.into_inner();
+            let count = expr_ast(it.next().expect("repeat count"))?;
+            let body = expr_ast(it.next().expect("repeat body"))?;
+            Ok(Stage::Repeat { count, body, span })
+        }
+        _ => Ok(Stage::Apply(expr_ast(inner)?)),
+    }
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn train_ast(p: Pair<Rule>) -> Result<TrainSection, Diagnostic> {
+    let span = p.as_span().into();
+    let entries = p
+        .into_inner()
+        .map(|e| {
+            let mut it = e.into_inner();
+            let key = ident(it.next().expect("key"));
+            let value = expr_ast(it.next().expect("value"))?;
+            Ok((key, value))
+        })
+        .collect::<Result<_, Diagnostic>>()?;
+    Ok(TrainSection { entries, span })
+}
