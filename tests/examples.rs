@@ -178,7 +178,7 @@ fn default_slot_configuration_is_resnet20_placement() {
         .g
         .node_indices()
         .filter(|&n| matches!(m.graph.node(n).op, Op::Conv { .. }))
-        .last()
+        .next_back()
         .expect("convs");
     assert_eq!(m.graph.node(last_conv).ty.to_string(), "f32[B,64,8,8]");
 }

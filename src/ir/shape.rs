@@ -244,7 +244,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             let x = operands[0];
             expect_rank("shortcut", x, &[3, 4])?;
             let c = x.shape[1].known().unwrap_or(0);
-            if *out_channels < c || (*out_channels - c) % 2 != 0 {
+            if *out_channels < c || !(*out_channels - c).is_multiple_of(2) {
                 return err(format!(
                     "option-A shortcut pads channels evenly on both sides: {c} -> {out_channels} is not possible"
                 ));

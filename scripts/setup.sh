@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what fnet needs on a fresh Debian/Ubuntu machine that has a Rust toolchain,
+# then builds the compiler. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+# System packages: a C toolchain for crates with build scripts, and pkg-config.
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get update -q
+    $sudo_cmd apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+cargo build --locked --release --bin fnetc
+echo "setup: built target/release/fnetc"
