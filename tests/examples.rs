@@ -177,8 +177,7 @@ fn default_slot_configuration_is_resnet20_placement() {
         .graph
         .g
         .node_indices()
-        .filter(|&n| matches!(m.graph.node(n).op, Op::Conv { .. }))
-        .next_back()
+        .rfind(|&n| matches!(m.graph.node(n).op, Op::Conv { .. }))
         .expect("convs");
     assert_eq!(m.graph.node(last_conv).ty.to_string(), "f32[B,64,8,8]");
 }

@@ -6,7 +6,7 @@ use super::args::{bind, opt, req, ParamSpec, Ty};
 use super::value::{ArgValue, Spanned, Value};
 use crate::diag::{nearest, Diagnostic, Span};
 use crate::ir::graph::Graph;
-use crate::syntax::ast::{Expr, ExprKind, TrainSection};
+use crate::syntax::ast::{Expr, ExprKind, Ident, TrainSection};
 use serde_json::{json, Map, Value as Json};
 
 struct Ctor {
@@ -14,6 +14,11 @@ struct Ctor {
     /// Which recipe key this constructor belongs to.
     key: &'static str,
     params: fn() -> Vec<ParamSpec>,
+}
+
+fn betas() -> Value {
+    let b = |v| Spanned { value: Value::Float(v), span: Span::default() };
+    Value::List(vec![b(0.9), b(0.999)])
 }
 
 fn f(v: f64) -> Value {
@@ -36,7 +41,7 @@ static CTORS: &[Ctor] = &[
         params: || {
             vec![
                 req("lr", Ty::Float),
-                opt("betas", Ty::List, Value::List(vec![])),
+                opt("betas", Ty::List, betas()),
                 opt("eps", Ty::Float, f(1e-8)),
                 opt("weight_decay", Ty::Float, f(0.0)),
                 opt("groups", Ty::List, Value::List(vec![])),
@@ -49,7 +54,7 @@ static CTORS: &[Ctor] = &[
         params: || {
             vec![
                 req("lr", Ty::Float),
-                opt("betas", Ty::List, Value::List(vec![])),
+                opt("betas", Ty::List, betas()),
                 opt("eps", Ty::Float, f(1e-8)),
                 opt("weight_decay", Ty::Float, f(0.01)),
                 opt("groups", Ty::List, Value::List(vec![])),
@@ -310,27 +315,16 @@ fn to_json(v: &Value) -> Json {
 }
 
 fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
+    // A bare name is a call without arguments: `schedule: constant`.
     let (callee, args) = match &e.kind {
-        ExprKind::Call { callee, args } => (callee, args.as_slice()),
-        ExprKind::Ident(_) => {
-            let ExprKind::Ident(name) = &e.kind else {
-                unreachable!()
-            };
-            return call(
-                &Expr {
-                    kind: ExprKind::Call {
-                        callee: crate::syntax::ast::Ident {
-                            name: name.clone(),
-                            span: e.span,
-                        },
-                        args: vec![],
-                    },
-                    span: e.span,
-                },
-                kind,
-                graph,
-            );
-        }
+        ExprKind::Call { callee, args } => (callee.clone(), args.as_slice()),
+        ExprKind::Ident(name) => (
+            Ident {
+                name: name.clone(),
+                span: e.span,
+            },
+            &[][..],
+        ),
         _ => {
             return Err(Diagnostic::at(
                 "E0202",
@@ -355,9 +349,14 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
             CTORS.iter().filter(|c| c.key == kind).map(|c| c.name),
         ));
     };
-    let mut values = Vec::new();
+    // Optimiser `groups` hold constructor calls, not constants: validate them on their
+    // own and bind an empty list in their place.
+    let mut groups = None;
+    let mut arg_values = Vec::with_capacity(args.len());
     for a in args {
-        let value = if ctor.name != "group" && a.name.as_ref().is_some_and(|n| n.name == "groups") {
+        let is_groups =
+            ctor.key == "optimizer" && a.name.as_ref().is_some_and(|n| n.name == "groups");
+        let value = if is_groups {
             let ExprKind::List(items) = &a.value.kind else {
                 return Err(Diagnostic::at(
                     "E0202",
@@ -366,35 +365,24 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
                     "expected a list",
                 ));
             };
-            let groups = items
-                .iter()
-                .map(|i| call(i, "group", graph))
-                .collect::<Result<Vec<_>, _>>()?;
-            // Carried through the binder as a list; the JSON is rebuilt below.
-            values.push((a.name.clone(), Json::Array(groups)));
-            continue;
+            groups = Some(
+                items
+                    .iter()
+                    .map(|i| call(i, "group", graph))
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            Value::List(vec![])
         } else {
             constant(&a.value)?
         };
-        values.push((a.name.clone(), to_json(&value)));
-        let _ = value;
+        arg_values.push(ArgValue {
+            name: a.name.clone(),
+            value: Spanned {
+                value,
+                span: a.value.span,
+            },
+        });
     }
-    let arg_values: Vec<ArgValue> = args
-        .iter()
-        .map(|a| {
-            Ok(ArgValue {
-                name: a.name.clone(),
-                value: Spanned {
-                    value: if a.name.as_ref().is_some_and(|n| n.name == "groups") {
-                        Value::List(vec![])
-                    } else {
-                        constant(&a.value)?
-                    },
-                    span: a.value.span,
-                },
-            })
-        })
-        .collect::<Result<_, Diagnostic>>()?;
     let bound = bind(ctor.name, &(ctor.params)(), &arg_values, e.span)?;
     check_ranges(ctor.name, &bound, graph, e.span)?;
     let mut obj = Map::new();
@@ -402,10 +390,8 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
     for (name, v, _) in &bound.values {
         obj.insert(name.clone(), to_json(&v.value));
     }
-    for (name, j) in values {
-        if let Some(n) = name.filter(|n| n.name == "groups") {
-            obj.insert(n.name, j);
-        }
+    if let Some(g) = groups {
+        obj.insert("groups".into(), Json::Array(g));
     }
     Ok(Json::Object(obj))
 }
