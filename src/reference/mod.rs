@@ -1,0 +1,9 @@
+//! Reference kernels: naive, obviously-correct implementations of every
+//! numeric operation fnet needs, generic over f32/f64.
+//!
+//! These are the oracle for faster backends and the engine of the reference
+//! interpreter. They favour clarity over speed (rayon over the batch at most)
+//! and return [`ShapeError`](crate::tensor::ShapeError) on bad shapes instead
+//! of panicking.
+
+pub mod conv;
