@@ -7,3 +7,4 @@
 //! of panicking.
 
 pub mod conv;
+pub mod fft_conv;
