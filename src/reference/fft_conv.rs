@@ -24,7 +24,7 @@ pub fn fft_len(min: usize) -> usize {
     loop {
         let mut m = n;
         for p in [2, 3, 5, 7] {
-            while m % p == 0 {
+            while m.is_multiple_of(p) {
                 m /= p;
             }
         }
@@ -236,7 +236,7 @@ impl<T: Scalar + FftNum> Plan<T> {
             // realfft rejects non-zero imaginary parts at DC and Nyquist; after
             // the products they are rounding noise of a Hermitian spectrum.
             row[0].im = <T as Scalar>::zero();
-            if self.n2 % 2 == 0 {
+            if self.n2.is_multiple_of(2) {
                 row[self.m - 1].im = <T as Scalar>::zero();
             }
             self.c2r.process(row, dst).map_err(fft_err)?;
