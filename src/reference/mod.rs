@@ -8,3 +8,4 @@
 
 pub mod conv;
 pub mod fft_conv;
+pub mod mask;
