@@ -8,4 +8,6 @@
 
 pub mod conv;
 pub mod fft_conv;
+pub mod linear;
+pub mod magnet;
 pub mod mask;
