@@ -6,8 +6,15 @@
 //! and return [`ShapeError`](crate::tensor::ShapeError) on bad shapes instead
 //! of panicking.
 
+pub mod activation;
+pub mod basis;
 pub mod conv;
 pub mod fft_conv;
+pub mod layout;
+pub mod lc;
 pub mod linear;
 pub mod magnet;
 pub mod mask;
+pub mod norm;
+pub mod pool;
+pub mod shortcut;
