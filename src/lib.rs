@@ -1,3 +1,4 @@
 pub mod init;
+pub mod io;
 pub mod reference;
 pub mod tensor;
