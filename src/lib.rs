@@ -3,6 +3,10 @@
 pub mod diag;
 pub mod driver;
 pub mod eval;
+pub mod init;
+pub mod io;
 pub mod ir;
+pub mod reference;
 pub mod summary;
 pub mod syntax;
+pub mod tensor;
