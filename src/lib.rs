@@ -7,6 +7,7 @@ pub mod init;
 pub mod io;
 pub mod ir;
 pub mod reference;
+pub mod runtime;
 pub mod summary;
 pub mod syntax;
 pub mod tensor;

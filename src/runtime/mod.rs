@@ -1,0 +1,10 @@
+//! Running models: parameters, input binding and the reference interpreter.
+
+pub mod bind;
+pub mod error;
+pub mod interp;
+pub mod params;
+
+pub use error::RunError;
+pub use interp::{run, Mode, RunOptions, RunResult};
+pub use params::{check_store, initialise, ParamStore};
