@@ -15,9 +15,12 @@ use std::ops::Range;
 
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
-/// `torch.linspace(start, end, steps)`, bit-for-bit: the first half counts up
-/// from `start`, the second half counts down from `end`, so the grid is
-/// exactly symmetric and ends exactly at `end`.
+/// `torch.linspace(start, end, steps)` to within an ulp or so: the first
+/// half counts up from `start`, the second half counts down from `end`, so
+/// the grid is exactly symmetric and ends exactly at `end`. (torch's CPU
+/// kernel uses the same two formulas but, depending on vectorisation and
+/// FMA, rounds some points differently; no crop decision in practice sits
+/// that close to a grid point.)
 pub fn linspace<T: Scalar>(start: f64, end: f64, steps: usize) -> Vec<T> {
     let (s, e) = (T::from_f64(start), T::from_f64(end));
     if steps == 1 {
