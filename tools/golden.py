@@ -412,6 +412,19 @@ def misc_case():
     )
 
 
+def npy_cases():
+    """Arrays written by numpy itself, to check the .npy reader against the real writer."""
+    import numpy as np
+
+    os.makedirs(OUT, exist_ok=True)
+    a = np.arange(6, dtype="<f4").reshape(2, 3) / 4
+    np.save(os.path.join(OUT, "numpy_f32.npy"), a)
+    b = np.linspace(-1, 1, 5, dtype="<f8")
+    with open(os.path.join(OUT, "numpy_f64_v2.npy"), "wb") as f:
+        np.lib.format.write_array(f, b, version=(2, 0))
+    np.save(os.path.join(OUT, "numpy_scalar_f64.npy"), np.float64(2.5))
+
+
 if __name__ == "__main__":
     conv_cases()
     fft_cases()
@@ -422,5 +435,6 @@ if __name__ == "__main__":
     bn_case()
     pool_case()
     misc_case()
+    npy_cases()
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"wrote {len(os.listdir(OUT))} files, {total} bytes, to {OUT}")
