@@ -23,8 +23,10 @@ use crate::tensor::{Scalar, ShapeError, Tensor};
 /// that close to a grid point.)
 pub fn linspace<T: Scalar>(start: f64, end: f64, steps: usize) -> Vec<T> {
     let (s, e) = (T::from_f64(start), T::from_f64(end));
-    if steps == 1 {
-        return vec![s];
+    match steps {
+        0 => return Vec::new(),
+        1 => return vec![s],
+        _ => {}
     }
     let step = (e - s) / T::from_usize(steps - 1);
     let half = steps / 2;
@@ -207,6 +209,10 @@ mod tests {
             assert_eq!(v[i], -v[32 - i]);
         }
         assert_eq!(linspace::<f64>(-1.0, 1.0, 1), vec![-1.0]);
+        assert!(linspace::<f64>(-1.0, 1.0, 0).is_empty());
+        let p = params::<f64>(&[[0.0, 0.1], [0.0, 0.1]]);
+        let axes = dynamic_crop_axes(&[0, 0], &p, 0.1).unwrap();
+        assert!(axes[0].is_empty());
     }
 
     #[test]
