@@ -167,6 +167,10 @@ impl fmt::Display for ShapeError {
 impl std::error::Error for ShapeError {}
 
 /// A dense row-major tensor.
+///
+/// Invariant: `data.len() == numel(&shape)`. The fields are public for easy
+/// construction and destructuring; build through [`Tensor::from_vec`] (which
+/// checks) when the two come from outside. Kernels assume the invariant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor<T> {
     pub shape: Vec<usize>,

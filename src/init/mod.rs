@@ -1,7 +1,7 @@
 //! Seeded, reproducible parameter initialisers.
 //!
 //! Reproducibility contract: every initialiser draws from a
-//! [`Pcg64`](rand_pcg::Pcg64) made by [`seeded`], samples in f64 and rounds
+//! [`Pcg64`] made by [`seeded`], samples in f64 and rounds
 //! once to the target type. The same seed and the same sequence of calls
 //! therefore give the same bytes on every platform, and the f32 values are
 //! exactly the f64 values rounded. This does *not* reproduce PyTorch's

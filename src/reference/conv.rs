@@ -76,7 +76,7 @@ pub fn same_padding(kernel: &[usize], dilation: &[usize]) -> Vec<(usize, usize)>
 }
 
 /// Output length of one spatial dimension, or `None` if the dilated kernel
-/// does not fit in the padded input.
+/// does not fit in the padded input (or stride, dilation or kernel is 0).
 pub fn conv_out_len(
     len: usize,
     k: usize,
@@ -86,7 +86,7 @@ pub fn conv_out_len(
 ) -> Option<usize> {
     let padded = len + pad.0 + pad.1;
     let span = dil * (k.checked_sub(1)?) + 1;
-    if stride == 0 || padded < span {
+    if stride == 0 || dil == 0 || padded < span {
         return None;
     }
     Some((padded - span) / stride + 1)
@@ -171,7 +171,7 @@ fn conv2d<T: Scalar>(
     let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
         return Err(ShapeError::new(
             "conv geometry",
-            "a dilated kernel no larger than the padded input (and stride > 0)",
+            "a dilated kernel no larger than the padded input, stride and dilation > 0",
             format!(
                 "input {:?}, kernel {:?}, params {p:?}",
                 &x.shape[2..],

@@ -93,8 +93,15 @@ pub fn gabor_filter<T: Scalar>(
     f: &GaborFilter<T>,
     coords: &Tensor<T>,
 ) -> Result<Tensor<T>, ShapeError> {
+    let (h, d) = f.linear.dims("MAGNet Gabor filter")?;
+    if f.gamma.shape != [h, d] || f.mu.shape != [h, d] {
+        return Err(ShapeError::new(
+            "MAGNet Gabor filter",
+            format!("gamma and mu of shape [{h}, {d}]"),
+            format!("gamma {:?}, mu {:?}", f.gamma.shape, f.mu.shape),
+        ));
+    }
     let mut y = f.linear.apply_columns(coords, "MAGNet Gabor filter")?;
-    let (h, d) = (f.gamma.shape[0], f.gamma.shape[1]);
     let n = coords.shape[1];
     let half = T::from_f64(-0.5);
     for j in 0..h {
