@@ -1,5 +1,6 @@
 //! fnet: a compiler and runtime for convolutional networks with flexible kernels.
 
+pub mod cli;
 pub mod diag;
 pub mod driver;
 pub mod eval;

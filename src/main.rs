@@ -1,6 +1,8 @@
 //! `fnetc`: the command-line front end.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fnet::cli::run::{run_model, RunArgs};
+use fnet::cli::CliError;
 use fnet::diag::Report;
 use fnet::driver::compile_file;
 use fnet::eval::{Module, Options};
@@ -36,6 +38,62 @@ enum Command {
         #[arg(long = "set", value_parser = parse_set)]
         set: Vec<(String, String)>,
     },
+    /// Write initial weights (safetensors) with the papers' initialisations.
+    Init {
+        /// The .fnet model file.
+        model: PathBuf,
+        /// Output weights file (.safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seed; defaults to the model's `seed`. The same seed gives the same bytes.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Pooling-slot configuration (see `check --help`).
+        #[arg(long, value_delimiter = ',')]
+        config: Option<Vec<u64>>,
+        /// Override a model-level constant, e.g. `--set E=8` (repeatable).
+        #[arg(long = "set", value_parser = parse_set)]
+        set: Vec<(String, String)>,
+    },
+    /// Run a model forward on inputs from .npy or IDX files.
+    Run {
+        /// The .fnet model file.
+        model: PathBuf,
+        /// Weights file (.safetensors) with every parameter and buffer.
+        #[arg(short, long)]
+        weights: PathBuf,
+        /// Input: .npy (f32/f64, NCL or NCHW) or an IDX image file (optionally .gz).
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Index range of the inputs to run, e.g. `8000..8100`.
+        #[arg(long, value_parser = fnet::cli::inputs::parse_range)]
+        range: Option<(Option<usize>, Option<usize>)>,
+        /// Labels (IDX or .npy) to report top-1 accuracy against.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Write the first output to this .npy file.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Pooling-slot configuration (see `check --help`).
+        #[arg(long, value_delimiter = ',')]
+        config: Option<Vec<u64>>,
+        /// Override a model-level constant, e.g. `--set E=8` (repeatable).
+        #[arg(long = "set", value_parser = parse_set)]
+        set: Vec<(String, String)>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = Backend::Reference)]
+        backend: Backend,
+        /// Run the unoptimised graph (the optimising passes are not built yet, so
+        /// every run is unoptimised for now).
+        #[arg(short = 'O', value_parser = ["0"])]
+        opt_level: Option<String>,
+        /// Compute in f64 instead of f32.
+        #[arg(long)]
+        f64: bool,
+        /// Print every sample's top-1 class, not only the first 20.
+        #[arg(long)]
+        all: bool,
+    },
     /// Compile a model and print the requested intermediate form.
     Compile {
         /// The .fnet model file.
@@ -52,6 +110,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Backend {
+    /// The reference interpreter: naive, obviously correct loops.
+    Reference,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Emit {
     /// The typed graph IR.
@@ -64,17 +128,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(report) => {
+        Err(CliError::Program(report)) => {
             let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             for d in &report.diagnostics {
                 eprint!("{}", d.render_styled(&report.source, color));
             }
             ExitCode::from(1)
         }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<(), Report> {
+fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Check {
             file,
@@ -100,6 +168,75 @@ fn run(cli: Cli) -> Result<(), Report> {
                     "{}",
                     fnet::summary::table(&module, &file.display().to_string())
                 );
+            }
+        }
+        Command::Init {
+            model,
+            output,
+            seed,
+            config,
+            set,
+        } => {
+            let options = Options {
+                slot_config: config,
+                overrides: set,
+            };
+            let n = fnet::cli::init::init(&model, &output, seed, &options)?;
+            println!("wrote {n} tensors to {}", output.display());
+        }
+        Command::Run {
+            model,
+            weights,
+            input,
+            range,
+            labels,
+            output,
+            config,
+            set,
+            backend: _,
+            opt_level: _,
+            f64,
+            all,
+        } => {
+            let options = Options {
+                slot_config: config,
+                overrides: set,
+            };
+            let args = RunArgs {
+                model,
+                weights,
+                input,
+                range,
+                labels,
+                output: output.clone(),
+                options,
+                f64,
+            };
+            let summary = run_model(&args)?;
+            println!("output shape {:?}", summary.output_shape);
+            if !summary.predictions.is_empty() {
+                let n = summary.predictions.len();
+                let shown = if all { n } else { n.min(20) };
+                let first: Vec<String> = summary.predictions[..shown]
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                let more = if shown < n {
+                    format!(" ... ({n} samples; --all prints every one)")
+                } else {
+                    String::new()
+                };
+                println!("top-1: {}{more}", first.join(" "));
+            }
+            if let Some(acc) = summary.accuracy {
+                println!(
+                    "accuracy {:.2}% ({} samples)",
+                    100.0 * acc,
+                    summary.predictions.len()
+                );
+            }
+            if let Some(o) = output {
+                println!("wrote {}", o.display());
             }
         }
         Command::Compile {

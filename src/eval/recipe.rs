@@ -17,7 +17,10 @@ struct Ctor {
 }
 
 fn betas() -> Value {
-    let b = |v| Spanned { value: Value::Float(v), span: Span::default() };
+    let b = |v| Spanned {
+        value: Value::Float(v),
+        span: Span::default(),
+    };
     Value::List(vec![b(0.9), b(0.999)])
 }
 

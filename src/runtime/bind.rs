@@ -8,7 +8,12 @@ use std::collections::BTreeMap;
 pub type DimEnv = BTreeMap<String, u64>;
 
 /// Checks `actual` against `declared`, binding symbols on first sight.
-pub fn bind_shape(what: &str, declared: &TensorType, actual: &[usize], env: &mut DimEnv) -> Result<(), RunError> {
+pub fn bind_shape(
+    what: &str,
+    declared: &TensorType,
+    actual: &[usize],
+    env: &mut DimEnv,
+) -> Result<(), RunError> {
     let mismatch = || {
         RunError::new(format!(
             "{what}: expected shape {declared}, got {:?}",
@@ -80,11 +85,17 @@ mod tests {
 
     #[test]
     fn binds_and_checks_symbols() {
-        let t = TensorType::new(DType::F32, vec![Dim::sym("B"), Dim::Known(3), Dim::sym("T")]);
+        let t = TensorType::new(
+            DType::F32,
+            vec![Dim::sym("B"), Dim::Known(3), Dim::sym("T")],
+        );
         let mut env = DimEnv::new();
         bind_shape("x", &t, &[4, 3, 100], &mut env).unwrap();
         assert_eq!(env["B"], 4);
-        assert!(bind_shape("y", &t, &[5, 3, 100], &mut env).unwrap_err().message.contains("`B` is 5 here but 4"));
+        assert!(bind_shape("y", &t, &[5, 3, 100], &mut env)
+            .unwrap_err()
+            .message
+            .contains("`B` is 5 here but 4"));
         assert!(bind_shape("z", &t, &[4, 2, 100], &mut env).is_err());
         let strided = Dim::sym("T").windowed(2, 3, 2).unwrap();
         assert_eq!(eval_dim(&strided, &env), Some(50));

@@ -11,7 +11,10 @@ pub struct RunError {
 
 impl RunError {
     pub fn new(message: impl Into<String>) -> RunError {
-        RunError { message: message.into(), hint: None }
+        RunError {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> RunError {

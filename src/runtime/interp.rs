@@ -9,7 +9,9 @@ use crate::ir::graph::Graph;
 use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
 use crate::reference::conv::{conv, ConvParams};
 use crate::reference::fft_conv::{fft_causal_conv1d, fft_conv2d_same};
-use crate::reference::mask::{crop_causal, crop_symmetric, gauss_roots, gaussian_mask, grid_from_axes, rel_positions_grid};
+use crate::reference::mask::{
+    crop_causal, crop_symmetric, gauss_roots, gaussian_mask, grid_from_axes, rel_positions_grid,
+};
 use crate::reference::{activation, layout, linear, magnet, norm, pool};
 use crate::tensor::{Scalar, Tensor};
 use petgraph::stable_graph::NodeIndex;
@@ -35,7 +37,11 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { mode: Mode::Eval, seed: 0, force_algo: None }
+        RunOptions {
+            mode: Mode::Eval,
+            seed: 0,
+            force_algo: None,
+        }
     }
 }
 
@@ -56,18 +62,35 @@ pub fn run<T: Scalar + FftNum>(
     options: &RunOptions,
 ) -> Result<RunResult<T>, RunError> {
     if inputs.len() != graph.inputs.len() {
-        return Err(RunError::new(format!("model `{}` takes {} input(s), got {}", graph.name, graph.inputs.len(), inputs.len())));
+        return Err(RunError::new(format!(
+            "model `{}` takes {} input(s), got {}",
+            graph.name,
+            graph.inputs.len(),
+            inputs.len()
+        )));
     }
     let mut env = DimEnv::new();
     for (&id, t) in graph.inputs.iter().zip(inputs) {
         let node = graph.node(id);
-        bind_shape(&format!("input `{}`", node.name), &node.ty, &t.shape, &mut env)?;
+        bind_shape(
+            &format!("input `{}`", node.name),
+            &node.ty,
+            &t.shape,
+            &mut env,
+        )?;
     }
-    let order = graph.topo_order().map_err(|e| RunError::new(e.to_string()))?;
+    let order = graph
+        .topo_order()
+        .map_err(|e| RunError::new(e.to_string()))?;
     let mut values: BTreeMap<NodeIndex, Tensor<T>> = BTreeMap::new();
-    let mut result = RunResult { outputs: Vec::new(), updated_buffers: ParamStore::new(), kernel_sizes: BTreeMap::new() };
+    let mut result = RunResult {
+        outputs: Vec::new(),
+        updated_buffers: ParamStore::new(),
+        kernel_sizes: BTreeMap::new(),
+    };
     // Free each value after its last use, so peak memory stays near one layer's.
-    let mut remaining: BTreeMap<NodeIndex, usize> = order.iter().map(|&n| (n, graph.users(n).len())).collect();
+    let mut remaining: BTreeMap<NodeIndex, usize> =
+        order.iter().map(|&n| (n, graph.users(n).len())).collect();
     for &o in &graph.outputs {
         *remaining.entry(o).or_default() += 1;
     }
@@ -75,13 +98,26 @@ pub fn run<T: Scalar + FftNum>(
         let node = graph.node(id);
         let operands = graph.operands(id);
         let args: Vec<&Tensor<T>> = operands.iter().map(|o| &values[o]).collect();
-        let mut ctx = Ctx { params, options, result: &mut result, name: &node.name, step };
+        let mut ctx = Ctx {
+            params,
+            options,
+            result: &mut result,
+            name: &node.name,
+            step,
+        };
         let out = match &node.op {
             Op::Input { .. } => {
-                let i = graph.inputs.iter().position(|&n| n == id).expect("declared input");
+                let i = graph
+                    .inputs
+                    .iter()
+                    .position(|&n| n == id)
+                    .expect("declared input");
                 inputs[i].clone()
             }
-            op => eval(op, &args, &mut ctx).map_err(|e| RunError { message: format!("in `{}` ({}): {}", node.name, op.name(), e.message), hint: e.hint })?,
+            op => eval(op, &args, &mut ctx).map_err(|e| RunError {
+                message: format!("in `{}` ({}): {}", node.name, op.name(), e.message),
+                hint: e.hint,
+            })?,
         };
         if !conforms(&node.ty, &out.shape, &env) {
             return Err(RunError::new(format!(
@@ -110,7 +146,11 @@ struct Ctx<'a, T> {
     step: usize,
 }
 
-fn eval<T: Scalar + FftNum>(op: &Op, a: &[&Tensor<T>], ctx: &mut Ctx<'_, T>) -> Result<Tensor<T>, RunError> {
+fn eval<T: Scalar + FftNum>(
+    op: &Op,
+    a: &[&Tensor<T>],
+    ctx: &mut Ctx<'_, T>,
+) -> Result<Tensor<T>, RunError> {
     Ok(match op {
         Op::Input { .. } => unreachable!("inputs are bound before evaluation"),
         Op::Param { .. } => ctx
@@ -118,9 +158,15 @@ fn eval<T: Scalar + FftNum>(op: &Op, a: &[&Tensor<T>], ctx: &mut Ctx<'_, T>) -> 
             .get(ctx.name)
             .cloned()
             .ok_or_else(|| RunError::new(format!("no tensor `{}` in the weights", ctx.name)))?,
-        Op::CoordGrid { horizon } => rel_positions_grid(&horizon.iter().map(|&k| k as usize).collect::<Vec<_>>()),
+        Op::CoordGrid { horizon } => {
+            rel_positions_grid(&horizon.iter().map(|&k| k as usize).collect::<Vec<_>>())
+        }
         Op::MaskCrop { threshold, causal } => mask_crop(a[0], a[1], *threshold, *causal)?,
-        Op::Magnet { layers, in_channels, .. } => {
+        Op::Magnet {
+            layers,
+            in_channels,
+            ..
+        } => {
             let p = magnet_params(&a[1..], *layers as usize)?;
             let k = magnet::magnet_kernel(&p, a[0], *in_channels as usize, <T as Scalar>::one())?;
             let layer = ctx.name.trim_end_matches(".kernel").to_string();
@@ -131,22 +177,52 @@ fn eval<T: Scalar + FftNum>(op: &Op, a: &[&Tensor<T>], ctx: &mut Ctx<'_, T>) -> 
         Op::MaskMul => {
             let (k, m) = (a[0], a[1]);
             let n = m.numel();
-            let data = k.data.chunks(n.max(1)).flat_map(|row| row.iter().zip(&m.data).map(|(&v, &w)| v * w)).collect();
+            let data = k
+                .data
+                .chunks(n.max(1))
+                .flat_map(|row| row.iter().zip(&m.data).map(|(&v, &w)| v * w))
+                .collect();
             Tensor::from_vec(k.shape.clone(), data)?
         }
         Op::Scale { factor } => a[0].map(|&v| v * <T as Scalar>::from_f64(*factor)),
-        Op::Conv { stride, padding, dilation, groups, bias, algo } => {
-            let b = if *bias { Some(a[2].data.as_slice()) } else { None };
+        Op::Conv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            algo,
+        } => {
+            let b = if *bias {
+                Some(a[2].data.as_slice())
+            } else {
+                None
+            };
             let algo = ctx.options.force_algo.unwrap_or(*algo);
             conv_op(a[0], a[1], b, stride, padding, dilation, *groups, algo)?
         }
-        Op::Linear { bias } => linear::linear(a[0], a[1], if *bias { Some(a[2].data.as_slice()) } else { None })?,
-        Op::BatchNorm { eps, momentum, affine, running_stats } => batchnorm(a, *eps, *momentum, *affine, *running_stats, ctx)?,
+        Op::Linear { bias } => linear::linear(
+            a[0],
+            a[1],
+            if *bias {
+                Some(a[2].data.as_slice())
+            } else {
+                None
+            },
+        )?,
+        Op::BatchNorm {
+            eps,
+            momentum,
+            affine,
+            running_stats,
+        } => batchnorm(a, *eps, *momentum, *affine, *running_stats, ctx)?,
         Op::Relu => activation::relu(a[0]),
         Op::Gelu => activation::gelu(a[0]),
         Op::Dropout { p } => dropout(a[0], *p, ctx),
         Op::Pool(spec) => pool_op(a[0], spec)?,
-        Op::Slot { active, pool: spec, .. } => {
+        Op::Slot {
+            active, pool: spec, ..
+        } => {
             if *active {
                 pool_op(a[0], spec)?
             } else {
@@ -161,11 +237,19 @@ fn eval<T: Scalar + FftNum>(op: &Op, a: &[&Tensor<T>], ctx: &mut Ctx<'_, T>) -> 
         Op::LastStep => layout::last_timestep(a[0])?,
         Op::Add | Op::Mul => {
             let add = matches!(op, Op::Add);
-            let data = a[0].data.iter().zip(&a[1].data).map(|(&x, &y)| if add { x + y } else { x * y }).collect();
+            let data = a[0]
+                .data
+                .iter()
+                .zip(&a[1].data)
+                .map(|(&x, &y)| if add { x + y } else { x * y })
+                .collect();
             Tensor::from_vec(a[0].shape.clone(), data)?
         }
         Op::Concat { axis } => concat(a, *axis)?,
-        Op::ShortcutA { stride, out_channels } => {
+        Op::ShortcutA {
+            stride,
+            out_channels,
+        } => {
             let s = *stride as usize;
             let strides = if a[0].ndim() == 3 { [1, s] } else { [s, s] };
             let pad = (*out_channels as usize - a[0].shape[1]) / 2;
@@ -178,7 +262,10 @@ fn eval<T: Scalar + FftNum>(op: &Op, a: &[&Tensor<T>], ctx: &mut Ctx<'_, T>) -> 
 /// Views `[B, C, L]` as `[B, C, 1, L]` so the 2D kernels serve 1D too.
 fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
     if x.ndim() == 3 {
-        Tensor { shape: vec![x.shape[0], x.shape[1], 1, x.shape[2]], data: x.data.clone() }
+        Tensor {
+            shape: vec![x.shape[0], x.shape[1], 1, x.shape[2]],
+            data: x.data.clone(),
+        }
     } else {
         x.clone()
     }
@@ -186,15 +273,32 @@ fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
 
 fn unlift<T: Scalar>(y: Tensor<T>, ndim: usize) -> Tensor<T> {
     if ndim == 3 {
-        Tensor { shape: vec![y.shape[0], y.shape[1], y.shape[3]], data: y.data }
+        Tensor {
+            shape: vec![y.shape[0], y.shape[1], y.shape[3]],
+            data: y.data,
+        }
     } else {
         y
     }
 }
 
 fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunError> {
-    let two = |v: &[u64]| if v.len() == 1 { [1, v[0] as usize] } else { [v[0] as usize, v[1] as usize] };
-    let p = pool::Pool2d { kernel: two(&spec.kernel), stride: two(&spec.stride), padding: if spec.padding.len() == 1 { [0, spec.padding[0] as usize] } else { two(&spec.padding) } };
+    let two = |v: &[u64]| {
+        if v.len() == 1 {
+            [1, v[0] as usize]
+        } else {
+            [v[0] as usize, v[1] as usize]
+        }
+    };
+    let p = pool::Pool2d {
+        kernel: two(&spec.kernel),
+        stride: two(&spec.stride),
+        padding: if spec.padding.len() == 1 {
+            [0, spec.padding[0] as usize]
+        } else {
+            two(&spec.padding)
+        },
+    };
     let lifted = lift_2d(x);
     let y = match spec.kind {
         PoolKind::Max => pool::max_pool2d(&lifted, &p)?,
@@ -220,7 +324,9 @@ fn conv_op<T: Scalar + FftNum>(
     if algo == ConvAlgo::Fft && plain {
         match (padding, kernel.len()) {
             (Padding::Causal, 1) => return Ok(fft_causal_conv1d(x, w, bias)?),
-            (Padding::Same, 2) if kernel.iter().all(|k| k % 2 == 1) => return Ok(fft_conv2d_same(x, w, bias)?),
+            (Padding::Same, 2) if kernel.iter().all(|k| k % 2 == 1) => {
+                return Ok(fft_conv2d_same(x, w, bias)?)
+            }
             _ => {}
         }
     }
@@ -235,15 +341,29 @@ fn conv_op<T: Scalar + FftNum>(
                 (total / 2, total - total / 2)
             })
             .collect(),
-        Padding::Causal => kernel.iter().zip(&dil).map(|(&k, &d)| (d * (k - 1), 0)).collect(),
+        Padding::Causal => kernel
+            .iter()
+            .zip(&dil)
+            .map(|(&k, &d)| (d * (k - 1), 0))
+            .collect(),
     };
-    let p = ConvParams { stride: us(stride), padding: pads, dilation: dil, groups: groups as usize };
+    let p = ConvParams {
+        stride: us(stride),
+        padding: pads,
+        dilation: dil,
+        groups: groups as usize,
+    };
     Ok(conv(x, w, bias, &p)?)
 }
 
 /// The grid cropped where the mask drops below the threshold (SEEDS §1.4): centred
 /// axes keep `|x| < r` symmetrically; causal axes keep `x > r` (the recent past).
-fn mask_crop<T: Scalar>(grid: &Tensor<T>, mask: &Tensor<T>, threshold: f64, causal: bool) -> Result<Tensor<T>, RunError> {
+fn mask_crop<T: Scalar>(
+    grid: &Tensor<T>,
+    mask: &Tensor<T>,
+    threshold: f64,
+    causal: bool,
+) -> Result<Tensor<T>, RunError> {
     let d = grid.shape[0];
     let n: usize = grid.shape[1..].iter().product();
     let mut axes = Vec::with_capacity(d);
@@ -265,33 +385,77 @@ fn mask_crop<T: Scalar>(grid: &Tensor<T>, mask: &Tensor<T>, threshold: f64, caus
     Ok(grid_from_axes(&axes))
 }
 
-fn magnet_params<T: Scalar>(a: &[&Tensor<T>], layers: usize) -> Result<magnet::MagnetParams<T>, RunError> {
-    let lin = |w: &Tensor<T>, b: &Tensor<T>| linear::Linear { weight: w.clone(), bias: Some(b.data.clone()) };
+fn magnet_params<T: Scalar>(
+    a: &[&Tensor<T>],
+    layers: usize,
+) -> Result<magnet::MagnetParams<T>, RunError> {
+    let lin = |w: &Tensor<T>, b: &Tensor<T>| linear::Linear {
+        weight: w.clone(),
+        bias: Some(b.data.clone()),
+    };
     let filters = (0..=layers)
         .map(|l| {
             let f = &a[4 * l..4 * l + 4];
-            magnet::GaborFilter { linear: lin(f[0], f[1]), gamma: f[2].clone(), mu: f[3].clone() }
+            magnet::GaborFilter {
+                linear: lin(f[0], f[1]),
+                gamma: f[2].clone(),
+                mu: f[3].clone(),
+            }
         })
         .collect();
     let base = 4 * (layers + 1);
-    let hidden = (0..layers).map(|l| lin(a[base + 2 * l], a[base + 2 * l + 1])).collect();
+    let hidden = (0..layers)
+        .map(|l| lin(a[base + 2 * l], a[base + 2 * l + 1]))
+        .collect();
     let out = base + 2 * layers;
-    Ok(magnet::MagnetParams { filters, hidden, output: lin(a[out], a[out + 1]) })
+    Ok(magnet::MagnetParams {
+        filters,
+        hidden,
+        output: lin(a[out], a[out + 1]),
+    })
 }
 
-fn batchnorm<T: Scalar>(a: &[&Tensor<T>], eps: f64, momentum: f64, affine: bool, running: bool, ctx: &mut Ctx<'_, T>) -> Result<Tensor<T>, RunError> {
-    let aff = affine.then(|| norm::Affine { gamma: &a[1].data, beta: &a[2].data });
+fn batchnorm<T: Scalar>(
+    a: &[&Tensor<T>],
+    eps: f64,
+    momentum: f64,
+    affine: bool,
+    running: bool,
+    ctx: &mut Ctx<'_, T>,
+) -> Result<Tensor<T>, RunError> {
+    let aff = affine.then(|| norm::Affine {
+        gamma: &a[1].data,
+        beta: &a[2].data,
+    });
     let stats_at = if affine { 3 } else { 1 };
-    let stats = running.then(|| norm::RunningStats { mean: a[stats_at].data.clone(), var: a[stats_at + 1].data.clone() });
-    let (eps, momentum) = (<T as Scalar>::from_f64(eps), <T as Scalar>::from_f64(momentum));
+    let stats = running.then(|| norm::RunningStats {
+        mean: a[stats_at].data.clone(),
+        var: a[stats_at + 1].data.clone(),
+    });
+    let (eps, momentum) = (
+        <T as Scalar>::from_f64(eps),
+        <T as Scalar>::from_f64(momentum),
+    );
     match (&stats, ctx.options.mode) {
         (Some(s), Mode::Eval) => Ok(norm::batch_norm_eval(a[0], aff, s, eps)?),
         _ => {
-            let (y, updated) = norm::batch_norm_train(a[0], aff, stats.as_ref().filter(|_| ctx.options.mode == Mode::Train), momentum, eps)?;
+            let (y, updated) = norm::batch_norm_train(
+                a[0],
+                aff,
+                stats.as_ref().filter(|_| ctx.options.mode == Mode::Train),
+                momentum,
+                eps,
+            )?;
             if let Some(u) = updated {
                 let c = u.mean.len();
-                ctx.result.updated_buffers.insert(format!("{}.running_mean", ctx.name), Tensor::from_vec(vec![c], u.mean)?);
-                ctx.result.updated_buffers.insert(format!("{}.running_var", ctx.name), Tensor::from_vec(vec![c], u.var)?);
+                ctx.result.updated_buffers.insert(
+                    format!("{}.running_mean", ctx.name),
+                    Tensor::from_vec(vec![c], u.mean)?,
+                );
+                ctx.result.updated_buffers.insert(
+                    format!("{}.running_var", ctx.name),
+                    Tensor::from_vec(vec![c], u.var)?,
+                );
             }
             Ok(y)
         }
@@ -303,9 +467,17 @@ fn dropout<T: Scalar>(x: &Tensor<T>, p: f64, ctx: &mut Ctx<'_, T>) -> Tensor<T> 
         return x.clone();
     }
     use rand::Rng;
-    let mut rng = crate::init::seeded(ctx.options.seed ^ (ctx.step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = crate::init::seeded(
+        ctx.options.seed ^ (ctx.step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     let keep = <T as Scalar>::from_f64(1.0 / (1.0 - p));
-    x.map(|&v| if rng.random::<f64>() < p { <T as Scalar>::zero() } else { v * keep })
+    x.map(|&v| {
+        if rng.random::<f64>() < p {
+            <T as Scalar>::zero()
+        } else {
+            v * keep
+        }
+    })
 }
 
 fn concat<T: Scalar>(a: &[&Tensor<T>], axis: usize) -> Result<Tensor<T>, RunError> {

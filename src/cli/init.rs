@@ -1,0 +1,24 @@
+//! `fnetc init`: a weights file with every parameter and buffer initialised as the
+//! papers do (see docs/initialisation.md), deterministically from a seed.
+
+use super::{check_output_dir, CliError};
+use crate::driver::compile_file;
+use crate::eval::Options;
+use crate::io::weights::write_weights;
+use crate::runtime::initialise;
+use std::path::Path;
+
+/// Writes the initial weights of `model` to `out`; returns the number of tensors.
+pub fn init(
+    model: &Path,
+    out: &Path,
+    seed: Option<u64>,
+    options: &Options,
+) -> Result<usize, CliError> {
+    check_output_dir(out)?;
+    let (_, module) = compile_file(model, options)?;
+    let seed = seed.unwrap_or(module.graph.seed);
+    let store = initialise::<f32>(&module.graph, seed)?;
+    write_weights(out, &store)?;
+    Ok(store.len())
+}
