@@ -1,0 +1,252 @@
+//! The `fnetc` binary end to end: init, run, and the errors a user meets with files.
+
+use fnet::io::npy::write_npy;
+use fnet::io::weights::write_weights;
+use fnet::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fnetc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("fnetc runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    dir.join(name)
+}
+
+const LENET: &str = "examples/lenet_mnist.fnet";
+const IMAGES: &str = "data/mnist10k/images.idx3-ubyte.gz";
+const LABELS: &str = "data/mnist10k/labels.idx1-ubyte.gz";
+
+fn init(path: &Path, seed: &str) {
+    let o = fnetc(&[
+        "init",
+        LENET,
+        "-o",
+        path.to_str().expect("utf8"),
+        "--seed",
+        seed,
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn init_then_run_on_shipped_mnist() {
+    let w = tmp("lenet_a.safetensors");
+    init(&w, "5");
+    let out = tmp("logits.npy");
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+        "--range",
+        "8000..8050",
+        "--labels",
+        LABELS,
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("output shape [50, 10]"), "{stdout}");
+    assert!(stdout.contains("top-1: "), "{stdout}");
+    assert!(
+        stdout.contains("accuracy ") && stdout.contains("(50 samples)"),
+        "{stdout}"
+    );
+    let y = fnet::io::npy::read_npy::<f32>(&out).expect("written");
+    assert_eq!(y.shape, vec![50, 10]);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bytes() {
+    let (a, b, c) = (
+        tmp("seed_a.safetensors"),
+        tmp("seed_b.safetensors"),
+        tmp("seed_c.safetensors"),
+    );
+    init(&a, "3");
+    init(&b, "3");
+    init(&c, "4");
+    let read = |p: &Path| std::fs::read(p).expect("file");
+    assert_eq!(read(&a), read(&b));
+    assert_ne!(read(&a), read(&c));
+}
+
+#[test]
+fn missing_and_corrupt_files_are_clear_errors() {
+    let w = tmp("lenet_b.safetensors");
+    init(&w, "1");
+    let ws = w.to_str().expect("utf8");
+    let o = fnetc(&["run", LENET, "-w", "no/such.safetensors", "-i", IMAGES]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("no/such.safetensors"), "{err}");
+
+    let truncated = tmp("truncated.safetensors");
+    std::fs::write(&truncated, &std::fs::read(&w).expect("weights")[..100]).expect("write");
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        truncated.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("truncated.safetensors") && err.to_lowercase().contains("truncated"),
+        "{err}"
+    );
+
+    let o = fnetc(&["run", LENET, "-w", ws, "-i", "no/such/input.npy"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("no/such/input.npy"));
+}
+
+#[test]
+fn output_in_a_missing_directory_fails_before_any_work() {
+    let w = tmp("lenet_c.safetensors");
+    init(&w, "1");
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+        "--range",
+        "0..2",
+        "-o",
+        "missing_dir/y.npy",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("directory `missing_dir` does not exist"),
+        "{err}"
+    );
+    let o = fnetc(&["init", LENET, "-o", "missing_dir/w.safetensors"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("missing_dir")
+        .exists());
+}
+
+#[test]
+fn weights_of_another_model_name_every_mismatch() {
+    let w = tmp("resnet.safetensors");
+    let o = fnetc(&[
+        "init",
+        "examples/resnet20_cifar10.fnet",
+        "-o",
+        w.to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success());
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+        "--range",
+        "0..2",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("missing tensors (9)"), "{err}");
+    assert!(err.contains("conv1.bias [6] (trainable)"), "{err}");
+    assert!(
+        err.contains("conv1.weight: expected [6, 1, 5, 5], found [16, 3, 3, 3]"),
+        "{err}"
+    );
+    assert!(err.contains("tensors the model does not have"), "{err}");
+}
+
+#[test]
+fn wrong_dtype_shape_and_range_are_reported() {
+    let w64 = tmp("f64.safetensors");
+    let mut m = BTreeMap::new();
+    m.insert(
+        "conv1.weight".to_string(),
+        Tensor::<f64>::zeros(vec![6, 1, 5, 5]),
+    );
+    write_weights(&w64, &m).expect("write");
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w64.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+        "--range",
+        "0..2",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("f64") && err.contains("f32"), "{err}");
+
+    let w = tmp("lenet_d.safetensors");
+    init(&w, "1");
+    let x = tmp("wrong.npy");
+    write_npy(&x, &Tensor::<f32>::zeros(vec![2, 3, 32, 32])).expect("npy");
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w.to_str().expect("utf8"),
+        "-i",
+        x.to_str().expect("utf8"),
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("expected shape f32[B,1,28,28], got [2, 3, 32, 32]"),
+        "{err}"
+    );
+
+    let o = fnetc(&[
+        "run",
+        LENET,
+        "-w",
+        w.to_str().expect("utf8"),
+        "-i",
+        IMAGES,
+        "--range",
+        "9990..10010",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("range 9990..10010 is not within the 10000 items"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["check", "compile", "init", "run"] {
+        let o = fnetc(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd}");
+        assert!(text(&o).0.contains("Usage: fnetc"), "{cmd}");
+    }
+}
