@@ -7,6 +7,7 @@ pub mod eval;
 pub mod init;
 pub mod io;
 pub mod ir;
+pub mod passes;
 pub mod reference;
 pub mod runtime;
 pub mod summary;

@@ -1,11 +1,13 @@
 //! `fnetc`: the command-line front end.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fnet::cli::compile::{compile, CompileArgs};
 use fnet::cli::run::{run_model, RunArgs};
 use fnet::cli::CliError;
 use fnet::diag::Report;
 use fnet::driver::compile_file;
-use fnet::eval::{Module, Options};
+use fnet::eval::Options;
+use fnet::passes::CompileMode;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,11 +96,11 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Compile a model and print the requested intermediate form.
+    /// Compile a model: run the optimising passes and print the IR.
     Compile {
         /// The .fnet model file.
         file: PathBuf,
-        /// What to print.
+        /// What to print at the end.
         #[arg(long, value_enum, default_value_t = Emit::Ir)]
         emit: Emit,
         /// Pooling-slot configuration (see `check --help`).
@@ -107,6 +109,24 @@ enum Command {
         /// Override a model-level constant, e.g. `--set E=8` (repeatable).
         #[arg(long = "set", value_parser = parse_set)]
         set: Vec<(String, String)>,
+        /// Compile for training (keeps every parameter) instead of inference.
+        #[arg(long)]
+        training: bool,
+        /// Run exactly these passes, in this order (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        passes: Option<Vec<String>>,
+        /// Run no passes (print the elaborated graph).
+        #[arg(short = 'O', value_parser = ["0"])]
+        opt_level: Option<String>,
+        /// Print the IR after this pass (repeatable), or after every pass with `all`.
+        #[arg(long, value_delimiter = ',')]
+        print_after: Vec<String>,
+        /// Print each pass's time, rewrites and node count to stderr.
+        #[arg(short, long)]
+        verbose: bool,
+        /// List the passes of the pipeline and exit.
+        #[arg(long)]
+        list_passes: bool,
     },
 }
 
@@ -244,25 +264,54 @@ fn run(cli: Cli) -> Result<(), CliError> {
             emit,
             config,
             set,
+            training,
+            passes,
+            opt_level,
+            print_after,
+            verbose,
+            list_passes,
         } => {
+            if list_passes {
+                for p in fnet::passes::pipeline::registry() {
+                    println!("{:<20} {}", p.name(), p.about());
+                }
+                return Ok(());
+            }
             let options = Options {
                 slot_config: config,
                 overrides: set,
             };
-            match emit {
-                Emit::Ir => {
-                    let (_, module): (_, Module) = compile_file(&file, &options)?;
-                    print!("{}", fnet::ir::print::print_graph(&module.graph));
-                }
-                Emit::Ast => {
-                    let (source, _) = compile_file(&file, &options)?;
-                    let program =
-                        fnet::syntax::parse_program(&source.text).map_err(|d| Report {
-                            source: source.clone(),
-                            diagnostics: vec![d],
-                        })?;
-                    println!("{program:#?}");
-                }
+            if let Emit::Ast = emit {
+                let (source, _) = compile_file(&file, &options)?;
+                let program = fnet::syntax::parse_program(&source.text).map_err(|d| Report {
+                    source: source.clone(),
+                    diagnostics: vec![d],
+                })?;
+                println!("{program:#?}");
+                return Ok(());
+            }
+            let mode = if training {
+                CompileMode::Training
+            } else {
+                CompileMode::Inference
+            };
+            let passes = if opt_level.is_some() {
+                Some(Vec::new())
+            } else {
+                passes
+            };
+            let out = compile(&CompileArgs {
+                model: file,
+                options,
+                mode,
+                passes,
+                print_after: print_after.clone(),
+                verbose,
+            })?;
+            eprint!("{}", out.timings);
+            print!("{}", out.printed);
+            if print_after.is_empty() {
+                print!("{}", fnet::ir::print::print_graph(&out.graph));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! that names the file and what went wrong; nothing the user had is overwritten unless
 //! the command completed.
 
+pub mod compile;
 pub mod init;
 pub mod inputs;
 pub mod run;

@@ -1,0 +1,11 @@
+//! Graph-to-graph passes, one per file, run by the pass manager. The default pipeline
+//! and the pass registry are in `pipeline`.
+
+pub mod canonicalize;
+pub mod cse;
+pub mod dce;
+pub mod manager;
+pub mod pipeline;
+pub mod specialize_slots;
+
+pub use manager::{CompileMode, Note, Pass, PassContext, PassError, PassManager, PassRecord};
