@@ -100,9 +100,9 @@ fn every_expected_mistake_kind_is_covered() {
         .map(|r| r.diagnostics[0].code.to_string())
         .collect();
     for code in [
-        "E0001", "E0003", "E0004", "E0005", "E0101", "E0102", "E0103", "E0202", "E0203",
-        "E0204", "E0205", "E0206", "E0207", "E0208", "E0209", "E0307", "E0308", "E0309",
-        "E0310", "E0401", "E0501", "E0502", "E0601", "E0602", "E0603", "E0604",
+        "E0001", "E0003", "E0004", "E0005", "E0101", "E0102", "E0103", "E0202", "E0203", "E0204",
+        "E0205", "E0206", "E0207", "E0208", "E0209", "E0307", "E0308", "E0309", "E0310", "E0401",
+        "E0501", "E0502", "E0601", "E0602", "E0603", "E0604",
     ] {
         assert!(
             codes.iter().any(|c| c == code),
@@ -122,7 +122,10 @@ fn fnetc_check_prints_the_rendered_error_and_exits_1() {
         .output()
         .expect("fnetc runs");
     assert_eq!(out.status.code(), Some(1), "exit status");
-    assert!(out.stdout.is_empty(), "nothing on stdout for a failed check");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for a failed check"
+    );
     let stderr = String::from_utf8(out.stderr).expect("UTF-8 stderr");
     assert_eq!(stderr, render(&rel, &bytes));
     assert!(stderr.contains("did you mean `conv2d`?"));

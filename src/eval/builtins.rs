@@ -451,9 +451,10 @@ impl ConvSpec {
     }
 
     pub fn weight_init(&self, cin: u64) -> (Init, Init) {
-        let area: u64 = self.kernel.iter().product();
-        let fan_in = cin / self.groups * area;
-        let fan_out = self.out / self.groups * area;
+        // Saturating: absurd sizes are rejected when the weight is created.
+        let area = self.kernel.iter().fold(1u64, |a, k| a.saturating_mul(*k));
+        let fan_in = (cin / self.groups).saturating_mul(area);
+        let fan_out = (self.out / self.groups).saturating_mul(area);
         match self.init.as_str() {
             "kaiming_normal_in" => (
                 Init::KaimingNormal {

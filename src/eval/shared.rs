@@ -228,7 +228,7 @@ pub fn apply_conv(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic
     } else {
         s_out
     };
-    let width = shared + unique;
+    let width = shared.saturating_add(unique);
     let bn = format!("{p}.bn");
     let ops = vec![
         z,

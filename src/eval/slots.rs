@@ -11,6 +11,9 @@ use crate::ir::graph::SlotFamily;
 use crate::ir::op::{Op, PoolKind};
 use petgraph::stable_graph::NodeIndex;
 
+/// Most slots one family may declare.
+pub const MAX_SLOTS: u64 = 1024;
+
 pub fn params() -> Vec<ParamSpec> {
     vec![
         req("count", Ty::Int),
@@ -81,6 +84,15 @@ impl Elab<'_> {
         };
         let a = &s.args;
         let count = a.positive("count")?;
+        if count > MAX_SLOTS {
+            return Err(Diagnostic::at(
+                "E0204",
+                a.span("count"),
+                format!("a slot family has at most {MAX_SLOTS} slots, got {count}"),
+                "too many slots",
+            )
+            .hint("each slot is one `slot(...)` use in the model; real supernets have a few"));
+        }
         let active = u64::try_from(a.int("active"))
             .ok()
             .filter(|k| *k <= count)

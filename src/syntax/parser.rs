@@ -15,6 +15,8 @@ struct FnetParser;
 
 /// Deepest bracket nesting accepted. Real models nest a handful of levels.
 pub const MAX_NESTING: usize = 64;
+/// Deepest syntax tree accepted for one expression (a pipeline of N stages is N deep).
+pub const MAX_EXPR_DEPTH: usize = 256;
 /// Largest source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 4 << 20;
 
@@ -71,6 +73,13 @@ fn check_nesting(text: &str) -> Result<(), Diagnostic> {
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
+                }
+            }
+            // A closed block comment is skipped like the grammar skips it; an unclosed
+            // one is a syntax error, so its brackets may as well count.
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                if let Some(end) = text[i + 2..].find("*/") {
+                    i += 2 + end + 1;
                 }
             }
             b'(' | b'[' | b'{' => {
@@ -343,19 +352,44 @@ fn parse_i64(p: &Pair<Rule>) -> Result<i64, Diagnostic> {
 }
 
 fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    expr_d(p).map(|(e, _)| e)
+}
+
+/// Rejects syntax trees deeper than `MAX_EXPR_DEPTH`: a chain such as `x |> relu |> ...`
+/// is flat for pest but nests in the tree, and later passes recurse over it.
+fn check_depth(depth: usize, span: Span) -> Result<usize, Diagnostic> {
+    if depth <= MAX_EXPR_DEPTH {
+        return Ok(depth);
+    }
+    Err(Diagnostic::at(
+        "E0003",
+        span,
+        format!("expression nests deeper than {MAX_EXPR_DEPTH} levels"),
+        "too deep here",
+    )
+    .hint("split long chains with `let` bindings: `h = x |> ...` then `h = h |> ...`"))
+}
+
+fn max_depth<'a>(depths: impl IntoIterator<Item = &'a usize>) -> usize {
+    depths.into_iter().copied().max().unwrap_or(0)
+}
+
+/// An expression and the depth of its tree.
+fn expr_d(p: Pair<Rule>) -> Result<(Expr, usize), Diagnostic> {
     let span: Span = p.as_span().into();
     match p.as_rule() {
         Rule::expr => {
             let mut it = p.into_inner();
-            let mut acc = expr_ast(it.next().expect("pipe head"))?;
+            let (mut acc, mut depth) = expr_d(it.next().expect("pipe head"))?;
             while let Some(op) = it.next() {
                 debug_assert_eq!(op.as_rule(), Rule::pipe_op);
                 let stage_pair = it.next().expect("pipe stage");
-                let stage = stage_ast(stage_pair)?;
+                let (stage, d) = stage_ast(stage_pair)?;
                 let end = match &stage {
                     Stage::Apply(e) => e.span,
                     Stage::Repeat { span, .. } => *span,
                 };
+                depth = check_depth(depth.max(d) + 1, end)?;
                 acc = Expr {
                     span: acc.span.join(end),
                     kind: ExprKind::Pipe {
@@ -364,13 +398,14 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     },
                 };
             }
-            Ok(acc)
+            Ok((acc, depth))
         }
         Rule::sum | Rule::product => {
             let mut it = p.into_inner();
-            let mut acc = expr_ast(it.next().expect("operand"))?;
+            let (mut acc, mut depth) = expr_d(it.next().expect("operand"))?;
             while let Some(op) = it.next() {
-                let rhs = expr_ast(it.next().expect("operand"))?;
+                let (rhs, d) = expr_d(it.next().expect("operand"))?;
+                depth = check_depth(depth.max(d) + 1, rhs.span)?;
                 let op = match op.as_str() {
                     "+" => BinOp::Add,
                     "-" => BinOp::Sub,
@@ -386,7 +421,7 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     },
                 };
             }
-            Ok(acc)
+            Ok((acc, depth))
         }
         Rule::unary => {
             let mut it = p.into_inner().peekable();
@@ -394,11 +429,12 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
             if negated {
                 it.next();
             }
-            let inner = expr_ast(it.next().expect("operand"))?;
+            let (inner, depth) = expr_d(it.next().expect("operand"))?;
             if !negated {
-                return Ok(inner);
+                return Ok((inner, depth));
             }
-            Ok(match inner.kind {
+            let depth = check_depth(depth + 1, span)?;
+            let e = match inner.kind {
                 ExprKind::Int(v) => Expr {
                     kind: ExprKind::Int(-v),
                     span,
@@ -411,23 +447,72 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     kind: ExprKind::Neg(Box::new(inner)),
                     span,
                 },
-            })
+            };
+            Ok((e, depth))
         }
         Rule::postfix => {
             let mut it = p.into_inner();
-            let inner = expr_ast(it.next().expect("primary"))?;
+            let (inner, depth) = expr_d(it.next().expect("primary"))?;
             match it.next() {
-                Some(n) => Ok(Expr {
-                    kind: ExprKind::Named {
-                        inner: Box::new(inner),
-                        name: ident(n.into_inner().next().expect("as name")),
+                Some(n) => Ok((
+                    Expr {
+                        kind: ExprKind::Named {
+                            inner: Box::new(inner),
+                            name: ident(n.into_inner().next().expect("as name")),
+                        },
+                        span,
                     },
-                    span,
-                }),
-                None => Ok(inner),
+                    check_depth(depth + 1, span)?,
+                )),
+                None => Ok((inner, depth)),
             }
         }
-        Rule::paren => expr_ast(p.into_inner().next().expect("parenthesised")),
+        Rule::paren => expr_d(p.into_inner().next().expect("parenthesised")),
+        Rule::list => {
+            let (items, depths): (Vec<Expr>, Vec<usize>) = p
+                .into_inner()
+                .map(expr_d)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
+            let depth = check_depth(max_depth(&depths) + 1, span)?;
+            Ok((
+                Expr {
+                    kind: ExprKind::List(items),
+                    span,
+                },
+                depth,
+            ))
+        }
+        Rule::call => {
+            let mut it = p.into_inner();
+            let callee = ident(it.next().expect("callee"));
+            let mut depth = 0;
+            let args = it
+                .map(|a| {
+                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+                    let (value, d) = expr_d(parts.pop().expect("arg value"))?;
+                    depth = depth.max(d);
+                    let name = parts.pop().map(ident);
+                    Ok(Arg { name, value })
+                })
+                .collect::<Result<_, Diagnostic>>()?;
+            Ok((
+                Expr {
+                    kind: ExprKind::Call { callee, args },
+                    span,
+                },
+                check_depth(depth + 1, span)?,
+            ))
+        }
+        _ => leaf_ast(p).map(|e| (e, 1)),
+    }
+}
+
+/// Literals and names.
+fn leaf_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    let span: Span = p.as_span().into();
+    match p.as_rule() {
         Rule::int => Ok(Expr {
             kind: ExprKind::Int(parse_i64(&p)?),
             span,
@@ -463,41 +548,22 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
             kind: ExprKind::Ident(p.as_str().to_string()),
             span,
         }),
-        Rule::list => Ok(Expr {
-            kind: ExprKind::List(p.into_inner().map(expr_ast).collect::<Result<_, _>>()?),
-            span,
-        }),
-        Rule::call => {
-            let mut it = p.into_inner();
-            let callee = ident(it.next().expect("callee"));
-            let args = it
-                .map(|a| {
-                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
-                    let value = expr_ast(parts.pop().expect("arg value"))?;
-                    let name = parts.pop().map(ident);
-                    Ok(Arg { name, value })
-                })
-                .collect::<Result<_, Diagnostic>>()?;
-            Ok(Expr {
-                kind: ExprKind::Call { callee, args },
-                span,
-            })
-        }
         r => unreachable!("expression rule {r:?}"),
     }
 }
 
-fn stage_ast(p: Pair<Rule>) -> Result<Stage, Diagnostic> {
+fn stage_ast(p: Pair<Rule>) -> Result<(Stage, usize), Diagnostic> {
     let inner = p.into_inner().next().expect("stage body");
     match inner.as_rule() {
         Rule::repeat_stage => {
             let span = inner.as_span().into();
             let mut it = inner.into_inner();
-            let count = expr_ast(it.next().expect("repeat count"))?;
-            let body = expr_ast(it.next().expect("repeat body"))?;
-            Ok(Stage::Repeat { count, body, span })
+            let (count, a) = expr_d(it.next().expect("repeat count"))?;
+            let (body, b) = expr_d(it.next().expect("repeat body"))?;
+            let depth = check_depth(a.max(b) + 1, span)?;
+            Ok((Stage::Repeat { count, body, span }, depth))
         }
-        _ => Ok(Stage::Apply(expr_ast(inner)?)),
+        _ => expr_d(inner).map(|(e, d)| (Stage::Apply(e), d)),
     }
 }
 
