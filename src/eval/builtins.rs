@@ -337,9 +337,11 @@ impl Elab<'_> {
                 format!("`{what}` expects input {}, got {ty}", want.join(" or ")),
                 format!("input here is {ty}"),
             )
-            .hint(
-                "check the layers before this one (conv1d works on sequences, conv2d on images)",
-            ));
+            .hint(if ranks == [2] {
+                "insert `flatten` or `global_avg_pool` before it to get [B, F]"
+            } else {
+                "check the layers before this one (conv1d works on sequences, conv2d on images)"
+            }));
         }
         Ok(ty.rank() - 2)
     }
@@ -660,7 +662,8 @@ fn dropout(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             c.args.span("p"),
             format!("dropout probability must be in [0, 1), got {p}"),
             "out of range",
-        ));
+        )
+        .hint("`p` is the chance of zeroing each element, e.g. `dropout(0.1)`"));
     }
     e.op(Op::Dropout { p }, &c.inputs, &c.path, c.span)
 }

@@ -373,7 +373,8 @@ impl<'a> Elab<'a> {
                                 b.span,
                                 "division by zero",
                                 "this is 0",
-                            ));
+                            )
+                            .hint("check the value of the divisor"));
                         }
                         // checked: i64::MIN / -1 overflows.
                         match x.checked_rem(*y) {
@@ -470,7 +471,10 @@ impl<'a> Elab<'a> {
                             c.span,
                             format!("repeat count {n} is out of range"),
                             format!("expected 0..={MAX_REPEAT}"),
-                        ))
+                        )
+                        .hint(format!(
+                            "`repeat` takes 0 to {MAX_REPEAT}; real networks repeat a block a few times"
+                        )))
                     }
                     other => {
                         return Err(Diagnostic::at(
@@ -478,7 +482,8 @@ impl<'a> Elab<'a> {
                             c.span,
                             format!("repeat count must be an int, got {}", other.type_name()),
                             "not an int",
-                        ))
+                        )
+                        .hint("write `repeat N layer` with a whole number N"))
                     }
                 };
                 let (body_expr, name) = match &body.kind {
@@ -916,7 +921,8 @@ impl<'a> Elab<'a> {
         }
         let path = self.scopes.alloc(name, &naming)?;
         self.scopes.push(path);
-        let result = self.run_stmts(&mut env, &block.body, block.span);
+        let owner = (format!("block `{name}`"), block.name.span);
+        let result = self.run_stmts(&mut env, &block.body, &owner);
         self.scopes.pop();
         self.call_stack.pop();
         let outs = result?;
@@ -974,7 +980,7 @@ impl<'a> Elab<'a> {
         &mut self,
         env: &mut Env,
         stmts: &[Stmt],
-        owner: Span,
+        owner: &(String, Span),
     ) -> Result<Vec<NodeIndex>, Diagnostic> {
         for s in stmts {
             match s {
@@ -1005,11 +1011,11 @@ impl<'a> Elab<'a> {
         }
         Err(Diagnostic::at(
             "E0308",
-            owner,
-            "missing `return`",
-            "this has no `return` statement",
+            owner.1,
+            format!("{} has no `return`", owner.0),
+            "returns nothing",
         )
-        .hint("end the body with `return EXPR`"))
+        .hint("end the body with `return EXPR`, e.g. `return relu(y + h)`"))
     }
 }
 

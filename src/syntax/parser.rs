@@ -34,7 +34,7 @@ pub fn parse_program(text: &str) -> Result<Program, Diagnostic> {
         .hint("split the model or check that this is a .fnet file"));
     }
     check_nesting(text)?;
-    let mut pairs = FnetParser::parse(Rule::file, text).map_err(pest_error)?;
+    let mut pairs = FnetParser::parse(Rule::file, text).map_err(|e| pest_error(text, e))?;
     let file = pairs.next().expect("pest yields the file rule on success");
     let mut model = None;
     let mut train = None;
@@ -145,12 +145,203 @@ fn rule_name(rule: &Rule) -> &'static str {
     }
 }
 
-fn pest_error(e: pest::error::Error<Rule>) -> Diagnostic {
+/// Brackets still open at `end` (innermost last), and the opening braces whose `}`
+/// starts a line indented differently from the opening line: when a brace is missing,
+/// the misaligned pair usually shows where. Strings and comments are skipped.
+fn scan_brackets(text: &str, end: usize) -> (Vec<(u8, usize)>, Vec<usize>) {
+    let b = text.as_bytes();
+    let end = end.min(b.len());
+    let (mut open, mut misaligned) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < end {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => i = text[i..].find('\n').map_or(b.len(), |n| i + n),
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(b.len(), |n| i + n)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                if let Some(n) = text[i + 2..].find("*/") {
+                    i += 2 + n + 1;
+                }
+            }
+            b'(' | b'[' | b'{' => open.push((b[i], i)),
+            b')' | b']' | b'}' => {
+                if let Some((_, at)) = open.pop() {
+                    let starts_line = text[line_start(text, i)..i].trim().is_empty();
+                    if b[i] == b'}' && starts_line && indent(text, at) != indent(text, i) {
+                        misaligned.push(at);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (open, misaligned)
+}
+
+fn line_start(text: &str, at: usize) -> usize {
+    text[..at].rfind('\n').map_or(0, |n| n + 1)
+}
+
+fn indent(text: &str, at: usize) -> usize {
+    let start = line_start(text, at);
+    text[start..].len() - text[start..].trim_start_matches([' ', '\t']).len()
+}
+
+/// The token at `pos`, for "found ..." in messages.
+fn found_at(text: &str, pos: usize) -> String {
+    let rest = &text[pos.min(text.len())..];
+    let Some(c) = rest.chars().next() else {
+        return "end of file".into();
+    };
+    if c.is_ascii_alphanumeric() || c == '_' {
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .take(40)
+            .collect();
+        return format!("`{word}`");
+    }
+    if rest.starts_with("|>") {
+        return "`|>`".into();
+    }
+    if c == '\n' {
+        return "end of line".into();
+    }
+    format!("`{}`", c.escape_debug())
+}
+
+/// Syntax errors that a specific message explains better than a list of expected
+/// rules: an unclosed bracket at the end of the file, a stray character, an
+/// unterminated string, a missing comma between arguments.
+fn special_syntax_error(text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = &text[pos.min(text.len())..];
+    let (open, misaligned) = scan_brackets(text, pos);
+    if rest.trim().is_empty() {
+        let &(bracket, at) = open.last()?;
+        let (b, close) = match bracket {
+            b'(' => ('(', ')'),
+            b'[' => ('[', ']'),
+            _ => ('{', '}'),
+        };
+        let end = text.trim_end().len();
+        let mut d = Diagnostic::at(
+            "E0001",
+            Span::new(end, end),
+            format!("syntax error: unexpected end of file; a `{b}` is never closed"),
+            "the file ends here",
+        )
+        .label(Span::new(at, at + 1), format!("this `{b}` is never closed"));
+        if let Some(&m) = misaligned.iter().rev().find(|&&m| m != at) {
+            d = d.label(
+                Span::new(m, m + 1),
+                "this `{` may be the one missing its `}`: its `}` is indented differently",
+            );
+        }
+        return Some(d.hint(format!("add the missing `{close}`")));
+    }
+    let before = text[..pos].trim_end();
+    if before.ends_with("|>") {
+        let at = before.len() - 2;
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(at, at + 2),
+                format!(
+                    "syntax error: `|>` needs a layer after it, found {}",
+                    found_at(text, pos)
+                ),
+                "nothing follows this `|>`",
+            )
+            .hint("write the next layer after `|>`, or remove the `|>`"),
+        );
+    }
+    let c = rest.chars().next()?;
+    let allowed =
+        c.is_ascii_alphanumeric() || c.is_whitespace() || "_(){}[],:=|>+-*/.\"#".contains(c);
+    if !allowed {
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(pos, pos + c.len_utf8()),
+                format!("syntax error: unexpected character `{}`", c.escape_debug()),
+                "not part of the language",
+            )
+            .hint("remove it; layers are chained with `|>`, arithmetic uses `+ - * /`"),
+        );
+    }
+    if c == '"' {
+        let line = rest.split('\n').next().unwrap_or("");
+        let mut chars = line[1..].chars();
+        let mut closed = false;
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if !closed {
+            return Some(
+                Diagnostic::at(
+                    "E0001",
+                    Span::new(pos, pos + line.len()),
+                    "syntax error: unterminated string",
+                    "this string is never closed",
+                )
+                .hint("close it with `\"` on the same line; strings cannot span lines"),
+            );
+        }
+    }
+    let &(bracket, _) = open.last()?;
+    let before = text[..pos].trim_end().chars().last();
+    let starts_operand = c.is_ascii_alphanumeric() || "_\"([".contains(c);
+    let after_operand = before.is_some_and(|b| !",([:=|+-*/".contains(b));
+    if bracket != b'{' && starts_operand && after_operand {
+        let close = if bracket == b'(' { ')' } else { ']' };
+        let what = if bracket == b'(' {
+            "arguments"
+        } else {
+            "list items"
+        };
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(pos, pos + 1),
+                format!(
+                    "syntax error: expected `,` or `{close}`, found {}",
+                    found_at(text, pos)
+                ),
+                format!("expected `,` or `{close}` before this"),
+            )
+            .hint(format!("separate {what} with commas, e.g. `conv2d(16, 3)`")),
+        );
+    }
+    None
+}
+
+fn pest_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::{ErrorVariant, InputLocation};
     let span = match e.location {
         InputLocation::Pos(p) => Span::new(p, p + 1),
         InputLocation::Span((a, b)) => Span::new(a, b),
     };
+    if let Some(d) = special_syntax_error(text, span.start) {
+        return d;
+    }
+    let found = found_at(text, span.start);
     let (message, label) = match &e.variant {
         ErrorVariant::ParsingError {
             positives,
@@ -166,7 +357,7 @@ fn pest_error(e: pest::error::Error<Rule>) -> Diagnostic {
             };
             if !expected.is_empty() {
                 (
-                    format!("syntax error: expected {expected}"),
+                    format!("syntax error: expected {expected}, found {found}"),
                     format!("expected {expected}"),
                 )
             } else if !negatives.is_empty() {
@@ -334,20 +525,19 @@ fn parse_u64(p: &Pair<Rule>) -> Result<u64, Diagnostic> {
             format!("integer `{}` is too large", p.as_str()),
             "does not fit in 64 bits",
         )
-        .hint("integers must be below 2^63")
+        .hint("sizes and seeds must be below 2^64")
     })
 }
 
 fn parse_i64(p: &Pair<Rule>) -> Result<i64, Diagnostic> {
-    let v = parse_u64(p)?;
-    i64::try_from(v).map_err(|_| {
+    p.as_str().replace('_', "").parse::<i64>().map_err(|_| {
         Diagnostic::at(
             "E0004",
             p.as_span().into(),
             format!("integer `{}` is too large", p.as_str()),
-            "does not fit in 63 bits",
+            "does not fit in a 64-bit signed integer",
         )
-        .hint("integers must be below 2^63")
+        .hint("integers in expressions must be below 2^63 = 9223372036854775808")
     })
 }
 
