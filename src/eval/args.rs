@@ -220,7 +220,8 @@ impl Bound {
                 self.span(name),
                 format!("`{name}` must be positive, got {v}"),
                 "must be at least 1",
-            ));
+            )
+            .hint(format!("`{name}` is a size or count, so it is 1 or more")));
         }
         Ok(v as u64)
     }
@@ -256,7 +257,12 @@ impl Bound {
                 span,
                 format!("`{name}` must be at least {min}, got {bad}"),
                 "out of range",
-            ));
+            )
+            .hint(match (name, min) {
+                ("kernel", _) => "use `1` for a pointwise (1x1) kernel".to_string(),
+                ("padding", _) => "`0` adds no padding; `same` keeps the size".to_string(),
+                _ => format!("every value of `{name}` is {min} or more"),
+            }));
         }
         Ok(raw.into_iter().map(|v| v as u64).collect())
     }
@@ -281,7 +287,8 @@ pub fn bind(
                         arg.value.span,
                         "positional argument after a keyword argument",
                         "move this before the keyword arguments",
-                    ));
+                    )
+                    .hint("positional arguments come first, then `name: value` pairs"));
                 }
                 if next_positional >= params.len() {
                     let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
@@ -319,13 +326,15 @@ pub fn bind(
                         None => d.hint(format!("`{what}` takes: {}", names.join(", "))),
                     });
                 };
-                if slots[i].is_some() {
+                if let Some((first, _)) = &slots[i] {
                     return Err(Diagnostic::at(
                         "E0208",
                         name.span,
                         format!("`{}` is given twice", name.name),
                         "second value here",
-                    ));
+                    )
+                    .label(first.span, "first value here")
+                    .hint(format!("keep one of the two values of `{}`", name.name)));
                 }
                 slots[i] = Some((arg.value.clone(), true));
             }
@@ -355,7 +364,19 @@ pub fn bind(
             },
         };
         let checked = if given {
-            p.ty.check(&v)?
+            p.ty.check(&v).map_err(|d| {
+                if d.hint.is_some() {
+                    return d;
+                }
+                let h = format!("`{}` of `{what}` takes {}", p.name, p.ty.describe());
+                d.hint(match (&p.ty, &v.value) {
+                    (Ty::Int | Ty::Ints, Value::Float(f)) if f.fract() == 0.0 => {
+                        format!("{h}; write `{f:.0}` without a decimal point")
+                    }
+                    (Ty::Bool, Value::Str(_)) => format!("{h}, without quotes"),
+                    _ => h,
+                })
+            })?
         } else {
             v.value.clone()
         };

@@ -337,9 +337,11 @@ impl Elab<'_> {
                 format!("`{what}` expects input {}, got {ty}", want.join(" or ")),
                 format!("input here is {ty}"),
             )
-            .hint(
-                "check the layers before this one (conv1d works on sequences, conv2d on images)",
-            ));
+            .hint(if ranks == [2] {
+                "insert `flatten` or `global_avg_pool` before it to get [B, F]"
+            } else {
+                "check the layers before this one (conv1d works on sequences, conv2d on images)"
+            }));
         }
         Ok(ty.rank() - 2)
     }
@@ -451,9 +453,10 @@ impl ConvSpec {
     }
 
     pub fn weight_init(&self, cin: u64) -> (Init, Init) {
-        let area: u64 = self.kernel.iter().product();
-        let fan_in = cin / self.groups * area;
-        let fan_out = self.out / self.groups * area;
+        // Saturating: absurd sizes are rejected when the weight is created.
+        let area = self.kernel.iter().fold(1u64, |a, k| a.saturating_mul(*k));
+        let fan_in = (cin / self.groups).saturating_mul(area);
+        let fan_out = (self.out / self.groups).saturating_mul(area);
         match self.init.as_str() {
             "kaiming_normal_in" => (
                 Init::KaimingNormal {
@@ -659,7 +662,8 @@ fn dropout(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             c.args.span("p"),
             format!("dropout probability must be in [0, 1), got {p}"),
             "out of range",
-        ));
+        )
+        .hint("`p` is the chance of zeroing each element, e.g. `dropout(0.1)`"));
     }
     e.op(Op::Dropout { p }, &c.inputs, &c.path, c.span)
 }

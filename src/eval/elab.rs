@@ -18,6 +18,9 @@ use std::rc::Rc;
 
 /// Most layer applications one model may expand to; guards against `repeat 10^9`.
 pub const MAX_NODES: usize = 200_000;
+/// Most layer applications one model may perform; guards against nested repeats of
+/// layers that add no nodes (`repeat 10000 (shortcut(3) |> repeat 10000 ...)`).
+pub const MAX_APPLICATIONS: usize = 1_000_000;
 /// Largest `repeat` count.
 pub const MAX_REPEAT: i64 = 10_000;
 /// Deepest nesting of block and template calls.
@@ -58,6 +61,8 @@ pub struct Elab<'a> {
     pub(crate) shared: super::shared::SharedState,
     pub(crate) slot_config: Option<Vec<u64>>,
     pub(crate) slot_states: Vec<super::slots::SlotState>,
+    /// Layer applications so far, against `MAX_APPLICATIONS`.
+    pub(crate) applications: usize,
 }
 
 impl<'a> Elab<'a> {
@@ -77,6 +82,7 @@ impl<'a> Elab<'a> {
             shared: Default::default(),
             slot_config,
             slot_states: Vec::new(),
+            applications: 0,
         }
     }
 
@@ -367,12 +373,14 @@ impl<'a> Elab<'a> {
                                 b.span,
                                 "division by zero",
                                 "this is 0",
-                            ));
+                            )
+                            .hint("check the value of the divisor"));
                         }
-                        if x % y != 0 {
-                            return Ok(Float(*x as f64 / *y as f64));
+                        // checked: i64::MIN / -1 overflows.
+                        match x.checked_rem(*y) {
+                            Some(r) if r != 0 => return Ok(Float(*x as f64 / *y as f64)),
+                            _ => x.checked_div(*y),
                         }
-                        x.checked_div(*y)
                     }
                 };
                 Int(r.ok_or_else(|| overflow(span))?)
@@ -463,7 +471,10 @@ impl<'a> Elab<'a> {
                             c.span,
                             format!("repeat count {n} is out of range"),
                             format!("expected 0..={MAX_REPEAT}"),
-                        ))
+                        )
+                        .hint(format!(
+                            "`repeat` takes 0 to {MAX_REPEAT}; real networks repeat a block a few times"
+                        )))
                     }
                     other => {
                         return Err(Diagnostic::at(
@@ -471,7 +482,8 @@ impl<'a> Elab<'a> {
                             c.span,
                             format!("repeat count must be an int, got {}", other.type_name()),
                             "not an int",
-                        ))
+                        )
+                        .hint("write `repeat N layer` with a whole number N"))
                     }
                 };
                 let (body_expr, name) = match &body.kind {
@@ -671,6 +683,16 @@ impl<'a> Elab<'a> {
         input: NodeIndex,
         naming: Naming,
     ) -> Result<NodeIndex, Diagnostic> {
+        self.applications += 1;
+        if self.applications > MAX_APPLICATIONS {
+            return Err(Diagnostic::at(
+                "E0301",
+                layer.span(),
+                format!("the model applies more than {MAX_APPLICATIONS} layers"),
+                "while expanding this",
+            )
+            .hint("check nested `repeat` counts; real CNNs are far smaller"));
+        }
         match layer {
             LayerValue::Call { trailing, .. } => {
                 let mut inputs = vec![input];
@@ -828,11 +850,25 @@ impl<'a> Elab<'a> {
         span: Span,
         naming: Naming,
     ) -> Result<NodeIndex, Diagnostic> {
-        let def = self.defs[name];
         self.enter(name, span)?;
+        // The def stays on the call stack while its body is applied, so a def whose
+        // body names another def that names it back is caught as recursion.
+        let out = self.expand_def(name, inputs, args, span, naming);
+        self.call_stack.pop();
+        out
+    }
+
+    fn expand_def(
+        &mut self,
+        name: &str,
+        inputs: Vec<NodeIndex>,
+        args: &[ArgValue],
+        span: Span,
+        naming: Naming,
+    ) -> Result<NodeIndex, Diagnostic> {
+        let def = self.defs[name];
         let env = self.bind_user(name, &def.params, args, span)?;
         let body = self.eval(&env, &def.body, Naming::Auto)?;
-        self.call_stack.pop();
         let Value::Layer(layer) = body.value else {
             return Err(Diagnostic::at(
                 "E0306",
@@ -885,7 +921,8 @@ impl<'a> Elab<'a> {
         }
         let path = self.scopes.alloc(name, &naming)?;
         self.scopes.push(path);
-        let result = self.run_stmts(&mut env, &block.body, block.span);
+        let owner = (format!("block `{name}`"), block.name.span);
+        let result = self.run_stmts(&mut env, &block.body, &owner);
         self.scopes.pop();
         self.call_stack.pop();
         let outs = result?;
@@ -943,7 +980,7 @@ impl<'a> Elab<'a> {
         &mut self,
         env: &mut Env,
         stmts: &[Stmt],
-        owner: Span,
+        owner: &(String, Span),
     ) -> Result<Vec<NodeIndex>, Diagnostic> {
         for s in stmts {
             match s {
@@ -974,11 +1011,11 @@ impl<'a> Elab<'a> {
         }
         Err(Diagnostic::at(
             "E0308",
-            owner,
-            "missing `return`",
-            "this has no `return` statement",
+            owner.1,
+            format!("{} has no `return`", owner.0),
+            "returns nothing",
         )
-        .hint("end the body with `return EXPR`"))
+        .hint("end the body with `return EXPR`, e.g. `return relu(y + h)`"))
     }
 }
 

@@ -74,7 +74,8 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             )
         })?),
     };
-    let fan_in = cin * kernel.iter().product::<u64>();
+    // Saturating: absurd sizes are rejected when the weight is created.
+    let fan_in = kernel.iter().fold(cin, |a, k| a.saturating_mul(*k));
     let init = match a.word("init") {
         Some("kaiming_normal") => Init::KaimingNormal {
             fan: fan_in,

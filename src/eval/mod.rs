@@ -82,14 +82,21 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                                 *span,
                                 "dimensions must be at least 1",
                                 "zero-sized",
-                            ))
+                            )
+                            .hint("a tensor with a zero-sized dimension holds no data"))
                         }
                         DimAst::Known { value, .. } => Dim::Known(*value),
                         DimAst::Symbol(s) => Dim::sym(&s.name),
                     });
                 }
                 if !(2..=4).contains(&shape.len()) {
-                    return Err(Diagnostic::at("E0401", decl.span, format!("inputs have rank 2 to 4 ([B, F], [B, C, L] or [B, C, H, W]), got rank {}", shape.len()), "unsupported rank"));
+                    return Err(Diagnostic::at(
+                        "E0401",
+                        decl.span,
+                        format!("inputs have rank 2 to 4, got rank {}", shape.len()),
+                        "unsupported rank",
+                    )
+                    .hint("declare [B, F] features, [B, C, L] sequences or [B, C, H, W] images"));
                 }
                 if env.contains_key(&decl.name.name) {
                     return Err(Diagnostic::at(
@@ -97,7 +104,8 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                         decl.name.span,
                         format!("input `{}` is declared twice", decl.name.name),
                         "second declaration",
-                    ));
+                    )
+                    .hint("give each input its own name"));
                 }
                 let n = e.graph.add(
                     crate::ir::graph::Node {
@@ -158,15 +166,20 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                 env.insert(name.name.clone(), v);
             }
             Item::Stmt(stmt @ Stmt::Return { span, .. }) => {
+                if e.graph.inputs.is_empty() {
+                    return Err(no_input(model));
+                }
                 if returned {
                     return Err(Diagnostic::at(
                         "E0308",
                         *span,
                         "a model returns once",
                         "second `return`",
-                    ));
+                    )
+                    .hint("return several outputs from one statement: `return a, b`"));
                 }
-                let outs = e.run_stmts(&mut env, std::slice::from_ref(stmt), model.span)?;
+                let owner = (format!("model `{}`", model.name.name), model.name.span);
+                let outs = e.run_stmts(&mut env, std::slice::from_ref(stmt), &owner)?;
                 e.graph.outputs = outs;
                 returned = true;
             }
@@ -174,13 +187,7 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
         }
     }
     if e.graph.inputs.is_empty() {
-        return Err(Diagnostic::at(
-            "E0310",
-            model.name.span,
-            format!("model `{}` declares no input", model.name.name),
-            "no `input` here",
-        )
-        .hint("add `input x: f32[B, 3, 32, 32]`"));
+        return Err(no_input(model));
     }
     if !returned {
         return Err(Diagnostic::at(
@@ -251,6 +258,16 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
     })
 }
 
+fn no_input(model: &crate::syntax::ast::Model) -> Diagnostic {
+    Diagnostic::at(
+        "E0310",
+        model.name.span,
+        format!("model `{}` declares no input", model.name.name),
+        "no `input` here",
+    )
+    .hint("declare one before the `return`, e.g. `input x: f32[B, 3, 32, 32]`")
+}
+
 fn check_new_name(e: &Elab, name: &str, span: Span) -> Result<(), Diagnostic> {
     if builtins::lookup(name).is_some() {
         return Err(Diagnostic::at(
@@ -258,15 +275,26 @@ fn check_new_name(e: &Elab, name: &str, span: Span) -> Result<(), Diagnostic> {
             span,
             format!("`{name}` is a builtin layer and cannot be redefined"),
             "pick another name",
-        ));
+        )
+        .hint(format!(
+            "builtin names are reserved; call yours e.g. `my_{name}`"
+        )));
     }
-    if e.defs.contains_key(name) || e.blocks.contains_key(name) || e.globals.contains_key(name) {
+    let first = e
+        .defs
+        .get(name)
+        .map(|d| d.name.span)
+        .or_else(|| e.blocks.get(name).map(|b| b.name.span))
+        .or_else(|| e.globals.get(name).map(|g| g.span));
+    if let Some(first) = first {
         return Err(Diagnostic::at(
             "E0309",
             span,
             format!("`{name}` is defined twice"),
             "second definition",
-        ));
+        )
+        .label(first, "first definition")
+        .hint("rename one of them"));
     }
     Ok(())
 }
@@ -280,7 +308,8 @@ fn check_params(params: &[crate::syntax::ast::Param]) -> Result<(), Diagnostic> 
                 p.name.span,
                 format!("parameter `{}` is declared twice", p.name.name),
                 "second declaration",
-            ));
+            )
+            .hint("give each parameter its own name"));
         }
         seen.push(&p.name.name);
         if let Some(t) = &p.ty {

@@ -80,7 +80,8 @@ impl Elab<'_> {
                     spec.value.type_name()
                 ),
                 "not a basis",
-            ));
+            )
+            .hint("declare it as `basis NAME = shared_basis(channels: C, shared: S, unique: U)`"));
         };
         if s.kind != "shared_basis" {
             return Err(Diagnostic::at(
@@ -91,7 +92,8 @@ impl Elab<'_> {
                     s.kind
                 ),
                 "not a basis",
-            ));
+            )
+            .hint("declare it as `basis NAME = shared_basis(channels: C, shared: S, unique: U)`"));
         }
         let a = &s.args;
         let channels = a.positive("channels")?;
@@ -228,7 +230,7 @@ pub fn apply_conv(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic
     } else {
         s_out
     };
-    let width = shared + unique;
+    let width = shared.saturating_add(unique);
     let bn = format!("{p}.bn");
     let ops = vec![
         z,

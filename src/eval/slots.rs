@@ -11,6 +11,9 @@ use crate::ir::graph::SlotFamily;
 use crate::ir::op::{Op, PoolKind};
 use petgraph::stable_graph::NodeIndex;
 
+/// Most slots one family may declare.
+pub const MAX_SLOTS: u64 = 1024;
+
 pub fn params() -> Vec<ParamSpec> {
     vec![
         req("count", Ty::Int),
@@ -37,23 +40,38 @@ pub fn choose(n: u64, k: u64) -> u64 {
     (0..k).fold(1u64, |acc, i| acc.saturating_mul(n - i) / (i + 1))
 }
 
-/// Checks a configuration: `active` distinct slots in 1..=count.
-pub fn validate_config(config: &[u64], count: u64, active: u64) -> Result<(), String> {
-    let mut sorted = config.to_vec();
-    sorted.sort();
-    sorted.dedup();
-    let valid = sorted.len() == config.len()
-        && config.len() as u64 == active
-        && config.iter().all(|s| (1..=count).contains(s));
-    if valid {
+/// Checks a configuration: `active` distinct slots in 1..=count. The error is a
+/// message naming the first problem and a hint describing the valid choices.
+pub fn validate_config(config: &[u64], count: u64, active: u64) -> Result<(), (String, String)> {
+    let problem = if let Some(bad) = config.iter().find(|s| !(1..=count).contains(*s)) {
+        Some(format!(
+            "slot {bad} does not exist; slots are numbered 1 to {count}"
+        ))
+    } else if let Some((_, dup)) = config
+        .iter()
+        .enumerate()
+        .find(|(i, s)| config[..*i].contains(s))
+    {
+        Some(format!("slot {dup} is listed twice"))
+    } else if config.len() as u64 != active {
+        Some(format!(
+            "the configuration names {} slot(s), but `active` is {active}",
+            config.len()
+        ))
+    } else {
+        None
+    };
+    let Some(problem) = problem else {
         return Ok(());
-    }
+    };
     let example: Vec<String> = (1..=active.min(count)).map(|i| i.to_string()).collect();
-    Err(format!(
-        "configuration {config:?} is not valid: choose {active} distinct slots from 1..={count} \
-         ({} configurations), e.g. [{}]",
-        choose(count, active),
-        example.join(", ")
+    Err((
+        format!("invalid slot configuration {config:?}: {problem}"),
+        format!(
+            "choose {active} distinct slots from 1 to {count} ({} configurations), e.g. [{}]",
+            choose(count, active),
+            example.join(", ")
+        ),
     ))
 }
 
@@ -76,11 +94,21 @@ impl Elab<'_> {
                         other.type_name()
                     ),
                     "not a slot family",
-                ))
+                )
+                .hint("declare it as `slots NAME = pool_slots(count: N, active: K)`"))
             }
         };
         let a = &s.args;
         let count = a.positive("count")?;
+        if count > MAX_SLOTS {
+            return Err(Diagnostic::at(
+                "E0204",
+                a.span("count"),
+                format!("a slot family has at most {MAX_SLOTS} slots, got {count}"),
+                "too many slots",
+            )
+            .hint("each slot is one `slot(...)` use in the model; real supernets have a few"));
+        }
         let active = u64::try_from(a.int("active"))
             .ok()
             .filter(|k| *k <= count)
@@ -91,6 +119,7 @@ impl Elab<'_> {
                     format!("`active` must be between 0 and count = {count}"),
                     "out of range",
                 )
+                .hint("`active` is how many of the slots downsample")
             })?;
         let pool = match a.value("pool") {
             Value::Layer(l) => match &**l {
@@ -117,16 +146,24 @@ impl Elab<'_> {
                         a.span("pool"),
                         "a slot's pool must be `maxpool(...)` or `avgpool(...)`",
                         "not a pool",
-                    ))
+                    )
+                    .hint("e.g. `pool: maxpool(2)`"))
                 }
             },
             _ => None,
         };
         let family_ix = self.graph.slots.len();
         let config = if let (Some(cfg), 0) = (&self.slot_config, family_ix) {
-            validate_config(cfg, count, active).map_err(|m| {
-                Diagnostic::at("E0501", span, m, "slot family declared here")
-                    .hint("pass `--config` as comma-separated slot numbers, e.g. `--config 4,7`")
+            validate_config(cfg, count, active).map_err(|(m, h)| {
+                Diagnostic::at(
+                    "E0501",
+                    span,
+                    format!("`--config`: {m}"),
+                    "slot family declared here",
+                )
+                .hint(format!(
+                    "{h}; pass them comma-separated, e.g. `--config 4,7`"
+                ))
             })?;
             cfg.clone()
         } else {
@@ -142,12 +179,13 @@ impl Elab<'_> {
                                     it.span,
                                     "slot numbers are positive ints",
                                     "not a slot number",
-                                ))
+                                )
+                                .hint(format!("slots are numbered 1 to {count}")))
                             }
                         }
                     }
-                    validate_config(&cfg, count, active).map_err(|m| {
-                        Diagnostic::at("E0501", a.span("default"), m, "invalid default")
+                    validate_config(&cfg, count, active).map_err(|(m, h)| {
+                        Diagnostic::at("E0501", a.span("default"), m, "invalid default").hint(h)
                     })?;
                     cfg
                 }
@@ -211,6 +249,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             padding: vec![0; dims],
         },
     };
+    let declared = e.slot_states[*ix].span;
     let f = &mut e.graph.slots[fam];
     f.placed += 1;
     let index = f.placed;
@@ -223,7 +262,9 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
                 f.count
             ),
             "one slot too many",
-        ));
+        )
+        .label(declared, "declared here")
+        .hint("every `slot(...)` use is one slot; raise `count` or place fewer slots"));
     }
     let active = f.config.contains(&index);
     e.op(

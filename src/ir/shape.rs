@@ -280,11 +280,11 @@ fn conv(
     let (Some(cin), Some(wcin)) = (x.shape[1].known(), w.shape[1].known()) else {
         return err("convolution needs a known number of input channels");
     };
-    if cin != wcin * groups {
+    if Some(cin) != wcin.checked_mul(groups) {
         return err_hint(
             format!(
                 "input has {cin} channels but the weight expects {} ({} per group × {groups} groups)",
-                wcin * groups,
+                wcin.saturating_mul(groups),
                 wcin
             ),
             "check the previous layer's output channels",
@@ -306,12 +306,18 @@ fn conv(
                 ),
                 (_, Dim::Sym(_)) => return err("kernel sizes must be known"),
                 (p, Dim::Known(k)) => {
-                    let extent = d * (k - 1) + 1;
+                    // Absurd sizes overflow; they cannot fit any input either.
+                    let extent = d
+                        .checked_mul(k.saturating_sub(1))
+                        .and_then(|e| e.checked_add(1));
                     let total = match p {
-                        Padding::Same | Padding::Causal => extent - 1,
-                        Padding::Explicit(pads) => pads[i].0 + pads[i].1,
+                        Padding::Same | Padding::Causal => extent.map(|e| e - 1),
+                        Padding::Explicit(pads) => pads[i].0.checked_add(pads[i].1),
                     };
-                    n.windowed(total, extent, s)
+                    match (extent, total) {
+                        (Some(extent), Some(total)) => n.windowed(total, extent, s),
+                        _ => None,
+                    }
                 }
             };
         match out {

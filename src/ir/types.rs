@@ -61,9 +61,14 @@ impl Dim {
                     return Some(self.clone());
                 }
                 // (floor((x+o)/d) + a + pad − window)/stride + 1
-                let m = s.add + pad as i64 - window as i64;
+                let m = s
+                    .add
+                    .checked_add(i64::try_from(pad).ok()?)?
+                    .checked_sub(i64::try_from(window).ok()?)?;
                 let div = s.div.checked_mul(stride)?;
-                let offset = s.offset.checked_add(m.checked_mul(s.div as i64)?)?;
+                let offset = s
+                    .offset
+                    .checked_add(m.checked_mul(i64::try_from(s.div).ok()?)?)?;
                 Some(
                     Dim::Sym(SymDim {
                         name: s.name.clone(),

@@ -15,6 +15,8 @@ struct FnetParser;
 
 /// Deepest bracket nesting accepted. Real models nest a handful of levels.
 pub const MAX_NESTING: usize = 64;
+/// Deepest syntax tree accepted for one expression (a pipeline of N stages is N deep).
+pub const MAX_EXPR_DEPTH: usize = 256;
 /// Largest source accepted, in bytes.
 pub const MAX_SOURCE_BYTES: usize = 4 << 20;
 
@@ -32,7 +34,7 @@ pub fn parse_program(text: &str) -> Result<Program, Diagnostic> {
         .hint("split the model or check that this is a .fnet file"));
     }
     check_nesting(text)?;
-    let mut pairs = FnetParser::parse(Rule::file, text).map_err(pest_error)?;
+    let mut pairs = FnetParser::parse(Rule::file, text).map_err(|e| pest_error(text, e))?;
     let file = pairs.next().expect("pest yields the file rule on success");
     let mut model = None;
     let mut train = None;
@@ -71,6 +73,13 @@ fn check_nesting(text: &str) -> Result<(), Diagnostic> {
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
+                }
+            }
+            // A closed block comment is skipped like the grammar skips it; an unclosed
+            // one is a syntax error, so its brackets may as well count.
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                if let Some(end) = text[i + 2..].find("*/") {
+                    i += 2 + end + 1;
                 }
             }
             b'(' | b'[' | b'{' => {
@@ -136,12 +145,203 @@ fn rule_name(rule: &Rule) -> &'static str {
     }
 }
 
-fn pest_error(e: pest::error::Error<Rule>) -> Diagnostic {
+/// Brackets still open at `end` (innermost last), and the opening braces whose `}`
+/// starts a line indented differently from the opening line: when a brace is missing,
+/// the misaligned pair usually shows where. Strings and comments are skipped.
+fn scan_brackets(text: &str, end: usize) -> (Vec<(u8, usize)>, Vec<usize>) {
+    let b = text.as_bytes();
+    let end = end.min(b.len());
+    let (mut open, mut misaligned) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < end {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'#' => i = text[i..].find('\n').map_or(b.len(), |n| i + n),
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = text[i..].find('\n').map_or(b.len(), |n| i + n)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                if let Some(n) = text[i + 2..].find("*/") {
+                    i += 2 + n + 1;
+                }
+            }
+            b'(' | b'[' | b'{' => open.push((b[i], i)),
+            b')' | b']' | b'}' => {
+                if let Some((_, at)) = open.pop() {
+                    let starts_line = text[line_start(text, i)..i].trim().is_empty();
+                    if b[i] == b'}' && starts_line && indent(text, at) != indent(text, i) {
+                        misaligned.push(at);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (open, misaligned)
+}
+
+fn line_start(text: &str, at: usize) -> usize {
+    text[..at].rfind('\n').map_or(0, |n| n + 1)
+}
+
+fn indent(text: &str, at: usize) -> usize {
+    let start = line_start(text, at);
+    text[start..].len() - text[start..].trim_start_matches([' ', '\t']).len()
+}
+
+/// The token at `pos`, for "found ..." in messages.
+fn found_at(text: &str, pos: usize) -> String {
+    let rest = &text[pos.min(text.len())..];
+    let Some(c) = rest.chars().next() else {
+        return "end of file".into();
+    };
+    if c.is_ascii_alphanumeric() || c == '_' {
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .take(40)
+            .collect();
+        return format!("`{word}`");
+    }
+    if rest.starts_with("|>") {
+        return "`|>`".into();
+    }
+    if c == '\n' {
+        return "end of line".into();
+    }
+    format!("`{}`", c.escape_debug())
+}
+
+/// Syntax errors that a specific message explains better than a list of expected
+/// rules: an unclosed bracket at the end of the file, a stray character, an
+/// unterminated string, a missing comma between arguments.
+fn special_syntax_error(text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = &text[pos.min(text.len())..];
+    let (open, misaligned) = scan_brackets(text, pos);
+    if rest.trim().is_empty() {
+        let &(bracket, at) = open.last()?;
+        let (b, close) = match bracket {
+            b'(' => ('(', ')'),
+            b'[' => ('[', ']'),
+            _ => ('{', '}'),
+        };
+        let end = text.trim_end().len();
+        let mut d = Diagnostic::at(
+            "E0001",
+            Span::new(end, end),
+            format!("syntax error: unexpected end of file; a `{b}` is never closed"),
+            "the file ends here",
+        )
+        .label(Span::new(at, at + 1), format!("this `{b}` is never closed"));
+        if let Some(&m) = misaligned.iter().rev().find(|&&m| m != at) {
+            d = d.label(
+                Span::new(m, m + 1),
+                "this `{` may be the one missing its `}`: its `}` is indented differently",
+            );
+        }
+        return Some(d.hint(format!("add the missing `{close}`")));
+    }
+    let before = text[..pos].trim_end();
+    if before.ends_with("|>") {
+        let at = before.len() - 2;
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(at, at + 2),
+                format!(
+                    "syntax error: `|>` needs a layer after it, found {}",
+                    found_at(text, pos)
+                ),
+                "nothing follows this `|>`",
+            )
+            .hint("write the next layer after `|>`, or remove the `|>`"),
+        );
+    }
+    let c = rest.chars().next()?;
+    let allowed =
+        c.is_ascii_alphanumeric() || c.is_whitespace() || "_(){}[],:=|>+-*/.\"#".contains(c);
+    if !allowed {
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(pos, pos + c.len_utf8()),
+                format!("syntax error: unexpected character `{}`", c.escape_debug()),
+                "not part of the language",
+            )
+            .hint("remove it; layers are chained with `|>`, arithmetic uses `+ - * /`"),
+        );
+    }
+    if c == '"' {
+        let line = rest.split('\n').next().unwrap_or("");
+        let mut chars = line[1..].chars();
+        let mut closed = false;
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if !closed {
+            return Some(
+                Diagnostic::at(
+                    "E0001",
+                    Span::new(pos, pos + line.len()),
+                    "syntax error: unterminated string",
+                    "this string is never closed",
+                )
+                .hint("close it with `\"` on the same line; strings cannot span lines"),
+            );
+        }
+    }
+    let &(bracket, _) = open.last()?;
+    let before = text[..pos].trim_end().chars().last();
+    let starts_operand = c.is_ascii_alphanumeric() || "_\"([".contains(c);
+    let after_operand = before.is_some_and(|b| !",([:=|+-*/".contains(b));
+    if bracket != b'{' && starts_operand && after_operand {
+        let close = if bracket == b'(' { ')' } else { ']' };
+        let what = if bracket == b'(' {
+            "arguments"
+        } else {
+            "list items"
+        };
+        return Some(
+            Diagnostic::at(
+                "E0001",
+                Span::new(pos, pos + 1),
+                format!(
+                    "syntax error: expected `,` or `{close}`, found {}",
+                    found_at(text, pos)
+                ),
+                format!("expected `,` or `{close}` before this"),
+            )
+            .hint(format!("separate {what} with commas, e.g. `conv2d(16, 3)`")),
+        );
+    }
+    None
+}
+
+fn pest_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::{ErrorVariant, InputLocation};
     let span = match e.location {
         InputLocation::Pos(p) => Span::new(p, p + 1),
         InputLocation::Span((a, b)) => Span::new(a, b),
     };
+    if let Some(d) = special_syntax_error(text, span.start) {
+        return d;
+    }
+    let found = found_at(text, span.start);
     let (message, label) = match &e.variant {
         ErrorVariant::ParsingError {
             positives,
@@ -157,7 +357,7 @@ fn pest_error(e: pest::error::Error<Rule>) -> Diagnostic {
             };
             if !expected.is_empty() {
                 (
-                    format!("syntax error: expected {expected}"),
+                    format!("syntax error: expected {expected}, found {found}"),
                     format!("expected {expected}"),
                 )
             } else if !negatives.is_empty() {
@@ -325,37 +525,61 @@ fn parse_u64(p: &Pair<Rule>) -> Result<u64, Diagnostic> {
             format!("integer `{}` is too large", p.as_str()),
             "does not fit in 64 bits",
         )
-        .hint("integers must be below 2^63")
+        .hint("sizes and seeds must be below 2^64")
     })
 }
 
 fn parse_i64(p: &Pair<Rule>) -> Result<i64, Diagnostic> {
-    let v = parse_u64(p)?;
-    i64::try_from(v).map_err(|_| {
+    p.as_str().replace('_', "").parse::<i64>().map_err(|_| {
         Diagnostic::at(
             "E0004",
             p.as_span().into(),
             format!("integer `{}` is too large", p.as_str()),
-            "does not fit in 63 bits",
+            "does not fit in a 64-bit signed integer",
         )
-        .hint("integers must be below 2^63")
+        .hint("integers in expressions must be below 2^63 = 9223372036854775808")
     })
 }
 
 fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    expr_d(p).map(|(e, _)| e)
+}
+
+/// Rejects syntax trees deeper than `MAX_EXPR_DEPTH`: a chain such as `x |> relu |> ...`
+/// is flat for pest but nests in the tree, and later passes recurse over it.
+fn check_depth(depth: usize, span: Span) -> Result<usize, Diagnostic> {
+    if depth <= MAX_EXPR_DEPTH {
+        return Ok(depth);
+    }
+    Err(Diagnostic::at(
+        "E0003",
+        span,
+        format!("expression nests deeper than {MAX_EXPR_DEPTH} levels"),
+        "too deep here",
+    )
+    .hint("split long chains with `let` bindings: `h = x |> ...` then `h = h |> ...`"))
+}
+
+fn max_depth<'a>(depths: impl IntoIterator<Item = &'a usize>) -> usize {
+    depths.into_iter().copied().max().unwrap_or(0)
+}
+
+/// An expression and the depth of its tree.
+fn expr_d(p: Pair<Rule>) -> Result<(Expr, usize), Diagnostic> {
     let span: Span = p.as_span().into();
     match p.as_rule() {
         Rule::expr => {
             let mut it = p.into_inner();
-            let mut acc = expr_ast(it.next().expect("pipe head"))?;
+            let (mut acc, mut depth) = expr_d(it.next().expect("pipe head"))?;
             while let Some(op) = it.next() {
                 debug_assert_eq!(op.as_rule(), Rule::pipe_op);
                 let stage_pair = it.next().expect("pipe stage");
-                let stage = stage_ast(stage_pair)?;
+                let (stage, d) = stage_ast(stage_pair)?;
                 let end = match &stage {
                     Stage::Apply(e) => e.span,
                     Stage::Repeat { span, .. } => *span,
                 };
+                depth = check_depth(depth.max(d) + 1, end)?;
                 acc = Expr {
                     span: acc.span.join(end),
                     kind: ExprKind::Pipe {
@@ -364,13 +588,14 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     },
                 };
             }
-            Ok(acc)
+            Ok((acc, depth))
         }
         Rule::sum | Rule::product => {
             let mut it = p.into_inner();
-            let mut acc = expr_ast(it.next().expect("operand"))?;
+            let (mut acc, mut depth) = expr_d(it.next().expect("operand"))?;
             while let Some(op) = it.next() {
-                let rhs = expr_ast(it.next().expect("operand"))?;
+                let (rhs, d) = expr_d(it.next().expect("operand"))?;
+                depth = check_depth(depth.max(d) + 1, rhs.span)?;
                 let op = match op.as_str() {
                     "+" => BinOp::Add,
                     "-" => BinOp::Sub,
@@ -386,7 +611,7 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     },
                 };
             }
-            Ok(acc)
+            Ok((acc, depth))
         }
         Rule::unary => {
             let mut it = p.into_inner().peekable();
@@ -394,11 +619,12 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
             if negated {
                 it.next();
             }
-            let inner = expr_ast(it.next().expect("operand"))?;
+            let (inner, depth) = expr_d(it.next().expect("operand"))?;
             if !negated {
-                return Ok(inner);
+                return Ok((inner, depth));
             }
-            Ok(match inner.kind {
+            let depth = check_depth(depth + 1, span)?;
+            let e = match inner.kind {
                 ExprKind::Int(v) => Expr {
                     kind: ExprKind::Int(-v),
                     span,
@@ -411,23 +637,72 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
                     kind: ExprKind::Neg(Box::new(inner)),
                     span,
                 },
-            })
+            };
+            Ok((e, depth))
         }
         Rule::postfix => {
             let mut it = p.into_inner();
-            let inner = expr_ast(it.next().expect("primary"))?;
+            let (inner, depth) = expr_d(it.next().expect("primary"))?;
             match it.next() {
-                Some(n) => Ok(Expr {
-                    kind: ExprKind::Named {
-                        inner: Box::new(inner),
-                        name: ident(n.into_inner().next().expect("as name")),
+                Some(n) => Ok((
+                    Expr {
+                        kind: ExprKind::Named {
+                            inner: Box::new(inner),
+                            name: ident(n.into_inner().next().expect("as name")),
+                        },
+                        span,
                     },
-                    span,
-                }),
-                None => Ok(inner),
+                    check_depth(depth + 1, span)?,
+                )),
+                None => Ok((inner, depth)),
             }
         }
-        Rule::paren => expr_ast(p.into_inner().next().expect("parenthesised")),
+        Rule::paren => expr_d(p.into_inner().next().expect("parenthesised")),
+        Rule::list => {
+            let (items, depths): (Vec<Expr>, Vec<usize>) = p
+                .into_inner()
+                .map(expr_d)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
+            let depth = check_depth(max_depth(&depths) + 1, span)?;
+            Ok((
+                Expr {
+                    kind: ExprKind::List(items),
+                    span,
+                },
+                depth,
+            ))
+        }
+        Rule::call => {
+            let mut it = p.into_inner();
+            let callee = ident(it.next().expect("callee"));
+            let mut depth = 0;
+            let args = it
+                .map(|a| {
+                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
+                    let (value, d) = expr_d(parts.pop().expect("arg value"))?;
+                    depth = depth.max(d);
+                    let name = parts.pop().map(ident);
+                    Ok(Arg { name, value })
+                })
+                .collect::<Result<_, Diagnostic>>()?;
+            Ok((
+                Expr {
+                    kind: ExprKind::Call { callee, args },
+                    span,
+                },
+                check_depth(depth + 1, span)?,
+            ))
+        }
+        _ => leaf_ast(p).map(|e| (e, 1)),
+    }
+}
+
+/// Literals and names.
+fn leaf_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
+    let span: Span = p.as_span().into();
+    match p.as_rule() {
         Rule::int => Ok(Expr {
             kind: ExprKind::Int(parse_i64(&p)?),
             span,
@@ -463,41 +738,22 @@ fn expr_ast(p: Pair<Rule>) -> Result<Expr, Diagnostic> {
             kind: ExprKind::Ident(p.as_str().to_string()),
             span,
         }),
-        Rule::list => Ok(Expr {
-            kind: ExprKind::List(p.into_inner().map(expr_ast).collect::<Result<_, _>>()?),
-            span,
-        }),
-        Rule::call => {
-            let mut it = p.into_inner();
-            let callee = ident(it.next().expect("callee"));
-            let args = it
-                .map(|a| {
-                    let mut parts: Vec<Pair<Rule>> = a.into_inner().collect();
-                    let value = expr_ast(parts.pop().expect("arg value"))?;
-                    let name = parts.pop().map(ident);
-                    Ok(Arg { name, value })
-                })
-                .collect::<Result<_, Diagnostic>>()?;
-            Ok(Expr {
-                kind: ExprKind::Call { callee, args },
-                span,
-            })
-        }
         r => unreachable!("expression rule {r:?}"),
     }
 }
 
-fn stage_ast(p: Pair<Rule>) -> Result<Stage, Diagnostic> {
+fn stage_ast(p: Pair<Rule>) -> Result<(Stage, usize), Diagnostic> {
     let inner = p.into_inner().next().expect("stage body");
     match inner.as_rule() {
         Rule::repeat_stage => {
             let span = inner.as_span().into();
             let mut it = inner.into_inner();
-            let count = expr_ast(it.next().expect("repeat count"))?;
-            let body = expr_ast(it.next().expect("repeat body"))?;
-            Ok(Stage::Repeat { count, body, span })
+            let (count, a) = expr_d(it.next().expect("repeat count"))?;
+            let (body, b) = expr_d(it.next().expect("repeat body"))?;
+            let depth = check_depth(a.max(b) + 1, span)?;
+            Ok((Stage::Repeat { count, body, span }, depth))
         }
-        _ => Ok(Stage::Apply(expr_ast(inner)?)),
+        _ => expr_d(inner).map(|(e, d)| (Stage::Apply(e), d)),
     }
 }
 
