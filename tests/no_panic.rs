@@ -588,7 +588,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("huge arithmetic", "E0004"),
     ("min int", "E0004"),
     ("huge concat dim", "E0204"),
-    ("all defaults", "E0204"),
+    ("all defaults", "E0401"),
     ("100-deep block chain", "E0307"),
     ("100-deep def chain", "E0307"),
     ("pipe at the depth limit", "ok"),

@@ -289,6 +289,45 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTINS.iter().map(|b| b.name)
 }
 
+/// Every bare word some builtin parameter accepts (`same`, `causal`, `fft`, ...), so
+/// words pass through template and block parameters unquoted.
+pub fn all_words() -> Vec<&'static str> {
+    let mut words: Vec<&'static str> = BUILTINS
+        .iter()
+        .flat_map(|b| (b.params)())
+        .filter_map(|p| p.ty.words())
+        .flatten()
+        .copied()
+        .chain(["auto", "none"])
+        .collect();
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// Rejects binding a name that would hide a builtin layer or a bare word.
+pub fn check_bindable(name: &str, span: Span) -> Result<(), Diagnostic> {
+    if lookup(name).is_some() {
+        return Err(Diagnostic::at(
+            "E0309",
+            span,
+            format!("`{name}` is a builtin layer and cannot be rebound"),
+            "pick another name",
+        )
+        .hint(format!("use a name such as `{name}_out` or `my_{name}`")));
+    }
+    if all_words().contains(&name) {
+        return Err(Diagnostic::at(
+            "E0309",
+            span,
+            format!("`{name}` is a reserved word (an argument value like `padding: {name}`)"),
+            "pick another name",
+        )
+        .hint(format!("use a name such as `{name}_value`")));
+    }
+    Ok(())
+}
+
 /// Binds a configuration object's arguments into a `Spec` value.
 pub fn make_spec(
     _e: &mut Elab,
@@ -597,6 +636,16 @@ fn batchnorm(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             "here",
         ));
     }
+    let momentum = a.float("momentum");
+    if !(0.0..=1.0).contains(&momentum) {
+        return Err(Diagnostic::at(
+            "E0204",
+            a.span("momentum"),
+            format!("`momentum` must be in [0, 1], got {momentum}"),
+            "out of range",
+        )
+        .hint("PyTorch's default is 0.1: running = (1 - momentum) * running + momentum * batch"));
+    }
     let ch = e.known_dim(x, 1, "the number of channels", c.span)?;
     let (affine, running) = (a.bool("affine"), a.bool("running_stats"));
     let mut ops = vec![x];
@@ -740,7 +789,7 @@ fn shortcut(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
         return Ok(x);
     }
     if a.word("kind") == Some("a") {
-        if a.given("norm") || a.given("bias") {
+        if a.bool("bias") || matches!(a.value("norm"), Value::Layer(_)) {
             return Err(Diagnostic::at(
                 "E0204",
                 c.span,

@@ -217,7 +217,7 @@ impl<'a> Elab<'a> {
                 format!("{what} must be known here, but the input is {ty}"),
                 "needs a concrete size",
             )
-            .hint("declare the input with concrete sizes (only the batch may be symbolic)")),
+            .hint("declare this dimension of the input with a concrete size")),
         }
     }
 
@@ -263,7 +263,10 @@ impl<'a> Elab<'a> {
             }
             ExprKind::Call { callee, args } => self.eval_call(env, callee, args, e.span, naming)?,
             ExprKind::Named { inner, name } => {
-                if !matches!(inner.kind, ExprKind::Call { .. } | ExprKind::Ident(_)) {
+                if !matches!(
+                    inner.kind,
+                    ExprKind::Call { .. } | ExprKind::Ident(_) | ExprKind::Pipe { .. }
+                ) {
                     return Err(Diagnostic::at(
                         "E0304",
                         name.span,
@@ -326,7 +329,7 @@ impl<'a> Elab<'a> {
                 span,
             });
         }
-        if words.is_some() || name == "none" {
+        if words.is_some() || builtins::all_words().contains(&name) {
             return Ok(Spanned {
                 value: Value::Word(name.to_string()),
                 span,
@@ -516,7 +519,10 @@ impl<'a> Elab<'a> {
                 })
             }
             Value::Layer(first) => Ok(Spanned {
-                value: Value::Layer(Rc::new(LayerValue::Compose(vec![first, layer]))),
+                value: Value::Layer(Rc::new(LayerValue::Compose {
+                    parts: vec![first, layer],
+                    name: None,
+                })),
                 span,
             }),
             other => Err(Diagnostic::at(
@@ -699,8 +705,12 @@ impl<'a> Elab<'a> {
                 inputs.extend(trailing);
                 self.apply_with_inputs(layer, inputs, naming)
             }
-            LayerValue::Compose(parts) => {
+            LayerValue::Compose { parts, name } => {
                 // A named composition is a scope of its own (`as stem`, a repeat child).
+                let naming = match (naming, name) {
+                    (Naming::Auto, Some(n)) => Naming::Explicit(n.clone()),
+                    (n, _) => n,
+                };
                 let scoped = !matches!(naming, Naming::Auto);
                 if scoped {
                     let path = self.scopes.alloc("seq", &naming)?;
@@ -985,6 +995,7 @@ impl<'a> Elab<'a> {
         for s in stmts {
             match s {
                 Stmt::Let { name, value } => {
+                    builtins::check_bindable(&name.name, name.span)?;
                     let v = self.eval(env, value, Naming::Auto)?;
                     env.insert(name.name.clone(), v);
                 }
@@ -1042,7 +1053,10 @@ fn with_name(l: &LayerValue, name: Ident) -> LayerValue {
             name: Some(name),
             span: *span,
         },
-        other => other.clone(),
+        LayerValue::Compose { parts, .. } => LayerValue::Compose {
+            parts: parts.clone(),
+            name: Some(name),
+        },
     }
 }
 
@@ -1055,13 +1069,14 @@ fn declared_ty(p: &Param) -> Ty {
         Some("layer") => Ty::LayerOrNone,
         Some("basis") => Ty::Basis,
         Some("slots") => Ty::Slots,
+        Some("list") => Ty::List,
         _ => Ty::Any,
     }
 }
 
 /// Type names allowed in parameter annotations.
 pub const PARAM_TYPES: &[&str] = &[
-    "int", "float", "bool", "string", "layer", "basis", "slots", "tensor",
+    "int", "float", "bool", "string", "list", "layer", "basis", "slots",
 ];
 
 fn user_params(params: &[Param]) -> Vec<ParamSpec> {

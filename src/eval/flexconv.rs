@@ -100,7 +100,16 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
     let mut horizon = Vec::with_capacity(dims);
     for d in 0..dims {
         let k = match a.word("horizon") {
-            Some(_) => e.known_dim(x, 2 + d, "the input length (for `horizon: same`)", c.span)?,
+            // `same` is the input size; a centred kernel needs an odd size, so an even
+            // input rounds up, as the paper does (horizon 33 at 32 px).
+            Some(_) => {
+                let n = e.known_dim(x, 2 + d, "the input length (for `horizon: same`)", c.span)?;
+                if causal || n % 2 == 1 {
+                    n
+                } else {
+                    n + 1
+                }
+            }
             None => a.positive("horizon")?,
         };
         if !causal && k % 2 == 0 {

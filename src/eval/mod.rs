@@ -57,6 +57,7 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
     }
     let mut env = Env::new();
     let mut returned = false;
+    let mut seed_span: Option<Span> = None;
     for item in &model.items {
         match item {
             Item::Input(decl) => {
@@ -127,7 +128,20 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                     },
                 );
             }
-            Item::Seed { value, .. } => e.graph.seed = *value,
+            Item::Seed { value, span } => {
+                if let Some(prev) = seed_span {
+                    return Err(Diagnostic::at(
+                        "E0309",
+                        *span,
+                        "the model seed is set twice",
+                        "second `seed`",
+                    )
+                    .label(prev, "first `seed`")
+                    .hint("keep one `seed` line"));
+                }
+                seed_span = Some(*span);
+                e.graph.seed = *value;
+            }
             Item::Basis { name, value } => {
                 check_new_name(&e, &name.name, name.span)?;
                 let v = e.eval(&env, value, Naming::Auto)?;
@@ -154,6 +168,7 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                 );
             }
             Item::Stmt(Stmt::Let { name, value }) => {
+                builtins::check_bindable(&name.name, name.span)?;
                 let mut v = e.eval(&env, value, Naming::Auto)?;
                 if !matches!(v.value, Value::Tensor(_)) {
                     if let Some((_, text)) = options.overrides.iter().find(|(n, _)| *n == name.name)
@@ -232,6 +247,18 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
         ));
         return Err(d.suggest(name, consts.iter().copied()));
     }
+    if options.slot_config.is_some() && e.graph.slots.is_empty() {
+        return Err(Diagnostic::at(
+            "E0501",
+            model.name.span,
+            format!(
+                "`--config` picks pooling slots, but model `{}` declares none",
+                model.name.name
+            ),
+            "no `slots` in this model",
+        )
+        .hint("drop `--config`, or declare slots with `slots NAME = pool_slots(...)`"));
+    }
     e.check_slots_placed()?;
     let recipe = match &program.train {
         Some(t) => Some(recipe::validate(t, &e.graph)?),
@@ -302,6 +329,7 @@ fn check_new_name(e: &Elab, name: &str, span: Span) -> Result<(), Diagnostic> {
 fn check_params(params: &[crate::syntax::ast::Param]) -> Result<(), Diagnostic> {
     let mut seen: Vec<&str> = Vec::new();
     for p in params {
+        builtins::check_bindable(&p.name.name, p.name.span)?;
         if seen.contains(&p.name.name.as_str()) {
             return Err(Diagnostic::at(
                 "E0309",

@@ -408,12 +408,33 @@ fn check_ranges(
     for (name, v, _) in &b.values {
         let bad = match (name.as_str(), &v.value) {
             ("lr" | "eps" | "factor" | "t_max", x) => as_f(x).is_some_and(|x| x <= 0.0),
+            // A group's weight decay is a number or `inherit` (the optimiser's).
+            ("weight_decay", Value::Word(w)) => w != "inherit",
+            ("weight_decay", Value::Str(_) | Value::Bool(_) | Value::List(_)) => true,
             (
                 "weight_decay" | "weight" | "min_lr" | "label_smoothing" | "momentum" | "lr_factor"
                 | "stddevs",
                 x,
             ) => as_f(x).is_some_and(|x| x < 0.0),
             ("ema" | "split" | "gamma", x) => as_f(x).is_some_and(|x| !(x > 0.0 && x < 1.0)),
+            ("betas", Value::List(items)) => {
+                items.len() != 2
+                    || items
+                        .iter()
+                        .any(|i| as_f(&i.value).is_none_or(|x| !(0.0..1.0).contains(&x)))
+            }
+            ("milestones", Value::List(items)) => {
+                let ms: Vec<Option<f64>> = items
+                    .iter()
+                    .map(|i| match i.value {
+                        Value::Int(v) if v > 0 => Some(v as f64),
+                        _ => None,
+                    })
+                    .collect();
+                ms.is_empty()
+                    || ms.iter().any(Option::is_none)
+                    || ms.windows(2).any(|w| w[0] >= w[1])
+            }
             _ => false,
         };
         if bad {
@@ -422,7 +443,15 @@ fn check_ranges(
                 v.span,
                 format!("`{name}` of `{ctor}` is out of range"),
                 "out of range",
-            ));
+            )
+            .hint(match name.as_str() {
+                "betas" => "two numbers in [0, 1), e.g. [0.9, 0.999]",
+                "milestones" => "increasing positive epoch numbers, e.g. [150, 225]",
+                "weight_decay" => "a non-negative number, or `inherit` for the optimiser's",
+                "lr" | "eps" | "factor" | "t_max" => "must be positive",
+                "ema" | "split" | "gamma" => "must be strictly between 0 and 1",
+                _ => "must be non-negative",
+            }));
         }
     }
     match ctor {

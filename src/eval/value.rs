@@ -80,7 +80,11 @@ pub enum LayerValue {
         name: Option<Ident>,
         span: Span,
     },
-    Compose(Vec<Rc<LayerValue>>),
+    /// `a |> b` without an input yet; `name` is set by `(a |> b) as NAME`.
+    Compose {
+        parts: Vec<Rc<LayerValue>>,
+        name: Option<Ident>,
+    },
     Repeat {
         count: u64,
         body: Rc<LayerValue>,
@@ -93,7 +97,7 @@ impl LayerValue {
     pub fn span(&self) -> Span {
         match self {
             LayerValue::Call { span, .. } | LayerValue::Repeat { span, .. } => *span,
-            LayerValue::Compose(parts) => parts
+            LayerValue::Compose { parts, .. } => parts
                 .iter()
                 .map(|p| p.span())
                 .reduce(Span::join)
