@@ -104,7 +104,13 @@ fn artifact_matches_unoptimised(name: &str, sample: &[usize]) {
     let artifact = read_artifact(&path).expect("reads artifact");
     let bound = artifact.weights.expect("weights travel with the artifact");
     let x = input(sample, 3);
-    let want = run(&module.graph, &store, &[x.clone()], &RunOptions::default()).expect("runs");
+    let want = run(
+        &module.graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .expect("runs");
     let got = run(&artifact.graph, &bound, &[x], &RunOptions::default()).expect("runs");
     let (w, g) = (&want.outputs[0], &got.outputs[0]);
     assert_eq!(w.shape, g.shape);
@@ -144,9 +150,9 @@ fn refuses_to_overwrite_its_inputs() {
     std::fs::copy(example("lenet_mnist"), &model).expect("copy");
     let before = std::fs::read(&model).expect("read");
     let a = args(model.clone(), None);
-    let err = write_compiled(&compiled(&a), &a, &model)
-        .err()
-        .expect("refused");
+    let Err(err) = write_compiled(&compiled(&a), &a, &model) else {
+        panic!("refused");
+    };
     assert!(err.to_string().contains("would overwrite"), "{err}");
     assert_eq!(std::fs::read(&model).expect("read"), before);
 }

@@ -31,10 +31,11 @@ fn example(name: &str) -> Graph {
 /// Bytes of a value with every symbolic dimension set to `batch` (f32).
 fn size(graph: &Graph, n: petgraph::stable_graph::NodeIndex, batch: u64) -> u64 {
     graph.node(n).ty.shape.iter().fold(4, |acc, d| {
-        acc * d.known().unwrap_or_else(|| match d {
+        acc * match d {
+            fnet::ir::types::Dim::Known(k) => *k,
             fnet::ir::types::Dim::Dyn { max } => *max,
-            _ => batch,
-        })
+            fnet::ir::types::Dim::Sym(_) => batch,
+        }
     })
 }
 
