@@ -8,7 +8,7 @@ use super::shape::{infer, ShapeError};
 use super::types::{Dim, TensorType};
 
 /// Which tensor a `bn_fold` produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FoldOutput {
     /// `(W, [γ], var) → W[o, …]·a[o]` with `a = γ/√(var + eps)` (γ = 1 without affine).
     Weight,
@@ -18,7 +18,7 @@ pub enum FoldOutput {
 }
 
 /// One step of a fused conv's epilogue, applied in order to the conv's output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Epilogue {
     Relu,
     /// Adds the next residual operand (the operands after x, weight and bias, in order).
