@@ -1,5 +1,6 @@
 //! The typed graph IR.
 
+pub mod fold_ops;
 pub mod graph;
 pub mod op;
 pub mod print;

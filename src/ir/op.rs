@@ -2,6 +2,7 @@
 //! an op forces shape inference, printing, arity checks (and later gradients and
 //! lowering) to handle it.
 
+pub use super::fold_ops::{Epilogue, FoldOutput};
 use std::fmt;
 
 /// How a parameter tensor takes part in training.
@@ -265,6 +266,28 @@ pub enum Op {
         active: bool,
         pool: PoolSpec,
     },
+    /// (W `[J, …]`, C `[Co, J, 1…]`) → `[Co, …]`, `Σ_j C[o, j]·W[j, …]`: a k×k conv
+    /// followed by a 1×1 conv folded into one kernel (SEEDS.md §2.7); on a `[J]` bias
+    /// it gives `C·b`.
+    LcFold,
+    /// Eval-mode BatchNorm folded into the producing layer's weight or bias, as an op
+    /// over the parameters: see `FoldOutput` for operands and formulas.
+    BnFold {
+        eps: f64,
+        affine: bool,
+        output: FoldOutput,
+    },
+    /// (x, weight[, bias], residuals…): a conv whose output then runs through
+    /// `epilogue` in order; each `AddResidual` adds the next residual operand.
+    FusedConv {
+        stride: Vec<u64>,
+        padding: Padding,
+        dilation: Vec<u64>,
+        groups: u64,
+        bias: bool,
+        algo: ConvAlgo,
+        epilogue: Vec<Epilogue>,
+    },
 }
 
 impl Op {
@@ -297,6 +320,9 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::ShortcutA { .. } => "shortcut_a",
             Op::Slot { .. } => "slot",
+            Op::LcFold => "lc_fold",
+            Op::BnFold { .. } => "bn_fold",
+            Op::FusedConv { .. } => "fused_conv",
         }
     }
 
@@ -323,6 +349,9 @@ impl Op {
             | Op::ShortcutA { .. }
             | Op::Slot { .. } => 1,
             Op::Concat { .. } => return None,
+            Op::LcFold => 2,
+            Op::BnFold { affine, output, .. } => super::fold_ops::bn_fold_arity(*affine, *output),
+            Op::FusedConv { bias, epilogue, .. } => super::fold_ops::fused_arity(*bias, epilogue),
         })
     }
 }

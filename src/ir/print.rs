@@ -63,6 +63,7 @@ pub fn op_attrs(op: &Op) -> String {
         | Op::Add
         | Op::Mul => String::new(),
         Op::Dropout { p } => format!("p={p}"),
+        Op::LcFold | Op::BnFold { .. } | Op::FusedConv { .. } => super::fold_ops::fold_attrs(op),
         Op::Pool(p) => pool_attrs(p),
         Op::Concat { axis } => format!("axis={axis}"),
         Op::ShortcutA {

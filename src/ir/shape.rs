@@ -145,6 +145,9 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             Ok(x.clone())
         }
         Op::Pool(spec) => pool(x.expect("pool operand"), spec),
+        Op::LcFold | Op::BnFold { .. } | Op::FusedConv { .. } => {
+            super::fold_ops::infer_fold(op, operands)
+        }
         Op::Slot {
             active, pool: spec, ..
         } => {

@@ -4,6 +4,8 @@
 pub mod canonicalize;
 pub mod cse;
 pub mod dce;
+pub mod fold_bases;
+pub mod fuse_epilogue;
 pub mod manager;
 pub mod memory_plan;
 pub mod pipeline;

@@ -1,5 +1,7 @@
 //! The pass registry and the default pipelines.
 
+use super::fold_bases::FoldBases;
+use super::fuse_epilogue::FuseEpilogue;
 use super::manager::{CompileMode, Pass, PassManager};
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
@@ -11,6 +13,8 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(Canonicalize),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(FoldBases),
+        Box::new(FuseEpilogue),
         Box::new(MemoryPlanPass),
     ]
 }

@@ -256,6 +256,18 @@ fn eval<T: Scalar + FftNum>(
             let y = layout::pad_channels(&layout::subsample2d(&lift_2d(a[0]), strides)?, pad, pad)?;
             unlift(y, a[0].ndim())
         }
+        Op::LcFold => super::fused::lc_fold(a[0], a[1])?,
+        Op::BnFold {
+            eps,
+            affine,
+            output,
+        } => super::fused::bn_fold(a, *eps, *affine, *output)?,
+        Op::FusedConv { .. } => {
+            let (conv, steps) = crate::ir::fold_ops::split_fused(op).expect("fused conv");
+            let n = conv.arity().unwrap_or(2);
+            let y = eval(&conv, &a[..n], ctx)?;
+            super::fused::epilogue(y, steps, &a[n..])?
+        }
     })
 }
 

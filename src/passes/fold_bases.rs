@@ -1,0 +1,436 @@
+//! `fold-bases`: a k×k basis conv followed by a 1×1 combination is one k×k conv whose
+//! kernel is `Σ_j C[o, j]·W[j, …]` (exact: both convs are linear and the 1×1 is
+//! pointwise; SEEDS.md §2.7). This covers LC layers (frozen basis, then the learned
+//! 1×1) and shared-basis convs (`[unique ‖ shared]` basis → BatchNorm → 1×1); the
+//! BatchNorm between them folds only in inference, where it uses running statistics.
+//!
+//! The folded kernel is computed by `lc_fold` (and `bn_fold`) over the parameters, so
+//! the coefficients stay trainable parameters and training graphs fold too. A layer is
+//! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`.
+
+use super::cse::replace_uses;
+use super::manager::{CompileMode, Pass, PassContext};
+use crate::ir::fold_ops::FoldOutput;
+use crate::ir::graph::{Graph, Node};
+use crate::ir::op::{Op, Padding};
+use crate::ir::shape::infer;
+use crate::ir::types::{Dim, TensorType};
+use petgraph::stable_graph::NodeIndex;
+use petgraph::Direction;
+
+pub struct FoldBases;
+
+/// The sizes of one conv for the cost estimate, every dimension concrete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: u64,
+    pub in_channels: u64,
+    pub out_channels: u64,
+    pub groups: u64,
+    pub kernel: Vec<u64>,
+    pub out_spatial: Vec<u64>,
+}
+
+impl ConvShape {
+    /// Multiply-adds of a direct conv.
+    pub fn macs(&self) -> u64 {
+        let per_out = (self.in_channels / self.groups.max(1))
+            .saturating_mul(self.kernel.iter().product::<u64>());
+        self.out_spatial
+            .iter()
+            .fold(self.batch, |a, &d| a.saturating_mul(d))
+            .saturating_mul(self.out_channels)
+            .saturating_mul(per_out)
+    }
+}
+
+/// Estimated cost of a layer in both forms, in multiply-adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldDecision {
+    /// The basis conv(s) plus the 1×1.
+    pub unfolded: u64,
+    /// The folded conv plus synthesising its kernel (`Co·J·Cin·k²`, once per run).
+    pub folded: u64,
+    pub cheaper: bool,
+}
+
+/// The one place the fold decision is made: `basis` are the k×k convs whose outputs
+/// the 1×1 `mix` combines (several for `[unique ‖ shared]`; same input, kernel and
+/// output size), at the batch size in the shapes.
+pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
+    let unfolded = basis
+        .iter()
+        .fold(mix.macs(), |a, b| a.saturating_add(b.macs()));
+    let first = &basis[0];
+    let folded_conv = ConvShape {
+        out_channels: mix.out_channels,
+        ..first.clone()
+    };
+    let synth = ConvShape {
+        batch: 1,
+        in_channels: mix.in_channels,
+        out_channels: mix.out_channels,
+        groups: 1,
+        kernel: first.kernel.clone(),
+        out_spatial: vec![first.in_channels / first.groups.max(1)],
+    };
+    let folded = folded_conv.macs().saturating_add(synth.macs());
+    FoldDecision {
+        unfolded,
+        folded,
+        cheaper: folded < unfolded,
+    }
+}
+
+/// `12.3 MMAC`.
+pub fn fmt_macs(m: u64) -> String {
+    let v = m as f64;
+    match m {
+        0..=999 => format!("{m} MAC"),
+        1_000..=999_999 => format!("{:.1} kMAC", v / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} MMAC", v / 1e6),
+        _ => format!("{:.2} GMAC", v / 1e9),
+    }
+}
+
+/// A dimension's size with every symbol set to `batch` (as the memory plan does).
+pub(crate) fn dim_value(d: &Dim, batch: u64) -> u64 {
+    match d {
+        Dim::Known(k) => *k,
+        Dim::Dyn { max } => *max,
+        Dim::Sym(s) => {
+            ((batch as i64 + s.offset).div_euclid(s.div.max(1) as i64) + s.add).max(1) as u64
+        }
+    }
+}
+
+/// Adds `op` over `operands` with its inferred type.
+pub(crate) fn add_op(
+    graph: &mut Graph,
+    op: Op,
+    operands: &[NodeIndex],
+    name: String,
+    like: NodeIndex,
+) -> Result<NodeIndex, String> {
+    let tys: Vec<&TensorType> = operands.iter().map(|&o| &graph.node(o).ty).collect();
+    let ty = infer(&op, &tys).map_err(|e| format!("{name}: {}", e.message))?;
+    let span = graph.node(like).span;
+    Ok(graph.add(Node { op, ty, name, span }, operands))
+}
+
+/// Whether `n`'s value is read exactly once, by `user`, and is not a graph output.
+pub(crate) fn sole_use(graph: &Graph, n: NodeIndex, user: NodeIndex) -> bool {
+    let mut edges = graph.g.edges_directed(n, Direction::Outgoing);
+    let one = matches!((edges.next(), edges.next()), (Some(e), None) if petgraph::visit::EdgeRef::target(&e) == user);
+    one && !graph.outputs.contains(&n)
+}
+
+/// A 1×1, stride-1, unpadded, ungrouped conv.
+fn is_pointwise(graph: &Graph, n: NodeIndex) -> bool {
+    let Op::Conv {
+        stride,
+        padding,
+        groups,
+        ..
+    } = &graph.node(n).op
+    else {
+        return false;
+    };
+    let w = &graph.node(graph.operands(n)[1]).ty;
+    let unpadded = match padding {
+        Padding::Explicit(p) => p.iter().all(|&(a, b)| a == 0 && b == 0),
+        Padding::Same | Padding::Causal => true,
+    };
+    *groups == 1
+        && unpadded
+        && stride.iter().all(|&s| s == 1)
+        && w.shape[2..].iter().all(|d| *d == Dim::Known(1))
+}
+
+/// A basis layer in front of a 1×1 conv.
+struct Candidate {
+    mix: NodeIndex,
+    bn: Option<NodeIndex>,
+    concat: Option<NodeIndex>,
+    branches: Vec<NodeIndex>,
+}
+
+fn candidate(graph: &Graph, mix: NodeIndex) -> Option<Candidate> {
+    if !is_pointwise(graph, mix) {
+        return None;
+    }
+    let z = graph.operands(mix)[0];
+    let (bn, u) = match graph.node(z).op {
+        Op::BatchNorm { .. } => (Some(z), graph.operands(z)[0]),
+        _ => (None, z),
+    };
+    let (concat, branches) = match graph.node(u).op {
+        Op::Concat { axis: 1 } => (Some(u), graph.operands(u)),
+        Op::Conv { .. } => (None, vec![u]),
+        _ => return None,
+    };
+    let first = &graph.node(branches[0]).op;
+    let x = graph.operands(branches[0])[0];
+    let alike = branches.iter().all(|&b| {
+        let op = &graph.node(b).op;
+        matches!(op, Op::Conv { groups: 1, .. }) && op == first && graph.operands(b)[0] == x
+    });
+    let biased = matches!(first, Op::Conv { bias: true, .. });
+    (alike && !(biased && branches.len() > 1)).then_some(Candidate {
+        mix,
+        bn,
+        concat,
+        branches,
+    })
+}
+
+fn conv_shape(graph: &Graph, conv: NodeIndex, batch: u64) -> ConvShape {
+    let ops = graph.operands(conv);
+    let (x, w, y) = (
+        &graph.node(ops[0]).ty,
+        &graph.node(ops[1]).ty,
+        &graph.node(conv).ty,
+    );
+    let groups = match graph.node(conv).op {
+        Op::Conv { groups, .. } => groups,
+        _ => 1,
+    };
+    ConvShape {
+        batch: dim_value(&y.shape[0], batch),
+        in_channels: dim_value(&x.shape[1], batch),
+        out_channels: dim_value(&y.shape[1], batch),
+        groups,
+        kernel: w.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
+        out_spatial: y.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
+    }
+}
+
+/// Why the candidate cannot be folded exactly in this graph, if it cannot.
+fn blocker(graph: &Graph, c: &Candidate, mode: CompileMode) -> Option<String> {
+    if let Some(bn) = c.bn {
+        let Op::BatchNorm { running_stats, .. } = graph.node(bn).op else {
+            return None;
+        };
+        if mode == CompileMode::Training || !running_stats {
+            return Some(
+                "the batchnorm between basis and 1x1 uses batch statistics (training)".into(),
+            );
+        }
+    }
+    let mut chain = vec![(graph.operands(c.mix)[0], c.mix)];
+    if let Some(bn) = c.bn {
+        chain.push((graph.operands(bn)[0], bn));
+    }
+    chain.extend(
+        c.concat
+            .iter()
+            .flat_map(|&k| c.branches.iter().map(move |&b| (b, k))),
+    );
+    if chain.iter().any(|&(n, user)| !sole_use(graph, n, user)) {
+        return Some("the basis output has other users".into());
+    }
+    None
+}
+
+fn describe(basis: &[ConvShape], mix: &ConvShape) -> String {
+    let k: Vec<String> = basis[0].kernel.iter().map(u64::to_string).collect();
+    let j: u64 = basis.iter().map(|b| b.out_channels).sum();
+    format!(
+        "basis {} conv ({} -> {j} channels{}) + 1x1 ({j} -> {})",
+        k.join("x"),
+        basis[0].in_channels,
+        if basis.len() > 1 {
+            ", unique+shared"
+        } else {
+            ""
+        },
+        mix.out_channels
+    )
+}
+
+fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
+    let layer = graph
+        .node(c.mix)
+        .name
+        .trim_end_matches(".coeff")
+        .to_string();
+    let first = c.branches[0];
+    let bops = graph.operands(first);
+    let x = bops[0];
+    let mut weight = bops[1];
+    let mut bias_j = bops.get(2).copied();
+    if c.branches.len() > 1 {
+        let ws: Vec<NodeIndex> = c.branches.iter().map(|&b| graph.operands(b)[1]).collect();
+        weight = add_op(
+            graph,
+            Op::Concat { axis: 0 },
+            &ws,
+            format!("{layer}.basis_weight"),
+            first,
+        )?;
+    }
+    if let Some(bn) = c.bn {
+        let Op::BatchNorm { eps, affine, .. } = graph.node(bn).op else {
+            return Err("not a batchnorm".into());
+        };
+        let p = graph.operands(bn)[1..].to_vec();
+        let (gamma, stats) = if affine {
+            (vec![p[0]], &p[2..])
+        } else {
+            (vec![], &p[..])
+        };
+        let mut wops = vec![weight];
+        wops.extend(&gamma);
+        wops.push(stats[1]);
+        let op = Op::BnFold {
+            eps,
+            affine,
+            output: FoldOutput::Weight,
+        };
+        weight = add_op(graph, op, &wops, format!("{layer}.basis_bn.weight"), bn)?;
+        let mut bops: Vec<NodeIndex> = bias_j.into_iter().collect();
+        if affine {
+            bops.extend(&p[..2]);
+        }
+        bops.extend(stats);
+        let op = Op::BnFold {
+            eps,
+            affine,
+            output: FoldOutput::Bias {
+                conv_bias: bias_j.is_some(),
+            },
+        };
+        bias_j = Some(add_op(
+            graph,
+            op,
+            &bops,
+            format!("{layer}.basis_bn.bias"),
+            bn,
+        )?);
+    }
+    let mops = graph.operands(c.mix);
+    let coeff = mops[1];
+    let w = add_op(
+        graph,
+        Op::LcFold,
+        &[weight, coeff],
+        format!("{layer}.folded.weight"),
+        c.mix,
+    )?;
+    let mut bias = match bias_j {
+        Some(b) => Some(add_op(
+            graph,
+            Op::LcFold,
+            &[b, coeff],
+            format!("{layer}.folded.bias"),
+            c.mix,
+        )?),
+        None => None,
+    };
+    if let Some(&mb) = mops.get(2) {
+        bias = Some(match bias {
+            Some(b) => add_op(
+                graph,
+                Op::Add,
+                &[b, mb],
+                format!("{layer}.folded.bias_sum"),
+                c.mix,
+            )?,
+            None => mb,
+        });
+    }
+    let Op::Conv {
+        stride,
+        padding,
+        dilation,
+        algo,
+        ..
+    } = graph.node(first).op.clone()
+    else {
+        return Err("not a conv".into());
+    };
+    let op = Op::Conv {
+        stride,
+        padding,
+        dilation,
+        groups: 1,
+        bias: bias.is_some(),
+        algo,
+    };
+    let mut operands = vec![x, w];
+    operands.extend(bias);
+    let conv = add_op(graph, op, &operands, layer, c.mix)?;
+    if graph.node(conv).ty != graph.node(c.mix).ty {
+        return Err(format!(
+            "folded conv {} does not match {}",
+            graph.node(conv).ty,
+            graph.node(c.mix).ty
+        ));
+    }
+    replace_uses(graph, c.mix, conv);
+    for n in [Some(c.mix), c.bn, c.concat].into_iter().flatten() {
+        graph.g.remove_node(n);
+    }
+    for &b in &c.branches {
+        graph.g.remove_node(b);
+    }
+    Ok(conv)
+}
+
+impl Pass for FoldBases {
+    fn name(&self) -> &'static str {
+        "fold-bases"
+    }
+
+    fn about(&self) -> &'static str {
+        "fold a k x k basis conv and its 1x1 combination into one conv where cheaper"
+    }
+
+    fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
+        let order = graph.topo_order().map_err(|e| e.to_string())?;
+        let mut folds = 0;
+        for mix in order {
+            if !graph.g.contains_node(mix) {
+                continue;
+            }
+            let Some(c) = candidate(graph, mix) else {
+                continue;
+            };
+            let layer = graph.node(mix).name.trim_end_matches(".coeff").to_string();
+            let batch = ctx.batch.max(1);
+            let basis: Vec<ConvShape> = c
+                .branches
+                .iter()
+                .map(|&b| conv_shape(graph, b, batch))
+                .collect();
+            let mix_shape = conv_shape(graph, mix, batch);
+            let what = describe(&basis, &mix_shape);
+            if let Some(why) = blocker(graph, &c, ctx.mode) {
+                ctx.note(layer, "fold-bases", format!("kept unfolded: {what}: {why}"));
+                continue;
+            }
+            let d = fold_is_cheaper(&basis, &mix_shape);
+            let k: Vec<String> = basis[0].kernel.iter().map(u64::to_string).collect();
+            let cost = format!(
+                "{} -> {} at batch {batch}",
+                fmt_macs(d.unfolded),
+                fmt_macs(d.folded)
+            );
+            if !d.cheaper {
+                let text = format!("kept unfolded: {what}: folding costs more, {cost}");
+                ctx.note(layer, "fold-bases", text);
+                continue;
+            }
+            fold(graph, &c)?;
+            let bn = if c.bn.is_some() {
+                " (batchnorm folded)"
+            } else {
+                ""
+            };
+            let text = format!("folded {what} into one {} conv{bn}: {cost}", k.join("x"));
+            ctx.note(layer, "fold-bases", text);
+            folds += 1;
+        }
+        Ok(folds)
+    }
+}
