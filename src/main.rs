@@ -127,6 +127,12 @@ enum Command {
         /// List the passes of the pipeline and exit.
         #[arg(long)]
         list_passes: bool,
+        /// Explain every conv: kernel sizes, algorithm choice and costs, folds, fusions.
+        #[arg(long)]
+        explain: bool,
+        /// Batch size the cost model assumes where the model's is symbolic.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
     },
 }
 
@@ -270,6 +276,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print_after,
             verbose,
             list_passes,
+            explain,
+            batch,
         } => {
             if list_passes {
                 for p in fnet::passes::pipeline::registry() {
@@ -307,10 +315,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 passes,
                 print_after: print_after.clone(),
                 verbose,
+                batch,
             })?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);
-            if print_after.is_empty() {
+            if explain {
+                print!("{}", fnet::cli::explain::explain(&out.graph, &out.ctx));
+            } else if print_after.is_empty() {
                 print!("{}", fnet::ir::print::print_graph(&out.graph));
             }
         }

@@ -21,6 +21,8 @@ pub struct CompileArgs {
     /// Pass names after which to print the IR; `all` prints after each.
     pub print_after: Vec<String>,
     pub verbose: bool,
+    /// Batch size the cost model assumes where the input's is symbolic.
+    pub batch: u64,
 }
 
 pub struct Compiled {
@@ -50,6 +52,7 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     }
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
+    ctx.batch = args.batch;
     let (mut printed, mut timings) = (String::new(), String::new());
     let mut observe = |r: &PassRecord<'_>| {
         if args.print_after.iter().any(|p| p == "all" || p == r.name) {

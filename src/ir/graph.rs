@@ -62,6 +62,9 @@ pub struct Graph {
     pub bases: Vec<BasisInfo>,
     pub slots: Vec<SlotFamily>,
     pub flexconvs: Vec<FlexInfo>,
+    /// Each conv's algorithm decision and cost estimates, by node name
+    /// (`choose-conv-algo`).
+    pub conv_costs: BTreeMap<String, crate::cost::ConvCost>,
 }
 
 /// A broken invariant found by `verify`. These are compiler bugs, not user errors.

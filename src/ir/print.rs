@@ -119,9 +119,13 @@ pub fn print_graph(graph: &Graph) -> String {
                     .collect();
                 let attrs = op_attrs(op);
                 let sep = if attrs.is_empty() { "" } else { " " };
+                let cost = match (op, graph.conv_costs.get(&node.name)) {
+                    (Op::Conv { .. }, Some(c)) => format!("  {}", c.ir_comment()),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "  %{id} = {}({}){sep}{attrs} : {}  # {}",
+                    "  %{id} = {}({}){sep}{attrs} : {}  # {}{cost}",
                     op.name(),
                     operands.join(", "),
                     node.ty,

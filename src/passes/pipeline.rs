@@ -1,5 +1,6 @@
 //! The pass registry and the default pipelines.
 
+use super::choose_conv_algo::ChooseConvAlgo;
 use super::manager::{CompileMode, Pass, PassManager};
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
 
@@ -10,6 +11,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(Canonicalize),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(ChooseConvAlgo),
     ]
 }
 

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod basis;
 pub mod conv;
 pub mod fft_conv;
+pub mod im2col;
 pub mod layout;
 pub mod lc;
 pub mod linear;

@@ -353,6 +353,9 @@ fn conv_op<T: Scalar + FftNum>(
         dilation: dil,
         groups: groups as usize,
     };
+    if algo == ConvAlgo::Im2col {
+        return Ok(crate::reference::im2col::conv_im2col(x, w, bias, &p)?);
+    }
     Ok(conv(x, w, bias, &p)?)
 }
 
