@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
 
 /// Everything about a conv the model needs, with every size known.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConvShape {
     pub batch: u64,
     pub ci: u64,
@@ -253,7 +253,7 @@ impl CostTable {
 }
 
 /// Estimated seconds per algorithm for one conv.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
     pub direct: f64,
     pub im2col: f64,
@@ -292,7 +292,7 @@ impl Estimate {
 }
 
 /// Who decided a conv's algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decider {
     /// The cost model (the conv said `algo: auto`).
     Model,
@@ -313,7 +313,7 @@ impl Decider {
 }
 
 /// The decision `choose-conv-algo` recorded for one conv (`Graph::conv_costs`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConvCost {
     pub shape: ConvShape,
     pub estimate: Estimate,

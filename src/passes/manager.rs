@@ -32,7 +32,7 @@ pub struct PassContext {
     /// The most rewrites one pass may make; a pass that keeps rewriting is a bug.
     pub rewrite_limit: usize,
     pub notes: Vec<Note>,
-    /// The batch size cost estimates assume where the input's is symbolic (`--batch`).
+    /// Batch size for cost estimates and the memory plan (symbolic dims take it).
     pub batch: u64,
 }
 

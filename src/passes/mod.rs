@@ -6,6 +6,7 @@ pub mod choose_conv_algo;
 pub mod cse;
 pub mod dce;
 pub mod manager;
+pub mod memory_plan;
 pub mod pipeline;
 pub mod specialize_slots;
 

@@ -2,6 +2,7 @@
 
 use super::choose_conv_algo::ChooseConvAlgo;
 use super::manager::{CompileMode, Pass, PassManager};
+use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
 
 /// Every pass, by name, in default order.
@@ -12,6 +13,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(Cse),
         Box::new(Dce),
         Box::new(ChooseConvAlgo),
+        Box::new(MemoryPlanPass),
     ]
 }
 
