@@ -100,15 +100,16 @@ fn main() {
     );
     let table = fit(&samples, &machine(), COMMAND);
     let mut csv = String::from(
-        "algo,batch,ci,co,input,kernel,stride,dilation,groups,padding,f1,f2,measured_s,predicted_s\n",
+        "algo,batch,ci,co,input,kernel,stride,dilation,groups,padding,features,measured_s,predicted_s\n",
     );
     let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join("x");
     for s in &samples {
         let f = s.shape.features(s.algo).expect("measured algorithms apply");
-        let pred = table.algo(s.algo).expect("concrete algorithm").seconds(f);
+        let pred = table.algo(s.algo).expect("concrete algorithm").seconds(&f);
+        let feats: Vec<String> = f.iter().map(|v| format!("{v:.6e}")).collect();
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{:.6e},{:.6e},{:.6e},{:.6e}",
+            "{},{},{},{},{},{},{},{},{},{},{},{:.6e},{:.6e}",
             s.algo.name(),
             s.shape.batch,
             s.shape.ci,
@@ -119,8 +120,7 @@ fn main() {
             join(&s.shape.dilation),
             s.shape.groups,
             s.shape.padding.to_string().replace(',', ";"),
-            f[0],
-            f[1],
+            feats.join(" "),
             s.seconds,
             pred
         );
@@ -132,11 +132,10 @@ fn main() {
     for a in ALGOS {
         let c = table.algo(a).expect("concrete");
         eprintln!(
-            "{:<7} overhead {} c1 {:.3e} c2 {:.3e}  median rel err {:.1}%",
+            "{:<7} overhead {} coef {:?}  median rel err {:.1}%",
             a.name(),
             fmt_seconds(c.overhead_s),
-            c.coef[0],
-            c.coef[1],
+            c.coef.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>(),
             100.0 * c.median_rel_err
         );
     }

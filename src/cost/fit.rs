@@ -1,11 +1,12 @@
 //! Fitting the cost model: time the reference kernels over a grid of conv shapes and
-//! fit each algorithm's `overhead + c₁·f₁ + c₂·f₂` by non-negative least squares on the
+//! fit each algorithm's `overhead + Σ cᵢ·fᵢ` by non-negative least squares on the
 //! *relative* error (times span five orders of magnitude, and an absolute fit would
 //! only see the slowest shapes). `examples/fit_cost.rs` drives it.
 
 use super::{AlgoCost, ConvShape, CostTable, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
-use crate::reference::conv::{conv, ConvParams};
+use crate::reference::conv::ConvParams;
+use crate::reference::direct_tiled::conv_direct;
 use crate::reference::fft_conv::{fft_causal_conv1d, fft_conv2d_same};
 use crate::reference::im2col::conv_im2col;
 use crate::tensor::{ShapeError, Tensor};
@@ -115,7 +116,7 @@ pub fn run_once(
         ConvAlgo::Fft if shape.input.len() == 1 => fft_causal_conv1d(x, w, None),
         ConvAlgo::Fft => fft_conv2d_same(x, w, None),
         ConvAlgo::Im2col => conv_im2col(x, w, None, &p),
-        _ => conv(x, w, None, &p),
+        _ => conv_direct(x, w, None, &p),
     }
 }
 
@@ -150,15 +151,16 @@ pub fn measure(shape: &ConvShape, algo: ConvAlgo, seed: u64) -> Result<f64, Shap
     Ok(best)
 }
 
-/// Fits one algorithm: minimises Σ((pred − t)/t)² over `overhead, c₁, c₂ ≥ 0` by trying
-/// every subset of free coefficients (an exact NNLS for three unknowns).
-pub fn fit_algo(points: &[([f64; 2], f64)]) -> AlgoCost {
-    let rows: Vec<[f64; 3]> = points
+/// Fits one algorithm: minimises Σ((pred − t)/t)² over `overhead, c₁, … ≥ 0` by trying
+/// every subset of free coefficients (an exact NNLS for a handful of unknowns).
+pub fn fit_algo(points: &[(Vec<f64>, f64)]) -> AlgoCost {
+    let nu = 1 + points.first().map_or(0, |(f, _)| f.len());
+    let rows: Vec<Vec<f64>> = points
         .iter()
-        .map(|(f, t)| [1.0 / t, f[0] / t, f[1] / t])
+        .map(|(f, t)| std::iter::once(1.0 / t).chain(f.iter().map(|x| x / t)).collect())
         .collect();
     // Column scaling keeps the normal equations well conditioned.
-    let scale: Vec<f64> = (0..3)
+    let scale: Vec<f64> = (0..nu)
         .map(|j| {
             rows.iter()
                 .map(|r| r[j].abs())
@@ -166,36 +168,36 @@ pub fn fit_algo(points: &[([f64; 2], f64)]) -> AlgoCost {
                 .max(1e-300)
         })
         .collect();
-    let mut best: Option<([f64; 3], f64)> = None;
-    for mask in 1u32..8 {
-        let free: Vec<usize> = (0..3).filter(|j| mask & (1 << j) != 0).collect();
+    let mut best: Option<(Vec<f64>, f64)> = None;
+    for mask in 1u32..(1 << nu) {
+        let free: Vec<usize> = (0..nu).filter(|j| mask & (1 << j) != 0).collect();
         let Some(sol) = solve_ls(&rows, &scale, &free) else {
             continue;
         };
         if sol.iter().any(|&c| c < 0.0) {
             continue;
         }
-        let mut c = [0.0; 3];
+        let mut c = vec![0.0; nu];
         for (&j, &v) in free.iter().zip(&sol) {
             c[j] = v;
         }
         let res: f64 = rows
             .iter()
-            .map(|r| (r[0] * c[0] + r[1] * c[1] + r[2] * c[2] - 1.0).powi(2))
+            .map(|r| (r.iter().zip(&c).map(|(x, c)| x * c).sum::<f64>() - 1.0).powi(2))
             .sum();
-        if best.is_none_or(|(_, b)| res < b) {
+        if best.as_ref().is_none_or(|(_, b)| res < *b) {
             best = Some((c, res));
         }
     }
-    let c = best.map_or([0.0; 3], |(c, _)| c);
+    let c = best.map_or(vec![0.0; nu], |(c, _)| c);
     let cost = AlgoCost {
         overhead_s: c[0],
-        coef: [c[1], c[2]],
+        coef: c[1..].to_vec(),
         median_rel_err: 0.0,
     };
     let mut errs: Vec<f64> = points
         .iter()
-        .map(|(f, t)| (cost.seconds(*f) - t).abs() / t)
+        .map(|(f, t)| (cost.seconds(f) - t).abs() / t)
         .collect();
     errs.sort_by(f64::total_cmp);
     AlgoCost {
@@ -205,7 +207,7 @@ pub fn fit_algo(points: &[([f64; 2], f64)]) -> AlgoCost {
 }
 
 /// Least squares `rows·c ≈ 1` over the columns in `free`, by the normal equations.
-fn solve_ls(rows: &[[f64; 3]], scale: &[f64], free: &[usize]) -> Option<Vec<f64>> {
+fn solve_ls(rows: &[Vec<f64>], scale: &[f64], free: &[usize]) -> Option<Vec<f64>> {
     let n = free.len();
     let mut a = vec![vec![0.0; n + 1]; n];
     for r in rows {
@@ -239,7 +241,7 @@ fn solve_ls(rows: &[[f64; 3]], scale: &[f64], free: &[usize]) -> Option<Vec<f64>
 /// Fits every algorithm from `samples`.
 pub fn fit(samples: &[Sample], machine: &str, command: &str) -> CostTable {
     let per = |algo: ConvAlgo| {
-        let pts: Vec<([f64; 2], f64)> = samples
+        let pts: Vec<(Vec<f64>, f64)> = samples
             .iter()
             .filter(|s| s.algo == algo)
             .filter_map(|s| Some((s.shape.features(algo)?, s.seconds)))
@@ -266,13 +268,14 @@ mod tests {
     fn nnls_recovers_an_exact_model() {
         let truth = AlgoCost {
             overhead_s: 2e-5,
-            coef: [1e-9, 3e-10],
+            coef: vec![1e-9, 3e-10],
             median_rel_err: 0.0,
         };
-        let pts: Vec<([f64; 2], f64)> = (1..30)
+        let pts: Vec<(Vec<f64>, f64)> = (1..30)
             .map(|i| {
-                let f = [(i * i) as f64 * 1e5, ((i * 7) % 11) as f64 * 1e6];
-                (f, truth.seconds(f))
+                let f = vec![(i * i) as f64 * 1e5, ((i * 7) % 11) as f64 * 1e6];
+                let t = truth.seconds(&f);
+                (f, t)
             })
             .collect();
         let c = fit_algo(&pts);
@@ -284,8 +287,8 @@ mod tests {
     #[test]
     fn nnls_never_goes_negative() {
         // Time falls with f2: the unconstrained fit would make c2 negative.
-        let pts: Vec<([f64; 2], f64)> = (1..10)
-            .map(|i| ([i as f64 * 1e6, (10 - i) as f64 * 1e6], 1e-3 * i as f64))
+        let pts: Vec<(Vec<f64>, f64)> = (1..10)
+            .map(|i| (vec![i as f64 * 1e6, (10 - i) as f64 * 1e6], 1e-3 * i as f64))
             .collect();
         let c = fit_algo(&pts);
         assert!(

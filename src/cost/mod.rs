@@ -2,13 +2,13 @@
 //! direct loop, im2col + GEMM and the FFT take on a backend, from a handful of work
 //! counts (features) and per-backend constants fitted from measurements.
 //!
-//! Per algorithm the model is `seconds = overhead + c₁·f₁ + c₂·f₂`:
+//! Per algorithm the model is `seconds = overhead + Σ cᵢ·fᵢ`:
 //!
-//! | algorithm | f₁ | f₂ |
-//! |---|---|---|
-//! | direct | multiply-adds on real (non-padding) taps | tap iterations, padding included |
-//! | im2col | GEMM multiply-adds (padding zeros included) | column-matrix elements written |
-//! | fft | transform flops, `2.5·N·log₂N` per real N-point transform | spectral complex MACs |
+//! | algorithm | f₁ | f₂ | f₃ |
+//! |---|---|---|---|
+//! | direct | multiply-adds, padding taps included | inner axpy loops (row × column block × input channel × tap) | |
+//! | im2col | GEMM multiply-adds (padding zeros included) | column-matrix elements written | |
+//! | fft | transform flops, `2.5·N·log₂N` per real N-point transform | spectral complex MACs | 1D transform calls (row + column passes) |
 //!
 //! The FFT counts `B·Ci` input, `Co·Ci` kernel and `B·Co` inverse transforms of the
 //! `fft_len` sizes the reference FFT uses, and `B·Ci·Co·n_freq` spectral products. It
@@ -26,6 +26,9 @@ use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::fft_conv::fft_len;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
+
+/// The column block of `reference::direct_tiled` (its inner loops' count is a feature).
+const DIRECT_COLS: u64 = crate::reference::direct_tiled::COLS as u64;
 
 /// The algorithms the model compares, in tie-break order.
 pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
@@ -118,7 +121,7 @@ impl ConvShape {
 
     /// The two work counts of `algo` (see the module table); `None` when `algo` cannot
     /// run this conv.
-    pub fn features(&self, algo: ConvAlgo) -> Option<[f64; 2]> {
+    pub fn features(&self, algo: ConvAlgo) -> Option<Vec<f64>> {
         let out = self.output()?;
         let plane: u64 = out.iter().product();
         let taps: u64 = self.kernel.iter().product();
@@ -127,28 +130,15 @@ impl ConvShape {
         let per_out = (self.co * plane * cig) as f64;
         match algo {
             ConvAlgo::Direct => {
-                let pads = self.pads();
-                // Real taps summed over output positions, one dimension at a time.
-                let valid: f64 = (0..out.len())
-                    .map(|i| {
-                        (0..out[i])
-                            .map(|o| {
-                                (0..self.kernel[i])
-                                    .filter(|t| {
-                                        let p = o * self.stride[i] + t * self.dilation[i];
-                                        p >= pads[i].0 && p - pads[i].0 < self.input[i]
-                                    })
-                                    .count() as f64
-                            })
-                            .sum::<f64>()
-                    })
-                    .product();
-                Some([
-                    b * valid * (self.co * cig) as f64,
+                // One axpy per (output channel, row, column block, input channel, tap).
+                let rows: u64 = out[..out.len() - 1].iter().product();
+                let blocks = out[out.len() - 1].div_ceil(DIRECT_COLS);
+                Some(vec![
                     b * per_out * taps as f64,
+                    b * (self.co * cig * taps * rows * blocks) as f64,
                 ])
             }
-            ConvAlgo::Im2col => Some([
+            ConvAlgo::Im2col => Some(vec![
                 b * per_out * taps as f64,
                 b * (self.ci * taps * plane) as f64,
             ]),
@@ -156,22 +146,25 @@ impl ConvShape {
                 if !self.fft_applicable() {
                     return None;
                 }
-                let (n, freq) = self.fft_sizes();
+                let (n, freq, calls) = self.fft_sizes();
                 let transforms =
                     b * self.ci as f64 + (self.co * self.ci) as f64 + b * self.co as f64;
                 let n = n as f64;
-                Some([
+                Some(vec![
                     transforms * 2.5 * n * n.log2().max(1.0),
                     b * (self.ci * self.co * freq) as f64,
+                    transforms * calls as f64,
                 ])
             }
             ConvAlgo::Auto => None,
         }
     }
 
-    /// Points of the padded FFT grid and complex bins of its half spectrum, as
-    /// `reference::fft_conv` plans them (a causal kernel is odd-ified first).
-    pub fn fft_sizes(&self) -> (u64, u64) {
+    /// Points of the padded FFT grid, complex bins of its half spectrum, and the 1D
+    /// transform calls one 2D transform makes (a row pass and a column pass), as
+    /// `reference::fft_conv` plans them (a causal kernel is odd-ified first; 1D runs
+    /// as a 2D plane of height one, so each bin costs one length-1 column call).
+    pub fn fft_sizes(&self) -> (u64, u64, u64) {
         let dims: Vec<u64> = self
             .input
             .iter()
@@ -187,22 +180,23 @@ impl ConvShape {
             .collect();
         let last = *dims.last().unwrap_or(&1);
         let rest: u64 = dims[..dims.len().saturating_sub(1)].iter().product();
-        (dims.iter().product(), rest * (last / 2 + 1))
+        let bins = last / 2 + 1;
+        (dims.iter().product(), rest * bins, rest + bins)
     }
 }
 
-/// One algorithm's fitted constants: `seconds = overhead_s + coef[0]·f₁ + coef[1]·f₂`.
+/// One algorithm's fitted constants: `seconds = overhead_s + Σ coef[i]·fᵢ`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlgoCost {
     pub overhead_s: f64,
-    pub coef: [f64; 2],
+    pub coef: Vec<f64>,
     /// Median relative error of the fit over its measured points.
     pub median_rel_err: f64,
 }
 
 impl AlgoCost {
-    pub fn seconds(&self, f: [f64; 2]) -> f64 {
-        self.overhead_s + self.coef[0] * f[0] + self.coef[1] * f[1]
+    pub fn seconds(&self, f: &[f64]) -> f64 {
+        self.overhead_s + self.coef.iter().zip(f).map(|(c, x)| c * x).sum::<f64>()
     }
 }
 
@@ -241,7 +235,7 @@ impl CostTable {
     /// Estimated seconds of every algorithm, `f64::INFINITY` where one cannot run.
     pub fn estimate(&self, shape: &ConvShape) -> Estimate {
         let est = |a: ConvAlgo| match (shape.features(a), self.algo(a)) {
-            (Some(f), Some(c)) => c.seconds(f),
+            (Some(f), Some(c)) => c.seconds(&f),
             _ => f64::INFINITY,
         };
         Estimate {
