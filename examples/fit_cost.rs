@@ -135,7 +135,10 @@ fn main() {
             "{:<7} overhead {} coef {:?}  median rel err {:.1}%",
             a.name(),
             fmt_seconds(c.overhead_s),
-            c.coef.iter().map(|v| format!("{v:.3e}")).collect::<Vec<_>>(),
+            c.coef
+                .iter()
+                .map(|v| format!("{v:.3e}"))
+                .collect::<Vec<_>>(),
             100.0 * c.median_rel_err
         );
     }

@@ -157,7 +157,11 @@ pub fn fit_algo(points: &[(Vec<f64>, f64)]) -> AlgoCost {
     let nu = 1 + points.first().map_or(0, |(f, _)| f.len());
     let rows: Vec<Vec<f64>> = points
         .iter()
-        .map(|(f, t)| std::iter::once(1.0 / t).chain(f.iter().map(|x| x / t)).collect())
+        .map(|(f, t)| {
+            std::iter::once(1.0 / t)
+                .chain(f.iter().map(|x| x / t))
+                .collect()
+        })
         .collect();
     // Column scaling keeps the normal equations well conditioned.
     let scale: Vec<f64> = (0..nu)

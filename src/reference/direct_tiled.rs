@@ -54,9 +54,8 @@ pub fn conv_direct<T: Scalar>(
     let [b, ci, h, wd] = [x4[0], x4[1], x4[2], x4[3]];
     let [co, cig, kh, kw] = [w4[0], w4[1], w4[2], w4[3]];
     let g = p2.groups;
-    let geometry = |d: usize, len, k| {
-        conv_out_len(len, k, p2.stride[d], p2.padding[d], p2.dilation[d])
-    };
+    let geometry =
+        |d: usize, len, k| conv_out_len(len, k, p2.stride[d], p2.padding[d], p2.dilation[d]);
     let (Some(ho), Some(wo)) = (geometry(0, h, kh), geometry(1, wd, kw)) else {
         return conv(x, w, bias, p);
     };
@@ -78,7 +77,10 @@ pub fn conv_direct<T: Scalar>(
         h + p2.padding[0].0 + p2.padding[0].1,
         wd + p2.padding[1].0 + p2.padding[1].1,
     );
-    let ([sy, sx], [dy, dx]) = ([p2.stride[0], p2.stride[1]], [p2.dilation[0], p2.dilation[1]]);
+    let ([sy, sx], [dy, dx]) = (
+        [p2.stride[0], p2.stride[1]],
+        [p2.dilation[0], p2.dilation[1]],
+    );
     let (cog, plane, taps) = (co / g, ho * wo, kh * kw);
     out.data
         .par_chunks_mut(plane)
