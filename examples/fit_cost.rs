@@ -6,7 +6,7 @@
 //!
 //! Writes the fitted constants to `--out` and every measured point (shape, features,
 //! measured and predicted seconds) to the same path with `_points.csv` in place of
-//! `.json`, so the fit can be checked. Takes about two minutes on the project's
+//! `.json`, so the fit can be checked. Takes about 20 seconds on the project's
 //! 2-core machine; `--quick` times a third of the grid (for a smoke test).
 
 use fnet::cost::fit::{fit, grid, measurable, measure, Sample};

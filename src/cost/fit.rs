@@ -230,11 +230,12 @@ fn solve_ls(rows: &[Vec<f64>], scale: &[f64], free: &[usize]) -> Option<Vec<f64>
             return None;
         }
         a.swap(col, piv);
-        for row in 0..n {
+        let pivot = a[col].clone();
+        for (row, r) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..=n {
-                    a[row][k] -= f * a[col][k];
+                let f = r[col] / pivot[col];
+                for (v, p) in r[col..].iter_mut().zip(&pivot[col..]) {
+                    *v -= f * p;
                 }
             }
         }

@@ -119,8 +119,10 @@ pub fn print_graph(graph: &Graph) -> String {
                     .collect();
                 let attrs = op_attrs(op);
                 let sep = if attrs.is_empty() { "" } else { " " };
-                let cost = match (op, graph.conv_costs.get(&node.name)) {
-                    (Op::Conv { .. }, Some(c)) => format!("  {}", c.ir_comment()),
+                let cost = match graph.conv_costs.get(&node.name) {
+                    Some(c) if crate::passes::choose_conv_algo::conv_geometry(op).is_some() => {
+                        format!("  {}", c.ir_comment())
+                    }
                     _ => String::new(),
                 };
                 let _ = writeln!(

@@ -18,7 +18,7 @@
 use super::manager::{Pass, PassContext};
 use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
 use crate::ir::graph::Graph;
-use crate::ir::op::{ConvAlgo, Op};
+use crate::ir::op::{ConvAlgo, Op, Padding};
 use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 
@@ -52,19 +52,38 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
     }
 }
 
+/// `(stride, padding, dilation, groups, algo)` of a conv-like op.
+pub type ConvGeometry<'a> = (&'a [u64], &'a Padding, &'a [u64], u64, ConvAlgo);
+
+/// The geometry of an op that runs a convolution: `(stride, padding, dilation,
+/// groups, algo)`. Every conv-like op the pass decides for is listed here and in
+/// [`algo_mut`] (a fused conv adds one arm to each).
+pub fn conv_geometry(op: &Op) -> Option<ConvGeometry<'_>> {
+    match op {
+        Op::Conv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            algo,
+            ..
+        } => Some((stride, padding, dilation, *groups, *algo)),
+        _ => None,
+    }
+}
+
+/// The `algo` field of a conv-like op.
+pub fn algo_mut(op: &mut Op) -> Option<&mut ConvAlgo> {
+    match op {
+        Op::Conv { algo, .. } => Some(algo),
+        _ => None,
+    }
+}
+
 /// The cost-model view of conv `id`: its shape with every size resolved, whether the
 /// kernel size is a bound rather than known, and whether a spatial size was nominal.
 pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape, bool, bool)> {
-    let Op::Conv {
-        stride,
-        padding,
-        dilation,
-        groups,
-        ..
-    } = &graph.node(id).op
-    else {
-        return None;
-    };
+    let (stride, padding, dilation, groups, _) = conv_geometry(&graph.node(id).op)?;
     let ops = graph.operands(id);
     let (x, w) = (&graph.node(ops[0]).ty.shape, &graph.node(ops[1]).ty.shape);
     let (mut bound, mut nominal) = (false, false);
@@ -97,9 +116,9 @@ pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape
         co: w[0].known()?,
         input,
         kernel,
-        stride: stride.clone(),
-        dilation: dilation.clone(),
-        groups: *groups,
+        stride: stride.to_vec(),
+        dilation: dilation.to_vec(),
+        groups,
         padding: padding.clone(),
     };
     Some((shape, bound, nominal))
@@ -137,7 +156,7 @@ impl Pass for ChooseConvAlgo {
         let convs: Vec<NodeIndex> = graph
             .g
             .node_indices()
-            .filter(|&n| matches!(graph.node(n).op, Op::Conv { .. }))
+            .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
             .collect();
         for id in convs {
             let Some((shape, bound, nominal)) = conv_shape(graph, id, ctx.batch) else {
@@ -145,12 +164,15 @@ impl Pass for ChooseConvAlgo {
             };
             let name = graph.node(id).name.clone();
             // A conv this pass already decided counts as `auto` again (idempotence).
-            let written = match (graph.conv_costs.get(&name), &graph.node(id).op) {
+            let written = match (
+                graph.conv_costs.get(&name),
+                conv_geometry(&graph.node(id).op),
+            ) {
                 (Some(c), _) if c.decider != Decider::Program => ConvAlgo::Auto,
-                (_, Op::Conv { algo, .. }) => *algo,
+                (_, Some((.., algo))) => algo,
                 _ => continue,
             };
-            let Op::Conv { algo, .. } = &mut graph.g[id].op else {
+            let Some(algo) = algo_mut(&mut graph.g[id].op) else {
                 continue;
             };
             let (chosen, decider) = decide(written, env, &shape, table);
