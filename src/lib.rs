@@ -1,6 +1,7 @@
 //! fnet: a compiler and runtime for convolutional networks with flexible kernels.
 
 pub mod cli;
+pub mod cost;
 pub mod diag;
 pub mod driver;
 pub mod eval;

@@ -134,8 +134,11 @@ enum Command {
         /// Write a compiled artifact (.fnc) instead of printing the IR.
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Batch size for the memory plan and the cost model.
-        #[arg(long, default_value_t = 1)]
+        /// Explain every conv: kernel sizes, algorithm choice and costs, folds, fusions.
+        #[arg(long)]
+        explain: bool,
+        /// Batch size for the memory plan and the cost model (symbolic batch dims).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
     },
 }
@@ -283,6 +286,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             list_passes,
             weights,
             output,
+            explain,
             batch,
         } => {
             if list_passes {
@@ -337,6 +341,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     header.layout.len(),
                     bound
                 );
+            } else if explain {
+                print!("{}", fnet::cli::explain::explain(&out.graph, &out.ctx));
             } else if print_after.is_empty() {
                 print!("{}", fnet::ir::print::print_graph(&out.graph));
             }

@@ -297,7 +297,7 @@ fn the_fold_decision_flips_with_size_and_basis_width() {
 }
 
 #[test]
-fn fold_is_cheaper_compares_multiply_adds() {
+fn fold_is_cheaper_follows_the_cost_model() {
     let conv = |cin, cout, k, side| ConvShape {
         batch: 1,
         in_channels: cin,
@@ -357,6 +357,8 @@ fn print_after_snapshots() {
                 ),
                 print_after: vec![pass.to_string()],
                 verbose: false,
+                weights: None,
+                batch: 1,
             };
             let out = compile(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
             insta::assert_snapshot!(format!("{pass}__{name}"), out.printed);

@@ -3,6 +3,7 @@
 //! the command completed.
 
 pub mod compile;
+pub mod explain;
 pub mod init;
 pub mod inputs;
 pub mod run;

@@ -79,6 +79,9 @@ pub struct Graph {
     pub bases: Vec<BasisInfo>,
     pub slots: Vec<SlotFamily>,
     pub flexconvs: Vec<FlexInfo>,
+    /// Each conv's algorithm decision and cost estimates, by node name
+    /// (`choose-conv-algo`).
+    pub conv_costs: BTreeMap<String, crate::cost::ConvCost>,
     /// Set by the `memory-plan` pass.
     pub memory: Option<MemorySummary>,
 }

@@ -120,9 +120,15 @@ pub fn print_graph(graph: &Graph) -> String {
                     .collect();
                 let attrs = op_attrs(op);
                 let sep = if attrs.is_empty() { "" } else { " " };
+                let cost = match graph.conv_costs.get(&node.name) {
+                    Some(c) if crate::passes::choose_conv_algo::conv_geometry(op).is_some() => {
+                        format!("  {}", c.ir_comment())
+                    }
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "  %{id} = {}({}){sep}{attrs} : {}  # {}",
+                    "  %{id} = {}({}){sep}{attrs} : {}  # {}{cost}",
                     op.name(),
                     operands.join(", "),
                     node.ty,

@@ -44,14 +44,42 @@ impl ConvShape {
     }
 }
 
-/// Estimated cost of a layer in both forms, in multiply-adds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Estimated cost of a layer in both forms: multiply-adds, and seconds from the
+/// fitted cost model (each conv at its cheapest algorithm), which decides.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FoldDecision {
     /// The basis conv(s) plus the 1×1.
     pub unfolded: u64,
     /// The folded conv plus synthesising its kernel (`Co·J·Cin·k²`, once per run).
     pub folded: u64,
+    pub unfolded_s: f64,
+    pub folded_s: f64,
     pub cheaper: bool,
+}
+
+/// The cost model's estimate for a conv at its cheapest algorithm. The shape keeps
+/// only output sizes, so it is costed as a stride-1 `same` conv of that size.
+fn conv_seconds(s: &ConvShape) -> f64 {
+    let mut shape = crate::cost::ConvShape::plain(
+        s.batch,
+        s.in_channels,
+        s.out_channels,
+        &s.out_spatial,
+        &s.kernel,
+        crate::ir::op::Padding::Same,
+    );
+    shape.groups = s.groups.max(1);
+    let e = crate::cost::CostTable::reference().estimate(&shape);
+    e.get(e.cheapest())
+}
+
+/// Kernel synthesis is one GEMM: its multiply-adds at the model's GEMM rate.
+fn gemm_seconds(macs: u64) -> f64 {
+    let table = crate::cost::CostTable::reference();
+    let per_mac = table
+        .algo(crate::ir::op::ConvAlgo::Im2col)
+        .map_or(0.0, |c| c.coef[0]);
+    macs as f64 * per_mac
 }
 
 /// The one place the fold decision is made: `basis` are the k×k convs whose outputs
@@ -75,10 +103,14 @@ pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
         out_spatial: vec![first.in_channels / first.groups.max(1)],
     };
     let folded = folded_conv.macs().saturating_add(synth.macs());
+    let unfolded_s = basis.iter().map(conv_seconds).sum::<f64>() + conv_seconds(mix);
+    let folded_s = conv_seconds(&folded_conv) + gemm_seconds(synth.macs());
     FoldDecision {
         unfolded,
         folded,
-        cheaper: folded < unfolded,
+        unfolded_s,
+        folded_s,
+        cheaper: folded_s < unfolded_s,
     }
 }
 
@@ -412,9 +444,11 @@ impl Pass for FoldBases {
             let d = fold_is_cheaper(&basis, &mix_shape);
             let k: Vec<String> = basis[0].kernel.iter().map(u64::to_string).collect();
             let cost = format!(
-                "{} -> {} at batch {batch}",
+                "{} -> {}, est {} -> {} at batch {batch}",
                 fmt_macs(d.unfolded),
-                fmt_macs(d.folded)
+                fmt_macs(d.folded),
+                crate::cost::fmt_seconds(d.unfolded_s),
+                crate::cost::fmt_seconds(d.folded_s)
             );
             if !d.cheaper {
                 let text = format!("kept unfolded: {what}: folding costs more, {cost}");

@@ -2,6 +2,7 @@
 //! and the pass registry are in `pipeline`.
 
 pub mod canonicalize;
+pub mod choose_conv_algo;
 pub mod cse;
 pub mod dce;
 pub mod fold_bases;

@@ -2,6 +2,7 @@
 
 use super::fold_bases::FoldBases;
 use super::fuse_epilogue::FuseEpilogue;
+use super::choose_conv_algo::ChooseConvAlgo;
 use super::manager::{CompileMode, Pass, PassManager};
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
@@ -14,6 +15,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(Cse),
         Box::new(Dce),
         Box::new(FoldBases),
+        Box::new(ChooseConvAlgo),
         Box::new(FuseEpilogue),
         Box::new(MemoryPlanPass),
     ]

@@ -9,7 +9,9 @@
 pub mod activation;
 pub mod basis;
 pub mod conv;
+pub mod direct_tiled;
 pub mod fft_conv;
+pub mod im2col;
 pub mod layout;
 pub mod lc;
 pub mod linear;

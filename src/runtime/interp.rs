@@ -365,6 +365,12 @@ fn conv_op<T: Scalar + FftNum>(
         dilation: dil,
         groups: groups as usize,
     };
+    if algo == ConvAlgo::Im2col {
+        return Ok(crate::reference::im2col::conv_im2col(x, w, bias, &p)?);
+    }
+    if algo == ConvAlgo::Direct {
+        return Ok(crate::reference::direct_tiled::conv_direct(x, w, bias, &p)?);
+    }
     Ok(conv(x, w, bias, &p)?)
 }
 

@@ -1,0 +1,225 @@
+//! `choose-conv-algo`: picks direct, im2col + GEMM or FFT for every conv by the
+//! analytic cost model (`crate::cost`), stores the choice in the conv's `algo` and the
+//! estimates in `Graph::conv_costs` (the IR printer shows them on the conv line).
+//!
+//! Precedence, most specific first: the program's explicit `algo:` on a layer, then
+//! the environment variable `FNET_CONV_ALGO=direct|im2col|fft|auto` for every conv
+//! left on `auto`, then the cost model. An `FNET_CONV_ALGO=fft` that cannot run a conv
+//! (strided, dilated, grouped, or not causal-1D / same-2D-odd) falls back to the
+//! model's choice for that conv, with a note.
+//!
+//! Sizes: the batch is the input's if known, else `PassContext::batch` (`--batch`,
+//! default 1). A FlexConv kernel whose crop is data-dependent (`<=k` in its type) is
+//! costed at its bound `k`, the horizon: the crop grows while training, and with
+//! weights bound `fuse-mask` replaces it by the known cropped size first. A symbolic
+//! spatial size is costed at `NOMINAL_LEN`. These are forward convs only: the
+//! backward convs (dX, dW) get their own choice when autodiff exists.
+
+use super::manager::{Pass, PassContext};
+use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
+use crate::ir::graph::Graph;
+use crate::ir::op::{ConvAlgo, Op, Padding};
+use crate::ir::types::Dim;
+use petgraph::stable_graph::NodeIndex;
+
+pub const NAME: &str = "choose-conv-algo";
+
+/// The environment variable that overrides the cost model on `auto` convs.
+pub const ENV: &str = "FNET_CONV_ALGO";
+
+/// The size a symbolic spatial dimension is costed at.
+pub const NOMINAL_LEN: u64 = 1024;
+
+pub struct ChooseConvAlgo;
+
+/// `FNET_CONV_ALGO` parsed: `None` when unset, empty or `auto`.
+pub fn env_override() -> Result<Option<ConvAlgo>, String> {
+    match std::env::var(ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => parse_algo(&v),
+    }
+}
+
+pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
+    match v.trim() {
+        "" | "auto" => Ok(None),
+        "direct" => Ok(Some(ConvAlgo::Direct)),
+        "im2col" => Ok(Some(ConvAlgo::Im2col)),
+        "fft" => Ok(Some(ConvAlgo::Fft)),
+        other => Err(format!(
+            "{ENV}={other}: expected one of direct, im2col, fft, auto"
+        )),
+    }
+}
+
+/// `(stride, padding, dilation, groups, algo)` of a conv-like op.
+pub type ConvGeometry<'a> = (&'a [u64], &'a Padding, &'a [u64], u64, ConvAlgo);
+
+/// The geometry of an op that runs a convolution: `(stride, padding, dilation,
+/// groups, algo)`. Every conv-like op the pass decides for is listed here and in
+/// [`algo_mut`] (a fused conv adds one arm to each).
+pub fn conv_geometry(op: &Op) -> Option<ConvGeometry<'_>> {
+    match op {
+        Op::Conv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            algo,
+            ..
+        }
+        | Op::FusedConv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            algo,
+            ..
+        } => Some((stride, padding, dilation, *groups, *algo)),
+        _ => None,
+    }
+}
+
+/// The `algo` field of a conv-like op.
+pub fn algo_mut(op: &mut Op) -> Option<&mut ConvAlgo> {
+    match op {
+        Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => Some(algo),
+        _ => None,
+    }
+}
+
+/// The cost-model view of conv `id`: its shape with every size resolved, whether the
+/// kernel size is a bound rather than known, and whether a spatial size was nominal.
+pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape, bool, bool)> {
+    let (stride, padding, dilation, groups, _) = conv_geometry(&graph.node(id).op)?;
+    let ops = graph.operands(id);
+    let (x, w) = (&graph.node(ops[0]).ty.shape, &graph.node(ops[1]).ty.shape);
+    let (mut bound, mut nominal) = (false, false);
+    let batch = x[0].known().unwrap_or(batch);
+    let input = x[2..]
+        .iter()
+        .map(|d| match d {
+            Dim::Known(n) => *n,
+            Dim::Dyn { max } => *max,
+            Dim::Sym(_) => {
+                nominal = true;
+                NOMINAL_LEN
+            }
+        })
+        .collect();
+    let kernel = w[2..]
+        .iter()
+        .map(|d| match d {
+            Dim::Known(k) => Some(*k),
+            Dim::Dyn { max } => {
+                bound = true;
+                Some(*max)
+            }
+            Dim::Sym(_) => None,
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    let shape = ConvShape {
+        batch,
+        ci: x[1].known()?,
+        co: w[0].known()?,
+        input,
+        kernel,
+        stride: stride.to_vec(),
+        dilation: dilation.to_vec(),
+        groups,
+        padding: padding.clone(),
+    };
+    Some((shape, bound, nominal))
+}
+
+/// The algorithm a conv runs and who chose it, by the precedence above.
+pub fn decide(
+    written: ConvAlgo,
+    env: Option<ConvAlgo>,
+    shape: &ConvShape,
+    table: &CostTable,
+) -> (ConvAlgo, Decider) {
+    let model = table.estimate(shape).cheapest();
+    match (written, env) {
+        (ConvAlgo::Auto, None) => (model, Decider::Model),
+        (ConvAlgo::Auto, Some(ConvAlgo::Fft)) if !shape.fft_applicable() => (model, Decider::Model),
+        (ConvAlgo::Auto, Some(e)) => (e, Decider::Env),
+        (w, _) => (w, Decider::Program),
+    }
+}
+
+impl Pass for ChooseConvAlgo {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn about(&self) -> &'static str {
+        "picks direct, im2col or FFT for each conv by the fitted cost model (algo:, FNET_CONV_ALGO override)"
+    }
+
+    fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
+        let env = env_override()?;
+        let table = CostTable::reference();
+        let mut rewrites = 0;
+        let convs: Vec<NodeIndex> = graph
+            .g
+            .node_indices()
+            .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
+            .collect();
+        for id in convs {
+            let Some((shape, bound, nominal)) = conv_shape(graph, id, ctx.batch) else {
+                continue;
+            };
+            let name = graph.node(id).name.clone();
+            // A conv this pass already decided counts as `auto` again (idempotence).
+            let written = match (
+                graph.conv_costs.get(&name),
+                conv_geometry(&graph.node(id).op),
+            ) {
+                (Some(c), _) if c.decider != Decider::Program => ConvAlgo::Auto,
+                (_, Some((.., algo))) => algo,
+                _ => continue,
+            };
+            let Some(algo) = algo_mut(&mut graph.g[id].op) else {
+                continue;
+            };
+            let (chosen, decider) = decide(written, env, &shape, table);
+            if env == Some(ConvAlgo::Fft) && decider == Decider::Model {
+                ctx.note(
+                    &name,
+                    NAME,
+                    format!(
+                        "{ENV}=fft does not apply to this conv; the cost model chose {}",
+                        chosen.name()
+                    ),
+                );
+            }
+            if decider == Decider::Program && chosen == ConvAlgo::Fft && !shape.fft_applicable() {
+                ctx.note(&name, NAME, "algo: fft does not apply to this conv (stride, dilation, groups or padding); it runs direct");
+            }
+            if nominal {
+                ctx.note(
+                    &name,
+                    NAME,
+                    format!("symbolic spatial size costed at {NOMINAL_LEN}"),
+                );
+            }
+            if *algo != chosen {
+                *algo = chosen;
+                rewrites += 1;
+            }
+            let estimate = table.estimate(&shape);
+            graph.conv_costs.insert(
+                name,
+                ConvCost {
+                    shape,
+                    estimate,
+                    chosen,
+                    decider,
+                    kernel_is_bound: bound,
+                },
+            );
+        }
+        Ok(rewrites)
+    }
+}
