@@ -2,7 +2,9 @@
 //! an op forces shape inference, printing, arity checks (and later gradients and
 //! lowering) to handle it.
 
+use crate::tensor::Tensor;
 use std::fmt;
+use std::sync::Arc;
 
 /// How a parameter tensor takes part in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,6 +189,13 @@ pub enum Op {
         init: Init,
         seed: Option<u64>,
     },
+    /// A constant tensor computed at compile time (a materialised frozen parameter, a
+    /// folded kernel). `origin` says where it came from, for the printer, which elides
+    /// the data. Its type is the value's shape, all dims known, f32.
+    Const {
+        value: Arc<Tensor<f32>>,
+        origin: String,
+    },
     /// `linspace(−1, 1, k)` per axis, meshed: `[D, k…]`. Constant.
     CoordGrid {
         horizon: Vec<u64>,
@@ -271,6 +280,7 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Param { .. } => "param",
+            Op::Const { .. } => "const",
             Op::CoordGrid { .. } => "coord_grid",
             Op::MaskCrop { .. } => "mask_crop",
             Op::Magnet { .. } => "magnet",
@@ -301,7 +311,7 @@ impl Op {
     /// Number of operands the op takes, or `None` for variadic ops (at least two).
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
-            Op::Input { .. } | Op::Param { .. } | Op::CoordGrid { .. } => 0,
+            Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::CoordGrid { .. } => 0,
             Op::MaskCrop { .. } | Op::GaussMask | Op::MaskMul | Op::Add | Op::Mul => 2,
             Op::Magnet { layers, .. } => 1 + 4 * (*layers as usize + 1) + 2 * *layers as usize + 2,
             Op::Conv { bias, .. } | Op::Linear { bias } => 2 + usize::from(*bias),

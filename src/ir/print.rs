@@ -25,6 +25,7 @@ fn pool_attrs(p: &PoolSpec) -> String {
 pub fn op_attrs(op: &Op) -> String {
     match op {
         Op::Input { .. } | Op::Param { .. } => String::new(),
+        Op::Const { origin, .. } => format!("from {origin}"),
         Op::CoordGrid { horizon } => format!("horizon={}", list(horizon)),
         Op::MaskCrop { threshold, causal } => format!("threshold={threshold} causal={causal}"),
         Op::Magnet {
@@ -109,6 +110,15 @@ pub fn print_graph(graph: &Graph) -> String {
                     node.name,
                     node.ty,
                     role.name()
+                );
+            }
+            Op::Const { .. } => {
+                let _ = writeln!(
+                    out,
+                    "  %{id} = const {} : {} {}",
+                    node.name,
+                    node.ty,
+                    op_attrs(&node.op)
                 );
             }
             op => {

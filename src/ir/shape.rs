@@ -58,6 +58,10 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
     let x = operands.first().copied();
     match op {
         Op::Input { .. } | Op::Param { .. } => err("inputs and parameters carry their own type"),
+        Op::Const { value, .. } => Ok(TensorType::known(
+            DType::F32,
+            &value.shape.iter().map(|&d| d as u64).collect::<Vec<_>>(),
+        )),
         Op::CoordGrid { horizon } => {
             let mut shape = vec![Dim::Known(horizon.len() as u64)];
             shape.extend(horizon.iter().map(|&k| Dim::Known(k)));

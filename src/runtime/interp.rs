@@ -158,6 +158,7 @@ fn eval<T: Scalar + FftNum>(
             .get(ctx.name)
             .cloned()
             .ok_or_else(|| RunError::new(format!("no tensor `{}` in the weights", ctx.name)))?,
+        Op::Const { value, .. } => value.cast::<T>(),
         Op::CoordGrid { horizon } => {
             rel_positions_grid(&horizon.iter().map(|&k| k as usize).collect::<Vec<_>>())
         }
