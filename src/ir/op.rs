@@ -214,6 +214,24 @@ pub enum Op {
         out_channels: u64,
         in_channels: u64,
     },
+    /// Fused FlexConv kernel synthesis (the `fuse-mask` pass): coordinate grid, crop,
+    /// MAGNet, Gaussian mask, product and sampling-rate scale in one op. Operands:
+    /// (mask params `[D, 2]` if masked; then the MAGNet parameters in `Magnet`'s order,
+    /// without the grid) → `[Cout, Cin, k…]`, `k ≤ horizon` per axis.
+    FlexKernel {
+        layers: u64,
+        hidden: u64,
+        out_channels: u64,
+        in_channels: u64,
+        horizon: Vec<u64>,
+        /// The mask threshold; `None` for an unmasked flexconv (no crop, no mask).
+        threshold: Option<f64>,
+        causal: bool,
+        scale: f64,
+        /// The cropped size per axis when it is known at compile time (constant mask
+        /// parameters); otherwise each axis is data-dependent, at most the horizon.
+        extent: Option<Vec<u64>>,
+    },
     /// (grid, mask params) → separable Gaussian mask values `[≤k…]`.
     GaussMask,
     /// (kernel `[Co, Ci, k…]`, mask `[k…]`) → masked kernel.
@@ -284,6 +302,7 @@ impl Op {
             Op::CoordGrid { .. } => "coord_grid",
             Op::MaskCrop { .. } => "mask_crop",
             Op::Magnet { .. } => "magnet",
+            Op::FlexKernel { .. } => "flex_kernel",
             Op::GaussMask => "gauss_mask",
             Op::MaskMul => "mask_mul",
             Op::Scale { .. } => "scale",
@@ -314,6 +333,14 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::CoordGrid { .. } => 0,
             Op::MaskCrop { .. } | Op::GaussMask | Op::MaskMul | Op::Add | Op::Mul => 2,
             Op::Magnet { layers, .. } => 1 + 4 * (*layers as usize + 1) + 2 * *layers as usize + 2,
+            Op::FlexKernel {
+                layers, threshold, ..
+            } => {
+                usize::from(threshold.is_some())
+                    + 4 * (*layers as usize + 1)
+                    + 2 * *layers as usize
+                    + 2
+            }
             Op::Conv { bias, .. } | Op::Linear { bias } => 2 + usize::from(*bias),
             Op::BatchNorm {
                 affine,

@@ -34,6 +34,7 @@ pub fn op_attrs(op: &Op) -> String {
             out_channels,
             in_channels,
         } => format!("layers={layers} hidden={hidden} out={out_channels} in={in_channels}"),
+        Op::FlexKernel { .. } => crate::runtime::flex_kernel::attrs(op),
         Op::GaussMask | Op::MaskMul => String::new(),
         Op::Scale { factor } => format!("factor={factor}"),
         Op::Conv {

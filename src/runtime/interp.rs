@@ -174,6 +174,12 @@ fn eval<T: Scalar + FftNum>(
             ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
             k
         }
+        Op::FlexKernel { .. } => {
+            let k = super::flex_kernel::eval(op, a)?;
+            let layer = ctx.name.trim_end_matches(".kernel").to_string();
+            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            k
+        }
         Op::GaussMask => gaussian_mask(a[0], a[1])?,
         Op::MaskMul => {
             let (k, m) = (a[0], a[1]);
@@ -386,7 +392,7 @@ fn mask_crop<T: Scalar>(
     Ok(grid_from_axes(&axes))
 }
 
-fn magnet_params<T: Scalar>(
+pub(super) fn magnet_params<T: Scalar>(
     a: &[&Tensor<T>],
     layers: usize,
 ) -> Result<magnet::MagnetParams<T>, RunError> {

@@ -2,6 +2,7 @@
 
 pub mod bind;
 pub mod error;
+pub mod flex_kernel;
 pub mod interp;
 pub mod params;
 
