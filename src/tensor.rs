@@ -171,7 +171,7 @@ impl std::error::Error for ShapeError {}
 /// Invariant: `data.len() == numel(&shape)`. The fields are public for easy
 /// construction and destructuring; build through [`Tensor::from_vec`] (which
 /// checks) when the two come from outside. Kernels assume the invariant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Tensor<T> {
     pub shape: Vec<usize>,
     pub data: Vec<T>,

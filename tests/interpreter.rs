@@ -219,7 +219,7 @@ fn fft_and_direct_agree_on_long_causal_kernels() {
     let direct = run(
         &m.graph,
         &store,
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &RunOptions {
             force_algo: Some(ConvAlgo::Direct),
             ..RunOptions::default()

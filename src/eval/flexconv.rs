@@ -4,8 +4,9 @@
 //! pieces — grid, crop, kernel net, mask, product, conv — for the passes to fuse.
 
 use super::args::{opt, req, Bound, ParamSpec, Ty};
-use super::builtins::{algo, default_spec, BuiltinCall};
+use super::builtins::{default_spec, BuiltinCall};
 use super::elab::Elab;
+use super::layers::algo;
 use super::value::Value;
 use crate::diag::Diagnostic;
 use crate::ir::graph::FlexInfo;

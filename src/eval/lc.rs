@@ -3,8 +3,9 @@
 //! the two convs, so the pair folds exactly into one conv.
 
 use super::args::{opt, req, ParamSpec, Ty};
-use super::builtins::{algo, BuiltinCall, ConvSpec};
+use super::builtins::BuiltinCall;
 use super::elab::Elab;
+use super::layers::{algo, ConvSpec};
 use super::value::Value;
 use crate::diag::Diagnostic;
 use crate::ir::op::{FanMode, Init, Padding, ParamRole};

@@ -2,8 +2,10 @@
 
 pub mod args;
 pub mod builtins;
+pub mod calls;
 pub mod elab;
 pub mod flexconv;
+pub mod layers;
 pub mod lc;
 pub mod recipe;
 pub mod scope;
@@ -341,14 +343,14 @@ fn check_params(params: &[crate::syntax::ast::Param]) -> Result<(), Diagnostic> 
         }
         seen.push(&p.name.name);
         if let Some(t) = &p.ty {
-            if !elab::PARAM_TYPES.contains(&t.name.as_str()) {
+            if !calls::PARAM_TYPES.contains(&t.name.as_str()) {
                 return Err(Diagnostic::at(
                     "E0103",
                     t.span,
                     format!("unknown parameter type `{}`", t.name),
                     "not a type",
                 )
-                .suggest(&t.name, elab::PARAM_TYPES.iter().copied()));
+                .suggest(&t.name, calls::PARAM_TYPES.iter().copied()));
             }
         }
     }

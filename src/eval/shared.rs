@@ -3,8 +3,9 @@
 //! unique filters with the shared ones, normalises, and mixes them with a 1×1 conv.
 
 use super::args::{opt, req, Bound, ParamSpec, Ty};
-use super::builtins::{BuiltinCall, ConvSpec};
+use super::builtins::BuiltinCall;
 use super::elab::Elab;
+use super::layers::ConvSpec;
 use super::value::{Spanned, Value};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::graph::BasisInfo;

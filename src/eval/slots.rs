@@ -3,8 +3,9 @@
 //! which. The graph is specialised for one configuration at a time.
 
 use super::args::{opt, req, ParamSpec, Ty};
-use super::builtins::{pool_spec, BuiltinCall};
+use super::builtins::BuiltinCall;
 use super::elab::Elab;
+use super::layers::pool_spec;
 use super::value::{Callee, LayerValue, Spanned, Value};
 use crate::diag::{Diagnostic, Span};
 use crate::ir::graph::SlotFamily;

@@ -11,7 +11,7 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct Node {
     pub op: Op,
     pub ty: TensorType,
@@ -22,7 +22,7 @@ pub struct Node {
 }
 
 /// A filter basis shared by several convs, with its orthogonality-regulariser weight.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct BasisInfo {
     pub name: String,
     /// Parameter names of the shared tensors (one, or two for double sharing).
@@ -33,7 +33,7 @@ pub struct BasisInfo {
 }
 
 /// A family of pooling slots: `count` places, `active` of which downsample.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct SlotFamily {
     pub name: String,
     pub count: u64,
@@ -45,11 +45,27 @@ pub struct SlotFamily {
 }
 
 /// A FlexConv layer's anti-aliasing regulariser weight, for training.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct FlexInfo {
     pub name: String,
     pub horizon: Vec<u64>,
     pub antialias_weight: f64,
+}
+
+/// The report stored on the graph and printed with the IR.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct MemorySummary {
+    /// The batch size (value of every symbolic dimension) the plan was made for.
+    pub batch: u64,
+    pub buffers: usize,
+    /// Sum of the buffer sizes: what a run allocates for activations.
+    pub arena_bytes: u64,
+    /// Largest total of simultaneously live values: no plan can use less.
+    pub peak_live_bytes: u64,
+    /// Every activation in its own buffer.
+    pub no_reuse_bytes: u64,
+    /// Parameters, buffers and constants.
+    pub weight_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -62,6 +78,8 @@ pub struct Graph {
     pub bases: Vec<BasisInfo>,
     pub slots: Vec<SlotFamily>,
     pub flexconvs: Vec<FlexInfo>,
+    /// Set by the `memory-plan` pass.
+    pub memory: Option<MemorySummary>,
 }
 
 /// A broken invariant found by `verify`. These are compiler bugs, not user errors.

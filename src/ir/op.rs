@@ -7,7 +7,9 @@ use std::fmt;
 use std::sync::Arc;
 
 /// How a parameter tensor takes part in training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum ParamRole {
     /// Updated by the optimiser.
     Trainable,
@@ -33,7 +35,7 @@ impl ParamRole {
 }
 
 /// A fan mode for Kaiming initialisation.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub enum FanMode {
     In,
     Out,
@@ -41,7 +43,7 @@ pub enum FanMode {
 
 /// How a parameter is initialised. The numbers are resolved at elaboration, so the
 /// initialiser needs no knowledge of the layer that owns the tensor.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub enum Init {
     Zeros,
     Ones,
@@ -117,7 +119,7 @@ impl fmt::Display for Init {
 }
 
 /// Convolution padding as the user wrote it; shape inference resolves it per dim.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub enum Padding {
     /// (low, high) per spatial dimension.
     Explicit(Vec<(u64, u64)>),
@@ -142,7 +144,7 @@ impl fmt::Display for Padding {
 }
 
 /// The convolution algorithm: chosen by the cost model unless the program overrides it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
     Auto,
     Direct,
@@ -161,13 +163,13 @@ impl ConvAlgo {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
     Avg,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub struct PoolSpec {
     pub kind: PoolKind,
     pub kernel: Vec<u64>,
@@ -175,7 +177,7 @@ pub struct PoolSpec {
     pub padding: Vec<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 pub enum Op {
     /// A model input, in declaration order.
     Input {

@@ -167,6 +167,13 @@ pub fn print_graph(graph: &Graph) -> String {
             list(&s.config)
         );
     }
+    if let Some(m) = &graph.memory {
+        let _ = writeln!(
+            out,
+            "  memory batch={} buffers={} arena={}B live_peak={}B no_reuse={}B weights={}B",
+            m.batch, m.buffers, m.arena_bytes, m.peak_live_bytes, m.no_reuse_bytes, m.weight_bytes
+        );
+    }
     out.push_str("}\n");
     out
 }

@@ -8,7 +8,9 @@ use std::fmt;
 
 /// `floor((sym + offset) / div) + add`. This family is closed under the size arithmetic
 /// of strided convs and pools: `floor((floor(y/d) + m)/e) = floor((y + m·d)/(d·e))`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub struct SymDim {
     pub name: String,
     pub offset: i64,
@@ -16,7 +18,9 @@ pub struct SymDim {
     pub add: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum Dim {
     Known(u64),
     Sym(SymDim),
@@ -124,7 +128,9 @@ impl fmt::Display for Dim {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum DType {
     F32,
     F64,
@@ -146,7 +152,7 @@ impl DType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
     pub dtype: DType,
     pub shape: Vec<Dim>,

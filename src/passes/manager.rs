@@ -32,6 +32,8 @@ pub struct PassContext {
     /// The most rewrites one pass may make; a pass that keeps rewriting is a bug.
     pub rewrite_limit: usize,
     pub notes: Vec<Note>,
+    /// Batch size for cost estimates and the memory plan (symbolic dims take it).
+    pub batch: u64,
 }
 
 impl PassContext {
@@ -41,6 +43,7 @@ impl PassContext {
             weights: None,
             rewrite_limit: 1_000_000,
             notes: Vec::new(),
+            batch: 1,
         }
     }
 

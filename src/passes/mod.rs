@@ -5,6 +5,7 @@ pub mod canonicalize;
 pub mod cse;
 pub mod dce;
 pub mod manager;
+pub mod memory_plan;
 pub mod pipeline;
 pub mod specialize_slots;
 

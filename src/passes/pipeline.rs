@@ -1,6 +1,7 @@
 //! The pass registry and the default pipelines.
 
 use super::manager::{CompileMode, Pass, PassManager};
+use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
 
 /// Every pass, by name, in default order.
@@ -10,6 +11,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(Canonicalize),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(MemoryPlanPass),
     ]
 }
 

@@ -2,5 +2,6 @@
 
 pub mod ast;
 pub mod parser;
+pub mod syntax_errors;
 
 pub use parser::parse_program;
