@@ -127,6 +127,9 @@ enum Command {
         /// List the passes of the pipeline and exit.
         #[arg(long)]
         list_passes: bool,
+        /// Bind these weights (safetensors) at compile time: inference folds them.
+        #[arg(long)]
+        weights: Option<PathBuf>,
     },
 }
 
@@ -270,6 +273,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print_after,
             verbose,
             list_passes,
+            weights,
         } => {
             if list_passes {
                 for p in fnet::passes::pipeline::registry() {
@@ -307,6 +311,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 passes,
                 print_after: print_after.clone(),
                 verbose,
+                weights,
             })?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);

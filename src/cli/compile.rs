@@ -21,6 +21,8 @@ pub struct CompileArgs {
     /// Pass names after which to print the IR; `all` prints after each.
     pub print_after: Vec<String>,
     pub verbose: bool,
+    /// `--weights`: bind these weights at compile time (checked against the model).
+    pub weights: Option<PathBuf>,
 }
 
 pub struct Compiled {
@@ -50,6 +52,11 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     }
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
+    if let Some(path) = &args.weights {
+        let file = crate::io::weights::read_weights::<f32>(path)?;
+        crate::runtime::check_store(&graph, &file.tensors, &path.display().to_string())?;
+        ctx.weights = Some(file.tensors);
+    }
     let (mut printed, mut timings) = (String::new(), String::new());
     let mut observe = |r: &PassRecord<'_>| {
         if args.print_after.iter().any(|p| p == "all" || p == r.name) {

@@ -4,7 +4,9 @@
 pub mod canonicalize;
 pub mod cse;
 pub mod dce;
+pub mod fuse_mask;
 pub mod manager;
+pub mod materialize_frozen;
 pub mod memory_plan;
 pub mod pipeline;
 pub mod specialize_slots;

@@ -1,6 +1,8 @@
 //! The pass registry and the default pipelines.
 
 use super::manager::{CompileMode, Pass, PassManager};
+use super::fuse_mask::FuseMask;
+use super::materialize_frozen::MaterializeFrozen;
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
 
@@ -9,8 +11,10 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(SpecializeSlots),
         Box::new(Canonicalize),
+        Box::new(MaterializeFrozen),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(FuseMask),
         Box::new(MemoryPlanPass),
     ]
 }
