@@ -162,13 +162,23 @@ fn materialize_frozen_keeps_outputs_and_seeds_constants() {
                 .map(|p| p.1.name.clone())
                 .collect();
             assert!(!frozen.is_empty());
-            let shape = if src == SMALL_2D { [2, 2, 9, 9].as_slice() } else { &[2, 2, 40] };
+            let shape = if src == SMALL_2D {
+                [2, 2, 9, 9].as_slice()
+            } else {
+                &[2, 2, 40]
+            };
             let after = equivalent(&g, &["materialize-frozen"], shape, mode);
-            assert_eq!(after.params().filter(|p| p.2 == ParamRole::Frozen).count(), 0);
+            assert_eq!(
+                after.params().filter(|p| p.2 == ParamRole::Frozen).count(),
+                0
+            );
             // Each constant holds exactly the seeded value `fnetc init` writes.
             let init = initialise::<f32>(&g, g.seed).unwrap();
             for name in &frozen {
-                let n = after.g.node_indices().find(|&n| after.node(n).name == *name);
+                let n = after
+                    .g
+                    .node_indices()
+                    .find(|&n| after.node(n).name == *name);
                 let Op::Const { value, .. } = &after.node(n.expect(name)).op else {
                     panic!("{name} is not a constant");
                 };
@@ -186,7 +196,12 @@ fn materialize_frozen_on_resnet20_lc() {
     let g = example("resnet20_lc_cifar10.fnet");
     let frozen = g.params().filter(|p| p.2 == ParamRole::Frozen).count();
     assert_eq!(frozen, 19);
-    let after = equivalent(&g, &["materialize-frozen"], &[1, 3, 32, 32], CompileMode::Inference);
+    let after = equivalent(
+        &g,
+        &["materialize-frozen"],
+        &[1, 3, 32, 32],
+        CompileMode::Inference,
+    );
     assert_eq!(ops(&after, "const"), frozen);
 }
 
@@ -214,7 +229,14 @@ fn fuse_mask_keeps_outputs_on_small_programs() {
         let g1 = equivalent(&program(SMALL_1D), &["fuse-mask"], &[2, 2, 40], mode);
         for g in [&g2, &g1] {
             assert_eq!(ops(g, "flex_kernel"), 2);
-            for op in ["magnet", "mask_crop", "gauss_mask", "mask_mul", "coord_grid", "scale"] {
+            for op in [
+                "magnet",
+                "mask_crop",
+                "gauss_mask",
+                "mask_mul",
+                "coord_grid",
+                "scale",
+            ] {
                 assert_eq!(ops(g, op), 0, "{op} left in {}", g.name);
             }
         }
@@ -233,9 +255,19 @@ fn fuse_mask_keeps_outputs_on_small_programs() {
 #[test]
 fn fuse_mask_keeps_outputs_on_flexnet7_and_flextcn6() {
     let both = ["materialize-frozen", "fuse-mask"];
-    let g = equivalent(&example("flexnet7_cifar10.fnet"), &both, &[1, 3, 32, 32], CompileMode::Inference);
+    let g = equivalent(
+        &example("flexnet7_cifar10.fnet"),
+        &both,
+        &[1, 3, 32, 32],
+        CompileMode::Inference,
+    );
     assert_eq!(ops(&g, "flex_kernel"), 15);
-    let g = equivalent(&example("flextcn6_smnist.fnet"), &both, &[1, 1, 784], CompileMode::Inference);
+    let g = equivalent(
+        &example("flextcn6_smnist.fnet"),
+        &both,
+        &[1, 1, 784],
+        CompileMode::Inference,
+    );
     assert_eq!(ops(&g, "flex_kernel"), 12);
     assert_eq!(ops(&g, "magnet"), 0);
 }
@@ -249,7 +281,14 @@ fn folded(graph: &Graph, shape: &[usize]) {
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.weights = Some(store.clone());
     let after = passes(graph, &["materialize-frozen", "fuse-mask"], &mut ctx);
-    for op in ["magnet", "flex_kernel", "mask_crop", "gauss_mask", "mask_mul", "coord_grid"] {
+    for op in [
+        "magnet",
+        "flex_kernel",
+        "mask_crop",
+        "gauss_mask",
+        "mask_mul",
+        "coord_grid",
+    ] {
         assert_eq!(ops(&after, op), 0, "{op} left in {}", graph.name);
     }
     assert!(!after.params().any(|p| p.1.name.contains("kernel_net")));
@@ -257,8 +296,14 @@ fn folded(graph: &Graph, shape: &[usize]) {
         if let Some(size) = before.kernel_sizes.get(&conv) {
             let want: Vec<Dim> = size.iter().map(|&k| Dim::Known(k as u64)).collect();
             assert_eq!(dims[2..], want[..], "{conv}");
-            let note = ctx.notes.iter().find(|n| n.layer == conv && n.pass == "fuse-mask");
-            assert!(note.expect("a note").text.contains("folded to a constant"), "{conv}");
+            let note = ctx
+                .notes
+                .iter()
+                .find(|n| n.layer == conv && n.pass == "fuse-mask");
+            assert!(
+                note.expect("a note").text.contains("folded to a constant"),
+                "{conv}"
+            );
         }
     }
     let out = forward(&after, &store, &x, Mode::Eval);
@@ -283,7 +328,12 @@ fn training_graphs_are_fused_but_never_folded() {
     assert_eq!(ops(&after, "flex_kernel"), 12);
     assert_eq!(ops(&after, "const"), 0);
     assert_eq!(after.param_counts(), g.param_counts());
-    let note = &ctx.notes.iter().find(|n| n.layer == "tcn1.flex1").unwrap().text;
+    let note = &ctx
+        .notes
+        .iter()
+        .find(|n| n.layer == "tcn1.flex1")
+        .unwrap()
+        .text;
     assert_eq!(note, "kernel 784 -> cropped at run time (learnable mask)");
 }
 

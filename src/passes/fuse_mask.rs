@@ -207,10 +207,7 @@ fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), Strin
         };
         graph.add(node, &[])
     } else {
-        let types: Vec<TensorType> = operands
-            .iter()
-            .map(|&o| graph.node(o).ty.clone())
-            .collect();
+        let types: Vec<TensorType> = operands.iter().map(|&o| graph.node(o).ty.clone()).collect();
         let refs: Vec<&TensorType> = types.iter().collect();
         let ty = infer(&op, &refs).map_err(|e| format!("`{}`: {}", magnet.name, e.message))?;
         let node = Node {
@@ -252,7 +249,11 @@ impl Pass for FuseMask {
             // The old chains (and, after a fold, the kernel networks' parameters) no
             // longer feed anything.
             let live = live_nodes(graph);
-            let dead: Vec<_> = graph.g.node_indices().filter(|n| !live.contains(n)).collect();
+            let dead: Vec<_> = graph
+                .g
+                .node_indices()
+                .filter(|n| !live.contains(n))
+                .collect();
             for n in dead {
                 graph.g.remove_node(n);
             }

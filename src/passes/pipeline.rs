@@ -1,7 +1,7 @@
 //! The pass registry and the default pipelines.
 
-use super::manager::{CompileMode, Pass, PassManager};
 use super::fuse_mask::FuseMask;
+use super::manager::{CompileMode, Pass, PassManager};
 use super::materialize_frozen::MaterializeFrozen;
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};

@@ -38,7 +38,9 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, String> {
     };
     let d = horizon.len() as u64;
     if threshold.is_some() {
-        let mask = operands.first().ok_or("flex_kernel needs mask parameters")?;
+        let mask = operands
+            .first()
+            .ok_or("flex_kernel needs mask parameters")?;
         if mask.shape != [Dim::Known(d), Dim::Known(2)] {
             return Err(format!(
                 "flex_kernel mask parameters must be [{d}, 2], got {mask}"
@@ -176,14 +178,14 @@ pub fn eval<T: Scalar>(op: &Op, a: &[&Tensor<T>]) -> Result<Tensor<T>, RunError>
         let n = m.numel().max(1);
         for row in k.data.chunks_mut(n) {
             for (v, &w) in row.iter_mut().zip(&m.data) {
-                *v = *v * w;
+                *v *= w;
             }
         }
     }
     if *scale != 1.0 {
         let s = <T as Scalar>::from_f64(*scale);
         for v in &mut k.data {
-            *v = *v * s;
+            *v *= s;
         }
     }
     Ok(k)
