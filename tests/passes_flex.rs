@@ -362,3 +362,75 @@ fn print_after_snapshots() {
         }
     }
 }
+
+fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<String, String> {
+    compile(&CompileArgs {
+        model: root().join("examples").join(model),
+        options: Options::default(),
+        mode: CompileMode::Inference,
+        passes: Some(vec!["materialize-frozen".into(), "fuse-mask".into()]),
+        print_after: vec!["fuse-mask".into()],
+        verbose: false,
+        weights,
+    })
+    .map(|c| c.printed)
+    .map_err(|e| match e {
+        fnet::cli::CliError::Run(r) => r.message,
+        fnet::cli::CliError::Program(p) => p.render(),
+    })
+}
+
+#[test]
+fn compile_binds_weights_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("fnet-passes-flex-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = example("flextcn6_smnist.fnet");
+    let path = dir.join("w.safetensors");
+    fnet::io::weights::write_weights(&path, &weights(&g)).unwrap();
+    let ir = compile_with("flextcn6_smnist.fnet", Some(path.clone())).unwrap();
+    assert_eq!(ir.matches("from fuse-mask").count(), 12, "{ir}");
+    assert!(!ir.contains("magnet"));
+    // Weights for another model, and a missing file, are errors naming the file.
+    let e = compile_with("flexnet7_cifar10.fnet", Some(path.clone())).unwrap_err();
+    assert!(
+        e.contains("w.safetensors") && e.contains("does not match"),
+        "{e}"
+    );
+    let e = compile_with("flextcn6_smnist.fnet", Some(dir.join("none.safetensors"))).unwrap_err();
+    assert!(e.contains("none.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `cargo test --test passes_flex -- --ignored --nocapture`: interpreter time of the
+/// unfused graph against the folded one (flexnet7, batch 1).
+#[test]
+#[ignore]
+fn measure_folding() {
+    for (model, shape) in [
+        ("flexnet7_cifar10.fnet", [1usize, 3, 32, 32].as_slice()),
+        ("flextcn6_smnist.fnet", &[1, 1, 784]),
+    ] {
+        let g = example(model);
+        let store = weights(&g);
+        let x = input(shape, 1);
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        ctx.weights = Some(store.clone());
+        let t = std::time::Instant::now();
+        let folded = passes(&g, &["materialize-frozen", "fuse-mask"], &mut ctx);
+        let compile_s = t.elapsed().as_secs_f64();
+        let time = |graph: &Graph| {
+            let t = std::time::Instant::now();
+            for _ in 0..3 {
+                forward(graph, &store, &x, Mode::Eval);
+            }
+            t.elapsed().as_secs_f64() / 3.0
+        };
+        let (a, b) = (time(&g), time(&folded));
+        println!(
+            "{model}: fold {compile_s:.3} s; forward unfused {a:.3} s, folded {b:.3} s ({:.2}x); nodes {} -> {}",
+            a / b,
+            g.g.node_count(),
+            folded.g.node_count()
+        );
+    }
+}

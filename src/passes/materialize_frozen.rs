@@ -78,3 +78,67 @@ impl Pass for MaterializeFrozen {
         Ok(frozen.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::compile_str;
+    use crate::eval::Options;
+    use crate::ir::print::print_graph;
+    use crate::passes::CompileMode;
+    use crate::tensor::Tensor;
+
+    fn graph(src: &str) -> Graph {
+        compile_str("t.fnet", src, &Options::default())
+            .map(|(_, m)| m.graph)
+            .unwrap_or_else(|r| panic!("{}", r.render()))
+    }
+
+    const LC: &str = "model m {
+      input x: f32[B, 2, 6, 6]
+      seed 4
+      return x |> lc(3, 3, expansion: 2) |> relu
+    }";
+
+    #[test]
+    fn nothing_frozen_nothing_changes() {
+        let mut g = graph("model m { input x: f32[B, 2, 6, 6]\n return x |> conv2d(3, 3) }");
+        let before = g.clone();
+        let mut ctx = PassContext::new(CompileMode::Training);
+        assert_eq!(MaterializeFrozen.run(&mut g, &mut ctx), Ok(0));
+        assert_eq!(print_graph(&g), print_graph(&before));
+        assert!(ctx.notes.is_empty());
+    }
+
+    #[test]
+    fn seeded_constant_and_note() {
+        let mut g = graph(LC);
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        assert_eq!(MaterializeFrozen.run(&mut g, &mut ctx), Ok(1));
+        let c =
+            g.g.node_indices()
+                .find(|&n| g.node(n).name == "lc1.basis.weight")
+                .unwrap();
+        let Op::Const { value, origin } = &g.node(c).op else {
+            panic!("not a constant")
+        };
+        assert_eq!(value.shape, vec![6, 2, 3, 3]);
+        assert_eq!(origin, "frozen lc1.basis.weight (seed 4)");
+        assert!(g.verify().is_ok());
+        assert_eq!(ctx.notes.len(), 1);
+        assert!(ctx.notes[0].text.contains("no update, no decay"));
+    }
+
+    #[test]
+    fn bound_value_of_the_wrong_shape_is_an_error() {
+        let mut g = graph(LC);
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        let wrong = Tensor::from_vec(vec![2, 2], vec![0.0f32; 4]).unwrap();
+        ctx.weights = Some([("lc1.basis.weight".to_string(), wrong)].into());
+        let e = MaterializeFrozen.run(&mut g, &mut ctx).unwrap_err();
+        assert!(
+            e.contains("lc1.basis.weight") && e.contains("[2, 2]"),
+            "{e}"
+        );
+    }
+}
