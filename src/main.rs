@@ -1,7 +1,7 @@
 //! `fnetc`: the command-line front end.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fnet::cli::compile::{compile, CompileArgs};
+use fnet::cli::compile::{compile, write_compiled, CompileArgs};
 use fnet::cli::run::{run_model, RunArgs};
 use fnet::cli::CliError;
 use fnet::diag::Report;
@@ -59,11 +59,12 @@ enum Command {
     },
     /// Run a model forward on inputs from .npy or IDX files.
     Run {
-        /// The .fnet model file.
+        /// The .fnet model file, or a compiled .fnc artifact.
         model: PathBuf,
-        /// Weights file (.safetensors) with every parameter and buffer.
+        /// Weights file (.safetensors) with every parameter and buffer; not needed
+        /// for an artifact compiled with --weights.
         #[arg(short, long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// Input: .npy (f32/f64, NCL or NCHW) or an IDX image file (optionally .gz).
         #[arg(short, long)]
         input: PathBuf,
@@ -85,8 +86,7 @@ enum Command {
         /// Execution backend.
         #[arg(long, value_enum, default_value_t = Backend::Reference)]
         backend: Backend,
-        /// Run the unoptimised graph (the optimising passes are not built yet, so
-        /// every run is unoptimised for now).
+        /// Run the elaborated graph without the optimising passes.
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
         /// Compute in f64 instead of f32.
@@ -127,9 +127,16 @@ enum Command {
         /// List the passes of the pipeline and exit.
         #[arg(long)]
         list_passes: bool,
-        /// Bind these weights (safetensors) at compile time: inference folds them.
-        #[arg(long)]
+        /// Bind these weights (.safetensors): checked against the model, and folded
+        /// into constants where a pass can (inference).
+        #[arg(short, long)]
         weights: Option<PathBuf>,
+        /// Write a compiled artifact (.fnc) instead of printing the IR.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Batch size for the memory plan and the cost model.
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
     },
 }
 
@@ -217,7 +224,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config,
             set,
             backend: _,
-            opt_level: _,
+            opt_level,
             f64,
             all,
         } => {
@@ -234,6 +241,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 output: output.clone(),
                 options,
                 f64,
+                unoptimised: opt_level.is_some(),
             };
             let summary = run_model(&args)?;
             println!("output shape {:?}", summary.output_shape);
@@ -274,6 +282,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             verbose,
             list_passes,
             weights,
+            output,
+            batch,
         } => {
             if list_passes {
                 for p in fnet::passes::pipeline::registry() {
@@ -304,7 +314,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } else {
                 passes
             };
-            let out = compile(&CompileArgs {
+            let args = CompileArgs {
                 model: file,
                 options,
                 mode,
@@ -312,10 +322,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 print_after: print_after.clone(),
                 verbose,
                 weights,
-            })?;
+                batch,
+            };
+            let out = compile(&args)?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);
-            if print_after.is_empty() {
+            if let Some(path) = &output {
+                let header = write_compiled(&out, &args, path)?;
+                let bound = header.layout.iter().filter(|e| e.bound).count();
+                println!(
+                    "wrote {}: {} nodes, {} parameter tensors ({} bound)",
+                    path.display(),
+                    header.graph.nodes.len(),
+                    header.layout.len(),
+                    bound
+                );
+            } else if print_after.is_empty() {
                 print!("{}", fnet::ir::print::print_graph(&out.graph));
             }
         }

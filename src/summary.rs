@@ -104,12 +104,20 @@ pub fn table(m: &Module, file: &str) -> String {
         thousands(c.buffers)
     );
     for b in &g.bases {
+        // Every conv of the basis reads one of its shared tensors (double sharing: one
+        // per conv position); unique parts cannot be counted when a conv has none.
+        let users: std::collections::BTreeSet<_> = g
+            .params()
+            .filter(|(_, n, _)| b.shared.contains(&n.name))
+            .flat_map(|(i, _, _)| g.users(i))
+            .collect();
+        let users = users.len();
         let _ = writeln!(
             out,
             "basis {}: {} shared tensor(s) used by {} conv(s), orthogonality weight {}",
             b.name,
             b.shared.len(),
-            b.unique.len(),
+            users,
             b.ortho_weight
         );
     }

@@ -250,3 +250,49 @@ fn every_command_has_help() {
         assert!(text(&o).0.contains("Usage: fnetc"), "{cmd}");
     }
 }
+
+#[test]
+fn a_compiled_artifact_runs_like_its_model() {
+    let w = tmp("lenet_fnc.safetensors");
+    init(&w, "11");
+    let (ws, fnc) = (w.to_str().expect("utf8"), tmp("lenet.fnc"));
+    let fncs = fnc.to_str().expect("utf8");
+    let o = fnetc(&["compile", LENET, "-w", ws, "-o", fncs, "--batch", "64"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("10 parameter tensors (10 bound)"),
+        "{stdout}"
+    );
+    let run = |model: &str, extra: &[&str], out: &Path| {
+        let mut a = vec!["run", model, "-i", IMAGES, "--range", "8000..8020"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["-o", out.to_str().expect("utf8")]);
+        let o = fnetc(&a);
+        assert!(o.status.success(), "{:?}", text(&o));
+        fnet::io::npy::read_npy::<f32>(out).expect("written")
+    };
+    let from_fnc = run(fncs, &[], &tmp("fnc.npy"));
+    let from_fnet = run(LENET, &["-w", ws, "-O", "0"], &tmp("fnet.npy"));
+    assert_eq!(from_fnc.shape, vec![20, 10]);
+    for (a, b) in from_fnc.data.iter().zip(&from_fnet.data) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    // Bound weights cannot be swapped; unbound artifacts need them.
+    let o = fnetc(&["run", fncs, "-w", ws, "-i", IMAGES]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("weights bound at compile time"),
+        "{:?}",
+        text(&o)
+    );
+    let bare = tmp("bare.fnc");
+    let o = fnetc(&["compile", LENET, "-o", bare.to_str().expect("utf8")]);
+    assert!(o.status.success());
+    let o = fnetc(&["run", bare.to_str().expect("utf8"), "-i", IMAGES]);
+    assert!(
+        text(&o).1.contains("compiled without weights"),
+        "{:?}",
+        text(&o)
+    );
+}

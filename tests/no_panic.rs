@@ -442,7 +442,11 @@ fn run(cases: &[(String, Vec<u8>)]) -> Outcomes {
         let result = std::panic::catch_unwind(|| {
             match compile_bytes("fuzz.fnet", bytes, &Options::default()) {
                 Ok(_) => "ok",
-                Err(r) => r.diagnostics[0].code,
+                Err(r) => {
+                    // Rendering does span arithmetic on the (possibly broken) source.
+                    assert!(r.render().starts_with("error["));
+                    r.diagnostics[0].code
+                }
             }
         });
         CAPTURING.with(|c| *c.borrow_mut() = false);

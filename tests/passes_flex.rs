@@ -356,6 +356,7 @@ fn print_after_snapshots() {
                 print_after: vec![pass.to_string()],
                 verbose: false,
                 weights: None,
+                batch: 1,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
             insta::assert_snapshot!(format!("{pass}__{stem}"), out.printed);
@@ -372,6 +373,7 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         print_after: vec!["fuse-mask".into()],
         verbose: false,
         weights,
+        batch: 1,
     })
     .map(|c| c.printed)
     .map_err(|e| match e {

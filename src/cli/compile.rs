@@ -1,16 +1,19 @@
 //! `fnetc compile`: elaborate, run the pass pipeline, print the IR (after chosen passes
 //! or at the end), and report pass timings.
 
-use super::CliError;
+use super::{check_output_dir, CliError};
 use crate::driver::compile_file;
 use crate::eval::Options;
+use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
+use crate::io::weights::read_weights;
 use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
 use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
-use crate::runtime::RunError;
+use crate::runtime::params::fnv1a;
+use crate::runtime::{check_store, RunError};
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct CompileArgs {
     pub model: PathBuf,
@@ -21,8 +24,11 @@ pub struct CompileArgs {
     /// Pass names after which to print the IR; `all` prints after each.
     pub print_after: Vec<String>,
     pub verbose: bool,
-    /// `--weights`: bind these weights at compile time (checked against the model).
+    /// Weights to bind at compile time (inference): they are checked against the model
+    /// and the passes may fold them into constants.
     pub weights: Option<PathBuf>,
+    /// Batch size for the memory plan and cost estimates.
+    pub batch: u64,
 }
 
 pub struct Compiled {
@@ -32,10 +38,12 @@ pub struct Compiled {
     pub printed: String,
     /// `-v`: one line per pass with its time and rewrite count.
     pub timings: String,
+    /// How it was made, for artifacts.
+    pub provenance: Provenance,
 }
 
 pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
-    let (_, module) = compile_file(&args.model, &args.options)?;
+    let (source, module) = compile_file(&args.model, &args.options)?;
     let manager = match &args.passes {
         None => default_pipeline(args.mode),
         Some(names) => from_names(names).map_err(RunError::new)?,
@@ -52,9 +60,10 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     }
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
+    ctx.batch = args.batch.max(1);
     if let Some(path) = &args.weights {
-        let file = crate::io::weights::read_weights::<f32>(path)?;
-        crate::runtime::check_store(&graph, &file.tensors, &path.display().to_string())?;
+        let file = read_weights::<f32>(path)?;
+        check_store(&graph, &file.tensors, &path.display().to_string())?;
         ctx.weights = Some(file.tensors);
     }
     let (mut printed, mut timings) = (String::new(), String::new());
@@ -84,10 +93,47 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
             RunError::new(format!("internal compiler error in {e}"))
                 .hint("this is a bug in fnetc; please report it with the model")
         })?;
+    let provenance = Provenance {
+        source: args.model.display().to_string(),
+        source_hash: format!("{:016x}", fnv1a(source.text.as_bytes())),
+        mode: args.mode,
+        slot_config: args.options.slot_config.clone(),
+        overrides: args.options.overrides.clone(),
+        passes: known.iter().map(|p| p.to_string()).collect(),
+    };
     Ok(Compiled {
         graph,
         ctx,
         printed,
         timings,
+        provenance,
     })
+}
+
+/// Writes `compiled` as an artifact at `path`. Refuses to write over the model or the
+/// weights it was compiled from.
+pub fn write_compiled(
+    compiled: &Compiled,
+    args: &CompileArgs,
+    path: &Path,
+) -> Result<ArtifactHeader, CliError> {
+    let same = |other: &Path| {
+        other == path
+            || matches!((other.canonicalize(), path.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    };
+    if same(&args.model) || args.weights.as_deref().is_some_and(same) {
+        return Err(RunError::new(format!(
+            "-o {} would overwrite an input of this compilation",
+            path.display()
+        ))
+        .hint("write the artifact to a new file, e.g. model.fnc")
+        .into());
+    }
+    check_output_dir(path)?;
+    Ok(write_artifact(
+        path,
+        &compiled.graph,
+        compiled.provenance.clone(),
+        compiled.ctx.weights.as_ref(),
+    )?)
 }

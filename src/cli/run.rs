@@ -1,26 +1,33 @@
 //! `fnetc run`: a model forward on the reference interpreter, from `.npy` or IDX
 //! inputs to a `.npy` output, with the top-1 class per sample for classifiers.
 
+use super::compile::{compile, CompileArgs};
 use super::inputs::{load_input, load_labels};
 use super::{check_output_dir, CliError};
-use crate::driver::compile_file;
 use crate::eval::Options;
+use crate::io::artifact::read_artifact;
 use crate::io::npy::write_npy;
 use crate::io::weights::read_weights;
-use crate::runtime::{check_store, run, RunError, RunOptions};
+use crate::ir::Graph;
+use crate::passes::CompileMode;
+use crate::runtime::{check_store, run, ParamStore, RunError, RunOptions};
 use crate::tensor::{Scalar, Tensor};
 use rustfft::FftNum;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct RunArgs {
+    /// A `.fnet` model, or a compiled `.fnc` artifact.
     pub model: PathBuf,
-    pub weights: PathBuf,
+    /// Required unless `model` is an artifact with bound weights.
+    pub weights: Option<PathBuf>,
     pub input: PathBuf,
     pub range: Option<(Option<usize>, Option<usize>)>,
     pub labels: Option<PathBuf>,
     pub output: Option<PathBuf>,
     pub options: Options,
     pub f64: bool,
+    /// Run the elaborated graph without the optimising passes (`-O0`).
+    pub unoptimised: bool,
 }
 
 /// What a run printed, for tests.
@@ -34,28 +41,98 @@ pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     if let Some(out) = &args.output {
         check_output_dir(out)?;
     }
-    let (_, module) = compile_file(&args.model, &args.options)?;
+    let (graph, store) = if is_artifact(&args.model) {
+        load_artifact(args)?
+    } else {
+        compile_for_run(args)?
+    };
     let input = load_input(&args.input, args.range)?;
     if args.f64 {
-        forward::<f64>(args, &module.graph, input)
+        let store = store.into_iter().map(|(k, v)| (k, v.cast())).collect();
+        forward::<f64>(args, &graph, &store, input)
     } else {
-        forward::<f32>(args, &module.graph, input.cast())
+        forward::<f32>(args, &graph, &store, input.cast())
     }
+}
+
+/// `.fnc` files are compiled artifacts; anything else is read as `.fnet` source.
+pub fn is_artifact(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "fnc")
+}
+
+fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
+    let artifact = read_artifact(&args.model)?;
+    let model = args.model.display();
+    if args.options.slot_config.is_some() || !args.options.overrides.is_empty() {
+        return Err(RunError::new(format!(
+            "`{model}` is compiled: --config and --set cannot change it"
+        ))
+        .hint("pass them to fnetc compile, or run the .fnet model")
+        .into());
+    }
+    let store = match (artifact.weights, &args.weights) {
+        (Some(bound), None) => bound,
+        (Some(_), Some(w)) => return Err(RunError::new(format!(
+            "`{model}` has weights bound at compile time; it cannot run with `{}`",
+            w.display()
+        ))
+        .hint(
+            "passes may have folded the bound weights into constants; compile again with --weights",
+        )
+        .into()),
+        (None, Some(w)) => read_weights::<f32>(w)?.tensors,
+        (None, None) => {
+            return Err(
+                RunError::new(format!("`{model}` was compiled without weights"))
+                    .hint("pass --weights W.safetensors, or compile with --weights")
+                    .into(),
+            )
+        }
+    };
+    let file = args.weights.as_ref().unwrap_or(&args.model);
+    check_store(&artifact.graph, &store, &file.display().to_string())?;
+    Ok((artifact.graph, store))
+}
+
+/// Compiles the `.fnet` model for inference with its weights bound, as `fnetc compile
+/// --weights` would (or not at all with `-O0`).
+fn compile_for_run(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
+    if args.model.extension().is_some_and(|e| e == "safetensors") {
+        return Err(RunError::new(format!(
+            "`{}` is a weights file, not a model",
+            args.model.display()
+        ))
+        .hint("the model comes first: fnetc run MODEL.fnet --weights W.safetensors -i INPUT")
+        .into());
+    }
+    let Some(weights) = &args.weights else {
+        return Err(
+            RunError::new(format!("`{}` needs weights", args.model.display()))
+                .hint("pass --weights W.safetensors (make one with fnetc init)")
+                .into(),
+        );
+    };
+    let compiled = compile(&CompileArgs {
+        model: args.model.clone(),
+        options: args.options.clone(),
+        mode: CompileMode::Inference,
+        passes: args.unoptimised.then(Vec::new),
+        print_after: Vec::new(),
+        verbose: false,
+        weights: Some(weights.clone()),
+        batch: 1,
+    })?;
+    let store = compiled.ctx.weights.unwrap_or_default();
+    Ok((compiled.graph, store))
 }
 
 fn forward<T: Scalar + FftNum>(
     args: &RunArgs,
-    graph: &crate::ir::Graph,
+    graph: &Graph,
+    store: &ParamStore<T>,
     input: Tensor<T>,
 ) -> Result<RunSummary, CliError> {
-    let file = read_weights::<f32>(&args.weights)?;
-    let store = file
-        .tensors
-        .into_iter()
-        .map(|(k, v)| (k, v.cast::<T>()))
-        .collect();
-    check_store(graph, &store, &args.weights.display().to_string())?;
-    let result = run(graph, &store, &[input], &RunOptions::default())?;
+    let result = run(graph, store, &[input], &RunOptions::default())?;
     let out = &result.outputs[0];
     if let Some(path) = &args.output {
         write_npy(path, out)?;

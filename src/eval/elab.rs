@@ -547,6 +547,7 @@ fn as_f64(v: &Value) -> f64 {
 
 fn overflow(span: Span) -> Diagnostic {
     Diagnostic::at("E0004", span, "arithmetic overflow", "result does not fit")
+        .hint("ints are 64-bit and numbers must stay finite; check the constants")
 }
 
 fn describe_types(types: &[&TensorType]) -> String {

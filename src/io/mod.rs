@@ -5,6 +5,7 @@
 //! expected and what was found, and gives a hint. Nothing here panics on a
 //! missing, truncated or corrupt file.
 
+pub mod artifact;
 pub mod idx;
 pub mod npy;
 pub mod weights;

@@ -119,6 +119,24 @@ pub fn read_weights<T: Scalar>(path: &Path) -> Result<WeightFile<T>, IoError> {
     })
 }
 
+/// The header's string metadata, or `None` when the file has none. Errors as
+/// `read_weights`.
+pub fn read_metadata(
+    path: &Path,
+) -> Result<Option<std::collections::HashMap<String, String>>, IoError> {
+    let bytes = read_all(path)?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        IoError::new(
+            path,
+            IoErrorKind::BadFormat,
+            "a safetensors file",
+            format!("{} bytes that do not parse ({e})", bytes.len()),
+            "the file is damaged or not safetensors",
+        )
+    })?;
+    Ok(meta.metadata().clone())
+}
+
 fn header_len(bytes: &[u8]) -> Option<u64> {
     let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
     Some(u64::from_le_bytes(b))
@@ -128,6 +146,16 @@ fn header_len(bytes: &[u8]) -> Option<u64> {
 pub fn write_weights<T: Scalar>(
     path: &Path,
     tensors: &BTreeMap<String, Tensor<T>>,
+) -> Result<(), IoError> {
+    write_weights_with_metadata(path, tensors, None)
+}
+
+/// `write_weights` plus safetensors' free-form string metadata (the header's
+/// `__metadata__`), which compiled artifacts use for their graph.
+pub fn write_weights_with_metadata<T: Scalar>(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor<T>>,
+    metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<(), IoError> {
     let dtype = match Dtype::of::<T>() {
         Dtype::F32 => StDtype::F32,
@@ -150,7 +178,7 @@ pub fn write_weights<T: Scalar>(
                 "build tensors with Tensor::from_vec, which checks this",
             )
         })?;
-    let out = safetensors::serialize(views, None).map_err(|e| {
+    let out = safetensors::serialize(views, metadata).map_err(|e| {
         IoError::new(
             path,
             IoErrorKind::BadFormat,

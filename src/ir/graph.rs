@@ -60,7 +60,8 @@ pub struct MemorySummary {
     pub buffers: usize,
     /// Sum of the buffer sizes: what a run allocates for activations.
     pub arena_bytes: u64,
-    /// Largest total of simultaneously live values: no plan can use less.
+    /// Largest total of simultaneously live values, an op's dying inputs counted
+    /// with its output: no plan without in-place writes can use less.
     pub peak_live_bytes: u64,
     /// Every activation in its own buffer.
     pub no_reuse_bytes: u64,

@@ -116,15 +116,24 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
                     .filter(|b| buffer_bytes[*b] >= size);
             }
         }
+        // Best fit among free buffers; failing that, grow the largest free one (sizes
+        // are only fixed when planning ends), and only then open a new buffer.
         let buffer = reuse.unwrap_or_else(|| {
-            let best = free
+            let fits = free
                 .iter()
                 .enumerate()
                 .filter(|(_, &b)| buffer_bytes[b] >= size)
-                .min_by_key(|(_, &b)| buffer_bytes[b])
-                .map(|(k, _)| k);
-            match best {
-                Some(k) => free.swap_remove(k),
+                .min_by_key(|(_, &b)| buffer_bytes[b]);
+            let largest = free
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, &b)| buffer_bytes[b]);
+            match fits.or(largest).map(|(k, _)| k) {
+                Some(k) => {
+                    let b = free.swap_remove(k);
+                    buffer_bytes[b] = buffer_bytes[b].max(size);
+                    b
+                }
                 None => {
                     buffer_bytes.push(size);
                     buffer_bytes.len() - 1
