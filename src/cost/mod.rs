@@ -249,9 +249,30 @@ impl CostTable {
 /// Estimated seconds per algorithm for one conv.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    #[serde(with = "infinite_as_null")]
     pub direct: f64,
+    #[serde(with = "infinite_as_null")]
     pub im2col: f64,
+    #[serde(with = "infinite_as_null")]
     pub fft: f64,
+}
+
+/// JSON has no infinity (serde_json writes `null` and cannot read it back as f64), so
+/// "cannot run" travels as `null` both ways.
+mod infinite_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_some(v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
 }
 
 impl Estimate {

@@ -14,6 +14,7 @@
 
 use super::weights::{read_metadata, read_weights, write_weights_with_metadata};
 use super::{IoError, IoErrorKind};
+use crate::cost::ConvCost;
 use crate::ir::graph::{BasisInfo, FlexInfo, Graph, MemorySummary, Node, SlotFamily};
 use crate::ir::op::{Op, ParamRole};
 use crate::passes::CompileMode;
@@ -73,6 +74,8 @@ pub struct GraphRecord {
     pub slots: Vec<SlotFamily>,
     pub flexconvs: Vec<FlexInfo>,
     pub memory: Option<MemorySummary>,
+    /// `choose-conv-algo`'s estimates, by conv name.
+    pub conv_costs: BTreeMap<String, ConvCost>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +119,7 @@ impl GraphRecord {
             slots: graph.slots.clone(),
             flexconvs: graph.flexconvs.clone(),
             memory: graph.memory.clone(),
+            conv_costs: graph.conv_costs.clone(),
         }
     }
 
@@ -151,6 +155,7 @@ impl GraphRecord {
         graph.slots = self.slots.clone();
         graph.flexconvs = self.flexconvs.clone();
         graph.memory = self.memory.clone();
+        graph.conv_costs = self.conv_costs.clone();
         graph.verify().map_err(|e| e.to_string())?;
         Ok(graph)
     }

@@ -3,7 +3,9 @@
 //! lowering) to handle it.
 
 pub use super::fold_ops::{Epilogue, FoldOutput};
+use crate::tensor::Tensor;
 use std::fmt;
+use std::sync::Arc;
 
 /// How a parameter tensor takes part in training.
 #[derive(
@@ -190,6 +192,13 @@ pub enum Op {
         init: Init,
         seed: Option<u64>,
     },
+    /// A constant tensor computed at compile time (a materialised frozen parameter, a
+    /// folded kernel). `origin` says where it came from, for the printer, which elides
+    /// the data. Its type is the value's shape, all dims known, f32.
+    Const {
+        value: Arc<Tensor<f32>>,
+        origin: String,
+    },
     /// `linspace(−1, 1, k)` per axis, meshed: `[D, k…]`. Constant.
     CoordGrid {
         horizon: Vec<u64>,
@@ -207,6 +216,24 @@ pub enum Op {
         hidden: u64,
         out_channels: u64,
         in_channels: u64,
+    },
+    /// Fused FlexConv kernel synthesis (the `fuse-mask` pass): coordinate grid, crop,
+    /// MAGNet, Gaussian mask, product and sampling-rate scale in one op. Operands:
+    /// (mask params `[D, 2]` if masked; then the MAGNet parameters in `Magnet`'s order,
+    /// without the grid) → `[Cout, Cin, k…]`, `k ≤ horizon` per axis.
+    FlexKernel {
+        layers: u64,
+        hidden: u64,
+        out_channels: u64,
+        in_channels: u64,
+        horizon: Vec<u64>,
+        /// The mask threshold; `None` for an unmasked flexconv (no crop, no mask).
+        threshold: Option<f64>,
+        causal: bool,
+        scale: f64,
+        /// The cropped size per axis when it is known at compile time (constant mask
+        /// parameters); otherwise each axis is data-dependent, at most the horizon.
+        extent: Option<Vec<u64>>,
     },
     /// (grid, mask params) → separable Gaussian mask values `[≤k…]`.
     GaussMask,
@@ -296,9 +323,11 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Param { .. } => "param",
+            Op::Const { .. } => "const",
             Op::CoordGrid { .. } => "coord_grid",
             Op::MaskCrop { .. } => "mask_crop",
             Op::Magnet { .. } => "magnet",
+            Op::FlexKernel { .. } => "flex_kernel",
             Op::GaussMask => "gauss_mask",
             Op::MaskMul => "mask_mul",
             Op::Scale { .. } => "scale",
@@ -329,9 +358,17 @@ impl Op {
     /// Number of operands the op takes, or `None` for variadic ops (at least two).
     pub fn arity(&self) -> Option<usize> {
         Some(match self {
-            Op::Input { .. } | Op::Param { .. } | Op::CoordGrid { .. } => 0,
+            Op::Input { .. } | Op::Param { .. } | Op::Const { .. } | Op::CoordGrid { .. } => 0,
             Op::MaskCrop { .. } | Op::GaussMask | Op::MaskMul | Op::Add | Op::Mul => 2,
             Op::Magnet { layers, .. } => 1 + 4 * (*layers as usize + 1) + 2 * *layers as usize + 2,
+            Op::FlexKernel {
+                layers, threshold, ..
+            } => {
+                usize::from(threshold.is_some())
+                    + 4 * (*layers as usize + 1)
+                    + 2 * *layers as usize
+                    + 2
+            }
             Op::Conv { bias, .. } | Op::Linear { bias } => 2 + usize::from(*bias),
             Op::BatchNorm {
                 affine,

@@ -25,6 +25,7 @@ fn pool_attrs(p: &PoolSpec) -> String {
 pub fn op_attrs(op: &Op) -> String {
     match op {
         Op::Input { .. } | Op::Param { .. } => String::new(),
+        Op::Const { origin, .. } => format!("from {origin}"),
         Op::CoordGrid { horizon } => format!("horizon={}", list(horizon)),
         Op::MaskCrop { threshold, causal } => format!("threshold={threshold} causal={causal}"),
         Op::Magnet {
@@ -33,6 +34,7 @@ pub fn op_attrs(op: &Op) -> String {
             out_channels,
             in_channels,
         } => format!("layers={layers} hidden={hidden} out={out_channels} in={in_channels}"),
+        Op::FlexKernel { .. } => crate::runtime::flex_kernel::attrs(op),
         Op::GaussMask | Op::MaskMul => String::new(),
         Op::Scale { factor } => format!("factor={factor}"),
         Op::Conv {
@@ -110,6 +112,15 @@ pub fn print_graph(graph: &Graph) -> String {
                     node.name,
                     node.ty,
                     role.name()
+                );
+            }
+            Op::Const { .. } => {
+                let _ = writeln!(
+                    out,
+                    "  %{id} = const {} : {} {}",
+                    node.name,
+                    node.ty,
+                    op_attrs(&node.op)
                 );
             }
             op => {

@@ -58,6 +58,10 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
     let x = operands.first().copied();
     match op {
         Op::Input { .. } | Op::Param { .. } => err("inputs and parameters carry their own type"),
+        Op::Const { value, .. } => Ok(TensorType::known(
+            DType::F32,
+            &value.shape.iter().map(|&d| d as u64).collect::<Vec<_>>(),
+        )),
         Op::CoordGrid { horizon } => {
             let mut shape = vec![Dim::Known(horizon.len() as u64)];
             shape.extend(horizon.iter().map(|&k| Dim::Known(k)));
@@ -86,6 +90,12 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             let mut shape = vec![Dim::Known(*out_channels), Dim::Known(*in_channels)];
             shape.extend(operands[0].shape[1..].iter().cloned());
             Ok(TensorType::new(dtype, shape))
+        }
+        Op::FlexKernel { .. } => {
+            crate::runtime::flex_kernel::infer(op, operands).map_err(|e| ShapeError {
+                message: e,
+                hint: None,
+            })
         }
         Op::MaskMul => {
             let (k, m) = (operands[0], operands[1]);

@@ -3,7 +3,9 @@
 use super::fold_bases::FoldBases;
 use super::fuse_epilogue::FuseEpilogue;
 use super::choose_conv_algo::ChooseConvAlgo;
+use super::fuse_mask::FuseMask;
 use super::manager::{CompileMode, Pass, PassManager};
+use super::materialize_frozen::MaterializeFrozen;
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
 
@@ -12,8 +14,10 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(SpecializeSlots),
         Box::new(Canonicalize),
+        Box::new(MaterializeFrozen),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(FuseMask),
         Box::new(FoldBases),
         Box::new(ChooseConvAlgo),
         Box::new(FuseEpilogue),

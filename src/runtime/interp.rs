@@ -158,6 +158,7 @@ fn eval<T: Scalar + FftNum>(
             .get(ctx.name)
             .cloned()
             .ok_or_else(|| RunError::new(format!("no tensor `{}` in the weights", ctx.name)))?,
+        Op::Const { value, .. } => value.cast::<T>(),
         Op::CoordGrid { horizon } => {
             rel_positions_grid(&horizon.iter().map(|&k| k as usize).collect::<Vec<_>>())
         }
@@ -169,6 +170,12 @@ fn eval<T: Scalar + FftNum>(
         } => {
             let p = magnet_params(&a[1..], *layers as usize)?;
             let k = magnet::magnet_kernel(&p, a[0], *in_channels as usize, <T as Scalar>::one())?;
+            let layer = ctx.name.trim_end_matches(".kernel").to_string();
+            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            k
+        }
+        Op::FlexKernel { .. } => {
+            let k = super::flex_kernel::eval(op, a)?;
             let layer = ctx.name.trim_end_matches(".kernel").to_string();
             ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
             k
@@ -403,7 +410,7 @@ fn mask_crop<T: Scalar>(
     Ok(grid_from_axes(&axes))
 }
 
-fn magnet_params<T: Scalar>(
+pub(super) fn magnet_params<T: Scalar>(
     a: &[&Tensor<T>],
     layers: usize,
 ) -> Result<magnet::MagnetParams<T>, RunError> {

@@ -3,6 +3,7 @@
 pub mod bind;
 pub mod error;
 pub mod fused;
+pub mod flex_kernel;
 pub mod interp;
 pub mod params;
 

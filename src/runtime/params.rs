@@ -68,6 +68,37 @@ pub fn initialise<T: Scalar>(graph: &Graph, seed: u64) -> Result<ParamStore<T>, 
     Ok(store)
 }
 
+/// Initialises the one parameter `name` exactly as `initialise(graph, seed)` would (each
+/// tensor has its own random stream), for passes that need a single seeded value.
+pub fn initialise_param<T: Scalar>(
+    graph: &Graph,
+    seed: u64,
+    name: &str,
+) -> Result<Tensor<T>, RunError> {
+    let Some((_, node, _)) = graph.params().find(|(_, n, _)| n.name == name) else {
+        return Err(RunError::new(format!("no parameter `{name}` in the graph")));
+    };
+    let Op::Param {
+        init, seed: own, ..
+    } = &node.op
+    else {
+        unreachable!("params() yields params")
+    };
+    let shape: Vec<usize> = node
+        .ty
+        .shape
+        .iter()
+        .map(|d| d.known().unwrap_or(0) as usize)
+        .collect();
+    // A MAGNet sine weight scales by its γ, which must exist first.
+    let mut done = ParamStore::new();
+    if let Init::MagnetSine { gamma, .. } = init {
+        done.insert(gamma.clone(), initialise_param::<T>(graph, seed, gamma)?);
+    }
+    let mut rng = init::seeded(tensor_seed(seed, name, *own));
+    init_one::<T>(&mut rng, name, &shape, init, &done, seed)
+}
+
 fn init_one<T: Scalar>(
     rng: &mut InitRng,
     name: &str,

@@ -1,0 +1,206 @@
+//! The fused FlexConv kernel-synthesis op (`Op::FlexKernel`, made by the `fuse-mask`
+//! pass): shape inference, printing and evaluation.
+//!
+//! Evaluation repeats, operation for operation, what the unfused pieces compute in the
+//! interpreter — `CoordGrid`, `MaskCrop`, `Magnet`, `GaussMask`, `MaskMul`, `Scale` — on
+//! the reference kernels of `crate::reference::{mask, magnet}`, so the fused op gives
+//! bit-identical values and the same crop. The crop is computed once, in the working
+//! precision, from the mask parameters: centred axes keep `|x| < r` symmetrically,
+//! causal axes keep `x > r` (SEEDS §1.4).
+
+use super::error::RunError;
+use super::interp::magnet_params;
+use crate::ir::op::Op;
+use crate::ir::types::{Dim, TensorType};
+use crate::reference::magnet::magnet_kernel;
+use crate::reference::mask::{crop_causal, crop_symmetric, gauss_roots, gaussian_mask, linspace};
+use crate::reference::mask::{grid_from_axes, rel_positions_grid};
+use crate::tensor::{Scalar, Tensor};
+
+fn list(v: &[u64]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// The output type: `[Cout, Cin, k…]` with `k` the known crop, the horizon (unmasked),
+/// or data-dependent up to the horizon.
+pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, String> {
+    let Op::FlexKernel {
+        out_channels,
+        in_channels,
+        horizon,
+        threshold,
+        extent,
+        ..
+    } = op
+    else {
+        return Err(format!("flex_kernel inference called on {}", op.name()));
+    };
+    let d = horizon.len() as u64;
+    if threshold.is_some() {
+        let mask = operands
+            .first()
+            .ok_or("flex_kernel needs mask parameters")?;
+        if mask.shape != [Dim::Known(d), Dim::Known(2)] {
+            return Err(format!(
+                "flex_kernel mask parameters must be [{d}, 2], got {mask}"
+            ));
+        }
+    }
+    let mut shape = vec![Dim::Known(*out_channels), Dim::Known(*in_channels)];
+    match (extent, threshold) {
+        (Some(e), _) => {
+            if e.len() != horizon.len() || e.iter().zip(horizon).any(|(k, h)| *k == 0 || k > h) {
+                return Err(format!(
+                    "flex_kernel crop {} does not fit horizon {}",
+                    list(e),
+                    list(horizon)
+                ));
+            }
+            shape.extend(e.iter().map(|&k| Dim::Known(k)));
+        }
+        (None, Some(_)) => shape.extend(horizon.iter().map(|&k| Dim::Dyn { max: k })),
+        (None, None) => shape.extend(horizon.iter().map(|&k| Dim::Known(k))),
+    }
+    let dtype = operands
+        .first()
+        .map_or(crate::ir::types::DType::F32, |t| t.dtype);
+    Ok(TensorType::new(dtype, shape))
+}
+
+/// Printer attributes, in a fixed order.
+pub fn attrs(op: &Op) -> String {
+    let Op::FlexKernel {
+        layers,
+        hidden,
+        out_channels,
+        in_channels,
+        horizon,
+        threshold,
+        causal,
+        scale,
+        extent,
+    } = op
+    else {
+        return String::new();
+    };
+    let mask = match threshold {
+        Some(t) => format!("threshold={t} causal={causal}"),
+        None => "mask=none".to_string(),
+    };
+    let crop = match (extent, threshold) {
+        (Some(e), _) => list(e),
+        (None, Some(_)) => "dynamic".to_string(),
+        (None, None) => "none".to_string(),
+    };
+    format!(
+        "layers={layers} hidden={hidden} out={out_channels} in={in_channels} horizon={} {mask} scale={scale} crop={crop}",
+        list(horizon)
+    )
+}
+
+/// The coordinates kept on each axis: the full `linspace(−1, 1, k)` without a mask,
+/// else the part where the Gaussian mask is above `threshold`.
+pub fn crop_axes<T: Scalar>(
+    horizon: &[u64],
+    mask: Option<(&Tensor<T>, f64)>,
+    causal: bool,
+) -> Result<Vec<Vec<T>>, RunError> {
+    let d = horizon.len();
+    let mut axes = Vec::with_capacity(d);
+    for (axis, &k) in horizon.iter().enumerate() {
+        let coords: Vec<T> = linspace(-1.0, 1.0, k as usize);
+        let Some((params, threshold)) = mask else {
+            axes.push(coords);
+            continue;
+        };
+        if params.shape != [d, 2] {
+            return Err(RunError::new(format!(
+                "mask parameters must be [{d}, 2], got {:?}",
+                params.shape
+            )));
+        }
+        let (mean, sigma) = (params.data[axis * 2], params.data[axis * 2 + 1]);
+        let (r1, r2) = gauss_roots(<T as Scalar>::from_f64(threshold), mean, sigma);
+        let range = if causal {
+            crop_causal(&coords, if r1 < r2 { r1 } else { r2 })
+        } else {
+            let (a1, a2) = (r1.abs(), r2.abs());
+            crop_symmetric(&coords, if a1 > a2 { a1 } else { a2 })
+        };
+        axes.push(coords[range].to_vec());
+    }
+    Ok(axes)
+}
+
+/// The crop size per axis for given mask parameters (compile time, f32 as at run time).
+pub fn crop_extent(
+    horizon: &[u64],
+    mask: &Tensor<f32>,
+    threshold: f64,
+    causal: bool,
+) -> Result<Vec<u64>, RunError> {
+    Ok(crop_axes(horizon, Some((mask, threshold)), causal)?
+        .iter()
+        .map(|a| a.len() as u64)
+        .collect())
+}
+
+/// Runs the fused op on its operands.
+pub fn eval<T: Scalar>(op: &Op, a: &[&Tensor<T>]) -> Result<Tensor<T>, RunError> {
+    let Op::FlexKernel {
+        layers,
+        in_channels,
+        horizon,
+        threshold,
+        causal,
+        scale,
+        ..
+    } = op
+    else {
+        return Err(RunError::new(format!(
+            "flex_kernel evaluation called on {}",
+            op.name()
+        )));
+    };
+    let (mask, net) = match threshold {
+        Some(t) => (Some((a[0], *t)), &a[1..]),
+        None => (None, a),
+    };
+    let grid = match mask {
+        Some(m) => grid_from_axes(&crop_axes(horizon, Some(m), *causal)?),
+        None => rel_positions_grid(&horizon.iter().map(|&k| k as usize).collect::<Vec<_>>()),
+    };
+    let p = magnet_params(net, *layers as usize)?;
+    let mut k = magnet_kernel(&p, &grid, *in_channels as usize, <T as Scalar>::one())?;
+    if let Some((params, _)) = mask {
+        let m = gaussian_mask(&grid, params)?;
+        let n = m.numel().max(1);
+        for row in k.data.chunks_mut(n) {
+            for (v, &w) in row.iter_mut().zip(&m.data) {
+                *v *= w;
+            }
+        }
+    }
+    if *scale != 1.0 {
+        let s = <T as Scalar>::from_f64(*scale);
+        for v in &mut k.data {
+            *v *= s;
+        }
+    }
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_matches_the_paper_sizes() {
+        let m = Tensor::from_vec(vec![2, 2], vec![0.0f32, 0.075, 0.0, 0.075]).unwrap();
+        assert_eq!(crop_extent(&[33, 33], &m, 0.1, false).unwrap(), vec![5, 5]);
+        let m = Tensor::from_vec(vec![1, 2], vec![1.0f32, 0.075]).unwrap();
+        assert_eq!(crop_extent(&[784], &m, 0.1, true).unwrap(), vec![64]);
+        assert!(crop_extent(&[33, 33], &m, 0.1, false).is_err());
+    }
+}
