@@ -1,0 +1,89 @@
+//! Epilogue fusion: which nodes after a conv its kernel computes. A conv absorbs, in
+//! this order and each at most once, a batch norm with running statistics (folded into
+//! the weights), an add of another value (the residual), and a ReLU; dropout is never
+//! in between at inference because it is an alias. A node is absorbed only when the
+//! previous one has no other user and is not a model output.
+
+use crate::ir::graph::Graph;
+use crate::ir::op::Op;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A conv and the nodes its kernel also computes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chain {
+    pub conv: NodeIndex,
+    pub bn: Option<NodeIndex>,
+    /// The other operand of the absorbed add.
+    pub residual: Option<NodeIndex>,
+    pub relu: bool,
+    /// Every node of the chain, the conv first.
+    pub nodes: Vec<NodeIndex>,
+    /// The last node: its value is the kernel's output.
+    pub tail: NodeIndex,
+}
+
+/// Chains by tail node, for every conv that is not constant.
+pub fn conv_chains(
+    graph: &Graph,
+    order: &[NodeIndex],
+    constant: &BTreeSet<NodeIndex>,
+) -> BTreeMap<NodeIndex, Chain> {
+    let mut claimed = BTreeSet::new();
+    let mut chains = BTreeMap::new();
+    for &id in order {
+        if constant.contains(&id) || !matches!(graph.node(id).op, Op::Conv { .. }) {
+            continue;
+        }
+        let mut chain = Chain {
+            conv: id,
+            bn: None,
+            residual: None,
+            relu: false,
+            nodes: vec![id],
+            tail: id,
+        };
+        // 0: anything may follow; 1: after bn; 2: after add; 3: done.
+        let mut stage = 0;
+        let mut cur = id;
+        while stage < 3 && !graph.outputs.contains(&cur) {
+            let users = graph.users(cur);
+            let [u] = users[..] else { break };
+            let ops = graph.operands(u);
+            if claimed.contains(&u) || ops.iter().filter(|&&o| o == cur).count() != 1 {
+                break;
+            }
+            match &graph.node(u).op {
+                Op::BatchNorm {
+                    running_stats: true,
+                    ..
+                } if stage == 0
+                    && ops[0] == cur
+                    && ops[1..].iter().all(|o| constant.contains(o)) =>
+                {
+                    chain.bn = Some(u);
+                    stage = 1;
+                }
+                Op::Add if stage <= 1 => {
+                    let other = if ops[0] == cur { ops[1] } else { ops[0] };
+                    if constant.contains(&other) {
+                        break;
+                    }
+                    chain.residual = Some(other);
+                    stage = 2;
+                }
+                Op::Relu => {
+                    chain.relu = true;
+                    stage = 3;
+                }
+                _ => break,
+            }
+            chain.nodes.push(u);
+            cur = u;
+        }
+        chain.tail = cur;
+        claimed.extend(chain.nodes.iter().copied());
+        chains.insert(cur, chain);
+    }
+    chains
+}
