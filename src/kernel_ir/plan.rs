@@ -445,15 +445,25 @@ impl Builder<'_> {
                 running_stats,
                 ..
             } => {
-                if !running_stats {
-                    return Err(unsupported(node, "batch norm without running statistics"));
-                }
-                let (s, t) = self.bn_fold(&operands, *eps, *affine)?;
                 let x = self.val(operands[0])?;
                 let (outer, c) = (x.shape[0], x.shape[1]);
                 let inner: usize = x.shape[2..].iter().product();
-                let sb = self.constant(s);
-                let tb = self.constant(t);
+                let (sb, tb) = if *running_stats {
+                    let (s, t) = self.bn_fold(&operands, *eps, *affine)?;
+                    (self.constant(s), self.constant(t))
+                } else {
+                    // Batch statistics, in evaluation too.
+                    let (s, t) = (self.temp(vec![c]).buf, self.temp(vec![c]).buf);
+                    let mut args = vec![x.buf];
+                    if *affine {
+                        args.push(self.val(operands[1])?.buf);
+                        args.push(self.val(operands[2])?.buf);
+                    }
+                    args.extend([s, t]);
+                    let k = ops::channel_stats("bn_stats", outer, c, inner, *eps as f32, *affine);
+                    self.emit("bn_stats", k, args, &layer);
+                    (s, t)
+                };
                 let y = self.temp(x.shape.clone());
                 let k = ops::affine_channel("batchnorm", outer, c, inner, false, v);
                 self.emit("batchnorm", k, vec![x.buf, sb, tb, y.buf], &layer);
