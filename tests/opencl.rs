@@ -82,9 +82,14 @@ fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
 
 /// Runs `m` on both backends and compares, the tolerance scaled to the magnitude.
 fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
-    let want = run(&m.graph, store, std::slice::from_ref(&x), &RunOptions::default())
-        .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
-        .outputs;
+    let want = run(
+        &m.graph,
+        store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
+    .outputs;
     let got =
         run_graph(ctx(), &m.graph, store, &[x]).unwrap_or_else(|e| panic!("{what}: opencl: {e}"));
     assert_eq!(got.len(), want.len(), "{what}");
@@ -101,7 +106,9 @@ fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
 
 fn check_op(body: &str, shape: &[usize]) {
     let dims = match shape.len() {
-        3 => "[B, C, L]".replace('C', &shape[1].to_string()).replace('L', &shape[2].to_string()),
+        3 => "[B, C, L]"
+            .replace('C', &shape[1].to_string())
+            .replace('L', &shape[2].to_string()),
         _ => format!("[B, {}, {}, {}]", shape[1], shape[2], shape[3]),
     };
     let src = format!("model t {{\n  input x: f32{dims}\n  {body}\n}}");
@@ -115,11 +122,20 @@ fn conv2d_variants_match_the_reference() {
     for (body, shape) in [
         ("return x |> conv2d(5, 3, padding: 1)", &[2, 3, 9, 7][..]),
         ("return x |> conv2d(4, 3, padding: 1)", &[1, 4, 8, 16]),
-        ("return x |> conv2d(6, [3, 5], stride: 2, padding: [1, 2])", &[2, 3, 9, 7]),
-        ("return x |> conv2d(4, 3, dilation: 2, padding: 2, bias: false)", &[1, 2, 11, 13]),
+        (
+            "return x |> conv2d(6, [3, 5], stride: 2, padding: [1, 2])",
+            &[2, 3, 9, 7],
+        ),
+        (
+            "return x |> conv2d(4, 3, dilation: 2, padding: 2, bias: false)",
+            &[1, 2, 11, 13],
+        ),
         ("return x |> conv2d(9, 1)", &[2, 5, 6, 6]),
         ("return x |> conv2d(3, 5)", &[2, 2, 12, 12]),
-        ("return x |> conv2d(8, 3, stride: 2, padding: same)", &[2, 3, 15, 15]),
+        (
+            "return x |> conv2d(8, 3, stride: 2, padding: same)",
+            &[2, 3, 15, 15],
+        ),
     ] {
         check_op(body, shape);
     }
@@ -128,8 +144,14 @@ fn conv2d_variants_match_the_reference() {
 #[test]
 fn fused_conv_epilogues_match_the_reference() {
     for (body, shape) in [
-        ("return x |> conv2d(16, 3, padding: 1) |> batchnorm |> relu", &[2, 8, 16, 16][..]),
-        ("return x |> conv2d(6, 3, padding: 1, bias: true) |> batchnorm", &[2, 3, 10, 9]),
+        (
+            "return x |> conv2d(16, 3, padding: 1) |> batchnorm |> relu",
+            &[2, 8, 16, 16][..],
+        ),
+        (
+            "return x |> conv2d(6, 3, padding: 1, bias: true) |> batchnorm",
+            &[2, 3, 10, 9],
+        ),
         (
             "h = x |> conv2d(8, 3, padding: 1, bias: false) |> batchnorm\n  return relu(h + x)",
             &[2, 8, 10, 10],
@@ -150,10 +172,22 @@ fn fused_conv_epilogues_match_the_reference() {
 #[test]
 fn conv1d_variants_match_the_reference() {
     for (body, shape) in [
-        ("return x |> conv1d(8, 3, stride: 2, padding: 1) |> relu", &[2, 3, 37][..]),
-        ("return x |> conv1d(5, 5, padding: causal, dilation: 2)", &[2, 3, 50]),
-        ("return x |> conv1d(4, 9, padding: causal) |> last", &[3, 2, 21]),
-        ("return x |> conv1d(6, 3, padding: same) |> batchnorm |> relu", &[2, 4, 16]),
+        (
+            "return x |> conv1d(8, 3, stride: 2, padding: 1) |> relu",
+            &[2, 3, 37][..],
+        ),
+        (
+            "return x |> conv1d(5, 5, padding: causal, dilation: 2)",
+            &[2, 3, 50],
+        ),
+        (
+            "return x |> conv1d(4, 9, padding: causal) |> last",
+            &[3, 2, 21],
+        ),
+        (
+            "return x |> conv1d(6, 3, padding: same) |> batchnorm |> relu",
+            &[2, 4, 16],
+        ),
     ] {
         check_op(body, shape);
     }
@@ -163,14 +197,26 @@ fn conv1d_variants_match_the_reference() {
 fn pools_and_layout_ops_match_the_reference() {
     for (body, shape) in [
         ("return x |> maxpool(2)", &[2, 3, 9, 8][..]),
-        ("return x |> avgpool(3, stride: 2, padding: 1)", &[2, 3, 9, 9]),
+        (
+            "return x |> avgpool(3, stride: 2, padding: 1)",
+            &[2, 3, 9, 9],
+        ),
         ("return x |> maxpool(3, stride: 2, padding: 1)", &[2, 3, 20]),
         ("return x |> global_avg_pool |> linear(5)", &[3, 6, 5, 5]),
         ("return x |> global_avg_pool", &[2, 3, 4, 4]),
-        ("return x |> flatten |> linear(7, bias: false)", &[2, 3, 4, 5]),
+        (
+            "return x |> flatten |> linear(7, bias: false)",
+            &[2, 3, 4, 5],
+        ),
         ("return x |> batchnorm", &[2, 3, 5, 5]),
-        ("return x |> batchnorm(running_stats: false) |> relu", &[3, 5, 7, 9]),
-        ("return x |> batchnorm(running_stats: false, affine: false)", &[2, 3, 11]),
+        (
+            "return x |> batchnorm(running_stats: false) |> relu",
+            &[3, 5, 7, 9],
+        ),
+        (
+            "return x |> batchnorm(running_stats: false, affine: false)",
+            &[2, 3, 11],
+        ),
         ("return x |> batchnorm(affine: false) |> relu", &[2, 3, 6]),
         ("return x |> gelu", &[2, 3, 5, 5]),
         ("return x |> dropout(0.3) |> relu", &[2, 3, 4, 4]),
@@ -206,7 +252,11 @@ fn examples_match_the_reference() {
 fn generated_opencl_source_snapshots() {
     for (file, shape, name) in [
         ("lenet_mnist.fnet", vec![1, 1, 28, 28], "lenet_mnist"),
-        ("resnet20_cifar10.fnet", vec![1, 3, 32, 32], "resnet20_cifar10"),
+        (
+            "resnet20_cifar10.fnet",
+            vec![1, 3, 32, 32],
+            "resnet20_cifar10",
+        ),
     ] {
         let m = example(file);
         let store = initialise::<f32>(&m.graph, 0).expect("init");
@@ -227,7 +277,11 @@ fn resnet20_fuses_every_batch_norm_add_and_relu_into_convs() {
         .collect();
     let count = |k: &str| kinds.iter().filter(|&&n| n == k).count();
     assert_eq!(count("conv"), 19);
-    assert_eq!(count("batchnorm") + count("relu") + count("add"), 0, "{kinds:?}");
+    assert_eq!(
+        count("batchnorm") + count("relu") + count("add"),
+        0,
+        "{kinds:?}"
+    );
     assert_eq!(count("shortcut"), 2);
 }
 
@@ -263,8 +317,16 @@ fn unsupported_ops_name_themselves() {
     let m = program("model t {\n  input x: f32[B, 4, 6, 6]\n  return x |> conv2d(4, 3, padding: 1, groups: 2)\n}");
     let store = initialise::<f32>(&m.graph, 0).expect("init");
     let err = build_plan(&m.graph, &store, &[vec![1, 4, 6, 6]], Target::cpu()).expect_err("groups");
-    assert!(err.message.contains("grouped conv is not supported on the OpenCL backend yet"), "{err}");
-    assert!(err.hint.as_deref().unwrap_or("").contains("--backend reference"));
+    assert!(
+        err.message
+            .contains("grouped conv is not supported on the OpenCL backend yet"),
+        "{err}"
+    );
+    assert!(err
+        .hint
+        .as_deref()
+        .unwrap_or("")
+        .contains("--backend reference"));
 }
 
 fn fnetc() -> std::process::Command {
@@ -318,6 +380,10 @@ fn no_platform_fails_fast_naming_the_package() {
         .env("OCL_ICD_VENDORS", dir.join("no-vendors"))
         .output()
         .expect("fnetc");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

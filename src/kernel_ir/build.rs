@@ -187,9 +187,6 @@ mod tests {
     fn folds_constants() {
         assert_eq!(int(2) * int(3) + 0usize, int(6));
         assert_eq!(var("x") * 1usize + 0usize, var("x"));
-        assert_eq!(
-            var("x") * 2usize,
-            bin(BinOp::Mul, var("x"), Expr::Int(2))
-        );
+        assert_eq!(var("x") * 2usize, bin(BinOp::Mul, var("x"), Expr::Int(2)));
     }
 }

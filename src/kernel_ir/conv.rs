@@ -74,6 +74,7 @@ fn p(name: &str, read_only: bool) -> Param {
 }
 
 /// Zero-pads `[planes, h, w]` into `[planes, hp, wp]` at offset (top, left).
+#[allow(clippy::too_many_arguments)]
 pub fn pad_kernel(
     name: &str,
     planes: usize,
@@ -161,16 +162,16 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
         let_("wv", wty, load("w", var("wr") + var("kw") * t, t as u8)),
     ];
     for j in 0..t {
-        let wj = if t == 1 { var("wv") } else { lane(var("wv"), j as u8) };
+        let wj = if t == 1 {
+            var("wv")
+        } else {
+            lane(var("wv"), j as u8)
+        };
         tap.push(assign(&acc(j), fma(var("xv"), splat(wj, v), var(&acc(j)))));
     }
     let small = s.k[0] * s.k[1] <= 49;
     let kh_body = vec![
-        let_(
-            "xr",
-            Ty::I32,
-            var("xc") + var("kh") * (s.dilation[0] * wp),
-        ),
+        let_("xr", Ty::I32, var("xc") + var("kh") * (s.dilation[0] * wp)),
         let_("wr", Ty::I32, var("wc") + var("kh") * (s.k[1] * t)),
         for_("kw", int(0), int(s.k[1]), small, tap),
     ];
@@ -196,12 +197,19 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
         let co = var("cob") * t + j;
         let yj = var("yb") + j * plane;
         let bias = load("b", co.clone(), 1);
-        let mut full = vec![let_("v", Ty::f32x(v), var(&acc(j)) + splat(bias.clone(), v))];
+        let mut full = vec![let_(
+            "v",
+            Ty::f32x(v),
+            var(&acc(j)) + splat(bias.clone(), v),
+        )];
         let mut lanes = Vec::new();
         for l in 0..v {
             let mut st = vec![let_("u", Ty::F32, lane(var(&acc(j)), l) + bias.clone())];
             if s.residual {
-                st.push(assign("u", var("u") + load("r", yj.clone() + l as usize, 1)));
+                st.push(assign(
+                    "u",
+                    var("u") + load("r", yj.clone() + l as usize, 1),
+                ));
             }
             if s.relu {
                 st.push(assign("u", max(var("u"), float(0.0))));
@@ -216,12 +224,12 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
             full.push(assign("v", max(var("v"), float(0.0))));
         }
         full.push(store("y", yj, var("v"), v));
-        let mut write: Vec<Stmt> = if ow_n % vw == 0 {
+        let mut write: Vec<Stmt> = if ow_n.is_multiple_of(vw) {
             full
         } else {
             vec![if_(le(var("ow0") + vw, int(ow_n)), full, lanes)]
         };
-        if s.co % t != 0 {
+        if !s.co.is_multiple_of(t) {
             write = vec![if_(lt(co, int(s.co)), write, vec![])];
         }
         body.push(Stmt::Block(write));

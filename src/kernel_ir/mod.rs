@@ -104,8 +104,15 @@ pub enum Expr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// Declares and initialises a variable.
-    Let { name: String, ty: Ty, init: Expr },
-    Assign { name: String, value: Expr },
+    Let {
+        name: String,
+        ty: Ty,
+        init: Expr,
+    },
+    Assign {
+        name: String,
+        value: Expr,
+    },
     /// `for var in (start..end).step_by(step)`; `unroll` asks the backend to unroll.
     For {
         var: String,

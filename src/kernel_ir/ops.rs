@@ -46,7 +46,7 @@ impl MapKind {
 fn width_for(n: usize, max: u8) -> u8 {
     [8u8, 4, 1]
         .into_iter()
-        .find(|&w| w <= max && n % w as usize == 0)
+        .find(|&w| w <= max && n.is_multiple_of(w as usize))
         .unwrap_or(1)
 }
 
@@ -72,7 +72,10 @@ pub fn map(name: &str, kind: MapKind, n: usize, vector: u8) -> Kernel {
             // x/2 · (1 + erf(x/√2)), PyTorch's exact form.
             let half = var("v") * splat(float(0.5), w);
             half * (splat(float(1.0), w)
-                + call(Func::Erf, var("v") * splat(float(std::f32::consts::FRAC_1_SQRT_2), w)))
+                + call(
+                    Func::Erf,
+                    var("v") * splat(float(std::f32::consts::FRAC_1_SQRT_2), w),
+                ))
         }
     };
     let mut body = vec![let_("i", Ty::I32, gid(0) * w as usize)];
@@ -205,14 +208,12 @@ pub fn row_mean(name: &str, planes: usize, inner: usize, vector: u8) -> Kernel {
     let total = if w == 1 {
         var("acc")
     } else {
-        (0..w).map(|l| lane(var("acc"), l)).reduce(|a, b| a + b).expect("lanes")
+        (0..w)
+            .map(|l| lane(var("acc"), l))
+            .reduce(|a, b| a + b)
+            .expect("lanes")
     };
-    body.push(store(
-        "y",
-        var("pl"),
-        total * float(1.0 / inner as f32),
-        1,
-    ));
+    body.push(store("y", var("pl"), total * float(1.0 / inner as f32), 1));
     kernel(
         name,
         vec![p("x", true), p("y", false)],
@@ -247,7 +248,10 @@ pub fn linear(name: &str, batch: usize, features: usize, outputs: usize, vector:
     let total: Expr = if w == 1 {
         var("acc")
     } else {
-        (0..w).map(|l| lane(var("acc"), l)).reduce(|a, b| a + b).expect("lanes")
+        (0..w)
+            .map(|l| lane(var("acc"), l))
+            .reduce(|a, b| a + b)
+            .expect("lanes")
     };
     body.push(store(
         "y",
@@ -279,8 +283,8 @@ pub fn shortcut_a(
 ) -> Kernel {
     let c_in = var("c") - pad;
     let inside = and(le(int(0), c_in.clone()), lt(c_in.clone(), int(ci)));
-    let src = ((var("b") * ci + c_in) * hw[0] + var("oh") * stride[0]) * hw[1]
-        + var("ow") * stride[1];
+    let src =
+        ((var("b") * ci + c_in) * hw[0] + var("oh") * stride[0]) * hw[1] + var("ow") * stride[1];
     let body = vec![
         let_("ow", Ty::I32, gid(0)),
         let_("oh", Ty::I32, gid(1)),
@@ -334,7 +338,14 @@ pub fn strided_take(name: &str, n: usize, stride: usize, offset: usize) -> Kerne
 /// Batch statistics of `[outer, c, inner]` per channel, turned into the (scale, shift)
 /// of a batch norm: `s = γ/√(var + eps)`, `t = β − mean·s` (biased variance, two
 /// passes). With `affine` false, γ = 1 and β = 0 and `g`/`bt` are not read.
-pub fn channel_stats(name: &str, outer: usize, c: usize, inner: usize, eps: f32, affine: bool) -> Kernel {
+pub fn channel_stats(
+    name: &str,
+    outer: usize,
+    c: usize,
+    inner: usize,
+    eps: f32,
+    affine: bool,
+) -> Kernel {
     let count = (outer * inner) as f32;
     let at = var("n") * (c * inner) + var("c") * inner + var("j");
     let sweep = |body: Vec<Stmt>| {

@@ -91,7 +91,10 @@ pub struct Plan {
 impl Plan {
     /// Floating-point operations of one run.
     pub fn flops(&self) -> u64 {
-        self.steps.iter().map(|s| self.kernels[s.kernel].flops).sum()
+        self.steps
+            .iter()
+            .map(|s| self.kernels[s.kernel].flops)
+            .sum()
     }
 }
 
@@ -140,7 +143,9 @@ pub fn build_plan(
         let node = graph.node(id);
         bind_shape(&format!("input `{}`", node.name), &node.ty, shape, &mut env)?;
     }
-    let order = graph.topo_order().map_err(|e| RunError::new(e.to_string()))?;
+    let order = graph
+        .topo_order()
+        .map_err(|e| RunError::new(e.to_string()))?;
     let constant = constant_nodes(graph, &order);
     let consts = evaluate_constants(graph, params, &order, &constant)?;
     let chains = conv_chains(graph, &order, &constant);
@@ -385,9 +390,9 @@ impl Builder<'_> {
             Op::Input { .. } | Op::Param { .. } | Op::CoordGrid { .. } => {
                 unreachable!("inputs and constants are bound before lowering")
             }
-            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => {
-                Err(unsupported(node, "FlexConv kernel synthesis from computed inputs"))
-            }
+            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => Err(
+                unsupported(node, "FlexConv kernel synthesis from computed inputs"),
+            ),
             Op::Concat { axis } => {
                 let shape = self.declared_shape(id)?;
                 let outer: usize = shape[..*axis].iter().product();

@@ -61,7 +61,8 @@ impl ClContext {
             .devices(device)
             .build()
             .map_err(|e| cl_err("creating a context", e))?;
-        let queue = Queue::new(&context, device, None).map_err(|e| cl_err("creating a queue", e))?;
+        let queue =
+            Queue::new(&context, device, None).map_err(|e| cl_err("creating a queue", e))?;
         Ok(ClContext {
             info,
             device,
@@ -81,14 +82,20 @@ impl ClContext {
     fn device_key(&self) -> String {
         format!(
             "{}\n{}\n{}\n{}\n{BUILD_OPTIONS}",
-            self.info.name, self.info.platform, self.info.platform_version, self.info.driver_version
+            self.info.name,
+            self.info.platform,
+            self.info.platform_version,
+            self.info.driver_version
         )
     }
 
     fn disk_path(&self, source: &str) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
         let key = fnv1a(self.device_key().as_bytes());
-        Some(dir.join(format!("{:016x}-{key:016x}.clbin", fnv1a(source.as_bytes()))))
+        Some(dir.join(format!(
+            "{:016x}-{key:016x}.clbin",
+            fnv1a(source.as_bytes())
+        )))
     }
 
     /// The built program for `source`, from memory, disk, or a fresh build.
@@ -103,7 +110,7 @@ impl ClContext {
         let cached = path
             .as_ref()
             .and_then(|p| std::fs::read(p).ok())
-            .and_then(|bytes| self.from_cache_file(&bytes, source, &options));
+            .and_then(|bytes| self.load_cache_file(&bytes, source, &options));
         let program = match cached {
             Some(p) => {
                 self.stats.lock().expect("stats lock").disk_hits += 1;
@@ -136,7 +143,7 @@ impl ClContext {
 
     /// A cache file is the device key, the source, then the binary, each prefixed by
     /// its length; a file for another device or source (a hash collision) is ignored.
-    fn from_cache_file(&self, bytes: &[u8], source: &str, options: &CString) -> Option<Program> {
+    fn load_cache_file(&self, bytes: &[u8], source: &str, options: &CString) -> Option<Program> {
         let mut rest = bytes;
         let mut field = || -> Option<&[u8]> {
             let len = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?) as usize;

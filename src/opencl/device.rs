@@ -81,7 +81,9 @@ pub fn probe_platforms() -> Result<u32, RunError> {
     // SAFETY: asking for the count only: no output array, a valid pointer for the count.
     let rc = unsafe { ocl::core::ffi::clGetPlatformIDs(0, std::ptr::null_mut(), &mut n) };
     if rc == -1001 {
-        return Err(no_opencl("the ICD loader found no driver: CL_PLATFORM_NOT_FOUND_KHR"));
+        return Err(no_opencl(
+            "the ICD loader found no driver: CL_PLATFORM_NOT_FOUND_KHR",
+        ));
     }
     if rc != 0 {
         return Err(no_opencl(&format!("clGetPlatformIDs returned {rc}")));
@@ -96,7 +98,11 @@ fn ocl_err(what: &str, e: impl fmt::Display) -> RunError {
     RunError::new(format!("OpenCL: {what}: {e}"))
 }
 
-fn summary(index: usize, platform: &Platform, device: &Device) -> Result<DeviceInfoSummary, RunError> {
+fn summary(
+    index: usize,
+    platform: &Platform,
+    device: &Device,
+) -> Result<DeviceInfoSummary, RunError> {
     let get = |k: DeviceInfo| device.info(k).map_err(|e| ocl_err("device query", e));
     let kind = match get(DeviceInfo::Type)? {
         DeviceInfoResult::Type(t) => t,
@@ -114,7 +120,9 @@ fn summary(index: usize, platform: &Platform, device: &Device) -> Result<DeviceI
         index,
         name: device.name().map_err(|e| ocl_err("device name", e))?,
         platform: platform.name().map_err(|e| ocl_err("platform name", e))?,
-        platform_version: platform.version().map_err(|e| ocl_err("platform version", e))?,
+        platform_version: platform
+            .version()
+            .map_err(|e| ocl_err("platform version", e))?,
         driver_version: get(DeviceInfo::DriverVersion)?.to_string(),
         is_gpu: kind.contains(DeviceType::GPU),
         is_cpu: kind.contains(DeviceType::CPU),

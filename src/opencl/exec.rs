@@ -78,9 +78,11 @@ impl<'c> Executable<'c> {
             for &a in &step.args {
                 builder.arg(&buffers[a]);
             }
-            launches.push(builder.build().map_err(|e| {
-                cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e)
-            })?);
+            launches.push(
+                builder
+                    .build()
+                    .map_err(|e| cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e))?,
+            );
         }
         Ok(Executable {
             ctx,

@@ -254,7 +254,11 @@ mod tests {
                 let_(
                     "v",
                     Ty::f32x(8),
-                    fma(load("x", var("i"), 8), splat(float(2.0), 8), load("y", var("i"), 8)),
+                    fma(
+                        load("x", var("i"), 8),
+                        splat(float(2.0), 8),
+                        load("y", var("i"), 8),
+                    ),
                 ),
                 store("y", var("i"), var("v"), 8),
             ],
