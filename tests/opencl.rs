@@ -246,6 +246,20 @@ fn examples_match_the_reference() {
     }
 }
 
+/// FlexConv models: the kernel nets, masks and crops are evaluated once on the host
+/// when the plan is made; the convs (up to 33×33 and 784 taps) run on the device.
+#[test]
+fn flexconv_examples_match_the_reference() {
+    for (file, shape) in [
+        ("flextcn6_smnist.fnet", vec![1, 1, 784]),
+        ("flexnet7_cifar10.fnet", vec![1, 3, 32, 32]),
+    ] {
+        let m = example(file);
+        let store = weights(&m, 3);
+        agree(file, &m, &store, input(&shape, 1));
+    }
+}
+
 /// The generated OpenCL C for each example that lowers fully, at batch 1 for the CPU
 /// target (no device needed).
 #[test]
