@@ -9,10 +9,15 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# System packages: a C toolchain for crates with build scripts, and pkg-config.
+# System packages: a C toolchain for crates with build scripts, and pkg-config; the
+# OpenCL ICD loader (fnetc links libOpenCL.so.1 and will not start without it), its
+# headers, clinfo, and PoCL, the CPU OpenCL driver the OpenCL backend runs on.
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+for pkg in ocl-icd-opencl-dev opencl-headers clinfo pocl-opencl-icd; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -8,6 +8,8 @@ pub mod eval;
 pub mod init;
 pub mod io;
 pub mod ir;
+pub mod kernel_ir;
+pub mod opencl;
 pub mod passes;
 pub mod reference;
 pub mod runtime;

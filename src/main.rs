@@ -86,6 +86,10 @@ enum Command {
         /// Execution backend.
         #[arg(long, value_enum, default_value_t = Backend::Reference)]
         backend: Backend,
+        /// OpenCL device: a number (see `clinfo -l`, all platforms in order), `cpu` or
+        /// `gpu`; the first GPU, else the first device, by default.
+        #[arg(long, default_value = "default")]
+        device: fnet::opencl::DeviceSel,
         /// Run the elaborated graph without the optimising passes.
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
@@ -147,6 +151,8 @@ enum Command {
 enum Backend {
     /// The reference interpreter: naive, obviously correct loops.
     Reference,
+    /// Generated OpenCL kernels (PoCL on the CPU, or a GPU driver).
+    Opencl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -226,7 +232,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output,
             config,
             set,
-            backend: _,
+            backend,
+            device,
             opt_level,
             f64,
             all,
@@ -245,6 +252,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 options,
                 f64,
                 unoptimised: opt_level.is_some(),
+                backend: match backend {
+                    Backend::Reference => fnet::cli::run::RunBackend::Reference,
+                    Backend::Opencl => fnet::cli::run::RunBackend::OpenCl(device),
+                },
             };
             let summary = run_model(&args)?;
             println!("output shape {:?}", summary.output_shape);

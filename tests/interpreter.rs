@@ -333,3 +333,22 @@ fn wrong_inputs_and_weights_are_reported() {
     );
     assert!(text.contains("extra.weight"), "{text}");
 }
+
+#[test]
+fn an_op_reading_one_value_twice_squares_it() {
+    let m = program("model sq {\n  input x: f32[B, 2, 3]\n  return x * x\n}\n");
+    let x = input(&[2, 2, 3], 9);
+    let store = ParamStore::new();
+    let y = run(
+        &m.graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .expect("runs")
+    .outputs
+    .remove(0);
+    for (a, b) in x.data.iter().zip(&y.data) {
+        assert_eq!(a * a, *b);
+    }
+}

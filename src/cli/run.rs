@@ -28,6 +28,18 @@ pub struct RunArgs {
     pub f64: bool,
     /// Run the elaborated graph without the optimising passes (`-O0`).
     pub unoptimised: bool,
+    /// Where the forward runs.
+    pub backend: RunBackend,
+}
+
+/// The execution backend of `fnetc run`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunBackend {
+    /// The reference interpreter.
+    #[default]
+    Reference,
+    /// Generated OpenCL kernels on the chosen device.
+    OpenCl(crate::opencl::DeviceSel),
 }
 
 /// What a run printed, for tests.
@@ -47,6 +59,15 @@ pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
         compile_for_run(args)?
     };
     let input = load_input(&args.input, args.range)?;
+    if let RunBackend::OpenCl(device) = args.backend {
+        if args.f64 {
+            return Err(RunError::new("the OpenCL backend computes in f32 only")
+                .hint("drop --f64, or use --backend reference")
+                .into());
+        }
+        let outputs = run_opencl(args, device, &graph, &store, input.cast())?;
+        return summarise(args, &outputs[0]);
+    }
     if args.f64 {
         let store = store.into_iter().map(|(k, v)| (k, v.cast())).collect();
         forward::<f64>(args, &graph, &store, input)
@@ -133,7 +154,28 @@ fn forward<T: Scalar + FftNum>(
     input: Tensor<T>,
 ) -> Result<RunSummary, CliError> {
     let result = run(graph, store, &[input], &RunOptions::default())?;
-    let out = &result.outputs[0];
+    summarise(args, &result.outputs[0])
+}
+
+/// Opens the device (probing for a platform first), then lowers, builds and runs.
+fn run_opencl(
+    args: &RunArgs,
+    device: crate::opencl::DeviceSel,
+    graph: &Graph,
+    store: &ParamStore<f32>,
+    input: Tensor<f32>,
+) -> Result<Vec<Tensor<f32>>, CliError> {
+    // Compiled artifacts keep their programs beside them; source models use the cache.
+    let cache = if is_artifact(&args.model) {
+        Some(args.model.with_extension("fnc.clcache"))
+    } else {
+        crate::opencl::default_cache_dir()
+    };
+    let ctx = crate::opencl::ClContext::new(device, cache)?;
+    Ok(crate::opencl::run_graph(&ctx, graph, store, &[input])?)
+}
+
+fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, CliError> {
     if let Some(path) = &args.output {
         write_npy(path, out)?;
     }

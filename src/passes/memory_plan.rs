@@ -44,7 +44,10 @@ fn bytes(graph: &Graph, n: NodeIndex, batch: u64) -> u64 {
 }
 
 fn is_storage(op: &Op) -> bool {
-    matches!(op, Op::Param { .. } | Op::CoordGrid { .. } | Op::Const { .. })
+    matches!(
+        op,
+        Op::Param { .. } | Op::CoordGrid { .. } | Op::Const { .. }
+    )
 }
 
 /// Ops that may write their result over their first operand.

@@ -1,8 +1,8 @@
 //! The pass registry and the default pipelines.
 
+use super::choose_conv_algo::ChooseConvAlgo;
 use super::fold_bases::FoldBases;
 use super::fuse_epilogue::FuseEpilogue;
-use super::choose_conv_algo::ChooseConvAlgo;
 use super::fuse_mask::FuseMask;
 use super::manager::{CompileMode, Pass, PassManager};
 use super::materialize_frozen::MaterializeFrozen;

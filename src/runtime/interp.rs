@@ -126,7 +126,11 @@ pub fn run<T: Scalar + FftNum>(
             )));
         }
         values.insert(id, out);
-        for o in operands {
+        // `users` counts a reader once however many slots it fills (`mul(x, x)`).
+        let mut read = operands;
+        read.sort();
+        read.dedup();
+        for o in read {
             let r = remaining.get_mut(&o).expect("operand counted");
             *r -= 1;
             if *r == 0 {

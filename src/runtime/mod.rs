@@ -2,8 +2,8 @@
 
 pub mod bind;
 pub mod error;
-pub mod fused;
 pub mod flex_kernel;
+pub mod fused;
 pub mod interp;
 pub mod params;
 

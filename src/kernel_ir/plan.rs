@@ -1,0 +1,746 @@
+//! Lowering a graph to an execution plan: a list of kernel launches over buffers, for
+//! one set of input shapes. Backend-neutral: the OpenCL executor renders and runs it,
+//! a CPU JIT can do the same.
+//!
+//! - Subgraphs that read only parameters (FlexConv kernel synthesis, masks, crops) are
+//!   evaluated once on the host by the reference interpreter; their results become
+//!   constant buffers.
+//! - A conv absorbs a following batch norm (folded into its weights and bias), one
+//!   residual add and a ReLU: one kernel writes the block's output.
+//! - Identity ops (dropout in evaluation, flatten, inactive pooling slots) alias their
+//!   input's buffer.
+//! - Temporary buffers share storage slots when their lifetimes do not overlap.
+
+use super::conv::{conv_kernel, pack_weights, pad_kernel, ConvSpec, ConvTile};
+use super::ops::{self, MapKind};
+use super::Kernel;
+use crate::ir::graph::{Graph, Node};
+use crate::ir::op::{Op, Padding, PoolKind, PoolSpec};
+use crate::runtime::bind::{bind_shape, conforms, eval_dim, DimEnv};
+use crate::runtime::{run, ParamStore, RunError, RunOptions};
+use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub mod fusion;
+
+use fusion::{conv_chains, Chain};
+
+/// Device-dependent code generation choices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Lanes of the float vectors kernels use.
+    pub vector: u8,
+    /// Output channels per work-item in conv kernels.
+    pub tile_co: usize,
+}
+
+impl Target {
+    /// CPUs with 256-bit vectors (PoCL on AVX2): 8 pixels × 4 channels per work-item.
+    pub fn cpu() -> Target {
+        Target {
+            vector: 8,
+            tile_co: 4,
+        }
+    }
+}
+
+pub type BufId = usize;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufKind {
+    /// The i-th model input.
+    Input(usize),
+    /// Uploaded once when the plan is loaded.
+    Const(Vec<f32>),
+    /// Written by a kernel; shares its storage slot with others.
+    Temp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// Length in f32 elements.
+    pub len: usize,
+    pub kind: BufKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Index into `Plan::kernels`.
+    pub kernel: usize,
+    /// One buffer per kernel parameter, in order.
+    pub args: Vec<BufId>,
+    /// The layer this launch computes.
+    pub layer: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub buffers: Vec<Buffer>,
+    /// Distinct kernels; steps with identical code share one.
+    pub kernels: Vec<Kernel>,
+    pub steps: Vec<Step>,
+    pub inputs: Vec<(BufId, Vec<usize>)>,
+    pub outputs: Vec<(BufId, Vec<usize>)>,
+    /// Storage slot of each `Temp` buffer (`None` for inputs and constants).
+    pub slot: Vec<Option<usize>>,
+    /// Length of each storage slot, in elements.
+    pub slot_len: Vec<usize>,
+}
+
+impl Plan {
+    /// Floating-point operations of one run.
+    pub fn flops(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|s| self.kernels[s.kernel].flops)
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Val {
+    buf: BufId,
+    shape: Vec<usize>,
+}
+
+struct Builder<'a> {
+    graph: &'a Graph,
+    target: Target,
+    env: DimEnv,
+    plan: Plan,
+    values: BTreeMap<NodeIndex, Val>,
+    consts: BTreeMap<NodeIndex, Tensor<f32>>,
+    const_bufs: BTreeMap<NodeIndex, Val>,
+}
+
+fn unsupported(node: &Node, why: &str) -> RunError {
+    RunError::new(format!(
+        "`{}` ({}): {why} is not supported on the OpenCL backend yet",
+        node.name,
+        node.op.name()
+    ))
+    .hint("use --backend reference")
+}
+
+/// Lowers `graph` for inputs of `input_shapes`, with parameters from `params`.
+pub fn build_plan(
+    graph: &Graph,
+    params: &ParamStore<f32>,
+    input_shapes: &[Vec<usize>],
+    target: Target,
+) -> Result<Plan, RunError> {
+    if input_shapes.len() != graph.inputs.len() {
+        return Err(RunError::new(format!(
+            "model `{}` takes {} input(s), got {}",
+            graph.name,
+            graph.inputs.len(),
+            input_shapes.len()
+        )));
+    }
+    let mut env = DimEnv::new();
+    for (&id, shape) in graph.inputs.iter().zip(input_shapes) {
+        let node = graph.node(id);
+        bind_shape(&format!("input `{}`", node.name), &node.ty, shape, &mut env)?;
+    }
+    let order = graph
+        .topo_order()
+        .map_err(|e| RunError::new(e.to_string()))?;
+    let constant = constant_nodes(graph, &order);
+    let consts = evaluate_constants(graph, params, &order, &constant)?;
+    let chains = conv_chains(graph, &order, &constant);
+    let absorbed: BTreeSet<NodeIndex> = chains
+        .values()
+        .flat_map(|c| c.nodes.iter().copied().filter(|&n| n != c.tail))
+        .collect();
+    let mut b = Builder {
+        graph,
+        target,
+        env,
+        plan: Plan::default(),
+        values: BTreeMap::new(),
+        consts,
+        const_bufs: BTreeMap::new(),
+    };
+    for (i, shape) in input_shapes.iter().enumerate() {
+        let buf = b.buffer(shape.iter().product(), BufKind::Input(i));
+        b.plan.inputs.push((buf, shape.clone()));
+        b.values.insert(
+            graph.inputs[i],
+            Val {
+                buf,
+                shape: shape.clone(),
+            },
+        );
+    }
+    for &id in &order {
+        if constant.contains(&id) || absorbed.contains(&id) || graph.inputs.contains(&id) {
+            continue;
+        }
+        let val = match chains.get(&id) {
+            Some(chain) => b.conv(chain)?,
+            None => b.lower(id)?,
+        };
+        let node = graph.node(id);
+        if !conforms(&node.ty, &val.shape, &b.env) {
+            return Err(RunError::new(format!(
+                "internal error: OpenCL lowering of `{}` gives {:?} but its type is {}",
+                node.name, val.shape, node.ty
+            )));
+        }
+        b.values.insert(id, val);
+    }
+    for &o in &graph.outputs {
+        let v = b.val(o)?;
+        b.plan.outputs.push((v.buf, v.shape));
+    }
+    let mut plan = b.plan;
+    assign_slots(&mut plan);
+    Ok(plan)
+}
+
+/// Nodes whose value depends on parameters only.
+fn constant_nodes(graph: &Graph, order: &[NodeIndex]) -> BTreeSet<NodeIndex> {
+    let mut constant = BTreeSet::new();
+    for &id in order {
+        let c = match &graph.node(id).op {
+            Op::Input { .. } => false,
+            Op::Param { .. } | Op::CoordGrid { .. } => true,
+            _ => graph.operands(id).iter().all(|o| constant.contains(o)),
+        };
+        if c {
+            constant.insert(id);
+        }
+    }
+    constant
+}
+
+/// Runs the parameter-only subgraph on the reference interpreter, once, and returns the
+/// constants that runtime nodes read.
+fn evaluate_constants(
+    graph: &Graph,
+    params: &ParamStore<f32>,
+    order: &[NodeIndex],
+    constant: &BTreeSet<NodeIndex>,
+) -> Result<BTreeMap<NodeIndex, Tensor<f32>>, RunError> {
+    let needed: Vec<NodeIndex> = order
+        .iter()
+        .copied()
+        .filter(|n| constant.contains(n))
+        .filter(|&n| {
+            graph.outputs.contains(&n) || graph.users(n).iter().any(|u| !constant.contains(u))
+        })
+        .collect();
+    // Parameters read directly need no interpreter run.
+    let mut out = BTreeMap::new();
+    let mut computed = Vec::new();
+    for &n in &needed {
+        let node = graph.node(n);
+        if let Op::Param { .. } = node.op {
+            let t = params.get(&node.name).ok_or_else(|| {
+                RunError::new(format!("no tensor `{}` in the weights", node.name))
+            })?;
+            out.insert(n, t.clone());
+        } else {
+            computed.push(n);
+        }
+    }
+    if computed.is_empty() {
+        return Ok(out);
+    }
+    let mut sub = Graph::new(format!("{}.constants", graph.name));
+    let mut remap = BTreeMap::new();
+    for &n in order.iter().filter(|n| constant.contains(n)) {
+        let operands: Vec<NodeIndex> = graph.operands(n).iter().map(|o| remap[o]).collect();
+        remap.insert(n, sub.add(graph.node(n).clone(), &operands));
+    }
+    sub.outputs = computed.iter().map(|n| remap[n]).collect();
+    let result = run(&sub, params, &[], &RunOptions::default()).map_err(|e| RunError {
+        message: format!("evaluating constant subgraphs: {}", e.message),
+        hint: e.hint,
+    })?;
+    out.extend(computed.into_iter().zip(result.outputs));
+    Ok(out)
+}
+
+/// Gives each temporary buffer a storage slot, reusing slots whose buffers are dead.
+fn assign_slots(plan: &mut Plan) {
+    let n = plan.buffers.len();
+    let mut last = vec![None; n];
+    for (i, s) in plan.steps.iter().enumerate() {
+        for &a in &s.args {
+            last[a] = Some(i);
+        }
+    }
+    for &(o, _) in &plan.outputs {
+        last[o] = Some(usize::MAX);
+    }
+    plan.slot = vec![None; n];
+    let mut free: Vec<usize> = Vec::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        for &a in &s.args {
+            if plan.buffers[a].kind != BufKind::Temp || plan.slot[a].is_some() {
+                continue;
+            }
+            let len = plan.buffers[a].len;
+            let fit = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &s)| plan.slot_len[s] >= len)
+                .min_by_key(|(_, &s)| plan.slot_len[s])
+                .map(|(k, _)| k);
+            let slot = match fit {
+                Some(k) => free.swap_remove(k),
+                None => {
+                    plan.slot_len.push(len);
+                    plan.slot_len.len() - 1
+                }
+            };
+            plan.slot[a] = Some(slot);
+        }
+        let mut dead: Vec<usize> = s
+            .args
+            .iter()
+            .filter(|&&a| last[a] == Some(i))
+            .filter_map(|&a| plan.slot[a])
+            .collect();
+        dead.sort();
+        dead.dedup();
+        free.extend(dead);
+    }
+}
+
+impl Builder<'_> {
+    fn buffer(&mut self, len: usize, kind: BufKind) -> BufId {
+        self.plan.buffers.push(Buffer { len, kind });
+        self.plan.buffers.len() - 1
+    }
+
+    fn temp(&mut self, shape: Vec<usize>) -> Val {
+        let buf = self.buffer(shape.iter().product(), BufKind::Temp);
+        Val { buf, shape }
+    }
+
+    fn constant(&mut self, data: Vec<f32>) -> BufId {
+        self.buffer(data.len(), BufKind::Const(data))
+    }
+
+    /// Adds a launch, sharing the kernel with an earlier launch of identical code.
+    fn emit(&mut self, prefix: &str, mut kernel: Kernel, args: Vec<BufId>, layer: &str) {
+        kernel.name = String::new();
+        let found = self.plan.kernels.iter().position(|k| {
+            k.body == kernel.body && k.params == kernel.params && k.grid == kernel.grid
+        });
+        let index = match found {
+            Some(i) => i,
+            None => {
+                kernel.name = format!("{prefix}_{}", self.plan.kernels.len());
+                self.plan.kernels.push(kernel);
+                self.plan.kernels.len() - 1
+            }
+        };
+        self.plan.steps.push(Step {
+            kernel: index,
+            args,
+            layer: layer.to_string(),
+        });
+    }
+
+    fn const_tensor(&self, id: NodeIndex) -> Result<&Tensor<f32>, RunError> {
+        self.consts.get(&id).ok_or_else(|| {
+            let node = self.graph.node(id);
+            RunError::new(format!(
+                "`{}` is computed at run time; the OpenCL backend needs it constant here",
+                node.name
+            ))
+            .hint("use --backend reference")
+        })
+    }
+
+    /// The value of an operand; constants are uploaded on first use.
+    fn val(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        if let Some(v) = self.values.get(&id).or(self.const_bufs.get(&id)) {
+            return Ok(v.clone());
+        }
+        let t = self.const_tensor(id)?.clone();
+        let v = Val {
+            buf: self.constant(t.data),
+            shape: t.shape,
+        };
+        self.const_bufs.insert(id, v.clone());
+        Ok(v)
+    }
+
+    fn declared_shape(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
+        let node = self.graph.node(id);
+        node.ty
+            .shape
+            .iter()
+            .map(|d| eval_dim(d, &self.env).map(|v| v as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| unsupported(node, "a data-dependent shape"))
+    }
+
+    fn lower(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let node = self.graph.node(id);
+        let operands = self.graph.operands(id);
+        let layer = node.name.clone();
+        let v = self.target.vector;
+        match &node.op {
+            Op::Input { .. } | Op::Param { .. } | Op::CoordGrid { .. } | Op::Const { .. } => {
+                unreachable!("inputs and constants are bound before lowering")
+            }
+            Op::MaskCrop { .. }
+            | Op::Magnet { .. }
+            | Op::GaussMask
+            | Op::MaskMul
+            | Op::FlexKernel { .. }
+            | Op::LcFold
+            | Op::BnFold { .. } => Err(unsupported(node, "kernel synthesis from computed inputs")),
+            Op::FusedConv { .. } => Err(unsupported(
+                node,
+                "a fused epilogue other than [add], [relu] or [add, relu]",
+            )),
+            Op::Concat { axis } => {
+                let shape = self.declared_shape(id)?;
+                let outer: usize = shape[..*axis].iter().product();
+                let total: usize = shape[*axis..].iter().product();
+                let y = self.temp(shape);
+                let mut offset = 0;
+                for o in operands {
+                    let x = self.val(o)?;
+                    let chunk: usize = x.shape[*axis..].iter().product();
+                    let k = ops::copy_block("concat", outer, chunk, total, offset);
+                    self.emit("concat", k, vec![x.buf, y.buf], &layer);
+                    offset += chunk;
+                }
+                Ok(y)
+            }
+            Op::Conv { .. } => unreachable!("every conv heads a chain"),
+            Op::Scale { .. } | Op::Relu | Op::Gelu | Op::Add | Op::Mul => {
+                let kind = match &node.op {
+                    Op::Scale { factor } => MapKind::Scale(*factor as f32),
+                    Op::Relu => MapKind::Relu,
+                    Op::Gelu => MapKind::Gelu,
+                    Op::Add => MapKind::Add { relu: false },
+                    _ => MapKind::Mul,
+                };
+                let mut args = Vec::new();
+                let mut shape = Vec::new();
+                for o in operands {
+                    let x = self.val(o)?;
+                    shape = x.shape.clone();
+                    args.push(x.buf);
+                }
+                let y = self.temp(shape);
+                args.push(y.buf);
+                let k = ops::map(node.op.name(), kind, y.shape.iter().product(), v);
+                self.emit(node.op.name(), k, args, &layer);
+                Ok(y)
+            }
+            Op::Linear { bias } => {
+                let x = self.val(operands[0])?;
+                let w = self.val(operands[1])?;
+                let (o, f) = (w.shape[0], w.shape[1]);
+                let bias_buf = if *bias {
+                    self.val(operands[2])?.buf
+                } else {
+                    self.constant(vec![0.0; o])
+                };
+                let y = self.temp(vec![x.shape[0], o]);
+                let k = ops::linear("linear", x.shape[0], f, o, v);
+                self.emit("linear", k, vec![x.buf, w.buf, bias_buf, y.buf], &layer);
+                Ok(y)
+            }
+            Op::BatchNorm {
+                eps,
+                affine,
+                running_stats,
+                ..
+            } => {
+                let x = self.val(operands[0])?;
+                let (outer, c) = (x.shape[0], x.shape[1]);
+                let inner: usize = x.shape[2..].iter().product();
+                let (sb, tb) = if *running_stats {
+                    let (s, t) = self.bn_fold(&operands, *eps, *affine)?;
+                    (self.constant(s), self.constant(t))
+                } else {
+                    // Batch statistics, in evaluation too.
+                    let (s, t) = (self.temp(vec![c]).buf, self.temp(vec![c]).buf);
+                    let mut args = vec![x.buf];
+                    if *affine {
+                        args.push(self.val(operands[1])?.buf);
+                        args.push(self.val(operands[2])?.buf);
+                    }
+                    args.extend([s, t]);
+                    let k = ops::channel_stats("bn_stats", outer, c, inner, *eps as f32, *affine);
+                    self.emit("bn_stats", k, args, &layer);
+                    (s, t)
+                };
+                let y = self.temp(x.shape.clone());
+                let k = ops::affine_channel("batchnorm", outer, c, inner, false, v);
+                self.emit("batchnorm", k, vec![x.buf, sb, tb, y.buf], &layer);
+                Ok(y)
+            }
+            Op::Dropout { .. } => self.val(operands[0]),
+            Op::Flatten => {
+                let x = self.val(operands[0])?;
+                let b = x.shape[0];
+                let rest = x.shape.iter().product::<usize>() / b.max(1);
+                Ok(Val {
+                    buf: x.buf,
+                    shape: vec![b, rest],
+                })
+            }
+            Op::Pool(spec) => self.pool(operands[0], spec, &layer),
+            Op::Slot { active, pool, .. } => {
+                if *active {
+                    self.pool(operands[0], pool, &layer)
+                } else {
+                    self.val(operands[0])
+                }
+            }
+            Op::GlobalAvgPool => {
+                let x = self.val(operands[0])?;
+                let planes = x.shape[0] * x.shape[1];
+                let inner: usize = x.shape[2..].iter().product();
+                let y = self.temp(vec![x.shape[0], x.shape[1]]);
+                let k = ops::row_mean("global_avg_pool", planes, inner, v);
+                self.emit("global_avg_pool", k, vec![x.buf, y.buf], &layer);
+                Ok(y)
+            }
+            Op::LastStep => {
+                let x = self.val(operands[0])?;
+                let (b, c, t) = (x.shape[0], x.shape[1], x.shape[2]);
+                let y = self.temp(vec![b, c]);
+                let k = ops::strided_take("last", b * c, t, t - 1);
+                self.emit("last", k, vec![x.buf, y.buf], &layer);
+                Ok(y)
+            }
+            Op::ShortcutA {
+                stride,
+                out_channels,
+            } => {
+                let x = self.val(operands[0])?;
+                let s = *stride as usize;
+                let co = *out_channels as usize;
+                let (hw, st) = lift(&x.shape, [s, s]);
+                let out = [hw[0].div_ceil(st[0]), hw[1].div_ceil(st[1])];
+                let pad = (co - x.shape[1]) / 2;
+                let mut shape = vec![x.shape[0], co];
+                shape.extend(if x.shape.len() == 3 {
+                    vec![out[1]]
+                } else {
+                    out.to_vec()
+                });
+                let y = self.temp(shape);
+                let k = ops::shortcut_a("shortcut", x.shape[0], x.shape[1], hw, co, out, st, pad);
+                self.emit("shortcut", k, vec![x.buf, y.buf], &layer);
+                Ok(y)
+            }
+        }
+    }
+
+    fn pool(&mut self, input: NodeIndex, spec: &PoolSpec, layer: &str) -> Result<Val, RunError> {
+        let x = self.val(input)?;
+        let two = |v: &[u64]| {
+            if v.len() == 1 {
+                [1, v[0] as usize]
+            } else {
+                [v[0] as usize, v[1] as usize]
+            }
+        };
+        let (k, st) = (two(&spec.kernel), two(&spec.stride));
+        let pad = if spec.padding.len() == 1 {
+            [0, spec.padding[0] as usize]
+        } else {
+            two(&spec.padding)
+        };
+        let (hw, _) = lift(&x.shape, [1, 1]);
+        let out = [
+            (hw[0] + 2 * pad[0] - k[0]) / st[0] + 1,
+            (hw[1] + 2 * pad[1] - k[1]) / st[1] + 1,
+        ];
+        let mut shape = x.shape[..2].to_vec();
+        shape.extend(if x.shape.len() == 3 {
+            vec![out[1]]
+        } else {
+            out.to_vec()
+        });
+        let planes = x.shape[0] * x.shape[1];
+        let y = self.temp(shape);
+        let max = spec.kind == PoolKind::Max;
+        let name = if max { "maxpool" } else { "avgpool" };
+        let kern = ops::pool(name, max, planes, hw, out, k, st, pad);
+        self.emit(name, kern, vec![x.buf, y.buf], layer);
+        Ok(y)
+    }
+
+    /// Per-channel (scale, shift) of a batch norm in evaluation mode.
+    fn bn_fold(
+        &self,
+        operands: &[NodeIndex],
+        eps: f64,
+        affine: bool,
+    ) -> Result<(Vec<f32>, Vec<f32>), RunError> {
+        let at = if affine { 3 } else { 1 };
+        let mean = &self.const_tensor(operands[at])?.data;
+        let var = &self.const_tensor(operands[at + 1])?.data;
+        let c = mean.len();
+        let (gamma, beta) = if affine {
+            (
+                self.const_tensor(operands[1])?.data.clone(),
+                self.const_tensor(operands[2])?.data.clone(),
+            )
+        } else {
+            (vec![1.0; c], vec![0.0; c])
+        };
+        let mut s = Vec::with_capacity(c);
+        let mut t = Vec::with_capacity(c);
+        for i in 0..c {
+            let si = gamma[i] as f64 / (var[i] as f64 + eps).sqrt();
+            s.push(si as f32);
+            t.push((beta[i] as f64 - mean[i] as f64 * si) as f32);
+        }
+        Ok((s, t))
+    }
+
+    /// A conv with its fused batch norm, residual add and ReLU.
+    fn conv(&mut self, chain: &Chain) -> Result<Val, RunError> {
+        let node = self.graph.node(chain.conv);
+        let (Op::Conv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            ..
+        }
+        | Op::FusedConv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            ..
+        }) = &node.op
+        else {
+            unreachable!("chains start at convs")
+        };
+        if *groups != 1 {
+            return Err(unsupported(node, "a grouped conv"));
+        }
+        let operands = self.graph.operands(chain.conv);
+        let x = self.val(operands[0])?;
+        let w = self.const_tensor(operands[1])?.clone();
+        let co = w.shape[0];
+        let mut b = if *bias {
+            self.const_tensor(operands[2])?.data.clone()
+        } else {
+            vec![0.0; co]
+        };
+        let mut scale = vec![1.0; co];
+        if let Some(bn) = chain.bn {
+            let Op::BatchNorm { eps, affine, .. } = self.graph.node(bn).op else {
+                unreachable!("the chain's bn is a batch norm")
+            };
+            let (s, t) = self.bn_fold(&self.graph.operands(bn), eps, affine)?;
+            for i in 0..co {
+                b[i] = b[i] * s[i] + t[i];
+            }
+            scale = s;
+        }
+        let one_d = x.shape.len() == 3;
+        let k = if one_d {
+            [1, w.shape[2]]
+        } else {
+            [w.shape[2], w.shape[3]]
+        };
+        let us = |v: &[u64]| -> [usize; 2] {
+            if one_d {
+                [1, v[0] as usize]
+            } else {
+                [v[0] as usize, v[1] as usize]
+            }
+        };
+        let (st, dil) = (us(stride), us(dilation));
+        let resolve = |i: usize| -> (usize, usize) {
+            let total = dil[i] * (k[i] - 1);
+            match padding {
+                Padding::Explicit(p) if one_d => {
+                    if i == 0 {
+                        (0, 0)
+                    } else {
+                        (p[0].0 as usize, p[0].1 as usize)
+                    }
+                }
+                Padding::Explicit(p) => (p[i].0 as usize, p[i].1 as usize),
+                Padding::Same => (total / 2, total - total / 2),
+                Padding::Causal => (total, 0),
+            }
+        };
+        let (hw, _) = lift(&x.shape, [1, 1]);
+        let spec = ConvSpec {
+            n: x.shape[0],
+            ci: x.shape[1],
+            h: hw[0],
+            w: hw[1],
+            co,
+            k,
+            stride: st,
+            dilation: dil,
+            pad: [resolve(0), resolve(1)],
+            residual: chain.residual.is_some(),
+            relu: chain.relu,
+        };
+        let tile = ConvTile {
+            vector: self.target.vector,
+            tile_co: self.target.tile_co,
+        };
+        let layer = node.name.clone();
+        let input = if spec.needs_pad(tile) {
+            let [hp, wp] = spec.padded(tile);
+            let padded = self.temp(vec![spec.n * spec.ci * hp * wp]);
+            let k = pad_kernel(
+                "pad",
+                spec.n * spec.ci,
+                spec.h,
+                spec.w,
+                hp,
+                wp,
+                spec.pad[0].0,
+                spec.pad[1].0,
+            );
+            self.emit("pad", k, vec![x.buf, padded.buf], &layer);
+            padded.buf
+        } else {
+            x.buf
+        };
+        let (packed, bias_padded) = pack_weights(&w.data, &b, &scale, &spec, tile);
+        let wb = self.constant(packed);
+        let bb = self.constant(bias_padded);
+        let [oh, ow] = spec.out();
+        let shape = if one_d {
+            vec![spec.n, co, ow]
+        } else {
+            vec![spec.n, co, oh, ow]
+        };
+        let y = self.temp(shape);
+        let mut args = vec![input, wb, bb];
+        if let Some(r) = chain.residual {
+            args.push(self.val(r)?.buf);
+        }
+        args.push(y.buf);
+        self.emit("conv", conv_kernel("conv", &spec, tile), args, &layer);
+        Ok(y)
+    }
+}
+
+/// Spatial size and strides of `[B, C, L]` or `[B, C, H, W]` as 2D (height 1 for 1D).
+fn lift(shape: &[usize], stride: [usize; 2]) -> ([usize; 2], [usize; 2]) {
+    if shape.len() == 3 {
+        ([1, shape[2]], [1, stride[1]])
+    } else {
+        ([shape[2], shape[3]], stride)
+    }
+}

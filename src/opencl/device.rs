@@ -1,0 +1,192 @@
+//! Finding an OpenCL device. The platform count is probed with the raw
+//! `clGetPlatformIDs` first: with an ICD loader but no driver, `ocl`'s `Platform`
+//! helpers wait for seconds or panic, while the raw call answers at once. Only after a
+//! positive probe are `ocl`'s types touched.
+
+use crate::runtime::RunError;
+use ocl::enums::{DeviceInfo, DeviceInfoResult};
+use ocl::flags::DeviceType;
+use ocl::{Device, Platform};
+use std::fmt;
+use std::str::FromStr;
+
+/// What `--device` asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceSel {
+    /// The first GPU, or else the first device.
+    #[default]
+    Default,
+    /// A device by its position in `fnetc devices`' list (all platforms, in order).
+    Index(usize),
+    Cpu,
+    Gpu,
+}
+
+impl FromStr for DeviceSel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DeviceSel, String> {
+        match s {
+            "cpu" => Ok(DeviceSel::Cpu),
+            "gpu" => Ok(DeviceSel::Gpu),
+            "default" => Ok(DeviceSel::Default),
+            n => n
+                .parse()
+                .map(DeviceSel::Index)
+                .map_err(|_| format!("expected a device number, `cpu` or `gpu`, got `{s}`")),
+        }
+    }
+}
+
+/// What the code generator and the program cache need to know about a device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfoSummary {
+    pub index: usize,
+    pub name: String,
+    pub platform: String,
+    pub platform_version: String,
+    pub driver_version: String,
+    pub is_gpu: bool,
+    pub is_cpu: bool,
+    pub compute_units: u32,
+    pub max_work_group: usize,
+}
+
+impl fmt::Display for DeviceInfoSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_gpu {
+            "gpu"
+        } else if self.is_cpu {
+            "cpu"
+        } else {
+            "other"
+        };
+        write!(
+            f,
+            "{}: {} ({kind}, {} compute units) on {} [driver {}]",
+            self.index, self.name, self.compute_units, self.platform, self.driver_version
+        )
+    }
+}
+
+fn no_opencl(detail: &str) -> RunError {
+    RunError::new(format!("no OpenCL platform is available ({detail})")).hint(
+        "install an OpenCL driver: `apt-get install pocl-opencl-icd` for the CPU (PoCL), \
+         or your GPU vendor's OpenCL driver; or run with --backend reference",
+    )
+}
+
+/// The number of OpenCL platforms, by the raw loader call (microseconds, never panics).
+pub fn probe_platforms() -> Result<u32, RunError> {
+    let mut n: ocl::core::ffi::cl_uint = 0;
+    // SAFETY: asking for the count only: no output array, a valid pointer for the count.
+    let rc = unsafe { ocl::core::ffi::clGetPlatformIDs(0, std::ptr::null_mut(), &mut n) };
+    if rc == -1001 {
+        return Err(no_opencl(
+            "the ICD loader found no driver: CL_PLATFORM_NOT_FOUND_KHR",
+        ));
+    }
+    if rc != 0 {
+        return Err(no_opencl(&format!("clGetPlatformIDs returned {rc}")));
+    }
+    if n == 0 {
+        return Err(no_opencl("the ICD loader lists no platform"));
+    }
+    Ok(n)
+}
+
+fn ocl_err(what: &str, e: impl fmt::Display) -> RunError {
+    RunError::new(format!("OpenCL: {what}: {e}"))
+}
+
+fn summary(
+    index: usize,
+    platform: &Platform,
+    device: &Device,
+) -> Result<DeviceInfoSummary, RunError> {
+    let get = |k: DeviceInfo| device.info(k).map_err(|e| ocl_err("device query", e));
+    let kind = match get(DeviceInfo::Type)? {
+        DeviceInfoResult::Type(t) => t,
+        _ => DeviceType::empty(),
+    };
+    let compute_units = match get(DeviceInfo::MaxComputeUnits)? {
+        DeviceInfoResult::MaxComputeUnits(n) => n,
+        _ => 1,
+    };
+    let max_work_group = match get(DeviceInfo::MaxWorkGroupSize)? {
+        DeviceInfoResult::MaxWorkGroupSize(n) => n,
+        _ => 1,
+    };
+    Ok(DeviceInfoSummary {
+        index,
+        name: device.name().map_err(|e| ocl_err("device name", e))?,
+        platform: platform.name().map_err(|e| ocl_err("platform name", e))?,
+        platform_version: platform
+            .version()
+            .map_err(|e| ocl_err("platform version", e))?,
+        driver_version: get(DeviceInfo::DriverVersion)?.to_string(),
+        is_gpu: kind.contains(DeviceType::GPU),
+        is_cpu: kind.contains(DeviceType::CPU),
+        compute_units,
+        max_work_group,
+    })
+}
+
+/// Every device of every platform, in a stable order.
+pub fn list_devices() -> Result<Vec<(Platform, Device, DeviceInfoSummary)>, RunError> {
+    probe_platforms()?;
+    let ids = ocl::core::get_platform_ids().map_err(|e| no_opencl(&e.to_string()))?;
+    let mut out = Vec::new();
+    for id in ids {
+        let platform = Platform::new(id);
+        // A platform without devices of any type is not an error, just empty.
+        let devices = Device::list(platform, Some(DeviceType::ALL)).unwrap_or_default();
+        for device in devices {
+            let s = summary(out.len(), &platform, &device)?;
+            out.push((platform, device, s));
+        }
+    }
+    if out.is_empty() {
+        return Err(no_opencl("the platforms have no devices"));
+    }
+    Ok(out)
+}
+
+/// The device `sel` names.
+pub fn select(sel: DeviceSel) -> Result<(Platform, Device, DeviceInfoSummary), RunError> {
+    let all = list_devices()?;
+    let names = || {
+        all.iter()
+            .map(|(_, _, s)| s.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let found = match sel {
+        DeviceSel::Index(i) => all.get(i),
+        DeviceSel::Cpu => all.iter().find(|d| d.2.is_cpu),
+        DeviceSel::Gpu => all.iter().find(|d| d.2.is_gpu),
+        DeviceSel::Default => all.iter().find(|d| d.2.is_gpu).or(all.first()),
+    };
+    found.cloned().ok_or_else(|| {
+        let what = match sel {
+            DeviceSel::Index(i) => format!("no OpenCL device {i}"),
+            DeviceSel::Cpu => "no OpenCL CPU device".to_string(),
+            DeviceSel::Gpu => "no OpenCL GPU device".to_string(),
+            DeviceSel::Default => "no OpenCL device".to_string(),
+        };
+        RunError::new(format!("{what}; the devices are: {}", names()))
+            .hint("pick one with --device N, --device cpu or --device gpu")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_selectors() {
+        assert_eq!("cpu".parse(), Ok(DeviceSel::Cpu));
+        assert_eq!("gpu".parse(), Ok(DeviceSel::Gpu));
+        assert_eq!("2".parse(), Ok(DeviceSel::Index(2)));
+        assert!("fast".parse::<DeviceSel>().is_err());
+    }
+}

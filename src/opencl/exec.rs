@@ -1,0 +1,155 @@
+//! Running a plan on an OpenCL device: one program for all of the plan's kernels,
+//! device buffers for inputs, constants and storage slots, and one kernel object per
+//! launch with its buffers bound, so a run is writes, launches and reads only.
+
+use super::context::ClContext;
+use super::render;
+use crate::kernel_ir::plan::{BufKind, Plan};
+use crate::runtime::RunError;
+use crate::tensor::Tensor;
+use ocl::{Buffer, Kernel, MemFlags, SpatialDims};
+
+pub struct Executable<'c> {
+    ctx: &'c ClContext,
+    pub plan: Plan,
+    pub source: String,
+    buffers: Vec<Buffer<f32>>,
+    launches: Vec<Kernel>,
+}
+
+fn cl_err(what: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::new(format!("OpenCL: {what}: {e}"))
+}
+
+fn dims(grid: &[usize]) -> SpatialDims {
+    match *grid {
+        [a] => SpatialDims::One(a),
+        [a, b] => SpatialDims::Two(a, b),
+        [a, b, c, ..] => SpatialDims::Three(a, b, c),
+        [] => SpatialDims::One(1),
+    }
+}
+
+/// The program source of a plan: every distinct kernel, in launch order.
+pub fn plan_source(plan: &Plan) -> String {
+    render::program(&plan.kernels.iter().collect::<Vec<_>>())
+}
+
+impl<'c> Executable<'c> {
+    /// Builds (or loads from the cache) the program and uploads the constants.
+    pub fn new(ctx: &'c ClContext, plan: Plan) -> Result<Executable<'c>, RunError> {
+        let source = plan_source(&plan);
+        let program = ctx.program(&source)?;
+        let alloc = |len: usize, data: Option<&[f32]>| -> Result<Buffer<f32>, RunError> {
+            let mut b = Buffer::<f32>::builder()
+                .queue(ctx.queue.clone())
+                .len(len.max(1))
+                .flags(MemFlags::new().read_write());
+            if let Some(d) = data.filter(|d| !d.is_empty()) {
+                b = b.copy_host_slice(d);
+            }
+            b.build().map_err(|e| cl_err("allocating a buffer", e))
+        };
+        let slots = plan
+            .slot_len
+            .iter()
+            .map(|&len| alloc(len, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut buffers = Vec::with_capacity(plan.buffers.len());
+        for (i, b) in plan.buffers.iter().enumerate() {
+            buffers.push(match (&b.kind, plan.slot[i]) {
+                (BufKind::Temp, Some(s)) => slots[s].clone(),
+                (BufKind::Const(data), _) => alloc(b.len, Some(data))?,
+                _ => alloc(b.len, None)?,
+            });
+        }
+        let mut launches = Vec::with_capacity(plan.steps.len());
+        for step in &plan.steps {
+            let k = &plan.kernels[step.kernel];
+            let mut builder = Kernel::builder();
+            builder
+                .program(&program)
+                .name(k.name.as_str())
+                .queue(ctx.queue.clone())
+                .global_work_size(dims(&k.grid));
+            if let Some(l) = &k.local {
+                builder.local_work_size(dims(l));
+            }
+            for &a in &step.args {
+                builder.arg(&buffers[a]);
+            }
+            launches.push(
+                builder
+                    .build()
+                    .map_err(|e| cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e))?,
+            );
+        }
+        Ok(Executable {
+            ctx,
+            plan,
+            source,
+            buffers,
+            launches,
+        })
+    }
+
+    /// Runs the plan on `inputs` (shaped as the plan was built for).
+    pub fn run(&self, inputs: &[Tensor<f32>]) -> Result<Vec<Tensor<f32>>, RunError> {
+        self.write_inputs(inputs)?;
+        self.launch()?;
+        self.read_outputs()
+    }
+
+    pub fn write_inputs(&self, inputs: &[Tensor<f32>]) -> Result<(), RunError> {
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(RunError::new(format!(
+                "the plan takes {} input(s), got {}",
+                self.plan.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for ((buf, shape), t) in self.plan.inputs.iter().zip(inputs) {
+            if &t.shape != shape {
+                return Err(RunError::new(format!(
+                    "input of shape {:?} for a plan built for {shape:?}",
+                    t.shape
+                )));
+            }
+            if !t.data.is_empty() {
+                self.buffers[*buf]
+                    .write(&t.data[..])
+                    .enq()
+                    .map_err(|e| cl_err("writing an input", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues every launch and waits for them.
+    pub fn launch(&self) -> Result<(), RunError> {
+        for (k, step) in self.launches.iter().zip(&self.plan.steps) {
+            // SAFETY: every argument is a buffer of the length the kernel indexes, by
+            // construction of the plan.
+            unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
+        }
+        self.ctx
+            .queue
+            .finish()
+            .map_err(|e| cl_err("waiting for the queue", e))
+    }
+
+    pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
+        let mut out = Vec::with_capacity(self.plan.outputs.len());
+        for (buf, shape) in &self.plan.outputs {
+            let mut data = vec![0.0f32; shape.iter().product()];
+            if !data.is_empty() {
+                self.buffers[*buf]
+                    .read(&mut data[..])
+                    .enq()
+                    .map_err(|e| cl_err("reading an output", e))?;
+            }
+            out.push(Tensor::from_vec(shape.clone(), data)?);
+        }
+        Ok(out)
+    }
+}

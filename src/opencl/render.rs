@@ -1,0 +1,274 @@
+//! Renders kernel IR as OpenCL C 1.2. Vector values become `floatN`, vector loads and
+//! stores `vloadN`/`vstoreN`, fused multiply-adds `fma`; nothing is left for the
+//! driver to vectorise. The output is deterministic, so it can be snapshot and hashed
+//! for the program cache.
+
+use crate::kernel_ir::{BinOp, Elem, Expr, Func, Kernel, Stmt, Ty};
+use std::fmt::Write;
+
+pub fn ty(t: Ty) -> String {
+    let base = match t.elem {
+        Elem::F32 => "float",
+        Elem::I32 => "int",
+    };
+    if t.width == 1 {
+        base.to_string()
+    } else {
+        format!("{base}{}", t.width)
+    }
+}
+
+fn float_literal(v: f32) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "INFINITY" } else { "(-INFINITY)" }.to_string();
+    }
+    if v.is_nan() {
+        return "NAN".to_string();
+    }
+    let s = format!("{v:?}");
+    if s.contains('.') || s.contains('e') {
+        format!("{s}f")
+    } else {
+        format!("{s}.0f")
+    }
+}
+
+pub fn expr(e: &Expr) -> String {
+    match e {
+        Expr::Int(v) => {
+            if *v < 0 {
+                format!("({v})")
+            } else {
+                v.to_string()
+            }
+        }
+        Expr::Float(v) => float_literal(*v),
+        Expr::Var(n) => n.clone(),
+        Expr::GlobalId(a) => format!("(int)get_global_id({a})"),
+        Expr::Bin(op, a, b) => {
+            let (a, b) = (expr(a), expr(b));
+            match op {
+                BinOp::Min => format!("min({a}, {b})"),
+                BinOp::Max => format!("max({a}, {b})"),
+                _ => {
+                    let sym = match op {
+                        BinOp::Add => "+",
+                        BinOp::Sub => "-",
+                        BinOp::Mul => "*",
+                        BinOp::Div => "/",
+                        BinOp::Rem => "%",
+                        BinOp::Lt => "<",
+                        BinOp::Le => "<=",
+                        BinOp::Eq => "==",
+                        BinOp::And => "&&",
+                        BinOp::Min | BinOp::Max => unreachable!("handled above"),
+                    };
+                    format!("({a} {sym} {b})")
+                }
+            }
+        }
+        Expr::Call(f, a) => {
+            let name = match f {
+                Func::Exp => "exp",
+                Func::Sqrt => "sqrt",
+                Func::Erf => "erf",
+            };
+            format!("{name}({})", expr(a))
+        }
+        Expr::Load { buf, index, width } => {
+            if *width == 1 {
+                format!("{buf}[{}]", expr(index))
+            } else {
+                format!("vload{width}(0, {buf} + {})", expr(index))
+            }
+        }
+        Expr::Gather {
+            buf,
+            index,
+            stride,
+            width,
+        } => {
+            let i = expr(index);
+            let lanes: Vec<String> = (0..*width as i64)
+                .map(|l| {
+                    if l == 0 {
+                        format!("{buf}[{i}]")
+                    } else {
+                        format!("{buf}[{i} + {}]", l * stride)
+                    }
+                })
+                .collect();
+            format!("(float{width})({})", lanes.join(", "))
+        }
+        Expr::Splat(a, w) => format!("(float{w})({})", expr(a)),
+        Expr::Lane(a, l) => format!("{}.s{l:x}", expr(a)),
+        Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
+        Expr::Select(c, a, b) => format!("({} ? {} : {})", expr(c), expr(a), expr(b)),
+        Expr::ToFloat(a) => format!("(float)({})", expr(a)),
+    }
+}
+
+fn stmts(out: &mut String, body: &[Stmt], depth: usize) {
+    for s in body {
+        stmt(out, s, depth);
+    }
+}
+
+fn stmt(out: &mut String, s: &Stmt, depth: usize) {
+    let pad = "  ".repeat(depth);
+    match s {
+        Stmt::Let { name, ty: t, init } => {
+            let _ = writeln!(out, "{pad}{} {name} = {};", ty(*t), expr(init));
+        }
+        Stmt::Assign { name, value } => {
+            let _ = writeln!(out, "{pad}{name} = {};", expr(value));
+        }
+        Stmt::For {
+            var,
+            start,
+            end,
+            step,
+            unroll,
+            body,
+        } => {
+            if *unroll {
+                let _ = writeln!(out, "{pad}#pragma unroll");
+            }
+            let inc = if *step == 1 {
+                format!("++{var}")
+            } else {
+                format!("{var} += {step}")
+            };
+            let _ = writeln!(
+                out,
+                "{pad}for (int {var} = {}; {var} < {}; {inc}) {{",
+                expr(start),
+                expr(end)
+            );
+            stmts(out, body, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::If {
+            cond,
+            then,
+            otherwise,
+        } => {
+            let _ = writeln!(out, "{pad}if ({}) {{", expr(cond));
+            stmts(out, then, depth + 1);
+            if otherwise.is_empty() {
+                let _ = writeln!(out, "{pad}}}");
+            } else {
+                let _ = writeln!(out, "{pad}}} else {{");
+                stmts(out, otherwise, depth + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
+        }
+        Stmt::Block(body) => {
+            let _ = writeln!(out, "{pad}{{");
+            stmts(out, body, depth + 1);
+            let _ = writeln!(out, "{pad}}}");
+        }
+        Stmt::Guard(c) => {
+            let _ = writeln!(out, "{pad}if (!{}) return;", expr(c));
+        }
+        Stmt::Store {
+            buf,
+            index,
+            value,
+            width,
+        } => {
+            if *width == 1 {
+                let _ = writeln!(out, "{pad}{buf}[{}] = {};", expr(index), expr(value));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{pad}vstore{width}({}, 0, {buf} + {});",
+                    expr(value),
+                    expr(index)
+                );
+            }
+        }
+    }
+}
+
+/// One `__kernel` function.
+pub fn kernel(k: &Kernel) -> String {
+    let params: Vec<String> = k
+        .params
+        .iter()
+        .map(|p| {
+            if p.read_only {
+                format!("__global const float* restrict {}", p.name)
+            } else {
+                format!("__global float* restrict {}", p.name)
+            }
+        })
+        .collect();
+    let mut out = format!(
+        "// grid {:?}{}\n__kernel void {}({}) {{\n",
+        k.grid,
+        k.local
+            .as_ref()
+            .map(|l| format!(" local {l:?}"))
+            .unwrap_or_default(),
+        k.name,
+        params.join(", ")
+    );
+    stmts(&mut out, &k.body, 1);
+    out.push_str("}\n");
+    out
+}
+
+/// A whole program: every kernel, in order.
+pub fn program(kernels: &[&Kernel]) -> String {
+    let mut out = String::from("// generated by fnet: OpenCL C 1.2\n");
+    for k in kernels {
+        out.push('\n');
+        out.push_str(&kernel(k));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel_ir::build::*;
+    use crate::kernel_ir::Param;
+
+    #[test]
+    fn renders_vector_code() {
+        let k = Kernel {
+            name: "axpy".into(),
+            params: vec![
+                Param {
+                    name: "x".into(),
+                    read_only: true,
+                },
+                Param {
+                    name: "y".into(),
+                    read_only: false,
+                },
+            ],
+            body: vec![
+                let_("i", Ty::I32, gid(0) * 8usize),
+                let_(
+                    "v",
+                    Ty::f32x(8),
+                    fma(
+                        load("x", var("i"), 8),
+                        splat(float(2.0), 8),
+                        load("y", var("i"), 8),
+                    ),
+                ),
+                store("y", var("i"), var("v"), 8),
+            ],
+            grid: vec![4],
+            local: None,
+            flops: 64,
+        };
+        let s = kernel(&k);
+        assert!(s.contains("float8 v = fma(vload8(0, x + i), (float8)(2.0f), vload8(0, y + i));"));
+        assert!(s.contains("vstore8(v, 0, y + i);"));
+        assert!(s.contains("int i = ((int)get_global_id(0) * 8);"));
+    }
+}

@@ -1,0 +1,445 @@
+//! The OpenCL backend against the reference interpreter: every lowered op on small,
+//! odd shapes (sizes that are not multiples of the vector width, strides, padding,
+//! dilation, 1D and 2D), whole examples, snapshots of the generated OpenCL C, the
+//! program cache, build logs and the missing-driver error.
+//!
+//! These tests need an OpenCL platform; `scripts/setup.sh` installs PoCL. They run on
+//! the default device (`FNET_TEST_DEVICE` overrides: a number, `cpu` or `gpu`).
+
+use fnet::driver::{compile_file, compile_str};
+use fnet::eval::{Module, Options};
+use fnet::kernel_ir::plan::{build_plan, Target};
+use fnet::opencl::{plan_source, run_graph, ClContext, DeviceSel};
+use fnet::runtime::{initialise, run, ParamStore, RunOptions};
+use fnet::tensor::Tensor;
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn ctx() -> &'static ClContext {
+    static CTX: OnceLock<ClContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let sel = std::env::var("FNET_TEST_DEVICE")
+            .ok()
+            .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
+            .unwrap_or_default();
+        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn program(src: &str) -> Module {
+    compile_str("t.fnet", src, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()))
+}
+
+fn example(name: &str) -> Module {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    compile_file(&path, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()))
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
+    Tensor::from_vec(shape.to_vec(), noise(shape.iter().product(), seed)).expect("shape")
+}
+
+/// Initial weights with every vector (biases, batch-norm affine and running
+/// statistics) moved off its identity value, so folding mistakes show.
+fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
+    let mut store = initialise::<f32>(&m.graph, seed).expect("init");
+    for (i, (name, t)) in store.iter_mut().enumerate() {
+        if t.ndim() != 1 {
+            continue;
+        }
+        let r = noise(t.numel(), seed + i as u64);
+        for (v, r) in t.data.iter_mut().zip(r) {
+            *v = if name.ends_with("running_var") {
+                0.75 + 0.5 * r
+            } else {
+                *v + 0.5 * r
+            };
+        }
+    }
+    store
+}
+
+/// Runs `m` on both backends and compares, the tolerance scaled to the magnitude.
+fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
+    let want = run(
+        &m.graph,
+        store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
+    .outputs;
+    let got =
+        run_graph(ctx(), &m.graph, store, &[x]).unwrap_or_else(|e| panic!("{what}: opencl: {e}"));
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.shape, w.shape, "{what}");
+        let d = g.max_abs_diff(w).expect("same shape");
+        let scale = w.max_abs().max(1.0);
+        assert!(
+            d <= 2e-5 * scale,
+            "{what}: max |opencl - reference| = {d} (scale {scale})"
+        );
+    }
+}
+
+fn check_op(body: &str, shape: &[usize]) {
+    let dims = match shape.len() {
+        3 => "[B, C, L]"
+            .replace('C', &shape[1].to_string())
+            .replace('L', &shape[2].to_string()),
+        _ => format!("[B, {}, {}, {}]", shape[1], shape[2], shape[3]),
+    };
+    let src = format!("model t {{\n  input x: f32{dims}\n  {body}\n}}");
+    let m = program(&src);
+    let store = weights(&m, 7);
+    agree(&src, &m, &store, input(shape, 3));
+}
+
+#[test]
+fn conv2d_variants_match_the_reference() {
+    for (body, shape) in [
+        ("return x |> conv2d(5, 3, padding: 1)", &[2, 3, 9, 7][..]),
+        ("return x |> conv2d(4, 3, padding: 1)", &[1, 4, 8, 16]),
+        (
+            "return x |> conv2d(6, [3, 5], stride: 2, padding: [1, 2])",
+            &[2, 3, 9, 7],
+        ),
+        (
+            "return x |> conv2d(4, 3, dilation: 2, padding: 2, bias: false)",
+            &[1, 2, 11, 13],
+        ),
+        ("return x |> conv2d(9, 1)", &[2, 5, 6, 6]),
+        ("return x |> conv2d(3, 5)", &[2, 2, 12, 12]),
+        (
+            "return x |> conv2d(8, 3, stride: 2, padding: same)",
+            &[2, 3, 15, 15],
+        ),
+    ] {
+        check_op(body, shape);
+    }
+}
+
+#[test]
+fn fused_conv_epilogues_match_the_reference() {
+    for (body, shape) in [
+        (
+            "return x |> conv2d(16, 3, padding: 1) |> batchnorm |> relu",
+            &[2, 8, 16, 16][..],
+        ),
+        (
+            "return x |> conv2d(6, 3, padding: 1, bias: true) |> batchnorm",
+            &[2, 3, 10, 9],
+        ),
+        (
+            "h = x |> conv2d(8, 3, padding: 1, bias: false) |> batchnorm\n  return relu(h + x)",
+            &[2, 8, 10, 10],
+        ),
+        (
+            "h = x |> conv2d(5, 3, padding: 1) |> relu\n  return h + x",
+            &[2, 5, 7, 7],
+        ),
+        (
+            "p = x |> conv2d(4, 3, padding: 1)\n  q = x |> conv2d(4, 1)\n  return relu(p + q)",
+            &[1, 3, 6, 11],
+        ),
+    ] {
+        check_op(body, shape);
+    }
+}
+
+#[test]
+fn conv1d_variants_match_the_reference() {
+    for (body, shape) in [
+        (
+            "return x |> conv1d(8, 3, stride: 2, padding: 1) |> relu",
+            &[2, 3, 37][..],
+        ),
+        (
+            "return x |> conv1d(5, 5, padding: causal, dilation: 2)",
+            &[2, 3, 50],
+        ),
+        (
+            "return x |> conv1d(4, 9, padding: causal) |> last",
+            &[3, 2, 21],
+        ),
+        (
+            "return x |> conv1d(6, 3, padding: same) |> batchnorm |> relu",
+            &[2, 4, 16],
+        ),
+    ] {
+        check_op(body, shape);
+    }
+}
+
+#[test]
+fn pools_and_layout_ops_match_the_reference() {
+    for (body, shape) in [
+        ("return x |> maxpool(2)", &[2, 3, 9, 8][..]),
+        (
+            "return x |> avgpool(3, stride: 2, padding: 1)",
+            &[2, 3, 9, 9],
+        ),
+        ("return x |> maxpool(3, stride: 2, padding: 1)", &[2, 3, 20]),
+        ("return x |> global_avg_pool |> linear(5)", &[3, 6, 5, 5]),
+        ("return x |> global_avg_pool", &[2, 3, 4, 4]),
+        (
+            "return x |> flatten |> linear(7, bias: false)",
+            &[2, 3, 4, 5],
+        ),
+        ("return x |> batchnorm", &[2, 3, 5, 5]),
+        (
+            "return x |> batchnorm(running_stats: false) |> relu",
+            &[3, 5, 7, 9],
+        ),
+        (
+            "return x |> batchnorm(running_stats: false, affine: false)",
+            &[2, 3, 11],
+        ),
+        ("return x |> batchnorm(affine: false) |> relu", &[2, 3, 6]),
+        ("return x |> gelu", &[2, 3, 5, 5]),
+        ("return x |> dropout(0.3) |> relu", &[2, 3, 4, 4]),
+        ("h = x |> relu\n  return h |> mul(x)", &[2, 3, 4, 4]),
+        ("h = x |> relu\n  return h + x", &[2, 3, 3, 3]),
+        ("return x |> shortcut(8, stride: 2)", &[2, 4, 9, 9]),
+        ("return x |> shortcut(6, stride: 2)", &[2, 2, 15]),
+        ("return concat(x |> conv2d(3, 1), x)", &[2, 2, 5, 5]),
+        ("return x |> last", &[2, 3, 10]),
+    ] {
+        check_op(body, shape);
+    }
+}
+
+#[test]
+fn examples_match_the_reference() {
+    for (file, shape) in [
+        ("lenet_mnist.fnet", vec![3, 1, 28, 28]),
+        ("resnet20_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("resnet20_lc_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("resnet32_s16u1d_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("resnet20_slots_cifar10.fnet", vec![2, 3, 32, 32]),
+    ] {
+        let m = example(file);
+        let store = weights(&m, 3);
+        agree(file, &m, &store, input(&shape, 1));
+    }
+}
+
+/// FlexConv models: the kernel nets, masks and crops are evaluated once on the host
+/// when the plan is made; the convs (up to 33×33 and 784 taps) run on the device.
+#[test]
+fn flexconv_examples_match_the_reference() {
+    for (file, shape) in [
+        ("flextcn6_smnist.fnet", vec![1, 1, 784]),
+        ("flexnet7_cifar10.fnet", vec![1, 3, 32, 32]),
+    ] {
+        let m = example(file);
+        let store = weights(&m, 3);
+        agree(file, &m, &store, input(&shape, 1));
+    }
+}
+
+/// The generated OpenCL C for each example that lowers fully, at batch 1 for the CPU
+/// target (no device needed).
+#[test]
+fn generated_opencl_source_snapshots() {
+    for (file, shape, name) in [
+        ("lenet_mnist.fnet", vec![1, 1, 28, 28], "lenet_mnist"),
+        (
+            "resnet20_cifar10.fnet",
+            vec![1, 3, 32, 32],
+            "resnet20_cifar10",
+        ),
+    ] {
+        let m = example(file);
+        let store = initialise::<f32>(&m.graph, 0).expect("init");
+        let plan = build_plan(&m.graph, &store, &[shape], Target::cpu()).expect("plan");
+        insta::assert_snapshot!(name, plan_source(&plan));
+    }
+}
+
+#[test]
+fn resnet20_fuses_every_batch_norm_add_and_relu_into_convs() {
+    let m = example("resnet20_cifar10.fnet");
+    let store = initialise::<f32>(&m.graph, 0).expect("init");
+    let plan = build_plan(&m.graph, &store, &[vec![1, 3, 32, 32]], Target::cpu()).expect("plan");
+    let kinds: Vec<&str> = plan
+        .steps
+        .iter()
+        .map(|s| plan.kernels[s.kernel].name.split('_').next().unwrap_or(""))
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|&&n| n == k).count();
+    assert_eq!(count("conv"), 19);
+    assert_eq!(
+        count("batchnorm") + count("relu") + count("add"),
+        0,
+        "{kinds:?}"
+    );
+    assert_eq!(count("shortcut"), 2);
+}
+
+#[test]
+fn program_cache_reloads_binaries_from_disk() {
+    let dir = std::env::temp_dir().join(format!("fnet-ocl-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = "__kernel void twice(__global float* x) { int i = get_global_id(0); x[i] = 2.0f * x[i] + 0.0f * 11.0f; }\n";
+    let a = ClContext::new(DeviceSel::Default, Some(dir.clone())).expect("context");
+    a.program(src).expect("build");
+    a.program(src).expect("memory hit");
+    assert_eq!(
+        (a.stats().builds, a.stats().memory_hits, a.stats().disk_hits),
+        (1, 1, 0)
+    );
+    let b = ClContext::new(DeviceSel::Default, Some(dir.clone())).expect("context");
+    b.program(src).expect("load");
+    assert_eq!((b.stats().builds, b.stats().disk_hits), (0, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_build_shows_the_build_log() {
+    let err = ctx()
+        .program("__kernel void f(__global float* x) { x[0] = undeclared_thing; }\n")
+        .expect_err("must not build");
+    assert!(err.message.contains("build failed"), "{err}");
+    assert!(err.message.contains("undeclared_thing"), "{err}");
+}
+
+#[test]
+fn unsupported_ops_name_themselves() {
+    let m = program("model t {\n  input x: f32[B, 4, 6, 6]\n  return x |> conv2d(4, 3, padding: 1, groups: 2)\n}");
+    let store = initialise::<f32>(&m.graph, 0).expect("init");
+    let err = build_plan(&m.graph, &store, &[vec![1, 4, 6, 6]], Target::cpu()).expect_err("groups");
+    assert!(
+        err.message
+            .contains("grouped conv is not supported on the OpenCL backend yet"),
+        "{err}"
+    );
+    assert!(err
+        .hint
+        .as_deref()
+        .unwrap_or("")
+        .contains("--backend reference"));
+}
+
+fn fnetc() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+}
+
+#[test]
+fn no_platform_fails_fast_naming_the_package() {
+    let dir = std::env::temp_dir().join(format!("fnet-ocl-noplat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let w = dir.join("w.safetensors");
+    let x = dir.join("x.npy");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("examples/lenet_mnist.fnet");
+    assert!(fnetc()
+        .args(["init"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&w)
+        .status()
+        .expect("fnetc")
+        .success());
+    fnet::io::npy::write_npy(&x, &input(&[1, 1, 28, 28], 0)).expect("npy");
+    let start = std::time::Instant::now();
+    let out = fnetc()
+        .arg("run")
+        .arg(&model)
+        .arg("-w")
+        .arg(&w)
+        .arg("-i")
+        .arg(&x)
+        .args(["--backend", "opencl"])
+        .env("OCL_ICD_VENDORS", dir.join("no-vendors"))
+        .env("OPENCL_VENDOR_PATH", dir.join("no-vendors"))
+        .output()
+        .expect("fnetc");
+    let secs = start.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no OpenCL platform"), "{err}");
+    assert!(err.contains("pocl-opencl-icd"), "{err}");
+    assert!(secs < 5.0, "took {secs} s");
+    // The reference backend does not touch OpenCL at all.
+    let ok = fnetc()
+        .arg("run")
+        .arg(&model)
+        .arg("-w")
+        .arg(&w)
+        .arg("-i")
+        .arg(&x)
+        .env("OCL_ICD_VENDORS", dir.join("no-vendors"))
+        .output()
+        .expect("fnetc");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The optimised graph (every pass, weights bound: folded kernels, `fused_conv`s,
+/// `bn_fold`/`lc_fold` constants) runs on OpenCL to the unoptimised reference outputs.
+#[test]
+fn optimised_examples_match_the_unoptimised_reference() {
+    use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
+    for (file, shape) in [
+        ("lenet_mnist.fnet", vec![2, 1, 28, 28]),
+        ("resnet20_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("resnet20_lc_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("resnet32_s16u1d_cifar10.fnet", vec![2, 3, 32, 32]),
+        ("flexnet7_cifar10.fnet", vec![1, 3, 32, 32]),
+    ] {
+        let m = example(file);
+        let store = weights(&m, 5);
+        let mut graph = m.graph.clone();
+        let mut pc = PassContext::new(CompileMode::Inference);
+        pc.weights = Some(store.clone());
+        pc.batch = shape[0] as u64;
+        default_pipeline(CompileMode::Inference)
+            .run(&mut graph, &mut pc, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            graph.g.node_weights().any(|n| n.op.name() == "fused_conv"),
+            "{file}: the pipeline fused convs"
+        );
+        let x = input(&shape, 2);
+        let want = run(
+            &m.graph,
+            &store,
+            std::slice::from_ref(&x),
+            &RunOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{file}: reference: {e}"))
+        .outputs;
+        let got = run_graph(ctx(), &graph, &store, &[x])
+            .unwrap_or_else(|e| panic!("{file}: opencl: {e}"));
+        let d = got[0].max_abs_diff(&want[0]).expect("same shape");
+        let scale = want[0].max_abs().max(1.0);
+        assert!(d <= 1e-4 * scale, "{file}: max diff {d} (scale {scale})");
+    }
+}
