@@ -11,11 +11,10 @@
 //!   input's buffer.
 //! - Temporary buffers share storage slots when their lifetimes do not overlap.
 
-use super::conv::{conv_kernel, pack_weights, pad_kernel, ConvSpec, ConvTile};
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
-use crate::ir::op::{Op, Padding, PoolKind, PoolSpec};
+use crate::ir::op::Op;
 use crate::runtime::bind::{bind_shape, conforms, eval_dim, DimEnv};
 use crate::runtime::{run, ParamStore, RunError, RunOptions};
 use crate::tensor::Tensor;
@@ -23,8 +22,11 @@ use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub mod fusion;
+mod lower_conv;
 
-use fusion::{conv_chains, Chain};
+use lower_conv::lift;
+
+use fusion::conv_chains;
 
 /// Device-dependent code generation choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -539,208 +541,5 @@ impl Builder<'_> {
                 Ok(y)
             }
         }
-    }
-
-    fn pool(&mut self, input: NodeIndex, spec: &PoolSpec, layer: &str) -> Result<Val, RunError> {
-        let x = self.val(input)?;
-        let two = |v: &[u64]| {
-            if v.len() == 1 {
-                [1, v[0] as usize]
-            } else {
-                [v[0] as usize, v[1] as usize]
-            }
-        };
-        let (k, st) = (two(&spec.kernel), two(&spec.stride));
-        let pad = if spec.padding.len() == 1 {
-            [0, spec.padding[0] as usize]
-        } else {
-            two(&spec.padding)
-        };
-        let (hw, _) = lift(&x.shape, [1, 1]);
-        let out = [
-            (hw[0] + 2 * pad[0] - k[0]) / st[0] + 1,
-            (hw[1] + 2 * pad[1] - k[1]) / st[1] + 1,
-        ];
-        let mut shape = x.shape[..2].to_vec();
-        shape.extend(if x.shape.len() == 3 {
-            vec![out[1]]
-        } else {
-            out.to_vec()
-        });
-        let planes = x.shape[0] * x.shape[1];
-        let y = self.temp(shape);
-        let max = spec.kind == PoolKind::Max;
-        let name = if max { "maxpool" } else { "avgpool" };
-        let kern = ops::pool(name, max, planes, hw, out, k, st, pad);
-        self.emit(name, kern, vec![x.buf, y.buf], layer);
-        Ok(y)
-    }
-
-    /// Per-channel (scale, shift) of a batch norm in evaluation mode.
-    fn bn_fold(
-        &self,
-        operands: &[NodeIndex],
-        eps: f64,
-        affine: bool,
-    ) -> Result<(Vec<f32>, Vec<f32>), RunError> {
-        let at = if affine { 3 } else { 1 };
-        let mean = &self.const_tensor(operands[at])?.data;
-        let var = &self.const_tensor(operands[at + 1])?.data;
-        let c = mean.len();
-        let (gamma, beta) = if affine {
-            (
-                self.const_tensor(operands[1])?.data.clone(),
-                self.const_tensor(operands[2])?.data.clone(),
-            )
-        } else {
-            (vec![1.0; c], vec![0.0; c])
-        };
-        let mut s = Vec::with_capacity(c);
-        let mut t = Vec::with_capacity(c);
-        for i in 0..c {
-            let si = gamma[i] as f64 / (var[i] as f64 + eps).sqrt();
-            s.push(si as f32);
-            t.push((beta[i] as f64 - mean[i] as f64 * si) as f32);
-        }
-        Ok((s, t))
-    }
-
-    /// A conv with its fused batch norm, residual add and ReLU.
-    fn conv(&mut self, chain: &Chain) -> Result<Val, RunError> {
-        let node = self.graph.node(chain.conv);
-        let (Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        }
-        | Op::FusedConv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        }) = &node.op
-        else {
-            unreachable!("chains start at convs")
-        };
-        if *groups != 1 {
-            return Err(unsupported(node, "a grouped conv"));
-        }
-        let operands = self.graph.operands(chain.conv);
-        let x = self.val(operands[0])?;
-        let w = self.const_tensor(operands[1])?.clone();
-        let co = w.shape[0];
-        let mut b = if *bias {
-            self.const_tensor(operands[2])?.data.clone()
-        } else {
-            vec![0.0; co]
-        };
-        let mut scale = vec![1.0; co];
-        if let Some(bn) = chain.bn {
-            let Op::BatchNorm { eps, affine, .. } = self.graph.node(bn).op else {
-                unreachable!("the chain's bn is a batch norm")
-            };
-            let (s, t) = self.bn_fold(&self.graph.operands(bn), eps, affine)?;
-            for i in 0..co {
-                b[i] = b[i] * s[i] + t[i];
-            }
-            scale = s;
-        }
-        let one_d = x.shape.len() == 3;
-        let k = if one_d {
-            [1, w.shape[2]]
-        } else {
-            [w.shape[2], w.shape[3]]
-        };
-        let us = |v: &[u64]| -> [usize; 2] {
-            if one_d {
-                [1, v[0] as usize]
-            } else {
-                [v[0] as usize, v[1] as usize]
-            }
-        };
-        let (st, dil) = (us(stride), us(dilation));
-        let resolve = |i: usize| -> (usize, usize) {
-            let total = dil[i] * (k[i] - 1);
-            match padding {
-                Padding::Explicit(p) if one_d => {
-                    if i == 0 {
-                        (0, 0)
-                    } else {
-                        (p[0].0 as usize, p[0].1 as usize)
-                    }
-                }
-                Padding::Explicit(p) => (p[i].0 as usize, p[i].1 as usize),
-                Padding::Same => (total / 2, total - total / 2),
-                Padding::Causal => (total, 0),
-            }
-        };
-        let (hw, _) = lift(&x.shape, [1, 1]);
-        let spec = ConvSpec {
-            n: x.shape[0],
-            ci: x.shape[1],
-            h: hw[0],
-            w: hw[1],
-            co,
-            k,
-            stride: st,
-            dilation: dil,
-            pad: [resolve(0), resolve(1)],
-            residual: chain.residual.is_some(),
-            relu: chain.relu,
-        };
-        let tile = ConvTile {
-            vector: self.target.vector,
-            tile_co: self.target.tile_co,
-        };
-        let layer = node.name.clone();
-        let input = if spec.needs_pad(tile) {
-            let [hp, wp] = spec.padded(tile);
-            let padded = self.temp(vec![spec.n * spec.ci * hp * wp]);
-            let k = pad_kernel(
-                "pad",
-                spec.n * spec.ci,
-                spec.h,
-                spec.w,
-                hp,
-                wp,
-                spec.pad[0].0,
-                spec.pad[1].0,
-            );
-            self.emit("pad", k, vec![x.buf, padded.buf], &layer);
-            padded.buf
-        } else {
-            x.buf
-        };
-        let (packed, bias_padded) = pack_weights(&w.data, &b, &scale, &spec, tile);
-        let wb = self.constant(packed);
-        let bb = self.constant(bias_padded);
-        let [oh, ow] = spec.out();
-        let shape = if one_d {
-            vec![spec.n, co, ow]
-        } else {
-            vec![spec.n, co, oh, ow]
-        };
-        let y = self.temp(shape);
-        let mut args = vec![input, wb, bb];
-        if let Some(r) = chain.residual {
-            args.push(self.val(r)?.buf);
-        }
-        args.push(y.buf);
-        self.emit("conv", conv_kernel("conv", &spec, tile), args, &layer);
-        Ok(y)
-    }
-}
-
-/// Spatial size and strides of `[B, C, L]` or `[B, C, H, W]` as 2D (height 1 for 1D).
-fn lift(shape: &[usize], stride: [usize; 2]) -> ([usize; 2], [usize; 2]) {
-    if shape.len() == 3 {
-        ([1, shape[2]], [1, stride[1]])
-    } else {
-        ([shape[2], shape[3]], stride)
     }
 }
