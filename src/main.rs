@@ -103,7 +103,8 @@ enum Command {
     /// Compile a model: run the optimising passes and print the IR.
     Compile {
         /// The .fnet model file.
-        file: PathBuf,
+        #[arg(required_unless_present = "list_passes")]
+        file: Option<PathBuf>,
         /// What to print at the end.
         #[arg(long, value_enum, default_value_t = Emit::Ir)]
         emit: Emit,
@@ -306,6 +307,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 }
                 return Ok(());
             }
+            let Some(file) = file else {
+                return Err(fnet::runtime::RunError::new("no model file given")
+                    .hint("fnetc compile MODEL.fnet")
+                    .into());
+            };
             let options = Options {
                 slot_config: config,
                 overrides: set,

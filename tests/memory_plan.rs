@@ -146,3 +146,31 @@ fn the_plan_is_reported_on_the_printed_ir() {
     );
     assert_eq!(s, plan(&graph, 64).summary);
 }
+
+/// After the whole pipeline, values computed from weights alone (folded BatchNorm,
+/// synthesised FlexConv kernels) are kept with the weights, not in the arena.
+#[test]
+fn weight_derived_values_stay_out_of_the_arena() {
+    use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
+    for name in ["resnet20_cifar10", "flexnet7_cifar10"] {
+        let mut graph = example(name);
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        default_pipeline(CompileMode::Inference)
+            .run(&mut graph, &mut ctx, &mut |_| {})
+            .expect("pipeline");
+        let p = plan(&graph, 64);
+        check(&graph, &p, 64, name);
+        for (&n, _) in &p.lifetime {
+            let op = graph.node(n).op.name();
+            assert!(
+                !matches!(
+                    op,
+                    "bn_fold" | "lc_fold" | "flex_kernel" | "const" | "param"
+                ),
+                "{name}: `{}` ({op}) planned as an activation",
+                graph.node(n).name
+            );
+        }
+        assert!(p.summary.buffers <= 4, "{name}: {:?}", p.buffer_bytes);
+    }
+}

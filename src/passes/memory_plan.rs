@@ -72,9 +72,27 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
     let end = order.len();
     let mut lifetime = BTreeMap::new();
     let mut weight_bytes = 0;
+    // Values computed from weights alone (folded BatchNorm, LC kernels, synthesised
+    // FlexConv kernels) are the same for every input: a runtime computes them once
+    // and keeps them with the weights, not in the activation arena.
+    let mut storage = std::collections::BTreeSet::new();
     for &n in &order {
-        if is_storage(&graph.node(n).op) {
-            weight_bytes += bytes(graph, n, batch);
+        let operands = graph.operands(n);
+        let derived = !operands.is_empty() && operands.iter().all(|o| storage.contains(o));
+        if is_storage(&graph.node(n).op) || derived {
+            storage.insert(n);
+        }
+    }
+    for &n in &order {
+        if storage.contains(&n) {
+            // Intermediates of a weight-only computation are transient; what
+            // activations read is kept.
+            let kept = is_storage(&graph.node(n).op)
+                || graph.outputs.contains(&n)
+                || graph.users(n).iter().any(|u| !storage.contains(u));
+            if kept {
+                weight_bytes += bytes(graph, n, batch);
+            }
             continue;
         }
         let last = graph
