@@ -296,3 +296,37 @@ fn a_compiled_artifact_runs_like_its_model() {
         text(&o)
     );
 }
+
+/// An artifact compiled without weights holds the LC bases as seeded constants; the
+/// weights file `fnetc init` wrote still carries them, which is fine while they agree.
+#[test]
+fn unbound_artifacts_accept_init_weights_and_refuse_other_frozen_values() {
+    let lc = "examples/resnet20_lc_cifar10.fnet";
+    let (fnc, same, other) = (
+        tmp("lc.fnc"),
+        tmp("lc_same.safetensors"),
+        tmp("lc_other.safetensors"),
+    );
+    let s = |p: &Path| p.to_str().expect("utf8").to_string();
+    // The model's own seed (what the artifact used), and another one.
+    let o = fnetc(&["init", lc, "-o", &s(&same)]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = fnetc(&["init", lc, "-o", &s(&other), "--seed", "2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = fnetc(&["compile", lc, "-o", &s(&fnc)]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let x = tmp("lc_x.npy");
+    let data: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| (i % 17) as f32 / 17.0)
+        .collect();
+    write_npy(&x, &Tensor::from_vec(vec![2, 3, 32, 32], data).expect("x")).expect("npy");
+    let o = fnetc(&["run", &s(&fnc), "-w", &s(&same), "-i", &s(&x)]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = fnetc(&["run", &s(&fnc), "-w", &s(&other), "-i", &s(&x)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("differs from the frozen value"),
+        "{:?}",
+        text(&o)
+    );
+}

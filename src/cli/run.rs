@@ -8,6 +8,7 @@ use crate::eval::Options;
 use crate::io::artifact::read_artifact;
 use crate::io::npy::write_npy;
 use crate::io::weights::read_weights;
+use crate::ir::op::Op;
 use crate::ir::Graph;
 use crate::passes::CompileMode;
 use crate::runtime::{check_store, run, ParamStore, RunError, RunOptions};
@@ -101,7 +102,9 @@ fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
             "passes may have folded the bound weights into constants; compile again with --weights",
         )
         .into()),
-        (None, Some(w)) => read_weights::<f32>(w)?.tensors,
+        (None, Some(w)) => {
+            without_compiled_constants(&artifact.graph, read_weights(w)?.tensors, w)?
+        }
         (None, None) => {
             return Err(
                 RunError::new(format!("`{model}` was compiled without weights"))
@@ -113,6 +116,35 @@ fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
     let file = args.weights.as_ref().unwrap_or(&args.model);
     check_store(&artifact.graph, &store, &file.display().to_string())?;
     Ok((artifact.graph, store))
+}
+
+/// Frozen tensors an artifact compiled without weights holds as seeded constants
+/// (`materialize-frozen`): a weights file from `fnetc init` still carries them. They
+/// are dropped when they equal the constant, and refused when they differ, since the
+/// artifact would silently ignore them.
+fn without_compiled_constants(
+    graph: &Graph,
+    mut store: ParamStore<f32>,
+    file: &Path,
+) -> Result<ParamStore<f32>, CliError> {
+    for node in graph.g.node_weights() {
+        let Op::Const { value, .. } = &node.op else {
+            continue;
+        };
+        let Some(given) = store.remove(&node.name) else {
+            continue;
+        };
+        if given.shape != value.shape || given.data != value.data {
+            return Err(RunError::new(format!(
+                "`{}` in `{}` differs from the frozen value compiled into the artifact",
+                node.name,
+                file.display()
+            ))
+            .hint("compile the artifact with these weights: fnetc compile MODEL -w W -o model.fnc")
+            .into());
+        }
+    }
+    Ok(store)
 }
 
 /// Compiles the `.fnet` model for inference with its weights bound, as `fnetc compile
