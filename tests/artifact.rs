@@ -1,6 +1,9 @@
 //! Compiled artifacts: the graph survives a write/read unchanged, an artifact runs to
 //! the same outputs as the unoptimised model, and damaged files are clear errors.
 
+mod common;
+
+use common::{example_path, random, EXAMPLES};
 use fnet::cli::compile::{compile, write_compiled, CompileArgs, Compiled};
 use fnet::driver::compile_file;
 use fnet::eval::Options;
@@ -13,22 +16,6 @@ use fnet::runtime::{initialise, run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-
-const EXAMPLES: &[&str] = &[
-    "lenet_mnist",
-    "resnet20_cifar10",
-    "resnet20_lc_cifar10",
-    "resnet20_slots_cifar10",
-    "resnet32_s16u1d_cifar10",
-    "flexnet7_cifar10",
-    "flextcn6_smnist",
-];
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.fnet"))
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact");
@@ -53,24 +40,10 @@ fn compiled(args: &CompileArgs) -> Compiled {
     compile(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Deterministic values in [-1, 1).
-fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
-    let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(shape.to_vec(), data).expect("shape")
-}
-
 #[test]
 fn every_example_round_trips_through_its_record() {
     for name in EXAMPLES {
-        let out = compiled(&args(example(name), None));
+        let out = compiled(&args(example_path(name), None));
         let record = GraphRecord::from_graph(&out.graph);
         let json = serde_json::to_string(&record).expect("serialises");
         let back: GraphRecord = serde_json::from_str(&json).expect("parses");
@@ -81,7 +54,7 @@ fn every_example_round_trips_through_its_record() {
 }
 
 fn artifact_matches_unoptimised(name: &str, sample: &[usize]) {
-    let (_, module) = compile_file(&example(name), &Options::default()).expect("compiles");
+    let (_, module) = compile_file(&example_path(name), &Options::default()).expect("compiles");
     let mut store: ParamStore<f32> = initialise(&module.graph, 7).expect("init");
     // Running statistics away from their initial 0/1, so folding them is not trivial.
     for (k, t) in store.iter_mut() {
@@ -97,13 +70,13 @@ fn artifact_matches_unoptimised(name: &str, sample: &[usize]) {
     }
     let weights = tmp(&format!("{name}.safetensors"));
     write_weights(&weights, &store).expect("writes weights");
-    let a = args(example(name), Some(weights));
+    let a = args(example_path(name), Some(weights));
     let path = tmp(&format!("{name}.fnc"));
     let header = write_compiled(&compiled(&a), &a, &path).expect("writes artifact");
     assert!(header.layout.iter().all(|e| e.bound), "{name}: all bound");
     let artifact = read_artifact(&path).expect("reads artifact");
     let bound = artifact.weights.expect("weights travel with the artifact");
-    let x = input(sample, 3);
+    let x: Tensor<f32> = random(sample, 3);
     let want = run(
         &module.graph,
         &store,
@@ -129,7 +102,7 @@ fn an_artifact_runs_like_the_unoptimised_model() {
 
 #[test]
 fn compiling_without_weights_binds_none() {
-    let a = args(example("lenet_mnist"), None);
+    let a = args(example_path("lenet_mnist"), None);
     let path = tmp("unbound.fnc");
     let header = write_compiled(&compiled(&a), &a, &path).expect("writes");
     assert!(header.layout.iter().all(|e| !e.bound));
@@ -147,7 +120,7 @@ fn compiling_without_weights_binds_none() {
 #[test]
 fn refuses_to_overwrite_its_inputs() {
     let model = tmp("copy.fnet");
-    std::fs::copy(example("lenet_mnist"), &model).expect("copy");
+    std::fs::copy(example_path("lenet_mnist"), &model).expect("copy");
     let before = std::fs::read(&model).expect("read");
     let a = args(model.clone(), None);
     let Err(err) = write_compiled(&compiled(&a), &a, &model) else {
@@ -177,7 +150,7 @@ fn damaged_artifacts_are_clear_errors() {
     assert!(e.hint.contains("fnetc compile"), "{e:?}");
 
     // A later format version is refused with the version it has.
-    let a = args(example("lenet_mnist"), None);
+    let a = args(example_path("lenet_mnist"), None);
     let good = tmp("good.fnc");
     let header = write_compiled(&compiled(&a), &a, &good).expect("writes");
     let mut json = serde_json::to_value(&header).expect("json");

@@ -1,32 +1,14 @@
 //! The memory plan: no two live values share a buffer (except an elementwise op
 //! writing over its dying first input), every buffer fits its values, and reuse pays.
 
-use fnet::driver::{compile_file, compile_str};
+mod common;
+
+use common::{example, EXAMPLES};
+use fnet::driver::compile_str;
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
 use fnet::passes::memory_plan::{plan, MemoryPlan};
-use std::path::Path;
-
-const EXAMPLES: &[&str] = &[
-    "lenet_mnist",
-    "resnet20_cifar10",
-    "resnet20_lc_cifar10",
-    "resnet20_slots_cifar10",
-    "resnet32_s16u1d_cifar10",
-    "flexnet7_cifar10",
-    "flextcn6_smnist",
-];
-
-fn example(name: &str) -> Graph {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.fnet"));
-    compile_file(&path, &Options::default())
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-        .1
-        .graph
-}
 
 /// Bytes of a value with every symbolic dimension set to `batch` (f32).
 fn size(graph: &Graph, n: petgraph::stable_graph::NodeIndex, batch: u64) -> u64 {

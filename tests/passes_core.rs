@@ -2,26 +2,17 @@
 //! dce, memory-plan): what each rewrites, that outputs are unchanged on the reference
 //! interpreter, `--print-after` snapshots on every example, and the manager's guards.
 
-use fnet::driver::{compile_file, compile_str};
-use fnet::eval::Options;
+mod common;
+
+use common::{example, input_shape, perturbed_weights, program, EXAMPLES};
 use fnet::ir::graph::Graph;
 use fnet::ir::print::print_graph;
 use fnet::passes::manager::{Pass, PassManager};
 use fnet::passes::pipeline::from_names;
 use fnet::passes::{CompileMode, PassContext};
-use fnet::runtime::{initialise, run, ParamStore, RunOptions};
+use fnet::runtime::{run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
-use std::path::Path;
 
-const EXAMPLES: &[&str] = &[
-    "flexnet7_cifar10",
-    "flextcn6_smnist",
-    "lenet_mnist",
-    "resnet20_cifar10",
-    "resnet20_lc_cifar10",
-    "resnet20_slots_cifar10",
-    "resnet32_s16u1d_cifar10",
-];
 const CORE: &[&str] = &[
     "specialize-slots",
     "canonicalize",
@@ -29,23 +20,6 @@ const CORE: &[&str] = &[
     "dce",
     "memory-plan",
 ];
-
-fn example(name: &str) -> Graph {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.fnet"));
-    compile_file(&path, &Options::default())
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-        .1
-        .graph
-}
-
-fn program(src: &str) -> Graph {
-    compile_str("t.fnet", src, &Options::default())
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-        .1
-        .graph
-}
 
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -67,48 +41,9 @@ fn apply(graph: &Graph, passes: &[&str]) -> (Graph, Vec<usize>, Vec<String>) {
     (g, rewrites, printed)
 }
 
-/// Deterministic values in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Seeded weights with every vector moved off its initial value.
-fn weights(graph: &Graph) -> ParamStore<f32> {
-    let mut store = initialise::<f32>(graph, 3).expect("init");
-    for (i, (name, t)) in store.iter_mut().enumerate() {
-        if t.ndim() == 1 {
-            let r = noise(t.numel(), i as u64);
-            for (v, r) in t.data.iter_mut().zip(r) {
-                *v = if name.ends_with("running_var") {
-                    0.8 + 0.4 * r.abs()
-                } else {
-                    *v + 0.3 * r
-                };
-            }
-        }
-    }
-    store
-}
-
-fn input_shape(graph: &Graph, batch: usize) -> Vec<usize> {
-    let ty = &graph.node(graph.inputs[0]).ty;
-    ty.shape
-        .iter()
-        .map(|d| d.known().map_or(batch, |k| k as usize))
-        .collect()
-}
-
 fn assert_same_outputs(what: &str, before: &Graph, after: &Graph, store: &ParamStore<f32>) {
     let shape = input_shape(before, 2);
-    let x = Tensor::from_vec(shape.clone(), noise(shape.iter().product(), 7)).expect("x");
+    let x: Tensor<f32> = common::random(&shape, 7);
     let opts = RunOptions::default();
     let want = run(before, store, std::slice::from_ref(&x), &opts).expect("before runs");
     let got = run(after, store, &[x], &opts).expect("after runs");
@@ -138,7 +73,7 @@ fn each_pass_keeps_the_outputs_of_the_examples() {
         "resnet20_lc_cifar10",
     ] {
         let graph = example(name);
-        let store = weights(&graph);
+        let store = perturbed_weights::<f32>(&graph, 3);
         for pass in CORE {
             let (after, _, _) = apply(&graph, &[pass]);
             assert_same_outputs(&format!("{name} / {pass}"), &graph, &after, &store);
@@ -182,7 +117,7 @@ fn canonicalize_cse_and_dce_remove_what_they_should() {
     assert!(r[0] >= 3, "the dead conv, its weight and bias: {r:?}");
     assert_eq!(count(&dce, "conv"), 1);
     assert!(!dce.g.node_weights().any(|n| n.name.starts_with("dead")));
-    let store = weights(&graph);
+    let store = perturbed_weights::<f32>(&graph, 3);
     assert_same_outputs("canonicalize+cse+dce", &graph, &dce, &store);
 }
 

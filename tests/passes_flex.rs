@@ -3,8 +3,11 @@
 //! tensor keeps its trivial initial value, and random inputs), the constant-folded
 //! kernel path with bound weights, and `--print-after` snapshots on every example.
 
+mod common;
+
+use common::{program, random};
 use fnet::cli::compile::{compile, CompileArgs};
-use fnet::driver::{compile_file, compile_str};
+use fnet::driver::compile_file;
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::{Op, ParamRole};
@@ -46,12 +49,6 @@ fn example(name: &str) -> Graph {
         .unwrap_or_else(|r| panic!("{}", r.render()))
 }
 
-fn program(src: &str) -> Graph {
-    compile_str("t.fnet", src, &Options::default())
-        .map(|(_, m)| m.graph)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
-
 /// Runs the named passes (verification after each is the manager's).
 fn passes(graph: &Graph, names: &[&str], ctx: &mut PassContext) -> Graph {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
@@ -61,20 +58,6 @@ fn passes(graph: &Graph, names: &[&str], ctx: &mut PassContext) -> Graph {
         .run(&mut g, ctx, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
     g
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(shape.to_vec(), data).expect("shape")
 }
 
 /// Initialised weights, every value moved a little (relative ±20% and an additive
@@ -138,7 +121,7 @@ fn conv_kernels(graph: &Graph) -> Vec<(String, Vec<Dim>)> {
 /// Before vs after `names` on one model, with the given input shape and mode.
 fn equivalent(graph: &Graph, names: &[&str], shape: &[usize], mode: CompileMode) -> Graph {
     let store = weights(graph);
-    let x = input(shape, 11);
+    let x: Tensor<f32> = random(shape, 11);
     let run_mode = match mode {
         CompileMode::Inference => Mode::Eval,
         CompileMode::Training => Mode::Train,
@@ -209,7 +192,7 @@ fn materialize_frozen_on_resnet20_lc() {
 fn materialize_frozen_uses_bound_weights() {
     let g = program(SMALL_2D);
     let store = perturbed(&g, true);
-    let x = input(&[1, 2, 9, 9], 5);
+    let x: Tensor<f32> = random(&[1, 2, 9, 9], 5);
     let before = forward(&g, &store, &x, Mode::Eval);
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.weights = Some(store.clone());
@@ -276,7 +259,7 @@ fn fuse_mask_keeps_outputs_on_flexnet7_and_flextcn6() {
 /// the kernel networks leave the graph, and the outputs do not move.
 fn folded(graph: &Graph, shape: &[usize]) {
     let store = weights(graph);
-    let x = input(shape, 23);
+    let x: Tensor<f32> = random(shape, 23);
     let before = forward(graph, &store, &x, Mode::Eval);
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.weights = Some(store.clone());
@@ -414,7 +397,7 @@ fn measure_folding() {
     ] {
         let g = example(model);
         let store = weights(&g);
-        let x = input(shape, 1);
+        let x: Tensor<f32> = random(shape, 1);
         let mut ctx = PassContext::new(CompileMode::Inference);
         ctx.weights = Some(store.clone());
         let t = std::time::Instant::now();

@@ -3,8 +3,10 @@
 //! away from their initial values, random inputs, f64), the fold decision flips where
 //! the cost model says, training keeps BatchNorm, and `--print-after` snapshots.
 
+mod common;
+
+use common::{example, example_path, input_shape, program, random, EXAMPLES};
 use fnet::cli::compile::{compile, CompileArgs};
-use fnet::driver::{compile_file, compile_str};
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
@@ -14,37 +16,6 @@ use fnet::passes::{CompileMode, PassContext};
 use fnet::runtime::interp::Mode;
 use fnet::runtime::{initialise, run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
-use std::path::{Path, PathBuf};
-
-const EXAMPLES: &[&str] = &[
-    "flexnet7_cifar10",
-    "flextcn6_smnist",
-    "lenet_mnist",
-    "resnet20_cifar10",
-    "resnet20_lc_cifar10",
-    "resnet20_slots_cifar10",
-    "resnet32_s16u1d_cifar10",
-];
-
-fn example_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.fnet"))
-}
-
-fn example(name: &str) -> Graph {
-    match compile_file(&example_path(name), &Options::default()) {
-        Ok((_, m)) => m.graph,
-        Err(r) => panic!("{name}: {}", r.render()),
-    }
-}
-
-fn program(text: &str) -> Graph {
-    match compile_str("test.fnet", text, &Options::default()) {
-        Ok((_, m)) => m.graph,
-        Err(r) => panic!("{}", r.render()),
-    }
-}
 
 /// Runs `passes` on a copy of `g`; returns the graph and the notes' texts by layer.
 fn passes(g: &Graph, names: &[&str], mode: CompileMode, batch: u64) -> (Graph, PassContext) {
@@ -85,28 +56,11 @@ fn weights(g: &Graph) -> ParamStore<f64> {
     store
 }
 
-fn input(g: &Graph, batch: usize) -> Tensor<f64> {
-    let ty = &g.node(g.inputs[0]).ty;
-    let mut shape = vec![batch];
-    shape.extend(ty.shape[1..].iter().map(|d| d.known().unwrap() as usize));
-    let n: usize = shape.iter().product();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let data = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(shape, data).unwrap()
-}
-
 /// Asserts `a` and `b` compute the same outputs (and the same updated running
 /// statistics in training), |diff| <= 1e-9 · max(1, max|output|).
 fn same_outputs(what: &str, a: &Graph, b: &Graph, mode: Mode) {
     let w = weights(a);
-    let x = input(a, 2);
+    let x: Tensor<f64> = random(&input_shape(a, 2), 5);
     let opts = RunOptions {
         mode,
         ..RunOptions::default()
