@@ -278,7 +278,13 @@ fn parameter_updates_resynthesise_without_a_new_plan() {
     let graph = optimised(&m, 2);
     let mut store = weights(&m, 3);
     let x = input(&[2, 3, 10, 10], 4);
-    let plan = build_plan(&graph, &store, &[x.shape.clone()], Target::cpu()).expect("plan");
+    let plan = build_plan(
+        &graph,
+        &store,
+        std::slice::from_ref(&x.shape),
+        Target::cpu(),
+    )
+    .expect("plan");
     let exe = Executable::new(ctx(), plan).expect("build");
     let reference = |store: &ParamStore<f32>| {
         run(
@@ -389,4 +395,77 @@ fn devices_lists_the_platforms_devices() {
     assert!(!out.status.success());
     assert!(err.contains("no OpenCL platform"), "{err}");
     assert!(err.contains("pocl-opencl-icd"), "{err}");
+}
+
+fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// `cargo test --release --test opencl_flex -- --ignored --nocapture measure`:
+/// FlexNet-7 at batch 1 with kernels synthesised on the device against kernels
+/// evaluated on the host (compiled with bound weights, folded to constants), in the
+/// same run; and the cost of re-synthesising after a weight update.
+#[test]
+#[ignore]
+fn measure_flexnet7_device_synthesis() {
+    let m = example("flexnet7_cifar10.fnet");
+    let store = initialise::<f32>(&m.graph, 0).expect("init");
+    let shape = vec![1, 3, 32, 32];
+    let x = input(&shape, 1);
+    let device_graph = optimised(&m, 1);
+    let mut host_graph = m.graph.clone();
+    let mut pc = PassContext::new(CompileMode::Inference);
+    pc.weights = Some(store.clone());
+    let fold = best_of(3, || {
+        host_graph = m.graph.clone();
+        default_pipeline(CompileMode::Inference)
+            .run(&mut host_graph, &mut pc, &mut |_| {})
+            .expect("pipeline");
+    });
+    let mut plans = Vec::new();
+    for (what, g) in [("device", &device_graph), ("host", &host_graph)] {
+        let mut plan = None;
+        let secs = best_of(3, || {
+            plan = Some(
+                build_plan(g, &store, std::slice::from_ref(&shape), Target::cpu()).expect("plan"),
+            );
+        });
+        println!("{what}: build_plan {:.1} ms", secs * 1e3);
+        plans.push(plan.expect("plan"));
+    }
+    let device = Executable::new(ctx(), plans.remove(0)).expect("device");
+    let host = Executable::new(ctx(), plans.remove(0)).expect("host");
+    let a = device.run(std::slice::from_ref(&x)).expect("run");
+    let b = host.run(std::slice::from_ref(&x)).expect("run");
+    close("device vs host", &a[0], &b[0], 1e-4);
+    let runs = 30;
+    let mut fwd = [f64::INFINITY; 2];
+    // Interleaved rounds so drift on a shared machine hits both alike.
+    for _ in 0..5 {
+        for (i, exe) in [&device, &host].into_iter().enumerate() {
+            exe.write_inputs(std::slice::from_ref(&x)).expect("write");
+            fwd[i] = fwd[i].min(best_of(runs, || exe.launch().expect("run")));
+        }
+    }
+    let name = "res1.flex1.kernel_net.output_linear.weight";
+    let w = store.get(name).expect(name);
+    let resynth = best_of(20, || device.write_param(name, w).expect("write"));
+    println!(
+        "forward batch 1: device synthesis {:.3} ms, host constants {:.3} ms, ratio {:.3}",
+        fwd[0] * 1e3,
+        fwd[1] * 1e3,
+        fwd[0] / fwd[1]
+    );
+    println!(
+        "kernel synthesis of all 15 layers: on the device {:.3} ms (write_param + setup), on the host {:.1} ms (fuse-mask fold in the pipeline); ratio {:.3}",
+        resynth * 1e3,
+        fold * 1e3,
+        resynth / fold
+    );
 }
