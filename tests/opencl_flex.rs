@@ -223,6 +223,32 @@ fn flex_examples_without_bound_weights_match_the_reference() {
     }
 }
 
+/// FlexTCN-6 compiled with bound weights: kernels are constants, and its blocks'
+/// `fused_conv [relu, add, relu]` run as a conv with ReLU then one add+ReLU launch.
+#[test]
+fn flextcn6_with_bound_weights_matches_the_reference() {
+    let m = example("flextcn6_smnist.fnet");
+    let store = weights(&m, 6);
+    let mut graph = m.graph.clone();
+    let mut pc = PassContext::new(CompileMode::Inference);
+    pc.weights = Some(store.clone());
+    default_pipeline(CompileMode::Inference)
+        .run(&mut graph, &mut pc, &mut |_| {})
+        .expect("pipeline");
+    assert!(flex_nodes(&graph).is_empty(), "folded");
+    let x = input(&[1, 1, 784], 3);
+    let want = run(
+        &m.graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .expect("reference")
+    .outputs;
+    let got = run_graph(ctx(), &graph, &store, &[x]).expect("opencl");
+    close("flextcn6", &got[0], &want[0], 1e-4);
+}
+
 fn kernel_kind<'a>(plan: &'a Plan, step: &fnet::kernel_ir::plan::Step) -> &'a str {
     let name = &plan.kernels[step.kernel].name;
     &name[..name.rfind('_').unwrap_or(name.len())]
