@@ -4,7 +4,8 @@
 //!
 //! - Subgraphs that read only parameters (FlexConv kernel synthesis, masks, crops) are
 //!   evaluated once on the host by the reference interpreter; their results become
-//!   constant buffers.
+//!   constant buffers. A `flex_kernel` over parameters is the exception: the device
+//!   synthesises it in `setup` launches (`lower_flex`).
 //! - A conv absorbs a following batch norm (folded into its weights and bias), one
 //!   residual add and a ReLU: one kernel writes the block's output.
 //! - Identity ops (dropout in evaluation, flatten, inactive pooling slots) alias their
