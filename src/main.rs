@@ -25,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the OpenCL platforms' devices, numbered as `--device N` takes them.
+    Devices,
     /// Type-check a model and summarise its inputs, outputs, layers and parameters.
     Check {
         /// The .fnet model file.
@@ -184,6 +186,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Devices => print!("{}", fnet::opencl::device::device_table()?),
         Command::Check {
             file,
             json,

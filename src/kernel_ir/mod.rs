@@ -11,6 +11,7 @@ use std::fmt;
 
 pub mod build;
 pub mod conv;
+pub mod magnet;
 pub mod ops;
 pub mod plan;
 
@@ -65,6 +66,7 @@ pub enum Func {
     Exp,
     Sqrt,
     Erf,
+    Sin,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,8 @@
 //!
 //! - Subgraphs that read only parameters (FlexConv kernel synthesis, masks, crops) are
 //!   evaluated once on the host by the reference interpreter; their results become
-//!   constant buffers.
+//!   constant buffers. A `flex_kernel` over parameters is the exception: the device
+//!   synthesises it in `setup` launches (`lower_flex`).
 //! - A conv absorbs a following batch norm (folded into its weights and bias), one
 //!   residual add and a ReLU: one kernel writes the block's output.
 //! - Identity ops (dropout in evaluation, flatten, inactive pooling slots) alias their
@@ -23,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub mod fusion;
 mod lower_conv;
+mod lower_flex;
 
 use lower_conv::lift;
 
@@ -57,6 +59,9 @@ pub enum BufKind {
     Const(Vec<f32>),
     /// Written by a kernel; shares its storage slot with others.
     Temp,
+    /// Written by the `setup` launches (kernels synthesised from parameters) and kept
+    /// for the life of the plan.
+    Derived,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +87,11 @@ pub struct Plan {
     /// Distinct kernels; steps with identical code share one.
     pub kernels: Vec<Kernel>,
     pub steps: Vec<Step>,
+    /// Launches that derive buffers from parameters (FlexConv kernel synthesis): run
+    /// once when the plan is loaded and again after a parameter is rewritten.
+    pub setup: Vec<Step>,
+    /// Parameters uploaded as buffers that a new value may overwrite in place.
+    pub params: BTreeMap<String, BufId>,
     pub inputs: Vec<(BufId, Vec<usize>)>,
     pub outputs: Vec<(BufId, Vec<usize>)>,
     /// Storage slot of each `Temp` buffer (`None` for inputs and constants).
@@ -148,7 +158,7 @@ pub fn build_plan(
     let order = graph
         .topo_order()
         .map_err(|e| RunError::new(e.to_string()))?;
-    let constant = constant_nodes(graph, &order);
+    let constant = lower_flex::host_constants(graph, &order, constant_nodes(graph, &order));
     let consts = evaluate_constants(graph, params, &order, &constant)?;
     let chains = conv_chains(graph, &order, &constant);
     let absorbed: BTreeSet<NodeIndex> = chains
@@ -369,6 +379,10 @@ impl Builder<'_> {
             buf: self.constant(t.data),
             shape: t.shape,
         };
+        let node = self.graph.node(id);
+        if let Op::Param { .. } = node.op {
+            self.plan.params.insert(node.name.clone(), v.buf);
+        }
         self.const_bufs.insert(id, v.clone());
         Ok(v)
     }
@@ -392,17 +406,12 @@ impl Builder<'_> {
             Op::Input { .. } | Op::Param { .. } | Op::CoordGrid { .. } | Op::Const { .. } => {
                 unreachable!("inputs and constants are bound before lowering")
             }
-            Op::MaskCrop { .. }
-            | Op::Magnet { .. }
-            | Op::GaussMask
-            | Op::MaskMul
-            | Op::FlexKernel { .. }
-            | Op::LcFold
-            | Op::BnFold { .. } => Err(unsupported(node, "kernel synthesis from computed inputs")),
-            Op::FusedConv { .. } => Err(unsupported(
-                node,
-                "a fused epilogue other than [add], [relu] or [add, relu]",
-            )),
+            Op::FlexKernel { .. } => self.flex_kernel(id),
+            Op::BnFold { .. } => self.bn_fold_weight(id),
+            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul | Op::LcFold => {
+                Err(unsupported(node, "kernel synthesis from computed inputs"))
+            }
+            Op::FusedConv { .. } => self.fused_conv_split(id),
             Op::Concat { axis } => {
                 let shape = self.declared_shape(id)?;
                 let outer: usize = shape[..*axis].iter().product();

@@ -178,6 +178,50 @@ pub fn select(sel: DeviceSel) -> Result<(Platform, Device, DeviceInfoSummary), R
     })
 }
 
+/// `fnetc devices`: one row per device, numbered as `--device N` takes them.
+pub fn device_table() -> Result<String, RunError> {
+    let rows: Vec<[String; 5]> = list_devices()?
+        .into_iter()
+        .map(|(_, _, d)| {
+            let kind = match (d.is_gpu, d.is_cpu) {
+                (true, _) => "gpu",
+                (_, true) => "cpu",
+                _ => "other",
+            };
+            [
+                d.index.to_string(),
+                kind.to_string(),
+                d.compute_units.to_string(),
+                d.driver_version,
+                format!("{} ({})", d.name, d.platform),
+            ]
+        })
+        .collect();
+    let head = [
+        "index",
+        "type",
+        "compute units",
+        "driver",
+        "device (platform)",
+    ];
+    let width = |c: usize| {
+        rows.iter()
+            .map(|r| r[c].len())
+            .fold(head[c].len(), usize::max)
+    };
+    let line = |r: [&str; 5]| {
+        let cells: Vec<String> = (0..4)
+            .map(|c| format!("{:<w$}", r[c], w = width(c)))
+            .collect();
+        format!("{}  {}\n", cells.join("  "), r[4])
+    };
+    let mut out = line(head);
+    for r in &rows {
+        out += &line([&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,8 +63,8 @@ impl<'c> Executable<'c> {
                 _ => alloc(b.len, None)?,
             });
         }
-        let mut launches = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
+        let mut launches = Vec::with_capacity(plan.steps.len() + plan.setup.len());
+        for step in plan.steps.iter().chain(&plan.setup) {
             let k = &plan.kernels[step.kernel];
             let mut builder = Kernel::builder();
             builder
@@ -84,13 +84,52 @@ impl<'c> Executable<'c> {
                     .map_err(|e| cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e))?,
             );
         }
-        Ok(Executable {
+        let exe = Executable {
             ctx,
             plan,
             source,
             buffers,
             launches,
-        })
+        };
+        exe.run_setup()?;
+        Ok(exe)
+    }
+
+    /// Runs the `setup` launches (kernels synthesised from parameters).
+    fn run_setup(&self) -> Result<(), RunError> {
+        let setup = &self.launches[self.plan.steps.len()..];
+        for (k, step) in setup.iter().zip(&self.plan.setup) {
+            // SAFETY: as in `launch`.
+            unsafe { k.enq() }.map_err(|e| cl_err(&format!("setting up `{}`", step.layer), e))?;
+        }
+        self.ctx
+            .queue
+            .finish()
+            .map_err(|e| cl_err("waiting for the queue", e))
+    }
+
+    /// Overwrites parameter `name` on the device and re-derives what depends on it
+    /// (synthesised FlexConv kernels): a weight update without a new plan. Parameters
+    /// the plan baked in on the host (conv biases, batch-norm statistics, mask
+    /// parameters that fix a crop) are refused.
+    pub fn write_param(&self, name: &str, value: &Tensor<f32>) -> Result<(), RunError> {
+        let buf = *self.plan.params.get(name).ok_or_else(|| {
+            RunError::new(format!(
+                "parameter `{name}` is not a device buffer of this plan (baked in when the plan was made)"
+            ))
+            .hint("build a new plan with the new weights")
+        })?;
+        if value.numel() != self.plan.buffers[buf].len {
+            return Err(RunError::new(format!(
+                "parameter `{name}` has {} elements, got {:?}",
+                self.plan.buffers[buf].len, value.shape
+            )));
+        }
+        self.buffers[buf]
+            .write(&value.data[..])
+            .enq()
+            .map_err(|e| cl_err("writing a parameter", e))?;
+        self.run_setup()
     }
 
     /// Runs the plan on `inputs` (shaped as the plan was built for).

@@ -72,6 +72,7 @@ pub fn expr(e: &Expr) -> String {
                 Func::Exp => "exp",
                 Func::Sqrt => "sqrt",
                 Func::Erf => "erf",
+                Func::Sin => "sin",
             };
             format!("{name}({})", expr(a))
         }

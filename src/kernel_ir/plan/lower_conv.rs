@@ -3,9 +3,10 @@
 
 use super::fusion::Chain;
 use super::{unsupported, Builder, Val};
+use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{Op, Padding, PoolKind, PoolSpec};
-use crate::kernel_ir::conv::{conv_kernel, pack_weights, pad_kernel, ConvSpec, ConvTile};
-use crate::kernel_ir::ops;
+use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec, ConvTile};
+use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
 
@@ -106,8 +107,8 @@ impl Builder<'_> {
         }
         let operands = self.graph.operands(chain.conv);
         let x = self.val(operands[0])?;
-        let w = self.const_tensor(operands[1])?.clone();
-        let co = w.shape[0];
+        let w_shape = self.weight_shape(operands[1])?;
+        let co = w_shape[0];
         let mut b = if *bias {
             self.const_tensor(operands[2])?.data.clone()
         } else {
@@ -126,9 +127,9 @@ impl Builder<'_> {
         }
         let one_d = x.shape.len() == 3;
         let k = if one_d {
-            [1, w.shape[2]]
+            [1, w_shape[2]]
         } else {
-            [w.shape[2], w.shape[3]]
+            [w_shape[2], w_shape[3]]
         };
         let us = |v: &[u64]| -> [usize; 2] {
             if one_d {
@@ -190,9 +191,7 @@ impl Builder<'_> {
         } else {
             x.buf
         };
-        let (packed, bias_padded) = pack_weights(&w.data, &b, &scale, &spec, tile);
-        let wb = self.constant(packed);
-        let bb = self.constant(bias_padded);
+        let (wb, bb) = self.conv_weights(operands[1], &b, &scale, &spec, tile, &layer)?;
         let [oh, ow] = spec.out();
         let shape = if one_d {
             vec![spec.n, co, ow]
@@ -206,6 +205,61 @@ impl Builder<'_> {
         }
         args.push(y.buf);
         self.emit("conv", conv_kernel("conv", &spec, tile), args, &layer);
+        Ok(y)
+    }
+}
+
+impl Builder<'_> {
+    /// A `fused_conv` whose epilogue the conv kernel cannot compute in one go (such as
+    /// `[relu, add, relu]`): the kernel computes the longest prefix it can, elementwise
+    /// launches the rest.
+    pub(super) fn fused_conv_split(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let node = self.graph.node(id);
+        let Op::FusedConv { bias, epilogue, .. } = &node.op else {
+            unreachable!("called on fused convs")
+        };
+        let operands = self.graph.operands(id);
+        let mut next = 2 + usize::from(*bias);
+        let (take, residual, relu) = match epilogue.as_slice() {
+            [Epilogue::AddResidual, Epilogue::Relu, ..] => (2, true, true),
+            [Epilogue::AddResidual, ..] => (1, true, false),
+            [Epilogue::Relu, ..] => (1, false, true),
+            [] => (0, false, false),
+        };
+        let chain = Chain {
+            conv: id,
+            bn: None,
+            residual: residual.then(|| operands[next]),
+            relu,
+            nodes: vec![id],
+            tail: id,
+        };
+        next += usize::from(residual);
+        let mut y = self.conv(&chain)?;
+        let mut rest = &epilogue[take..];
+        while !rest.is_empty() {
+            let mut args = vec![y.buf];
+            let kind = match rest {
+                [Epilogue::AddResidual, Epilogue::Relu, ..] | [Epilogue::AddResidual, ..] => {
+                    args.push(self.val(operands[next])?.buf);
+                    next += 1;
+                    let relu = rest.get(1) == Some(&Epilogue::Relu);
+                    rest = &rest[1 + usize::from(relu)..];
+                    MapKind::Add { relu }
+                }
+                [Epilogue::Relu, ..] | [] => {
+                    rest = &rest[1..];
+                    MapKind::Relu
+                }
+            };
+            let out = self.temp(y.shape.clone());
+            args.push(out.buf);
+            let n = out.shape.iter().product();
+            let name = if kind == MapKind::Relu { "relu" } else { "add" };
+            let k = ops::map(name, kind, n, self.target.vector);
+            self.emit(name, k, args, &node.name);
+            y = out;
+        }
         Ok(y)
     }
 }
