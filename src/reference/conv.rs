@@ -92,34 +92,52 @@ pub fn conv_out_len(
     Some((padded - span) / stride + 1)
 }
 
-/// N-d convolution for `x` `[B, Ci, L]` / `[B, Ci, H, W]` and `w`
-/// `[Co, Ci/groups, k…]`, with an optional bias `[Co]`.
-pub fn conv<T: Scalar>(
+/// The checked sizes of a conv seen as 2D (a 1D conv has `h = kh = ho = 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDims {
+    pub b: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    /// Input channels per group.
+    pub cig: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub groups: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// Checks a conv's operands (ranks, parameter lengths, groups, bias, geometry) and runs
+/// `body` on it seen as 2D: 1D is lifted to a unit height and the result dropped back.
+/// Every conv implementation goes through here, so all accept and reject the same
+/// inputs with the same messages; `what` names the implementation in them.
+pub fn as_conv2d<T: Scalar>(
+    what: &str,
     x: &Tensor<T>,
     w: &Tensor<T>,
     bias: Option<&[T]>,
     p: &ConvParams,
+    body: impl FnOnce(&Tensor<T>, &Tensor<T>, &ConvParams, ConvDims) -> Tensor<T>,
 ) -> Result<Tensor<T>, ShapeError> {
     let nd = x.ndim().saturating_sub(2);
     if !(1..=2).contains(&nd) {
         return Err(ShapeError::new(
-            "conv input",
+            format!("{what} input"),
             "[B, C, L] or [B, C, H, W]",
             format!("{:?}", x.shape),
         ));
     }
-    w.expect_rank(nd + 2, "conv weight")?;
+    w.expect_rank(nd + 2, &format!("{what} weight"))?;
     if p.stride.len() != nd || p.padding.len() != nd || p.dilation.len() != nd {
         return Err(ShapeError::new(
-            "conv params",
+            format!("{what} params"),
             format!("{nd} entries for stride, padding and dilation"),
             format!("{p:?}"),
         ));
     }
-    if nd == 2 {
-        return conv2d(x, w, bias, p);
-    }
-    // Lift 1D to 2D with a unit height so there is one loop nest to trust.
+    // Lift 1D to 2D with a unit height so there is one loop nest per implementation.
     let lift = |t: &Tensor<T>| {
         let mut s = t.shape.clone();
         s.insert(2, 1);
@@ -128,49 +146,40 @@ pub fn conv<T: Scalar>(
             data: t.data.clone(),
         }
     };
-    let p2 = ConvParams {
-        stride: vec![1, p.stride[0]],
-        padding: vec![(0, 0), p.padding[0]],
-        dilation: vec![1, p.dilation[0]],
-        groups: p.groups,
+    let lifted;
+    let (x, w, p) = if nd == 1 {
+        let p2 = ConvParams {
+            stride: vec![1, p.stride[0]],
+            padding: vec![(0, 0), p.padding[0]],
+            dilation: vec![1, p.dilation[0]],
+            groups: p.groups,
+        };
+        lifted = (lift(x), lift(w), p2);
+        (&lifted.0, &lifted.1, &lifted.2)
+    } else {
+        (x, w, p)
     };
-    let y = conv2d(&lift(x), &lift(w), bias, &p2)?;
-    let (b, c, l) = (y.shape[0], y.shape[1], y.shape[3]);
-    Ok(Tensor {
-        shape: vec![b, c, l],
-        data: y.data,
-    })
-}
-
-fn conv2d<T: Scalar>(
-    x: &Tensor<T>,
-    w: &Tensor<T>,
-    bias: Option<&[T]>,
-    p: &ConvParams,
-) -> Result<Tensor<T>, ShapeError> {
     let [b, ci, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let [co, cig, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
     let g = p.groups;
     if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g {
         return Err(ShapeError::new(
-            "conv groups",
+            format!("{what} groups"),
             format!("groups dividing Ci={ci} and Co={co}, weight [Co, Ci/groups, ...]"),
             format!("groups={g}, weight {:?}", w.shape),
         ));
     }
-    if let Some(bv) = bias {
-        if bv.len() != co {
-            return Err(ShapeError::new(
-                "conv bias",
-                format!("{co} values"),
-                format!("{}", bv.len()),
-            ));
-        }
+    if let Some(bv) = bias.filter(|bv| bv.len() != co) {
+        return Err(ShapeError::new(
+            format!("{what} bias"),
+            format!("{co} values"),
+            format!("{}", bv.len()),
+        ));
     }
     let out_len = |d: usize, len, k| conv_out_len(len, k, p.stride[d], p.padding[d], p.dilation[d]);
     let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
         return Err(ShapeError::new(
-            "conv geometry",
+            format!("{what} geometry"),
             "a dilated kernel no larger than the padded input, stride and dilation > 0",
             format!(
                 "input {:?}, kernel {:?}, params {p:?}",
@@ -179,11 +188,66 @@ fn conv2d<T: Scalar>(
             ),
         ));
     };
-    let (cog, plane) = (co / g, ho * wo);
-    let mut out = Tensor::zeros(vec![b, co, ho, wo]);
-    if out.numel() == 0 {
-        return Ok(out);
+    let dims = ConvDims {
+        b,
+        ci,
+        h,
+        w: wd,
+        co,
+        cig,
+        kh,
+        kw,
+        groups: g,
+        ho,
+        wo,
+    };
+    let y = if b * co * ho * wo == 0 {
+        Tensor::zeros(vec![b, co, ho, wo])
+    } else {
+        body(x, w, p, dims)
+    };
+    if nd == 1 {
+        return Ok(Tensor {
+            shape: vec![b, co, wo],
+            data: y.data,
+        });
     }
+    Ok(y)
+}
+
+/// N-d convolution for `x` `[B, Ci, L]` / `[B, Ci, H, W]` and `w`
+/// `[Co, Ci/groups, k…]`, with an optional bias `[Co]`.
+pub fn conv<T: Scalar>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&[T]>,
+    p: &ConvParams,
+) -> Result<Tensor<T>, ShapeError> {
+    as_conv2d("conv", x, w, bias, p, |x, w, p, d| conv2d(x, w, bias, p, d))
+}
+
+fn conv2d<T: Scalar>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&[T]>,
+    p: &ConvParams,
+    d: ConvDims,
+) -> Tensor<T> {
+    let ConvDims {
+        b: _,
+        ci,
+        h,
+        w: wd,
+        co,
+        cig,
+        kh,
+        kw,
+        groups: g,
+        ho,
+        wo,
+    } = d;
+    let (cog, plane) = (co / g, ho * wo);
+    let mut out = Tensor::zeros(vec![d.b, co, ho, wo]);
     out.data
         .par_chunks_mut(co * plane)
         .enumerate()
@@ -222,7 +286,7 @@ fn conv2d<T: Scalar>(
                 }
             }
         });
-    Ok(out)
+    out
 }
 
 /// Left-pads an even-length 1D kernel `[Co, Ci, k]` with one zero tap, as

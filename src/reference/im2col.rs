@@ -13,7 +13,7 @@ use std::any::TypeId;
 
 use rayon::prelude::*;
 
-use super::conv::{conv_out_len, ConvParams};
+use super::conv::{as_conv2d, ConvDims, ConvParams};
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
 /// `c[m×n] = a[m×k] · b[k×n]`, all row-major and contiguous.
@@ -102,44 +102,8 @@ pub fn conv_im2col<T: Scalar>(
     bias: Option<&[T]>,
     p: &ConvParams,
 ) -> Result<Tensor<T>, ShapeError> {
-    let nd = x.ndim().saturating_sub(2);
-    if !(1..=2).contains(&nd) {
-        return Err(ShapeError::new(
-            "im2col conv input",
-            "[B, C, L] or [B, C, H, W]",
-            format!("{:?}", x.shape),
-        ));
-    }
-    w.expect_rank(nd + 2, "im2col conv weight")?;
-    if p.stride.len() != nd || p.padding.len() != nd || p.dilation.len() != nd {
-        return Err(ShapeError::new(
-            "im2col conv params",
-            format!("{nd} entries for stride, padding and dilation"),
-            format!("{p:?}"),
-        ));
-    }
-    if nd == 2 {
-        return im2col2d(x, w, bias, p);
-    }
-    let lift = |t: &Tensor<T>| {
-        let mut s = t.shape.clone();
-        s.insert(2, 1);
-        Tensor {
-            shape: s,
-            data: t.data.clone(),
-        }
-    };
-    let p2 = ConvParams {
-        stride: vec![1, p.stride[0]],
-        padding: vec![(0, 0), p.padding[0]],
-        dilation: vec![1, p.dilation[0]],
-        groups: p.groups,
-    };
-    let y = im2col2d(&lift(x), &lift(w), bias, &p2)?;
-    let (b, c, l) = (y.shape[0], y.shape[1], y.shape[3]);
-    Ok(Tensor {
-        shape: vec![b, c, l],
-        data: y.data,
+    as_conv2d("im2col conv", x, w, bias, p, |x, w, p, d| {
+        im2col2d(x, w, bias, p, d)
     })
 }
 
@@ -148,42 +112,24 @@ fn im2col2d<T: Scalar>(
     w: &Tensor<T>,
     bias: Option<&[T]>,
     p: &ConvParams,
-) -> Result<Tensor<T>, ShapeError> {
-    let [b, ci, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-    let [co, cig, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
-    let g = p.groups;
-    if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g {
-        return Err(ShapeError::new(
-            "im2col conv groups",
-            format!("groups dividing Ci={ci} and Co={co}, weight [Co, Ci/groups, ...]"),
-            format!("groups={g}, weight {:?}", w.shape),
-        ));
-    }
-    if bias.is_some_and(|bv| bv.len() != co) {
-        return Err(ShapeError::new(
-            "im2col conv bias",
-            format!("{co} values"),
-            format!("{}", bias.map_or(0, <[T]>::len)),
-        ));
-    }
-    let out_len = |d: usize, len, k| conv_out_len(len, k, p.stride[d], p.padding[d], p.dilation[d]);
-    let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
-        return Err(ShapeError::new(
-            "im2col conv geometry",
-            "a dilated kernel no larger than the padded input, stride and dilation > 0",
-            format!(
-                "input {:?}, kernel {:?}, params {p:?}",
-                &x.shape[2..],
-                &w.shape[2..]
-            ),
-        ));
-    };
+    d: ConvDims,
+) -> Tensor<T> {
+    let ConvDims {
+        b,
+        ci,
+        h,
+        w: wd,
+        co,
+        cig,
+        kh,
+        kw,
+        groups: g,
+        ho,
+        wo,
+    } = d;
     let (cog, plane, taps) = (co / g, ho * wo, kh * kw);
     let rows = cig * taps;
     let mut out = Tensor::zeros(vec![b, co, ho, wo]);
-    if out.numel() == 0 {
-        return Ok(out);
-    }
     out.data
         .par_chunks_mut(co * plane)
         .enumerate()
@@ -222,7 +168,7 @@ fn im2col2d<T: Scalar>(
                 }
             }
         });
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
