@@ -403,10 +403,7 @@ impl Builder<'_> {
             | Op::FlexKernel { .. }
             | Op::LcFold
             | Op::BnFold { .. } => Err(unsupported(node, "kernel synthesis from computed inputs")),
-            Op::FusedConv { .. } => Err(unsupported(
-                node,
-                "a fused epilogue other than [add], [relu] or [add, relu]",
-            )),
+            Op::FusedConv { .. } => self.fused_conv_split(id),
             Op::Concat { axis } => {
                 let shape = self.declared_shape(id)?;
                 let outer: usize = shape[..*axis].iter().product();

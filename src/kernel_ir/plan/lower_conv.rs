@@ -3,9 +3,10 @@
 
 use super::fusion::Chain;
 use super::{Builder, Val};
+use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pack_weights, pad_kernel, ConvSpec, ConvTile};
-use crate::kernel_ir::ops;
+use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
 
@@ -172,10 +173,10 @@ impl Builder<'_> {
         let layer = node.name.clone();
         if *groups != 1 {
             let g = *groups as usize;
-            return self.grouped_conv(chain, &spec, g, &x, &w, &b, &scale, &layer);
+            return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
         }
         if *algo == ConvAlgo::Fft {
-            if let Some(y) = self.fft_conv(chain, &spec, &x, &w, &b, &scale, &layer)? {
+            if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
                 return Ok(y);
             }
         }
@@ -213,6 +214,61 @@ impl Builder<'_> {
         }
         args.push(y.buf);
         self.emit("conv", conv_kernel("conv", &spec, tile), args, &layer);
+        Ok(y)
+    }
+}
+
+impl Builder<'_> {
+    /// A `fused_conv` whose epilogue the conv kernel cannot compute in one go (such as
+    /// `[relu, add, relu]`): the kernel computes the longest prefix it can, elementwise
+    /// launches the rest.
+    pub(super) fn fused_conv_split(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let node = self.graph.node(id);
+        let Op::FusedConv { bias, epilogue, .. } = &node.op else {
+            unreachable!("called on fused convs")
+        };
+        let operands = self.graph.operands(id);
+        let mut next = 2 + usize::from(*bias);
+        let (take, residual, relu) = match epilogue.as_slice() {
+            [Epilogue::AddResidual, Epilogue::Relu, ..] => (2, true, true),
+            [Epilogue::AddResidual, ..] => (1, true, false),
+            [Epilogue::Relu, ..] => (1, false, true),
+            [] => (0, false, false),
+        };
+        let chain = Chain {
+            conv: id,
+            bn: None,
+            residual: residual.then(|| operands[next]),
+            relu,
+            nodes: vec![id],
+            tail: id,
+        };
+        next += usize::from(residual);
+        let mut y = self.conv(&chain)?;
+        let mut rest = &epilogue[take..];
+        while !rest.is_empty() {
+            let mut args = vec![y.buf];
+            let kind = match rest {
+                [Epilogue::AddResidual, Epilogue::Relu, ..] | [Epilogue::AddResidual, ..] => {
+                    args.push(self.val(operands[next])?.buf);
+                    next += 1;
+                    let relu = rest.get(1) == Some(&Epilogue::Relu);
+                    rest = &rest[1 + usize::from(relu)..];
+                    MapKind::Add { relu }
+                }
+                [Epilogue::Relu, ..] | [] => {
+                    rest = &rest[1..];
+                    MapKind::Relu
+                }
+            };
+            let out = self.temp(y.shape.clone());
+            args.push(out.buf);
+            let n = out.shape.iter().product();
+            let name = if kind == MapKind::Relu { "relu" } else { "add" };
+            let k = ops::map(name, kind, n, self.target.vector);
+            self.emit(name, k, args, &node.name);
+            y = out;
+        }
         Ok(y)
     }
 }

@@ -15,24 +15,28 @@ use crate::kernel_ir::fft_conv::{
     crop_kernel, kernel_spectrum, pack_kernel, pointwise_kernel, FftConv,
 };
 use crate::runtime::RunError;
-use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;
 
 impl Builder<'_> {
-    /// The FFT convolution of `spec`, or `None` when it is not one the FFT computes
-    /// (the caller then lowers it directly).
+    /// The FFT convolution of `spec`, or `None` when it is not one the FFT computes or
+    /// its weights are not known on the host (the caller then lowers it directly).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn fft_conv(
         &mut self,
         chain: &Chain,
         spec: &ConvSpec,
         x: &Val,
-        w: &Tensor<f32>,
+        weight: NodeIndex,
         bias: &[f32],
         scale: &[f32],
         layer: &str,
     ) -> Result<Option<Val>, RunError> {
         let Some(g) = FftConv::new(spec, self.target.vector) else {
+            return Ok(None);
+        };
+        // The spectrum is computed on the host: the weights must be a host constant.
+        let Ok(w) = self.const_tensor(weight).cloned() else {
             return Ok(None);
         };
         let [n1, n2] = g.len;

@@ -6,7 +6,7 @@ use super::{Builder, Val};
 use crate::kernel_ir::conv::ConvSpec;
 use crate::kernel_ir::grouped::grouped_conv_kernel;
 use crate::runtime::RunError;
-use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
 
 impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
@@ -16,11 +16,12 @@ impl Builder<'_> {
         spec: &ConvSpec,
         groups: usize,
         x: &Val,
-        w: &Tensor<f32>,
+        weight: NodeIndex,
         bias: &[f32],
         scale: &[f32],
         layer: &str,
     ) -> Result<Val, RunError> {
+        let w = self.const_tensor(weight)?.clone();
         let taps = w.data.len() / spec.co.max(1);
         let scaled: Vec<f32> = w
             .data
