@@ -241,9 +241,14 @@ fn flextcn6_runs_its_flexconvs_by_fft() {
         .collect();
     assert_eq!(macs.len(), 12, "every FlexConv by FFT: {macs:?}");
     let x = input(&shape, 4);
-    let want = run(&graph, &store, std::slice::from_ref(&x), &RunOptions::default())
-        .unwrap_or_else(|e| panic!("reference: {e}"))
-        .outputs;
+    let want = run(
+        &graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("reference: {e}"))
+    .outputs;
     let got = Executable::new(ctx(), plan)
         .and_then(|e| e.run(&[x]))
         .unwrap_or_else(|e| panic!("opencl: {e}"));

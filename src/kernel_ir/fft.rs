@@ -224,7 +224,11 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
             continue;
         }
         let mi = format!("m{r}");
-        e.body.push(let_(&mi, Ty::I32, var("k") * (r * (a.n / (ns * radix)) * 2)));
+        e.body.push(let_(
+            &mi,
+            Ty::I32,
+            var("k") * (r * (a.n / (ns * radix)) * 2),
+        ));
         let wr = splat(load("tw", var(&mi), 1), vector);
         let wi = splat(load("tw", var(&mi) + 1usize, 1), vector);
         let t = e.bind(

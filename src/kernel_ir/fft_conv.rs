@@ -112,7 +112,11 @@ pub fn pack_kernel(g: &FftConv) -> Kernel {
         let_("rr", Ty::I32, gid(2)),
         let_("pp", Ty::I32, var("r") / g.ci),
         let_("ci", Ty::I32, var("r") % g.ci),
-        let_("dst", Ty::I32, (var("rr") * n2 + var("c")) * (2 * g.rows_in) + var("r")),
+        let_(
+            "dst",
+            Ty::I32,
+            (var("rr") * n2 + var("c")) * (2 * g.rows_in) + var("r"),
+        ),
     ];
     for part in 0..2usize {
         let nb = var("pp") * 2usize + part;
@@ -166,11 +170,7 @@ pub fn pointwise_kernel(g: &FftConv, vector: u8) -> Kernel {
             Ty::I32,
             var("f") * (2 * g.rows_in) + gid(1) * (g.tile_p * g.ci),
         ),
-        let_(
-            "kb",
-            Ty::I32,
-            var("kf") * (g.ci * 2 * g.cop) + gid(0) * v,
-        ),
+        let_("kb", Ty::I32, var("kf") * (g.ci * 2 * g.cop) + gid(0) * v),
     ];
     let (ar, ai) = (|t: usize| format!("ar{t}"), |t: usize| format!("ai{t}"));
     for t in 0..g.tile_p {
@@ -182,7 +182,11 @@ pub fn pointwise_kernel(g: &FftConv, vector: u8) -> Kernel {
         let_("kr", ty, load("k", kat.clone(), vector)),
         let_("kraw", ty, load("k", kat + g.cop, vector)),
         let_("ki", ty, var("kraw") * splat(var("sg"), vector)),
-        let_("kn", ty, var("kraw") * splat(float(0.0) - var("sg"), vector)),
+        let_(
+            "kn",
+            ty,
+            var("kraw") * splat(float(0.0) - var("sg"), vector),
+        ),
     ];
     for t in 0..g.tile_p {
         let xat = var("xb") + var("ci") + t * g.ci;
@@ -230,8 +234,7 @@ pub fn crop_kernel(g: &FftConv) -> Kernel {
     let [oh, ow] = g.out;
     let [n1, n2] = g.len;
     let off = [0, 1].map(|i| g.k[i] - 1 - g.pad_low[i]);
-    let src = (((var("oh") + off[0]) * n2 + var("ow") + off[1]) * 2usize
-        + var("nb") % 2usize)
+    let src = (((var("oh") + off[0]) * n2 + var("ow") + off[1]) * 2usize + var("nb") % 2usize)
         * g.rows_out
         + (var("nb") / 2usize) * g.cop
         + var("c");

@@ -68,15 +68,15 @@ pub fn grouped_conv_kernel(name: &str, s: &ConvSpec, groups: usize) -> Kernel {
                     Ty::I32,
                     (var("n") * s.ci + var("g") * cig + var("ci")) * (s.h * s.w),
                 ),
-                let_(
-                    "wc",
-                    Ty::I32,
-                    (var("co") * cig + var("ci")) * (kh_n * kw_n),
-                ),
+                let_("wc", Ty::I32, (var("co") * cig + var("ci")) * (kh_n * kw_n)),
                 for_("kh", int(0), int(kh_n), false, row),
             ],
         ),
-        let_("dst", Ty::I32, (gid(2) * oh_n + var("oh")) * ow_n + var("ow")),
+        let_(
+            "dst",
+            Ty::I32,
+            (gid(2) * oh_n + var("oh")) * ow_n + var("ow"),
+        ),
         let_("u", Ty::F32, var("acc") + load("b", var("co"), 1)),
     ];
     let mut params = vec![p("x", true), p("w", true), p("b", true)];
