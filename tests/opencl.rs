@@ -307,21 +307,14 @@ fn a_failed_build_shows_the_build_log() {
     assert!(err.message.contains("undeclared_thing"), "{err}");
 }
 
+/// Grouped convs used to be refused; they lower to the bounds-checked grouped kernel
+/// (`tests/opencl_fft.rs` checks their values).
 #[test]
-fn unsupported_ops_name_themselves() {
+fn grouped_convs_lower_to_the_grouped_kernel() {
     let m = program("model t {\n  input x: f32[B, 4, 6, 6]\n  return x |> conv2d(4, 3, padding: 1, groups: 2)\n}");
     let store = initialise::<f32>(&m.graph, 0).expect("init");
-    let err = build_plan(&m.graph, &store, &[vec![1, 4, 6, 6]], Target::cpu()).expect_err("groups");
-    assert!(
-        err.message
-            .contains("grouped conv is not supported on the OpenCL backend yet"),
-        "{err}"
-    );
-    assert!(err
-        .hint
-        .as_deref()
-        .unwrap_or("")
-        .contains("--backend reference"));
+    let plan = build_plan(&m.graph, &store, &[vec![1, 4, 6, 6]], Target::cpu()).expect("groups");
+    assert!(plan.kernels.iter().any(|k| k.name.starts_with("gconv")));
 }
 
 fn fnetc() -> std::process::Command {

@@ -85,13 +85,22 @@ fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
     store
 }
 
-/// The graph after the default inference pipeline, without weights: FlexConv kernels
-/// stay `flex_kernel` ops over parameters.
+/// The graph after the default inference pipeline without `choose-conv-algo`, and
+/// without weights: FlexConv kernels stay `flex_kernel` ops over parameters and the
+/// convs keep `algo = auto`, which OpenCL runs direct on device-synthesised kernels.
+/// (An FFT conv takes its kernel's spectrum from the host, so the cost model's FFT
+/// choice for 33×33 horizons would move synthesis there; `opencl_fft.rs` covers it.)
 fn optimised(m: &Module, batch: usize) -> Graph {
     let mut graph = m.graph.clone();
     let mut pc = PassContext::new(CompileMode::Inference);
     pc.batch = batch as u64;
-    default_pipeline(CompileMode::Inference)
+    let names: Vec<String> = fnet::passes::pipeline::registry()
+        .iter()
+        .map(|p| p.name().to_string())
+        .filter(|n| n != "choose-conv-algo")
+        .collect();
+    fnet::passes::pipeline::from_names(&names)
+        .expect("known passes")
         .run(&mut graph, &mut pc, &mut |_| {})
         .unwrap_or_else(|e| panic!("{}: {e}", m.graph.name));
     graph

@@ -11,6 +11,9 @@ use std::fmt;
 
 pub mod build;
 pub mod conv;
+pub mod fft;
+pub mod fft_conv;
+pub mod grouped;
 pub mod magnet;
 pub mod ops;
 pub mod plan;

@@ -24,7 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub mod fusion;
 mod lower_conv;
+mod lower_fft;
 mod lower_flex;
+mod lower_grouped;
+
+pub use lower_fft::transform_plan;
 
 use lower_conv::lift;
 

@@ -2,9 +2,9 @@
 //! batch norm, residual add and ReLU (a `conv` chain or a `fused_conv`).
 
 use super::fusion::Chain;
-use super::{unsupported, Builder, Val};
+use super::{Builder, Val};
 use crate::ir::fold_ops::Epilogue;
-use crate::ir::op::{Op, Padding, PoolKind, PoolSpec};
+use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec, ConvTile};
 use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
@@ -89,7 +89,7 @@ impl Builder<'_> {
             dilation,
             groups,
             bias,
-            ..
+            algo,
         }
         | Op::FusedConv {
             stride,
@@ -97,14 +97,12 @@ impl Builder<'_> {
             dilation,
             groups,
             bias,
+            algo,
             ..
         }) = &node.op
         else {
             unreachable!("chains start at convs")
         };
-        if *groups != 1 {
-            return Err(unsupported(node, "a grouped conv"));
-        }
         let operands = self.graph.operands(chain.conv);
         let x = self.val(operands[0])?;
         let w_shape = self.weight_shape(operands[1])?;
@@ -173,6 +171,15 @@ impl Builder<'_> {
             tile_co: self.target.tile_co,
         };
         let layer = node.name.clone();
+        if *groups != 1 {
+            let g = *groups as usize;
+            return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
+        }
+        if *algo == ConvAlgo::Fft {
+            if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
+                return Ok(y);
+            }
+        }
         let input = if spec.needs_pad(tile) {
             let [hp, wp] = spec.padded(tile);
             let padded = self.temp(vec![spec.n * spec.ci * hp * wp]);

@@ -14,7 +14,7 @@
 use super::{unsupported, BufId, BufKind, Builder, Val};
 use crate::ir::fold_ops::FoldOutput;
 use crate::ir::graph::Graph;
-use crate::ir::op::Op;
+use crate::ir::op::{ConvAlgo, Op};
 use crate::kernel_ir::conv::{pack_weights, ConvSpec, ConvTile};
 use crate::kernel_ir::magnet::{
     gabor_layer, gauss_mask, magnet_output, repack, scale_rows, MagnetSpec,
@@ -27,13 +27,28 @@ use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeSet;
 
 /// Whether `id` is a `flex_kernel` the device synthesises: every operand is a
-/// parameter or a constant.
+/// parameter or a constant, and no conv reading it runs by FFT (the FFT path takes the
+/// kernel's spectrum from the host, so such kernels are evaluated there).
 pub fn device_synthesised(graph: &Graph, id: NodeIndex) -> bool {
     matches!(graph.node(id).op, Op::FlexKernel { .. })
         && graph
             .operands(id)
             .iter()
             .all(|&o| matches!(graph.node(o).op, Op::Param { .. } | Op::Const { .. }))
+        && !feeds_fft_conv(graph, id)
+}
+
+/// Whether a conv with `algo = fft` reads `id`, directly or through the weight folds
+/// (`bn_fold`, `lc_fold`) between them.
+fn feeds_fft_conv(graph: &Graph, id: NodeIndex) -> bool {
+    graph
+        .users(id)
+        .into_iter()
+        .any(|u| match &graph.node(u).op {
+            Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => *algo == ConvAlgo::Fft,
+            Op::BnFold { .. } | Op::LcFold => feeds_fft_conv(graph, u),
+            _ => false,
+        })
 }
 
 /// The parameter-only nodes left for the host: `constant` without the kernels the

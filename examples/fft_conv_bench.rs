@@ -1,0 +1,155 @@
+//! FlexTCN-6 forward on OpenCL with its FlexConvs by FFT against `FNET_CONV_ALGO=direct`,
+//! in the same run, and the mixed-radix transform at 1568 = 2⁵·7² against 2048 points:
+//!
+//! ```text
+//! cargo run --release --example fft_conv_bench -- [--batches 1,64] [--reps 3]
+//! ```
+//!
+//! Weights are not bound at compile time (the kernels are synthesised on the host when
+//! the plan is made), as in `fnetc run` without `--weights`. Times are the best of
+//! `--reps` runs after one warm-up run (program build and first launches excluded).
+
+use fnet::driver::{compile_file, compile_str};
+use fnet::eval::Options;
+use fnet::ir::graph::Graph;
+use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
+use fnet::opencl::{ClContext, DeviceSel, Executable};
+use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
+use fnet::runtime::initialise;
+use fnet::tensor::Tensor;
+use std::path::Path;
+use std::time::Instant;
+
+fn best(exe: &Executable, x: &[Tensor<f32>], reps: usize) -> f64 {
+    exe.run(x).expect("warm-up run");
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            exe.run(x).expect("run");
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn optimised(graph: &Graph, batch: usize, algo: &str) -> Graph {
+    // SAFETY: set before any other thread reads the environment.
+    unsafe { std::env::set_var("FNET_CONV_ALGO", algo) };
+    let mut g = graph.clone();
+    let mut pc = PassContext::new(CompileMode::Inference);
+    pc.batch = batch as u64;
+    default_pipeline(CompileMode::Inference)
+        .run(&mut g, &mut pc, &mut |_| {})
+        .expect("pipeline");
+    g
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let batches: Vec<usize> = flag("--batches")
+        .unwrap_or_else(|| "1,64".into())
+        .split(',')
+        .map(|s| s.parse().expect("--batches"))
+        .collect();
+    let reps: usize = flag("--reps").map_or(3, |s| s.parse().expect("--reps"));
+    let ctx = ClContext::new(DeviceSel::default(), None).unwrap_or_else(|e| panic!("{e}"));
+    println!("device: {}", ctx.info.name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flextcn6_smnist.fnet");
+    let m = compile_file(&path, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()));
+    let store = initialise::<f32>(&m.graph, 0).expect("init");
+    for &b in &batches {
+        let shape = vec![b, 1, 784];
+        let x = vec![Tensor::from_vec(shape.clone(), vec![0.5; b * 784]).expect("shape")];
+        let mut times = Vec::new();
+        for algo in ["fft", "direct"] {
+            let g = optimised(&m.graph, b, algo);
+            let plan =
+                build_plan(&g, &store, std::slice::from_ref(&shape), Target::cpu()).expect("plan");
+            let ffts = plan
+                .steps
+                .iter()
+                .filter(|s| plan.kernels[s.kernel].name.starts_with("fft_mac"))
+                .count();
+            let gflop = plan.flops() as f64 * 1e-9;
+            let exe = Executable::new(&ctx, plan).expect("build");
+            let r = if algo == "direct" && b > 8 { 1 } else { reps };
+            let t = best(&exe, &x, r);
+            println!(
+                "flextcn6 batch {b:>3} {algo:>6}: {:>9.2} ms  {:>8.1} samples/s  ({ffts} FFT convs, {gflop:.2} GFLOP executed)",
+                t * 1e3,
+                b as f64 / t
+            );
+            times.push(t);
+        }
+        println!(
+            "flextcn6 batch {b:>3}: direct / fft = {:.1}x",
+            times[1] / times[0]
+        );
+    }
+    // The full-horizon case (the crop of a trained FlexTCN reaches 784 taps): one
+    // 30 → 30 causal conv with 784 taps over 784 steps.
+    for &b in &batches {
+        let mut times = Vec::new();
+        for algo in ["fft", "direct"] {
+            let src = format!(
+                "model t {{\n  input x: f32[B, 30, 784]\n  return x |> conv1d(30, 784, padding: causal, algo: {algo})\n}}"
+            );
+            let m = compile_str("t.fnet", &src, &Options::default())
+                .map(|(_, m)| m)
+                .unwrap_or_else(|r| panic!("{}", r.render()));
+            let store = initialise::<f32>(&m.graph, 0).expect("init");
+            let shape = vec![b, 30, 784];
+            let plan = build_plan(
+                &m.graph,
+                &store,
+                std::slice::from_ref(&shape),
+                Target::cpu(),
+            )
+            .expect("plan");
+            let exe = Executable::new(&ctx, plan).expect("build");
+            let x = vec![Tensor::from_vec(shape, vec![0.5; b * 30 * 784]).expect("shape")];
+            let r = if algo == "direct" && b > 8 { 1 } else { reps };
+            let t = best(&exe, &x, r);
+            println!(
+                "conv1d 30->30 k=784 L=784 batch {b:>3} {algo:>6}: {:>9.2} ms",
+                t * 1e3
+            );
+            times.push(t);
+        }
+        println!(
+            "conv1d k=784 batch {b:>3}: direct / fft = {:.1}x",
+            times[1] / times[0]
+        );
+    }
+    let rows = 1024;
+    let mut t = Vec::new();
+    for n in [1568, 2048] {
+        let plan = transform_plan(n, rows, false, Target::cpu());
+        let stages = plan.steps.len();
+        let exe = Executable::new(&ctx, plan).expect("build");
+        let x = vec![Tensor::from_vec(vec![n, 2, rows], vec![0.25; 2 * n * rows]).expect("shape")];
+        // Time the launches only: the input stays on the device.
+        exe.write_inputs(&x).expect("write");
+        exe.launch().expect("warm-up");
+        let s = (0..reps.max(5))
+            .map(|_| {
+                let t0 = Instant::now();
+                exe.launch().expect("launch");
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "fft n={n} ({stages} stages) x {rows} rows: {:.2} ms",
+            s * 1e3
+        );
+        t.push(s);
+    }
+    println!("fft 2048 / 1568 time = {:.2}x", t[1] / t[0]);
+}

@@ -1,0 +1,118 @@
+//! Lowering a conv with `algo: fft` (chosen by `choose-conv-algo`, the program's
+//! `algo:` or `FNET_CONV_ALGO`) to an FFT convolution: pack the input into transform
+//! rows, forward transforms (one launch per Stockham stage and axis), a complex
+//! multiply-accumulate over input channels with the kernel's spectrum (computed once on
+//! the host when the plan is made: the kernel is a constant), inverse transforms, and
+//! a crop that applies the bias, residual add and ReLU. The semantics are the direct
+//! conv's (and `reference::fft_conv`'s): see `kernel_ir::fft_conv`.
+
+use super::fusion::Chain;
+use super::{assign_slots, BufKind, Builder, Plan, Target, Val};
+use crate::ir::graph::Graph;
+use crate::kernel_ir::conv::ConvSpec;
+use crate::kernel_ir::fft::{axis_kernels, twiddles, FftAxis};
+use crate::kernel_ir::fft_conv::{
+    crop_kernel, kernel_spectrum, pack_kernel, pointwise_kernel, FftConv,
+};
+use crate::runtime::RunError;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::BTreeMap;
+
+impl Builder<'_> {
+    /// The FFT convolution of `spec`, or `None` when it is not one the FFT computes or
+    /// its weights are not known on the host (the caller then lowers it directly).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fft_conv(
+        &mut self,
+        chain: &Chain,
+        spec: &ConvSpec,
+        x: &Val,
+        weight: NodeIndex,
+        bias: &[f32],
+        scale: &[f32],
+        layer: &str,
+    ) -> Result<Option<Val>, RunError> {
+        let Some(g) = FftConv::new(spec, self.target.vector) else {
+            return Ok(None);
+        };
+        // The spectrum is computed on the host: the weights must be a host constant.
+        let Ok(w) = self.const_tensor(weight).cloned() else {
+            return Ok(None);
+        };
+        let [n1, n2] = g.len;
+        let xs = self.temp(vec![g.points() * 2 * g.rows_in]);
+        self.emit("fft_pack", pack_kernel(&g), vec![x.buf, xs.buf], layer);
+        let xf = self.transform(xs, n1, n2, g.rows_in, false, layer);
+        let kf = self.constant(kernel_spectrum(&g, &w.data, scale));
+        let ys = self.temp(vec![g.points() * 2 * g.rows_out]);
+        let mac = pointwise_kernel(&g, self.target.vector);
+        self.emit("fft_mac", mac, vec![xf.buf, kf, ys.buf], layer);
+        let yt = self.transform(ys, n1, n2, g.rows_out, true, layer);
+        let b = self.constant(bias[..g.co].to_vec());
+        let shape = if x.shape.len() == 3 {
+            vec![g.batch, g.co, g.out[1]]
+        } else {
+            vec![g.batch, g.co, g.out[0], g.out[1]]
+        };
+        let y = self.temp(shape);
+        let mut args = vec![yt.buf, b];
+        if let Some(r) = chain.residual {
+            args.push(self.val(r)?.buf);
+        }
+        args.push(y.buf);
+        self.emit("fft_crop", crop_kernel(&g), args, layer);
+        Ok(Some(y))
+    }
+
+    /// Transforms `x` (`[n1][n2][2][rows]`) along both axes (length-1 axes are
+    /// identities) and returns the buffer holding the result.
+    fn transform(
+        &mut self,
+        x: Val,
+        n1: usize,
+        n2: usize,
+        rows: usize,
+        inverse: bool,
+        layer: &str,
+    ) -> Val {
+        let mut cur = x;
+        for axis in [1, 0] {
+            let a = FftAxis::plane(axis, n1, n2, rows, inverse);
+            let stages = axis_kernels(&a, self.target.vector).unwrap_or_default();
+            if stages.is_empty() {
+                continue;
+            }
+            let tw = self.constant(twiddles(a.n, inverse));
+            for k in stages {
+                let y = self.temp(cur.shape.clone());
+                self.emit("fft", k, vec![cur.buf, tw, y.buf], layer);
+                cur = y;
+            }
+        }
+        cur
+    }
+}
+
+/// A plan of one batched 1D transform of `n` points over `rows` rows (a multiple of
+/// the target's vector width), input and output laid out `[n][2][rows]`: for tests
+/// and benchmarks of the FFT kernels alone.
+pub fn transform_plan(n: usize, rows: usize, inverse: bool, target: Target) -> Plan {
+    let graph = Graph::new("fft");
+    let mut b = Builder {
+        graph: &graph,
+        target,
+        env: Default::default(),
+        plan: Plan::default(),
+        values: BTreeMap::new(),
+        consts: BTreeMap::new(),
+        const_bufs: BTreeMap::new(),
+    };
+    let shape = vec![n, 2, rows];
+    let buf = b.buffer(2 * n * rows, BufKind::Input(0));
+    b.plan.inputs.push((buf, shape.clone()));
+    let y = b.transform(Val { buf, shape }, 1, n, rows, inverse, "fft");
+    b.plan.outputs.push((y.buf, y.shape));
+    let mut plan = b.plan;
+    assign_slots(&mut plan);
+    plan
+}

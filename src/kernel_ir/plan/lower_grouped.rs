@@ -1,0 +1,50 @@
+//! Lowering a grouped or depthwise conv (with its fused batch norm, residual add and
+//! ReLU) to the bounds-checked kernel of `kernel_ir::grouped`.
+
+use super::fusion::Chain;
+use super::{Builder, Val};
+use crate::kernel_ir::conv::ConvSpec;
+use crate::kernel_ir::grouped::grouped_conv_kernel;
+use crate::runtime::RunError;
+use petgraph::stable_graph::NodeIndex;
+
+impl Builder<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn grouped_conv(
+        &mut self,
+        chain: &Chain,
+        spec: &ConvSpec,
+        groups: usize,
+        x: &Val,
+        weight: NodeIndex,
+        bias: &[f32],
+        scale: &[f32],
+        layer: &str,
+    ) -> Result<Val, RunError> {
+        let w = self.const_tensor(weight)?.clone();
+        let taps = w.data.len() / spec.co.max(1);
+        let scaled: Vec<f32> = w
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * scale[i / taps.max(1)])
+            .collect();
+        let wb = self.constant(scaled);
+        let bb = self.constant(bias[..spec.co].to_vec());
+        let [oh, ow] = spec.out();
+        let shape = if x.shape.len() == 3 {
+            vec![spec.n, spec.co, ow]
+        } else {
+            vec![spec.n, spec.co, oh, ow]
+        };
+        let y = self.temp(shape);
+        let mut args = vec![x.buf, wb, bb];
+        if let Some(r) = chain.residual {
+            args.push(self.val(r)?.buf);
+        }
+        args.push(y.buf);
+        let k = grouped_conv_kernel("gconv", spec, groups);
+        self.emit("gconv", k, args, layer);
+        Ok(y)
+    }
+}

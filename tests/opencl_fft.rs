@@ -1,0 +1,299 @@
+//! The OpenCL FFT path: the mixed-radix transform kernels against rustfft, FFT convs
+//! (`algo: fft`) against the reference interpreter's direct convs, FlexTCN-6 through
+//! the default pipeline (its 784-tap convs by FFT), and grouped / depthwise convs.
+//!
+//! Needs an OpenCL platform (PoCL: `scripts/setup.sh`); `FNET_TEST_DEVICE` picks one.
+
+use fnet::driver::{compile_file, compile_str};
+use fnet::eval::{Module, Options};
+use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
+use fnet::opencl::{run_graph, ClContext, DeviceSel, Executable};
+use fnet::runtime::{initialise, run, ParamStore, RunOptions};
+use fnet::tensor::Tensor;
+use rustfft::num_complex::Complex;
+use rustfft::FftPlanner;
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn ctx() -> &'static ClContext {
+    static CTX: OnceLock<ClContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let sel = std::env::var("FNET_TEST_DEVICE")
+            .ok()
+            .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
+            .unwrap_or_default();
+        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
+    Tensor::from_vec(shape.to_vec(), noise(shape.iter().product(), seed)).expect("shape")
+}
+
+/// Initial weights with the 1D vectors (biases, batch-norm statistics) moved off
+/// their identity values, so folding mistakes show.
+fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
+    let mut store = initialise::<f32>(&m.graph, seed).expect("init");
+    for (i, (name, t)) in store.iter_mut().enumerate() {
+        if t.ndim() != 1 {
+            continue;
+        }
+        let r = noise(t.numel(), seed + i as u64);
+        for (v, r) in t.data.iter_mut().zip(r) {
+            *v = if name.ends_with("running_var") {
+                0.75 + 0.5 * r
+            } else {
+                *v + 0.5 * r
+            };
+        }
+    }
+    store
+}
+
+fn program(src: &str) -> Module {
+    compile_str("t.fnet", src, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()))
+}
+
+fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>, rel: f64) {
+    assert_eq!(got.shape, want.shape, "{what}");
+    let d = got.max_abs_diff(want).expect("same shape");
+    let scale = want.max_abs().max(1.0);
+    assert!(d <= rel * scale, "{what}: max diff {d} (scale {scale})");
+}
+
+/// The batched transform kernels against rustfft, forward and inverse, rows of the
+/// `[n][2][rows]` layout each transformed independently.
+#[test]
+fn fft_kernels_match_rustfft() {
+    let rows = 16;
+    for n in [8, 12, 49, 98, 1568, 2048] {
+        for inverse in [false, true] {
+            let x = input(&[n, 2, rows], n as u64 + inverse as u64);
+            let plan = transform_plan(n, rows, inverse, Target::cpu());
+            assert!(
+                plan.steps.len() >= 2,
+                "n={n}: at least two stages run ({})",
+                plan.steps.len()
+            );
+            let exe = Executable::new(ctx(), plan).expect("build");
+            let got = exe.run(std::slice::from_ref(&x)).expect("run").remove(0);
+            let mut planner = FftPlanner::<f64>::new();
+            let fft = if inverse {
+                planner.plan_fft_inverse(n)
+            } else {
+                planner.plan_fft_forward(n)
+            };
+            let mut want = vec![0.0f32; 2 * n * rows];
+            for r in 0..rows {
+                let mut line: Vec<Complex<f64>> = (0..n)
+                    .map(|i| {
+                        let re = x.data[(2 * i) * rows + r] as f64;
+                        let im = x.data[(2 * i + 1) * rows + r] as f64;
+                        Complex::new(re, im)
+                    })
+                    .collect();
+                fft.process(&mut line);
+                for (i, c) in line.iter().enumerate() {
+                    want[(2 * i) * rows + r] = c.re as f32;
+                    want[(2 * i + 1) * rows + r] = c.im as f32;
+                }
+            }
+            let want = Tensor::from_vec(vec![n, 2, rows], want).expect("shape");
+            let tol = 2e-6 * (n as f64).log2();
+            close(&format!("fft n={n} inverse={inverse}"), &got, &want, tol);
+        }
+    }
+}
+
+/// `body` with `algo: fft` on OpenCL against the same program with `algo: direct` on
+/// the reference interpreter (same weights: the parameter names agree).
+fn fft_conv_agrees(body: &str, shape: &[usize]) {
+    let dims = match shape.len() {
+        3 => format!("[B, {}, {}]", shape[1], shape[2]),
+        _ => format!("[B, {}, {}, {}]", shape[1], shape[2], shape[3]),
+    };
+    let src = |algo: &str| {
+        format!(
+            "model t {{\n  input x: f32{dims}\n  {}\n}}",
+            body.replace("ALGO", algo)
+        )
+    };
+    let fft = program(&src("fft"));
+    let direct = program(&src("direct"));
+    let store = weights(&fft, 11);
+    let x = input(shape, 5);
+    let plan = build_plan(&fft.graph, &store, &[shape.to_vec()], Target::cpu())
+        .unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert!(
+        plan.kernels.iter().any(|k| k.name.starts_with("fft_mac")),
+        "{body}: lowered through the FFT"
+    );
+    let want = run(
+        &direct.graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{body}: reference: {e}"))
+    .outputs;
+    let got = Executable::new(ctx(), plan)
+        .and_then(|e| e.run(&[x]))
+        .unwrap_or_else(|e| panic!("{body}: opencl: {e}"));
+    close(body, &got[0], &want[0], 5e-5);
+}
+
+#[test]
+fn causal_fft_conv1d_matches_the_direct_reference() {
+    for (body, shape) in [
+        (
+            "return x |> conv1d(30, 784, padding: causal, algo: ALGO)",
+            &[1, 1, 784][..],
+        ),
+        (
+            "return x |> conv1d(30, 784, padding: causal, algo: ALGO)",
+            &[3, 30, 784],
+        ),
+        (
+            "return x |> conv1d(5, 64, padding: causal, algo: ALGO)",
+            &[2, 3, 100],
+        ),
+        (
+            "return x |> conv1d(7, 9, padding: causal, algo: ALGO) |> batchnorm |> relu",
+            &[5, 4, 33],
+        ),
+        (
+            "h = x |> conv1d(6, 20, padding: causal, bias: false, algo: ALGO)\n  return relu(h + x)",
+            &[4, 6, 50],
+        ),
+        (
+            "return x |> conv1d(3, 1, padding: causal, algo: ALGO)",
+            &[2, 2, 7],
+        ),
+    ] {
+        fft_conv_agrees(body, shape);
+    }
+}
+
+#[test]
+fn same_fft_conv2d_matches_the_direct_reference() {
+    for (body, shape) in [
+        (
+            "return x |> conv2d(4, 5, padding: same, algo: ALGO)",
+            &[3, 3, 12, 10][..],
+        ),
+        (
+            "return x |> conv2d(6, 9, padding: same, algo: ALGO) |> batchnorm |> relu",
+            &[2, 5, 9, 11],
+        ),
+        (
+            "return x |> conv2d(2, 33, padding: same, algo: ALGO)",
+            &[1, 3, 32, 32],
+        ),
+        (
+            "return x |> conv2d(3, [3, 5], padding: 1, algo: ALGO)",
+            &[2, 2, 7, 8],
+        ),
+    ] {
+        fft_conv_agrees(body, shape);
+    }
+}
+
+/// FlexTCN-6 through the default pipeline without bound weights: the kernels are
+/// synthesised on the host when the plan is made (784 taps), and every FlexConv runs
+/// through the FFT. An odd batch exercises the paired transforms' padding.
+#[test]
+fn flextcn6_runs_its_flexconvs_by_fft() {
+    use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flextcn6_smnist.fnet");
+    let m = compile_file(&path, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()));
+    let store = weights(&m, 3);
+    let mut graph = m.graph.clone();
+    let mut pc = PassContext::new(CompileMode::Inference);
+    pc.batch = 3;
+    default_pipeline(CompileMode::Inference)
+        .run(&mut graph, &mut pc, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shape = vec![3, 1, 784];
+    let plan = build_plan(&graph, &store, std::slice::from_ref(&shape), Target::cpu())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let macs: std::collections::BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| plan.kernels[s.kernel].name.starts_with("fft_mac"))
+        .map(|s| s.layer.as_str())
+        .collect();
+    assert_eq!(macs.len(), 12, "every FlexConv by FFT: {macs:?}");
+    let x = input(&shape, 4);
+    let want = run(
+        &graph,
+        &store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("reference: {e}"))
+    .outputs;
+    let got = Executable::new(ctx(), plan)
+        .and_then(|e| e.run(&[x]))
+        .unwrap_or_else(|e| panic!("opencl: {e}"));
+    close("flextcn6", &got[0], &want[0], 1e-4);
+}
+
+#[test]
+fn grouped_and_depthwise_convs_match_the_reference() {
+    for (body, shape) in [
+        ("return x |> conv2d(6, 3, padding: 1, groups: 2)", &[2, 4, 9, 7][..]),
+        (
+            "return x |> conv2d(8, 3, padding: 1, groups: 8) |> batchnorm |> relu",
+            &[2, 8, 10, 10],
+        ),
+        (
+            "return x |> conv2d(6, 5, stride: 2, padding: 2, dilation: 1, groups: 3)",
+            &[1, 6, 11, 12],
+        ),
+        (
+            "h = x |> conv2d(4, 3, padding: 2, dilation: 2, groups: 4, bias: false)\n  return relu(h + x)",
+            &[2, 4, 8, 9],
+        ),
+        (
+            "return x |> conv1d(6, 9, padding: causal, groups: 6)",
+            &[3, 6, 40],
+        ),
+    ] {
+        let dims = match shape.len() {
+            3 => format!("[B, {}, {}]", shape[1], shape[2]),
+            _ => format!("[B, {}, {}, {}]", shape[1], shape[2], shape[3]),
+        };
+        let src = format!("model t {{\n  input x: f32{dims}\n  {body}\n}}");
+        let m = program(&src);
+        let store = weights(&m, 9);
+        let x = input(shape, 2);
+        let want = run(
+            &m.graph,
+            &store,
+            std::slice::from_ref(&x),
+            &RunOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{body}: reference: {e}"))
+        .outputs;
+        let got = run_graph(ctx(), &m.graph, &store, &[x])
+            .unwrap_or_else(|e| panic!("{body}: opencl: {e}"));
+        close(body, &got[0], &want[0], 2e-5);
+    }
+}
