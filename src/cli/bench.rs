@@ -105,7 +105,7 @@ impl fmt::Display for BenchReport {
 }
 
 /// Compiles for inference with `store` bound, as `fnetc compile --weights` does.
-fn compile_bound(args: &BenchArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
+pub fn compile_bound(args: &BenchArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
     let (_, module) = compile_file(&args.model, &args.options)?;
     let mut graph = module.graph;
     let store = match &args.weights {
