@@ -103,8 +103,10 @@ mod tests {
         assert_eq!(l[0], 8, "axis 0 first");
         let l = choose_for(&[4096], &gpu).unwrap();
         assert_eq!(l, vec![128]);
-        // A prime-sized grid has no useful divisor: left to the driver.
-        assert_eq!(choose_for(&[127, 1, 1], &gpu), None);
+        // A grid with no useful divisor (131 is prime) is left to the driver, but a
+        // small one fits in one group.
+        assert_eq!(choose_for(&[131, 2], &gpu), None);
+        assert_eq!(choose_for(&[127, 1, 1], &gpu), Some(vec![127, 1, 1]));
         // A device limit below the target is respected.
         let small = device(true, 8, 64);
         let l = choose_for(&[4096, 3], &small).unwrap();
