@@ -148,6 +148,37 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
     },
+    /// Time a model's forward on a backend: median and best of --iters runs, in
+    /// samples/s and GFLOP/s (weights bound at compile time; seeded ones by default).
+    Bench {
+        /// The .fnet model file.
+        model: PathBuf,
+        /// Weights (.safetensors); the model's seeded initial weights by default.
+        #[arg(short, long)]
+        weights: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Backend::Opencl)]
+        backend: Backend,
+        /// OpenCL device (see `run --help`).
+        #[arg(long, default_value = "default")]
+        device: fnet::opencl::DeviceSel,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        iters: u64,
+        /// Untimed runs before them.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Pooling-slot configuration (see `check --help`).
+        #[arg(long, value_delimiter = ',')]
+        config: Option<Vec<u64>>,
+        /// Override a model-level constant, e.g. `--set E=8` (repeatable).
+        #[arg(long = "set", value_parser = parse_set)]
+        set: Vec<(String, String)>,
+        /// Run the elaborated graph without the optimising passes.
+        #[arg(short = 'O', value_parser = ["0"])]
+        opt_level: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -366,6 +397,37 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } else if print_after.is_empty() {
                 print!("{}", fnet::ir::print::print_graph(&out.graph));
             }
+        }
+        Command::Bench {
+            model,
+            weights,
+            backend,
+            device,
+            batch,
+            iters,
+            warmup,
+            config,
+            set,
+            opt_level,
+        } => {
+            let args = fnet::cli::bench::BenchArgs {
+                model,
+                weights,
+                options: Options {
+                    slot_config: config,
+                    overrides: set,
+                },
+                backend: match backend {
+                    Backend::Reference => fnet::cli::run::RunBackend::Reference,
+                    Backend::Opencl => fnet::cli::run::RunBackend::OpenCl(device),
+                },
+                batch: batch as usize,
+                iters: iters as usize,
+                warmup: warmup as usize,
+                unoptimised: opt_level.is_some(),
+            };
+            let report = fnet::cli::bench::bench(&args, &mut fnet::cli::bench::progress_bar())?;
+            print!("{report}");
         }
     }
     Ok(())

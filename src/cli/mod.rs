@@ -2,6 +2,7 @@
 //! that names the file and what went wrong; nothing the user had is overwritten unless
 //! the command completed.
 
+pub mod bench;
 pub mod compile;
 pub mod explain;
 pub mod init;

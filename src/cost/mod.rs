@@ -21,6 +21,7 @@
 //! integers and the committed table, so decisions are deterministic.
 
 pub mod fit;
+pub mod flops;
 
 use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::fft_conv::fft_len;

@@ -51,6 +51,15 @@ impl Target {
             tile_co: 4,
         }
     }
+
+    /// GPUs: every work-item is one SIMT lane with few registers, so smaller register
+    /// tiles (4 pixels × 2 channels) and four times as many work-items.
+    pub fn gpu() -> Target {
+        Target {
+            vector: 4,
+            tile_co: 2,
+        }
+    }
 }
 
 pub type BufId = usize;

@@ -72,8 +72,12 @@ impl<'c> Executable<'c> {
                 .name(k.name.as_str())
                 .queue(ctx.queue.clone())
                 .global_work_size(dims(&k.grid));
-            if let Some(l) = &k.local {
-                builder.local_work_size(dims(l));
+            if let Some(l) = k
+                .local
+                .clone()
+                .or_else(|| super::local::choose(&k.grid, &ctx.info))
+            {
+                builder.local_work_size(dims(&l));
             }
             for &a in &step.args {
                 builder.arg(&buffers[a]);

@@ -1,0 +1,102 @@
+//! Whole-model forward throughput (samples/s, criterion `Throughput::Elements(batch)`)
+//! for ResNet-20, FlexNet-7 and FlexTCN-6 at batch 1 and 64 on the OpenCL backend, and
+//! on the reference interpreter at batch 1 as the baseline. Each model is compiled as
+//! `fnetc bench` does: the default inference pipeline with its seeded initial weights
+//! bound. GFLOP/s = samples/s × the nominal MFLOP per sample printed first.
+//!
+//! `cargo bench --bench models` (`FNET_DEVICE` picks the OpenCL device; with no OpenCL
+//! platform only the reference baseline runs). A model the OpenCL backend cannot lower
+//! yet is reported and skipped.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fnet::cli::bench::{bench_input, compile_bound, BenchArgs};
+use fnet::cli::run::RunBackend;
+use fnet::cost::flops::graph_flops;
+use fnet::eval::Options;
+use fnet::kernel_ir::plan::build_plan;
+use fnet::opencl::{target_for, ClContext, DeviceSel, Executable};
+use fnet::runtime::{run, RunOptions};
+use std::path::Path;
+use std::time::Duration;
+
+const MODELS: [(&str, &str); 3] = [
+    ("resnet20", "examples/resnet20_cifar10.fnet"),
+    ("flexnet7", "examples/flexnet7_cifar10.fnet"),
+    ("flextcn6", "examples/flextcn6_smnist.fnet"),
+];
+
+fn args(path: &str, batch: usize) -> BenchArgs {
+    BenchArgs {
+        model: Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+        weights: None,
+        options: Options::default(),
+        backend: RunBackend::Reference,
+        batch,
+        iters: 1,
+        warmup: 0,
+        unoptimised: false,
+    }
+}
+
+fn opencl() -> Option<ClContext> {
+    let sel = std::env::var("FNET_DEVICE")
+        .ok()
+        .map(|s| s.parse::<DeviceSel>().expect("FNET_DEVICE"))
+        .unwrap_or_default();
+    match ClContext::new(sel, fnet::opencl::default_cache_dir()) {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            eprintln!("no OpenCL benches: {e}");
+            None
+        }
+    }
+}
+
+fn models(c: &mut Criterion) {
+    let ctx = opencl();
+    for (name, path) in MODELS {
+        let mut group = c.benchmark_group(name);
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+        for batch in [1, 64] {
+            let (graph, store) = compile_bound(&args(path, batch))
+                .unwrap_or_else(|e| panic!("compiling {path}: {e}"));
+            let x = bench_input(&graph, batch).expect("input");
+            let flops = graph_flops(&graph, std::slice::from_ref(&x.shape)).expect("flops");
+            eprintln!(
+                "{name}: {:.2} MFLOP per sample",
+                flops as f64 / batch as f64 / 1e6
+            );
+            group.throughput(Throughput::Elements(batch as u64));
+            if batch == 1 {
+                let opts = RunOptions::default();
+                group.bench_function(BenchmarkId::new("reference", batch), |b| {
+                    b.iter(|| run(&graph, &store, std::slice::from_ref(&x), &opts).expect("run"))
+                });
+            }
+            let Some(ctx) = &ctx else { continue };
+            let plan = match build_plan(
+                &graph,
+                &store,
+                std::slice::from_ref(&x.shape),
+                target_for(&ctx.info),
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{name} batch {batch}: skipped on OpenCL: {e}");
+                    continue;
+                }
+            };
+            let exe = Executable::new(ctx, plan).expect("build");
+            group.bench_function(BenchmarkId::new("opencl", batch), |b| {
+                b.iter(|| exe.run(std::slice::from_ref(&x)).expect("run"))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, models);
+criterion_main!(benches);
