@@ -7,83 +7,19 @@
 //! These tests need an OpenCL platform (`scripts/setup.sh` installs PoCL); they run
 //! on the default device (`FNET_TEST_DEVICE` overrides: a number, `cpu` or `gpu`).
 
-use fnet::driver::{compile_file, compile_str};
-use fnet::eval::{Module, Options};
+mod common;
+
+use common::opencl::{ctx, example, input, noise_f32 as noise, program, weights};
+use fnet::eval::Module;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
 use fnet::kernel_ir::plan::{build_plan, BufKind, Plan, Target};
-use fnet::opencl::{plan_source, run_graph, ClContext, DeviceSel, Executable};
+use fnet::opencl::{plan_source, run_graph, Executable};
 use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
 use fnet::runtime::{flex_kernel, initialise, run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 use std::path::Path;
-use std::sync::OnceLock;
-
-fn ctx() -> &'static ClContext {
-    static CTX: OnceLock<ClContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let sel = std::env::var("FNET_TEST_DEVICE")
-            .ok()
-            .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
-            .unwrap_or_default();
-        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
-    })
-}
-
-fn program(src: &str) -> Module {
-    compile_str("t.fnet", src, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
-
-fn example(name: &str) -> Module {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name);
-    compile_file(&path, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
-    Tensor::from_vec(shape.to_vec(), noise(shape.iter().product(), seed)).expect("shape")
-}
-
-/// Initial weights with the biases and batch-norm vectors moved off their identity
-/// values (mask parameters excepted: they set the crop the test asks for).
-fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
-    let mut store = initialise::<f32>(&m.graph, seed).expect("init");
-    for (i, (name, t)) in store.iter_mut().enumerate() {
-        if t.ndim() != 1 {
-            continue;
-        }
-        let r = noise(t.numel(), seed + i as u64);
-        for (v, r) in t.data.iter_mut().zip(r) {
-            *v = if name.ends_with("running_var") {
-                0.75 + 0.5 * r
-            } else {
-                *v + 0.5 * r
-            };
-        }
-    }
-    store
-}
 
 /// The graph after the default inference pipeline without `choose-conv-algo`, and
 /// without weights: FlexConv kernels stay `flex_kernel` ops over parameters and the

@@ -97,3 +97,4 @@ pub fn perturbed_weights<T: Scalar>(graph: &Graph, seed: u64) -> ParamStore<T> {
     }
     store
 }
+pub mod opencl;

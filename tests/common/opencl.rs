@@ -1,0 +1,76 @@
+//! Helpers for the OpenCL tests: one shared context, and the differential check
+//! against the reference interpreter.
+
+use super::{noise, perturbed_weights};
+use fnet::driver::{compile_file, compile_str};
+use fnet::eval::{Module, Options};
+use fnet::opencl::{run_graph, ClContext, DeviceSel};
+use fnet::runtime::{run, ParamStore, RunOptions};
+use fnet::tensor::Tensor;
+use std::sync::OnceLock;
+
+/// The device the tests run on: the default one, or `FNET_TEST_DEVICE` (a number,
+/// `cpu` or `gpu`).
+pub fn ctx() -> &'static ClContext {
+    static CTX: OnceLock<ClContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let sel = std::env::var("FNET_TEST_DEVICE")
+            .ok()
+            .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
+            .unwrap_or_default();
+        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+pub fn program(src: &str) -> Module {
+    compile_str("t.fnet", src, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()))
+}
+
+/// An example by file name (`resnet20_cifar10.fnet`).
+pub fn example(file: &str) -> Module {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
+    compile_file(&path, &Options::default())
+        .map(|(_, m)| m)
+        .unwrap_or_else(|r| panic!("{}", r.render()))
+}
+
+pub fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
+    super::random(shape, seed)
+}
+
+pub fn noise_f32(n: usize, seed: u64) -> Vec<f32> {
+    noise(n, seed).into_iter().map(|v| v as f32).collect()
+}
+
+/// Seeded weights with every vector moved off its initial value.
+pub fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
+    perturbed_weights(&m.graph, seed)
+}
+
+/// Runs `m` on both backends and compares, the tolerance scaled to the magnitude.
+pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
+    let want = run(
+        &m.graph,
+        store,
+        std::slice::from_ref(&x),
+        &RunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
+    .outputs;
+    let got =
+        run_graph(ctx(), &m.graph, store, &[x]).unwrap_or_else(|e| panic!("{what}: opencl: {e}"));
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.shape, w.shape, "{what}");
+        let d = g.max_abs_diff(w).expect("same shape");
+        let scale = w.max_abs().max(1.0);
+        assert!(
+            d <= 2e-5 * scale,
+            "{what}: max |opencl - reference| = {d} (scale {scale})"
+        );
+    }
+}
