@@ -326,7 +326,7 @@ pub fn axis_kernels(a: &FftAxis, vector: u8) -> Option<Vec<Kernel>> {
     let mut ns = 1;
     let mut out = Vec::new();
     for r in radices(a.n)? {
-        let wide = r == 7 && vector >= 8 && a.rows % (2 * vector as usize) == 0;
+        let wide = r == 7 && vector >= 8 && a.rows.is_multiple_of(2 * vector as usize);
         let v = if wide { 2 * vector } else { vector };
         out.push(stage_kernel("fft", a, r, ns, v));
         ns *= r;
