@@ -1,6 +1,6 @@
 //! FlexTCN-6 forward on OpenCL with its FlexConvs by FFT against `FNET_CONV_ALGO=direct`,
 //! in the same run; one 784-tap conv by FFT at 1568 points, forced to 2048 points, and
-//! direct; and the mixed-radix transform at 1568 = 2⁵·7² against 2048 points, whole and
+//! direct (with the launch time of each kind of FFT-conv kernel alone); and the mixed-radix transform at 1568 = 2⁵·7² against 2048 points, whole and
 //! stage by stage (a plan with only that stage's launch, launch overhead included):
 //!
 //! ```text
@@ -122,8 +122,11 @@ fn main() {
             )
             .expect("plan");
             force_len(None);
-            let exe = Executable::new(&ctx, plan).expect("build");
             let x = vec![Tensor::from_vec(shape, vec![0.5; b * 30 * 784]).expect("shape")];
+            if algo == "fft" {
+                breakdown(&ctx, &plan, &x, reps);
+            }
+            let exe = Executable::new(&ctx, plan).expect("build");
             let r = if algo == "direct" && b > 8 { 1 } else { reps };
             let t = best(&exe, &x, r);
             let n = if algo == "fft" {
@@ -182,4 +185,31 @@ fn launches(ctx: &ClContext, plan: Plan, x: &[Tensor<f32>], reps: usize) -> f64 
             t0.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+/// The launch time of each kind of kernel in `plan` (the name without its number):
+/// a plan with only those launches.
+fn breakdown(ctx: &ClContext, plan: &Plan, x: &[Tensor<f32>], reps: usize) {
+    let kind = |k: usize| {
+        plan.kernels[k]
+            .name
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '_')
+            .to_string()
+    };
+    let mut kinds: Vec<String> = Vec::new();
+    for s in &plan.steps {
+        if !kinds.contains(&kind(s.kernel)) {
+            kinds.push(kind(s.kernel));
+        }
+    }
+    let all = launches(ctx, plan.clone(), x, reps);
+    let mut line = format!("    launches only {:.2} ms =", all * 1e3);
+    for k in kinds {
+        let mut one = plan.clone();
+        one.steps.retain(|s| kind(s.kernel) == k);
+        let n = one.steps.len();
+        let t = launches(ctx, one, x, reps);
+        line += &format!(" {k} x{n}: {:.2} ms;", t * 1e3);
+    }
+    println!("{line}");
 }
