@@ -6,6 +6,8 @@
 
 use fnet::driver::{compile_file, compile_str};
 use fnet::eval::{Module, Options};
+use fnet::kernel_ir::fft::radices;
+use fnet::kernel_ir::fft_conv::force_len;
 use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
 use fnet::opencl::{run_graph, ClContext, DeviceSel, Executable};
 use fnet::runtime::{initialise, run, ParamStore, RunOptions};
@@ -81,15 +83,13 @@ fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>, rel: f64) {
 #[test]
 fn fft_kernels_match_rustfft() {
     let rows = 16;
-    for n in [8, 12, 49, 98, 1568, 2048] {
+    // Radix 8 alone (8), 8·2 (16), 8·7 (56), 8·8 (64), 7³ (343), 8·4·7·7 (1568).
+    for n in [8, 12, 16, 49, 56, 64, 98, 343, 1568, 2048] {
         for inverse in [false, true] {
             let x = input(&[n, 2, rows], n as u64 + inverse as u64);
             let plan = transform_plan(n, rows, inverse, Target::cpu());
-            assert!(
-                plan.steps.len() >= 2,
-                "n={n}: at least two stages run ({})",
-                plan.steps.len()
-            );
+            let stages = radices(n).expect("7-smooth").len();
+            assert_eq!(plan.steps.len(), stages, "n={n}: one launch per stage");
             let exe = Executable::new(ctx(), plan).expect("build");
             let got = exe.run(std::slice::from_ref(&x)).expect("run").remove(0);
             let mut planner = FftPlanner::<f64>::new();
@@ -186,6 +186,20 @@ fn causal_fft_conv1d_matches_the_direct_reference() {
         ),
     ] {
         fft_conv_agrees(body, shape);
+    }
+}
+
+/// The 784-tap conv with its transforms forced to 2048 points (as the FFT conv bench
+/// measures it) and to 1600 = 2⁶·5² (radices 8, 8, 5, 5).
+#[test]
+fn fft_conv1d_at_forced_lengths_matches_the_direct_reference() {
+    for n in [2048, 1600] {
+        force_len(Some(n));
+        fft_conv_agrees(
+            "return x |> conv1d(30, 784, padding: causal, algo: ALGO)",
+            &[3, 30, 784],
+        );
+        force_len(None);
     }
 }
 

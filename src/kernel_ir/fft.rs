@@ -1,4 +1,4 @@
-//! Mixed-radix FFT kernels (radices 4, 2, 3, 5, 7) in the kernel IR: the Stockham
+//! Mixed-radix FFT kernels (radices 8, 4, 2, 3, 5, 7) in the kernel IR: the Stockham
 //! autosort algorithm, one launch per stage, out of place, natural order in and out.
 //!
 //! Data layout: a batch of `rows` complex transforms, rows fastest. Element `i` of the
@@ -17,12 +17,13 @@
 use super::build::*;
 use super::{Expr, Kernel, Param, Stmt, Ty};
 
-/// The radices of a length-`n` transform, in stage order: 4s first, then 2, 3, 5, 7.
-/// `None` when `n` has another prime factor.
+/// The radices of a length-`n` transform, in stage order: 8s first, then 4, 2, 3, 5,
+/// 7 (so 1568 = 8·4·7·7 and 2048 = 8·8·8·4 take four stages each). `None` when `n` has
+/// another prime factor.
 pub fn radices(n: usize) -> Option<Vec<usize>> {
     let mut m = n.max(1);
     let mut out = Vec::new();
-    for p in [4, 2, 3, 5, 7] {
+    for p in [8, 4, 2, 3, 5, 7] {
         while m.is_multiple_of(p) {
             out.push(p);
             m /= p;
@@ -97,10 +98,14 @@ struct C {
 }
 
 /// Emits `let` bindings for intermediate complex values with unique names.
+/// Outputs are stored as soon as the butterfly computes them (output `q` at
+/// `d + q·step` and its imaginary part `im` floats further), so few stay live.
 struct Emitter {
     body: Vec<Stmt>,
     ty: Ty,
     next: usize,
+    step: usize,
+    im: usize,
 }
 
 impl Emitter {
@@ -120,6 +125,21 @@ impl Emitter {
     fn sub(&mut self, a: &C, b: &C) -> C {
         self.bind(a.re.clone() - b.re.clone(), a.im.clone() - b.im.clone())
     }
+    /// Stores output `q`.
+    fn out(&mut self, q: usize, c: &C) {
+        let w = self.ty.width;
+        let at = var("d") + q * self.step;
+        self.body.push(store("y", at.clone(), c.re.clone(), w));
+        self.body.push(store("y", at + self.im, c.im.clone(), w));
+    }
+    /// `a·(c + i·s)` for a constant `c + i·s`.
+    fn rotate(&mut self, a: &C, c: f64, s: f64) -> C {
+        let w = self.ty.width;
+        self.bind(
+            scaled(a.re.clone(), c, w) - scaled(a.im.clone(), s, w),
+            scaled(a.re.clone(), s, w) + scaled(a.im.clone(), c, w),
+        )
+    }
     /// `a + σ·i·b` for σ = ±1.
     fn add_i(&mut self, a: &C, b: &C, sigma: f64) -> C {
         if sigma > 0.0 {
@@ -134,37 +154,74 @@ fn scaled(e: Expr, c: f64, w: u8) -> Expr {
     e * splat(float(c as f32), w)
 }
 
-/// The DFT of `x` (`R` values) in place of `x`: radix 2 and 4 by sums and differences,
-/// odd radices by the symmetric pairs `x_r ± x_(R−r)` (half the multiplications).
-fn butterfly(e: &mut Emitter, x: &[C], inverse: bool) -> Vec<C> {
+/// The 4-point DFT of `x`.
+fn dft4(e: &mut Emitter, x: [&C; 4], sigma: f64) -> [C; 4] {
+    let a = e.add(x[0], x[2]);
+    let b = e.sub(x[0], x[2]);
+    let c = e.add(x[1], x[3]);
+    let d = e.sub(x[1], x[3]);
+    [
+        e.add(&a, &c),
+        e.add_i(&b, &d, sigma),
+        e.sub(&a, &c),
+        e.add_i(&b, &d, -sigma),
+    ]
+}
+
+/// The DFT of `x` (`R` values), each output stored as soon as it is known: radix 2
+/// and 4 by sums and differences, 8 as two radix-4 DFTs (even and odd inputs) joined
+/// by the eighth roots of unity, odd radices by the symmetric pairs `x_r ± x_(R−r)`
+/// (half the multiplications, and 2·(R−1) live vectors rather than R²).
+fn butterfly(e: &mut Emitter, x: &[C], inverse: bool) {
     let sigma = if inverse { 1.0 } else { -1.0 };
     let w = e.ty.width;
     match x.len() {
-        1 => x.to_vec(),
-        2 => vec![e.add(&x[0], &x[1]), e.sub(&x[0], &x[1])],
+        1 => e.out(0, &x[0]),
+        2 => {
+            let s = e.add(&x[0], &x[1]);
+            e.out(0, &s);
+            let d = e.sub(&x[0], &x[1]);
+            e.out(1, &d);
+        }
         4 => {
-            let a = e.add(&x[0], &x[2]);
-            let b = e.sub(&x[0], &x[2]);
-            let c = e.add(&x[1], &x[3]);
-            let d = e.sub(&x[1], &x[3]);
-            vec![
-                e.add(&a, &c),
-                e.add_i(&b, &d, sigma),
-                e.sub(&a, &c),
-                e.add_i(&b, &d, -sigma),
-            ]
+            let y = dft4(e, [&x[0], &x[1], &x[2], &x[3]], sigma);
+            for (q, c) in y.iter().enumerate() {
+                e.out(q, c);
+            }
+        }
+        8 => {
+            let ev = dft4(e, [&x[0], &x[2], &x[4], &x[6]], sigma);
+            let od = dft4(e, [&x[1], &x[3], &x[5], &x[7]], sigma);
+            for q in 0..4 {
+                let (lo, hi) = if q == 2 {
+                    (
+                        e.add_i(&ev[q], &od[q], sigma),
+                        e.add_i(&ev[q], &od[q], -sigma),
+                    )
+                } else {
+                    let t = if q == 0 {
+                        od[q].clone()
+                    } else {
+                        let th = sigma * std::f64::consts::PI * q as f64 / 4.0;
+                        e.rotate(&od[q], th.cos(), th.sin())
+                    };
+                    (e.add(&ev[q], &t), e.sub(&ev[q], &t))
+                };
+                e.out(q, &lo);
+                e.out(q + 4, &hi);
+            }
         }
         r => {
             let h = (r - 1) / 2;
             let a: Vec<C> = (1..=h).map(|k| e.add(&x[k], &x[r - k])).collect();
             let b: Vec<C> = (1..=h).map(|k| e.sub(&x[k], &x[r - k])).collect();
-            let mut out = vec![x[0].clone(); r];
             let (mut s_re, mut s_im) = (x[0].re.clone(), x[0].im.clone());
             for ak in &a {
                 s_re = s_re + ak.re.clone();
                 s_im = s_im + ak.im.clone();
             }
-            out[0] = e.bind(s_re, s_im);
+            let s = e.bind(s_re, s_im);
+            e.out(0, &s);
             for q in 1..=h {
                 let (mut c_re, mut c_im) = (x[0].re.clone(), x[0].im.clone());
                 let mut terms: Vec<(Expr, Expr)> = Vec::new();
@@ -184,10 +241,11 @@ fn butterfly(e: &mut Emitter, x: &[C], inverse: bool) -> Vec<C> {
                 }
                 let c = e.bind(c_re, c_im);
                 let d = e.bind(d_re, d_im);
-                out[q] = e.add_i(&c, &d, sigma);
-                out[r - q] = e.add_i(&c, &d, -sigma);
+                let lo = e.add_i(&c, &d, sigma);
+                e.out(q, &lo);
+                let hi = e.add_i(&c, &d, -sigma);
+                e.out(r - q, &hi);
             }
-            out
         }
     }
 }
@@ -214,6 +272,8 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
         ],
         ty,
         next: 0,
+        step: ns * a.istride,
+        im: m,
     };
     let mut x = Vec::with_capacity(radix);
     for r in 0..radix {
@@ -237,17 +297,12 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
         );
         x.push(t);
     }
-    let out = butterfly(&mut e, &x, a.inverse);
     e.body.push(let_(
         "d",
         Ty::I32,
         var("base") + ((var("j") / ns) * (ns * radix) + var("k")) * a.istride,
     ));
-    for (q, c) in out.into_iter().enumerate() {
-        let at = var("d") + q * ns * a.istride;
-        e.body.push(store("y", at.clone(), c.re, vector));
-        e.body.push(store("y", at + m, c.im, vector));
-    }
+    butterfly(&mut e, &x, a.inverse);
     // ≈ 5·log2(R) flops per point and row, plus 6 per twiddle.
     let points = (a.n * a.rows * a.others) as f64;
     let flops = points * (5.0 * (radix as f64).log2() + if ns > 1 { 6.0 } else { 0.0 });
@@ -263,11 +318,17 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
 
 /// The stage kernels of one axis, in launch order (`None` for a length with a prime
 /// factor above 7). Each reads the previous stage's output and the axis' twiddles.
+///
+/// Radix-7 stages take twice the rows per work-item on CPUs (`vector` ≥ 8) when the
+/// rows allow: their cost is dominated by per-work-item overhead, so float16 halved
+/// their time on PoCL (AVX-512), where float4 doubled it.
 pub fn axis_kernels(a: &FftAxis, vector: u8) -> Option<Vec<Kernel>> {
     let mut ns = 1;
     let mut out = Vec::new();
     for r in radices(a.n)? {
-        out.push(stage_kernel("fft", a, r, ns, vector));
+        let wide = r == 7 && vector >= 8 && a.rows.is_multiple_of(2 * vector as usize);
+        let v = if wide { 2 * vector } else { vector };
+        out.push(stage_kernel("fft", a, r, ns, v));
         ns *= r;
     }
     Some(out)
@@ -279,8 +340,9 @@ mod tests {
 
     #[test]
     fn radices_factor_smooth_lengths() {
-        assert_eq!(radices(1568), Some(vec![4, 4, 2, 7, 7]));
-        assert_eq!(radices(2048), Some(vec![4, 4, 4, 4, 4, 2]));
+        assert_eq!(radices(1568), Some(vec![8, 4, 7, 7]));
+        assert_eq!(radices(2048), Some(vec![8, 8, 8, 4]));
+        assert_eq!(radices(16), Some(vec![8, 2]));
         assert_eq!(radices(12), Some(vec![4, 3]));
         assert_eq!(radices(1), Some(vec![]));
         assert_eq!(radices(22), None);
@@ -291,5 +353,11 @@ mod tests {
         let a = FftAxis::line(49, 16, false);
         let k = stage_kernel("s", &a, 7, 7, 8);
         assert_eq!(k.grid, vec![2, 7, 1]);
+        // Radix 7 takes 16 rows per work-item where the rows allow, radix 8 keeps 8.
+        let ks = axis_kernels(&FftAxis::line(56, 32, false), 8).expect("7-smooth");
+        assert_eq!(ks[0].grid, vec![4, 7, 1]);
+        assert_eq!(ks[1].grid, vec![2, 8, 1]);
+        let ks = axis_kernels(&FftAxis::line(56, 24, false), 8).expect("7-smooth");
+        assert_eq!(ks[1].grid, vec![3, 8, 1]);
     }
 }

@@ -19,10 +19,35 @@
 
 use super::build::*;
 use super::conv::ConvSpec;
+use super::fft::radices;
 use super::{Kernel, Param, Ty};
 use crate::reference::fft_conv::fft_len;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
+use std::cell::Cell;
+
+thread_local! {
+    /// A transform length that [`force_len`] imposes on this thread (0: none).
+    static FORCED_LEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes every FFT conv this thread plans afterwards use transforms of `n` points on each axis
+/// that needs more than one point and at most `n` (`n` must factor into 2, 3, 5 and
+/// 7), or the smallest 7-smooth length again with `None`. For measurements: the FFT
+/// conv bench compares 1568 = 2⁵·7² with 2048 points at 784 + 784 − 1.
+pub fn force_len(n: Option<usize>) {
+    FORCED_LEN.with(|f| f.set(n.unwrap_or(0)));
+}
+
+/// The transform length for a linear convolution of `need` points.
+fn transform_len(need: usize) -> usize {
+    let forced = FORCED_LEN.with(Cell::get);
+    if need > 1 && forced >= need && radices(forced).is_some() {
+        forced
+    } else {
+        fft_len(need)
+    }
+}
 
 /// The geometry of one FFT convolution.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +84,7 @@ impl FftConv {
             return None;
         }
         let hw = [s.h, s.w];
-        let len = [0, 1].map(|i| fft_len(hw[i] + s.k[i] - 1));
+        let len = [0, 1].map(|i| transform_len(hw[i] + s.k[i] - 1));
         let p = s.n.div_ceil(2);
         let tile_p = p.clamp(1, 4);
         let pairs = p.div_ceil(tile_p) * tile_p;
@@ -337,6 +362,20 @@ mod tests {
         assert_eq!((g.rows_in, g.rows_out), (960, 1024));
         let g1 = FftConv::new(&spec(1, 784, 784), 8).expect("fft applies");
         assert_eq!((g1.pairs, g1.tile_p, g1.rows_in), (1, 1, 32));
+    }
+
+    #[test]
+    fn a_forced_length_applies_where_it_fits() {
+        force_len(Some(2048));
+        let g = FftConv::new(&spec(2, 784, 784), 8).expect("fft applies");
+        force_len(Some(1000));
+        let short = FftConv::new(&spec(2, 784, 784), 8).expect("fft applies");
+        force_len(Some(2057)); // 11·11·17: not 7-smooth
+        let odd = FftConv::new(&spec(2, 784, 784), 8).expect("fft applies");
+        force_len(None);
+        assert_eq!(g.len, [1, 2048]);
+        assert_eq!(short.len, [1, 1568]);
+        assert_eq!(odd.len, [1, 1568]);
     }
 
     #[test]
