@@ -4,72 +4,17 @@
 //!
 //! Needs an OpenCL platform (PoCL: `scripts/setup.sh`); `FNET_TEST_DEVICE` picks one.
 
-use fnet::driver::{compile_file, compile_str};
-use fnet::eval::{Module, Options};
+mod common;
+
+use common::opencl::{ctx, example, input, program, weights};
 use fnet::kernel_ir::fft::radices;
 use fnet::kernel_ir::fft_conv::force_len;
 use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
-use fnet::opencl::{run_graph, ClContext, DeviceSel, Executable};
-use fnet::runtime::{initialise, run, ParamStore, RunOptions};
+use fnet::opencl::{run_graph, Executable};
+use fnet::runtime::{run, RunOptions};
 use fnet::tensor::Tensor;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
-use std::path::Path;
-use std::sync::OnceLock;
-
-fn ctx() -> &'static ClContext {
-    static CTX: OnceLock<ClContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let sel = std::env::var("FNET_TEST_DEVICE")
-            .ok()
-            .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
-            .unwrap_or_default();
-        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
-    })
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
-    Tensor::from_vec(shape.to_vec(), noise(shape.iter().product(), seed)).expect("shape")
-}
-
-/// Initial weights with the 1D vectors (biases, batch-norm statistics) moved off
-/// their identity values, so folding mistakes show.
-fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
-    let mut store = initialise::<f32>(&m.graph, seed).expect("init");
-    for (i, (name, t)) in store.iter_mut().enumerate() {
-        if t.ndim() != 1 {
-            continue;
-        }
-        let r = noise(t.numel(), seed + i as u64);
-        for (v, r) in t.data.iter_mut().zip(r) {
-            *v = if name.ends_with("running_var") {
-                0.75 + 0.5 * r
-            } else {
-                *v + 0.5 * r
-            };
-        }
-    }
-    store
-}
-
-fn program(src: &str) -> Module {
-    compile_str("t.fnet", src, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
 
 fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>, rel: f64) {
     assert_eq!(got.shape, want.shape, "{what}");
@@ -233,10 +178,7 @@ fn same_fft_conv2d_matches_the_direct_reference() {
 #[test]
 fn flextcn6_runs_its_flexconvs_by_fft() {
     use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flextcn6_smnist.fnet");
-    let m = compile_file(&path, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()));
+    let m = example("flextcn6_smnist.fnet");
     let store = weights(&m, 3);
     let mut graph = m.graph.clone();
     let mut pc = PassContext::new(CompileMode::Inference);
