@@ -160,7 +160,7 @@ fn weight_derived_values_stay_out_of_the_arena() {
             .expect("pipeline");
         let p = plan(&graph, 64);
         check(&graph, &p, 64, name);
-        for (&n, _) in &p.lifetime {
+        for &n in p.lifetime.keys() {
             let op = graph.node(n).op.name();
             assert!(
                 !matches!(
