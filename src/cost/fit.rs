@@ -50,6 +50,17 @@ pub fn grid() -> Vec<ConvShape> {
             }
         }
     }
+    // ResNet-20's 3x3 stages at a training-size batch.
+    for &(c, hw) in &[(16u64, 32u64), (32, 16), (64, 8)] {
+        g.push(ConvShape::plain(
+            64,
+            c,
+            c,
+            &[hw, hw],
+            &[3, 3],
+            Padding::Same,
+        ));
+    }
     // Geometry the FFT cannot run.
     let mut strided = ConvShape::plain(
         4,
@@ -88,7 +99,7 @@ const MAX_IM2COL_COLS: f64 = 4e7;
 pub fn measurable(shape: &ConvShape, algo: ConvAlgo) -> bool {
     match (algo, shape.features(algo)) {
         (_, None) => false,
-        (ConvAlgo::Direct, Some(f)) => f[1] <= MAX_DIRECT_TAPS,
+        (ConvAlgo::Direct, Some(f)) => f[0] <= 4.0 * MAX_DIRECT_TAPS && f[3] <= MAX_DIRECT_TAPS,
         (ConvAlgo::Im2col, Some(f)) => f[1] <= MAX_IM2COL_COLS && f[0] <= 4.0 * MAX_DIRECT_TAPS,
         (_, Some(_)) => true,
     }

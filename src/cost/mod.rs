@@ -4,11 +4,16 @@
 //!
 //! Per algorithm the model is `seconds = overhead + Σ cᵢ·fᵢ`:
 //!
-//! | algorithm | f₁ | f₂ | f₃ |
-//! |---|---|---|---|
-//! | direct | multiply-adds, padding taps included | inner axpy loops (row × column block × input channel × tap) | |
-//! | im2col | GEMM multiply-adds (padding zeros included) | column-matrix elements written | |
-//! | fft | transform flops, `2.5·N·log₂N` per real N-point transform | spectral complex MACs | 1D transform calls (row + column passes) |
+//! | algorithm | f₁ | f₂ | f₃ | f₄ |
+//! |---|---|---|---|---|
+//! | direct | blocked-kernel multiply-adds (channels rounded up to the block, positions to the tile, padding taps included) | floats the blocked kernel moves (output, padded input, packed weights) | tiled-loop multiply-adds | tiled-loop axpys (row × column block × input channel × tap) |
+//! | im2col | GEMM multiply-adds (padding zeros included) | column-matrix elements written | | |
+//! | fft | transform flops, `2.5·N·log₂N` per real N-point transform | spectral complex MACs | 1D transform calls (row + column passes) | |
+//!
+//! The direct conv runs the register-blocked AVX2 kernel (`reference::direct_blocked`)
+//! when a group has at least 2 output channels, else the tiled loop
+//! (`reference::direct_tiled`); f₁, f₂ are zero for the one, f₃, f₄ for the other.
+//! The rule is geometry only: the table assumes the AVX2+FMA CPU it was fitted on.
 //!
 //! The FFT counts `B·Ci` input, `Co·Ci` kernel and `B·Co` inverse transforms of the
 //! `fft_len` sizes the reference FFT uses, and `B·Ci·Co·n_freq` spectral products. It
@@ -24,12 +29,16 @@ pub mod fit;
 pub mod flops;
 
 use crate::ir::op::{ConvAlgo, Padding};
+use crate::reference::direct_blocked::block_channels;
 use crate::reference::fft_conv::fft_len;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 /// The column block of `reference::direct_tiled` (its inner loops' count is a feature).
 const DIRECT_COLS: u64 = crate::reference::direct_tiled::COLS as u64;
+/// The register tile and the smallest group of `reference::direct_blocked`.
+const DIRECT_TILE: u64 = crate::reference::direct_blocked::TILE as u64;
+const DIRECT_MIN_CHANNELS: u64 = crate::reference::direct_blocked::MIN_CHANNELS as u64;
 
 /// The algorithms the model compares, in tie-break order.
 pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
@@ -120,7 +129,7 @@ impl ConvShape {
             }
     }
 
-    /// The two work counts of `algo` (see the module table); `None` when `algo` cannot
+    /// The work counts of `algo` (see the module table); `None` when `algo` cannot
     /// run this conv.
     pub fn features(&self, algo: ConvAlgo) -> Option<Vec<f64>> {
         let out = self.output()?;
@@ -131,13 +140,38 @@ impl ConvShape {
         let per_out = (self.co * plane * cig) as f64;
         match algo {
             ConvAlgo::Direct => {
-                // One axpy per (output channel, row, column block, input channel, tap).
-                let rows: u64 = out[..out.len() - 1].iter().product();
-                let blocks = out[out.len() - 1].div_ceil(DIRECT_COLS);
-                Some(vec![
-                    b * per_out * taps as f64,
-                    b * (self.co * cig * taps * rows * blocks) as f64,
-                ])
+                let cog = self.co / self.groups.max(1);
+                if cog >= DIRECT_MIN_CHANNELS {
+                    // The register-blocked kernel: whole tiles of TILE positions × a
+                    // channel block, over every input channel and tap; plus the
+                    // floats it moves (padded input, packed weights, output).
+                    let blk = block_channels(cog as usize) as u64;
+                    let ch = self.groups * cog.div_ceil(blk) * blk;
+                    let tiles = plane.div_ceil(DIRECT_TILE) * DIRECT_TILE;
+                    let padded: u64 = self
+                        .input
+                        .iter()
+                        .zip(self.pads())
+                        .map(|(&n, (lo, hi))| n + lo + hi)
+                        .product();
+                    Some(vec![
+                        b * (ch * tiles * cig * taps) as f64,
+                        b * (self.co * plane + self.ci * padded) as f64 + (ch * cig * taps) as f64,
+                        0.0,
+                        0.0,
+                    ])
+                } else {
+                    // The tiled loop: one axpy per (output channel, row, column
+                    // block, input channel, tap).
+                    let rows: u64 = out[..out.len() - 1].iter().product();
+                    let blocks = out[out.len() - 1].div_ceil(DIRECT_COLS);
+                    Some(vec![
+                        0.0,
+                        0.0,
+                        b * per_out * taps as f64,
+                        b * (self.co * cig * taps * rows * blocks) as f64,
+                    ])
+                }
             }
             ConvAlgo::Im2col => Some(vec![
                 b * per_out * taps as f64,

@@ -1,5 +1,8 @@
-//! The direct convolution as the interpreter runs it for `algo = direct`: the same sum
-//! as [`conv`](super::conv::conv) (which stays the plain, trusted loop nest every path
+//! The direct convolution as the interpreter runs it for `algo = direct`. On f32 with
+//! AVX2+FMA and at least 2 output channels per group, [`conv_direct`] runs the
+//! register-blocked kernel of [`direct_blocked`](super::direct_blocked); everywhere
+//! else it runs the portable loop here, [`conv_direct_tiled`]: the same sum as
+//! [`conv`](super::conv::conv) (which stays the plain, trusted loop nest every path
 //! is tested against), with its loops ordered for speed:
 //!
 //! - the input is zero-padded once, so the inner loop has no bounds checks;
@@ -15,6 +18,7 @@
 use rayon::prelude::*;
 
 use super::conv::{conv, conv_out_len, ConvParams};
+use super::direct_blocked::conv_blocked;
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
 /// Output columns accumulated together.
@@ -22,8 +26,23 @@ pub const COLS: usize = 256;
 
 /// Direct convolution for `x` `[B, Ci, L]` / `[B, Ci, H, W]` and `w`
 /// `[Co, Ci/groups, k…]`; stride, padding, dilation and groups as in `conv`.
-/// Malformed shapes are reported by `conv`'s checks.
+/// Malformed shapes are reported by `conv`'s checks. Runs the register-blocked kernel
+/// of [`direct_blocked`](super::direct_blocked) where it applies (f32, AVX2+FMA, at
+/// least 2 output channels per group), else [`conv_direct_tiled`].
 pub fn conv_direct<T: Scalar>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&[T]>,
+    p: &ConvParams,
+) -> Result<Tensor<T>, ShapeError> {
+    match conv_blocked(x, w, bias, p) {
+        Some(y) => Ok(y),
+        None => conv_direct_tiled(x, w, bias, p),
+    }
+}
+
+/// The portable direct loop (the fallback of [`conv_direct`]), any scalar type.
+pub fn conv_direct_tiled<T: Scalar>(
     x: &Tensor<T>,
     w: &Tensor<T>,
     bias: Option<&[T]>,

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod basis;
 pub mod conv;
+pub mod direct_blocked;
 pub mod direct_tiled;
 pub mod fft_conv;
 pub mod im2col;
