@@ -173,8 +173,10 @@ fn same_fft_conv2d_matches_the_direct_reference() {
 }
 
 /// FlexTCN-6 through the default pipeline without bound weights: the kernels are
-/// synthesised on the host when the plan is made (784 taps), and every FlexConv runs
-/// through the FFT. An odd batch exercises the paired transforms' padding.
+/// synthesised on the host when the plan is made (784 taps), and every conv the cost
+/// model sent to the FFT (the eleven 30 → 30 FlexConvs from batch 2; the first, with
+/// one input channel, stays direct) runs through it. An odd batch exercises the
+/// paired transforms' padding.
 #[test]
 fn flextcn6_runs_its_flexconvs_by_fft() {
     use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
@@ -195,7 +197,25 @@ fn flextcn6_runs_its_flexconvs_by_fft() {
         .filter(|s| plan.kernels[s.kernel].name.starts_with("fft_mac"))
         .map(|s| s.layer.as_str())
         .collect();
-    assert_eq!(macs.len(), 12, "every FlexConv by FFT: {macs:?}");
+    let chosen: std::collections::BTreeSet<&str> = graph
+        .g
+        .node_weights()
+        .filter(|n| {
+            matches!(
+                n.op,
+                fnet::ir::op::Op::Conv {
+                    algo: fnet::ir::op::ConvAlgo::Fft,
+                    ..
+                } | fnet::ir::op::Op::FusedConv {
+                    algo: fnet::ir::op::ConvAlgo::Fft,
+                    ..
+                }
+            )
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(chosen.len(), 11, "the cost model's FFT convs: {chosen:?}");
+    assert_eq!(macs, chosen, "every FFT conv runs by FFT");
     let x = input(&shape, 4);
     let want = run(
         &graph,
