@@ -289,6 +289,34 @@ fn conv2d<T: Scalar>(
     out
 }
 
+/// Copies planes `x` `[planes, h, w]` into `dst` as `[planes, hp, wp]` at row `top`,
+/// column `left`, zeros elsewhere: the padded input the fast direct paths read
+/// without bounds checks. `dst` is reused (cleared and resized), so callers can keep
+/// it as scratch; large copies run in parallel.
+pub fn pad_planes<T: Scalar>(
+    dst: &mut Vec<T>,
+    x: &[T],
+    [planes, h, w]: [usize; 3],
+    [top, left]: [usize; 2],
+    [hp, wp]: [usize; 2],
+) {
+    const PAR_COPY: usize = 1 << 18;
+    dst.clear();
+    dst.resize(planes * hp * wp, T::zero());
+    let copy = |(d, src): (&mut [T], &[T])| {
+        for (r, row) in src.chunks(w).enumerate() {
+            d[(r + top) * wp + left..][..w].copy_from_slice(row);
+        }
+    };
+    if dst.len() > PAR_COPY {
+        dst.par_chunks_mut(hp * wp)
+            .zip(x.par_chunks(h * w))
+            .for_each(copy);
+    } else {
+        dst.chunks_mut(hp * wp).zip(x.chunks(h * w)).for_each(copy);
+    }
+}
+
 /// Left-pads an even-length 1D kernel `[Co, Ci, k]` with one zero tap, as
 /// FlexConv's `causal_padding` does, so the kernel length is always odd.
 pub fn causal_kernel<T: Scalar>(w: &Tensor<T>) -> Result<Tensor<T>, ShapeError> {

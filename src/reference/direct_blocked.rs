@@ -31,7 +31,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::conv::{conv_out_len, ConvParams};
+use super::conv::{conv_out_len, pad_planes, ConvParams};
 use crate::tensor::{Scalar, Tensor};
 
 /// Output positions per register tile.
@@ -160,7 +160,7 @@ fn conv_f32(
         let xp: &[f32] = if hp == h && wp == wd {
             &x.data
         } else {
-            pad_into(xbuf, &x.data, [b * ci, h, wd], [py.0, px.0], [hp, wp]);
+            pad_planes(xbuf, &x.data, [b * ci, h, wd], [py.0, px.0], [hp, wp]);
             xbuf
         };
         let taps = kh * kw;
@@ -226,8 +226,6 @@ fn conv_f32(
     Some(out)
 }
 
-/// Copies larger than this many floats are split over the threads.
-const PAR_COPY: usize = 1 << 18;
 /// Scratch buffers larger than this many floats are freed after the call.
 const KEEP: usize = 1 << 24;
 
@@ -252,31 +250,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
         }
         Err(_) => f(&mut Vec::new(), &mut Vec::new()),
     })
-}
-
-/// `x` `[planes, h, w]` into `dst` `[planes, hp, wp]` at row `top`, column `left`,
-/// zeros elsewhere.
-fn pad_into(
-    dst: &mut Vec<f32>,
-    x: &[f32],
-    [planes, h, w]: [usize; 3],
-    [top, left]: [usize; 2],
-    [hp, wp]: [usize; 2],
-) {
-    dst.clear();
-    dst.resize(planes * hp * wp, 0.0);
-    let copy = |(d, src): (&mut [f32], &[f32])| {
-        for (r, row) in src.chunks(w).enumerate() {
-            d[(r + top) * wp + left..][..w].copy_from_slice(row);
-        }
-    };
-    if dst.len() > PAR_COPY {
-        dst.par_chunks_mut(hp * wp)
-            .zip(x.par_chunks(h * w))
-            .for_each(copy);
-    } else {
-        dst.chunks_mut(hp * wp).zip(x.chunks(h * w)).for_each(copy);
-    }
 }
 
 /// `w` `[G·cog, k]` into `dst` as `[G][block][k][blk]`, zeros past `cog`.

@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{conv, conv_out_len, ConvParams};
+use super::conv::{as_conv2d, pad_planes, ConvDims, ConvParams};
 use super::direct_blocked::conv_blocked;
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
@@ -26,7 +26,7 @@ pub const COLS: usize = 256;
 
 /// Direct convolution for `x` `[B, Ci, L]` / `[B, Ci, H, W]` and `w`
 /// `[Co, Ci/groups, k…]`; stride, padding, dilation and groups as in `conv`.
-/// Malformed shapes are reported by `conv`'s checks. Runs the register-blocked kernel
+/// Malformed shapes are reported as by every conv ([`as_conv2d`]). Runs the register-blocked kernel
 /// of [`direct_blocked`](super::direct_blocked) where it applies (f32, AVX2+FMA, at
 /// least 2 output channels per group), else [`conv_direct_tiled`].
 pub fn conv_direct<T: Scalar>(
@@ -48,50 +48,33 @@ pub fn conv_direct_tiled<T: Scalar>(
     bias: Option<&[T]>,
     p: &ConvParams,
 ) -> Result<Tensor<T>, ShapeError> {
-    let nd = x.ndim().saturating_sub(2);
-    let well_formed = (1..=2).contains(&nd)
-        && w.ndim() == nd + 2
-        && p.stride.len() == nd
-        && p.padding.len() == nd
-        && p.dilation.len() == nd;
-    if !well_formed {
-        return conv(x, w, bias, p);
-    }
-    // 1D runs as 2D with a unit height.
-    let (x4, w4, p2) = if nd == 1 {
-        let lift = |s: &[usize]| [&s[..2], &[1], &s[2..]].concat();
-        let p2 = ConvParams {
-            stride: vec![1, p.stride[0]],
-            padding: vec![(0, 0), p.padding[0]],
-            dilation: vec![1, p.dilation[0]],
-            groups: p.groups,
-        };
-        (lift(&x.shape), lift(&w.shape), p2)
-    } else {
-        (x.shape.clone(), w.shape.clone(), p.clone())
-    };
-    let [b, ci, h, wd] = [x4[0], x4[1], x4[2], x4[3]];
-    let [co, cig, kh, kw] = [w4[0], w4[1], w4[2], w4[3]];
-    let g = p2.groups;
-    let geometry =
-        |d: usize, len, k| conv_out_len(len, k, p2.stride[d], p2.padding[d], p2.dilation[d]);
-    let (Some(ho), Some(wo)) = (geometry(0, h, kh), geometry(1, wd, kw)) else {
-        return conv(x, w, bias, p);
-    };
-    if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g || bias.is_some_and(|v| v.len() != co)
-    {
-        return conv(x, w, bias, p);
-    }
-    let mut out_shape = vec![b, co];
-    if nd == 2 {
-        out_shape.push(ho);
-    }
-    out_shape.push(wo);
-    let mut out = Tensor::zeros(out_shape);
-    if out.numel() == 0 {
-        return Ok(out);
-    }
-    let xp = pad_input(x, [b, ci, h, wd], &p2);
+    as_conv2d("direct conv", x, w, bias, p, |x, w, p2, d| {
+        tiled(x, w, bias, p2, d)
+    })
+}
+
+fn tiled<T: Scalar>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&[T]>,
+    p2: &ConvParams,
+    d: ConvDims,
+) -> Tensor<T> {
+    let ConvDims {
+        b,
+        ci,
+        h,
+        w: wd,
+        co,
+        cig,
+        kh,
+        kw,
+        groups: g,
+        ho,
+        wo,
+    } = d;
+    let mut out = Tensor::zeros(vec![b, co, ho, wo]);
+    let xp = pad_input(x, [b, ci, h, wd], p2);
     let (hp, wp) = (
         h + p2.padding[0].0 + p2.padding[0].1,
         wd + p2.padding[1].0 + p2.padding[1].1,
@@ -137,24 +120,20 @@ pub fn conv_direct_tiled<T: Scalar>(
                 }
             }
         });
-    Ok(out)
+    out
 }
 
 /// `x` with its zero padding written out, as `[B, Ci, Hp, Wp]`.
 fn pad_input<T: Scalar>(x: &Tensor<T>, [b, ci, h, wd]: [usize; 4], p: &ConvParams) -> Vec<T> {
     let ((top, bottom), (left, right)) = (p.padding[0], p.padding[1]);
-    let (hp, wp) = (h + top + bottom, wd + left + right);
-    if hp == h && wp == wd {
-        return x.data.clone();
-    }
-    let mut xp = vec![T::zero(); b * ci * hp * wp];
-    xp.par_chunks_mut(hp * wp)
-        .zip(x.data.par_chunks(h * wd))
-        .for_each(|(dst, src)| {
-            for (r, row) in src.chunks(wd).enumerate() {
-                dst[(r + top) * wp + left..][..wd].copy_from_slice(row);
-            }
-        });
+    let mut xp = Vec::new();
+    pad_planes(
+        &mut xp,
+        &x.data,
+        [b * ci, h, wd],
+        [top, left],
+        [h + top + bottom, wd + left + right],
+    );
     xp
 }
 
@@ -164,11 +143,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64;
 
-    fn rand_t(rng: &mut Pcg64, shape: &[usize]) -> Tensor<f64> {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(shape.to_vec(), data).unwrap()
-    }
+    use crate::reference::conv::conv;
+    use crate::reference::rand_t;
 
     #[test]
     fn tiled_direct_matches_the_plain_loop_on_random_geometry() {

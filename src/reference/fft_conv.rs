@@ -257,14 +257,10 @@ impl<T: Scalar + FftNum> Plan<T> {
 mod tests {
     use super::*;
     use crate::reference::conv::{causal_conv1d, conv, ConvParams};
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use rand_pcg::Pcg64;
 
-    fn rand_t(rng: &mut Pcg64, shape: &[usize]) -> Tensor<f64> {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(shape.to_vec(), data).unwrap()
-    }
+    use crate::reference::rand_t;
 
     #[test]
     fn fft_len_is_smooth() {

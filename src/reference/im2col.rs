@@ -178,11 +178,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64;
 
-    fn rand_t(rng: &mut Pcg64, shape: &[usize]) -> Tensor<f64> {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        Tensor::from_vec(shape.to_vec(), data).unwrap()
-    }
+    use crate::reference::rand_t;
 
     #[test]
     fn gemms_agree() {

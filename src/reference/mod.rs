@@ -21,3 +21,12 @@ pub mod mask;
 pub mod norm;
 pub mod pool;
 pub mod shortcut;
+
+/// Uniform values in [-1, 1) for the unit tests of the kernels.
+#[cfg(test)]
+pub(crate) fn rand_t(rng: &mut rand_pcg::Pcg64, shape: &[usize]) -> crate::tensor::Tensor<f64> {
+    use rand::Rng;
+    let n = shape.iter().product();
+    let data = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    crate::tensor::Tensor::from_vec(shape.to_vec(), data).expect("shape")
+}
