@@ -12,7 +12,8 @@
 //! it is then verified like the output of any pass, so a damaged or hand-edited
 //! header is refused instead of run.
 
-use super::weights::{read_metadata, read_weights, write_weights_with_metadata};
+use super::read_all;
+use super::weights::{parse_metadata, parse_weights, write_weights_with_metadata};
 use super::{IoError, IoErrorKind};
 use crate::cost::ConvCost;
 use crate::ir::graph::{BasisInfo, FlexInfo, Graph, MemorySummary, Node, SlotFamily};
@@ -225,7 +226,9 @@ fn bad(path: &Path, expected: &str, found: impl Into<String>, hint: &str) -> IoE
 /// Reads an artifact written by `write_artifact`.
 pub fn read_artifact(path: &Path) -> Result<Artifact, IoError> {
     const RECOMPILE: &str = "compile the model again: fnetc compile MODEL.fnet -o MODEL.fnc";
-    let meta = read_metadata(path)?;
+    // Read once: the header and the tensors come from the same bytes.
+    let bytes = read_all(path)?;
+    let meta = parse_metadata(path, &bytes)?;
     let json = meta
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
@@ -254,7 +257,7 @@ pub fn read_artifact(path: &Path) -> Result<Artifact, IoError> {
         .graph
         .to_graph()
         .map_err(|e| bad(path, "a consistent compiled graph", e, RECOMPILE))?;
-    let file = read_weights::<f32>(path)?;
+    let file = parse_weights::<f32>(path, &bytes)?;
     let weights = (!file.tensors.is_empty()).then_some(file.tensors);
     Ok(Artifact {
         header,

@@ -60,12 +60,16 @@ impl<T: Scalar> WeightFile<T> {
 
 /// Reads every tensor; each must be stored as `T`'s dtype (F32 or F64).
 pub fn read_weights<T: Scalar>(path: &Path) -> Result<WeightFile<T>, IoError> {
-    let bytes = read_all(path)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+    parse_weights(path, &read_all(path)?)
+}
+
+/// `read_weights` on bytes already read from `path` (named in errors).
+pub fn parse_weights<T: Scalar>(path: &Path, bytes: &[u8]) -> Result<WeightFile<T>, IoError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
         // A header or data section shorter than announced means the file was
         // cut short; anything else is a different format or corruption.
         let short_header =
-            header_len(&bytes).is_none_or(|n| n.saturating_add(8) > bytes.len() as u64);
+            header_len(bytes).is_none_or(|n| n.saturating_add(8) > bytes.len() as u64);
         let truncated = short_header
             && bytes.len() < 8 + 100_000_000
             && !matches!(e, SafeTensorError::HeaderTooLarge)
@@ -119,13 +123,13 @@ pub fn read_weights<T: Scalar>(path: &Path) -> Result<WeightFile<T>, IoError> {
     })
 }
 
-/// The header's string metadata, or `None` when the file has none. Errors as
-/// `read_weights`.
-pub fn read_metadata(
+/// The header's string metadata of the safetensors `bytes` read from `path`, or
+/// `None` when it has none. Errors as `read_weights`.
+pub fn parse_metadata(
     path: &Path,
+    bytes: &[u8],
 ) -> Result<Option<std::collections::HashMap<String, String>>, IoError> {
-    let bytes = read_all(path)?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         IoError::new(
             path,
             IoErrorKind::BadFormat,
