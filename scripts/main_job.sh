@@ -16,8 +16,7 @@ echo "== fnetc check examples/lenet_mnist.fnet"
 echo "== fnetc init examples/lenet_mnist.fnet -o out/lenet_init.safetensors"
 "$fnetc" init examples/lenet_mnist.fnet -o out/lenet_init.safetensors
 echo "== fnetc compile examples/lenet_mnist.fnet -w out/lenet_init.safetensors -o out/lenet.fnc --explain"
-"$fnetc" compile examples/lenet_mnist.fnet -w out/lenet_init.safetensors --explain
-"$fnetc" compile examples/lenet_mnist.fnet -w out/lenet_init.safetensors -o out/lenet.fnc
+"$fnetc" compile examples/lenet_mnist.fnet -w out/lenet_init.safetensors -o out/lenet.fnc --explain
 echo "== fnetc run out/lenet.fnc on MNIST test digits 8000..10000 (reference)"
 "$fnetc" run out/lenet.fnc \
     -i data/mnist10k/images.idx3-ubyte.gz --range 8000..10000 \

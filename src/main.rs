@@ -382,6 +382,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let out = compile(&args)?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);
+            if explain {
+                print!("{}", fnet::cli::explain::explain(&out.graph, &out.ctx));
+            }
             if let Some(path) = &output {
                 let header = write_compiled(&out, &args, path)?;
                 let bound = header.layout.iter().filter(|e| e.bound).count();
@@ -392,9 +395,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     header.layout.len(),
                     bound
                 );
-            } else if explain {
-                print!("{}", fnet::cli::explain::explain(&out.graph, &out.ctx));
-            } else if print_after.is_empty() {
+            } else if print_after.is_empty() && !explain {
                 print!("{}", fnet::ir::print::print_graph(&out.graph));
             }
         }
