@@ -161,30 +161,20 @@ pub fn bench_input(graph: &Graph, b: usize) -> Result<Tensor<f32>, RunError> {
     Ok(Tensor::from_vec(shape, data)?)
 }
 
-/// A plain progress bar on stderr, drawn only when stderr is a terminal (long benches
-/// on the reference backend take minutes).
+/// A progress bar on stderr (indicatif draws it only on a terminal): long benches on
+/// the reference backend take minutes.
 pub fn progress_bar() -> impl FnMut(usize, usize) {
-    use std::io::{IsTerminal, Write};
-    let shown = std::io::stderr().is_terminal();
-    let start = Instant::now();
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} runs, {elapsed}")
+            .expect("a valid template")
+            .progress_chars("#> "),
+    );
     move |done, total| {
-        if !shown {
-            return;
-        }
-        let width = 30;
-        let filled = done * width / total.max(1);
-        let mut err = std::io::stderr();
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{total} runs, {:.1} s",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            start.elapsed().as_secs_f64()
-        );
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
         if done == total {
-            let _ = writeln!(err);
+            bar.finish();
         }
-        let _ = err.flush();
     }
 }
 
