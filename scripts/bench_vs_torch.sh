@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# ResNet-20 at batch 64: fnet's OpenCL backend against PyTorch's CPU eager mode
-# (tools/torch_twin.py, 2 threads), interleaved in one run, best of each side.
+# ResNet-20 at batch 64: fnet's OpenCL backend against PyTorch's eager mode
+# (tools/torch_twin.py: CPU with 2 threads, or CUDA), interleaved in one run, best
+# of each side.
 #
 #   scripts/bench_vs_torch.sh [ROUNDS] [ITERS]      (defaults 3 and 10)
+#
+# Environment: BATCH (64), DEVICE (fnet's OpenCL device: default, cpu, gpu or a
+# number), TORCH_DEVICE (cpu or cuda), FNETC (a prebuilt fnetc; else cargo builds one).
 #
 # Uses `python3` when it imports torch; otherwise installs torch from PyPI into a
 # venv under target/torch-venv (once). Needs an OpenCL device (PoCL on the CPU).
@@ -12,6 +16,7 @@ ROUNDS=${1:-3}
 ITERS=${2:-10}
 BATCH=${BATCH:-64}
 DEVICE=${DEVICE:-default}
+TORCH_DEVICE=${TORCH_DEVICE:-cpu}
 
 PY=python3
 if ! "$PY" -c 'import torch' 2>/dev/null; then
@@ -25,8 +30,10 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   PY="$VENV/bin/python"
 fi
 
-cargo build --release --quiet --bin fnetc
-FNETC=target/release/fnetc
+if [ -z "${FNETC:-}" ]; then
+  cargo build --release --quiet --bin fnetc
+  FNETC=target/release/fnetc
+fi
 MODEL=examples/resnet20_cifar10.fnet
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -37,9 +44,9 @@ min() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "inf" || b + 0 < a + 0) print 
 for r in $(seq "$ROUNDS"); do
   f=$("$FNETC" bench "$MODEL" --backend opencl --device "$DEVICE" --batch "$BATCH" --iters "$ITERS" \
     | awk '$1 == "best" { print $2 }')
-  t=$("$PY" tools/torch_twin.py --batch "$BATCH" --iters "$ITERS" --threads 2 \
+  t=$("$PY" tools/torch_twin.py --batch "$BATCH" --iters "$ITERS" --threads 2 --device "$TORCH_DEVICE" \
     | sed -n 's/.* best \([0-9.]*\) ms.*/\1/p')
-  echo "round $r: fnet opencl best $f ms, torch eager best $t ms"
+  echo "round $r: fnet opencl best $f ms, torch eager ($TORCH_DEVICE) best $t ms"
   fnet_best=$(min "$fnet_best" "$f")
   torch_best=$(min "$torch_best" "$t")
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch twin of examples/resnet20_cifar10.fnet, timed in CPU eager mode.
+"""PyTorch twin of examples/resnet20_cifar10.fnet, timed in eager mode (CPU or CUDA).
 
 ResNet-20 for CIFAR-10 (He et al. 2016): a 3x3 conv to 16 channels, three stages of
 three basic blocks (16, 32, 64 channels; the first block of stages 2 and 3 has stride
@@ -9,6 +9,10 @@ each followed by a batch norm. 269,722 parameters, as the .fnet model.
 
 Prints one line per measurement:
   torch resnet20 batch 64 threads 2: median 41.2 ms best 39.9 ms (10 runs) 1604.0 samples/s
+
+With --device cuda a timed forward is host-to-device copy of the batch, the forward and
+the copy of the logits back (as `fnetc bench` times upload, launches and read-back),
+with cuDNN's autotuner on (torch.backends.cudnn.benchmark).
 """
 
 import argparse
@@ -75,26 +79,35 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="measurements to print")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ResNet20().eval()
+    cuda = args.device == "cuda"
+    torch.backends.cudnn.benchmark = cuda
+    model = ResNet20().eval().to(args.device)
     params = sum(p.numel() for p in model.parameters())
     assert params == 269_722, params
     x = torch.rand(args.batch, 3, 32, 32) * 2 - 1
+
+    def forward():
+        out = model(x.to(args.device))
+        return out.cpu() if cuda else out
+
     with torch.no_grad():
         for _ in range(args.rounds):
             for _ in range(args.warmup):
-                model(x)
+                forward()
             times = []
             for _ in range(args.iters):
                 t = time.perf_counter()
-                model(x)
+                forward()
                 times.append(time.perf_counter() - t)
             med, best = statistics.median(times), min(times)
+            where = "cuda" if cuda else f"threads {args.threads}"
             print(
-                f"torch resnet20 batch {args.batch} threads {args.threads}: "
+                f"torch resnet20 batch {args.batch} {where}: "
                 f"median {med * 1e3:.3f} ms best {best * 1e3:.3f} ms ({args.iters} runs) "
                 f"{args.batch / best:.1f} samples/s",
                 flush=True,
