@@ -49,6 +49,9 @@ pub struct DeviceInfoSummary {
     pub is_cpu: bool,
     pub compute_units: u32,
     pub max_work_group: usize,
+    /// Per-axis limits of a work-group (`CL_DEVICE_MAX_WORK_ITEM_SIZES`); NVIDIA's
+    /// third axis allows only 64, well under the 1024 items of a whole group.
+    pub max_work_items: Vec<usize>,
 }
 
 impl fmt::Display for DeviceInfoSummary {
@@ -116,6 +119,10 @@ fn summary(
         DeviceInfoResult::MaxWorkGroupSize(n) => n,
         _ => 1,
     };
+    let max_work_items = match get(DeviceInfo::MaxWorkItemSizes)? {
+        DeviceInfoResult::MaxWorkItemSizes(v) => v,
+        _ => Vec::new(),
+    };
     Ok(DeviceInfoSummary {
         index,
         name: device.name().map_err(|e| ocl_err("device name", e))?,
@@ -128,6 +135,7 @@ fn summary(
         is_cpu: kind.contains(DeviceType::CPU),
         compute_units,
         max_work_group,
+        max_work_items,
     })
 }
 

@@ -8,8 +8,10 @@
 //! - GPUs: 64–256 work-items per group (whole warps/wavefronts), axis 0 first, within
 //!   the device's maximum work-group size.
 //!
-//! Every size divides its grid axis (OpenCL 1.2 has no partial groups). A grid too
-//! small or too awkward for a useful divisor is left to the driver (`None`).
+//! Every size divides its grid axis (OpenCL 1.2 has no partial groups) and stays
+//! within the device's per-axis limit (`CL_DEVICE_MAX_WORK_ITEM_SIZES`: NVIDIA allows
+//! 1024 × 1024 × 64). A grid too small or too awkward for a useful divisor is left to
+//! the driver (`None`).
 //! `FNET_CL_LOCAL=driver` leaves every size to the driver, for comparisons.
 
 use super::DeviceInfoSummary;
@@ -41,13 +43,14 @@ pub fn choose_for(grid: &[usize], info: &DeviceInfoSummary) -> Option<Vec<usize>
         return None;
     }
     let max = info.max_work_group.max(1);
+    let axis_max = |d: usize| info.max_work_items.get(d).copied().unwrap_or(max).max(1);
     let total: usize = grid.iter().product();
     let mut local = vec![1; grid.len()];
     if info.is_gpu {
         let want = GPU_ITEMS.min(max);
         let mut left = want;
-        for (l, &g) in local.iter_mut().zip(grid) {
-            *l = divisor_at_most(g, left);
+        for (d, (l, &g)) in local.iter_mut().zip(grid).enumerate() {
+            *l = divisor_at_most(g, left.min(axis_max(d)));
             left /= *l;
         }
         // Too few items per group (awkward sizes): the driver may do better.
@@ -57,8 +60,8 @@ pub fn choose_for(grid: &[usize], info: &DeviceInfoSummary) -> Option<Vec<usize>
     let groups_wanted = 4 * info.compute_units.max(1) as usize;
     let per_group = (total / groups_wanted).clamp(1, CPU_ITEMS.min(max));
     let mut left = per_group;
-    for (l, &g) in local.iter_mut().zip(grid) {
-        *l = divisor_at_most(g, left);
+    for (d, (l, &g)) in local.iter_mut().zip(grid).enumerate() {
+        *l = divisor_at_most(g, left.min(axis_max(d)));
         left /= *l;
         if left <= 1 {
             break;
@@ -82,13 +85,20 @@ mod tests {
             is_cpu: !gpu,
             compute_units: units,
             max_work_group: max,
+            // NVIDIA's limits; PoCL allows `max` on every axis.
+            max_work_items: if gpu {
+                vec![max, max, 64]
+            } else {
+                vec![max; 3]
+            },
         }
     }
 
     fn check(grid: &[usize], local: &[usize], max: usize) {
         assert_eq!(grid.len(), local.len());
-        for (g, l) in grid.iter().zip(local) {
+        for (d, (g, l)) in grid.iter().zip(local).enumerate() {
             assert!(*l >= 1 && g % l == 0, "{local:?} does not divide {grid:?}");
+            assert!(d < 2 || *l <= 64, "{local:?}: axis 2 over NVIDIA's 64");
         }
         assert!(local.iter().product::<usize>() <= max);
     }
@@ -111,6 +121,12 @@ mod tests {
         let small = device(true, 8, 64);
         let l = choose_for(&[4096, 3], &small).unwrap();
         check(&[4096, 3], &l, 64);
+        // The FFT multiply-accumulate's grid (channel blocks, pairs, frequencies):
+        // 112 items on axis 2 would divide 1568 but break NVIDIA's per-axis limit
+        // (CL_INVALID_KERNEL_ARGS from clEnqueueNDRangeKernel, seen on an H100).
+        let l = choose_for(&[1, 1, 1568], &gpu).unwrap();
+        check(&[1, 1, 1568], &l, 1024);
+        assert_eq!(l, vec![1, 1, 56]);
     }
 
     #[test]

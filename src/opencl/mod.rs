@@ -59,6 +59,7 @@ mod tests {
             is_cpu: !gpu,
             compute_units: if gpu { 80 } else { 2 },
             max_work_group: 1024,
+            max_work_items: vec![1024, 1024, if gpu { 64 } else { 1024 }],
         }
     }
 

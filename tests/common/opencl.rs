@@ -7,6 +7,7 @@ use fnet::eval::{Module, Options};
 use fnet::opencl::{run_graph, ClContext, DeviceSel};
 use fnet::runtime::{run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The device the tests run on: the default one, or `FNET_TEST_DEVICE` (a number,
@@ -73,4 +74,26 @@ pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
             "{what}: max |opencl - reference| = {d} (scale {scale})"
         );
     }
+}
+
+/// Runs `cmd` with the ICD loader pointed at an empty vendor directory, so that no
+/// OpenCL platform is visible; its output and how long it took. `None` when the
+/// command succeeded all the same: only possible when this machine's loader ignores
+/// `OCL_ICD_VENDORS` (Khronos' loader in NVIDIA's CUDA images does), so the
+/// no-platform path cannot be reached this way. ocl-icd, which `scripts/setup.sh`
+/// installs, honours it.
+pub fn without_platforms(mut cmd: Command) -> Option<(Output, f64)> {
+    let empty = std::env::temp_dir().join(format!("fnet-no-vendors-{}", std::process::id()));
+    let start = std::time::Instant::now();
+    let out = cmd
+        .env("OCL_ICD_VENDORS", &empty)
+        .env("OPENCL_VENDOR_PATH", &empty)
+        .output()
+        .expect("fnetc");
+    let secs = start.elapsed().as_secs_f64();
+    if out.status.success() {
+        eprintln!("the ICD loader ignores OCL_ICD_VENDORS here: no-platform path not exercised");
+        return None;
+    }
+    Some((out, secs))
 }
