@@ -2,7 +2,7 @@
 //! for ResNet-20, FlexNet-7 and FlexTCN-6 at batch 1 and 64 on the OpenCL backend, and
 //! on the reference interpreter at batch 1 as the baseline. Each model is compiled as
 //! `fnetc bench` does: the default inference pipeline with its seeded initial weights
-//! bound. GFLOP/s = samples/s × the nominal MFLOP per sample printed first.
+//! bound, and the cost table of the backend it runs on (the device's kind on OpenCL). GFLOP/s = samples/s × the nominal MFLOP per sample printed first.
 //!
 //! `cargo bench --bench models` (`FNET_DEVICE` picks the OpenCL device; with no OpenCL
 //! platform only the reference baseline runs). A model the OpenCL backend cannot lower
@@ -12,6 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fnet::cli::bench::{bench_input, compile_bound, BenchArgs};
 use fnet::cli::run::RunBackend;
 use fnet::cost::flops::graph_flops;
+use fnet::cost::CostBackend;
 use fnet::eval::Options;
 use fnet::kernel_ir::plan::build_plan;
 use fnet::opencl::{target_for, ClContext, DeviceSel, Executable};
@@ -61,8 +62,13 @@ fn models(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4));
         for batch in [1, 64] {
-            let (graph, store) = compile_bound(&args(path, batch))
-                .unwrap_or_else(|e| panic!("compiling {path}: {e}"));
+            // Each backend runs the model as compiled for it: the cost table of the
+            // backend (and device kind) picks the conv algorithms.
+            let compiled = |cost| {
+                compile_bound(&args(path, batch), cost)
+                    .unwrap_or_else(|e| panic!("compiling {path}: {e}"))
+            };
+            let (graph, store) = compiled(CostBackend::Reference);
             let x = bench_input(&graph, batch).expect("input");
             let flops = graph_flops(&graph, std::slice::from_ref(&x.shape)).expect("flops");
             eprintln!(
@@ -77,6 +83,7 @@ fn models(c: &mut Criterion) {
                 });
             }
             let Some(ctx) = &ctx else { continue };
+            let (graph, store) = compiled(CostBackend::opencl(ctx.info.is_gpu));
             let plan = match build_plan(
                 &graph,
                 &store,

@@ -1,22 +1,28 @@
-//! Re-measures the reference backend's conv kernels and rewrites the cost table:
+//! Re-measures a backend's conv kernels and rewrites its cost table:
 //!
 //! ```text
-//! cargo run --release --example fit_cost -- [--out src/cost/reference.json] [--quick]
+//! cargo run --release --example fit_cost -- [--backend reference|opencl-cpu|opencl-gpu]
+//!     [--device D] [--out src/cost/BACKEND.json] [--quick]
 //! ```
 //!
-//! Writes the fitted constants to `--out` and every measured point (shape, features,
-//! measured and predicted seconds) to the same path with `_points.csv` in place of
-//! `.json`, so the fit can be checked. Takes about 20 seconds on the project's
-//! 2-core machine; `--quick` times a third of the grid (for a smoke test).
+//! Writes the fitted constants to `--out` (by default `src/cost/BACKEND.json`) and
+//! every measured point (shape, features, measured and predicted seconds) to the same
+//! path with `_points.csv` in place of `.json`, so the fit can be checked. The
+//! reference takes about 20 seconds on the project's 2-core machine, PoCL a few
+//! minutes (every point builds its program); `--quick` times a third of the grid
+//! (for a smoke test). `--from-points FILE` refits on points measured before (after a
+//! change of features) instead of measuring (`--machine TEXT` names where they were
+//! measured). The OpenCL tables time the device `--device` picks (by default
+//! the first of the table's kind).
 
 use fnet::cost::fit::{fit, grid, measurable, measure, Sample};
-use fnet::cost::{fmt_seconds, ConvShape, CostTable, ALGOS};
+use fnet::cost::points::{read_points, write_points};
+use fnet::cost::{fmt_seconds, ConvShape, CostBackend, CostTable, ALGOS};
 use fnet::ir::op::{ConvAlgo, Padding};
+use fnet::opencl::conv_timing::time_conv;
+use fnet::opencl::{ClContext, DeviceSel};
 use fnet::reference::im2col::{gemm, gemm_blocked};
-use std::fmt::Write;
 use std::time::Instant;
-
-const COMMAND: &str = "cargo run --release --example fit_cost -- --out src/cost/reference.json";
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -65,72 +71,107 @@ fn crossover(table: &CostTable, ks: &[u64], shape: impl Fn(u64) -> ConvShape) ->
         .find(|&k| table.estimate(&shape(k)).cheapest() == ConvAlgo::Fft)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "src/cost/reference.json".into());
-    let quick = args.iter().any(|a| a == "--quick");
-    let start = Instant::now();
-    compare_gemms();
+        .map(String::as_str)
+}
+
+/// Times every measurable (shape, algorithm) of the grid on `backend`; the samples
+/// and a line naming the machine.
+fn measure_grid(backend: CostBackend, args: &[String], quick: bool) -> (Vec<Sample>, String) {
+    let (ctx, machine) = if backend == CostBackend::Reference {
+        compare_gemms();
+        (None, machine())
+    } else {
+        let sel = match flag(args, "--device") {
+            Some(d) => d.parse().unwrap_or_else(|e| panic!("--device: {e}")),
+            None if backend == CostBackend::OpenclGpu => DeviceSel::Gpu,
+            None => DeviceSel::Cpu,
+        };
+        let ctx = ClContext::new(sel, fnet::opencl::default_cache_dir())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let what = format!(
+            "{} [driver {}], f32",
+            ctx.info.name, ctx.info.driver_version
+        );
+        assert_eq!(
+            CostBackend::opencl(ctx.info.is_gpu),
+            backend,
+            "{what} is not a device of this table's kind"
+        );
+        (Some(ctx), what)
+    };
     let mut samples = Vec::new();
-    for (i, shape) in grid().into_iter().enumerate() {
+    let shapes = grid();
+    for (i, shape) in shapes.iter().enumerate() {
         if quick && i % 3 != 0 {
             continue;
         }
         for algo in ALGOS {
-            if !measurable(&shape, algo) {
+            if !measurable(shape, backend, algo) {
                 continue;
             }
-            let seconds = measure(&shape, algo, i as u64).expect("grid shapes are valid");
+            let seconds = match &ctx {
+                None => measure(shape, algo, i as u64).expect("grid shapes are valid"),
+                Some(ctx) => time_conv(ctx, shape, algo, i as u64)
+                    .unwrap_or_else(|e| panic!("{shape:?} {algo:?}: {e}")),
+            };
             samples.push(Sample {
                 algo,
                 shape: shape.clone(),
                 seconds,
             });
         }
+        eprint!("\r{}/{} shapes", i + 1, shapes.len());
     }
+    eprintln!();
+    (samples, machine)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let backend: CostBackend = flag(&args, "--backend")
+        .unwrap_or("reference")
+        .parse()
+        .unwrap_or_else(|e| panic!("--backend: {e}"));
+    let out = flag(&args, "--out")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("src/cost/{}.json", backend.name()));
+    let quick = args.iter().any(|a| a == "--quick");
+    let command = format!(
+        "cargo run --release --example fit_cost -- --backend {}",
+        backend.name()
+    );
+    let start = Instant::now();
+    let (samples, machine) = match flag(&args, "--from-points") {
+        Some(path) => {
+            // Refit on points measured before (after a change of features): the
+            // machine is the committed table's unless `--machine` names it.
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let samples = read_points(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let machine = flag(&args, "--machine")
+                .map_or_else(|| CostTable::of(backend).machine.clone(), str::to_string);
+            (samples, machine)
+        }
+        None => measure_grid(backend, &args, quick),
+    };
     eprintln!(
         "{} points in {:.1}s",
         samples.len(),
         start.elapsed().as_secs_f64()
     );
-    let table = fit(&samples, &machine(), COMMAND);
-    let mut csv = String::from(
-        "algo,batch,ci,co,input,kernel,stride,dilation,groups,padding,features,measured_s,predicted_s\n",
-    );
-    let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join("x");
-    for s in &samples {
-        let f = s.shape.features(s.algo).expect("measured algorithms apply");
-        let pred = table.algo(s.algo).expect("concrete algorithm").seconds(&f);
-        let feats: Vec<String> = f.iter().map(|v| format!("{v:.6e}")).collect();
-        let _ = writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{:.6e},{:.6e}",
-            s.algo.name(),
-            s.shape.batch,
-            s.shape.ci,
-            s.shape.co,
-            join(&s.shape.input),
-            join(&s.shape.kernel),
-            join(&s.shape.stride),
-            join(&s.shape.dilation),
-            s.shape.groups,
-            s.shape.padding.to_string().replace(',', ";"),
-            feats.join(" "),
-            s.seconds,
-            pred
-        );
-    }
+    let table = fit(&samples, backend, &machine, &command).unwrap_or_else(|e| panic!("{e}"));
+    let csv = write_points(&samples, &table);
     let json = serde_json::to_string_pretty(&table).expect("table serialises") + "\n";
     std::fs::write(&out, json).expect("write the table");
     let points = out.trim_end_matches(".json").to_string() + "_points.csv";
     std::fs::write(&points, csv).expect("write the points");
     for a in ALGOS {
-        let c = table.algo(a).expect("concrete");
+        let Some(c) = table.algo(a) else {
+            continue;
+        };
         eprintln!(
             "{:<7} overhead {} coef {:?}  median rel err {:.1}%",
             a.name(),

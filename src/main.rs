@@ -147,6 +147,11 @@ enum Command {
         /// Batch size for the memory plan and the cost model (symbolic batch dims).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
+        /// The backend whose fitted cost table picks each conv's algorithm:
+        /// `reference`, `opencl-cpu` or `opencl-gpu` (`run` and `bench` pick the
+        /// device's own).
+        #[arg(long, default_value = "reference")]
+        cost_model: fnet::cost::CostBackend,
     },
     /// Time a model's forward on a backend: median and best of --iters runs, in
     /// samples/s and GFLOP/s (weights bound at compile time; seeded ones by default).
@@ -334,6 +339,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             output,
             explain,
             batch,
+            cost_model,
         } => {
             if list_passes {
                 for p in fnet::passes::pipeline::registry() {
@@ -378,6 +384,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 verbose,
                 weights,
                 batch,
+                cost_backend: cost_model,
             };
             let out = compile(&args)?;
             eprint!("{}", out.timings);

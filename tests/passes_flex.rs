@@ -340,6 +340,7 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
+                cost_backend: fnet::cost::CostBackend::Reference,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
             insta::assert_snapshot!(format!("{pass}__{stem}"), out.printed);
@@ -357,6 +358,7 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         verbose: false,
         weights,
         batch: 1,
+        cost_backend: fnet::cost::CostBackend::Reference,
     })
     .map(|c| c.printed)
     .map_err(|e| match e {

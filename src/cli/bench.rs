@@ -8,6 +8,7 @@
 use super::run::RunBackend;
 use super::CliError;
 use crate::cost::flops::graph_flops;
+use crate::cost::CostBackend;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::weights::read_weights;
@@ -104,8 +105,12 @@ impl fmt::Display for BenchReport {
     }
 }
 
-/// Compiles for inference with `store` bound, as `fnetc compile --weights` does.
-pub fn compile_bound(args: &BenchArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
+/// Compiles for inference with `store` bound, as `fnetc compile --weights` does, with
+/// `cost`'s table choosing conv algorithms.
+pub fn compile_bound(
+    args: &BenchArgs,
+    cost: CostBackend,
+) -> Result<(Graph, ParamStore<f32>), CliError> {
     let (_, module) = compile_file(&args.model, &args.options)?;
     let mut graph = module.graph;
     let store = match &args.weights {
@@ -118,6 +123,7 @@ pub fn compile_bound(args: &BenchArgs) -> Result<(Graph, ParamStore<f32>), CliEr
     };
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.batch = args.batch as u64;
+    ctx.cost_backend = cost;
     ctx.weights = Some(store);
     if !args.unoptimised {
         default_pipeline(CompileMode::Inference)
@@ -187,8 +193,19 @@ pub fn bench(
     if args.batch == 0 || args.iters == 0 {
         return Err(RunError::new("--batch and --iters must be at least 1").into());
     }
+    // The device is opened first: its kind picks the cost table.
+    let device = match args.backend {
+        RunBackend::Reference => None,
+        RunBackend::OpenCl(sel) => Some(crate::opencl::ClContext::new(
+            sel,
+            crate::opencl::default_cache_dir(),
+        )?),
+    };
+    let cost = device.as_ref().map_or(CostBackend::Reference, |c| {
+        CostBackend::opencl(c.info.is_gpu)
+    });
     let t0 = Instant::now();
-    let (graph, store) = compile_bound(args)?;
+    let (graph, store) = compile_bound(args, cost)?;
     let compile = t0.elapsed();
     let input = bench_input(&graph, args.batch)?;
     let flops = graph_flops(&graph, std::slice::from_ref(&input.shape))?;
@@ -204,8 +221,8 @@ pub fn bench(
         Ok::<(), RunError>(())
     };
     let t1 = Instant::now();
-    let (backend, prepare) = match args.backend {
-        RunBackend::Reference => {
+    let (backend, prepare) = match &device {
+        None => {
             let prepare = t1.elapsed();
             let opts = RunOptions::default();
             for i in 0..total {
@@ -213,10 +230,12 @@ pub fn bench(
                     run(&graph, &store, std::slice::from_ref(&input), &opts).map(|_| ())
                 })?;
             }
-            ("reference interpreter".to_string(), prepare)
+            (
+                "reference interpreter, cost table reference".to_string(),
+                prepare,
+            )
         }
-        RunBackend::OpenCl(sel) => {
-            let ctx = crate::opencl::ClContext::new(sel, crate::opencl::default_cache_dir())?;
+        Some(ctx) => {
             let target = crate::opencl::target_for(&ctx.info);
             let plan = crate::kernel_ir::plan::build_plan(
                 &graph,
@@ -224,12 +243,15 @@ pub fn bench(
                 std::slice::from_ref(&input.shape),
                 target,
             )?;
-            let exe = crate::opencl::Executable::new(&ctx, plan)?;
+            let exe = crate::opencl::Executable::new(ctx, plan)?;
             let prepare = t1.elapsed();
             for i in 0..total {
                 timed(i, &mut || exe.run(std::slice::from_ref(&input)).map(|_| ()))?;
             }
-            (format!("opencl {}", ctx.info), prepare)
+            (
+                format!("opencl {}, cost table {}", ctx.info, cost.name()),
+                prepare,
+            )
         }
     };
     Ok(BenchReport {

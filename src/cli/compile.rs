@@ -2,6 +2,7 @@
 //! or at the end), and report pass timings.
 
 use super::{check_output_dir, CliError};
+use crate::cost::CostBackend;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
@@ -29,6 +30,8 @@ pub struct CompileArgs {
     pub weights: Option<PathBuf>,
     /// Batch size for the memory plan and cost estimates.
     pub batch: u64,
+    /// Whose fitted cost table picks each conv's algorithm.
+    pub cost_backend: CostBackend,
 }
 
 pub struct Compiled {
@@ -61,6 +64,7 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
     ctx.batch = args.batch.max(1);
+    ctx.cost_backend = args.cost_backend;
     if let Some(path) = &args.weights {
         let file = read_weights::<f32>(path)?;
         check_store(&graph, &file.tensors, &path.display().to_string())?;

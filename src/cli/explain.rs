@@ -26,7 +26,7 @@ fn note_line(out: &mut String, n: &Note) {
 
 pub fn explain(graph: &Graph, ctx: &PassContext) -> String {
     let mut out = String::new();
-    let table = CostTable::reference();
+    let table = CostTable::of(ctx.cost_backend);
     let order = graph.topo_order().unwrap_or_default();
     let convs: Vec<_> = order
         .into_iter()
@@ -38,7 +38,7 @@ pub fn explain(graph: &Graph, ctx: &PassContext) -> String {
         graph.name,
         convs.len(),
         ctx.batch,
-        table.backend,
+        table.backend.name(),
         table.machine
     );
     let mut used = BTreeSet::new();

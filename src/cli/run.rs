@@ -4,6 +4,7 @@
 use super::compile::{compile, CompileArgs};
 use super::inputs::{load_input, load_labels};
 use super::{check_output_dir, CliError};
+use crate::cost::CostBackend;
 use crate::eval::Options;
 use crate::io::artifact::read_artifact;
 use crate::io::npy::write_npy;
@@ -50,31 +51,48 @@ pub struct RunSummary {
     pub output_shape: Vec<usize>,
 }
 
+/// Runs the model. A `.fnet` model is compiled for the backend it runs on: with the
+/// input's batch, and with the OpenCL cost table of the device's kind when on OpenCL
+/// (so the device is opened first).
 pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     if let Some(out) = &args.output {
         check_output_dir(out)?;
     }
-    let (graph, store) = if is_artifact(&args.model) {
-        load_artifact(args)?
-    } else {
-        compile_for_run(args)?
-    };
-    let input = load_input(&args.input, args.range)?;
     if let RunBackend::OpenCl(device) = args.backend {
         if args.f64 {
             return Err(RunError::new("the OpenCL backend computes in f32 only")
                 .hint("drop --f64, or use --backend reference")
                 .into());
         }
-        let outputs = run_opencl(args, device, &graph, &store, input.cast())?;
+        let ctx = open_device(args, device)?;
+        let (graph, store, input) = model_and_input(args, CostBackend::opencl(ctx.info.is_gpu))?;
+        let outputs = crate::opencl::run_graph(&ctx, &graph, &store, &[input.cast()])?;
         return summarise(args, &outputs[0]);
     }
+    let (graph, store, input) = model_and_input(args, CostBackend::Reference)?;
     if args.f64 {
         let store = store.into_iter().map(|(k, v)| (k, v.cast())).collect();
         forward::<f64>(args, &graph, &store, input)
     } else {
         forward::<f32>(args, &graph, &store, input.cast())
     }
+}
+
+/// The model (compiled, or the artifact as it is), its weights and the input.
+fn model_and_input(
+    args: &RunArgs,
+    cost: CostBackend,
+) -> Result<(Graph, ParamStore<f32>, Tensor<f64>), CliError> {
+    if is_artifact(&args.model) {
+        let (graph, store) = load_artifact(args)?;
+        return Ok((graph, store, load_input(&args.input, args.range)?));
+    }
+    // The weights file is checked before the (possibly large) input is read.
+    let weights = weights_for_source(args)?;
+    let input = load_input(&args.input, args.range)?;
+    let batch = input.shape.first().copied().unwrap_or(1) as u64;
+    let (graph, store) = compile_for_run(args, weights, batch, cost)?;
+    Ok((graph, store, input))
 }
 
 /// `.fnc` files are compiled artifacts; anything else is read as `.fnet` source.
@@ -147,9 +165,8 @@ fn without_compiled_constants(
     Ok(store)
 }
 
-/// Compiles the `.fnet` model for inference with its weights bound, as `fnetc compile
-/// --weights` would (or not at all with `-O0`).
-fn compile_for_run(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
+/// The weights a `.fnet` model needs.
+fn weights_for_source(args: &RunArgs) -> Result<&PathBuf, CliError> {
     if args.model.extension().is_some_and(|e| e == "safetensors") {
         return Err(RunError::new(format!(
             "`{}` is a weights file, not a model",
@@ -158,13 +175,21 @@ fn compile_for_run(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError>
         .hint("the model comes first: fnetc run MODEL.fnet --weights W.safetensors -i INPUT")
         .into());
     }
-    let Some(weights) = &args.weights else {
-        return Err(
-            RunError::new(format!("`{}` needs weights", args.model.display()))
-                .hint("pass --weights W.safetensors (make one with fnetc init)")
-                .into(),
-        );
-    };
+    args.weights.as_ref().ok_or_else(|| {
+        RunError::new(format!("`{}` needs weights", args.model.display()))
+            .hint("pass --weights W.safetensors (make one with fnetc init)")
+            .into()
+    })
+}
+
+/// Compiles the `.fnet` model for inference with its weights bound, as `fnetc compile
+/// --weights` would (or not at all with `-O0`), costed at the input's batch on `cost`.
+fn compile_for_run(
+    args: &RunArgs,
+    weights: &Path,
+    batch: u64,
+    cost: CostBackend,
+) -> Result<(Graph, ParamStore<f32>), CliError> {
     let compiled = compile(&CompileArgs {
         model: args.model.clone(),
         options: args.options.clone(),
@@ -172,8 +197,9 @@ fn compile_for_run(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError>
         passes: args.unoptimised.then(Vec::new),
         print_after: Vec::new(),
         verbose: false,
-        weights: Some(weights.clone()),
-        batch: 1,
+        weights: Some(weights.to_path_buf()),
+        batch: batch.max(1),
+        cost_backend: cost,
     })?;
     let store = compiled.ctx.weights.unwrap_or_default();
     Ok((compiled.graph, store))
@@ -189,22 +215,18 @@ fn forward<T: Scalar + FftNum>(
     summarise(args, &result.outputs[0])
 }
 
-/// Opens the device (probing for a platform first), then lowers, builds and runs.
-fn run_opencl(
+/// Opens the device, probing for a platform first.
+fn open_device(
     args: &RunArgs,
     device: crate::opencl::DeviceSel,
-    graph: &Graph,
-    store: &ParamStore<f32>,
-    input: Tensor<f32>,
-) -> Result<Vec<Tensor<f32>>, CliError> {
+) -> Result<crate::opencl::ClContext, CliError> {
     // Compiled artifacts keep their programs beside them; source models use the cache.
     let cache = if is_artifact(&args.model) {
         Some(args.model.with_extension("fnc.clcache"))
     } else {
         crate::opencl::default_cache_dir()
     };
-    let ctx = crate::opencl::ClContext::new(device, cache)?;
-    Ok(crate::opencl::run_graph(&ctx, graph, store, &[input])?)
+    Ok(crate::opencl::ClContext::new(device, cache)?)
 }
 
 fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, CliError> {

@@ -1,9 +1,10 @@
-//! Fitting the cost model: time the reference kernels over a grid of conv shapes and
-//! fit each algorithm's `overhead + Σ cᵢ·fᵢ` by non-negative least squares on the
+//! Fitting the cost model: time a backend's conv kernels over a grid of conv shapes
+//! and fit each algorithm's `overhead + Σ cᵢ·fᵢ` by non-negative least squares on the
 //! *relative* error (times span five orders of magnitude, and an absolute fit would
-//! only see the slowest shapes). `examples/fit_cost.rs` drives it.
+//! only see the slowest shapes). `examples/fit_cost.rs` drives it; the reference
+//! kernels are timed here, the OpenCL ones by `opencl::conv_timing`.
 
-use super::{AlgoCost, ConvShape, CostTable, ALGOS};
+use super::{AlgoCost, ConvShape, CostBackend, CostTable, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::conv::ConvParams;
 use crate::reference::direct_tiled::conv_direct;
@@ -95,13 +96,20 @@ pub fn grid() -> Vec<ConvShape> {
 const MAX_DIRECT_TAPS: f64 = 6e8;
 const MAX_IM2COL_COLS: f64 = 4e7;
 
-/// Whether `algo` is timed on `shape`.
-pub fn measurable(shape: &ConvShape, algo: ConvAlgo) -> bool {
-    match (algo, shape.features(algo)) {
-        (_, None) => false,
-        (ConvAlgo::Direct, Some(f)) => f[0] <= 4.0 * MAX_DIRECT_TAPS && f[3] <= MAX_DIRECT_TAPS,
-        (ConvAlgo::Im2col, Some(f)) => f[1] <= MAX_IM2COL_COLS && f[0] <= 4.0 * MAX_DIRECT_TAPS,
-        (_, Some(_)) => true,
+/// Whether `algo` is timed on `shape` on `backend`.
+pub fn measurable(shape: &ConvShape, backend: CostBackend, algo: ConvAlgo) -> bool {
+    match (backend, algo, shape.features_on(backend, algo)) {
+        (_, _, None) => false,
+        (CostBackend::Reference, ConvAlgo::Direct, Some(f)) => {
+            f[0] <= 4.0 * MAX_DIRECT_TAPS && f[3] <= MAX_DIRECT_TAPS
+        }
+        (CostBackend::Reference, ConvAlgo::Im2col, Some(f)) => {
+            f[1] <= MAX_IM2COL_COLS && f[0] <= 4.0 * MAX_DIRECT_TAPS
+        }
+        // PoCL runs a direct conv at tens of GFLOP/s: the largest long-kernel points
+        // would take seconds each.
+        (CostBackend::OpenclCpu, ConvAlgo::Direct, Some(f)) => f[0] <= 8.0 * MAX_DIRECT_TAPS,
+        (_, _, Some(_)) => true,
     }
 }
 
@@ -254,26 +262,35 @@ fn solve_ls(rows: &[Vec<f64>], scale: &[f64], free: &[usize]) -> Option<Vec<f64>
     Some((0..n).map(|i| a[i][n] / a[i][i] / scale[free[i]]).collect())
 }
 
-/// Fits every algorithm from `samples`.
-pub fn fit(samples: &[Sample], machine: &str, command: &str) -> CostTable {
+/// Fits every algorithm `backend` ran in `samples` (im2col stays absent when none did;
+/// direct and FFT points are required).
+pub fn fit(
+    samples: &[Sample],
+    backend: CostBackend,
+    machine: &str,
+    command: &str,
+) -> Result<CostTable, String> {
     let per = |algo: ConvAlgo| {
         let pts: Vec<(Vec<f64>, f64)> = samples
             .iter()
             .filter(|s| s.algo == algo)
-            .filter_map(|s| Some((s.shape.features(algo)?, s.seconds)))
+            .filter_map(|s| Some((s.shape.features_on(backend, algo)?, s.seconds)))
             .collect();
-        fit_algo(&pts)
+        (!pts.is_empty()).then(|| fit_algo(&pts))
     };
     let [direct, im2col, fft] = ALGOS.map(per);
-    CostTable {
-        backend: "reference".into(),
+    let need = |c: Option<AlgoCost>, a: ConvAlgo| {
+        c.ok_or_else(|| format!("no {} points measured on {}", a.name(), backend.name()))
+    };
+    Ok(CostTable {
+        backend,
         command: command.into(),
         machine: machine.into(),
         points: samples.len(),
-        direct,
+        direct: need(direct, ConvAlgo::Direct)?,
         im2col,
-        fft,
-    }
+        fft: need(fft, ConvAlgo::Fft)?,
+    })
 }
 
 #[cfg(test)]
@@ -317,7 +334,12 @@ mod tests {
     fn grid_covers_every_algorithm() {
         let g = grid();
         for a in ALGOS {
-            assert!(g.iter().filter(|s| measurable(s, a)).count() >= 20, "{a:?}");
+            let n = |b| g.iter().filter(|s| measurable(s, b, a)).count();
+            assert!(n(CostBackend::Reference) >= 20, "{a:?}");
+            if a != ConvAlgo::Im2col {
+                assert!(n(CostBackend::OpenclCpu) >= 20, "{a:?}");
+                assert!(n(CostBackend::OpenclGpu) >= 20, "{a:?}");
+            }
         }
     }
 }

@@ -20,13 +20,19 @@
 //! is only valid where the FFT path runs (stride 1, dilation 1, one group, causal 1D or
 //! "same" 2D with odd kernels); elsewhere its estimate is infinite.
 //!
-//! The constants live in `src/cost/reference.json`, written by
-//! `cargo run --release --example fit_cost -- --out src/cost/reference.json` together with
-//! the measured points (`reference_points.csv`). Everything here is plain arithmetic on
-//! integers and the committed table, so decisions are deterministic.
+//! The OpenCL backend has its own features (`opencl.rs`): its kernels are not the
+//! reference's, and what a conv costs there depends on the device kind's register
+//! tiles and launch overheads.
+//!
+//! Each backend's constants live in `src/cost/<backend>.json` ([`CostBackend`]),
+//! written by `cargo run --release --example fit_cost -- --backend B` together with the
+//! measured points (`<backend>_points.csv`). Everything here is plain arithmetic on
+//! integers and the committed tables, so decisions are deterministic.
 
 pub mod fit;
 pub mod flops;
+pub mod opencl;
+pub mod points;
 
 use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::direct_blocked::block_channels;
@@ -39,6 +45,54 @@ const DIRECT_COLS: u64 = crate::reference::direct_tiled::COLS as u64;
 /// The register tile and the smallest group of `reference::direct_blocked`.
 const DIRECT_TILE: u64 = crate::reference::direct_blocked::TILE as u64;
 const DIRECT_MIN_CHANNELS: u64 = crate::reference::direct_blocked::MIN_CHANNELS as u64;
+
+/// The backend whose fitted constants decide: the reference interpreter, or OpenCL on
+/// a CPU (PoCL) or a GPU. `fnetc run/bench --backend opencl` pick the OpenCL table of
+/// the device's kind; `fnetc compile --cost-model` picks one by name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CostBackend {
+    #[default]
+    Reference,
+    OpenclCpu,
+    OpenclGpu,
+}
+
+impl CostBackend {
+    pub const ALL: [CostBackend; 3] = [
+        CostBackend::Reference,
+        CostBackend::OpenclCpu,
+        CostBackend::OpenclGpu,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CostBackend::Reference => "reference",
+            CostBackend::OpenclCpu => "opencl-cpu",
+            CostBackend::OpenclGpu => "opencl-gpu",
+        }
+    }
+
+    /// The OpenCL table for a device of this kind.
+    pub fn opencl(is_gpu: bool) -> CostBackend {
+        if is_gpu {
+            CostBackend::OpenclGpu
+        } else {
+            CostBackend::OpenclCpu
+        }
+    }
+}
+
+impl std::str::FromStr for CostBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CostBackend::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("expected one of reference, opencl-cpu, opencl-gpu, got `{s}`"))
+    }
+}
 
 /// The algorithms the model compares, in tie-break order.
 pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
@@ -129,8 +183,18 @@ impl ConvShape {
             }
     }
 
-    /// The work counts of `algo` (see the module table); `None` when `algo` cannot
-    /// run this conv.
+    /// The work counts of `algo` on `backend`; `None` when `algo` cannot run this
+    /// conv there.
+    pub fn features_on(&self, backend: CostBackend, algo: ConvAlgo) -> Option<Vec<f64>> {
+        match backend {
+            CostBackend::Reference => self.features(algo),
+            CostBackend::OpenclCpu => opencl::features(self, algo, false),
+            CostBackend::OpenclGpu => opencl::features(self, algo, true),
+        }
+    }
+
+    /// The reference interpreter's work counts of `algo` (see the module table);
+    /// `None` when `algo` cannot run this conv.
     pub fn features(&self, algo: ConvAlgo) -> Option<Vec<f64>> {
         let out = self.output()?;
         let plane: u64 = out.iter().product();
@@ -238,30 +302,46 @@ impl AlgoCost {
 /// A backend's constants, as committed in `src/cost/<backend>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostTable {
-    pub backend: String,
+    pub backend: CostBackend,
     /// The command that regenerates the table.
     pub command: String,
     pub machine: String,
     pub points: usize,
     pub direct: AlgoCost,
-    pub im2col: AlgoCost,
+    /// Absent where the backend has no im2col kernel (OpenCL runs such convs direct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub im2col: Option<AlgoCost>,
     pub fft: AlgoCost,
 }
 
 impl CostTable {
     /// The reference backend's committed table.
     pub fn reference() -> &'static CostTable {
-        static TABLE: OnceLock<CostTable> = OnceLock::new();
-        TABLE.get_or_init(|| {
-            serde_json::from_str(include_str!("reference.json"))
-                .expect("src/cost/reference.json is a valid cost table")
-        })
+        CostTable::of(CostBackend::Reference)
+    }
+
+    /// `backend`'s committed table.
+    pub fn of(backend: CostBackend) -> &'static CostTable {
+        static TABLES: OnceLock<[CostTable; 3]> = OnceLock::new();
+        let tables = TABLES.get_or_init(|| {
+            [
+                include_str!("reference.json"),
+                include_str!("opencl-cpu.json"),
+                include_str!("opencl-gpu.json"),
+            ]
+            .map(|json| serde_json::from_str(json).expect("src/cost/*.json are valid cost tables"))
+        });
+        let i = CostBackend::ALL
+            .iter()
+            .position(|&b| b == backend)
+            .unwrap_or(0);
+        &tables[i]
     }
 
     pub fn algo(&self, algo: ConvAlgo) -> Option<&AlgoCost> {
         match algo {
             ConvAlgo::Direct => Some(&self.direct),
-            ConvAlgo::Im2col => Some(&self.im2col),
+            ConvAlgo::Im2col => self.im2col.as_ref(),
             ConvAlgo::Fft => Some(&self.fft),
             ConvAlgo::Auto => None,
         }
@@ -269,7 +349,7 @@ impl CostTable {
 
     /// Estimated seconds of every algorithm, `f64::INFINITY` where one cannot run.
     pub fn estimate(&self, shape: &ConvShape) -> Estimate {
-        let est = |a: ConvAlgo| match (shape.features(a), self.algo(a)) {
+        let est = |a: ConvAlgo| match (shape.features_on(self.backend, a), self.algo(a)) {
             (Some(f), Some(c)) => c.seconds(&f),
             _ => f64::INFINITY,
         };

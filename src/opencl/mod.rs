@@ -3,6 +3,7 @@
 //! the `ocl` crate, on PoCL (CPU) or any GPU driver.
 
 pub mod context;
+pub mod conv_timing;
 pub mod device;
 pub mod exec;
 pub mod local;

@@ -8,6 +8,10 @@
 //! (strided, dilated, grouped, or not causal-1D / same-2D-odd) falls back to the
 //! model's choice for that conv, with a note.
 //!
+//! The table is the one of `PassContext::cost_backend`: the reference interpreter's by
+//! default, OpenCL's on a CPU or a GPU when compiling for that device
+//! (`fnetc run/bench --backend opencl`, `fnetc compile --cost-model`).
+//!
 //! Sizes: the batch is the input's if known, else `PassContext::batch` (`--batch`,
 //! default 1). A FlexConv kernel whose crop is data-dependent (`<=k` in its type) is
 //! costed at its bound `k`, the horizon: the crop grows while training, and with
@@ -159,7 +163,7 @@ impl Pass for ChooseConvAlgo {
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let env = env_override()?;
-        let table = CostTable::reference();
+        let table = CostTable::of(ctx.cost_backend);
         let mut rewrites = 0;
         let convs: Vec<NodeIndex> = graph
             .g
