@@ -156,14 +156,28 @@ pub fn measure(shape: &ConvShape, algo: ConvAlgo, seed: u64) -> Result<f64, Shap
     let mut ws = vec![shape.co, shape.ci / shape.groups];
     ws.extend(&shape.kernel);
     let (x, w) = (rand_t(xs)?, rand_t(ws)?);
-    let (mut best, mut total) = (f64::INFINITY, 0.0);
-    for rep in 0..7 {
-        let t = Instant::now();
+    best_seconds(2, 7, 0.15, || {
         std::hint::black_box(run_once(shape, algo, &x, &w)?);
+        Ok(())
+    })
+}
+
+/// The best of `min_runs` to `max_runs` timed calls of `f`: more runs while their total
+/// stays under `budget_s`.
+pub fn best_seconds<E>(
+    min_runs: usize,
+    max_runs: usize,
+    budget_s: f64,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    let (mut best, mut total) = (f64::INFINITY, 0.0);
+    for rep in 0..max_runs {
+        let t = Instant::now();
+        f()?;
         let s = t.elapsed().as_secs_f64();
         best = best.min(s);
         total += s;
-        if rep >= 1 && total > 0.15 {
+        if rep + 1 >= min_runs && total > budget_s {
             break;
         }
     }

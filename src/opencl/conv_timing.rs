@@ -6,6 +6,7 @@
 //! Stockham stages, multiply-accumulate and crop.
 
 use super::{target_for, ClContext, Executable};
+use crate::cost::fit::best_seconds;
 use crate::cost::ConvShape;
 use crate::driver::compile_str;
 use crate::eval::Options;
@@ -13,7 +14,6 @@ use crate::ir::op::{ConvAlgo, Padding};
 use crate::kernel_ir::plan::build_plan;
 use crate::runtime::{initialise, RunError};
 use crate::tensor::Tensor;
-use std::time::Instant;
 
 fn ints(v: &[u64]) -> String {
     let parts: Vec<String> = v.iter().map(u64::to_string).collect();
@@ -73,18 +73,7 @@ pub fn time_conv(
     let exe = Executable::new(ctx, plan)?;
     exe.write_inputs(&[x])?;
     exe.launch()?;
-    let (mut best, mut total) = (f64::INFINITY, 0.0);
-    for rep in 0..20 {
-        let t = Instant::now();
-        exe.launch()?;
-        let s = t.elapsed().as_secs_f64();
-        best = best.min(s);
-        total += s;
-        if rep >= 2 && total > 0.2 {
-            break;
-        }
-    }
-    Ok(best)
+    best_seconds(3, 20, 0.2, || exe.launch())
 }
 
 #[cfg(test)]
