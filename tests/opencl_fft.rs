@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::opencl::{ctx, example, input, program, weights};
+use common::opencl::{ctx, example, input, program, targets, weights};
 use fnet::kernel_ir::fft::radices;
 use fnet::kernel_ir::fft_conv::force_len;
 use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
@@ -27,12 +27,16 @@ fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>, rel: f64) {
 /// `[n][2][rows]` layout each transformed independently.
 #[test]
 fn fft_kernels_match_rustfft() {
-    let rows = 16;
+    // 32 rows: 16-row radix-7 work-items for 8- and 16-lane targets alike.
+    let rows = 32;
     // Radix 8 alone (8), 8·2 (16), 8·7 (56), 8·8 (64), 7³ (343), 8·4·7·7 (1568).
-    for n in [8, 12, 16, 49, 56, 64, 98, 343, 1568, 2048] {
+    for (n, target) in [8, 12, 16, 49, 56, 64, 98, 343, 1568, 2048]
+        .into_iter()
+        .flat_map(|n| targets().into_iter().map(move |t| (n, t)))
+    {
         for inverse in [false, true] {
             let x = input(&[n, 2, rows], n as u64 + inverse as u64);
-            let plan = transform_plan(n, rows, inverse, Target::cpu());
+            let plan = transform_plan(n, rows, inverse, target);
             let stages = radices(n).expect("7-smooth").len();
             assert_eq!(plan.steps.len(), stages, "n={n}: one launch per stage");
             let exe = Executable::new(ctx(), plan).expect("build");
@@ -60,7 +64,12 @@ fn fft_kernels_match_rustfft() {
             }
             let want = Tensor::from_vec(vec![n, 2, rows], want).expect("shape");
             let tol = 2e-6 * (n as f64).log2();
-            close(&format!("fft n={n} inverse={inverse}"), &got, &want, tol);
+            close(
+                &format!("fft n={n} inverse={inverse} {target:?}"),
+                &got,
+                &want,
+                tol,
+            );
         }
     }
 }
@@ -82,12 +91,6 @@ fn fft_conv_agrees(body: &str, shape: &[usize]) {
     let direct = program(&src("direct"));
     let store = weights(&fft, 11);
     let x = input(shape, 5);
-    let plan = build_plan(&fft.graph, &store, &[shape.to_vec()], Target::cpu())
-        .unwrap_or_else(|e| panic!("{body}: {e}"));
-    assert!(
-        plan.kernels.iter().any(|k| k.name.starts_with("fft_mac")),
-        "{body}: lowered through the FFT"
-    );
     let want = run(
         &direct.graph,
         &store,
@@ -96,10 +99,18 @@ fn fft_conv_agrees(body: &str, shape: &[usize]) {
     )
     .unwrap_or_else(|e| panic!("{body}: reference: {e}"))
     .outputs;
-    let got = Executable::new(ctx(), plan)
-        .and_then(|e| e.run(&[x]))
-        .unwrap_or_else(|e| panic!("{body}: opencl: {e}"));
-    close(body, &got[0], &want[0], 5e-5);
+    for target in targets() {
+        let plan = build_plan(&fft.graph, &store, &[shape.to_vec()], target)
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        assert!(
+            plan.kernels.iter().any(|k| k.name.starts_with("fft_mac")),
+            "{body}: lowered through the FFT"
+        );
+        let got = Executable::new(ctx(), plan)
+            .and_then(|e| e.run(std::slice::from_ref(&x)))
+            .unwrap_or_else(|e| panic!("{body} ({target:?}): opencl: {e}"));
+        close(&format!("{body} ({target:?})"), &got[0], &want[0], 5e-5);
+    }
 }
 
 #[test]

@@ -22,7 +22,7 @@
 
 use super::ConvShape;
 use crate::ir::op::ConvAlgo;
-use crate::kernel_ir::conv::{ConvSpec, ConvTile};
+use crate::kernel_ir::conv::ConvSpec;
 use crate::kernel_ir::fft::radices;
 use crate::kernel_ir::fft_conv::FftConv;
 use crate::kernel_ir::plan::Target;
@@ -63,7 +63,12 @@ fn spec(shape: &ConvShape) -> Option<ConvSpec> {
 pub fn features(shape: &ConvShape, algo: ConvAlgo, gpu: bool) -> Option<Vec<f64>> {
     shape.output()?;
     let s = spec(shape)?;
-    let target = if gpu { Target::gpu() } else { Target::cpu() };
+    // The CPU table is fitted on an AVX-512 machine, whose tile is 16 × 8.
+    let target = if gpu {
+        Target::gpu()
+    } else {
+        Target::cpu_wide()
+    };
     let [oh, ow] = s.out();
     let taps = (s.k[0] * s.k[1]) as f64;
     let groups = shape.groups.max(1) as usize;
@@ -76,10 +81,7 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo, gpu: bool) -> Option<Vec<f64>
             Some(vec![macs, floats, 1.0, cig * taps])
         }
         ConvAlgo::Direct => {
-            let tile = ConvTile {
-                vector: target.vector,
-                tile_co: target.tile_co,
-            };
+            let tile = target.conv_tile(ow);
             let v = tile.vector as usize;
             let cot = s.co.div_ceil(tile.tile_co) * tile.tile_co;
             let macs = (s.n * cot * oh * ow.div_ceil(v) * v * s.ci) as f64 * taps;
@@ -115,7 +117,8 @@ mod tests {
 
     #[test]
     fn direct_counts_whole_register_tiles() {
-        // 30 output positions in tiles of 8 (CPU) run as 32; 5 channels as 8.
+        // 30 output positions in tiles of 16 (the AVX-512 CPU tile) run as 32; 5
+        // channels as 8.
         let s = ConvShape::plain(1, 2, 5, &[30], &[3], Padding::Causal);
         let f = features(&s, ConvAlgo::Direct, false).unwrap();
         assert_eq!(f[0], (8 * 32 * 2 * 3) as f64);

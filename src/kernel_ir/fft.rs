@@ -319,15 +319,16 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
 /// The stage kernels of one axis, in launch order (`None` for a length with a prime
 /// factor above 7). Each reads the previous stage's output and the axis' twiddles.
 ///
-/// Radix-7 stages take twice the rows per work-item on CPUs (`vector` ≥ 8) when the
-/// rows allow: their cost is dominated by per-work-item overhead, so float16 halved
-/// their time on PoCL (AVX-512), where float4 doubled it.
+/// Radix-7 stages take 16 rows per work-item on CPUs (`vector` 8 or 16) when the rows
+/// allow: their cost is dominated by per-work-item overhead, so float16 halved their
+/// time on PoCL (AVX-512), where float4 doubled it. 16 lanes is OpenCL's widest
+/// vector, so a 16-lane target keeps 16.
 pub fn axis_kernels(a: &FftAxis, vector: u8) -> Option<Vec<Kernel>> {
     let mut ns = 1;
     let mut out = Vec::new();
     for r in radices(a.n)? {
-        let wide = r == 7 && vector >= 8 && a.rows.is_multiple_of(2 * vector as usize);
-        let v = if wide { 2 * vector } else { vector };
+        let wide = r == 7 && vector == 8 && a.rows.is_multiple_of(16);
+        let v = if wide { 16 } else { vector };
         out.push(stage_kernel("fft", a, r, ns, v));
         ns *= r;
     }

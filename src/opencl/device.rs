@@ -52,6 +52,8 @@ pub struct DeviceInfoSummary {
     /// Per-axis limits of a work-group (`CL_DEVICE_MAX_WORK_ITEM_SIZES`); NVIDIA's
     /// third axis allows only 64, well under the 1024 items of a whole group.
     pub max_work_items: Vec<usize>,
+    /// `CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT`: 16 on AVX-512 CPUs, 8 on AVX2.
+    pub native_float_width: u32,
 }
 
 impl fmt::Display for DeviceInfoSummary {
@@ -123,6 +125,10 @@ fn summary(
         DeviceInfoResult::MaxWorkItemSizes(v) => v,
         _ => Vec::new(),
     };
+    let native_float_width = match get(DeviceInfo::NativeVectorWidthFloat)? {
+        DeviceInfoResult::NativeVectorWidthFloat(n) => n,
+        _ => 1,
+    };
     Ok(DeviceInfoSummary {
         index,
         name: device.name().map_err(|e| ocl_err("device name", e))?,
@@ -136,6 +142,7 @@ fn summary(
         compute_units,
         max_work_group,
         max_work_items,
+        native_float_width,
     })
 }
 

@@ -91,6 +91,7 @@ mod tests {
             } else {
                 vec![max; 3]
             },
+            native_float_width: if gpu { 1 } else { 8 },
         }
     }
 

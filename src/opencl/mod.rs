@@ -19,15 +19,37 @@ use crate::runtime::{ParamStore, RunError};
 use crate::tensor::Tensor;
 
 /// Code generation choices for a device: CPUs (and accelerators that are neither)
-/// get 8-lane vectors and 4 output channels per work-item, the register tile PoCL
-/// needs to reach the FMA units; GPUs get 4 × 2 tiles and more work-items
+/// get 8-lane vectors and 8 output channels per work-item, the register tile PoCL
+/// needs to reach the FMA units, or 16 × 8 where the native float vector is 16 lanes
+/// wide (AVX-512, [`Target::cpu_wide`]); GPUs get 4 × 2 tiles and more work-items
 /// ([`Target::gpu`]). Work-group sizes are chosen per launch by [`local::choose`].
+/// `FNET_CL_TILE=VxT` overrides the tile, for tuning.
 pub fn target_for(info: &DeviceInfoSummary) -> Target {
-    if info.is_gpu {
+    let target = if info.is_gpu {
         Target::gpu()
+    } else if info.native_float_width >= 16 {
+        Target::cpu_wide()
     } else {
         Target::cpu()
+    };
+    match tile_override() {
+        Some((vector, tile_co)) => Target {
+            vector,
+            tile_co,
+            ..target
+        },
+        None => target,
     }
+}
+
+/// `FNET_CL_TILE=VxT` (vector lanes × output channels per work-item), for tuning.
+fn tile_override() -> Option<(u8, usize)> {
+    let v = std::env::var("FNET_CL_TILE").ok()?;
+    let (lanes, channels) = v.split_once('x')?;
+    let vector: u8 = lanes.parse().ok()?;
+    let tile_co: usize = channels.parse().ok()?;
+    ([2, 4, 8, 16].contains(&vector) && [2, 4, 8, 16].contains(&tile_co))
+        .then_some((vector, tile_co))
 }
 
 /// Runs `graph` forward once on `ctx` (evaluation mode, f32).
@@ -61,6 +83,7 @@ mod tests {
             compute_units: if gpu { 80 } else { 2 },
             max_work_group: 1024,
             max_work_items: vec![1024, 1024, if gpu { 64 } else { 1024 }],
+            native_float_width: if gpu { 1 } else { 8 },
         }
     }
 
@@ -80,7 +103,8 @@ mod tests {
             .iter()
             .find(|k| k.name.starts_with("conv"))
             .expect("a conv kernel");
-        assert!(plan_source(&plan).contains(if info.is_gpu { "float4" } else { "float8" }));
+        let lanes = target_for(info).conv_tile(16).vector;
+        assert!(plan_source(&plan).contains(&format!("float{lanes}")));
         conv.grid.clone()
     }
 
@@ -88,8 +112,27 @@ mod tests {
     fn gpus_get_smaller_tiles_and_more_work_items() {
         assert_eq!(target_for(&device(true)), Target::gpu());
         assert_eq!(target_for(&device(false)), Target::cpu());
+        let avx512 = DeviceInfoSummary {
+            native_float_width: 16,
+            ..device(false)
+        };
+        assert_eq!(target_for(&avx512), Target::cpu_wide());
         // [row tiles, rows, batch × channel blocks]
-        assert_eq!(conv_grid(&device(false)), vec![16 / 8, 16, 2 * 16 / 4]);
+        assert_eq!(conv_grid(&device(false)), vec![16 / 8, 16, 2 * 16 / 8]);
         assert_eq!(conv_grid(&device(true)), vec![16 / 4, 16, 2 * 16 / 2]);
+        // 16-wide rows fill one 16-lane vector; 8 channels per work-item.
+        assert_eq!(conv_grid(&avx512), vec![1, 16, 2 * 16 / 8]);
+        // Narrow rows halve the vector while that wastes fewer lanes.
+        let lanes = |t: Target, ow| t.conv_tile(ow).vector;
+        assert_eq!(lanes(Target::cpu_wide(), 32), 16);
+        assert_eq!(
+            lanes(Target::cpu_wide(), 28),
+            16,
+            "2 × 16 and 4 × 8 both pad to 32"
+        );
+        assert_eq!(lanes(Target::cpu_wide(), 8), 8);
+        assert_eq!(lanes(Target::cpu_wide(), 3), 4, "never below 4 lanes");
+        assert_eq!(lanes(Target::cpu(), 784), 8);
+        assert_eq!(Target::cpu_wide().conv_tile(8).tile_co, 8);
     }
 }

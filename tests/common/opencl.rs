@@ -4,7 +4,8 @@
 use super::{noise, perturbed_weights};
 use fnet::driver::{compile_file, compile_str};
 use fnet::eval::{Module, Options};
-use fnet::opencl::{run_graph, ClContext, DeviceSel};
+use fnet::kernel_ir::plan::{build_plan, Target};
+use fnet::opencl::{target_for, ClContext, DeviceSel, Executable};
 use fnet::runtime::{run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 use std::process::{Command, Output};
@@ -62,17 +63,33 @@ pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
     )
     .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
     .outputs;
-    let got =
-        run_graph(ctx(), &m.graph, store, &[x]).unwrap_or_else(|e| panic!("{what}: opencl: {e}"));
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (g, w) in got.iter().zip(&want) {
-        assert_eq!(g.shape, w.shape, "{what}");
-        let d = g.max_abs_diff(w).expect("same shape");
-        let scale = w.max_abs().max(1.0);
-        assert!(
-            d <= 2e-5 * scale,
-            "{what}: max |opencl - reference| = {d} (scale {scale})"
-        );
+    for target in targets() {
+        let shapes = vec![x.shape.clone()];
+        let got = build_plan(&m.graph, store, &shapes, target)
+            .and_then(|plan| Executable::new(ctx(), plan))
+            .and_then(|exe| exe.run(std::slice::from_ref(&x)))
+            .unwrap_or_else(|e| panic!("{what} ({target:?}): opencl: {e}"));
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.shape, w.shape, "{what}");
+            let d = g.max_abs_diff(w).expect("same shape");
+            let scale = w.max_abs().max(1.0);
+            assert!(
+                d <= 2e-5 * scale,
+                "{what} ({target:?}): max |opencl - reference| = {d} (scale {scale})"
+            );
+        }
+    }
+}
+
+/// The code-generation targets to test on this device: on a CPU both CPU tiles
+/// (8 × 8 and the AVX-512 16 × 8: which one `target_for` picks depends on the
+/// machine), on a GPU the GPU's.
+pub fn targets() -> Vec<Target> {
+    if ctx().info.is_gpu {
+        vec![target_for(&ctx().info)]
+    } else {
+        vec![Target::cpu(), Target::cpu_wide()]
     }
 }
 

@@ -5,7 +5,7 @@ use super::fusion::Chain;
 use super::{Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
-use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec, ConvTile};
+use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
 use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
@@ -166,10 +166,7 @@ impl Builder<'_> {
             residual: chain.residual.is_some(),
             relu: chain.relu,
         };
-        let tile = ConvTile {
-            vector: self.target.vector,
-            tile_co: self.target.tile_co,
-        };
+        let tile = self.target.conv_tile(spec.out()[1]);
         let layer = node.name.clone();
         if *groups != 1 {
             let g = *groups as usize;
