@@ -2,8 +2,9 @@
 //! (`kernel_ir::plan`): the register-tiled direct kernel, the scalar grouped kernel,
 //! and the FFT convolution's pack / Stockham stages / spectral multiply-accumulate /
 //! crop. The device kind matters twice: CPUs and GPUs get different register tiles
-//! (`Target::cpu`, `Target::gpu`), and launch overheads differ by orders of magnitude,
-//! which is why each kind has its own fitted table.
+//! (`Target::cpu_wide` on the AVX-512 machine the CPU table is fitted on,
+//! `Target::gpu`), and launch overheads differ by orders of magnitude, which is why
+//! each kind has its own fitted table.
 //!
 //! | algorithm | f₁ | f₂ | f₃ | f₄ |
 //! |---|---|---|---|---|
