@@ -20,18 +20,15 @@
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::types::Dim;
-use crate::runtime::bind::{bind_shape, eval_dim, DimEnv};
+use crate::runtime::bind::{bind_inputs, eval_dim, DimEnv};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeSet;
 
 /// Nominal flops of one forward of `graph` on inputs of `input_shapes`.
 pub fn graph_flops(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<u64, RunError> {
-    let mut env = DimEnv::new();
-    for (&id, shape) in graph.inputs.iter().zip(input_shapes) {
-        let node = graph.node(id);
-        bind_shape(&format!("input `{}`", node.name), &node.ty, shape, &mut env)?;
-    }
+    let shapes: Vec<&[usize]> = input_shapes.iter().map(Vec::as_slice).collect();
+    let env = bind_inputs(graph, &shapes)?;
     let order = graph
         .topo_order()
         .map_err(|e| RunError::new(e.to_string()))?;

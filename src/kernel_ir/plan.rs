@@ -16,7 +16,7 @@ use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
-use crate::runtime::bind::{bind_shape, conforms, eval_dim, DimEnv};
+use crate::runtime::bind::{bind_inputs, conforms, eval_dim, DimEnv};
 use crate::runtime::{run, ParamStore, RunError, RunOptions};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
@@ -192,19 +192,8 @@ pub fn build_plan(
     input_shapes: &[Vec<usize>],
     target: Target,
 ) -> Result<Plan, RunError> {
-    if input_shapes.len() != graph.inputs.len() {
-        return Err(RunError::new(format!(
-            "model `{}` takes {} input(s), got {}",
-            graph.name,
-            graph.inputs.len(),
-            input_shapes.len()
-        )));
-    }
-    let mut env = DimEnv::new();
-    for (&id, shape) in graph.inputs.iter().zip(input_shapes) {
-        let node = graph.node(id);
-        bind_shape(&format!("input `{}`", node.name), &node.ty, shape, &mut env)?;
-    }
+    let shapes: Vec<&[usize]> = input_shapes.iter().map(Vec::as_slice).collect();
+    let env = bind_inputs(graph, &shapes)?;
     let order = graph
         .topo_order()
         .map_err(|e| RunError::new(e.to_string()))?;

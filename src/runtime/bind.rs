@@ -2,10 +2,31 @@
 //! evaluating declared types under that binding.
 
 use super::error::RunError;
+use crate::ir::graph::Graph;
 use crate::ir::types::{Dim, TensorType};
 use std::collections::BTreeMap;
 
 pub type DimEnv = BTreeMap<String, u64>;
+
+/// Checks that `shapes` are one per input of `graph` and binds the symbols of their
+/// declared types: what the interpreter, the OpenCL lowering and the flop count each
+/// do before anything else.
+pub fn bind_inputs(graph: &Graph, shapes: &[&[usize]]) -> Result<DimEnv, RunError> {
+    if shapes.len() != graph.inputs.len() {
+        return Err(RunError::new(format!(
+            "model `{}` takes {} input(s), got {}",
+            graph.name,
+            graph.inputs.len(),
+            shapes.len()
+        )));
+    }
+    let mut env = DimEnv::new();
+    for (&id, shape) in graph.inputs.iter().zip(shapes) {
+        let node = graph.node(id);
+        bind_shape(&format!("input `{}`", node.name), &node.ty, shape, &mut env)?;
+    }
+    Ok(env)
+}
 
 /// Checks `actual` against `declared`, binding symbols on first sight.
 pub fn bind_shape(

@@ -2,7 +2,7 @@
 //! on the naive kernels of `crate::reference`. It is the oracle every pass and backend
 //! is tested against, so it favours obviousness over speed.
 
-use super::bind::{bind_shape, conforms, DimEnv};
+use super::bind::{bind_inputs, conforms};
 use super::error::RunError;
 use super::params::ParamStore;
 use crate::ir::graph::Graph;
@@ -61,24 +61,8 @@ pub fn run<T: Scalar + FftNum>(
     inputs: &[Tensor<T>],
     options: &RunOptions,
 ) -> Result<RunResult<T>, RunError> {
-    if inputs.len() != graph.inputs.len() {
-        return Err(RunError::new(format!(
-            "model `{}` takes {} input(s), got {}",
-            graph.name,
-            graph.inputs.len(),
-            inputs.len()
-        )));
-    }
-    let mut env = DimEnv::new();
-    for (&id, t) in graph.inputs.iter().zip(inputs) {
-        let node = graph.node(id);
-        bind_shape(
-            &format!("input `{}`", node.name),
-            &node.ty,
-            &t.shape,
-            &mut env,
-        )?;
-    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let env = bind_inputs(graph, &shapes)?;
     let order = graph
         .topo_order()
         .map_err(|e| RunError::new(e.to_string()))?;
