@@ -12,6 +12,8 @@
 //! interpreter and 1e-12 for f64 (the reference is float64 PyTorch on the same
 //! float32 weights, so the f64 run differs only by summation order).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use fnet::driver::compile_file;
@@ -106,13 +108,7 @@ fn expected(model: &str) -> Tensor<f64> {
 /// Asserts closeness and returns the max |difference|.
 #[track_caller]
 fn close<T: Scalar, U: Scalar>(what: &str, got: &Tensor<T>, want: &Tensor<U>, tol: f64) -> f64 {
-    assert_eq!(got.shape, want.shape, "{what}: shape");
-    let err = got.max_abs_diff(want).unwrap();
-    let scale = want.max_abs().max(1.0);
-    assert!(
-        err <= tol * scale,
-        "{what}: max |diff| {err:e} > {tol:e} * {scale}"
-    );
+    let err = common::assert_close(what, got, want, tol);
     eprintln!(
         "{what}: max |diff| {err:.3e} (max |expected| {:.4})",
         want.max_abs()

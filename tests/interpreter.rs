@@ -2,6 +2,8 @@
 //! independent computations: direct kernel calls, the LC fold, f64 runs, and the
 //! FFT path.
 
+mod common;
+
 use fnet::driver::{compile_file, compile_str};
 use fnet::eval::{Module, Options};
 use fnet::ir::op::ConvAlgo;
@@ -55,10 +57,9 @@ fn forward(
         .remove(0)
 }
 
+#[track_caller]
 fn close(a: &Tensor<f32>, b: &Tensor<f32>, rel: f64) {
-    let d = a.max_abs_diff(b).expect("same shape");
-    let scale = b.max_abs().max(1.0);
-    assert!(d <= rel * scale, "max |a-b| = {d} > {rel} x {scale}");
+    common::assert_close("", a, b, rel);
 }
 
 #[test]

@@ -16,12 +16,7 @@ use fnet::tensor::Tensor;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
 
-fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>, rel: f64) {
-    assert_eq!(got.shape, want.shape, "{what}");
-    let d = got.max_abs_diff(want).expect("same shape");
-    let scale = want.max_abs().max(1.0);
-    assert!(d <= rel * scale, "{what}: max diff {d} (scale {scale})");
-}
+use common::assert_close as close;
 
 /// The batched transform kernels against rustfft, forward and inverse, rows of the
 /// `[n][2][rows]` layout each transformed independently.

@@ -366,18 +366,22 @@ fn print_after_choose_conv_algo_snapshots() {
 
 #[test]
 fn explain_reports_kernels_algorithms_and_costs() {
-    let path = example("flextcn6_smnist");
-    let (ok, out, err) = fnetc(
-        &[
-            "compile",
-            path.to_str().unwrap(),
-            "--explain",
-            "--batch",
-            "8",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    let explain = |name: &str| {
+        let path = example(name);
+        let (ok, out, err) = fnetc(
+            &[
+                "compile",
+                path.to_str().unwrap(),
+                "--explain",
+                "--batch",
+                "8",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        out
+    };
+    let out = explain("flextcn6_smnist");
     assert!(out.starts_with("explain flextcn6: 13 convs"), "{out}");
     assert!(out.contains("\nconv tcn1.flex1\n"), "{out}");
     assert!(out.contains("before cropping (horizon)"), "{out}");
@@ -387,18 +391,7 @@ fn explain_reports_kernels_algorithms_and_costs() {
     );
     assert!(out.contains("fft* "), "{out}");
     assert!(out.contains("\nconv tcn1.shortcut1\n"), "{out}");
-    let path = example("resnet20_cifar10");
-    let (ok, out, err) = fnetc(
-        &[
-            "compile",
-            path.to_str().unwrap(),
-            "--explain",
-            "--batch",
-            "8",
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    let out = explain("resnet20_cifar10");
     assert!(out.contains("19 convs, batch 8"), "{out}");
     assert!(out.contains("  kernel: 3x3\n"), "{out}");
     assert!(

@@ -4,6 +4,8 @@
 //! Tolerance: |a − b| <= tol · max(1, max|expected|), with tol 1e-4 for f32
 //! fixtures and 1e-10 for f64 ones unless a case says otherwise.
 
+mod common;
+
 use std::path::PathBuf;
 
 use fnet::io::weights::{read_weights, WeightFile};
@@ -34,13 +36,7 @@ fn get<'a, T: Scalar>(f: &'a WeightFile<T>, name: &str) -> &'a Tensor<T> {
 
 #[track_caller]
 fn close<T: Scalar, U: Scalar>(what: &str, got: &Tensor<T>, want: &Tensor<U>, tol: f64) {
-    assert_eq!(got.shape, want.shape, "{what}: shape");
-    let err = got.max_abs_diff(want).unwrap();
-    let scale = want.max_abs().max(1.0);
-    assert!(
-        err <= tol * scale,
-        "{what}: max |diff| {err:e} > {tol:e} * {scale}"
-    );
+    common::assert_close(what, got, want, tol);
 }
 
 const F32: f64 = 1e-4;

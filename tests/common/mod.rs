@@ -98,3 +98,22 @@ pub fn perturbed_weights<T: Scalar>(graph: &Graph, seed: u64) -> ParamStore<T> {
     store
 }
 pub mod opencl;
+
+/// Asserts `got` equals `want` within `rel` × the larger of 1 and `want`'s largest
+/// magnitude (tolerances scaled to magnitude), and returns the max |difference|.
+#[track_caller]
+pub fn assert_close<T: Scalar, U: Scalar>(
+    what: &str,
+    got: &Tensor<T>,
+    want: &Tensor<U>,
+    rel: f64,
+) -> f64 {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let err = got.max_abs_diff(want).expect("same shape");
+    let scale = want.max_abs().max(1.0);
+    assert!(
+        err <= rel * scale,
+        "{what}: max |diff| {err:e} > {rel:e} × {scale}"
+    );
+    err
+}

@@ -71,13 +71,7 @@ pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
             .unwrap_or_else(|e| panic!("{what} ({target:?}): opencl: {e}"));
         assert_eq!(got.len(), want.len(), "{what}");
         for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.shape, w.shape, "{what}");
-            let d = g.max_abs_diff(w).expect("same shape");
-            let scale = w.max_abs().max(1.0);
-            assert!(
-                d <= 2e-5 * scale,
-                "{what} ({target:?}): max |opencl - reference| = {d} (scale {scale})"
-            );
+            super::assert_close(&format!("{what} ({target:?})"), g, w, 2e-5);
         }
     }
 }
