@@ -92,10 +92,9 @@ fn forward(graph: &Graph, store: &ParamStore<f32>, x: &Tensor<f32>, mode: Mode) 
     run(graph, store, std::slice::from_ref(x), &options).unwrap_or_else(|e| panic!("{e}"))
 }
 
+#[track_caller]
 fn assert_close(a: &Tensor<f32>, b: &Tensor<f32>, tol: f64, what: &str) {
-    let d = a.max_abs_diff(b).expect("same shape");
-    let scale = b.max_abs().max(1.0);
-    assert!(d <= tol * scale, "{what}: max |diff| {d} > {tol} × {scale}");
+    common::assert_close(what, a, b, tol);
 }
 
 fn ops(graph: &Graph, name: &str) -> usize {
@@ -386,38 +385,4 @@ fn compile_binds_weights_from_a_file() {
     let e = compile_with("flextcn6_smnist.fnet", Some(dir.join("none.safetensors"))).unwrap_err();
     assert!(e.contains("none.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// `cargo test --test passes_flex -- --ignored --nocapture`: interpreter time of the
-/// unfused graph against the folded one (flexnet7, batch 1).
-#[test]
-#[ignore]
-fn measure_folding() {
-    for (model, shape) in [
-        ("flexnet7_cifar10.fnet", [1usize, 3, 32, 32].as_slice()),
-        ("flextcn6_smnist.fnet", &[1, 1, 784]),
-    ] {
-        let g = example(model);
-        let store = weights(&g);
-        let x: Tensor<f32> = random(shape, 1);
-        let mut ctx = PassContext::new(CompileMode::Inference);
-        ctx.weights = Some(store.clone());
-        let t = std::time::Instant::now();
-        let folded = passes(&g, &["materialize-frozen", "fuse-mask"], &mut ctx);
-        let compile_s = t.elapsed().as_secs_f64();
-        let time = |graph: &Graph| {
-            let t = std::time::Instant::now();
-            for _ in 0..3 {
-                forward(graph, &store, &x, Mode::Eval);
-            }
-            t.elapsed().as_secs_f64() / 3.0
-        };
-        let (a, b) = (time(&g), time(&folded));
-        println!(
-            "{model}: fold {compile_s:.3} s; forward unfused {a:.3} s, folded {b:.3} s ({:.2}x); nodes {} -> {}",
-            a / b,
-            g.g.node_count(),
-            folded.g.node_count()
-        );
-    }
 }
