@@ -3,12 +3,13 @@
 
 use super::compile::{compile, CompileArgs};
 use super::inputs::{load_input, load_labels};
-use super::{check_output_dir, CliError};
+use super::CliError;
 use crate::cost::CostBackend;
 use crate::eval::Options;
 use crate::io::artifact::read_artifact;
-use crate::io::npy::write_npy;
+use crate::io::npy::npy_bytes;
 use crate::io::weights::read_weights;
+use crate::io::{check_output, write_output};
 use crate::ir::op::Op;
 use crate::ir::Graph;
 use crate::passes::CompileMode;
@@ -44,6 +45,16 @@ pub enum RunBackend {
     OpenCl(crate::opencl::DeviceSel),
 }
 
+impl RunArgs {
+    /// Every file the run reads, which `-o` must not overwrite.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = vec![self.model.as_path(), self.input.as_path()];
+        files.extend(self.weights.as_deref());
+        files.extend(self.labels.as_deref());
+        files
+    }
+}
+
 /// What a run printed, for tests.
 pub struct RunSummary {
     pub predictions: Vec<usize>,
@@ -56,7 +67,7 @@ pub struct RunSummary {
 /// (so the device is opened first).
 pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     if let Some(out) = &args.output {
-        check_output_dir(out)?;
+        check_output(out, &args.files())?;
     }
     if let RunBackend::OpenCl(device) = args.backend {
         if args.f64 {
@@ -133,6 +144,7 @@ fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
     };
     let file = args.weights.as_ref().unwrap_or(&args.model);
     check_store(&artifact.graph, &store, &file.display().to_string())?;
+    super::warn_non_finite(file, &store);
     Ok((artifact.graph, store))
 }
 
@@ -229,10 +241,8 @@ fn open_device(
     Ok(crate::opencl::ClContext::new(device, cache)?)
 }
 
+/// Scores the output against the labels, then writes it: a failed check writes nothing.
 fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, CliError> {
-    if let Some(path) = &args.output {
-        write_npy(path, out)?;
-    }
     let predictions = if out.ndim() == 2 {
         argmax_rows(out)
     } else {
@@ -240,7 +250,7 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
     };
     let accuracy = match &args.labels {
         Some(path) if !predictions.is_empty() => {
-            let labels = load_labels(path, args.range)?;
+            let labels = load_labels(path, args.range, out.shape[1])?;
             if labels.len() != predictions.len() {
                 return Err(RunError::new(format!(
                     "`{}` has {} labels for {} inputs",
@@ -259,6 +269,10 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
         }
         _ => None,
     };
+    if let Some(path) = &args.output {
+        let bytes = npy_bytes(out);
+        write_output(path, &args.files(), |w| w.write_all(&bytes))?;
+    }
     Ok(RunSummary {
         predictions,
         accuracy,
