@@ -38,7 +38,7 @@ pub fn check_output(path: &Path, inputs: &[&Path]) -> Result<(), IoError> {
             path,
             IoErrorKind::NotFound,
             "an output path in an existing directory",
-            format!("no directory `{}`", dir.display()),
+            format!("that directory `{}` does not exist", dir.display()),
             format!("create it first: mkdir -p {}", dir.display()),
         ));
     }
