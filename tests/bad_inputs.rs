@@ -172,7 +172,7 @@ fn a_failed_label_check_writes_no_output() {
     let short = t.path("short.npy");
     write_npy(
         &short,
-        &Tensor::from_vec(vec![1], vec![3i8 as f32]).expect("l"),
+        &Tensor::from_vec(vec![1], vec![3.0f32]).expect("l"),
     )
     .expect("npy");
     let out = t.path("y.npy");
