@@ -70,10 +70,12 @@ enum Command {
         /// Input: .npy (f32/f64, NCL or NCHW) or an IDX image file (optionally .gz).
         #[arg(short, long)]
         input: PathBuf,
-        /// Index range of the inputs to run, e.g. `8000..8100`.
+        /// Index range of the inputs to run: `8000..8100` (items 8000 to 8099), `8000..`
+        /// or `..100`; it selects the labels too.
         #[arg(long, value_parser = fnet::cli::inputs::parse_range)]
         range: Option<(Option<usize>, Option<usize>)>,
-        /// Labels (IDX or .npy) to report top-1 accuracy against.
+        /// Labels to report top-1 accuracy against: IDX1, or a 1-D .npy of integers or
+        /// integral floats in 0..classes.
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Write the first output to this .npy file.

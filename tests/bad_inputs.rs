@@ -170,11 +170,7 @@ fn run_refuses_to_overwrite_its_artifact() {
 fn a_failed_label_check_writes_no_output() {
     let t = Setup::new();
     let short = t.path("short.npy");
-    write_npy(
-        &short,
-        &Tensor::from_vec(vec![1], vec![3.0f32]).expect("l"),
-    )
-    .expect("npy");
+    write_npy(&short, &Tensor::from_vec(vec![1], vec![3.0f32]).expect("l")).expect("npy");
     let out = t.path("y.npy");
     let o = t.run(&["--labels", s(&short), "-o", s(&out)]);
     let err = stderr(&o);
