@@ -388,6 +388,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 batch,
                 cost_backend: cost_model,
             };
+            if let Some(path) = &output {
+                fnet::cli::compile::check_compiled_output(&args, path)?;
+            }
             let out = compile(&args)?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);

@@ -115,6 +115,19 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     })
 }
 
+/// The files a compilation reads, which its `-o` must not overwrite.
+fn inputs(args: &CompileArgs) -> Vec<&Path> {
+    let mut inputs = vec![args.model.as_path()];
+    inputs.extend(args.weights.as_deref());
+    inputs
+}
+
+/// Refuses an artifact path that is missing its directory or names an input, before
+/// the compilation runs.
+pub fn check_compiled_output(args: &CompileArgs, path: &Path) -> Result<(), CliError> {
+    Ok(crate::io::check_output(path, &inputs(args))?)
+}
+
 /// Writes `compiled` as an artifact at `path`. Refuses to write over the model or the
 /// weights it was compiled from (see [`crate::io::output`]).
 pub fn write_compiled(
@@ -122,11 +135,9 @@ pub fn write_compiled(
     args: &CompileArgs,
     path: &Path,
 ) -> Result<ArtifactHeader, CliError> {
-    let mut inputs = vec![args.model.as_path()];
-    inputs.extend(args.weights.as_deref());
     Ok(write_artifact(
         path,
-        &inputs,
+        &inputs(args),
         &compiled.graph,
         compiled.provenance.clone(),
         compiled.ctx.weights.as_ref(),
