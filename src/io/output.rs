@@ -193,6 +193,7 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn refuses_inputs_through_any_name() {
         let dir = tempfile::tempdir().unwrap();
