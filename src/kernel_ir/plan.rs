@@ -247,7 +247,18 @@ pub fn build_plan(
     }
     let mut plan = b.plan;
     assign_slots(&mut plan);
+    check_kernels(&mut plan)?;
     Ok(plan)
+}
+
+/// Types every kernel and makes its broadcasts explicit (`typecheck`), so that any
+/// renderer can take the plan. A failure is a bug in the lowering.
+fn check_kernels(plan: &mut Plan) -> Result<(), RunError> {
+    for k in &mut plan.kernels {
+        super::typecheck::check(k)
+            .map_err(|e| RunError::new(format!("internal error: kernel lowering built {e}")))?;
+    }
+    Ok(())
 }
 
 /// Nodes whose value depends on parameters only.

@@ -46,7 +46,11 @@ pub fn expr(e: &Expr) -> String {
         Expr::Var(n) => n.clone(),
         Expr::GlobalId(a) => format!("(int)get_global_id({a})"),
         Expr::Bin(op, a, b) => {
-            let (a, b) = (expr(a), expr(b));
+            // `min`/`max` take (vector, scalar) but not (scalar, vector).
+            let (a, b) = match op {
+                BinOp::Min | BinOp::Max => (expr(a), widened(b)),
+                _ => (widened(a), widened(b)),
+            };
             match op {
                 BinOp::Min => format!("min({a}, {b})"),
                 BinOp::Max => format!("max({a}, {b})"),
@@ -101,11 +105,21 @@ pub fn expr(e: &Expr) -> String {
                 .collect();
             format!("(float{width})({})", lanes.join(", "))
         }
-        Expr::Splat(a, w) => format!("(float{w})({})", expr(a)),
+        Expr::Splat(a, w) | Expr::Broadcast(a, w) => format!("(float{w})({})", expr(a)),
         Expr::Lane(a, l) => format!("{}.s{l:x}", expr(a)),
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
-        Expr::Select(c, a, b) => format!("({} ? {} : {})", expr(c), expr(a), expr(b)),
+        Expr::Select(c, a, b) => format!("({} ? {} : {})", expr(c), widened(a), widened(b)),
         Expr::ToFloat(a) => format!("(float)({})", expr(a)),
+    }
+}
+
+/// `e` where OpenCL C widens a scalar to a vector itself (operators, the arms of
+/// `?:`, initialisers and assignments): the type check's broadcasts print as the bare
+/// scalar there, so the source is the same as before the check made them explicit.
+fn widened(e: &Expr) -> String {
+    match e {
+        Expr::Broadcast(a, _) => expr(a),
+        _ => expr(e),
     }
 }
 
@@ -119,10 +133,10 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize) {
     let pad = "  ".repeat(depth);
     match s {
         Stmt::Let { name, ty: t, init } => {
-            let _ = writeln!(out, "{pad}{} {name} = {};", ty(*t), expr(init));
+            let _ = writeln!(out, "{pad}{} {name} = {};", ty(*t), widened(init));
         }
         Stmt::Assign { name, value } => {
-            let _ = writeln!(out, "{pad}{name} = {};", expr(value));
+            let _ = writeln!(out, "{pad}{name} = {};", widened(value));
         }
         Stmt::For {
             var,
