@@ -303,7 +303,10 @@ impl<'k> Checker<'k> {
                 None => here("used before it is declared".into()),
             },
             Expr::GlobalId(a) if (*a as usize) < self.axes => Ok(Ty::I32),
-            Expr::GlobalId(_) => here(format!("the grid has {} axes", self.axes)),
+            Expr::GlobalId(_) => match self.axes {
+                1 => here("the grid has 1 axis".into()),
+                n => here(format!("the grid has {n} axes")),
+            },
             Expr::Bin(op, a, b) => {
                 let (ta, tb) = (self.expr(a)?, self.expr(b)?);
                 match op {
@@ -322,9 +325,9 @@ impl<'k> Checker<'k> {
                     _ => self.unify(&mut [(&mut **a, ta), (&mut **b, tb)]),
                 }
             }
-            Expr::Call(f, a) => match self.expr(a)? {
+            Expr::Call(_, a) => match self.expr(a)? {
                 t if t.elem == Elem::F32 => Ok(t),
-                t => here(format!("{f:?} of {t}: it takes f32")),
+                t => here(format!("an argument of type {t}: it takes f32")),
             },
             Expr::Load { buf, index, width }
             | Expr::Gather {
@@ -372,3 +375,6 @@ impl<'k> Checker<'k> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -286,4 +286,74 @@ mod tests {
         assert!(s.contains("vstore8(v, 0, y + i);"));
         assert!(s.contains("int i = ((int)get_global_id(0) * 8);"));
     }
+
+    /// The check's broadcasts print as the bare scalar where OpenCL C widens scalars
+    /// itself, and as a cast where it does not (`vstore`, `fma`, `min`'s first
+    /// argument): checking leaves the source the lowering's.
+    #[test]
+    fn broadcasts_print_bare_where_opencl_widens() {
+        let body = vec![
+            let_("acc", Ty::f32x(4), float(0.0)),
+            assign("acc", max(var("acc"), float(0.0))),
+            assign("acc", bin(BinOp::Min, float(6.0), var("acc"))),
+            assign("acc", fma(var("acc"), float(2.0), var("acc"))),
+            assign(
+                "acc",
+                select(lt(int(0), int(1)), var("acc") * float(2.0), float(1.0)),
+            ),
+            store("y", int(0), var("acc"), 4),
+            store("y", int(4), float(1.0), 4),
+        ];
+        let mut k = Kernel {
+            name: "widen".into(),
+            params: vec![Param {
+                name: "y".into(),
+                read_only: false,
+            }],
+            body,
+            grid: vec![1],
+            local: None,
+            flops: 0,
+        };
+        let before = kernel(&k);
+        crate::kernel_ir::typecheck::check(&mut k).expect("well typed");
+        let after = kernel(&k);
+        let lines: Vec<&str> = after.lines().skip(2).map(str::trim).collect();
+        assert_eq!(
+            lines,
+            [
+                "float4 acc = 0.0f;",
+                "acc = max(acc, 0.0f);",
+                "acc = min((float4)(6.0f), acc);",
+                "acc = fma(acc, (float4)(2.0f), acc);",
+                "acc = ((0 < 1) ? (acc * 2.0f) : 1.0f);",
+                "vstore4(acc, 0, y + 0);",
+                "vstore4((float4)(1.0f), 0, y + 4);",
+                "}",
+            ]
+        );
+        // Where the lowering's source was valid OpenCL C, checking did not change it.
+        let changed: Vec<(&str, &str)> = before
+            .lines()
+            .zip(after.lines())
+            .filter(|(b, a)| b != a)
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (
+                    "  acc = min(6.0f, acc);",
+                    "  acc = min((float4)(6.0f), acc);"
+                ),
+                (
+                    "  acc = fma(acc, 2.0f, acc);",
+                    "  acc = fma(acc, (float4)(2.0f), acc);"
+                ),
+                (
+                    "  vstore4(1.0f, 0, y + 4);",
+                    "  vstore4((float4)(1.0f), 0, y + 4);"
+                ),
+            ]
+        );
+    }
 }
