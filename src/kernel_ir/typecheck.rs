@@ -39,6 +39,7 @@ impl std::error::Error for TypeError {}
 /// Types `k` and makes its broadcasts explicit, in place. Checking a checked kernel
 /// changes nothing.
 pub fn check(k: &mut Kernel) -> Result<(), TypeError> {
+    signature(k)?;
     let mut body = std::mem::take(&mut k.body);
     let result = Checker::new(k, true).block(&mut body);
     k.body = body;
@@ -49,8 +50,35 @@ pub fn check(k: &mut Kernel) -> Result<(), TypeError> {
 /// broadcasts: passes exactly when a renderer without implicit widening can render `k`
 /// as it is.
 pub fn verify(k: &Kernel) -> Result<(), TypeError> {
+    signature(k)?;
     let mut body = k.body.clone();
     Checker::new(k, false).block(&mut body)
+}
+
+/// Distinct parameter names, and a grid of 1 to 3 axes with a work-group of as many.
+fn signature(k: &Kernel) -> Result<(), TypeError> {
+    let error = |message: String| {
+        Err(TypeError {
+            kernel: k.name.clone(),
+            message,
+        })
+    };
+    if let Some((i, p)) =
+        (k.params.iter().enumerate()).find(|(i, p)| k.params[..*i].iter().any(|q| q.name == p.name))
+    {
+        return error(format!("parameter {i} `{}` repeats a name", p.name));
+    }
+    if !(1..=3).contains(&k.grid.len()) {
+        return error(format!("a grid of {} axes: 1 to 3 expected", k.grid.len()));
+    }
+    match &k.local {
+        Some(l) if l.len() != k.grid.len() => error(format!(
+            "a work-group of {} axes for a grid of {}",
+            l.len(),
+            k.grid.len()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The longest expression a message quotes whole.

@@ -265,3 +265,26 @@ fn the_innermost_faulty_expression_is_quoted() {
         "{m}"
     );
 }
+
+#[test]
+fn the_signature_is_checked() {
+    let mut k = kernel("sig", vec![]);
+    k.grid = vec![2, 2, 2, 2];
+    let e = check(&mut k).expect_err("four axes");
+    assert_eq!(
+        e.to_string(),
+        "kernel `sig`: a grid of 4 axes: 1 to 3 expected"
+    );
+    k.grid = vec![4, 4];
+    k.local = Some(vec![4]);
+    let e = verify(&k).expect_err("local of one axis");
+    assert!(
+        e.message.contains("a work-group of 1 axes for a grid of 2"),
+        "{e}"
+    );
+    k.local = Some(vec![2, 2]);
+    check(&mut k).expect("well formed");
+    k.params.push(k.params[0].clone());
+    let e = check(&mut k).expect_err("x twice");
+    assert!(e.message.contains("parameter 2 `x` repeats a name"), "{e}");
+}
