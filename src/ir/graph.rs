@@ -81,7 +81,7 @@ pub struct Graph {
     pub flexconvs: Vec<FlexInfo>,
     /// Each conv's algorithm decision and cost estimates, by node name
     /// (`choose-conv-algo`).
-    pub conv_costs: BTreeMap<String, crate::cost::ConvCost>,
+    pub conv_costs: BTreeMap<String, super::conv_cost::ConvCost>,
     /// Set by the `memory-plan` pass.
     pub memory: Option<MemorySummary>,
 }

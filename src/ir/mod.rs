@@ -1,5 +1,7 @@
 //! The typed graph IR.
 
+pub mod conv_cost;
+pub mod flex_kernel;
 pub mod fold_ops;
 pub mod graph;
 pub mod op;

@@ -392,3 +392,39 @@ impl Op {
         })
     }
 }
+
+/// `(stride, padding, dilation, groups, algo)` of a conv-like op.
+pub type ConvGeometry<'a> = (&'a [u64], &'a Padding, &'a [u64], u64, ConvAlgo);
+
+/// The geometry of an op that runs a convolution: `(stride, padding, dilation,
+/// groups, algo)`. Every conv-like op `choose-conv-algo` decides for is listed here and in
+/// [`algo_mut`] (a fused conv adds one arm to each).
+pub fn conv_geometry(op: &Op) -> Option<ConvGeometry<'_>> {
+    match op {
+        Op::Conv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            algo,
+            ..
+        }
+        | Op::FusedConv {
+            stride,
+            padding,
+            dilation,
+            groups,
+            algo,
+            ..
+        } => Some((stride, padding, dilation, *groups, *algo)),
+        _ => None,
+    }
+}
+
+/// The `algo` field of a conv-like op.
+pub fn algo_mut(op: &mut Op) -> Option<&mut ConvAlgo> {
+    match op {
+        Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => Some(algo),
+        _ => None,
+    }
+}

@@ -34,7 +34,7 @@ pub fn op_attrs(op: &Op) -> String {
             out_channels,
             in_channels,
         } => format!("layers={layers} hidden={hidden} out={out_channels} in={in_channels}"),
-        Op::FlexKernel { .. } => crate::runtime::flex_kernel::attrs(op),
+        Op::FlexKernel { .. } => super::flex_kernel::attrs(op),
         Op::GaussMask | Op::MaskMul => String::new(),
         Op::Scale { factor } => format!("factor={factor}"),
         Op::Conv {
@@ -132,7 +132,7 @@ pub fn print_graph(graph: &Graph) -> String {
                 let attrs = op_attrs(op);
                 let sep = if attrs.is_empty() { "" } else { " " };
                 let cost = match graph.conv_costs.get(&node.name) {
-                    Some(c) if crate::passes::choose_conv_algo::conv_geometry(op).is_some() => {
+                    Some(c) if super::op::conv_geometry(op).is_some() => {
                         format!("  {}", c.ir_comment())
                     }
                     _ => String::new(),

@@ -91,12 +91,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             shape.extend(operands[0].shape[1..].iter().cloned());
             Ok(TensorType::new(dtype, shape))
         }
-        Op::FlexKernel { .. } => {
-            crate::runtime::flex_kernel::infer(op, operands).map_err(|e| ShapeError {
-                message: e,
-                hint: None,
-            })
-        }
+        Op::FlexKernel { .. } => super::flex_kernel::infer(op, operands),
         Op::MaskMul => {
             let (k, m) = (operands[0], operands[1]);
             if k.rank() < 2 || k.shape[2..] != m.shape[..] {

@@ -22,7 +22,7 @@
 use super::manager::{Pass, PassContext};
 use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
 use crate::ir::graph::Graph;
-use crate::ir::op::{ConvAlgo, Op, Padding};
+use crate::ir::op::ConvAlgo;
 use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 
@@ -56,41 +56,7 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
     }
 }
 
-/// `(stride, padding, dilation, groups, algo)` of a conv-like op.
-pub type ConvGeometry<'a> = (&'a [u64], &'a Padding, &'a [u64], u64, ConvAlgo);
-
-/// The geometry of an op that runs a convolution: `(stride, padding, dilation,
-/// groups, algo)`. Every conv-like op the pass decides for is listed here and in
-/// [`algo_mut`] (a fused conv adds one arm to each).
-pub fn conv_geometry(op: &Op) -> Option<ConvGeometry<'_>> {
-    match op {
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            algo,
-            ..
-        }
-        | Op::FusedConv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            algo,
-            ..
-        } => Some((stride, padding, dilation, *groups, *algo)),
-        _ => None,
-    }
-}
-
-/// The `algo` field of a conv-like op.
-pub fn algo_mut(op: &mut Op) -> Option<&mut ConvAlgo> {
-    match op {
-        Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => Some(algo),
-        _ => None,
-    }
-}
+pub use crate::ir::op::{algo_mut, conv_geometry, ConvGeometry};
 
 /// The cost-model view of conv `id`: its shape with every size resolved, whether the
 /// kernel size is a bound rather than known, and whether a spatial size was nominal.
