@@ -172,3 +172,20 @@ fn an_ir_file_naming_the_runtime_would_be_refused() {
         assert!(!allowed.contains(&m), "{m} allowed in src/ir");
     }
 }
+
+/// Passes edit graphs through the `ir::rewrite` methods and read them through `Graph`'s accessors,
+/// never through the petgraph field.
+#[test]
+fn passes_do_not_touch_the_petgraph_field() {
+    let mut hits = Vec::new();
+    for path in files_under("src/passes") {
+        let text = std::fs::read_to_string(&path).expect("readable source");
+        for (i, l) in text.lines().enumerate() {
+            let t = l.trim();
+            if t.contains(".g.") || t.contains(".g[") || t.contains("&graph.g") || t == ".g" {
+                hits.push(format!("{}:{}: {t}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "{}", hits.join("\n"));
+}

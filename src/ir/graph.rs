@@ -119,6 +119,16 @@ impl Graph {
         &self.g[id]
     }
 
+    /// Every node, in index order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.g.node_indices()
+    }
+
+    /// Whether `id` is still in the graph (a rewrite may have removed it).
+    pub fn contains(&self, id: NodeIndex) -> bool {
+        self.g.contains_node(id)
+    }
+
     /// Operands of `id` ordered by slot.
     pub fn operands(&self, id: NodeIndex) -> Vec<NodeIndex> {
         let mut edges: Vec<(u32, NodeIndex)> = self

@@ -132,8 +132,7 @@ impl Pass for ChooseConvAlgo {
         let table = CostTable::of(ctx.cost_backend);
         let mut rewrites = 0;
         let convs: Vec<NodeIndex> = graph
-            .g
-            .node_indices()
+            .node_ids()
             .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
             .collect();
         for id in convs {
@@ -149,9 +148,6 @@ impl Pass for ChooseConvAlgo {
                 (Some(c), _) if c.decider != Decider::Program => ConvAlgo::Auto,
                 (_, Some((.., algo))) => algo,
                 _ => continue,
-            };
-            let Some(algo) = algo_mut(&mut graph.g[id].op) else {
-                continue;
             };
             let (chosen, decider) = decide(written, env, &shape, table);
             if env == Some(ConvAlgo::Fft) && decider == Decider::Model {
@@ -174,8 +170,10 @@ impl Pass for ChooseConvAlgo {
                     format!("symbolic spatial size costed at {NOMINAL_LEN}"),
                 );
             }
-            if *algo != chosen {
+            let mut op = graph.node(id).op.clone();
+            if let Some(algo) = algo_mut(&mut op).filter(|a| **a != chosen) {
                 *algo = chosen;
+                graph.replace_op(id, op)?;
                 rewrites += 1;
             }
             let estimate = table.estimate(&shape);

@@ -8,15 +8,12 @@
 //! the coefficients stay trainable parameters and training graphs fold too. A layer is
 //! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`.
 
-use super::cse::replace_uses;
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::fold_ops::FoldOutput;
-use crate::ir::graph::{Graph, Node};
+use crate::ir::graph::Graph;
 use crate::ir::op::{Op, Padding};
-use crate::ir::shape::infer;
-use crate::ir::types::{Dim, TensorType};
+use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
-use petgraph::Direction;
 
 pub struct FoldBases;
 
@@ -136,27 +133,6 @@ pub(crate) fn dim_value(d: &Dim, batch: u64) -> u64 {
     }
 }
 
-/// Adds `op` over `operands` with its inferred type.
-pub(crate) fn add_op(
-    graph: &mut Graph,
-    op: Op,
-    operands: &[NodeIndex],
-    name: String,
-    like: NodeIndex,
-) -> Result<NodeIndex, String> {
-    let tys: Vec<&TensorType> = operands.iter().map(|&o| &graph.node(o).ty).collect();
-    let ty = infer(&op, &tys).map_err(|e| format!("{name}: {}", e.message))?;
-    let span = graph.node(like).span;
-    Ok(graph.add(Node { op, ty, name, span }, operands))
-}
-
-/// Whether `n`'s value is read exactly once, by `user`, and is not a graph output.
-pub(crate) fn sole_use(graph: &Graph, n: NodeIndex, user: NodeIndex) -> bool {
-    let mut edges = graph.g.edges_directed(n, Direction::Outgoing);
-    let one = matches!((edges.next(), edges.next()), (Some(e), None) if petgraph::visit::EdgeRef::target(&e) == user);
-    one && !graph.outputs.contains(&n)
-}
-
 /// A 1×1, stride-1, unpadded, ungrouped conv.
 fn is_pointwise(graph: &Graph, n: NodeIndex) -> bool {
     let Op::Conv {
@@ -258,7 +234,7 @@ fn blocker(graph: &Graph, c: &Candidate, mode: CompileMode) -> Option<String> {
             .iter()
             .flat_map(|&k| c.branches.iter().map(move |&b| (b, k))),
     );
-    if chain.iter().any(|&(n, user)| !sole_use(graph, n, user)) {
+    if chain.iter().any(|&(n, user)| !graph.sole_use(n, user)) {
         return Some("the basis output has other users".into());
     }
     None
@@ -293,12 +269,11 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
     let mut bias_j = bops.get(2).copied();
     if c.branches.len() > 1 {
         let ws: Vec<NodeIndex> = c.branches.iter().map(|&b| graph.operands(b)[1]).collect();
-        weight = add_op(
-            graph,
+        weight = graph.add_op(
             Op::Concat { axis: 0 },
             &ws,
             format!("{layer}.basis_weight"),
-            first,
+            graph.node(first).span,
         )?;
     }
     if let Some(bn) = c.bn {
@@ -319,7 +294,8 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
             affine,
             output: FoldOutput::Weight,
         };
-        weight = add_op(graph, op, &wops, format!("{layer}.basis_bn.weight"), bn)?;
+        let span = graph.node(bn).span;
+        weight = graph.add_op(op, &wops, format!("{layer}.basis_bn.weight"), span)?;
         let mut bops: Vec<NodeIndex> = bias_j.into_iter().collect();
         if affine {
             bops.extend(&p[..2]);
@@ -332,42 +308,29 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
                 conv_bias: bias_j.is_some(),
             },
         };
-        bias_j = Some(add_op(
-            graph,
-            op,
-            &bops,
-            format!("{layer}.basis_bn.bias"),
-            bn,
-        )?);
+        bias_j = Some(graph.add_op(op, &bops, format!("{layer}.basis_bn.bias"), span)?);
     }
     let mops = graph.operands(c.mix);
     let coeff = mops[1];
-    let w = add_op(
-        graph,
+    let span = graph.node(c.mix).span;
+    let w = graph.add_op(
         Op::LcFold,
         &[weight, coeff],
         format!("{layer}.folded.weight"),
-        c.mix,
+        span,
     )?;
     let mut bias = match bias_j {
-        Some(b) => Some(add_op(
-            graph,
+        Some(b) => Some(graph.add_op(
             Op::LcFold,
             &[b, coeff],
             format!("{layer}.folded.bias"),
-            c.mix,
+            span,
         )?),
         None => None,
     };
     if let Some(&mb) = mops.get(2) {
         bias = Some(match bias {
-            Some(b) => add_op(
-                graph,
-                Op::Add,
-                &[b, mb],
-                format!("{layer}.folded.bias_sum"),
-                c.mix,
-            )?,
+            Some(b) => graph.add_op(Op::Add, &[b, mb], format!("{layer}.folded.bias_sum"), span)?,
             None => mb,
         });
     }
@@ -391,21 +354,14 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
     };
     let mut operands = vec![x, w];
     operands.extend(bias);
-    let conv = add_op(graph, op, &operands, layer, c.mix)?;
-    if graph.node(conv).ty != graph.node(c.mix).ty {
-        return Err(format!(
-            "folded conv {} does not match {}",
-            graph.node(conv).ty,
-            graph.node(c.mix).ty
-        ));
-    }
-    replace_uses(graph, c.mix, conv);
-    for n in [Some(c.mix), c.bn, c.concat].into_iter().flatten() {
-        graph.g.remove_node(n);
-    }
-    for &b in &c.branches {
-        graph.g.remove_node(b);
-    }
+    let conv = graph.add_op(op, &operands, layer, span)?;
+    graph.replace_uses(c.mix, conv)?;
+    let mut replaced: Vec<NodeIndex> = [Some(c.mix), c.bn, c.concat]
+        .into_iter()
+        .flatten()
+        .collect();
+    replaced.extend(&c.branches);
+    graph.remove_unused(&replaced)?;
     Ok(conv)
 }
 
@@ -422,7 +378,7 @@ impl Pass for FoldBases {
         let order = graph.topo_order().map_err(|e| e.to_string())?;
         let mut folds = 0;
         for mix in order {
-            if !graph.g.contains_node(mix) {
+            if !graph.contains(mix) {
                 continue;
             }
             let Some(c) = candidate(graph, mix) else {
