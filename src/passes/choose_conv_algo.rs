@@ -56,12 +56,10 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
     }
 }
 
-pub use crate::ir::op::{algo_mut, conv_geometry, ConvGeometry};
-
 /// The cost-model view of conv `id`: its shape with every size resolved, whether the
 /// kernel size is a bound rather than known, and whether a spatial size was nominal.
 pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape, bool, bool)> {
-    let (stride, padding, dilation, groups, _) = conv_geometry(&graph.node(id).op)?;
+    let attrs = graph.node(id).op.conv_attrs()?;
     let ops = graph.operands(id);
     let (x, w) = (&graph.node(ops[0]).ty.shape, &graph.node(ops[1]).ty.shape);
     let (mut bound, mut nominal) = (false, false);
@@ -94,10 +92,10 @@ pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape
         co: w[0].known()?,
         input,
         kernel,
-        stride: stride.to_vec(),
-        dilation: dilation.to_vec(),
-        groups,
-        padding: padding.clone(),
+        stride: attrs.stride.clone(),
+        dilation: attrs.dilation.clone(),
+        groups: attrs.groups,
+        padding: attrs.padding.clone(),
     };
     Some((shape, bound, nominal))
 }
@@ -133,7 +131,7 @@ impl Pass for ChooseConvAlgo {
         let mut rewrites = 0;
         let convs: Vec<NodeIndex> = graph
             .node_ids()
-            .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
+            .filter(|&n| graph.node(n).op.conv_attrs().is_some())
             .collect();
         for id in convs {
             let Some((shape, bound, nominal)) = conv_shape(graph, id, ctx.batch) else {
@@ -141,12 +139,9 @@ impl Pass for ChooseConvAlgo {
             };
             let name = graph.node(id).name.clone();
             // A conv this pass already decided counts as `auto` again (idempotence).
-            let written = match (
-                graph.conv_costs.get(&name),
-                conv_geometry(&graph.node(id).op),
-            ) {
+            let written = match (graph.conv_costs.get(&name), graph.node(id).op.conv_attrs()) {
                 (Some(c), _) if c.decider != Decider::Program => ConvAlgo::Auto,
-                (_, Some((.., algo))) => algo,
+                (_, Some(attrs)) => attrs.algo,
                 _ => continue,
             };
             let (chosen, decider) = decide(written, env, &shape, table);
@@ -171,8 +166,8 @@ impl Pass for ChooseConvAlgo {
                 );
             }
             let mut op = graph.node(id).op.clone();
-            if let Some(algo) = algo_mut(&mut op).filter(|a| **a != chosen) {
-                *algo = chosen;
+            if let Some(attrs) = op.conv_attrs_mut().filter(|c| c.algo != chosen) {
+                attrs.algo = chosen;
                 graph.replace_op(id, op)?;
                 rewrites += 1;
             }

@@ -11,7 +11,7 @@
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::fold_ops::FoldOutput;
 use crate::ir::graph::Graph;
-use crate::ir::op::{Op, Padding};
+use crate::ir::op::{ConvAttrs, Op, Padding};
 use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 
@@ -135,23 +135,17 @@ pub(crate) fn dim_value(d: &Dim, batch: u64) -> u64 {
 
 /// A 1×1, stride-1, unpadded, ungrouped conv.
 fn is_pointwise(graph: &Graph, n: NodeIndex) -> bool {
-    let Op::Conv {
-        stride,
-        padding,
-        groups,
-        ..
-    } = &graph.node(n).op
-    else {
+    let Op::Conv(c) = &graph.node(n).op else {
         return false;
     };
     let w = &graph.node(graph.operands(n)[1]).ty;
-    let unpadded = match padding {
+    let unpadded = match &c.padding {
         Padding::Explicit(p) => p.iter().all(|&(a, b)| a == 0 && b == 0),
         Padding::Same | Padding::Causal => true,
     };
-    *groups == 1
+    c.groups == 1
         && unpadded
-        && stride.iter().all(|&s| s == 1)
+        && c.stride.iter().all(|&s| s == 1)
         && w.shape[2..].iter().all(|d| *d == Dim::Known(1))
 }
 
@@ -181,9 +175,9 @@ fn candidate(graph: &Graph, mix: NodeIndex) -> Option<Candidate> {
     let x = graph.operands(branches[0])[0];
     let alike = branches.iter().all(|&b| {
         let op = &graph.node(b).op;
-        matches!(op, Op::Conv { groups: 1, .. }) && op == first && graph.operands(b)[0] == x
+        matches!(op, Op::Conv(c) if c.groups == 1) && op == first && graph.operands(b)[0] == x
     });
-    let biased = matches!(first, Op::Conv { bias: true, .. });
+    let biased = matches!(first, Op::Conv(c) if c.bias);
     (alike && !(biased && branches.len() > 1)).then_some(Candidate {
         mix,
         bn,
@@ -199,10 +193,7 @@ fn conv_shape(graph: &Graph, conv: NodeIndex, batch: u64) -> ConvShape {
         &graph.node(ops[1]).ty,
         &graph.node(conv).ty,
     );
-    let groups = match graph.node(conv).op {
-        Op::Conv { groups, .. } => groups,
-        _ => 1,
-    };
+    let groups = graph.node(conv).op.conv_attrs().map_or(1, |c| c.groups);
     ConvShape {
         batch: dim_value(&y.shape[0], batch),
         in_channels: dim_value(&x.shape[1], batch),
@@ -334,24 +325,14 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
             None => mb,
         });
     }
-    let Op::Conv {
-        stride,
-        padding,
-        dilation,
-        algo,
-        ..
-    } = graph.node(first).op.clone()
-    else {
+    let Op::Conv(basis) = &graph.node(first).op else {
         return Err("not a conv".into());
     };
-    let op = Op::Conv {
-        stride,
-        padding,
-        dilation,
+    let op = Op::Conv(ConvAttrs {
         groups: 1,
         bias: bias.is_some(),
-        algo,
-    };
+        ..basis.clone()
+    });
     let mut operands = vec![x, w];
     operands.extend(bias);
     let conv = graph.add_op(op, &operands, layer, span)?;

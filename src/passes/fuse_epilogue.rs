@@ -10,7 +10,7 @@
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::fold_ops::{Epilogue, FoldOutput};
 use crate::ir::graph::Graph;
-use crate::ir::op::Op;
+use crate::ir::op::{ConvAttrs, Op};
 use petgraph::stable_graph::NodeIndex;
 
 pub struct FuseEpilogue;
@@ -75,15 +75,7 @@ fn chain(graph: &Graph, conv: NodeIndex, mode: CompileMode) -> Chain {
 }
 
 fn fuse(graph: &mut Graph, c: &Chain) -> Result<NodeIndex, String> {
-    let Op::Conv {
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias,
-        algo,
-    } = graph.node(c.conv).op.clone()
-    else {
+    let Op::Conv(conv) = graph.node(c.conv).op.clone() else {
         return Err("not a conv".into());
     };
     let name = graph.node(c.conv).name.clone();
@@ -111,17 +103,17 @@ fn fuse(graph: &mut Graph, c: &Chain) -> Result<NodeIndex, String> {
         let op = Op::BnFold {
             eps,
             affine,
-            output: FoldOutput::Bias { conv_bias: bias },
+            output: FoldOutput::Bias {
+                conv_bias: conv.bias,
+            },
         };
         b = Some(graph.add_op(op, &bops, format!("{name}.bn_folded.bias"), span)?);
     }
     let op = Op::FusedConv {
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias: b.is_some(),
-        algo,
+        conv: ConvAttrs {
+            bias: b.is_some(),
+            ..conv
+        },
         epilogue: c.steps.clone(),
     };
     let mut operands = vec![x, w];
@@ -172,7 +164,7 @@ impl Pass for FuseEpilogue {
                 continue;
             }
             let mut parts = Vec::new();
-            if matches!(graph.node(n).op, Op::Conv { bias: true, .. }) {
+            if matches!(&graph.node(n).op, Op::Conv(c) if c.bias) {
                 parts.push("bias");
             }
             if c.bn.is_some() {
