@@ -122,17 +122,6 @@ pub fn fmt_macs(m: u64) -> String {
     }
 }
 
-/// A dimension's size with every symbol set to `batch` (as the memory plan does).
-pub(crate) fn dim_value(d: &Dim, batch: u64) -> u64 {
-    match d {
-        Dim::Known(k) => *k,
-        Dim::Dyn { max } => *max,
-        Dim::Sym(s) => {
-            ((batch as i64 + s.offset).div_euclid(s.div.max(1) as i64) + s.add).max(1) as u64
-        }
-    }
-}
-
 /// A 1×1, stride-1, unpadded, ungrouped conv.
 fn is_pointwise(graph: &Graph, n: NodeIndex) -> bool {
     let Op::Conv(c) = &graph.node(n).op else {
@@ -195,12 +184,12 @@ fn conv_shape(graph: &Graph, conv: NodeIndex, batch: u64) -> ConvShape {
     );
     let groups = graph.node(conv).op.conv_attrs().map_or(1, |c| c.groups);
     ConvShape {
-        batch: dim_value(&y.shape[0], batch),
-        in_channels: dim_value(&x.shape[1], batch),
-        out_channels: dim_value(&y.shape[1], batch),
+        batch: y.shape[0].at_batch(batch),
+        in_channels: x.shape[1].at_batch(batch),
+        out_channels: y.shape[1].at_batch(batch),
         groups,
-        kernel: w.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
-        out_spatial: y.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
+        kernel: w.dims_at_batch(batch)[2..].to_vec(),
+        out_spatial: y.dims_at_batch(batch)[2..].to_vec(),
     }
 }
 
