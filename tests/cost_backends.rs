@@ -41,9 +41,9 @@ fn choose(mut g: Graph, backend: CostBackend, batch: u64) -> Graph {
 fn convs(g: &Graph) -> Vec<(String, u64, ConvAlgo)> {
     g.g.node_weights()
         .filter_map(|n| match &n.op {
-            Op::Conv { algo, .. } => {
+            Op::Conv(conv) => {
                 let ci = g.conv_costs.get(&n.name).map_or(0, |c| c.shape.ci);
-                Some((n.name.clone(), ci, *algo))
+                Some((n.name.clone(), ci, conv.algo))
             }
             _ => None,
         })

@@ -207,16 +207,8 @@ fn flextcn6_runs_its_flexconvs_by_fft() {
         .g
         .node_weights()
         .filter(|n| {
-            matches!(
-                n.op,
-                fnet::ir::op::Op::Conv {
-                    algo: fnet::ir::op::ConvAlgo::Fft,
-                    ..
-                } | fnet::ir::op::Op::FusedConv {
-                    algo: fnet::ir::op::ConvAlgo::Fft,
-                    ..
-                }
-            )
+            n.op.conv_attrs()
+                .is_some_and(|c| c.algo == fnet::ir::op::ConvAlgo::Fft)
         })
         .map(|n| n.name.as_str())
         .collect();

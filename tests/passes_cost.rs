@@ -72,7 +72,7 @@ fn algos(g: &Graph) -> Vec<(String, ConvAlgo)> {
     order
         .into_iter()
         .filter_map(|n| match &g.node(n).op {
-            Op::Conv { algo, .. } => Some((g.node(n).name.clone(), *algo)),
+            Op::Conv(c) => Some((g.node(n).name.clone(), c.algo)),
             _ => None,
         })
         .collect()

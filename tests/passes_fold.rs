@@ -287,7 +287,7 @@ fn fused_conv_keeps_its_algorithm() {
         .g
         .node_weights()
         .filter_map(|n| match &n.op {
-            Op::FusedConv { algo, epilogue, .. } => Some((*algo, epilogue.clone())),
+            Op::FusedConv { conv, epilogue } => Some((conv.algo, epilogue.clone())),
             _ => None,
         })
         .collect();

@@ -10,7 +10,7 @@ use super::layers::algo;
 use super::value::Value;
 use crate::diag::Diagnostic;
 use crate::ir::graph::FlexInfo;
-use crate::ir::op::{Init, Op, Padding, ParamRole};
+use crate::ir::op::{ConvAttrs, Init, Op, Padding, ParamRole};
 use petgraph::stable_graph::NodeIndex;
 
 pub fn params() -> Vec<ParamSpec> {
@@ -345,7 +345,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
         antialias_weight: a.float("antialias"),
     });
     e.op(
-        Op::Conv {
+        Op::Conv(ConvAttrs {
             stride: vec![1; dims],
             padding: if causal {
                 Padding::Causal
@@ -356,7 +356,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             groups: 1,
             bias,
             algo: algo(a),
-        },
+        }),
         &operands,
         &p,
         span,

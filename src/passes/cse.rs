@@ -7,30 +7,8 @@ use super::manager::{Pass, PassContext};
 use crate::ir::graph::Graph;
 use crate::ir::op::Op;
 use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 
 pub struct Cse;
-
-/// Points every use of `old` at `new`, keeping operand slots.
-pub fn replace_uses(graph: &mut Graph, old: NodeIndex, new: NodeIndex) {
-    let uses: Vec<(NodeIndex, u32)> = graph
-        .g
-        .edges_directed(old, Direction::Outgoing)
-        .map(|e| (e.target(), *e.weight()))
-        .collect();
-    for (user, slot) in uses {
-        if let Some(e) = graph.g.find_edge(old, user) {
-            graph.g.remove_edge(e);
-        }
-        graph.g.add_edge(new, user, slot);
-    }
-    for o in graph.outputs.iter_mut() {
-        if *o == old {
-            *o = new;
-        }
-    }
-}
 
 impl Pass for Cse {
     fn name(&self) -> &'static str {
@@ -58,8 +36,8 @@ impl Pass for Cse {
                 .map(|s| s.2);
             match hit {
                 Some(first) if graph.node(first).ty == graph.node(n).ty => {
-                    replace_uses(graph, n, first);
-                    graph.g.remove_node(n);
+                    graph.replace_uses(n, first)?;
+                    graph.remove_unused(&[n])?;
                     merged += 1;
                 }
                 _ => seen.push((key_op, operands, n)),

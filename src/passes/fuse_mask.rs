@@ -22,11 +22,9 @@
 //! Training graphs are fused but never folded: the MAGNet parameters stay parameters,
 //! and a learnable mask keeps a crop decided at run time.
 
-use super::dce::live_nodes;
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
-use crate::ir::shape::infer;
 use crate::ir::types::{DType, TensorType};
 use crate::runtime::flex_kernel;
 use crate::tensor::Tensor;
@@ -117,26 +115,6 @@ fn dims(v: &[u64]) -> String {
     parts.join("x")
 }
 
-/// Re-derives every computed node's type from its operands, in topological order (a
-/// fused kernel may now have a known size where the chain had a data-dependent one).
-fn retype(graph: &mut Graph) -> Result<(), String> {
-    for n in graph.topo_order().map_err(|e| e.to_string())? {
-        if matches!(graph.node(n).op, Op::Input { .. } | Op::Param { .. }) {
-            continue;
-        }
-        let operand_types: Vec<TensorType> = graph
-            .operands(n)
-            .into_iter()
-            .map(|o| graph.node(o).ty.clone())
-            .collect();
-        let refs: Vec<&TensorType> = operand_types.iter().collect();
-        let ty = infer(&graph.node(n).op, &refs)
-            .map_err(|e| format!("`{}`: {}", graph.node(n).name, e.message))?;
-        graph.g[n].ty = ty;
-    }
-    Ok(())
-}
-
 fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), String> {
     let magnet = graph.node(c.magnet).clone();
     let Op::Magnet {
@@ -207,18 +185,10 @@ fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), Strin
         };
         graph.add(node, &[])
     } else {
-        let types: Vec<TensorType> = operands.iter().map(|&o| graph.node(o).ty.clone()).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        let ty = infer(&op, &refs).map_err(|e| format!("`{}`: {}", magnet.name, e.message))?;
-        let node = Node {
-            op,
-            ty,
-            name: magnet.name.clone(),
-            span: magnet.span,
-        };
-        graph.add(node, &operands)
+        graph.add_op(op, &operands, magnet.name.clone(), magnet.span)?
     };
-    super::cse::replace_uses(graph, c.end, new_node);
+    // The fused kernel may have a known crop where the chain's type said `<=k`.
+    graph.replace_uses_refining(c.end, new_node)?;
     ctx.note(layer, "fuse-mask", text);
     Ok(())
 }
@@ -234,8 +204,7 @@ impl Pass for FuseMask {
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let magnets: Vec<NodeIndex> = graph
-            .g
-            .node_indices()
+            .node_ids()
             .filter(|&n| matches!(graph.node(n).op, Op::Magnet { .. }))
             .collect();
         let mut fused = 0;
@@ -248,16 +217,8 @@ impl Pass for FuseMask {
         if fused > 0 {
             // The old chains (and, after a fold, the kernel networks' parameters) no
             // longer feed anything.
-            let live = live_nodes(graph);
-            let dead: Vec<_> = graph
-                .g
-                .node_indices()
-                .filter(|n| !live.contains(n))
-                .collect();
-            for n in dead {
-                graph.g.remove_node(n);
-            }
-            retype(graph)?;
+            graph.remove_dead();
+            graph.retype()?;
         }
         Ok(fused)
     }

@@ -180,21 +180,23 @@ fn eval<T: Scalar + FftNum>(
             Tensor::from_vec(k.shape.clone(), data)?
         }
         Op::Scale { factor } => a[0].map(|&v| v * <T as Scalar>::from_f64(*factor)),
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            algo,
-        } => {
-            let b = if *bias {
+        Op::Conv(c) => {
+            let b = if c.bias {
                 Some(a[2].data.as_slice())
             } else {
                 None
             };
-            let algo = ctx.options.force_algo.unwrap_or(*algo);
-            conv_op(a[0], a[1], b, stride, padding, dilation, *groups, algo)?
+            let algo = ctx.options.force_algo.unwrap_or(c.algo);
+            conv_op(
+                a[0],
+                a[1],
+                b,
+                &c.stride,
+                &c.padding,
+                &c.dilation,
+                c.groups,
+                algo,
+            )?
         }
         Op::Linear { bias } => linear::linear(
             a[0],
