@@ -5,7 +5,7 @@
 //!
 //! The forward computes `y[b, o, p] += x_pad[b, i, p·s + t·d] · w[o, i', t]`
 //! for every tap; both backward kernels walk the very same taps (one shared
-//! loop, [`for_each_tap`]) and scatter instead: `dx[…] += dy[…] · w[…]` and
+//! loop, `for_each_tap`) and scatter instead: `dx[…] += dy[…] · w[…]` and
 //! `dw[…] += dy[…] · x[…]`. Taps that land in the padding read zero in the
 //! forward and so get no gradient. 1D is seen as 2D with a unit height, as in
 //! the forward; the row-major data is the same either way.
@@ -374,6 +374,12 @@ mod tests {
                 [2, 4, 5, 5],
                 [4, 1, 3, 3],
                 ConvParams::same(&[3, 3]).with_groups(4),
+            ),
+            // Padding on one side only, in each dimension.
+            (
+                [1, 2, 6, 5],
+                [2, 2, 3, 3],
+                u().with_padding(vec![(0, 2), (1, 0)]),
             ),
             // Stride larger than the kernel.
             ([1, 2, 8, 5], [2, 2, 2, 1], u().with_stride(vec![3, 2])),

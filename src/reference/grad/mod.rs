@@ -34,10 +34,10 @@
 //!   to the logits.
 
 pub mod conv;
-//TMP pub mod elementwise;
-//TMP pub mod loss;
-//TMP pub mod norm;
-//TMP pub mod pool;
+pub mod elementwise;
+pub mod loss;
+pub mod norm;
+pub mod pool;
 
 /// Checks a backward kernel against central differences of its forward along
 /// one random direction: `⟨v, J·u⟩ ≈ ⟨Jᵀ·v, u⟩` to a relative 1e-6.
