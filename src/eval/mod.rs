@@ -8,6 +8,7 @@ pub mod flexconv;
 pub mod layers;
 pub mod lc;
 pub mod recipe;
+mod recipe_rules;
 pub mod scope;
 pub mod shared;
 pub mod slots;
