@@ -385,6 +385,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 weights,
                 batch,
                 cost_backend: cost_model,
+                precision: fnet::ir::DType::F32,
             };
             let out = compile(&args)?;
             eprint!("{}", out.timings);

@@ -322,6 +322,7 @@ fn print_after_snapshots() {
                 weights: None,
                 batch: 1,
                 cost_backend: fnet::cost::CostBackend::Reference,
+                precision: fnet::ir::DType::F32,
             };
             let out = compile(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
             insta::assert_snapshot!(format!("{pass}__{name}"), out.printed);

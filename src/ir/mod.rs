@@ -1,5 +1,6 @@
 //! The typed graph IR.
 
+pub mod constant;
 pub mod fold_ops;
 pub mod graph;
 pub mod op;

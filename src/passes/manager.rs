@@ -4,6 +4,7 @@
 
 use crate::cost::CostBackend;
 use crate::ir::graph::{Graph, VerifyError};
+use crate::ir::types::DType;
 use crate::runtime::ParamStore;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -35,8 +36,11 @@ pub struct PassContext {
     pub notes: Vec<Note>,
     /// Batch size for cost estimates and the memory plan (symbolic dims take it).
     pub batch: u64,
-    /// Whose fitted cost table `choose-conv-algo` consults.
+    /// Whose fitted cost table `choose-conv-algo` and `fold-bases` consult.
     pub cost_backend: CostBackend,
+    /// The precision the graph will run in; constant folds compute in it (`fnetc run
+    /// --f64` compiles with f64).
+    pub precision: DType,
 }
 
 impl PassContext {
@@ -48,6 +52,7 @@ impl PassContext {
             notes: Vec::new(),
             batch: 1,
             cost_backend: CostBackend::Reference,
+            precision: DType::F32,
         }
     }
 
