@@ -181,8 +181,10 @@ impl ParamGroup {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum GroupDecay {
+    /// `inherit`: the optimiser's `weight_decay`.
     #[serde(with = "inherit_word")]
     Inherit,
+    /// This group's own decay, 0 or more.
     Value(f64),
 }
 
@@ -250,7 +252,9 @@ pub enum Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Per {
+    /// Every optimiser step.
     Iteration,
+    /// Once per epoch.
     Epoch,
 }
 
@@ -328,7 +332,9 @@ pub enum Data {
 /// Samples `start..end` of a data file; validation guarantees `start < end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Split {
+    /// First sample index.
     pub start: u64,
+    /// One past the last sample index.
     pub end: u64,
 }
 
