@@ -11,6 +11,7 @@ pub mod ir;
 pub mod kernel_ir;
 pub mod opencl;
 pub mod passes;
+pub mod recipe;
 pub mod reference;
 pub mod runtime;
 pub mod summary;

@@ -387,6 +387,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 weights,
                 batch,
                 cost_backend: cost_model,
+                precision: fnet::ir::DType::F32,
             };
             if let Some(path) = &output {
                 fnet::cli::compile::check_compiled_output(&args, path)?;

@@ -34,6 +34,7 @@ fn args(model: PathBuf, weights: Option<PathBuf>) -> CompileArgs {
         weights,
         batch: 2,
         cost_backend: fnet::cost::CostBackend::Reference,
+        precision: fnet::ir::DType::F32,
     }
 }
 

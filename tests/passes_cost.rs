@@ -348,6 +348,7 @@ fn compiled(name: &str, print_after: &[&str], batch: u64) -> fnet::cli::compile:
         weights: None,
         batch,
         cost_backend: fnet::cost::CostBackend::Reference,
+        precision: fnet::ir::DType::F32,
     })
     .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }

@@ -340,6 +340,7 @@ fn print_after_snapshots() {
                 weights: None,
                 batch: 1,
                 cost_backend: fnet::cost::CostBackend::Reference,
+                precision: fnet::ir::DType::F32,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
             insta::assert_snapshot!(format!("{pass}__{stem}"), out.printed);
@@ -358,6 +359,7 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         weights,
         batch: 1,
         cost_backend: fnet::cost::CostBackend::Reference,
+        precision: fnet::ir::DType::F32,
     })
     .map(|c| c.printed)
     .map_err(|e| match e {

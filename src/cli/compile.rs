@@ -9,6 +9,7 @@ use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
 use crate::io::weights::read_weights;
 use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
+use crate::ir::types::DType;
 use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
 use crate::runtime::params::fnv1a;
@@ -32,6 +33,8 @@ pub struct CompileArgs {
     pub batch: u64,
     /// Whose fitted cost table picks each conv's algorithm.
     pub cost_backend: CostBackend,
+    /// The precision the graph will run in, for constant folds.
+    pub precision: DType,
 }
 
 pub struct Compiled {
@@ -65,6 +68,7 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let mut ctx = PassContext::new(args.mode);
     ctx.batch = args.batch.max(1);
     ctx.cost_backend = args.cost_backend;
+    ctx.precision = args.precision;
     if let Some(path) = &args.weights {
         let file = read_weights::<f32>(path)?;
         check_store(&graph, &file.tensors, &path.display().to_string())?;

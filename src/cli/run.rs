@@ -11,7 +11,7 @@ use crate::io::npy::npy_bytes;
 use crate::io::weights::read_weights;
 use crate::io::{check_output, write_output};
 use crate::ir::op::Op;
-use crate::ir::Graph;
+use crate::ir::{DType, Graph};
 use crate::passes::CompileMode;
 use crate::runtime::{check_store, run, ParamStore, RunError, RunOptions};
 use crate::tensor::{Scalar, Tensor};
@@ -212,6 +212,7 @@ fn compile_for_run(
         weights: Some(weights.to_path_buf()),
         batch: batch.max(1),
         cost_backend: cost,
+        precision: if args.f64 { DType::F64 } else { DType::F32 },
     })?;
     let store = compiled.ctx.weights.unwrap_or_default();
     Ok((compiled.graph, store))

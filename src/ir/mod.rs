@@ -1,5 +1,6 @@
 //! The typed graph IR.
 
+pub mod constant;
 pub mod conv_cost;
 pub mod flex_kernel;
 pub mod fold_ops;

@@ -2,10 +2,9 @@
 //! an op forces shape inference, printing, arity checks (and later gradients and
 //! lowering) to handle it.
 
+use super::constant::ConstValue;
 pub use super::fold_ops::{Epilogue, FoldOutput};
-use crate::tensor::Tensor;
 use std::fmt;
-use std::sync::Arc;
 
 /// How a parameter tensor takes part in training.
 #[derive(
@@ -208,9 +207,10 @@ pub enum Op {
     },
     /// A constant tensor computed at compile time (a materialised frozen parameter, a
     /// folded kernel). `origin` says where it came from, for the printer, which elides
-    /// the data. Its type is the value's shape, all dims known, f32.
+    /// the data. Its type is the value's shape, all dims known, f32; a fold for an
+    /// f64 run also keeps its f64 value (`ConstValue`).
     Const {
-        value: Arc<Tensor<f32>>,
+        value: ConstValue,
         origin: String,
     },
     /// `linspace(−1, 1, k)` per axis, meshed: `[D, k…]`. Constant.

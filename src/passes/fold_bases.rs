@@ -6,9 +6,11 @@
 //!
 //! The folded kernel is computed by `lc_fold` (and `bn_fold`) over the parameters, so
 //! the coefficients stay trainable parameters and training graphs fold too. A layer is
-//! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`.
+//! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`, by the
+//! cost table of `ctx.cost_backend`.
 
 use super::manager::{CompileMode, Pass, PassContext};
+use crate::cost::CostTable;
 use crate::ir::fold_ops::FoldOutput;
 use crate::ir::graph::Graph;
 use crate::ir::op::{ConvAttrs, Op, Padding};
@@ -56,7 +58,7 @@ pub struct FoldDecision {
 
 /// The cost model's estimate for a conv at its cheapest algorithm. The shape keeps
 /// only output sizes, so it is costed as a stride-1 `same` conv of that size.
-fn conv_seconds(s: &ConvShape) -> f64 {
+fn conv_seconds(table: &CostTable, s: &ConvShape) -> f64 {
     let mut shape = crate::cost::ConvShape::plain(
         s.batch,
         s.in_channels,
@@ -66,23 +68,25 @@ fn conv_seconds(s: &ConvShape) -> f64 {
         crate::ir::op::Padding::Same,
     );
     shape.groups = s.groups.max(1);
-    let e = crate::cost::CostTable::reference().estimate(&shape);
+    let e = table.estimate(&shape);
     e.get(e.cheapest())
 }
 
-/// Kernel synthesis is one GEMM: its multiply-adds at the model's GEMM rate.
-fn gemm_seconds(macs: u64) -> f64 {
-    let table = crate::cost::CostTable::reference();
-    let per_mac = table
-        .algo(crate::ir::op::ConvAlgo::Im2col)
+/// Kernel synthesis is one GEMM: its multiply-adds at the table's GEMM rate (the
+/// reference table's for a backend that fits no im2col, which OpenCL does not).
+fn gemm_seconds(table: &CostTable, macs: u64) -> f64 {
+    let im2col = crate::ir::op::ConvAlgo::Im2col;
+    let per_mac = (table.algo(im2col))
+        .or_else(|| CostTable::reference().algo(im2col))
         .map_or(0.0, |c| c.coef[0]);
     macs as f64 * per_mac
 }
 
 /// The one place the fold decision is made: `basis` are the k×k convs whose outputs
 /// the 1×1 `mix` combines (several for `[unique ‖ shared]`; same input, kernel and
-/// output size), at the batch size in the shapes.
-pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
+/// output size), at the batch size in the shapes, by the cost table of the backend
+/// the graph is compiled for (`PassContext::cost_backend`).
+pub fn fold_is_cheaper(table: &CostTable, basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
     let unfolded = basis
         .iter()
         .fold(mix.macs(), |a, b| a.saturating_add(b.macs()));
@@ -100,8 +104,9 @@ pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
         out_spatial: vec![first.in_channels / first.groups.max(1)],
     };
     let folded = folded_conv.macs().saturating_add(synth.macs());
-    let unfolded_s = basis.iter().map(conv_seconds).sum::<f64>() + conv_seconds(mix);
-    let folded_s = conv_seconds(&folded_conv) + gemm_seconds(synth.macs());
+    let unfolded_s =
+        basis.iter().map(|b| conv_seconds(table, b)).sum::<f64>() + conv_seconds(table, mix);
+    let folded_s = conv_seconds(table, &folded_conv) + gemm_seconds(table, synth.macs());
     FoldDecision {
         unfolded,
         folded,
@@ -367,7 +372,7 @@ impl Pass for FoldBases {
                 ctx.note(layer, "fold-bases", format!("kept unfolded: {what}: {why}"));
                 continue;
             }
-            let d = fold_is_cheaper(&basis, &mix_shape);
+            let d = fold_is_cheaper(CostTable::of(ctx.cost_backend), &basis, &mix_shape);
             let k: Vec<String> = basis[0].kernel.iter().map(u64::to_string).collect();
             let cost = format!(
                 "{} -> {}, est {} -> {} at batch {batch}",

@@ -12,7 +12,8 @@
 //!
 //! Inference with bound weights goes further: every operand is then known, so the
 //! kernel is evaluated at compile time and the op is replaced by an `Op::Const`
-//! holding the fixed, cropped kernel `[Cout, Cin, k…]`. The kernel network and its
+//! holding the fixed, cropped kernel `[Cout, Cin, k…]`, computed in the precision the
+//! graph will run in (`PassContext::precision`: f64 for `fnetc run --f64`). The kernel network and its
 //! parameters leave the graph: it costs nothing at run time. The conv keeps its
 //! padding attribute: `same` and `causal` are resolved from the kernel it is given,
 //! and the unfused graph already handed it the cropped kernel, so outputs are
@@ -23,13 +24,13 @@
 //! and a learnable mask keeps a crop decided at run time.
 
 use super::manager::{CompileMode, Pass, PassContext};
+use crate::ir::constant::ConstValue;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
 use crate::ir::types::{DType, TensorType};
 use crate::runtime::flex_kernel;
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
-use std::sync::Arc;
 
 pub struct FuseMask;
 
@@ -115,6 +116,22 @@ fn dims(v: &[u64]) -> String {
     parts.join("x")
 }
 
+/// The kernel from its known operands, evaluated in `precision`. The operands are f32
+/// (bound weights), so an f64 fold starts from exactly the values an f64 run reads.
+fn fold_kernel(
+    op: &Op,
+    values: &[Tensor<f32>],
+    precision: DType,
+) -> Result<ConstValue, crate::runtime::RunError> {
+    Ok(match precision {
+        DType::F32 => ConstValue::new(flex_kernel::eval(op, &values.iter().collect::<Vec<_>>())?),
+        DType::F64 => {
+            let wide: Vec<Tensor<f64>> = values.iter().map(Tensor::cast).collect();
+            ConstValue::exact(flex_kernel::eval(op, &wide.iter().collect::<Vec<_>>())?)
+        }
+    })
+}
+
 fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), String> {
     let magnet = graph.node(c.magnet).clone();
     let Op::Magnet {
@@ -169,15 +186,14 @@ fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), Strin
     })
     .flatten();
     let new_node = if let Some(values) = values {
-        let refs: Vec<&Tensor<f32>> = values.iter().collect();
-        let kernel = flex_kernel::eval(&op, &refs)
+        let kernel = fold_kernel(&op, &values, ctx.precision)
             .map_err(|e| format!("folding `{}`: {}", magnet.name, e.message))?;
         let shape: Vec<u64> = kernel.shape.iter().map(|&d| d as u64).collect();
         text += ", folded to a constant (bound weights)";
         let node = Node {
             ty: TensorType::known(DType::F32, &shape),
             op: Op::Const {
-                value: Arc::new(kernel),
+                value: kernel,
                 origin: format!("fuse-mask, {layer} kernel folded"),
             },
             name: magnet.name.clone(),

@@ -18,11 +18,11 @@
 //! tensors are ignored by name).
 
 use super::manager::{Pass, PassContext};
+use crate::ir::constant::ConstValue;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, ParamRole};
 use crate::ir::types::DType;
 use crate::runtime::params::initialise_param;
-use std::sync::Arc;
 
 pub struct MaterializeFrozen;
 
@@ -62,7 +62,7 @@ impl Pass for MaterializeFrozen {
             }
             let shape = value.shape.clone();
             let op = Op::Const {
-                value: Arc::new(value),
+                value: ConstValue::new(value),
                 origin,
             };
             graph.replace_op(*id, op)?;
