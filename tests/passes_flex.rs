@@ -339,7 +339,7 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
             insta::assert_snapshot!(format!("{pass}__{stem}"), out.printed);
@@ -357,7 +357,7 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         verbose: false,
         weights,
         batch: 1,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
     })
     .map(|c| c.printed)
     .map_err(|e| match e {

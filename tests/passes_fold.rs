@@ -319,7 +319,7 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
             };
             let out = compile(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
             insta::assert_snapshot!(format!("{pass}__{name}"), out.printed);

@@ -2,7 +2,7 @@
 //! or at the end), and report pass timings.
 
 use super::{check_output_dir, CliError};
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
@@ -31,7 +31,7 @@ pub struct CompileArgs {
     /// Batch size for the memory plan and cost estimates.
     pub batch: u64,
     /// Whose fitted cost table picks each conv's algorithm.
-    pub cost_backend: CostBackend,
+    pub cost_backend: CostTableId,
 }
 
 pub struct Compiled {

@@ -2,7 +2,7 @@
 //! graph after every one (a failure names the pass), and lets the caller see the IR
 //! and the time after each pass.
 
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::ir::graph::{Graph, VerifyError};
 use crate::runtime::ParamStore;
 use std::fmt;
@@ -36,7 +36,7 @@ pub struct PassContext {
     /// Batch size for cost estimates and the memory plan (symbolic dims take it).
     pub batch: u64,
     /// Whose fitted cost table `choose-conv-algo` consults.
-    pub cost_backend: CostBackend,
+    pub cost_backend: CostTableId,
 }
 
 impl PassContext {
@@ -47,7 +47,7 @@ impl PassContext {
             rewrite_limit: 1_000_000,
             notes: Vec::new(),
             batch: 1,
-            cost_backend: CostBackend::Reference,
+            cost_backend: CostTableId::Reference,
         }
     }
 
