@@ -46,11 +46,14 @@ pub fn parse_input_arg(s: &str) -> Result<InputArg, String> {
     }
 }
 
+/// Input tensors as given, with the names they were given for.
+pub type GivenInputs = Vec<(Option<String>, Tensor<f64>)>;
+
 /// Reads every `-i` file (as f64; callers narrow), in the order given.
 pub fn load_inputs(
     args: &[InputArg],
     range: Option<(Option<usize>, Option<usize>)>,
-) -> Result<Vec<(Option<String>, Tensor<f64>)>, RunError> {
+) -> Result<GivenInputs, RunError> {
     if args.is_empty() {
         return Err(RunError::new("no input given").hint("pass -i FILE, or -i NAME=FILE per input"));
     }

@@ -81,12 +81,11 @@ pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     }
 }
 
-/// The model (compiled, or the artifact as it is), its weights and the inputs in
-/// the graph's order.
-fn model_and_inputs(
-    args: &RunArgs,
-    cost: CostTableId,
-) -> Result<(Graph, ParamStore<f32>, Vec<Tensor<f64>>), CliError> {
+/// A model ready for a backend: graph, weights, and inputs in the graph's order.
+type Loaded = (Graph, ParamStore<f32>, Vec<Tensor<f64>>);
+
+/// The model (compiled, or the artifact as it is), its weights and the inputs.
+fn model_and_inputs(args: &RunArgs, cost: CostTableId) -> Result<Loaded, CliError> {
     let model = args.model.display().to_string();
     if is_artifact(&args.model) {
         let (graph, store) = load_artifact(args)?;
