@@ -206,7 +206,7 @@ pub fn bench(
     let input = bench_input(&graph, args.batch)?;
     let flops = graph_flops(&graph, std::slice::from_ref(&input.shape))?;
     let t1 = Instant::now();
-    let preparing = format!("preparing `{}` on {}", graph.name, backend.device());
+    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
     let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
         backend.prepare(graph, store, std::slice::from_ref(&input.shape))
     })?;

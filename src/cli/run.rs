@@ -65,7 +65,7 @@ pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     eprintln!("running on {}", backend.device());
     let (graph, store, inputs) = model_and_inputs(args, backend.cost_table())?;
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-    let preparing = format!("preparing `{}` on {}", graph.name, backend.device());
+    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
     if args.f64 {
         let store = store.into_iter().map(|(k, v)| (k, v.cast())).collect();
         let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {

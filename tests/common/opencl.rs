@@ -3,12 +3,13 @@
 //! `fnet::backend`.
 
 use super::{noise, perturbed_weights};
-use fnet::backend::{Backend, OpenClBackend, ReferenceBackend};
+use fnet::backend::{Backend, OpenClBackend, Prepared, ReferenceBackend};
 use fnet::driver::{compile_file, compile_str};
 use fnet::eval::{Module, Options};
+use fnet::ir::graph::Graph;
 use fnet::kernel_ir::plan::Target;
 use fnet::opencl::{target_for, ClContext, DeviceSel};
-use fnet::runtime::ParamStore;
+use fnet::runtime::{ParamStore, RunError};
 use fnet::tensor::Tensor;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -58,6 +59,18 @@ pub fn noise_f32(n: usize, seed: u64) -> Vec<f32> {
 /// Seeded weights with every vector moved off its initial value.
 pub fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
     perturbed_weights(&m.graph, seed)
+}
+
+/// One forward of `graph` on the test device, through the backend interface.
+pub fn run_opencl(
+    graph: &Graph,
+    store: &ParamStore<f32>,
+    inputs: &[Tensor<f32>],
+) -> Result<Vec<Tensor<f32>>, RunError> {
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    backend()
+        .prepare_plan(graph, store, &shapes)?
+        .forward(inputs)
 }
 
 /// Runs `m` on both backends and compares, the tolerance scaled to the magnitude.
