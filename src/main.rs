@@ -72,10 +72,12 @@ enum Command {
         /// A model with several inputs takes `-i NAME=FILE` once per input.
         #[arg(short, long, required = true, value_parser = fnet::cli::named_inputs::parse_input_arg)]
         input: Vec<fnet::cli::named_inputs::InputArg>,
-        /// Index range of the inputs to run, e.g. `8000..8100`.
+        /// Index range of the inputs to run: `8000..8100` (items 8000 to 8099), `8000..`
+        /// or `..100`; it selects the labels too.
         #[arg(long, value_parser = fnet::cli::inputs::parse_range)]
         range: Option<(Option<usize>, Option<usize>)>,
-        /// Labels (IDX or .npy) to report top-1 accuracy against.
+        /// Labels to report top-1 accuracy against: IDX1, or a 1-D .npy of integers or
+        /// integral floats in 0..classes.
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Write the first output to this .npy file.
@@ -379,6 +381,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 batch,
                 cost_backend: cost_model,
             };
+            if let Some(path) = &output {
+                fnet::cli::compile::check_compiled_output(&args, path)?;
+            }
             let out = compile(&args)?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);

@@ -208,6 +208,8 @@ fn program_cache_reloads_binaries_from_disk() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The OpenCL compiler prints this program's error (PoCL: "1 error generated.") on
+/// stderr while the test runs; that is expected, the test checks it reaches the error.
 #[test]
 fn a_failed_build_shows_the_build_log() {
     let err = ctx()

@@ -121,6 +121,7 @@ pub fn compile_bound(
         Some(path) => {
             let file = read_weights::<f32>(path)?;
             check_store(&graph, &file.tensors, &path.display().to_string())?;
+            super::warn_non_finite(path, &file.tensors);
             file.tensors
         }
         None => initialise::<f32>(&graph, graph.seed)?,

@@ -1,7 +1,7 @@
 //! `fnetc compile`: elaborate, run the pass pipeline, print the IR (after chosen passes
 //! or at the end), and report pass timings.
 
-use super::{check_output_dir, CliError};
+use super::CliError;
 use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
@@ -68,6 +68,7 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     if let Some(path) = &args.weights {
         let file = read_weights::<f32>(path)?;
         check_store(&graph, &file.tensors, &path.display().to_string())?;
+        super::warn_non_finite(path, &file.tensors);
         ctx.weights = Some(file.tensors);
     }
     let (mut printed, mut timings) = (String::new(), String::new());
@@ -114,28 +115,29 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     })
 }
 
+/// The files a compilation reads, which its `-o` must not overwrite.
+fn inputs(args: &CompileArgs) -> Vec<&Path> {
+    let mut inputs = vec![args.model.as_path()];
+    inputs.extend(args.weights.as_deref());
+    inputs
+}
+
+/// Refuses an artifact path that is missing its directory or names an input, before
+/// the compilation runs.
+pub fn check_compiled_output(args: &CompileArgs, path: &Path) -> Result<(), CliError> {
+    Ok(crate::io::check_output(path, &inputs(args))?)
+}
+
 /// Writes `compiled` as an artifact at `path`. Refuses to write over the model or the
-/// weights it was compiled from.
+/// weights it was compiled from (see [`crate::io::output`]).
 pub fn write_compiled(
     compiled: &Compiled,
     args: &CompileArgs,
     path: &Path,
 ) -> Result<ArtifactHeader, CliError> {
-    let same = |other: &Path| {
-        other == path
-            || matches!((other.canonicalize(), path.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    };
-    if same(&args.model) || args.weights.as_deref().is_some_and(same) {
-        return Err(RunError::new(format!(
-            "-o {} would overwrite an input of this compilation",
-            path.display()
-        ))
-        .hint("write the artifact to a new file, e.g. model.fnc")
-        .into());
-    }
-    check_output_dir(path)?;
     Ok(write_artifact(
         path,
+        &inputs(args),
         &compiled.graph,
         compiled.provenance.clone(),
         compiled.ctx.weights.as_ref(),

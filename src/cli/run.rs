@@ -5,13 +5,14 @@ use super::compile::{compile, CompileArgs};
 use super::inputs::load_labels;
 use super::named_inputs::{load_inputs, order_inputs, InputArg};
 use super::progress::{with_spinner, SPINNER_DELAY};
-use super::{check_output_dir, CliError};
+use super::CliError;
 use crate::backend::BackendKind;
 use crate::cost::CostTableId;
 use crate::eval::Options;
 use crate::io::artifact::read_artifact;
-use crate::io::npy::write_npy;
+use crate::io::npy::npy_bytes;
 use crate::io::weights::read_weights;
+use crate::io::{check_output, write_output};
 use crate::ir::op::Op;
 use crate::ir::Graph;
 use crate::opencl::DeviceSel;
@@ -39,6 +40,17 @@ pub struct RunArgs {
     pub device: Option<DeviceSel>,
 }
 
+impl RunArgs {
+    /// Every file the run reads, which `-o` must not overwrite.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = vec![self.model.as_path()];
+        files.extend(self.inputs.iter().map(|i| i.path.as_path()));
+        files.extend(self.weights.as_deref());
+        files.extend(self.labels.as_deref());
+        files
+    }
+}
+
 /// What a run printed, for tests.
 pub struct RunSummary {
     pub predictions: Vec<usize>,
@@ -51,7 +63,7 @@ pub struct RunSummary {
 /// spinner while preparing takes long (a cold OpenCL program build).
 pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     if let Some(out) = &args.output {
-        check_output_dir(out)?;
+        check_output(out, &args.files())?;
     }
     let backend = crate::backend::open(args.backend, args.device, &args.model)?;
     if args.f64 && !backend.capabilities().f64 {
@@ -139,6 +151,7 @@ fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
     };
     let file = args.weights.as_ref().unwrap_or(&args.model);
     check_store(&artifact.graph, &store, &file.display().to_string())?;
+    super::warn_non_finite(file, &store);
     Ok((artifact.graph, store))
 }
 
@@ -211,10 +224,8 @@ fn compile_for_run(
     Ok((compiled.graph, store))
 }
 
+/// Scores the output against the labels, then writes it: a failed check writes nothing.
 fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, CliError> {
-    if let Some(path) = &args.output {
-        write_npy(path, out)?;
-    }
     let predictions = if out.ndim() == 2 {
         argmax_rows(out)
     } else {
@@ -222,7 +233,7 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
     };
     let accuracy = match &args.labels {
         Some(path) if !predictions.is_empty() => {
-            let labels = load_labels(path, args.range)?;
+            let labels = load_labels(path, args.range, out.shape[1])?;
             if labels.len() != predictions.len() {
                 return Err(RunError::new(format!(
                     "`{}` has {} labels for {} inputs",
@@ -241,6 +252,10 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
         }
         _ => None,
     };
+    if let Some(path) = &args.output {
+        let bytes = npy_bytes(out);
+        write_output(path, &args.files(), |w| w.write_all(&bytes))?;
+    }
     Ok(RunSummary {
         predictions,
         accuracy,

@@ -1,6 +1,6 @@
 //! `flexconv`: a continuous kernel (MAGNet evaluated on a coordinate grid) times a
 //! learnable Gaussian mask, cropped where the mask falls below a threshold, so the
-//! kernel size is learned (FlexConv, SEEDS.md §1). Elaboration emits the unfused
+//! kernel size is learned (FlexConv, docs/papers.md §1). Elaboration emits the unfused
 //! pieces — grid, crop, kernel net, mask, product, conv — for the passes to fuse.
 
 use super::args::{opt, req, Bound, ParamSpec, Ty};

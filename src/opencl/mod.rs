@@ -54,8 +54,8 @@ fn tile_override() -> Option<(u8, usize)> {
 mod tests {
     use super::*;
     use crate::driver::compile_str;
-    use crate::kernel_ir::plan::build_plan;
     use crate::eval::Options;
+    use crate::kernel_ir::plan::build_plan;
     use crate::runtime::initialise;
 
     fn device(gpu: bool) -> DeviceInfoSummary {

@@ -6,7 +6,7 @@
 //! the reference kernels of `crate::reference::{mask, magnet}`, so the fused op gives
 //! bit-identical values and the same crop. The crop is computed once, in the working
 //! precision, from the mask parameters: centred axes keep `|x| < r` symmetrically,
-//! causal axes keep `x > r` (SEEDS §1.4).
+//! causal axes keep `x > r` (docs/papers.md §1.4).
 
 use super::error::RunError;
 use super::interp::magnet_params;

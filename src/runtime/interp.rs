@@ -369,7 +369,7 @@ fn conv_op<T: Scalar + FftNum>(
     Ok(conv(x, w, bias, &p)?)
 }
 
-/// The grid cropped where the mask drops below the threshold (SEEDS §1.4): centred
+/// The grid cropped where the mask drops below the threshold (docs/papers.md §1.4): centred
 /// axes keep `|x| < r` symmetrically; causal axes keep `x > r` (the recent past).
 fn mask_crop<T: Scalar>(
     grid: &Tensor<T>,
