@@ -312,6 +312,13 @@ fn run_takes_each_input_by_name() {
         &["`a` is given twice"],
     );
     refused(&["-i", &format!("a={a}"), "-i", &b], &["has no input name"]);
+    // `-o` onto the second input is refused, and leaves its bytes alone.
+    let before = std::fs::read(&b).expect("b");
+    refused(
+        &["-i", &format!("a={a}"), "-i", &format!("b={b}"), "-o", &b],
+        &["would overwrite an input"],
+    );
+    assert_eq!(std::fs::read(&b).expect("b"), before);
 }
 
 #[test]
