@@ -10,7 +10,7 @@ mod common;
 
 use common::opencl::{agree, ctx, example, input, program, weights, without_platforms};
 use fnet::kernel_ir::plan::{build_plan, Target};
-use fnet::opencl::{run_graph, ClContext, DeviceSel};
+use fnet::opencl::{ClContext, DeviceSel};
 use fnet::runtime::{initialise, run, RunOptions};
 use std::path::Path;
 
@@ -319,7 +319,7 @@ fn optimised_examples_match_the_unoptimised_reference() {
         )
         .unwrap_or_else(|e| panic!("{file}: reference: {e}"))
         .outputs;
-        let got = run_graph(ctx(), &graph, &store, &[x])
+        let got = common::opencl::run_opencl(&graph, &store, &[x])
             .unwrap_or_else(|e| panic!("{file}: opencl: {e}"));
         let d = got[0].max_abs_diff(&want[0]).expect("same shape");
         let scale = want[0].max_abs().max(1.0);

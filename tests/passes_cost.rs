@@ -347,7 +347,7 @@ fn compiled(name: &str, print_after: &[&str], batch: u64) -> fnet::cli::compile:
         verbose: false,
         weights: None,
         batch,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
         precision: fnet::ir::DType::F32,
     })
     .unwrap_or_else(|e| panic!("{name}: {e:?}"))

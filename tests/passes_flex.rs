@@ -339,7 +339,7 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
                 precision: fnet::ir::DType::F32,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
@@ -358,7 +358,7 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         verbose: false,
         weights,
         batch: 1,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
         precision: fnet::ir::DType::F32,
     })
     .map(|c| c.printed)

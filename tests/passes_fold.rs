@@ -7,7 +7,7 @@ mod common;
 
 use common::{example, example_path, input_shape, program, random, EXAMPLES};
 use fnet::cli::compile::{compile, CompileArgs};
-use fnet::cost::{CostBackend, CostTable};
+use fnet::cost::{CostTableId, CostTable};
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
@@ -321,7 +321,7 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
                 precision: fnet::ir::DType::F32,
             };
             let out = compile(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -349,10 +349,10 @@ fn fold_bases_decides_by_the_contexts_cost_table() {
         let note = ctx.notes.last().map(|n| n.text.clone()).unwrap_or_default();
         (count(&g, "conv"), note)
     };
-    let (reference, why) = convs(CostBackend::Reference);
+    let (reference, why) = convs(CostTableId::Reference);
     assert_eq!(reference, 2, "{why}");
     assert!(why.starts_with("kept unfolded"), "{why}");
-    for backend in [CostBackend::OpenclCpu, CostBackend::OpenclGpu] {
+    for backend in [CostTableId::OpenclCpu, CostTableId::OpenclGpu] {
         let (n, why) = convs(backend);
         assert_eq!(n, 1, "{backend:?}: {why}");
         assert!(why.starts_with("folded"), "{backend:?}: {why}");
@@ -367,6 +367,6 @@ fn fold_bases_decides_by_the_contexts_cost_table() {
         out_spatial: vec![8, 8],
     };
     let decide = |b| fold_is_cheaper(CostTable::of(b), &[shape(64, 16, 3)], &shape(16, 16, 1));
-    assert!(!decide(CostBackend::Reference).cheaper);
-    assert!(decide(CostBackend::OpenclGpu).cheaper);
+    assert!(!decide(CostTableId::Reference).cheaper);
+    assert!(decide(CostTableId::OpenclGpu).cheaper);
 }

@@ -2,7 +2,7 @@
 //! or at the end), and report pass timings.
 
 use super::CliError;
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
@@ -32,7 +32,7 @@ pub struct CompileArgs {
     /// Batch size for the memory plan and cost estimates.
     pub batch: u64,
     /// Whose fitted cost table picks each conv's algorithm.
-    pub cost_backend: CostBackend,
+    pub cost_backend: CostTableId,
     /// The precision the graph will run in, for constant folds.
     pub precision: DType,
 }

@@ -34,10 +34,11 @@ pub fn explain(graph: &Graph, ctx: &PassContext) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "explain {}: {} convs, batch {} where symbolic, cost table `{}` ({})",
+        "explain {}: {} convs, batch {} where symbolic, costed for {} by cost table `{}` (table fitted on {})",
         graph.name,
         convs.len(),
         ctx.batch,
+        table.backend.target(),
         table.backend.name(),
         table.machine
     );

@@ -8,6 +8,8 @@ pub mod compile;
 pub mod explain;
 pub mod init;
 pub mod inputs;
+pub mod named_inputs;
+pub mod progress;
 pub mod run;
 
 use crate::diag::Report;

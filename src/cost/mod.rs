@@ -24,7 +24,7 @@
 //! reference's, and what a conv costs there depends on the device kind's register
 //! tiles and launch overheads.
 //!
-//! Each backend's constants live in `src/cost/<backend>.json` ([`CostBackend`]),
+//! Each backend's constants live in `src/cost/<backend>.json` ([`CostTableId`]),
 //! written by `cargo run --release --example fit_cost -- --backend B` together with the
 //! measured points (`<backend>_points.csv`). Everything here is plain arithmetic on
 //! integers and the committed tables, so decisions are deterministic.
@@ -47,48 +47,59 @@ const DIRECT_COLS: u64 = crate::reference::direct_tiled::COLS as u64;
 const DIRECT_TILE: u64 = crate::reference::direct_blocked::TILE as u64;
 const DIRECT_MIN_CHANNELS: u64 = crate::reference::direct_blocked::MIN_CHANNELS as u64;
 
-/// The backend whose fitted constants decide: the reference interpreter, or OpenCL on
-/// a CPU (PoCL) or a GPU. `fnetc run/bench --backend opencl` pick the OpenCL table of
-/// the device's kind; `fnetc compile --cost-model` picks one by name.
+/// Which fitted table decides: the reference interpreter's, or OpenCL's on a CPU
+/// (PoCL) or a GPU. This names a table, not a backend (that is
+/// `crate::backend::BackendKind`): one backend has a table per device kind, and each
+/// backend says which is its own (`crate::backend::Backend::cost_table`), which is
+/// how `fnetc run/bench` choose; `fnetc compile --cost-model` picks one by name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CostBackend {
+pub enum CostTableId {
     #[default]
     Reference,
     OpenclCpu,
     OpenclGpu,
 }
 
-impl CostBackend {
-    pub const ALL: [CostBackend; 3] = [
-        CostBackend::Reference,
-        CostBackend::OpenclCpu,
-        CostBackend::OpenclGpu,
+impl CostTableId {
+    pub const ALL: [CostTableId; 3] = [
+        CostTableId::Reference,
+        CostTableId::OpenclCpu,
+        CostTableId::OpenclGpu,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            CostBackend::Reference => "reference",
-            CostBackend::OpenclCpu => "opencl-cpu",
-            CostBackend::OpenclGpu => "opencl-gpu",
+            CostTableId::Reference => "reference",
+            CostTableId::OpenclCpu => "opencl-cpu",
+            CostTableId::OpenclGpu => "opencl-gpu",
+        }
+    }
+
+    /// What the table's estimates are for, as `--explain` says it.
+    pub fn target(self) -> &'static str {
+        match self {
+            CostTableId::Reference => "the reference interpreter",
+            CostTableId::OpenclCpu => "OpenCL on a CPU",
+            CostTableId::OpenclGpu => "OpenCL on a GPU",
         }
     }
 
     /// The OpenCL table for a device of this kind.
-    pub fn opencl(is_gpu: bool) -> CostBackend {
+    pub fn opencl(is_gpu: bool) -> CostTableId {
         if is_gpu {
-            CostBackend::OpenclGpu
+            CostTableId::OpenclGpu
         } else {
-            CostBackend::OpenclCpu
+            CostTableId::OpenclCpu
         }
     }
 }
 
-impl std::str::FromStr for CostBackend {
+impl std::str::FromStr for CostTableId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CostBackend::ALL
+        CostTableId::ALL
             .into_iter()
             .find(|b| b.name() == s)
             .ok_or_else(|| format!("expected one of reference, opencl-cpu, opencl-gpu, got `{s}`"))
@@ -113,11 +124,11 @@ impl ConvShape {
 
     /// The work counts of `algo` on `backend`; `None` when `algo` cannot run this
     /// conv there.
-    pub fn features_on(&self, backend: CostBackend, algo: ConvAlgo) -> Option<Vec<f64>> {
+    pub fn features_on(&self, backend: CostTableId, algo: ConvAlgo) -> Option<Vec<f64>> {
         match backend {
-            CostBackend::Reference => self.features(algo),
-            CostBackend::OpenclCpu => opencl::features(self, algo, false),
-            CostBackend::OpenclGpu => opencl::features(self, algo, true),
+            CostTableId::Reference => self.features(algo),
+            CostTableId::OpenclCpu => opencl::features(self, algo, false),
+            CostTableId::OpenclGpu => opencl::features(self, algo, true),
         }
     }
 
@@ -230,7 +241,7 @@ impl AlgoCost {
 /// A backend's constants, as committed in `src/cost/<backend>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostTable {
-    pub backend: CostBackend,
+    pub backend: CostTableId,
     /// The command that regenerates the table.
     pub command: String,
     pub machine: String,
@@ -245,11 +256,11 @@ pub struct CostTable {
 impl CostTable {
     /// The reference backend's committed table.
     pub fn reference() -> &'static CostTable {
-        CostTable::of(CostBackend::Reference)
+        CostTable::of(CostTableId::Reference)
     }
 
     /// `backend`'s committed table.
-    pub fn of(backend: CostBackend) -> &'static CostTable {
+    pub fn of(backend: CostTableId) -> &'static CostTable {
         static TABLES: OnceLock<[CostTable; 3]> = OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             [
@@ -259,7 +270,7 @@ impl CostTable {
             ]
             .map(|json| serde_json::from_str(json).expect("src/cost/*.json are valid cost tables"))
         });
-        let i = CostBackend::ALL
+        let i = CostTableId::ALL
             .iter()
             .position(|&b| b == backend)
             .unwrap_or(0);

@@ -2,7 +2,7 @@
 //! graph after every one (a failure names the pass), and lets the caller see the IR
 //! and the time after each pass.
 
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::ir::graph::{Graph, VerifyError};
 use crate::ir::types::DType;
 use crate::runtime::ParamStore;
@@ -37,7 +37,7 @@ pub struct PassContext {
     /// Batch size for cost estimates and the memory plan (symbolic dims take it).
     pub batch: u64,
     /// Whose fitted cost table `choose-conv-algo` and `fold-bases` consult.
-    pub cost_backend: CostBackend,
+    pub cost_backend: CostTableId,
     /// The precision the graph will run in; constant folds compute in it (`fnetc run
     /// --f64` compiles with f64).
     pub precision: DType,
@@ -51,7 +51,7 @@ impl PassContext {
             rewrite_limit: 1_000_000,
             notes: Vec::new(),
             batch: 1,
-            cost_backend: CostBackend::Reference,
+            cost_backend: CostTableId::Reference,
             precision: DType::F32,
         }
     }
