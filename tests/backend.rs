@@ -226,7 +226,7 @@ fn tmp(name: &str) -> String {
 }
 
 const TWO: &str =
-    "model two {\n  input a: f32[B, 4]\n  input b: f32[B, 4]\n  return (a * b) |> linear(3)\n}\n";
+    "model two {\n  input p: f32[B, 4]\n  input q: f32[B, 4]\n  return (p * q) |> linear(3)\n}\n";
 
 /// A two-input model, its weights and an input per name; the interpreter's output.
 fn two_inputs() -> (String, String, String, String, Tensor<f32>) {
@@ -261,7 +261,7 @@ fn read_f32(path: &str) -> Tensor<f32> {
 fn run_takes_each_input_by_name() {
     let (model, weights, a, b, want) = two_inputs();
     // Given in either order, by name.
-    for (i, order) in [[("a", &a), ("b", &b)], [("b", &b), ("a", &a)]]
+    for (i, order) in [[("p", &a), ("q", &b)], [("q", &b), ("p", &a)]]
         .iter()
         .enumerate()
     {
@@ -274,7 +274,7 @@ fn run_takes_each_input_by_name() {
         assert!(o.status.success(), "{:?}", text(&o));
         assert_close("two inputs", &read_f32(&out), &want, 1e-6);
     }
-    // The names decide which file is which: `b` given `a`'s file computes a · a.
+    // The names decide which file is which: `q` given `p`'s file computes p · p.
     let out = tmp("two_swapped.npy");
     let o = fnetc(&[
         "run",
@@ -282,9 +282,9 @@ fn run_takes_each_input_by_name() {
         "-w",
         &weights,
         "-i",
-        &format!("a={a}"),
+        &format!("p={a}"),
         "-i",
-        &format!("b={a}"),
+        &format!("q={a}"),
         "-o",
         &out,
     ]);
@@ -301,21 +301,21 @@ fn run_takes_each_input_by_name() {
             assert!(err.contains(n), "{args:?}: no `{n}` in {err}");
         }
     };
-    refused(&["-i", &a], &["2 inputs (`a`, `b`)", "-i a=FILE -i b=FILE"]);
-    refused(&["-i", &format!("a={a}")], &["needs input(s) `b`"]);
+    refused(&["-i", &a], &["2 inputs (`p`, `q`)", "-i p=FILE -i q=FILE"]);
+    refused(&["-i", &format!("p={a}")], &["needs input(s) `q`"]);
     refused(
-        &["-i", &format!("a={a}"), "-i", &format!("c={b}")],
-        &["no input `c`", "`a`, `b`"],
+        &["-i", &format!("p={a}"), "-i", &format!("c={b}")],
+        &["no input `c`", "`p`, `q`"],
     );
     refused(
-        &["-i", &format!("a={a}"), "-i", &format!("a={b}")],
-        &["`a` is given twice"],
+        &["-i", &format!("p={a}"), "-i", &format!("p={b}")],
+        &["`p` is given twice"],
     );
-    refused(&["-i", &format!("a={a}"), "-i", &b], &["has no input name"]);
+    refused(&["-i", &format!("p={a}"), "-i", &b], &["has no input name"]);
     // `-o` onto the second input is refused, and leaves its bytes alone.
     let before = std::fs::read(&b).expect("b");
     refused(
-        &["-i", &format!("a={a}"), "-i", &format!("b={b}"), "-o", &b],
+        &["-i", &format!("p={a}"), "-i", &format!("q={b}"), "-o", &b],
         &["would overwrite an input"],
     );
     assert_eq!(std::fs::read(&b).expect("b"), before);
@@ -324,8 +324,8 @@ fn run_takes_each_input_by_name() {
 #[test]
 fn a_device_with_the_reference_backend_is_an_error() {
     let (model, weights, a, b, _) = two_inputs();
-    let ia = format!("a={a}");
-    let ib = format!("b={b}");
+    let ia = format!("p={a}");
+    let ib = format!("q={b}");
     let o = fnetc(&[
         "run",
         &model,
@@ -357,8 +357,8 @@ fn a_device_with_the_reference_backend_is_an_error() {
 fn run_on_opencl_names_its_device_on_stderr() {
     let (model, weights, a, b, want) = two_inputs();
     let out = tmp("two_opencl.npy");
-    let ia = format!("a={a}");
-    let ib = format!("b={b}");
+    let ia = format!("p={a}");
+    let ib = format!("q={b}");
     let device = std::env::var("FNET_TEST_DEVICE").unwrap_or_else(|_| "default".into());
     let o = fnetc(&[
         "run",
