@@ -11,6 +11,7 @@ use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
 use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
+use crate::runtime::budget::Need;
 use crate::runtime::params::fnv1a;
 use crate::runtime::{check_store, RunError};
 use std::fmt::Write;
@@ -61,6 +62,12 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
             .into());
         }
     }
+    // Bound weights make the passes fold kernels, as a run would at this batch.
+    let need = match &args.weights {
+        Some(_) => Need::Run { batch: args.batch },
+        None => Need::Compile,
+    };
+    super::memory::guard(&source, &module.graph, need)?;
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
     ctx.batch = args.batch.max(1);

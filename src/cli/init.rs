@@ -5,6 +5,7 @@ use super::{check_output_dir, CliError};
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::weights::write_weights;
+use crate::runtime::budget::Need;
 use crate::runtime::initialise;
 use std::path::Path;
 
@@ -16,7 +17,8 @@ pub fn init(
     options: &Options,
 ) -> Result<usize, CliError> {
     check_output_dir(out)?;
-    let (_, module) = compile_file(model, options)?;
+    let (source, module) = compile_file(model, options)?;
+    super::memory::guard(&source, &module.graph, Need::Init)?;
     let seed = seed.unwrap_or(module.graph.seed);
     let store = initialise::<f32>(&module.graph, seed)?;
     write_weights(out, &store)?;

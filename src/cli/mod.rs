@@ -7,6 +7,7 @@ pub mod compile;
 pub mod explain;
 pub mod init;
 pub mod inputs;
+pub mod memory;
 pub mod run;
 
 use crate::diag::Report;

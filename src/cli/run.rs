@@ -85,7 +85,10 @@ fn model_and_input(
 ) -> Result<(Graph, ParamStore<f32>, Tensor<f64>), CliError> {
     if is_artifact(&args.model) {
         let (graph, store) = load_artifact(args)?;
-        return Ok((graph, store, load_input(&args.input, args.range)?));
+        let input = load_input(&args.input, args.range)?;
+        let batch = input.shape.first().copied().unwrap_or(1) as u64;
+        super::memory::guard_artifact(&graph, crate::runtime::budget::Need::Run { batch })?;
+        return Ok((graph, store, input));
     }
     // The weights file is checked before the (possibly large) input is read.
     let weights = weights_for_source(args)?;
