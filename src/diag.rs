@@ -2,9 +2,12 @@
 //! message, labels and a hint, rendered rustc-style by codespan-reporting.
 
 use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label};
-use codespan_reporting::files::SimpleFile;
+use codespan_reporting::files::{Files, SimpleFile};
 use codespan_reporting::term::{self, Config};
 use std::fmt;
+
+mod excerpt;
+use excerpt::{Excerpt, ExcerptFile};
 
 /// A byte range in one source file.
 #[derive(
@@ -147,40 +150,59 @@ impl Diagnostic {
     /// Renders without colour, as the CLI prints it when stderr is not a terminal and as
     /// snapshot tests store it.
     pub fn render(&self, source: &Source) -> String {
-        let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+        self.render_styled(source, false)
+    }
+
+    /// Renders with ANSI colours when `color` is set. Long lines are cut around the
+    /// labels and control characters replaced (see `excerpt`).
+    pub fn render_styled(&self, source: &Source, color: bool) -> String {
+        let anchors: Vec<usize> = self
+            .labels
+            .iter()
+            .flat_map(|l| [l.span.start, l.span.end])
+            .collect();
+        let excerpt = Excerpt::new(source, &anchors);
         // Spans are clamped to the text in `to_codespan`, so rendering cannot fail on
         // them; an error here would only lose the excerpt, so fall back to the message.
-        term::emit_into_string(&Config::default(), &file, &self.to_codespan(source))
-            .unwrap_or_else(|_| format!("{self}\n"))
+        let emitted = if excerpt.changed() {
+            let file = ExcerptFile::new(&excerpt);
+            self.emit(
+                &file,
+                &self.to_codespan(excerpt.text(), |o| excerpt.to_new(o)),
+                color,
+            )
+        } else {
+            let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+            self.emit(&file, &self.to_codespan(&source.text, |o| o), color)
+        };
+        emitted.unwrap_or_else(|| format!("{self}\n"))
     }
 
-    /// Renders with ANSI colours when `color` is set.
-    pub fn render_styled(&self, source: &Source, color: bool) -> String {
+    fn emit<'f, F: Files<'f, FileId = ()>>(
+        &self,
+        file: &'f F,
+        diagnostic: &CsDiagnostic<()>,
+        color: bool,
+    ) -> Option<String> {
+        let config = Config::default();
         if !color {
-            return self.render(source);
+            return term::emit_into_string(&config, file, diagnostic).ok();
         }
-        let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
         let mut out = term::termcolor::Buffer::ansi();
-        match term::emit_to_write_style(
-            &mut out,
-            &Config::default(),
-            &file,
-            &self.to_codespan(source),
-        ) {
-            Ok(()) => String::from_utf8_lossy(out.as_slice()).into_owned(),
-            Err(_) => self.render(source),
-        }
+        term::emit_to_write_style(&mut out, &config, file, diagnostic).ok()?;
+        Some(String::from_utf8_lossy(out.as_slice()).into_owned())
     }
 
-    fn to_codespan(&self, source: &Source) -> CsDiagnostic<()> {
-        let len = source.text.len();
+    /// The codespan form, with spans mapped by `map` into `text` and clamped to it.
+    fn to_codespan(&self, text: &str, map: impl Fn(usize) -> usize) -> CsDiagnostic<()> {
+        let len = text.len();
         let labels = self
             .labels
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let start = floor_char_boundary(&source.text, l.span.start.min(len));
-                let end = floor_char_boundary(&source.text, l.span.end.min(len)).max(start);
+                let start = floor_char_boundary(text, map(l.span.start).min(len));
+                let end = floor_char_boundary(text, map(l.span.end).min(len)).max(start);
                 let label = if i == 0 {
                     Label::primary((), start..end)
                 } else {

@@ -4,6 +4,7 @@
 use crate::diag::{Diagnostic, Report, Source, Span};
 use crate::eval::{elaborate, Module, Options};
 use crate::syntax::parse_program;
+use crate::syntax::parser::MAX_SOURCE_BYTES;
 use std::path::Path;
 
 /// Compiles source bytes. Non-UTF-8 input is an error pointing at the first bad byte.
@@ -34,6 +35,8 @@ pub fn compile_bytes(
 }
 
 pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source, Module), Report> {
+    // Editors on Windows may start UTF-8 files with a byte-order mark; it is no token.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = Source::new(name, text);
     let result = parse_program(text).and_then(|program| elaborate(&program, options));
     match result {
@@ -48,7 +51,15 @@ pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source,
 /// Reads and compiles a `.fnet` file; a missing or unreadable file is a report too.
 pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), Report> {
     let name = path.display().to_string();
-    match std::fs::read(path) {
+    match read_bounded(path) {
+        Ok(bytes) if bytes.len() > MAX_SOURCE_BYTES => Err(Report {
+            source: Source::new(name.clone(), ""),
+            diagnostics: vec![Diagnostic::new(
+                "E0002",
+                format!("`{name}` is larger than {MAX_SOURCE_BYTES} bytes, the limit for a model source"),
+            )
+            .hint("check that this is a .fnet file; split a larger model")],
+        }),
         Ok(bytes) => compile_bytes(&name, &bytes, options),
         Err(err) => Err(Report {
             source: Source::new(name.clone(), ""),
@@ -58,4 +69,15 @@ pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), 
             ],
         }),
     }
+}
+
+/// Reads at most one byte more than a source may hold, so that `/dev/zero` or a huge
+/// file is refused after 4 MiB instead of being read until memory runs out.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
