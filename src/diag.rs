@@ -82,9 +82,19 @@ pub struct DiagLabel {
     pub message: String,
 }
 
-/// A user-facing error: code, message, labelled spans, notes and a hint.
+/// Whether a diagnostic stops the command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Severity {
+    #[default]
+    Error,
+    /// Printed, and the command goes on: legal but almost certainly not meant.
+    Warning,
+}
+
+/// A user-facing error (or warning): code, message, labelled spans, notes and a hint.
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub code: &'static str,
     pub message: String,
     pub labels: Vec<DiagLabel>,
@@ -95,6 +105,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn new(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
+            severity: Severity::Error,
             code,
             message: message.into(),
             labels: Vec::new(),
@@ -111,6 +122,12 @@ impl Diagnostic {
         label: impl Into<String>,
     ) -> Diagnostic {
         Diagnostic::new(code, message).label(span, label)
+    }
+
+    /// The same diagnostic as a warning.
+    pub fn warning(mut self) -> Diagnostic {
+        self.severity = Severity::Warning;
+        self
     }
 
     pub fn label(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
@@ -215,17 +232,24 @@ impl Diagnostic {
         if let Some(h) = &self.hint {
             notes.push(format!("help: {h}"));
         }
-        CsDiagnostic::error()
-            .with_code(self.code)
-            .with_message(&self.message)
-            .with_labels(labels)
-            .with_notes(notes)
+        match self.severity {
+            Severity::Error => CsDiagnostic::error(),
+            Severity::Warning => CsDiagnostic::warning(),
+        }
+        .with_code(self.code)
+        .with_message(&self.message)
+        .with_labels(labels)
+        .with_notes(notes)
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error[{}]: {}", self.code, self.message)
+        let kind = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{kind}[{}]: {}", self.code, self.message)
     }
 }
 

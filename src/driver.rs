@@ -81,3 +81,12 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
         .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// Prints a module's warnings on stderr, in colour on a terminal (as errors are).
+pub fn eprint_warnings(source: &Source, module: &Module) {
+    use std::io::IsTerminal;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for w in &module.warnings {
+        eprint!("{}", w.render_styled(source, color));
+    }
+}

@@ -48,6 +48,7 @@ pub struct Compiled {
 
 pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
+    crate::driver::eprint_warnings(&source, &module);
     let manager = match &args.passes {
         None => default_pipeline(args.mode),
         Some(names) => from_names(names).map_err(RunError::new)?,
