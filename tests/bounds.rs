@@ -240,7 +240,12 @@ fn the_default_limit_refuses_terabytes() {
 fn a_bad_limit_is_an_error_that_says_how_to_write_one() {
     let out = dir("bad_limit").join("w.safetensors");
     let r = fnetc(
-        &["init", "examples/lenet_mnist.fnet", "-o", out.to_str().unwrap()],
+        &[
+            "init",
+            "examples/lenet_mnist.fnet",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         Some("lots"),
     );
     assert_eq!(r.code, Some(1));
