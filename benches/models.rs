@@ -9,14 +9,11 @@
 //! yet is reported and skipped.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fnet::backend::{Backend, BackendKind, OpenClBackend, ReferenceBackend};
 use fnet::cli::bench::{bench_input, compile_bound, BenchArgs};
-use fnet::cli::run::RunBackend;
 use fnet::cost::flops::graph_flops;
-use fnet::cost::CostBackend;
 use fnet::eval::Options;
-use fnet::kernel_ir::plan::build_plan;
-use fnet::opencl::{target_for, ClContext, DeviceSel, Executable};
-use fnet::runtime::{run, RunOptions};
+use fnet::opencl::DeviceSel;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,7 +28,8 @@ fn args(path: &str, batch: usize) -> BenchArgs {
         model: Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
         weights: None,
         options: Options::default(),
-        backend: RunBackend::Reference,
+        backend: BackendKind::Reference,
+        device: None,
         batch,
         iters: 1,
         warmup: 0,
@@ -39,13 +37,13 @@ fn args(path: &str, batch: usize) -> BenchArgs {
     }
 }
 
-fn opencl() -> Option<ClContext> {
+fn opencl() -> Option<OpenClBackend> {
     let sel = std::env::var("FNET_DEVICE")
         .ok()
         .map(|s| s.parse::<DeviceSel>().expect("FNET_DEVICE"))
         .unwrap_or_default();
-    match ClContext::new(sel, fnet::opencl::default_cache_dir()) {
-        Ok(ctx) => Some(ctx),
+    match OpenClBackend::open(sel, fnet::opencl::default_cache_dir()) {
+        Ok(backend) => Some(backend),
         Err(e) => {
             eprintln!("no OpenCL benches: {e}");
             None
@@ -54,7 +52,7 @@ fn opencl() -> Option<ClContext> {
 }
 
 fn models(c: &mut Criterion) {
-    let ctx = opencl();
+    let opencl = opencl();
     for (name, path) in MODELS {
         let mut group = c.benchmark_group(name);
         group
@@ -68,7 +66,7 @@ fn models(c: &mut Criterion) {
                 compile_bound(&args(path, batch), cost)
                     .unwrap_or_else(|e| panic!("compiling {path}: {e}"))
             };
-            let (graph, store) = compiled(CostBackend::Reference);
+            let (graph, store) = compiled(ReferenceBackend.cost_table());
             let x = bench_input(&graph, batch).expect("input");
             let flops = graph_flops(&graph, std::slice::from_ref(&x.shape)).expect("flops");
             eprintln!(
@@ -77,28 +75,24 @@ fn models(c: &mut Criterion) {
             );
             group.throughput(Throughput::Elements(batch as u64));
             if batch == 1 {
-                let opts = RunOptions::default();
+                let mut prepared = ReferenceBackend
+                    .prepare(graph, store, std::slice::from_ref(&x.shape))
+                    .expect("prepare");
                 group.bench_function(BenchmarkId::new("reference", batch), |b| {
-                    b.iter(|| run(&graph, &store, std::slice::from_ref(&x), &opts).expect("run"))
+                    b.iter(|| prepared.forward(std::slice::from_ref(&x)).expect("run"))
                 });
             }
-            let Some(ctx) = &ctx else { continue };
-            let (graph, store) = compiled(CostBackend::opencl(ctx.info.is_gpu));
-            let plan = match build_plan(
-                &graph,
-                &store,
-                std::slice::from_ref(&x.shape),
-                target_for(&ctx.info),
-            ) {
+            let Some(opencl) = &opencl else { continue };
+            let (graph, store) = compiled(opencl.cost_table());
+            let mut prepared = match opencl.prepare(graph, store, std::slice::from_ref(&x.shape)) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("{name} batch {batch}: skipped on OpenCL: {e}");
                     continue;
                 }
             };
-            let exe = Executable::new(ctx, plan).expect("build");
             group.bench_function(BenchmarkId::new("opencl", batch), |b| {
-                b.iter(|| exe.run(std::slice::from_ref(&x)).expect("run"))
+                b.iter(|| prepared.forward(std::slice::from_ref(&x)).expect("run"))
             });
         }
         group.finish();

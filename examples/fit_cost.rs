@@ -17,7 +17,7 @@
 
 use fnet::cost::fit::{fit, grid, measurable, measure, Sample};
 use fnet::cost::points::{read_points, write_points};
-use fnet::cost::{fmt_seconds, ConvShape, CostBackend, CostTable, ALGOS};
+use fnet::cost::{fmt_seconds, ConvShape, CostTable, CostTableId, ALGOS};
 use fnet::ir::op::{ConvAlgo, Padding};
 use fnet::opencl::conv_timing::time_conv;
 use fnet::opencl::{ClContext, DeviceSel};
@@ -80,14 +80,14 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 /// Times every measurable (shape, algorithm) of the grid on `backend`; the samples
 /// and a line naming the machine.
-fn measure_grid(backend: CostBackend, args: &[String], quick: bool) -> (Vec<Sample>, String) {
-    let (ctx, machine) = if backend == CostBackend::Reference {
+fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Sample>, String) {
+    let (ctx, machine) = if backend == CostTableId::Reference {
         compare_gemms();
         (None, machine())
     } else {
         let sel = match flag(args, "--device") {
             Some(d) => d.parse().unwrap_or_else(|e| panic!("--device: {e}")),
-            None if backend == CostBackend::OpenclGpu => DeviceSel::Gpu,
+            None if backend == CostTableId::OpenclGpu => DeviceSel::Gpu,
             None => DeviceSel::Cpu,
         };
         let ctx = ClContext::new(sel, fnet::opencl::default_cache_dir())
@@ -97,7 +97,7 @@ fn measure_grid(backend: CostBackend, args: &[String], quick: bool) -> (Vec<Samp
             ctx.info.name, ctx.info.driver_version
         );
         assert_eq!(
-            CostBackend::opencl(ctx.info.is_gpu),
+            CostTableId::opencl(ctx.info.is_gpu),
             backend,
             "{what} is not a device of this table's kind"
         );
@@ -132,7 +132,7 @@ fn measure_grid(backend: CostBackend, args: &[String], quick: bool) -> (Vec<Samp
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let backend: CostBackend = flag(&args, "--backend")
+    let backend: CostTableId = flag(&args, "--backend")
         .unwrap_or("reference")
         .parse()
         .unwrap_or_else(|e| panic!("--backend: {e}"));

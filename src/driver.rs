@@ -52,15 +52,22 @@ pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source,
 pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), Report> {
     let name = path.display().to_string();
     match read_bounded(path) {
-        Ok(bytes) if bytes.len() > MAX_SOURCE_BYTES => Err(Report {
-            source: Source::new(name.clone(), ""),
-            diagnostics: vec![Diagnostic::new(
-                "E0002",
-                format!("`{name}` is larger than {MAX_SOURCE_BYTES} bytes, the limit for a model source"),
-            )
-            .hint("check that this is a .fnet file; split a larger model")],
-        }),
-        Ok(bytes) => compile_bytes(&name, &bytes, options),
+        // Detected first: a weights file or artifact is often larger than a source.
+        Ok(bytes) => match detect_non_source(path, &bytes) {
+            Some(d) => Err(Report {
+                source: Source::new(name, ""),
+                diagnostics: vec![d],
+            }),
+            None if bytes.len() > MAX_SOURCE_BYTES => Err(Report {
+                source: Source::new(name.clone(), ""),
+                diagnostics: vec![Diagnostic::new(
+                    "E0002",
+                    format!("`{name}` is larger than {MAX_SOURCE_BYTES} bytes, the limit for a model source"),
+                )
+                .hint("check that this is a .fnet file; split a larger model")],
+            }),
+            None => compile_bytes(&name, &bytes, options),
+        },
         Err(err) => Err(Report {
             source: Source::new(name.clone(), ""),
             diagnostics: vec![
@@ -69,6 +76,57 @@ pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), 
             ],
         }),
     }
+}
+
+/// A file fnetc itself writes or reads as data, given where a `.fnet` model belongs:
+/// recognised by its magic bytes, and named, instead of "not valid UTF-8" and a dump
+/// of its binary header.
+pub fn detect_non_source(path: &Path, bytes: &[u8]) -> Option<Diagnostic> {
+    let name = path.display();
+    let (what, hint) = if let Some(header) = safetensors_header(bytes) {
+        let artifact = header.windows(15).any(|w| w == b"\"fnet.artifact\"");
+        if artifact {
+            (
+                "a compiled artifact (.fnc)",
+                format!("run it with fnetc run {name} -i INPUT; check, compile and bench take the .fnet model it was compiled from"),
+            )
+        } else {
+            (
+                "a safetensors weights file",
+                "give the .fnet model first and the weights with --weights, e.g. fnetc compile MODEL.fnet --weights W.safetensors".to_string(),
+            )
+        }
+    } else if bytes.starts_with(b"\x93NUMPY") {
+        (
+            "a NumPy array (.npy)",
+            "arrays are inputs or labels: fnetc run MODEL.fnet -w W.safetensors -i X.npy"
+                .to_string(),
+        )
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        (
+            "gzip-compressed data",
+            "IDX data sets are inputs: fnetc run MODEL.fnet -w W.safetensors -i FILE.gz; \
+             a compressed model must be unpacked first"
+                .to_string(),
+        )
+    } else {
+        return None;
+    };
+    Some(
+        Diagnostic::new(
+            "E0006",
+            format!("`{name}` is {what}, not a .fnet model source file"),
+        )
+        .hint(hint),
+    )
+}
+
+/// The JSON header of a safetensors file: an 8-byte little-endian length, then that
+/// many bytes starting with `{`.
+fn safetensors_header(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    header.starts_with(b"{").then_some(header)
 }
 
 /// Reads at most one byte more than a source may hold, so that `/dev/zero` or a huge

@@ -1,5 +1,6 @@
 //! fnet: a compiler and runtime for convolutional networks with flexible kernels.
 
+pub mod backend;
 pub mod cli;
 pub mod cost;
 pub mod diag;
@@ -11,6 +12,7 @@ pub mod ir;
 pub mod kernel_ir;
 pub mod opencl;
 pub mod passes;
+pub mod recipe;
 pub mod reference;
 pub mod runtime;
 pub mod summary;

@@ -1,6 +1,7 @@
 //! `fnetc`: the command-line front end.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fnet::backend::BackendKind;
 use fnet::cli::compile::{compile, write_compiled, CompileArgs};
 use fnet::cli::run::{run_model, RunArgs};
 use fnet::cli::CliError;
@@ -68,12 +69,15 @@ enum Command {
         #[arg(short, long)]
         weights: Option<PathBuf>,
         /// Input: .npy (f32/f64, NCL or NCHW) or an IDX image file (optionally .gz).
-        #[arg(short, long)]
-        input: PathBuf,
-        /// Index range of the inputs to run, e.g. `8000..8100`.
+        /// A model with several inputs takes `-i NAME=FILE` once per input.
+        #[arg(short, long, required = true, value_parser = fnet::cli::named_inputs::parse_input_arg)]
+        input: Vec<fnet::cli::named_inputs::InputArg>,
+        /// Index range of the inputs to run: `8000..8100` (items 8000 to 8099), `8000..`
+        /// or `..100`; it selects the labels too.
         #[arg(long, value_parser = fnet::cli::inputs::parse_range)]
         range: Option<(Option<usize>, Option<usize>)>,
-        /// Labels (IDX or .npy) to report top-1 accuracy against.
+        /// Labels to report top-1 accuracy against: IDX1, or a 1-D .npy of integers or
+        /// integral floats in 0..classes.
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Write the first output to this .npy file.
@@ -86,12 +90,12 @@ enum Command {
         #[arg(long = "set", value_parser = parse_set)]
         set: Vec<(String, String)>,
         /// Execution backend.
-        #[arg(long, value_enum, default_value_t = Backend::Reference)]
-        backend: Backend,
-        /// OpenCL device: a number (see `clinfo -l`, all platforms in order), `cpu` or
-        /// `gpu`; the first GPU, else the first device, by default.
-        #[arg(long, default_value = "default")]
-        device: fnet::opencl::DeviceSel,
+        #[arg(long, value_enum, default_value_t = BackendKind::Reference)]
+        backend: BackendKind,
+        /// OpenCL device (with `--backend opencl`): a number (see `fnetc devices`), `cpu`
+        /// or `gpu`; the first GPU, else the first device, by default.
+        #[arg(long)]
+        device: Option<fnet::opencl::DeviceSel>,
         /// Run the elaborated graph without the optimising passes.
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
@@ -151,7 +155,7 @@ enum Command {
         /// `reference`, `opencl-cpu` or `opencl-gpu` (`run` and `bench` pick the
         /// device's own).
         #[arg(long, default_value = "reference")]
-        cost_model: fnet::cost::CostBackend,
+        cost_model: fnet::cost::CostTableId,
     },
     /// Time a model's forward on a backend: median and best of --iters runs, in
     /// samples/s and GFLOP/s (weights bound at compile time; seeded ones by default).
@@ -161,11 +165,12 @@ enum Command {
         /// Weights (.safetensors); the model's seeded initial weights by default.
         #[arg(short, long)]
         weights: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Backend::Opencl)]
-        backend: Backend,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = BackendKind::Opencl)]
+        backend: BackendKind,
         /// OpenCL device (see `run --help`).
-        #[arg(long, default_value = "default")]
-        device: fnet::opencl::DeviceSel,
+        #[arg(long)]
+        device: Option<fnet::opencl::DeviceSel>,
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
         /// Timed runs.
@@ -184,14 +189,6 @@ enum Command {
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Backend {
-    /// The reference interpreter: naive, obviously correct loops.
-    Reference,
-    /// Generated OpenCL kernels (PoCL on the CPU, or a GPU driver).
-    Opencl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -286,17 +283,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let args = RunArgs {
                 model,
                 weights,
-                input,
+                inputs: input,
                 range,
                 labels,
                 output: output.clone(),
                 options,
                 f64,
                 unoptimised: opt_level.is_some(),
-                backend: match backend {
-                    Backend::Reference => fnet::cli::run::RunBackend::Reference,
-                    Backend::Opencl => fnet::cli::run::RunBackend::OpenCl(device),
-                },
+                backend,
+                device,
             };
             let summary = run_model(&args)?;
             println!("output shape {:?}", summary.output_shape);
@@ -386,7 +381,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 weights,
                 batch,
                 cost_backend: cost_model,
+                precision: fnet::ir::DType::F32,
             };
+            if let Some(path) = &output {
+                fnet::cli::compile::check_compiled_output(&args, path)?;
+            }
             let out = compile(&args)?;
             eprint!("{}", out.timings);
             print!("{}", out.printed);
@@ -426,10 +425,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     slot_config: config,
                     overrides: set,
                 },
-                backend: match backend {
-                    Backend::Reference => fnet::cli::run::RunBackend::Reference,
-                    Backend::Opencl => fnet::cli::run::RunBackend::OpenCl(device),
-                },
+                backend,
+                device,
                 batch: batch as usize,
                 iters: iters as usize,
                 warmup: warmup as usize,

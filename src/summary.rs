@@ -134,7 +134,7 @@ pub fn table(m: &Module, file: &str) -> String {
         );
     }
     if let Some(r) = &m.recipe {
-        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        let keys = r.keys();
         let _ = writeln!(out, "train: {}", keys.join(", "));
     }
     out

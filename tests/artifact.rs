@@ -33,7 +33,8 @@ fn args(model: PathBuf, weights: Option<PathBuf>) -> CompileArgs {
         verbose: false,
         weights,
         batch: 2,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
+        precision: fnet::ir::DType::F32,
     }
 }
 

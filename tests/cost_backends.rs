@@ -9,7 +9,7 @@ mod common;
 
 use common::example;
 use fnet::cost::points::{committed_path, read_points};
-use fnet::cost::{ConvShape, CostBackend, CostTable};
+use fnet::cost::{ConvShape, CostTable, CostTableId};
 use fnet::ir::graph::Graph;
 use fnet::ir::op::{ConvAlgo, Op};
 use fnet::passes::choose_conv_algo::ChooseConvAlgo;
@@ -27,7 +27,7 @@ fn fnetc(args: &[&str]) -> Output {
 }
 
 /// `g` after `choose-conv-algo` with `backend`'s table at `batch`.
-fn choose(mut g: Graph, backend: CostBackend, batch: u64) -> Graph {
+fn choose(mut g: Graph, backend: CostTableId, batch: u64) -> Graph {
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.batch = batch;
     ctx.cost_backend = backend;
@@ -41,9 +41,9 @@ fn choose(mut g: Graph, backend: CostBackend, batch: u64) -> Graph {
 fn convs(g: &Graph) -> Vec<(String, u64, ConvAlgo)> {
     g.g.node_weights()
         .filter_map(|n| match &n.op {
-            Op::Conv { algo, .. } => {
+            Op::Conv(conv) => {
                 let ci = g.conv_costs.get(&n.name).map_or(0, |c| c.shape.ci);
-                Some((n.name.clone(), ci, *algo))
+                Some((n.name.clone(), ci, conv.algo))
             }
             _ => None,
         })
@@ -52,7 +52,7 @@ fn convs(g: &Graph) -> Vec<(String, u64, ConvAlgo)> {
 
 #[test]
 fn every_committed_table_is_fitted_for_its_backend() {
-    for b in CostBackend::ALL {
+    for b in CostTableId::ALL {
         let t = CostTable::of(b);
         assert_eq!(t.backend, b);
         assert!(
@@ -63,7 +63,7 @@ fn every_committed_table_is_fitted_for_its_backend() {
         assert!(t.points >= 100, "{}: {} points", b.name(), t.points);
         assert_eq!(
             t.im2col.is_some(),
-            b == CostBackend::Reference,
+            b == CostTableId::Reference,
             "{}",
             b.name()
         );
@@ -72,15 +72,15 @@ fn every_committed_table_is_fitted_for_its_backend() {
             assert!(c.overhead_s >= 0.0 && c.coef.iter().all(|&v| v >= 0.0));
         }
     }
-    assert_eq!("opencl-gpu".parse(), Ok(CostBackend::OpenclGpu));
+    assert_eq!("opencl-gpu".parse(), Ok(CostTableId::OpenclGpu));
     assert!("cuda"
-        .parse::<CostBackend>()
+        .parse::<CostTableId>()
         .unwrap_err()
         .contains("opencl-cpu"));
 }
 
 /// The committed points of `backend`, grouped by shape: every algorithm's seconds.
-fn measured(backend: CostBackend) -> BTreeMap<String, (ConvShape, BTreeMap<&'static str, f64>)> {
+fn measured(backend: CostTableId) -> BTreeMap<String, (ConvShape, BTreeMap<&'static str, f64>)> {
     let text = std::fs::read_to_string(committed_path(backend)).expect("committed points");
     let mut out = BTreeMap::new();
     for s in read_points(&text).unwrap_or_else(|e| panic!("{}: {e}", backend.name())) {
@@ -95,7 +95,7 @@ fn measured(backend: CostBackend) -> BTreeMap<String, (ConvShape, BTreeMap<&'sta
 fn each_tables_choices_are_near_the_measured_best() {
     // Over the shapes where more than one algorithm was measured, the model's pick is
     // the measured fastest in most cases, and never far from it.
-    for b in CostBackend::ALL {
+    for b in CostTableId::ALL {
         let table = CostTable::of(b);
         let (mut shapes, mut right, mut worst) = (0, 0, 1.0f64);
         for (key, (shape, times)) in measured(b) {
@@ -138,8 +138,8 @@ fn flextcn_at_batch_1_runs_direct_on_the_reference_and_by_fft_on_a_gpu() {
             .map(|(.., a)| a)
             .collect()
     };
-    let reference = long(&choose(g.clone(), CostBackend::Reference, 1));
-    let gpu = long(&choose(g.clone(), CostBackend::OpenclGpu, 1));
+    let reference = long(&choose(g.clone(), CostTableId::Reference, 1));
+    let gpu = long(&choose(g.clone(), CostTableId::OpenclGpu, 1));
     assert_eq!(reference.len(), 11);
     assert!(
         reference.iter().all(|&a| a == ConvAlgo::Direct),
@@ -147,7 +147,7 @@ fn flextcn_at_batch_1_runs_direct_on_the_reference_and_by_fft_on_a_gpu() {
     );
     assert!(gpu.iter().all(|&a| a == ConvAlgo::Fft), "{gpu:?}");
     // At batch 64 every table takes the FFT for them.
-    for b in CostBackend::ALL {
+    for b in CostTableId::ALL {
         let algos = long(&choose(g.clone(), b, 64));
         assert!(
             algos.iter().all(|&a| a == ConvAlgo::Fft),

@@ -169,9 +169,9 @@ fn typos_get_suggestions() {
 
 #[test]
 fn recursion_is_reported_not_looped() {
-    let text = error(&model("  block a() (h) { return h |> b() }\n  block b() (h) { return h |> a() }\n  return x |> a()"));
+    let text = error(&model("  block p() (h) { return h |> q() }\n  block q() (h) { return h |> p() }\n  return x |> p()"));
     assert!(
-        text.contains("uses itself") && text.contains("a -> b -> a"),
+        text.contains("uses itself") && text.contains("p -> q -> p"),
         "{text}"
     );
 }
@@ -211,4 +211,62 @@ fn verify_catches_a_wrong_stored_type() {
     m.graph.g[out].ty = fnet::ir::TensorType::known(fnet::ir::DType::F32, &[1]);
     let err = m.graph.verify().expect_err("type mismatch");
     assert!(err.to_string().contains("stored type f32[1]"), "{err}");
+}
+
+#[test]
+fn reserved_words_name_nothing_and_the_docs_list_them() {
+    // docs/language.md §2.1 lists exactly the words arguments take.
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/language.md"))
+        .expect("docs/language.md");
+    let line = docs
+        .lines()
+        .find(|l| l.starts_with("* **Reserved words**"))
+        .expect("a reserved-words item in §2.1");
+    let start = docs.find(line).unwrap();
+    let item: String = docs[start..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let listed = item.split(':').nth(1).expect("`: word, ...`");
+    let listed: Vec<&str> = listed
+        .split('.')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|w| w.trim().trim_matches('`'))
+        .collect();
+    assert_eq!(listed, fnet::eval::builtins::all_words(), "{item}");
+    // Every declaration that expressions look up refuses a word, naming it and an
+    // argument that takes it.
+    for (decl, word) in [
+        ("  same = 3\n  return x", "same"),
+        ("  def valid() = relu\n  return x |> valid", "valid"),
+        (
+            "  block none() (h) { return h }\n  return x |> none",
+            "none",
+        ),
+        ("  block b() (a) { return a }\n  return x |> b", "a"),
+        ("  def c(fft) = relu\n  return x |> c(1)", "fft"),
+        (
+            "  basis projection = shared_basis(channels: 3, shared: 3, unique: 1)\n  return x",
+            "projection",
+        ),
+    ] {
+        let text = error(&model(decl));
+        assert!(
+            text.starts_with(&format!("error[E0309]: `{word}` is a reserved word")),
+            "{decl}: {text}"
+        );
+        assert!(text.contains(&format!(": {word})`")), "{decl}: {text}");
+    }
+    let text = error("model t {\n  input causal: f32[B, 3, 8]\n  return causal\n}\n");
+    assert!(text.contains("`causal` is a reserved word"), "{text}");
+    // Layer names and the model's name are not looked up, so they may be words; and
+    // a word passes through an untyped template parameter.
+    let m = compile(&model(
+        "  def c(p) = conv2d(4, 3, padding: p)\n  return x |> c(same) |> relu as same",
+    ));
+    assert_eq!(out_type(&m), "f32[B,4,16,16]");
+    compile("model same {\n  input x: f32[B, 3, 8]\n  return x\n}\n");
 }

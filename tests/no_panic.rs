@@ -402,11 +402,11 @@ fn pathological() -> Vec<(String, Vec<u8>)> {
     // Mutual recursion and self-reference through defaults.
     out.push((
         "mutual recursion".into(),
-        model("  def a() = b\n  def b() = a\n  return x |> a"),
+        model("  def p() = q\n  def q() = p\n  return x |> p"),
     ));
     out.push((
         "default refers to itself".into(),
-        model("  def a(c = a) = relu\n  return x |> a"),
+        model("  def p(c = p) = relu\n  return x |> p"),
     ));
     let mut cases: Vec<(String, Vec<u8>)> =
         out.into_iter().map(|(n, s)| (n, s.into_bytes())).collect();

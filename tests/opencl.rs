@@ -10,7 +10,7 @@ mod common;
 
 use common::opencl::{agree, ctx, example, input, program, weights, without_platforms};
 use fnet::kernel_ir::plan::{build_plan, Target};
-use fnet::opencl::{run_graph, ClContext, DeviceSel};
+use fnet::opencl::{ClContext, DeviceSel};
 use fnet::runtime::{initialise, run, RunOptions};
 use std::path::Path;
 
@@ -208,6 +208,8 @@ fn program_cache_reloads_binaries_from_disk() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The OpenCL compiler prints this program's error (PoCL: "1 error generated.") on
+/// stderr while the test runs; that is expected, the test checks it reaches the error.
 #[test]
 fn a_failed_build_shows_the_build_log() {
     let err = ctx()
@@ -317,7 +319,7 @@ fn optimised_examples_match_the_unoptimised_reference() {
         )
         .unwrap_or_else(|e| panic!("{file}: reference: {e}"))
         .outputs;
-        let got = run_graph(ctx(), &graph, &store, &[x])
+        let got = common::opencl::run_opencl(&graph, &store, &[x])
             .unwrap_or_else(|e| panic!("{file}: opencl: {e}"));
         let d = got[0].max_abs_diff(&want[0]).expect("same shape");
         let scale = want[0].max_abs().max(1.0);

@@ -10,7 +10,7 @@ use common::opencl::{ctx, example, input, program, targets, weights};
 use fnet::kernel_ir::fft::radices;
 use fnet::kernel_ir::fft_conv::force_len;
 use fnet::kernel_ir::plan::{build_plan, transform_plan, Target};
-use fnet::opencl::{run_graph, Executable};
+use fnet::opencl::Executable;
 use fnet::runtime::{run, RunOptions};
 use fnet::tensor::Tensor;
 use rustfft::num_complex::Complex;
@@ -207,16 +207,8 @@ fn flextcn6_runs_its_flexconvs_by_fft() {
         .g
         .node_weights()
         .filter(|n| {
-            matches!(
-                n.op,
-                fnet::ir::op::Op::Conv {
-                    algo: fnet::ir::op::ConvAlgo::Fft,
-                    ..
-                } | fnet::ir::op::Op::FusedConv {
-                    algo: fnet::ir::op::ConvAlgo::Fft,
-                    ..
-                }
-            )
+            n.op.conv_attrs()
+                .is_some_and(|c| c.algo == fnet::ir::op::ConvAlgo::Fft)
         })
         .map(|n| n.name.as_str())
         .collect();
@@ -274,7 +266,7 @@ fn grouped_and_depthwise_convs_match_the_reference() {
         )
         .unwrap_or_else(|e| panic!("{body}: reference: {e}"))
         .outputs;
-        let got = run_graph(ctx(), &m.graph, &store, &[x])
+        let got = common::opencl::run_opencl(&m.graph, &store, &[x])
             .unwrap_or_else(|e| panic!("{body}: opencl: {e}"));
         close(body, &got[0], &want[0], 2e-5);
     }

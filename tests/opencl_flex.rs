@@ -16,7 +16,7 @@ use fnet::eval::Module;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
 use fnet::kernel_ir::plan::{build_plan, BufKind, Plan, Target};
-use fnet::opencl::{plan_source, run_graph, Executable};
+use fnet::opencl::{plan_source, Executable};
 use fnet::passes::{pipeline::default_pipeline, CompileMode, PassContext};
 use fnet::runtime::{flex_kernel, initialise, run, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
@@ -80,7 +80,7 @@ fn check_kernels(src: &str, shape: &[usize], mask: Option<&[f32]>, want_sizes: &
         }
     }
     graph.outputs = flex.clone();
-    let got = run_graph(ctx(), &graph, &store, &[input(shape, 1)])
+    let got = common::opencl::run_opencl(&graph, &store, &[input(shape, 1)])
         .unwrap_or_else(|e| panic!("{src}: {e}"));
     for ((&n, g), sizes) in flex.iter().zip(&got).zip(want_sizes) {
         let operands: Vec<Tensor<f32>> = graph
@@ -165,7 +165,8 @@ fn flex_examples_without_bound_weights_match_the_reference() {
         )
         .unwrap_or_else(|e| panic!("{file}: reference: {e}"))
         .outputs;
-        let got = run_graph(ctx(), &graph, &store, &[x]).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let got = common::opencl::run_opencl(&graph, &store, &[x])
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         close(file, &got[0], &want[0], 1e-4);
     }
 }
@@ -192,7 +193,7 @@ fn flextcn6_with_bound_weights_matches_the_reference() {
     )
     .expect("reference")
     .outputs;
-    let got = run_graph(ctx(), &graph, &store, &[x]).expect("opencl");
+    let got = common::opencl::run_opencl(&graph, &store, &[x]).expect("opencl");
     close("flextcn6", &got[0], &want[0], 1e-4);
 }
 

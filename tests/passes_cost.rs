@@ -72,7 +72,7 @@ fn algos(g: &Graph) -> Vec<(String, ConvAlgo)> {
     order
         .into_iter()
         .filter_map(|n| match &g.node(n).op {
-            Op::Conv { algo, .. } => Some((g.node(n).name.clone(), *algo)),
+            Op::Conv(c) => Some((g.node(n).name.clone(), c.algo)),
             _ => None,
         })
         .collect()
@@ -347,7 +347,8 @@ fn compiled(name: &str, print_after: &[&str], batch: u64) -> fnet::cli::compile:
         verbose: false,
         weights: None,
         batch,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
+        precision: fnet::ir::DType::F32,
     })
     .unwrap_or_else(|e| panic!("{name}: {e:?}"))
 }

@@ -339,7 +339,8 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
+                precision: fnet::ir::DType::F32,
             })
             .unwrap_or_else(|e| panic!("{stem}: {e:?}"));
             insta::assert_snapshot!(format!("{pass}__{stem}"), out.printed);
@@ -357,7 +358,8 @@ fn compile_with(model: &str, weights: Option<std::path::PathBuf>) -> Result<Stri
         verbose: false,
         weights,
         batch: 1,
-        cost_backend: fnet::cost::CostBackend::Reference,
+        cost_backend: fnet::cost::CostTableId::Reference,
+        precision: fnet::ir::DType::F32,
     })
     .map(|c| c.printed)
     .map_err(|e| match e {

@@ -7,6 +7,7 @@ mod common;
 
 use common::{example, example_path, input_shape, program, random, EXAMPLES};
 use fnet::cli::compile::{compile, CompileArgs};
+use fnet::cost::{CostTable, CostTableId};
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
@@ -266,13 +267,14 @@ fn fold_is_cheaper_follows_the_cost_model() {
         kernel: vec![k, k],
         out_spatial: vec![side, side],
     };
+    let reference = CostTable::reference();
     // 64 -> 64x8 basis then 64: 8x the k x k work unfolded.
-    let d = fold_is_cheaper(&[conv(64, 512, 3, 32)], &conv(512, 64, 1, 32));
+    let d = fold_is_cheaper(reference, &[conv(64, 512, 3, 32)], &conv(512, 64, 1, 32));
     assert!(d.cheaper);
     assert_eq!(d.unfolded, 1024 * (512 * 64 * 9 + 64 * 512));
     assert_eq!(d.folded, 1024 * 64 * 64 * 9 + 64 * 512 * 64 * 9);
     // 4 basis filters combined into 64 outputs: the two steps are cheaper.
-    let d = fold_is_cheaper(&[conv(64, 4, 3, 32)], &conv(4, 64, 1, 32));
+    let d = fold_is_cheaper(reference, &[conv(64, 4, 3, 32)], &conv(4, 64, 1, 32));
     assert!(!d.cheaper);
 }
 
@@ -287,7 +289,7 @@ fn fused_conv_keeps_its_algorithm() {
         .g
         .node_weights()
         .filter_map(|n| match &n.op {
-            Op::FusedConv { algo, epilogue, .. } => Some((*algo, epilogue.clone())),
+            Op::FusedConv { conv, epilogue } => Some((conv.algo, epilogue.clone())),
             _ => None,
         })
         .collect();
@@ -319,10 +321,52 @@ fn print_after_snapshots() {
                 verbose: false,
                 weights: None,
                 batch: 1,
-                cost_backend: fnet::cost::CostBackend::Reference,
+                cost_backend: fnet::cost::CostTableId::Reference,
+                precision: fnet::ir::DType::F32,
             };
             let out = compile(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
             insta::assert_snapshot!(format!("{pass}__{name}"), out.printed);
         }
     }
+}
+
+#[test]
+fn fold_bases_decides_by_the_contexts_cost_table() {
+    // 64 -> 16 basis, 16 -> 16 mix at 8x8, batch 1: the reference interpreter's fitted
+    // times keep the two convs, an OpenCL device's launch overheads favour one conv.
+    let text = "model f {\n  input x: f32[B, 64, 8, 8]\n  seed 0\n  \
+                return x |> lc(16, 3, expansion: 1, padding: 1)\n}\n";
+    let g = program(text);
+    let convs = |backend| {
+        let mut g = g.clone();
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        ctx.cost_backend = backend;
+        let names = ["materialize-frozen", "fold-bases"].map(String::from);
+        from_names(&names)
+            .unwrap()
+            .run(&mut g, &mut ctx, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        let note = ctx.notes.last().map(|n| n.text.clone()).unwrap_or_default();
+        (count(&g, "conv"), note)
+    };
+    let (reference, why) = convs(CostTableId::Reference);
+    assert_eq!(reference, 2, "{why}");
+    assert!(why.starts_with("kept unfolded"), "{why}");
+    for backend in [CostTableId::OpenclCpu, CostTableId::OpenclGpu] {
+        let (n, why) = convs(backend);
+        assert_eq!(n, 1, "{backend:?}: {why}");
+        assert!(why.starts_with("folded"), "{backend:?}: {why}");
+    }
+    // The same decision through the function the pass calls, per table.
+    let shape = |cin, cout, k| ConvShape {
+        batch: 1,
+        in_channels: cin,
+        out_channels: cout,
+        groups: 1,
+        kernel: vec![k, k],
+        out_spatial: vec![8, 8],
+    };
+    let decide = |b| fold_is_cheaper(CostTable::of(b), &[shape(64, 16, 3)], &shape(16, 16, 1));
+    assert!(!decide(CostTableId::Reference).cheaper);
+    assert!(decide(CostTableId::OpenclGpu).cheaper);
 }

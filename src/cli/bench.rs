@@ -5,18 +5,20 @@
 //! uses the nominal flops of `crate::cost::flops::graph_flops`, the same count for
 //! every backend.
 
-use super::run::RunBackend;
+use super::progress::{with_spinner, SPINNER_DELAY};
 use super::CliError;
+use crate::backend::BackendKind;
 use crate::cost::flops::graph_flops;
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::weights::read_weights;
 use crate::ir::types::Dim;
 use crate::ir::Graph;
+use crate::opencl::DeviceSel;
 use crate::passes::pipeline::default_pipeline;
 use crate::passes::{CompileMode, PassContext};
-use crate::runtime::{check_store, initialise, run, ParamStore, RunError, RunOptions};
+use crate::runtime::{check_store, initialise, ParamStore, RunError};
 use crate::tensor::Tensor;
 use std::fmt;
 use std::path::PathBuf;
@@ -27,7 +29,9 @@ pub struct BenchArgs {
     /// Weights to bind; the model's seeded initial weights when `None`.
     pub weights: Option<PathBuf>,
     pub options: Options,
-    pub backend: RunBackend,
+    /// Where the forward runs: the backend, and the device (`None`: its default).
+    pub backend: BackendKind,
+    pub device: Option<DeviceSel>,
     pub batch: usize,
     /// Timed runs.
     pub iters: usize,
@@ -109,7 +113,7 @@ impl fmt::Display for BenchReport {
 /// `cost`'s table choosing conv algorithms.
 pub fn compile_bound(
     args: &BenchArgs,
-    cost: CostBackend,
+    cost: CostTableId,
 ) -> Result<(Graph, ParamStore<f32>), CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
     let batch = crate::runtime::budget::Need::Run {
@@ -121,6 +125,7 @@ pub fn compile_bound(
         Some(path) => {
             let file = read_weights::<f32>(path)?;
             check_store(&graph, &file.tensors, &path.display().to_string())?;
+            super::warn_non_finite(path, &file.tensors);
             file.tensors
         }
         None => initialise::<f32>(&graph, graph.seed)?,
@@ -197,67 +202,31 @@ pub fn bench(
     if args.batch == 0 || args.iters == 0 {
         return Err(RunError::new("--batch and --iters must be at least 1").into());
     }
-    // The device is opened first: its kind picks the cost table.
-    let device = match args.backend {
-        RunBackend::Reference => None,
-        RunBackend::OpenCl(sel) => Some(crate::opencl::ClContext::new(
-            sel,
-            crate::opencl::default_cache_dir(),
-        )?),
-    };
-    let cost = device.as_ref().map_or(CostBackend::Reference, |c| {
-        CostBackend::opencl(c.info.is_gpu)
-    });
+    // The backend is opened first: it (and its device's kind) picks the cost table.
+    let backend = crate::backend::open(args.backend, args.device, &args.model)?;
+    let cost = backend.cost_table();
     let t0 = Instant::now();
     let (graph, store) = compile_bound(args, cost)?;
     let compile = t0.elapsed();
     let input = bench_input(&graph, args.batch)?;
     let flops = graph_flops(&graph, std::slice::from_ref(&input.shape))?;
+    let t1 = Instant::now();
+    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
+    let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
+        backend.prepare(graph, store, std::slice::from_ref(&input.shape))
+    })?;
+    let prepare = t1.elapsed();
     let total = args.warmup + args.iters;
     let mut times = Vec::with_capacity(args.iters);
-    let mut timed = |i: usize, f: &mut dyn FnMut() -> Result<(), RunError>| {
+    for i in 0..total {
         let t = Instant::now();
-        f()?;
+        prepared.forward(std::slice::from_ref(&input))?;
         if i >= args.warmup {
             times.push(t.elapsed());
         }
         progress(i + 1, total);
-        Ok::<(), RunError>(())
-    };
-    let t1 = Instant::now();
-    let (backend, prepare) = match &device {
-        None => {
-            let prepare = t1.elapsed();
-            let opts = RunOptions::default();
-            for i in 0..total {
-                timed(i, &mut || {
-                    run(&graph, &store, std::slice::from_ref(&input), &opts).map(|_| ())
-                })?;
-            }
-            (
-                "reference interpreter, cost table reference".to_string(),
-                prepare,
-            )
-        }
-        Some(ctx) => {
-            let target = crate::opencl::target_for(&ctx.info);
-            let plan = crate::kernel_ir::plan::build_plan(
-                &graph,
-                &store,
-                std::slice::from_ref(&input.shape),
-                target,
-            )?;
-            let exe = crate::opencl::Executable::new(ctx, plan)?;
-            let prepare = t1.elapsed();
-            for i in 0..total {
-                timed(i, &mut || exe.run(std::slice::from_ref(&input)).map(|_| ()))?;
-            }
-            (
-                format!("opencl {}, cost table {}", ctx.info, cost.name()),
-                prepare,
-            )
-        }
-    };
+    }
+    let backend = format!("{}, cost table {}", backend.device(), cost.name());
     Ok(BenchReport {
         model: args.model.display().to_string(),
         backend,

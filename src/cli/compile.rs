@@ -1,14 +1,15 @@
 //! `fnetc compile`: elaborate, run the pass pipeline, print the IR (after chosen passes
 //! or at the end), and report pass timings.
 
-use super::{check_output_dir, CliError};
-use crate::cost::CostBackend;
+use super::CliError;
+use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
 use crate::io::weights::read_weights;
 use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
+use crate::ir::types::DType;
 use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
 use crate::runtime::budget::Need;
@@ -32,7 +33,9 @@ pub struct CompileArgs {
     /// Batch size for the memory plan and cost estimates.
     pub batch: u64,
     /// Whose fitted cost table picks each conv's algorithm.
-    pub cost_backend: CostBackend,
+    pub cost_backend: CostTableId,
+    /// The precision the graph will run in, for constant folds.
+    pub precision: DType,
 }
 
 pub struct Compiled {
@@ -73,9 +76,11 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let mut ctx = PassContext::new(args.mode);
     ctx.batch = args.batch.max(1);
     ctx.cost_backend = args.cost_backend;
+    ctx.precision = args.precision;
     if let Some(path) = &args.weights {
         let file = read_weights::<f32>(path)?;
         check_store(&graph, &file.tensors, &path.display().to_string())?;
+        super::warn_non_finite(path, &file.tensors);
         ctx.weights = Some(file.tensors);
     }
     let (mut printed, mut timings) = (String::new(), String::new());
@@ -122,28 +127,29 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     })
 }
 
+/// The files a compilation reads, which its `-o` must not overwrite.
+fn inputs(args: &CompileArgs) -> Vec<&Path> {
+    let mut inputs = vec![args.model.as_path()];
+    inputs.extend(args.weights.as_deref());
+    inputs
+}
+
+/// Refuses an artifact path that is missing its directory or names an input, before
+/// the compilation runs.
+pub fn check_compiled_output(args: &CompileArgs, path: &Path) -> Result<(), CliError> {
+    Ok(crate::io::check_output(path, &inputs(args))?)
+}
+
 /// Writes `compiled` as an artifact at `path`. Refuses to write over the model or the
-/// weights it was compiled from.
+/// weights it was compiled from (see [`crate::io::output`]).
 pub fn write_compiled(
     compiled: &Compiled,
     args: &CompileArgs,
     path: &Path,
 ) -> Result<ArtifactHeader, CliError> {
-    let same = |other: &Path| {
-        other == path
-            || matches!((other.canonicalize(), path.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    };
-    if same(&args.model) || args.weights.as_deref().is_some_and(same) {
-        return Err(RunError::new(format!(
-            "-o {} would overwrite an input of this compilation",
-            path.display()
-        ))
-        .hint("write the artifact to a new file, e.g. model.fnc")
-        .into());
-    }
-    check_output_dir(path)?;
     Ok(write_artifact(
         path,
+        &inputs(args),
         &compiled.graph,
         compiled.provenance.clone(),
         compiled.ctx.weights.as_ref(),

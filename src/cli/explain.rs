@@ -5,7 +5,7 @@
 
 use crate::cost::{fmt_seconds, CostTable, ALGOS};
 use crate::ir::graph::Graph;
-use crate::passes::choose_conv_algo::{conv_geometry, conv_shape};
+use crate::passes::choose_conv_algo::conv_shape;
 use crate::passes::{Note, PassContext};
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -30,21 +30,22 @@ pub fn explain(graph: &Graph, ctx: &PassContext) -> String {
     let order = graph.topo_order().unwrap_or_default();
     let convs: Vec<_> = order
         .into_iter()
-        .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
+        .filter(|&n| graph.node(n).op.conv_attrs().is_some())
         .collect();
     let _ = writeln!(
         out,
-        "explain {}: {} convs, batch {} where symbolic, cost table `{}` ({})",
+        "explain {}: {} convs, batch {} where symbolic, costed for {} by cost table `{}` (table fitted on {})",
         graph.name,
         convs.len(),
         ctx.batch,
+        table.backend.target(),
         table.backend.name(),
         table.machine
     );
     let mut used = BTreeSet::new();
     for id in convs {
         let node = graph.node(id);
-        let Some((.., algo)) = conv_geometry(&node.op) else {
+        let Some(algo) = node.op.conv_attrs().map(|c| c.algo) else {
             continue;
         };
         let kernel_ty = &graph.node(graph.operands(id)[1]).ty;

@@ -1,6 +1,7 @@
 //! The `fnetc` commands that touch files: `init` and `run`. Each returns a `CliError`
-//! that names the file and what went wrong; nothing the user had is overwritten unless
-//! the command completed.
+//! that names the file and what went wrong. Every file a command writes goes through
+//! [`crate::io::write_output`]: never over one of its inputs, atomically, and only
+//! once the command has succeeded.
 
 pub mod bench;
 pub mod compile;
@@ -8,6 +9,8 @@ pub mod explain;
 pub mod init;
 pub mod inputs;
 pub mod memory;
+pub mod named_inputs;
+pub mod progress;
 pub mod run;
 
 use crate::diag::Report;
@@ -49,16 +52,13 @@ impl fmt::Display for CliError {
     }
 }
 
-/// Fails early when an output file's directory does not exist, before any work.
-pub fn check_output_dir(path: &std::path::Path) -> Result<(), RunError> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    match parent {
-        Some(dir) if !dir.is_dir() => Err(RunError::new(format!(
-            "cannot write `{}`: directory `{}` does not exist",
-            path.display(),
-            dir.display()
-        ))
-        .hint(format!("create it first: mkdir -p {}", dir.display()))),
-        _ => Ok(()),
+/// Prints warnings about the weights at `path` (NaN or infinite values) on stderr: the
+/// run goes on, but its outputs would be NaN without a word otherwise.
+pub fn warn_non_finite<T: crate::tensor::Scalar>(
+    path: &std::path::Path,
+    tensors: &std::collections::BTreeMap<String, crate::tensor::Tensor<T>>,
+) {
+    for line in crate::io::weights::non_finite_warnings(path, tensors) {
+        eprintln!("{line}");
     }
 }

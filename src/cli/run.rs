@@ -1,20 +1,24 @@
-//! `fnetc run`: a model forward on the reference interpreter, from `.npy` or IDX
+//! `fnetc run`: a model forward on a backend (`crate::backend`), from `.npy` or IDX
 //! inputs to a `.npy` output, with the top-1 class per sample for classifiers.
 
 use super::compile::{compile, CompileArgs};
-use super::inputs::{load_input, load_labels};
-use super::{check_output_dir, CliError};
-use crate::cost::CostBackend;
+use super::inputs::load_labels;
+use super::named_inputs::{load_inputs, order_inputs, InputArg};
+use super::progress::{with_spinner, SPINNER_DELAY};
+use super::CliError;
+use crate::backend::BackendKind;
+use crate::cost::CostTableId;
 use crate::eval::Options;
 use crate::io::artifact::read_artifact;
-use crate::io::npy::write_npy;
+use crate::io::npy::npy_bytes;
 use crate::io::weights::read_weights;
+use crate::io::{check_output, write_output};
 use crate::ir::op::Op;
-use crate::ir::Graph;
+use crate::ir::{DType, Graph};
+use crate::opencl::DeviceSel;
 use crate::passes::CompileMode;
-use crate::runtime::{check_store, run, ParamStore, RunError, RunOptions};
+use crate::runtime::{check_store, ParamStore, RunError};
 use crate::tensor::{Scalar, Tensor};
-use rustfft::FftNum;
 use std::path::{Path, PathBuf};
 
 pub struct RunArgs {
@@ -22,7 +26,8 @@ pub struct RunArgs {
     pub model: PathBuf,
     /// Required unless `model` is an artifact with bound weights.
     pub weights: Option<PathBuf>,
-    pub input: PathBuf,
+    /// One file per model input (`-i FILE`, or `-i NAME=FILE` each).
+    pub inputs: Vec<InputArg>,
     pub range: Option<(Option<usize>, Option<usize>)>,
     pub labels: Option<PathBuf>,
     pub output: Option<PathBuf>,
@@ -30,18 +35,20 @@ pub struct RunArgs {
     pub f64: bool,
     /// Run the elaborated graph without the optimising passes (`-O0`).
     pub unoptimised: bool,
-    /// Where the forward runs.
-    pub backend: RunBackend,
+    /// Where the forward runs: the backend, and the device (`None`: its default).
+    pub backend: BackendKind,
+    pub device: Option<DeviceSel>,
 }
 
-/// The execution backend of `fnetc run`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RunBackend {
-    /// The reference interpreter.
-    #[default]
-    Reference,
-    /// Generated OpenCL kernels on the chosen device.
-    OpenCl(crate::opencl::DeviceSel),
+impl RunArgs {
+    /// Every file the run reads, which `-o` must not overwrite.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = vec![self.model.as_path()];
+        files.extend(self.inputs.iter().map(|i| i.path.as_path()));
+        files.extend(self.weights.as_deref());
+        files.extend(self.labels.as_deref());
+        files
+    }
 }
 
 /// What a run printed, for tests.
@@ -51,51 +58,61 @@ pub struct RunSummary {
     pub output_shape: Vec<usize>,
 }
 
-/// Runs the model. A `.fnet` model is compiled for the backend it runs on: with the
-/// input's batch, and with the OpenCL cost table of the device's kind when on OpenCL
-/// (so the device is opened first).
+/// Runs the model. The backend is opened first: a `.fnet` model is compiled for it,
+/// with its cost table and the input's batch. The device goes to stderr, and a
+/// spinner while preparing takes long (a cold OpenCL program build).
 pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     if let Some(out) = &args.output {
-        check_output_dir(out)?;
+        check_output(out, &args.files())?;
     }
-    if let RunBackend::OpenCl(device) = args.backend {
-        if args.f64 {
-            return Err(RunError::new("the OpenCL backend computes in f32 only")
-                .hint("drop --f64, or use --backend reference")
-                .into());
-        }
-        let ctx = open_device(args, device)?;
-        let (graph, store, input) = model_and_input(args, CostBackend::opencl(ctx.info.is_gpu))?;
-        let outputs = crate::opencl::run_graph(&ctx, &graph, &store, &[input.cast()])?;
-        return summarise(args, &outputs[0]);
+    let backend = crate::backend::open(args.backend, args.device, &args.model)?;
+    if args.f64 && !backend.capabilities().f64 {
+        return Err(RunError::new(format!(
+            "the {} backend computes in f32 only",
+            backend.kind().name()
+        ))
+        .hint("drop --f64, or use --backend reference")
+        .into());
     }
-    let (graph, store, input) = model_and_input(args, CostBackend::Reference)?;
+    eprintln!("running on {}", backend.device());
+    let (graph, store, inputs) = model_and_inputs(args, backend.cost_table())?;
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
     if args.f64 {
         let store = store.into_iter().map(|(k, v)| (k, v.cast())).collect();
-        forward::<f64>(args, &graph, &store, input)
+        let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
+            backend.prepare_f64(graph, store, &shapes)
+        })?;
+        summarise(args, &prepared.forward(&inputs)?[0])
     } else {
-        forward::<f32>(args, &graph, &store, input.cast())
+        let inputs: Vec<Tensor<f32>> = inputs.iter().map(Tensor::cast).collect();
+        let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
+            backend.prepare(graph, store, &shapes)
+        })?;
+        summarise(args, &prepared.forward(&inputs)?[0])
     }
 }
 
-/// The model (compiled, or the artifact as it is), its weights and the input.
-fn model_and_input(
-    args: &RunArgs,
-    cost: CostBackend,
-) -> Result<(Graph, ParamStore<f32>, Tensor<f64>), CliError> {
+/// A model ready for a backend: graph, weights, and inputs in the graph's order.
+type Loaded = (Graph, ParamStore<f32>, Vec<Tensor<f64>>);
+
+/// The model (compiled, or the artifact as it is), its weights and the inputs.
+fn model_and_inputs(args: &RunArgs, cost: CostTableId) -> Result<Loaded, CliError> {
+    let model = args.model.display().to_string();
     if is_artifact(&args.model) {
         let (graph, store) = load_artifact(args)?;
-        let input = load_input(&args.input, args.range)?;
-        let batch = input.shape.first().copied().unwrap_or(1) as u64;
+        let inputs = order_inputs(load_inputs(&args.inputs, args.range)?, &graph, &model)?;
+        let batch = inputs[0].shape.first().copied().unwrap_or(1) as u64;
         super::memory::guard_artifact(&graph, crate::runtime::budget::Need::Run { batch })?;
-        return Ok((graph, store, input));
+        return Ok((graph, store, inputs));
     }
-    // The weights file is checked before the (possibly large) input is read.
+    // The weights file is checked before the (possibly large) inputs are read.
     let weights = weights_for_source(args)?;
-    let input = load_input(&args.input, args.range)?;
-    let batch = input.shape.first().copied().unwrap_or(1) as u64;
+    let given = load_inputs(&args.inputs, args.range)?;
+    let batch = given[0].1.shape.first().copied().unwrap_or(1) as u64;
     let (graph, store) = compile_for_run(args, weights, batch, cost)?;
-    Ok((graph, store, input))
+    let inputs = order_inputs(given, &graph, &model)?;
+    Ok((graph, store, inputs))
 }
 
 /// `.fnc` files are compiled artifacts; anything else is read as `.fnet` source.
@@ -136,6 +153,7 @@ fn load_artifact(args: &RunArgs) -> Result<(Graph, ParamStore<f32>), CliError> {
     };
     let file = args.weights.as_ref().unwrap_or(&args.model);
     check_store(&artifact.graph, &store, &file.display().to_string())?;
+    super::warn_non_finite(file, &store);
     Ok((artifact.graph, store))
 }
 
@@ -191,7 +209,7 @@ fn compile_for_run(
     args: &RunArgs,
     weights: &Path,
     batch: u64,
-    cost: CostBackend,
+    cost: CostTableId,
 ) -> Result<(Graph, ParamStore<f32>), CliError> {
     let compiled = compile(&CompileArgs {
         model: args.model.clone(),
@@ -203,39 +221,14 @@ fn compile_for_run(
         weights: Some(weights.to_path_buf()),
         batch: batch.max(1),
         cost_backend: cost,
+        precision: if args.f64 { DType::F64 } else { DType::F32 },
     })?;
     let store = compiled.ctx.weights.unwrap_or_default();
     Ok((compiled.graph, store))
 }
 
-fn forward<T: Scalar + FftNum>(
-    args: &RunArgs,
-    graph: &Graph,
-    store: &ParamStore<T>,
-    input: Tensor<T>,
-) -> Result<RunSummary, CliError> {
-    let result = run(graph, store, &[input], &RunOptions::default())?;
-    summarise(args, &result.outputs[0])
-}
-
-/// Opens the device, probing for a platform first.
-fn open_device(
-    args: &RunArgs,
-    device: crate::opencl::DeviceSel,
-) -> Result<crate::opencl::ClContext, CliError> {
-    // Compiled artifacts keep their programs beside them; source models use the cache.
-    let cache = if is_artifact(&args.model) {
-        Some(args.model.with_extension("fnc.clcache"))
-    } else {
-        crate::opencl::default_cache_dir()
-    };
-    Ok(crate::opencl::ClContext::new(device, cache)?)
-}
-
+/// Scores the output against the labels, then writes it: a failed check writes nothing.
 fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, CliError> {
-    if let Some(path) = &args.output {
-        write_npy(path, out)?;
-    }
     let predictions = if out.ndim() == 2 {
         argmax_rows(out)
     } else {
@@ -243,7 +236,7 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
     };
     let accuracy = match &args.labels {
         Some(path) if !predictions.is_empty() => {
-            let labels = load_labels(path, args.range)?;
+            let labels = load_labels(path, args.range, out.shape[1])?;
             if labels.len() != predictions.len() {
                 return Err(RunError::new(format!(
                     "`{}` has {} labels for {} inputs",
@@ -262,6 +255,10 @@ fn summarise<T: Scalar>(args: &RunArgs, out: &Tensor<T>) -> Result<RunSummary, C
         }
         _ => None,
     };
+    if let Some(path) = &args.output {
+        let bytes = npy_bytes(out);
+        write_output(path, &args.files(), |w| w.write_all(&bytes))?;
+    }
     Ok(RunSummary {
         predictions,
         accuracy,

@@ -4,7 +4,7 @@
 //! only see the slowest shapes). `examples/fit_cost.rs` drives it; the reference
 //! kernels are timed here, the OpenCL ones by `opencl::conv_timing`.
 
-use super::{AlgoCost, ConvShape, CostBackend, CostTable, ALGOS};
+use super::{AlgoCost, ConvShape, CostTable, CostTableId, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::conv::ConvParams;
 use crate::reference::direct_tiled::conv_direct;
@@ -97,18 +97,18 @@ const MAX_DIRECT_TAPS: f64 = 6e8;
 const MAX_IM2COL_COLS: f64 = 4e7;
 
 /// Whether `algo` is timed on `shape` on `backend`.
-pub fn measurable(shape: &ConvShape, backend: CostBackend, algo: ConvAlgo) -> bool {
+pub fn measurable(shape: &ConvShape, backend: CostTableId, algo: ConvAlgo) -> bool {
     match (backend, algo, shape.features_on(backend, algo)) {
         (_, _, None) => false,
-        (CostBackend::Reference, ConvAlgo::Direct, Some(f)) => {
+        (CostTableId::Reference, ConvAlgo::Direct, Some(f)) => {
             f[0] <= 4.0 * MAX_DIRECT_TAPS && f[3] <= MAX_DIRECT_TAPS
         }
-        (CostBackend::Reference, ConvAlgo::Im2col, Some(f)) => {
+        (CostTableId::Reference, ConvAlgo::Im2col, Some(f)) => {
             f[1] <= MAX_IM2COL_COLS && f[0] <= 4.0 * MAX_DIRECT_TAPS
         }
         // PoCL runs a direct conv at tens of GFLOP/s: the largest long-kernel points
         // would take seconds each.
-        (CostBackend::OpenclCpu, ConvAlgo::Direct, Some(f)) => f[0] <= 8.0 * MAX_DIRECT_TAPS,
+        (CostTableId::OpenclCpu, ConvAlgo::Direct, Some(f)) => f[0] <= 8.0 * MAX_DIRECT_TAPS,
         (_, _, Some(_)) => true,
     }
 }
@@ -280,7 +280,7 @@ fn solve_ls(rows: &[Vec<f64>], scale: &[f64], free: &[usize]) -> Option<Vec<f64>
 /// direct and FFT points are required).
 pub fn fit(
     samples: &[Sample],
-    backend: CostBackend,
+    backend: CostTableId,
     machine: &str,
     command: &str,
 ) -> Result<CostTable, String> {
@@ -349,10 +349,10 @@ mod tests {
         let g = grid();
         for a in ALGOS {
             let n = |b| g.iter().filter(|s| measurable(s, b, a)).count();
-            assert!(n(CostBackend::Reference) >= 20, "{a:?}");
+            assert!(n(CostTableId::Reference) >= 20, "{a:?}");
             if a != ConvAlgo::Im2col {
-                assert!(n(CostBackend::OpenclCpu) >= 20, "{a:?}");
-                assert!(n(CostBackend::OpenclGpu) >= 20, "{a:?}");
+                assert!(n(CostTableId::OpenclCpu) >= 20, "{a:?}");
+                assert!(n(CostTableId::OpenclGpu) >= 20, "{a:?}");
             }
         }
     }

@@ -108,9 +108,9 @@ fn node_flops(graph: &Graph, id: NodeIndex, ops: &[NodeIndex], env: &DimEnv) -> 
             let features = x.last().copied().unwrap_or(0);
             2 * out * features + if *bias { out } else { 0 }
         }
-        Op::Conv { bias, .. } => conv_flops(graph, ops, out, *bias, 0, env),
-        Op::FusedConv { bias, epilogue, .. } => {
-            conv_flops(graph, ops, out, *bias, epilogue.len() as u64, env)
+        Op::Conv(c) => conv_flops(graph, ops, out, c.bias, 0, env),
+        Op::FusedConv { conv, epilogue } => {
+            conv_flops(graph, ops, out, conv.bias, epilogue.len() as u64, env)
         }
     }
 }

@@ -24,7 +24,7 @@
 //! reference's, and what a conv costs there depends on the device kind's register
 //! tiles and launch overheads.
 //!
-//! Each backend's constants live in `src/cost/<backend>.json` ([`CostBackend`]),
+//! Each backend's constants live in `src/cost/<backend>.json` ([`CostTableId`]),
 //! written by `cargo run --release --example fit_cost -- --backend B` together with the
 //! measured points (`<backend>_points.csv`). Everything here is plain arithmetic on
 //! integers and the committed tables, so decisions are deterministic.
@@ -34,6 +34,7 @@ pub mod flops;
 pub mod opencl;
 pub mod points;
 
+pub use crate::ir::conv_cost::{fmt_seconds, ConvCost, ConvShape, Decider, Estimate, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
 use crate::reference::direct_blocked::block_channels;
 use crate::reference::fft_conv::fft_len;
@@ -46,118 +47,68 @@ const DIRECT_COLS: u64 = crate::reference::direct_tiled::COLS as u64;
 const DIRECT_TILE: u64 = crate::reference::direct_blocked::TILE as u64;
 const DIRECT_MIN_CHANNELS: u64 = crate::reference::direct_blocked::MIN_CHANNELS as u64;
 
-/// The backend whose fitted constants decide: the reference interpreter, or OpenCL on
-/// a CPU (PoCL) or a GPU. `fnetc run/bench --backend opencl` pick the OpenCL table of
-/// the device's kind; `fnetc compile --cost-model` picks one by name.
+/// Which fitted table decides: the reference interpreter's, or OpenCL's on a CPU
+/// (PoCL) or a GPU. This names a table, not a backend (that is
+/// `crate::backend::BackendKind`): one backend has a table per device kind, and each
+/// backend says which is its own (`crate::backend::Backend::cost_table`), which is
+/// how `fnetc run/bench` choose; `fnetc compile --cost-model` picks one by name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum CostBackend {
+pub enum CostTableId {
     #[default]
     Reference,
     OpenclCpu,
     OpenclGpu,
 }
 
-impl CostBackend {
-    pub const ALL: [CostBackend; 3] = [
-        CostBackend::Reference,
-        CostBackend::OpenclCpu,
-        CostBackend::OpenclGpu,
+impl CostTableId {
+    pub const ALL: [CostTableId; 3] = [
+        CostTableId::Reference,
+        CostTableId::OpenclCpu,
+        CostTableId::OpenclGpu,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            CostBackend::Reference => "reference",
-            CostBackend::OpenclCpu => "opencl-cpu",
-            CostBackend::OpenclGpu => "opencl-gpu",
+            CostTableId::Reference => "reference",
+            CostTableId::OpenclCpu => "opencl-cpu",
+            CostTableId::OpenclGpu => "opencl-gpu",
+        }
+    }
+
+    /// What the table's estimates are for, as `--explain` says it.
+    pub fn target(self) -> &'static str {
+        match self {
+            CostTableId::Reference => "the reference interpreter",
+            CostTableId::OpenclCpu => "OpenCL on a CPU",
+            CostTableId::OpenclGpu => "OpenCL on a GPU",
         }
     }
 
     /// The OpenCL table for a device of this kind.
-    pub fn opencl(is_gpu: bool) -> CostBackend {
+    pub fn opencl(is_gpu: bool) -> CostTableId {
         if is_gpu {
-            CostBackend::OpenclGpu
+            CostTableId::OpenclGpu
         } else {
-            CostBackend::OpenclCpu
+            CostTableId::OpenclCpu
         }
     }
 }
 
-impl std::str::FromStr for CostBackend {
+impl std::str::FromStr for CostTableId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CostBackend::ALL
+        CostTableId::ALL
             .into_iter()
             .find(|b| b.name() == s)
             .ok_or_else(|| format!("expected one of reference, opencl-cpu, opencl-gpu, got `{s}`"))
     }
 }
 
-/// The algorithms the model compares, in tie-break order.
-pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
-
-/// Everything about a conv the model needs, with every size known.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConvShape {
-    pub batch: u64,
-    pub ci: u64,
-    pub co: u64,
-    /// Input spatial sizes.
-    pub input: Vec<u64>,
-    /// Kernel spatial sizes.
-    pub kernel: Vec<u64>,
-    pub stride: Vec<u64>,
-    pub dilation: Vec<u64>,
-    pub groups: u64,
-    pub padding: Padding,
-}
-
+/// The backend-specific part of a conv's cost: where each algorithm runs and its work
+/// counts (the shape itself is plain IR data, `crate::ir::conv_cost`).
 impl ConvShape {
-    /// A stride-1, dilation-1, one-group conv with `padding`.
-    pub fn plain(
-        batch: u64,
-        ci: u64,
-        co: u64,
-        input: &[u64],
-        kernel: &[u64],
-        padding: Padding,
-    ) -> Self {
-        ConvShape {
-            batch,
-            ci,
-            co,
-            input: input.to_vec(),
-            kernel: kernel.to_vec(),
-            stride: vec![1; input.len()],
-            dilation: vec![1; input.len()],
-            groups: 1,
-            padding,
-        }
-    }
-
-    /// Zeros before and after each spatial dimension, as the interpreter resolves them.
-    pub fn pads(&self) -> Vec<(u64, u64)> {
-        match &self.padding {
-            Padding::Explicit(p) => p.clone(),
-            Padding::Same => self
-                .kernel
-                .iter()
-                .zip(&self.dilation)
-                .map(|(&k, &d)| {
-                    let t = d * k.saturating_sub(1);
-                    (t / 2, t - t / 2)
-                })
-                .collect(),
-            Padding::Causal => self
-                .kernel
-                .iter()
-                .zip(&self.dilation)
-                .map(|(&k, &d)| (d * k.saturating_sub(1), 0))
-                .collect(),
-        }
-    }
-
     /// Whether every work count of every algorithm fits in a `u64`: the product of all
     /// sizes, padded input and kernel, with room for tile rounding and FFT padding.
     pub fn countable(&self) -> bool {
@@ -169,18 +120,6 @@ impl ConvShape {
             work *= 2.0 * (n + 2.0 * d * k as f64 + 1.0) * k.max(1) as f64 * d;
         }
         work < (1u64 << 62) as f64
-    }
-
-    /// Output spatial sizes, `None` when the kernel does not fit.
-    pub fn output(&self) -> Option<Vec<u64>> {
-        (0..self.input.len())
-            .map(|i| {
-                let (lo, hi) = self.pads()[i];
-                let span = self.dilation[i] * self.kernel[i].checked_sub(1)? + 1;
-                let padded = self.input[i] + lo + hi;
-                (padded >= span && self.stride[i] > 0).then(|| (padded - span) / self.stride[i] + 1)
-            })
-            .collect()
     }
 
     /// Whether the reference FFT path runs this conv (see `interp::conv_op`).
@@ -198,11 +137,11 @@ impl ConvShape {
 
     /// The work counts of `algo` on `backend`; `None` when `algo` cannot run this
     /// conv there.
-    pub fn features_on(&self, backend: CostBackend, algo: ConvAlgo) -> Option<Vec<f64>> {
+    pub fn features_on(&self, backend: CostTableId, algo: ConvAlgo) -> Option<Vec<f64>> {
         match backend {
-            CostBackend::Reference => self.features(algo),
-            CostBackend::OpenclCpu => opencl::features(self, algo, false),
-            CostBackend::OpenclGpu => opencl::features(self, algo, true),
+            CostTableId::Reference => self.features(algo),
+            CostTableId::OpenclCpu => opencl::features(self, algo, false),
+            CostTableId::OpenclGpu => opencl::features(self, algo, true),
         }
     }
 
@@ -315,7 +254,7 @@ impl AlgoCost {
 /// A backend's constants, as committed in `src/cost/<backend>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostTable {
-    pub backend: CostBackend,
+    pub backend: CostTableId,
     /// The command that regenerates the table.
     pub command: String,
     pub machine: String,
@@ -330,11 +269,11 @@ pub struct CostTable {
 impl CostTable {
     /// The reference backend's committed table.
     pub fn reference() -> &'static CostTable {
-        CostTable::of(CostBackend::Reference)
+        CostTable::of(CostTableId::Reference)
     }
 
     /// `backend`'s committed table.
-    pub fn of(backend: CostBackend) -> &'static CostTable {
+    pub fn of(backend: CostTableId) -> &'static CostTable {
         static TABLES: OnceLock<[CostTable; 3]> = OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             [
@@ -344,7 +283,7 @@ impl CostTable {
             ]
             .map(|json| serde_json::from_str(json).expect("src/cost/*.json are valid cost tables"))
         });
-        let i = CostBackend::ALL
+        let i = CostTableId::ALL
             .iter()
             .position(|&b| b == backend)
             .unwrap_or(0);
@@ -380,129 +319,5 @@ impl CostTable {
             im2col: est(ConvAlgo::Im2col),
             fft: est(ConvAlgo::Fft),
         }
-    }
-}
-
-/// Estimated seconds per algorithm for one conv.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
-    #[serde(with = "infinite_as_null")]
-    pub direct: f64,
-    #[serde(with = "infinite_as_null")]
-    pub im2col: f64,
-    #[serde(with = "infinite_as_null")]
-    pub fft: f64,
-}
-
-/// JSON has no infinity (serde_json writes `null` and cannot read it back as f64), so
-/// "cannot run" travels as `null` both ways.
-mod infinite_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_some(v)
-        } else {
-            s.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
-    }
-}
-
-impl Estimate {
-    pub fn get(&self, algo: ConvAlgo) -> f64 {
-        match algo {
-            ConvAlgo::Direct => self.direct,
-            ConvAlgo::Im2col => self.im2col,
-            ConvAlgo::Fft => self.fft,
-            ConvAlgo::Auto => f64::INFINITY,
-        }
-    }
-
-    /// The cheapest algorithm; ties go to the earlier of direct, im2col, fft.
-    pub fn cheapest(&self) -> ConvAlgo {
-        let mut best = ConvAlgo::Direct;
-        for a in ALGOS {
-            if self.get(a) < self.get(best) {
-                best = a;
-            }
-        }
-        best
-    }
-
-    /// `est direct 41.2ms im2col 9.81ms fft n/a`.
-    pub fn summary(&self) -> String {
-        let parts: Vec<String> = ALGOS
-            .iter()
-            .map(|&a| format!("{} {}", a.name(), fmt_seconds(self.get(a))))
-            .collect();
-        format!("est {}", parts.join(" "))
-    }
-}
-
-/// Who decided a conv's algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Decider {
-    /// The cost model (the conv said `algo: auto`).
-    Model,
-    /// The program's explicit `algo:`.
-    Program,
-    /// `FNET_CONV_ALGO`.
-    Env,
-}
-
-impl Decider {
-    pub fn name(self) -> &'static str {
-        match self {
-            Decider::Model => "cost model",
-            Decider::Program => "algo: in the program",
-            Decider::Env => "FNET_CONV_ALGO",
-        }
-    }
-}
-
-/// The decision `choose-conv-algo` recorded for one conv (`Graph::conv_costs`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConvCost {
-    pub shape: ConvShape,
-    pub estimate: Estimate,
-    pub chosen: ConvAlgo,
-    pub decider: Decider,
-    /// True when the kernel size is the FlexConv horizon bound, not a known crop.
-    pub kernel_is_bound: bool,
-}
-
-impl ConvCost {
-    /// The trailing IR comment of the conv line.
-    pub fn ir_comment(&self) -> String {
-        let by = match self.decider {
-            Decider::Model => String::new(),
-            d => format!(" (by {})", d.name()),
-        };
-        format!("{}{by}", self.estimate.summary())
-    }
-}
-
-/// `1.23us`, `41.2ms`, `2.05s`: three significant digits, `n/a` for infinity.
-pub fn fmt_seconds(s: f64) -> String {
-    if !s.is_finite() {
-        return "n/a".into();
-    }
-    let (v, unit) = if s >= 1.0 {
-        (s, "s")
-    } else if s >= 1e-3 {
-        (s * 1e3, "ms")
-    } else {
-        (s * 1e6, "us")
-    };
-    if v >= 100.0 {
-        format!("{v:.0}{unit}")
-    } else if v >= 10.0 {
-        format!("{v:.1}{unit}")
-    } else {
-        format!("{v:.2}{unit}")
     }
 }

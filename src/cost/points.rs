@@ -6,7 +6,7 @@
 //! with what was measured.
 
 use super::fit::Sample;
-use super::{ConvShape, CostBackend, CostTable};
+use super::{ConvShape, CostTable, CostTableId};
 use crate::ir::op::{ConvAlgo, Padding};
 use std::fmt::Write;
 
@@ -120,7 +120,7 @@ pub fn read_points(csv: &str) -> Result<Vec<Sample>, String> {
 }
 
 /// Where `backend`'s committed points live in the source tree.
-pub fn committed_path(backend: CostBackend) -> std::path::PathBuf {
+pub fn committed_path(backend: CostTableId) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/cost")
         .join(format!("{}_points.csv", backend.name()))
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_committed_points_file_reads() {
-        for b in CostBackend::ALL {
+        for b in CostTableId::ALL {
             let text = std::fs::read_to_string(committed_path(b)).expect("committed points");
             let s = read_points(&text).unwrap_or_else(|e| panic!("{}: {e}", b.name()));
             assert_eq!(

@@ -291,8 +291,8 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     BUILTINS.iter().map(|b| b.name)
 }
 
-/// Every bare word some builtin parameter accepts (`same`, `causal`, `fft`, ...), so
-/// words pass through template and block parameters unquoted.
+/// Every bare word some builtin parameter accepts (`same`, `causal`, `fft`, ...): the
+/// reserved words. They pass through template and block parameters unquoted.
 pub fn all_words() -> Vec<&'static str> {
     let mut words: Vec<&'static str> = BUILTINS
         .iter()
@@ -318,16 +318,35 @@ pub fn check_bindable(name: &str, span: Span) -> Result<(), Diagnostic> {
         )
         .hint(format!("use a name such as `{name}_out` or `my_{name}`")));
     }
-    if all_words().contains(&name) {
-        return Err(Diagnostic::at(
-            "E0309",
-            span,
-            format!("`{name}` is a reserved word (an argument value like `padding: {name}`)"),
-            "pick another name",
-        )
-        .hint(format!("use a name such as `{name}_value`")));
+    match reserved_word(name, span) {
+        Some(d) => Err(d),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The error for declaring `name` when it is a word some argument takes (`same`,
+/// `none`, `a`, ...): words are reserved, so a bare word in an argument always means
+/// the word. The message names an argument that takes it.
+pub fn reserved_word(name: &str, span: Span) -> Option<Diagnostic> {
+    if !all_words().contains(&name) {
+        return None;
+    }
+    let example = BUILTINS.iter().find_map(|b| {
+        (b.params)()
+            .into_iter()
+            .find(|p| p.ty.words().is_some_and(|w| w.contains(&name)))
+            .map(|p| format!("`{}({}: {name})`", b.name, p.name))
+    });
+    let what = match example {
+        Some(e) => format!("`{name}` is a reserved word: arguments take it as a value, as in {e}"),
+        None => format!("`{name}` is a reserved word: arguments take it as a value"),
+    };
+    Some(
+        Diagnostic::at("E0309", span, what, "reserved word")
+            .hint(format!(
+                "words that arguments take cannot name anything; call it e.g. `my_{name}` (docs/language.md §2.1 lists them)"
+            )),
+    )
 }
 
 /// Binds a configuration object's arguments into a `Spec` value.

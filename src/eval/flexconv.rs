@@ -1,6 +1,6 @@
 //! `flexconv`: a continuous kernel (MAGNet evaluated on a coordinate grid) times a
 //! learnable Gaussian mask, cropped where the mask falls below a threshold, so the
-//! kernel size is learned (FlexConv, SEEDS.md §1). Elaboration emits the unfused
+//! kernel size is learned (FlexConv, docs/papers.md §1). Elaboration emits the unfused
 //! pieces — grid, crop, kernel net, mask, product, conv — for the passes to fuse.
 
 use super::args::{opt, req, Bound, ParamSpec, Ty};
@@ -10,7 +10,7 @@ use super::layers::algo;
 use super::value::Value;
 use crate::diag::Diagnostic;
 use crate::ir::graph::FlexInfo;
-use crate::ir::op::{Init, Op, Padding, ParamRole};
+use crate::ir::op::{ConvAttrs, Init, Op, Padding, ParamRole};
 use petgraph::stable_graph::NodeIndex;
 
 pub fn params() -> Vec<ParamSpec> {
@@ -382,7 +382,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
         antialias_weight: a.float("antialias"),
     });
     e.op(
-        Op::Conv {
+        Op::Conv(ConvAttrs {
             stride: vec![1; dims],
             padding: if causal {
                 Padding::Causal
@@ -393,7 +393,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
             groups: 1,
             bias,
             algo: algo(a),
-        },
+        }),
         &operands,
         &p,
         span,

@@ -8,7 +8,9 @@ use super::elab::Elab;
 use super::scope::Naming;
 use super::value::Value;
 use crate::diag::{Diagnostic, Span};
-use crate::ir::op::{ConvAlgo, FanMode, Init, Op, Padding, ParamRole, PoolKind, PoolSpec};
+use crate::ir::op::{
+    ConvAlgo, ConvAttrs, FanMode, Init, Op, Padding, ParamRole, PoolKind, PoolSpec,
+};
 use petgraph::stable_graph::NodeIndex;
 
 pub(crate) fn resolve_padding(args: &Bound, dims: usize) -> Result<Padding, Diagnostic> {
@@ -185,14 +187,14 @@ impl ConvSpec {
         span: Span,
     ) -> Result<NodeIndex, Diagnostic> {
         e.op(
-            Op::Conv {
+            Op::Conv(ConvAttrs {
                 stride: self.stride.clone(),
                 padding: self.padding.clone(),
                 dilation: self.dilation.clone(),
                 groups: self.groups,
                 bias: self.bias,
                 algo: self.algo,
-            },
+            }),
             operands,
             path,
             span,

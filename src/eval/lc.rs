@@ -1,5 +1,5 @@
 //! `lc`: a frozen random k×k basis expanding to E·Cout channels, followed directly by a
-//! learned 1×1 combination ("random convolutions", SEEDS.md §2). Nothing sits between
+//! learned 1×1 combination ("random convolutions", docs/papers.md §2). Nothing sits between
 //! the two convs, so the pair folds exactly into one conv.
 
 use super::args::{opt, req, ParamSpec, Ty};

@@ -8,6 +8,7 @@ pub mod flexconv;
 pub mod layers;
 pub mod lc;
 pub mod recipe;
+mod recipe_rules;
 pub mod scope;
 pub mod shared;
 pub mod slots;
@@ -49,11 +50,15 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
         match item {
             Item::Def(d) => {
                 check_new_name(&e, &d.name.name, d.name.span)?;
+                check_params(&d.params)?;
                 e.defs.insert(d.name.name.clone(), d);
             }
             Item::Block(b) => {
                 check_new_name(&e, &b.name.name, b.name.span)?;
                 check_params(&b.params)?;
+                for input in &b.inputs {
+                    builtins::check_bindable(&input.name, input.span)?;
+                }
                 e.blocks.insert(b.name.name.clone(), b);
             }
             _ => {}
@@ -65,6 +70,7 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
     for item in &model.items {
         match item {
             Item::Input(decl) => {
+                builtins::check_bindable(&decl.name.name, decl.name.span)?;
                 let Some(dtype) = DType::parse(&decl.dtype.name) else {
                     return Err(Diagnostic::at(
                         "E0103",
@@ -311,6 +317,9 @@ fn check_new_name(e: &Elab, name: &str, span: Span) -> Result<(), Diagnostic> {
         .hint(format!(
             "builtin names are reserved; call yours e.g. `my_{name}`"
         )));
+    }
+    if let Some(d) = builtins::reserved_word(name, span) {
+        return Err(d);
     }
     let first = e
         .defs

@@ -1,195 +1,22 @@
 //! The `train { ... }` section: the training recipe, parsed and validated against the
 //! model (parameter-group patterns must match parameters, regularisers must have
-//! something to act on) and kept as JSON for the trainer and for `fnetc check --json`.
+//! something to act on) into the typed [`Recipe`] the trainer and `fnetc check --json`
+//! read. The constructors' signatures and range rules are in `recipe_rules.rs`.
 
-use super::args::{bind, opt, req, ParamSpec, Ty};
+use super::args::{bind, Bound};
+use super::recipe_rules::{check_ranges, CTORS};
 use super::value::{ArgValue, Spanned, Value};
-use crate::diag::{nearest, Diagnostic, Span};
+use crate::diag::{Diagnostic, Span};
 use crate::ir::graph::Graph;
+pub use crate::recipe::Recipe;
+use crate::recipe::{
+    Adam, AntialiasTarget, Augment, Data, GroupDecay, Loss, Optimizer, ParamGroup, Per,
+    Regularizer, Schedule, Search, Sgd, Split,
+};
 use crate::syntax::ast::{Expr, ExprKind, Ident, TrainSection};
-use serde_json::{json, Map, Value as Json};
 
-struct Ctor {
-    name: &'static str,
-    /// Which recipe key this constructor belongs to.
-    key: &'static str,
-    params: fn() -> Vec<ParamSpec>,
-}
-
-fn betas() -> Value {
-    let b = |v| Spanned {
-        value: Value::Float(v),
-        span: Span::default(),
-    };
-    Value::List(vec![b(0.9), b(0.999)])
-}
-
-fn f(v: f64) -> Value {
-    Value::Float(v)
-}
-
-fn words(ws: &'static [&'static str], d: &str) -> (Ty, Value) {
-    (Ty::Word(ws), Value::Word(d.into()))
-}
-
-static CTORS: &[Ctor] = &[
-    Ctor {
-        name: "cross_entropy",
-        key: "loss",
-        params: || vec![opt("label_smoothing", Ty::Float, f(0.0))],
-    },
-    Ctor {
-        name: "adam",
-        key: "optimizer",
-        params: || {
-            vec![
-                req("lr", Ty::Float),
-                opt("betas", Ty::List, betas()),
-                opt("eps", Ty::Float, f(1e-8)),
-                opt("weight_decay", Ty::Float, f(0.0)),
-                opt("groups", Ty::List, Value::List(vec![])),
-            ]
-        },
-    },
-    Ctor {
-        name: "adamw",
-        key: "optimizer",
-        params: || {
-            vec![
-                req("lr", Ty::Float),
-                opt("betas", Ty::List, betas()),
-                opt("eps", Ty::Float, f(1e-8)),
-                opt("weight_decay", Ty::Float, f(0.01)),
-                opt("groups", Ty::List, Value::List(vec![])),
-            ]
-        },
-    },
-    Ctor {
-        name: "sgd",
-        key: "optimizer",
-        params: || {
-            vec![
-                req("lr", Ty::Float),
-                opt("momentum", Ty::Float, f(0.0)),
-                opt("nesterov", Ty::Bool, Value::Bool(false)),
-                opt("weight_decay", Ty::Float, f(0.0)),
-                opt("groups", Ty::List, Value::List(vec![])),
-            ]
-        },
-    },
-    Ctor {
-        name: "group",
-        key: "group",
-        params: || {
-            vec![
-                req("match", Ty::Str),
-                opt("lr_factor", Ty::Float, f(1.0)),
-                opt("weight_decay", Ty::Any, Value::Word("inherit".into())),
-            ]
-        },
-    },
-    Ctor {
-        name: "constant",
-        key: "schedule",
-        params: Vec::new,
-    },
-    Ctor {
-        name: "cosine",
-        key: "schedule",
-        params: || {
-            let (t, d) = words(&["iteration", "epoch"], "iteration");
-            vec![
-                opt("warmup", Ty::Int, Value::Int(0)),
-                opt("min_lr", Ty::Float, f(0.0)),
-                opt("per", t, d),
-            ]
-        },
-    },
-    Ctor {
-        name: "step",
-        key: "schedule",
-        params: || vec![req("milestones", Ty::List), opt("gamma", Ty::Float, f(0.1))],
-    },
-    Ctor {
-        name: "plateau",
-        key: "schedule",
-        params: || {
-            vec![
-                opt("factor", Ty::Float, f(0.2)),
-                opt("patience", Ty::Int, Value::Int(20)),
-            ]
-        },
-    },
-    Ctor {
-        name: "orthogonality",
-        key: "regularizer",
-        params: || vec![req("weight", Ty::Float)],
-    },
-    Ctor {
-        name: "antialias",
-        key: "regularizer",
-        params: || {
-            let (t, d) = words(&["gabor", "gabor_mask"], "gabor");
-            vec![
-                req("weight", Ty::Float),
-                opt("stddevs", Ty::Float, f(2.0)),
-                opt("target", t, d),
-            ]
-        },
-    },
-    Ctor {
-        name: "kernel_l2",
-        key: "regularizer",
-        params: || vec![req("weight", Ty::Float)],
-    },
-    Ctor {
-        name: "idx",
-        key: "data",
-        params: || {
-            vec![
-                req("images", Ty::Str),
-                req("labels", Ty::Str),
-                opt("train", Ty::List, Value::List(vec![])),
-                opt("test", Ty::List, Value::List(vec![])),
-            ]
-        },
-    },
-    Ctor {
-        name: "cifar10",
-        key: "data",
-        params: || vec![req("dir", Ty::Str)],
-    },
-    Ctor {
-        name: "npy",
-        key: "data",
-        params: || vec![req("inputs", Ty::Str), req("labels", Ty::Str)],
-    },
-    Ctor {
-        name: "flip",
-        key: "augment",
-        params: Vec::new,
-    },
-    Ctor {
-        name: "random_crop",
-        key: "augment",
-        params: || vec![req("size", Ty::Int), opt("padding", Ty::Int, Value::Int(0))],
-    },
-    Ctor {
-        name: "mixture",
-        key: "search",
-        params: || {
-            vec![
-                opt("models", Ty::Int, Value::Int(4)),
-                opt("t_max", Ty::Float, f(100.0)),
-                opt("ema", Ty::Float, f(0.9)),
-                opt("kl", Ty::Float, f(1e-4)),
-                opt("split", Ty::Float, f(0.5)),
-            ]
-        },
-    },
-];
-
-/// Recipe keys and whether their value is a list of constructor calls.
+/// Recipe keys and the kind of value each takes: a constructor of that kind, a list
+/// of them, or a count.
 const KEYS: &[(&str, &str)] = &[
     ("loss", "loss"),
     ("optimizer", "optimizer"),
@@ -203,11 +30,16 @@ const KEYS: &[(&str, &str)] = &[
     ("search", "search"),
 ];
 
-/// The validated recipe, as JSON: `{"optimizer": {"kind": "adam", "lr": 0.01, ...}}`.
-pub type Recipe = Map<String, Json>;
+/// A constructor call bound to its signature and range-checked.
+struct Call {
+    name: &'static str,
+    bound: Bound,
+    /// An optimiser's `groups`, validated on their own.
+    groups: Vec<ParamGroup>,
+}
 
 pub fn validate(section: &TrainSection, graph: &Graph) -> Result<Recipe, Diagnostic> {
-    let mut out = Map::new();
+    let mut out = Recipe::default();
     let mut seen: Vec<(&str, Span)> = Vec::new();
     for (key, expr) in &section.entries {
         let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key.name) else {
@@ -229,42 +61,53 @@ pub fn validate(section: &TrainSection, graph: &Graph) -> Result<Recipe, Diagnos
             .label(*prev, "first here"));
         }
         seen.push((&key.name, key.span));
-        let value = match *kind {
-            "int" => {
-                let v = constant(expr)?;
-                match v {
-                    Value::Int(i) if i >= 1 || (key.name == "seed" && i >= 0) => json!(i),
-                    _ => {
-                        return Err(Diagnostic::at(
-                            "E0202",
-                            expr.span,
-                            format!("`{}` must be a positive int", key.name),
-                            "expected a positive int",
-                        ))
-                    }
-                }
+        match key.name.as_str() {
+            "epochs" => out.epochs = Some(count(&key.name, expr, 1)?),
+            "batch" => out.batch = Some(count(&key.name, expr, 1)?),
+            "seed" => out.seed = Some(count(&key.name, expr, 0)?),
+            "loss" => out.loss = Some(loss(&call(expr, kind, graph)?)),
+            "optimizer" => out.optimizer = Some(optimizer(call(expr, kind, graph)?)),
+            "schedule" => out.schedule = Some(schedule(&call(expr, kind, graph)?)),
+            "data" => out.data = Some(data(&call(expr, kind, graph)?)),
+            "search" => out.search = Some(search(&call(expr, kind, graph)?)),
+            "regularizers" => {
+                let calls = list(&key.name, expr, kind, graph)?;
+                out.regularizers = Some(calls.iter().map(regularizer).collect());
             }
-            "regularizer" | "augment" => {
-                let ExprKind::List(items) = &expr.kind else {
-                    return Err(Diagnostic::at(
-                        "E0202",
-                        expr.span,
-                        format!("`{}` takes a list, e.g. [{}]", key.name, example(kind)),
-                        "expected a list",
-                    ));
-                };
-                Json::Array(
-                    items
-                        .iter()
-                        .map(|i| call(i, kind, graph))
-                        .collect::<Result<_, _>>()?,
-                )
+            "augment" => {
+                let calls = list(&key.name, expr, kind, graph)?;
+                out.augment = Some(calls.iter().map(augment).collect());
             }
-            _ => call(expr, kind, graph)?,
-        };
-        out.insert(key.name.clone(), value);
+            other => unreachable!("KEYS lists `{other}` but validate does not read it"),
+        }
     }
     Ok(out)
+}
+
+/// `epochs`, `batch` and `seed`: an int of at least `min`.
+fn count(key: &str, expr: &Expr, min: i64) -> Result<u64, Diagnostic> {
+    match constant(expr)? {
+        Value::Int(i) if i >= min => Ok(i as u64),
+        _ => Err(Diagnostic::at(
+            "E0202",
+            expr.span,
+            format!("`{key}` must be a positive int"),
+            "expected a positive int",
+        )),
+    }
+}
+
+/// `regularizers` and `augment`: a list of constructor calls.
+fn list(key: &str, expr: &Expr, kind: &str, graph: &Graph) -> Result<Vec<Call>, Diagnostic> {
+    let ExprKind::List(items) = &expr.kind else {
+        return Err(Diagnostic::at(
+            "E0202",
+            expr.span,
+            format!("`{key}` takes a list, e.g. [{}]", example(kind)),
+            "expected a list",
+        ));
+    };
+    items.iter().map(|i| call(i, kind, graph)).collect()
 }
 
 fn example(kind: &str) -> String {
@@ -306,18 +149,7 @@ fn constant(e: &Expr) -> Result<Value, Diagnostic> {
     })
 }
 
-fn to_json(v: &Value) -> Json {
-    match v {
-        Value::Int(i) => json!(i),
-        Value::Float(x) => json!(x),
-        Value::Bool(b) => json!(b),
-        Value::Str(s) | Value::Word(s) => json!(s),
-        Value::List(items) => Json::Array(items.iter().map(|i| to_json(&i.value)).collect()),
-        other => json!(other.type_name()),
-    }
-}
-
-fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
+fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Call, Diagnostic> {
     // A bare name is a call without arguments: `schedule: constant`.
     let (callee, args) = match &e.kind {
         ExprKind::Call { callee, args } => (callee.clone(), args.as_slice()),
@@ -354,7 +186,7 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
     };
     // Optimiser `groups` hold constructor calls, not constants: validate them on their
     // own and bind an empty list in their place.
-    let mut groups = None;
+    let mut groups = Vec::new();
     let mut arg_values = Vec::with_capacity(args.len());
     for a in args {
         let is_groups =
@@ -368,12 +200,10 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
                     "expected a list",
                 ));
             };
-            groups = Some(
-                items
-                    .iter()
-                    .map(|i| call(i, "group", graph))
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
+            groups = items
+                .iter()
+                .map(|i| call(i, "group", graph).map(|c| group(&c.bound)))
+                .collect::<Result<Vec<_>, _>>()?;
             Value::List(vec![])
         } else {
             constant(&a.value)?
@@ -388,161 +218,173 @@ fn call(e: &Expr, kind: &str, graph: &Graph) -> Result<Json, Diagnostic> {
     }
     let bound = bind(ctor.name, &(ctor.params)(), &arg_values, e.span)?;
     check_ranges(ctor.name, &bound, graph, e.span)?;
-    let mut obj = Map::new();
-    obj.insert("kind".into(), json!(ctor.name));
-    for (name, v, _) in &bound.values {
-        obj.insert(name.clone(), to_json(&v.value));
-    }
-    if let Some(g) = groups {
-        obj.insert("groups".into(), Json::Array(g));
-    }
-    Ok(Json::Object(obj))
+    Ok(Call {
+        name: ctor.name,
+        bound,
+        groups,
+    })
 }
 
-fn check_ranges(
-    ctor: &str,
-    b: &super::args::Bound,
-    graph: &Graph,
-    span: Span,
-) -> Result<(), Diagnostic> {
-    for (name, v, _) in &b.values {
-        let bad = match (name.as_str(), &v.value) {
-            ("lr" | "eps" | "factor" | "t_max", x) => as_f(x).is_some_and(|x| x <= 0.0),
-            // A group's weight decay is a number or `inherit` (the optimiser's).
-            ("weight_decay", Value::Word(w)) => w != "inherit",
-            ("weight_decay", Value::Str(_) | Value::Bool(_) | Value::List(_)) => true,
-            (
-                "weight_decay" | "weight" | "min_lr" | "label_smoothing" | "momentum" | "lr_factor"
-                | "stddevs",
-                x,
-            ) => as_f(x).is_some_and(|x| x < 0.0),
-            ("ema" | "split" | "gamma", x) => as_f(x).is_some_and(|x| !(x > 0.0 && x < 1.0)),
-            ("betas", Value::List(items)) => {
-                items.len() != 2
-                    || items
-                        .iter()
-                        .any(|i| as_f(&i.value).is_none_or(|x| !(0.0..1.0).contains(&x)))
-            }
-            ("milestones", Value::List(items)) => {
-                let ms: Vec<Option<f64>> = items
-                    .iter()
-                    .map(|i| match i.value {
-                        Value::Int(v) if v > 0 => Some(v as f64),
-                        _ => None,
-                    })
-                    .collect();
-                ms.is_empty()
-                    || ms.iter().any(Option::is_none)
-                    || ms.windows(2).any(|w| w[0] >= w[1])
-            }
-            _ => false,
-        };
-        if bad {
-            return Err(Diagnostic::at(
-                "E0204",
-                v.span,
-                format!("`{name}` of `{ctor}` is out of range"),
-                "out of range",
-            )
-            .hint(match name.as_str() {
-                "betas" => "two numbers in [0, 1), e.g. [0.9, 0.999]",
-                "milestones" => "increasing positive epoch numbers, e.g. [150, 225]",
-                "weight_decay" => "a non-negative number, or `inherit` for the optimiser's",
-                "lr" | "eps" | "factor" | "t_max" => "must be positive",
-                "ema" | "split" | "gamma" => "must be strictly between 0 and 1",
-                _ => "must be non-negative",
-            }));
-        }
+// The builders below read arguments that `bind` typed and `check_ranges` range-checked,
+// so the int-to-unsigned casts cannot wrap. Each matches the constructors that
+// `recipe_rules::CTORS` lists under its key.
+
+fn loss(c: &Call) -> Loss {
+    match c.name {
+        "cross_entropy" => Loss::CrossEntropy {
+            label_smoothing: c.bound.float("label_smoothing"),
+        },
+        other => unreachable!("`{other}` is not a loss"),
     }
-    match ctor {
-        "group" => {
-            let pattern = b.str("match");
-            if !graph.params().any(|(_, n, _)| glob(pattern, &n.name)) {
-                let names: Vec<&str> = graph.params().map(|(_, n, _)| n.name.as_str()).collect();
-                let d = Diagnostic::at(
-                    "E0603",
-                    b.span("match"),
-                    format!("no parameter matches `{pattern}`"),
-                    "matches nothing",
-                );
-                return Err(match nearest(pattern, names.iter().copied()) {
-                    Some(best) => d.hint(format!(
-                        "parameters are named like `{best}`; `*` matches any run of characters"
-                    )),
-                    None => d.hint("`*` matches any run of characters, e.g. `*.mask_params`"),
-                });
-            }
-        }
-        "orthogonality" if graph.bases.is_empty() => {
-            return Err(Diagnostic::at(
-                "E0604",
-                span,
-                "`orthogonality` needs shared bases, and this model declares none",
-                "nothing to regularise",
-            )
-            .hint("declare one with `basis NAME = shared_basis(...)`"))
-        }
-        "antialias" if graph.flexconvs.is_empty() => {
-            return Err(Diagnostic::at(
-                "E0604",
-                span,
-                "`antialias` needs flexconv layers, and this model has none",
-                "nothing to regularise",
-            ))
-        }
-        "mixture" if graph.slots.is_empty() => {
-            return Err(Diagnostic::at(
-                "E0604",
-                span,
-                "`mixture` search needs pooling slots, and this model declares none",
-                "nothing to search",
-            )
-            .hint("declare them with `slots NAME = pool_slots(...)`"))
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
-fn as_f(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(i) => Some(*i as f64),
-        Value::Float(x) => Some(*x),
+fn optimizer(c: Call) -> Optimizer {
+    let b = &c.bound;
+    let adam = |groups| Adam {
+        lr: b.float("lr"),
+        betas: match b.value("betas") {
+            Value::List(items) => [number(&items[0].value), number(&items[1].value)],
+            other => unreachable!("betas bound as {other:?}"),
+        },
+        eps: b.float("eps"),
+        weight_decay: b.float("weight_decay"),
+        groups,
+    };
+    match c.name {
+        "sgd" => Optimizer::Sgd(Sgd {
+            lr: b.float("lr"),
+            momentum: b.float("momentum"),
+            nesterov: b.bool("nesterov"),
+            weight_decay: b.float("weight_decay"),
+            groups: c.groups,
+        }),
+        "adam" => Optimizer::Adam(adam(c.groups)),
+        "adamw" => Optimizer::AdamW(adam(c.groups)),
+        other => unreachable!("`{other}` is not an optimizer"),
+    }
+}
+
+fn group(b: &Bound) -> ParamGroup {
+    ParamGroup {
+        pattern: b.str("match").to_string(),
+        lr_factor: b.float("lr_factor"),
+        weight_decay: match b.value("weight_decay") {
+            Value::Word(_) => GroupDecay::Inherit,
+            v => GroupDecay::Value(number(v)),
+        },
+    }
+}
+
+fn schedule(c: &Call) -> Schedule {
+    let b = &c.bound;
+    match c.name {
+        "constant" => Schedule::Constant,
+        "cosine" => Schedule::Cosine {
+            warmup: b.int("warmup") as u64,
+            min_lr: b.float("min_lr"),
+            per: match b.word("per") {
+                Some("epoch") => Per::Epoch,
+                _ => Per::Iteration,
+            },
+        },
+        "step" => Schedule::Step {
+            milestones: ints(b.value("milestones")),
+            gamma: b.float("gamma"),
+        },
+        "plateau" => Schedule::Plateau {
+            factor: b.float("factor"),
+            patience: b.int("patience") as u64,
+        },
+        other => unreachable!("`{other}` is not a schedule"),
+    }
+}
+
+fn regularizer(c: &Call) -> Regularizer {
+    let b = &c.bound;
+    let weight = b.float("weight");
+    match c.name {
+        "orthogonality" => Regularizer::Orthogonality { weight },
+        "antialias" => Regularizer::Antialias {
+            weight,
+            stddevs: b.float("stddevs"),
+            target: match b.word("target") {
+                Some("gabor_mask") => AntialiasTarget::GaborMask,
+                _ => AntialiasTarget::Gabor,
+            },
+        },
+        "kernel_l2" => Regularizer::KernelL2 { weight },
+        other => unreachable!("`{other}` is not a regularizer"),
+    }
+}
+
+fn data(c: &Call) -> Data {
+    let b = &c.bound;
+    let split = |name| match ints(b.value(name)).as_slice() {
+        &[start, end] => Some(Split { start, end }),
         _ => None,
+    };
+    match c.name {
+        "idx" => Data::Idx {
+            images: b.str("images").to_string(),
+            labels: b.str("labels").to_string(),
+            train: split("train"),
+            test: split("test"),
+        },
+        "cifar10" => Data::Cifar10 {
+            dir: b.str("dir").to_string(),
+        },
+        "npy" => Data::Npy {
+            inputs: b.str("inputs").to_string(),
+            labels: b.str("labels").to_string(),
+        },
+        other => unreachable!("`{other}` is not a data set"),
     }
 }
 
-/// Glob match where `*` matches any run of characters (dots included).
-pub fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
+fn augment(c: &Call) -> Augment {
+    match c.name {
+        "flip" => Augment::Flip,
+        "random_crop" => Augment::RandomCrop {
+            size: c.bound.int("size") as u64,
+            padding: c.bound.int("padding") as u64,
+        },
+        other => unreachable!("`{other}` is not an augmentation"),
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob;
+fn search(c: &Call) -> Search {
+    let b = &c.bound;
+    match c.name {
+        "mixture" => Search::Mixture {
+            models: b.int("models") as u64,
+            t_max: b.float("t_max"),
+            ema: b.float("ema"),
+            kl: b.float("kl"),
+            split: b.float("split"),
+        },
+        other => unreachable!("`{other}` is not a search"),
+    }
+}
 
-    #[test]
-    fn glob_matches_runs() {
-        assert!(glob("*.mask_params", "res1.flex1.mask_params"));
-        assert!(glob("stem.*", "stem.weight"));
-        assert!(glob("*flex*bias", "a.flex1.bias"));
-        assert!(!glob("*.mask_params", "res1.flex1.bias"));
-        assert!(glob("exact", "exact"));
-        assert!(!glob("a*a", "a"));
+/// A number inside a list or an untyped argument (ints are taken as floats).
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(x) => *x,
+        other => unreachable!("range checks let {other:?} through as a number"),
+    }
+}
+
+/// A range-checked list of non-negative ints.
+fn ints(v: &Value) -> Vec<u64> {
+    match v {
+        Value::List(items) => items
+            .iter()
+            .map(|i| match i.value {
+                Value::Int(x) => x as u64,
+                ref other => unreachable!("range checks let {other:?} through as an int"),
+            })
+            .collect(),
+        other => unreachable!("{other:?} bound as a list"),
     }
 }

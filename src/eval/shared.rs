@@ -1,4 +1,4 @@
-//! Shared filter bases (Deeply Shared Filter Bases, SEEDS.md §3): a basis declared once
+//! Shared filter bases (Deeply Shared Filter Bases, docs/papers.md §3): a basis declared once
 //! per stage, read by the 3×3 convs of several blocks. Each use concatenates its own
 //! unique filters with the shared ones, normalises, and mixes them with a 1×1 conv.
 

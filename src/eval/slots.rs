@@ -1,4 +1,4 @@
-//! Pooling slots (Balanced Mixture of SuperNets, SEEDS.md §4): a family declares N
+//! Pooling slots (Balanced Mixture of SuperNets, docs/papers.md §4): a family declares N
 //! places where downsampling may happen and how many (K) do; a configuration picks
 //! which. The graph is specialised for one configuration at a time.
 

@@ -4,7 +4,7 @@
 //! An artifact is a safetensors file. Its tensors are the bound weights (none when
 //! compiled without weights); its header metadata holds one key, `fnet.artifact`,
 //! whose value is the JSON [`ArtifactHeader`]. Reusing safetensors means any
-//! safetensors reader can list the weights of an artifact, and the atomic writer and
+//! safetensors reader can list the weights of an artifact, and the guarded writer and
 //! the truncation/corruption checks of `weights.rs` apply unchanged.
 //!
 //! The graph is stored as a node list in topological order, each node with the
@@ -13,7 +13,8 @@
 //! header is refused instead of run.
 
 use super::read_all;
-use super::weights::{parse_metadata, parse_weights, write_weights_with_metadata};
+use super::weights::{parse_metadata, parse_weights, safetensors_bytes};
+use super::write_output;
 use super::{IoError, IoErrorKind};
 use crate::cost::ConvCost;
 use crate::ir::graph::{BasisInfo, FlexInfo, Graph, MemorySummary, Node, SlotFamily};
@@ -182,9 +183,11 @@ pub fn layout(graph: &Graph, weights: Option<&ParamStore<f32>>) -> Vec<LayoutEnt
         .collect()
 }
 
-/// Writes `graph` (and the weights it reads, when given) to `path`, atomically.
+/// Writes `graph` (and the weights it reads, when given) to `path` through
+/// [`write_output`]: atomically, and refusing a `path` that is one of `inputs`.
 pub fn write_artifact(
     path: &Path,
+    inputs: &[&Path],
     graph: &Graph,
     provenance: Provenance,
     weights: Option<&ParamStore<f32>>,
@@ -215,7 +218,8 @@ pub fn write_artifact(
         )
     })?;
     let metadata = HashMap::from([(METADATA_KEY.to_string(), json)]);
-    write_weights_with_metadata(path, &tensors, Some(metadata))?;
+    let bytes = safetensors_bytes(path, &tensors, Some(metadata))?;
+    write_output(path, inputs, |w| w.write_all(&bytes))?;
     Ok(header)
 }
 

@@ -166,13 +166,8 @@ mod tests {
     use flate2::Compression;
     use std::fs;
     use std::io::Write;
-    use std::path::PathBuf;
 
-    fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fnet-idx-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
-    }
+    use crate::io::tmp;
 
     /// Three 2x2 images with pixel values 0..12, and labels 7, 8, 9.
     fn images() -> Vec<u8> {

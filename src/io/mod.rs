@@ -1,5 +1,5 @@
 //! File formats: `.npy` arrays, IDX (MNIST) images and labels, and
-//! safetensors weight files.
+//! safetensors weight files; every write goes through [`output::write_output`].
 //!
 //! Every failure is an [`IoError`] value that names the file, says what was
 //! expected and what was found, and gives a hint. Nothing here panics on a
@@ -8,11 +8,13 @@
 pub mod artifact;
 pub mod idx;
 pub mod npy;
+pub mod output;
 pub mod weights;
+
+pub use output::{check_output, write_output};
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::tensor::Scalar;
@@ -36,6 +38,8 @@ pub enum IoErrorKind {
     MissingTensor,
     /// A requested index range is outside the file's contents.
     OutOfRange,
+    /// An output path names one of the command's inputs.
+    OutputIsInput,
 }
 
 impl IoErrorKind {
@@ -49,6 +53,7 @@ impl IoErrorKind {
             Self::WrongShape => "wrong shape",
             Self::MissingTensor => "missing tensor",
             Self::OutOfRange => "range out of bounds",
+            Self::OutputIsInput => "would overwrite an input",
         }
     }
 }
@@ -137,36 +142,6 @@ pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>, IoError> {
     fs::read(path).map_err(|e| IoError::os(path, &e, "read"))
 }
 
-/// Writes `bytes` to `path` atomically: into a temporary file in the same
-/// directory, flushed to disk, then renamed over `path`, so readers never
-/// see a half-written file and a crash leaves the old file intact.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            IoError::new(
-                path,
-                IoErrorKind::Os,
-                "a file path",
-                "a path without a file name",
-                "give a path that ends in a file name",
-            )
-        })?;
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        // Best effort: a leftover temp file is harmless, the error matters more.
-        let _ = fs::remove_file(&tmp);
-        IoError::os(path, &e, "write")
-    })
-}
-
 /// The two element types files may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
@@ -230,6 +205,36 @@ pub(crate) fn encode_le<T: Scalar>(values: &[T]) -> Vec<u8> {
     out
 }
 
+/// A path in a fresh temporary directory that is removed when the value drops, so
+/// unit tests leave nothing behind in /tmp.
+#[cfg(test)]
+pub(crate) struct TmpPath {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+#[cfg(test)]
+impl std::ops::Deref for TmpPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+impl AsRef<Path> for TmpPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn tmp(name: &str) -> TmpPath {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    TmpPath { _dir: dir, path }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,20 +252,6 @@ mod tests {
         for part in ["/x/y.npy", "wrong element type", "f32", "<i8", "astype"] {
             assert!(s.contains(part), "{s}");
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_reports() {
-        let dir = std::env::temp_dir().join(format!("fnet-io-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("a.bin");
-        atomic_write(&p, b"one").unwrap();
-        atomic_write(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        let bad = dir.join("no-such-dir").join("b.bin");
-        let err = atomic_write(&bad, b"x").unwrap_err();
-        assert!(err.to_string().contains("b.bin"), "{err}");
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

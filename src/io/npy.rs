@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{atomic_write, decode_le, encode_le, read_all, Dtype, IoError, IoErrorKind};
+use super::{decode_le, encode_le, read_all, write_output, Dtype, IoError, IoErrorKind};
 use crate::tensor::{numel, Scalar, Tensor};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -61,6 +61,11 @@ pub fn read_npy<T: Scalar>(path: &Path) -> Result<Tensor<T>, IoError> {
 /// Writes a C-order little-endian array (format 1.0, or 2.0 if the header
 /// would not fit in 64 KiB), atomically.
 pub fn write_npy<T: Scalar>(path: &Path, t: &Tensor<T>) -> Result<(), IoError> {
+    write_output(path, &[], |w| w.write_all(&npy_bytes(t)))
+}
+
+/// The bytes of a `.npy` file holding `t`, for [`write_output`] with inputs to guard.
+pub fn npy_bytes<T: Scalar>(t: &Tensor<T>) -> Vec<u8> {
     let descr = match Dtype::of::<T>() {
         Dtype::F32 => "<f4",
         Dtype::F64 => "<f8",
@@ -94,7 +99,7 @@ pub fn write_npy<T: Scalar>(path: &Path, t: &Tensor<T>) -> Result<(), IoError> {
     }
     out.extend(header.as_bytes());
     out.extend(encode_le(&t.data));
-    atomic_write(path, &out)
+    out
 }
 
 fn bad(path: &Path, expected: impl Into<String>, found: impl Into<String>) -> IoError {
@@ -117,8 +122,144 @@ fn truncated(path: &Path, expected: String, found: usize) -> IoError {
     )
 }
 
-/// Splits a file into dtype, shape and data bytes, validating everything.
+/// Splits a file holding f32 or f64 into dtype, shape and data bytes, validating
+/// everything.
 fn parse<'a>(path: &Path, b: &'a [u8]) -> Result<(Dtype, Vec<usize>, &'a [u8]), IoError> {
+    let (elem, shape, data) = parse_raw(path, b)?;
+    let dtype = match elem {
+        Elem::Float {
+            size: 4,
+            big: false,
+        } => Dtype::F32,
+        Elem::Float {
+            size: 8,
+            big: false,
+        } => Dtype::F64,
+        _ => {
+            return Err(IoError::new(
+                path,
+                IoErrorKind::WrongDtype,
+                "little-endian f32 ('<f4') or f64 ('<f8')",
+                format!("'{}'", elem.descr()),
+                "convert with arr.astype('<f4') before saving",
+            ))
+        }
+    };
+    Ok((dtype, shape, data))
+}
+
+/// The element types a `.npy` header may name that fnet reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Elem {
+    Float {
+        size: usize,
+        big: bool,
+    },
+    Int {
+        signed: bool,
+        size: usize,
+        big: bool,
+    },
+}
+
+impl Elem {
+    fn parse(descr: &str) -> Option<Elem> {
+        let mut chars = descr.chars();
+        let order = chars.next()?;
+        let kind = chars.next()?;
+        let size: usize = chars.as_str().parse().ok()?;
+        let big = match order {
+            '<' | '|' | '=' => false,
+            '>' => true,
+            _ => return None,
+        };
+        match (kind, size) {
+            ('f', 4 | 8) => Some(Elem::Float { size, big }),
+            ('i', 1 | 2 | 4 | 8) => Some(Elem::Int {
+                signed: true,
+                size,
+                big,
+            }),
+            ('u', 1 | 2 | 4 | 8) => Some(Elem::Int {
+                signed: false,
+                size,
+                big,
+            }),
+            _ => None,
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Elem::Float { size, .. } | Elem::Int { size, .. } => size,
+        }
+    }
+
+    fn descr(self) -> String {
+        let (big, kind, size) = match self {
+            Elem::Float { size, big } => (big, 'f', size),
+            Elem::Int { signed, size, big } => (big, if signed { 'i' } else { 'u' }, size),
+        };
+        format!("{}{kind}{size}", if big { '>' } else { '<' })
+    }
+
+    /// One element from its bytes.
+    fn decode(self, c: &[u8]) -> NpyNumber {
+        let mut a = [0u8; 8];
+        let n = c.len();
+        match self {
+            Elem::Float { big, .. } | Elem::Int { big, .. } if big => {
+                a[..n].copy_from_slice(c);
+                a[..n].reverse();
+            }
+            _ => a[..n].copy_from_slice(c),
+        }
+        let raw = u64::from_le_bytes(a);
+        match self {
+            Elem::Float { size: 4, .. } => NpyNumber::Float(f32::from_bits(raw as u32) as f64),
+            Elem::Float { .. } => NpyNumber::Float(f64::from_bits(raw)),
+            Elem::Int { signed: false, .. } => NpyNumber::Int(raw as i128),
+            Elem::Int { size, .. } => {
+                // Sign-extend from the element's width.
+                let shift = 64 - 8 * size as u32;
+                NpyNumber::Int((((raw << shift) as i64) >> shift) as i128)
+            }
+        }
+    }
+}
+
+/// One element of a label array, exactly as stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NpyNumber {
+    Int(i128),
+    Float(f64),
+}
+
+impl std::fmt::Display for NpyNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NpyNumber::Int(v) => write!(f, "{v}"),
+            NpyNumber::Float(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+/// Reads an array of integers (signed or unsigned, 1 to 8 bytes, either byte order)
+/// or floats, each element as stored: the shape and the values. Label files use it;
+/// the caller decides which values are acceptable.
+pub fn read_npy_numbers(path: &Path) -> Result<(Vec<usize>, Vec<NpyNumber>), IoError> {
+    let bytes = read_all(path)?;
+    let (elem, shape, data) = parse_raw(path, &bytes)?;
+    let values = data
+        .chunks_exact(elem.size())
+        .map(|c| elem.decode(c))
+        .collect();
+    Ok((shape, values))
+}
+
+/// Splits a file into element type, shape and data bytes, validating everything but
+/// which element types the caller accepts.
+fn parse_raw<'a>(path: &Path, b: &'a [u8]) -> Result<(Elem, Vec<usize>, &'a [u8]), IoError> {
     if !b.starts_with(MAGIC) && !MAGIC.starts_with(b) {
         let head: Vec<u8> = b.iter().take(6).copied().collect();
         return Err(bad(path, "the .npy magic \\x93NUMPY", format!("{head:?}")));
@@ -148,19 +289,16 @@ fn parse<'a>(path: &Path, b: &'a [u8]) -> Result<(Dtype, Vec<usize>, &'a [u8]), 
     let header = std::str::from_utf8(header)
         .map_err(|_| bad(path, "an ASCII/UTF-8 header", "invalid bytes"))?;
     let descr = dict_value(header, "descr").ok_or_else(|| bad(path, "a 'descr' entry", header))?;
-    let dtype = match descr.trim_matches(|c| c == '\'' || c == '"') {
-        "<f4" => Dtype::F32,
-        "<f8" => Dtype::F64,
-        other => {
-            return Err(IoError::new(
-                path,
-                IoErrorKind::WrongDtype,
-                "little-endian f32 ('<f4') or f64 ('<f8')",
-                format!("'{other}'"),
-                "convert with arr.astype('<f4') before saving",
-            ))
-        }
-    };
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let elem = Elem::parse(descr).ok_or_else(|| {
+        IoError::new(
+            path,
+            IoErrorKind::WrongDtype,
+            "float or integer elements ('<f4', '<f8', '<i8', '|u1', ...)",
+            format!("'{descr}'"),
+            "convert with arr.astype('<f4') before saving",
+        )
+    })?;
     match dict_value(header, "fortran_order") {
         Some("False") => {}
         Some("True") => {
@@ -189,13 +327,13 @@ fn parse<'a>(path: &Path, b: &'a [u8]) -> Result<(Dtype, Vec<usize>, &'a [u8]), 
         .collect::<Result<Vec<_>, _>>()?;
     let need = shape
         .iter()
-        .try_fold(Dtype::size(dtype), |acc, &d| acc.checked_mul(d))
+        .try_fold(elem.size(), |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(path, "a shape whose size fits in memory", shape_s))?;
     let data = &b[start + hlen..];
     if data.len() < need {
         return Err(truncated(
             path,
-            format!("{need} data bytes for shape {shape:?} ({})", dtype.name()),
+            format!("{need} data bytes for shape {shape:?} ({})", elem.descr()),
             data.len(),
         ));
     }
@@ -206,8 +344,8 @@ fn parse<'a>(path: &Path, b: &'a [u8]) -> Result<(Dtype, Vec<usize>, &'a [u8]), 
             format!("{} bytes (trailing data)", data.len()),
         ));
     }
-    debug_assert_eq!(numel(&shape) * dtype.size(), need);
-    Ok((dtype, shape, data))
+    debug_assert_eq!(numel(&shape) * elem.size(), need);
+    Ok((elem, shape, data))
 }
 
 /// The raw text of `'key': value` in the header dict, up to the next top-level comma.
@@ -227,13 +365,8 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
 mod tests {
     use super::*;
     use std::fs;
-    use std::path::PathBuf;
 
-    fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fnet-npy-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
-    }
+    use crate::io::tmp;
 
     #[test]
     fn round_trips_and_layout() {
@@ -301,5 +434,102 @@ mod tests {
         assert!(e.to_string().contains("b.npy"));
         let e = read_npy::<f32>(&tmp("missing.npy")).unwrap_err();
         assert_eq!(e.kind, IoErrorKind::NotFound);
+    }
+
+    /// `.npy` bytes with the given descr and raw data, as numpy writes them.
+    fn raw(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        h.push_str(&" ".repeat(63 - (10 + h.len()) % 64));
+        h.push('\n');
+        let mut b = MAGIC.to_vec();
+        b.extend([1u8, 0]);
+        b.extend((h.len() as u16).to_le_bytes());
+        b.extend(h.as_bytes());
+        b.extend(data);
+        b
+    }
+
+    #[test]
+    fn numbers_of_every_integer_width() {
+        use NpyNumber::{Float, Int};
+        let p = tmp("n.npy");
+        let cases: Vec<(&str, Vec<u8>, Vec<NpyNumber>)> = vec![
+            ("|u1", vec![0, 9, 255], vec![Int(0), Int(9), Int(255)]),
+            ("|i1", vec![1, 0xff, 0x80], vec![Int(1), Int(-1), Int(-128)]),
+            (
+                "<i2",
+                [3i16, -300, 7]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                vec![Int(3), Int(-300), Int(7)],
+            ),
+            (
+                ">i4",
+                [5i32, -2, 1 << 20]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect(),
+                vec![Int(5), Int(-2), Int(1 << 20)],
+            ),
+            (
+                "<u4",
+                [4u32, u32::MAX, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                vec![Int(4), Int(u32::MAX as i128), Int(0)],
+            ),
+            (
+                "<i8",
+                [i64::MIN, 2, -7]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                vec![Int(i64::MIN as i128), Int(2), Int(-7)],
+            ),
+            (
+                "<u8",
+                [u64::MAX, 1, 0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                vec![Int(u64::MAX as i128), Int(1), Int(0)],
+            ),
+            (
+                "<f4",
+                [1.5f32, -1.0, 3.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                vec![Float(1.5), Float(-1.0), Float(3.0)],
+            ),
+            (
+                ">f8",
+                [0.25f64, 2.0, -0.0]
+                    .iter()
+                    .flat_map(|v| v.to_be_bytes())
+                    .collect(),
+                vec![Float(0.25), Float(2.0), Float(-0.0)],
+            ),
+        ];
+        for (descr, data, want) in cases {
+            fs::write(&p, raw(descr, "(3,)", &data)).unwrap();
+            assert_eq!(read_npy_numbers(&p).unwrap(), (vec![3], want), "{descr}");
+        }
+        fs::write(&p, raw("|b1", "(1,)", &[1])).unwrap();
+        assert_eq!(
+            read_npy_numbers(&p).unwrap_err().kind,
+            IoErrorKind::WrongDtype
+        );
+        fs::write(&p, raw("<i8", "(3,)", &[0; 16])).unwrap();
+        assert_eq!(
+            read_npy_numbers(&p).unwrap_err().kind,
+            IoErrorKind::Truncated
+        );
+        // The float readers still refuse integers, naming the element type.
+        fs::write(&p, raw("<i8", "(1,)", &[0; 8])).unwrap();
+        let e = read_npy_any(&p).unwrap_err();
+        assert!(e.to_string().contains("'<i8'"), "{e}");
     }
 }

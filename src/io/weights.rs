@@ -2,14 +2,15 @@
 //!
 //! Names are kept in a `BTreeMap`, so iteration order is sorted and stable:
 //! `SafeTensors::names()` comes from a hash map and its order changes from
-//! run to run. Files are written atomically (temp file + rename).
+//! run to run. Files are written through [`super::write_output`]: atomically, and
+//! never over an input of the command.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype as StDtype, SafeTensorError, SafeTensors, TensorView};
 
-use super::{atomic_write, decode_le, encode_le, read_all, Dtype, IoError, IoErrorKind};
+use super::{decode_le, encode_le, read_all, write_output, Dtype, IoError, IoErrorKind};
 use crate::tensor::{Scalar, Tensor};
 
 /// The contents of one safetensors file, all of element type `T`.
@@ -146,6 +147,33 @@ fn header_len(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// One line per tensor holding NaN or infinite values (name, count, first position),
+/// for the commands to print as warnings: such weights run, but to NaN outputs.
+pub fn non_finite_warnings<T: Scalar>(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor<T>>,
+) -> Vec<String> {
+    tensors
+        .iter()
+        .filter_map(|(name, t)| {
+            let mut bad = t
+                .data
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.to_f64().is_finite());
+            let (first, value) = bad.next()?;
+            let count = 1 + bad.count();
+            Some(format!(
+                "warning: `{}`: tensor `{name}` holds {count} NaN or infinite value{} \
+                 (first at flat index {first}: {}); outputs that depend on it will be NaN",
+                path.display(),
+                if count == 1 { "" } else { "s" },
+                value.to_f64()
+            ))
+        })
+        .collect()
+}
+
 /// Writes named tensors atomically, in sorted name order.
 pub fn write_weights<T: Scalar>(
     path: &Path,
@@ -161,6 +189,17 @@ pub fn write_weights_with_metadata<T: Scalar>(
     tensors: &BTreeMap<String, Tensor<T>>,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<(), IoError> {
+    let out = safetensors_bytes(path, tensors, metadata)?;
+    write_output(path, &[], |w| w.write_all(&out))
+}
+
+/// The bytes of a safetensors file, for [`write_output`] with inputs to guard; `path`
+/// only names the file in errors.
+pub fn safetensors_bytes<T: Scalar>(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor<T>>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, IoError> {
     let dtype = match Dtype::of::<T>() {
         Dtype::F32 => StDtype::F32,
         Dtype::F64 => StDtype::F64,
@@ -191,7 +230,7 @@ pub fn write_weights_with_metadata<T: Scalar>(
             "tensor names must be unique and the header under 100 MB",
         )
     })?;
-    atomic_write(path, &out)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -199,11 +238,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    fn tmp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fnet-st-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
-    }
+    use crate::io::tmp;
 
     fn sample() -> BTreeMap<String, Tensor<f32>> {
         let mut m = BTreeMap::new();
@@ -226,6 +261,24 @@ mod tests {
         let a = fs::read(&p).unwrap();
         write_weights(&p, &sample()).unwrap();
         assert_eq!(a, fs::read(&p).unwrap());
+    }
+
+    #[test]
+    fn non_finite_tensors_are_named() {
+        let mut m = sample();
+        m.get_mut("mid.weight").unwrap().data[2] = f32::NAN;
+        m.get_mut("mid.weight").unwrap().data[3] = f32::INFINITY;
+        let w = non_finite_warnings(Path::new("w.safetensors"), &m);
+        assert_eq!(w.len(), 1, "{w:?}");
+        for part in [
+            "w.safetensors",
+            "`mid.weight`",
+            "2 NaN or infinite values",
+            "index 2: NaN",
+        ] {
+            assert!(w[0].contains(part), "{}", w[0]);
+        }
+        assert!(non_finite_warnings(Path::new("w"), &sample()).is_empty());
     }
 
     #[test]

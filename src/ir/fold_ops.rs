@@ -46,25 +46,7 @@ pub fn bn_fold_arity(affine: bool, output: FoldOutput) -> usize {
 /// The plain conv a fused conv starts with, and its epilogue. `None` for other ops.
 pub fn split_fused(op: &Op) -> Option<(Op, &[Epilogue])> {
     match op {
-        Op::FusedConv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            algo,
-            epilogue,
-        } => Some((
-            Op::Conv {
-                stride: stride.clone(),
-                padding: padding.clone(),
-                dilation: dilation.clone(),
-                groups: *groups,
-                bias: *bias,
-                algo: *algo,
-            },
-            epilogue,
-        )),
+        Op::FusedConv { conv, epilogue } => Some((Op::Conv(conv.clone()), epilogue)),
         _ => None,
     }
 }
@@ -129,9 +111,9 @@ pub fn infer_fold(op: &Op, operands: &[&TensorType]) -> Result<TensorType, Shape
                 Ok(first.clone())
             }
         },
-        Op::FusedConv { bias, .. } => {
+        Op::FusedConv { conv: attrs, .. } => {
             let (conv, _) = split_fused(op).expect("fused conv");
-            let n = 2 + usize::from(*bias);
+            let n = 2 + usize::from(attrs.bias);
             let y = infer(&conv, &operands[..n])?;
             for r in &operands[n..] {
                 if r.shape != y.shape {

@@ -81,7 +81,7 @@ pub struct Graph {
     pub flexconvs: Vec<FlexInfo>,
     /// Each conv's algorithm decision and cost estimates, by node name
     /// (`choose-conv-algo`).
-    pub conv_costs: BTreeMap<String, crate::cost::ConvCost>,
+    pub conv_costs: BTreeMap<String, super::conv_cost::ConvCost>,
     /// Set by the `memory-plan` pass.
     pub memory: Option<MemorySummary>,
 }
@@ -117,6 +117,16 @@ impl Graph {
 
     pub fn node(&self, id: NodeIndex) -> &Node {
         &self.g[id]
+    }
+
+    /// Every node, in index order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeIndex> + '_ {
+        self.g.node_indices()
+    }
+
+    /// Whether `id` is still in the graph (a rewrite may have removed it).
+    pub fn contains(&self, id: NodeIndex) -> bool {
+        self.g.contains_node(id)
     }
 
     /// Operands of `id` ordered by slot.

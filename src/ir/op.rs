@@ -2,10 +2,9 @@
 //! an op forces shape inference, printing, arity checks (and later gradients and
 //! lowering) to handle it.
 
+use super::constant::ConstValue;
 pub use super::fold_ops::{Epilogue, FoldOutput};
-use crate::tensor::Tensor;
 use std::fmt;
-use std::sync::Arc;
 
 /// How a parameter tensor takes part in training.
 #[derive(
@@ -164,6 +163,20 @@ impl ConvAlgo {
     }
 }
 
+/// The attributes of a convolution, shared by every op that runs one (`Conv`,
+/// `FusedConv`, and the backward convolutions gradients will add), so a consumer reads
+/// them in one place whatever the op.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct ConvAttrs {
+    pub stride: Vec<u64>,
+    pub padding: Padding,
+    pub dilation: Vec<u64>,
+    pub groups: u64,
+    /// Whether a bias operand follows the weight.
+    pub bias: bool,
+    pub algo: ConvAlgo,
+}
+
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
@@ -194,9 +207,10 @@ pub enum Op {
     },
     /// A constant tensor computed at compile time (a materialised frozen parameter, a
     /// folded kernel). `origin` says where it came from, for the printer, which elides
-    /// the data. Its type is the value's shape, all dims known, f32.
+    /// the data. Its type is the value's shape, all dims known, f32; a fold for an
+    /// f64 run also keeps its f64 value (`ConstValue`).
     Const {
-        value: Arc<Tensor<f32>>,
+        value: ConstValue,
         origin: String,
     },
     /// `linspace(−1, 1, k)` per axis, meshed: `[D, k…]`. Constant.
@@ -243,15 +257,9 @@ pub enum Op {
     Scale {
         factor: f64,
     },
-    /// (x, weight[, bias]) cross-correlation, PyTorch semantics.
-    Conv {
-        stride: Vec<u64>,
-        padding: Padding,
-        dilation: Vec<u64>,
-        groups: u64,
-        bias: bool,
-        algo: ConvAlgo,
-    },
+    /// (x, weight[, bias]) cross-correlation, PyTorch semantics. A newtype variant
+    /// serialises as the struct variant it replaced, so `.fnc` files keep their form.
+    Conv(ConvAttrs),
     /// (x `[B, F]`, weight `[O, F]`[, bias]) → `[B, O]`.
     Linear {
         bias: bool,
@@ -307,12 +315,9 @@ pub enum Op {
     /// (x, weight[, bias], residuals…): a conv whose output then runs through
     /// `epilogue` in order; each `AddResidual` adds the next residual operand.
     FusedConv {
-        stride: Vec<u64>,
-        padding: Padding,
-        dilation: Vec<u64>,
-        groups: u64,
-        bias: bool,
-        algo: ConvAlgo,
+        /// Flattened: the serialised form keeps the six fields beside `epilogue`.
+        #[serde(flatten)]
+        conv: ConvAttrs,
         epilogue: Vec<Epilogue>,
     },
 }
@@ -331,7 +336,7 @@ impl Op {
             Op::GaussMask => "gauss_mask",
             Op::MaskMul => "mask_mul",
             Op::Scale { .. } => "scale",
-            Op::Conv { .. } => "conv",
+            Op::Conv(_) => "conv",
             Op::Linear { .. } => "linear",
             Op::BatchNorm { .. } => "batchnorm",
             Op::Relu => "relu",
@@ -369,7 +374,7 @@ impl Op {
                     + 2 * *layers as usize
                     + 2
             }
-            Op::Conv { bias, .. } | Op::Linear { bias } => 2 + usize::from(*bias),
+            Op::Conv(ConvAttrs { bias, .. }) | Op::Linear { bias } => 2 + usize::from(*bias),
             Op::BatchNorm {
                 affine,
                 running_stats,
@@ -388,7 +393,68 @@ impl Op {
             Op::Concat { .. } => return None,
             Op::LcFold => 2,
             Op::BnFold { affine, output, .. } => super::fold_ops::bn_fold_arity(*affine, *output),
-            Op::FusedConv { bias, epilogue, .. } => super::fold_ops::fused_arity(*bias, epilogue),
+            Op::FusedConv { conv, epilogue } => super::fold_ops::fused_arity(conv.bias, epilogue),
         })
+    }
+
+    /// The convolution attributes of an op that runs a convolution. Every such op is
+    /// listed here and in [`Op::conv_attrs_mut`]: `choose-conv-algo` decides for each.
+    pub fn conv_attrs(&self) -> Option<&ConvAttrs> {
+        match self {
+            Op::Conv(c) | Op::FusedConv { conv: c, .. } => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn conv_attrs_mut(&mut self) -> Option<&mut ConvAttrs> {
+        match self {
+            Op::Conv(c) | Op::FusedConv { conv: c, .. } => Some(c),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs() -> ConvAttrs {
+        ConvAttrs {
+            stride: vec![2, 2],
+            padding: Padding::Explicit(vec![(1, 1), (1, 1)]),
+            dilation: vec![1, 1],
+            groups: 1,
+            bias: false,
+            algo: ConvAlgo::Im2col,
+        }
+    }
+
+    /// `.fnc` headers written before `ConvAttrs` existed hold these exact forms; they
+    /// must still load, and new ones must look the same.
+    #[test]
+    fn conv_ops_keep_their_serialised_form() {
+        let conv = r#"{"Conv":{"stride":[2,2],"padding":{"Explicit":[[1,1],[1,1]]},"dilation":[1,1],"groups":1,"bias":false,"algo":"Im2col"}}"#;
+        let fused = r#"{"FusedConv":{"stride":[2,2],"padding":{"Explicit":[[1,1],[1,1]]},"dilation":[1,1],"groups":1,"bias":false,"algo":"Im2col","epilogue":["Relu","AddResidual"]}}"#;
+        let fused_op = Op::FusedConv {
+            conv: attrs(),
+            epilogue: vec![Epilogue::Relu, Epilogue::AddResidual],
+        };
+        for (op, json) in [(Op::Conv(attrs()), conv), (fused_op, fused)] {
+            assert_eq!(serde_json::to_string(&op).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn conv_attrs_are_read_the_same_from_both_ops() {
+        let mut fused = Op::FusedConv {
+            conv: attrs(),
+            epilogue: vec![],
+        };
+        assert_eq!(Op::Conv(attrs()).conv_attrs(), Some(&attrs()));
+        fused.conv_attrs_mut().unwrap().algo = ConvAlgo::Direct;
+        assert_eq!(fused.conv_attrs().unwrap().algo, ConvAlgo::Direct);
+        assert_eq!(fused.arity(), Some(2));
+        assert_eq!(Op::Relu.conv_attrs(), None);
     }
 }

@@ -34,21 +34,16 @@ pub fn op_attrs(op: &Op) -> String {
             out_channels,
             in_channels,
         } => format!("layers={layers} hidden={hidden} out={out_channels} in={in_channels}"),
-        Op::FlexKernel { .. } => crate::runtime::flex_kernel::attrs(op),
+        Op::FlexKernel { .. } => super::flex_kernel::attrs(op),
         Op::GaussMask | Op::MaskMul => String::new(),
         Op::Scale { factor } => format!("factor={factor}"),
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias: _,
-            algo,
-        } => format!(
-            "stride={} pad={padding} dilation={} groups={groups} algo={}",
-            list(stride),
-            list(dilation),
-            algo.name()
+        Op::Conv(c) => format!(
+            "stride={} pad={} dilation={} groups={} algo={}",
+            list(&c.stride),
+            c.padding,
+            list(&c.dilation),
+            c.groups,
+            c.algo.name()
         ),
         Op::Linear { .. } => String::new(),
         Op::BatchNorm {
@@ -132,7 +127,7 @@ pub fn print_graph(graph: &Graph) -> String {
                 let attrs = op_attrs(op);
                 let sep = if attrs.is_empty() { "" } else { " " };
                 let cost = match graph.conv_costs.get(&node.name) {
-                    Some(c) if crate::passes::choose_conv_algo::conv_geometry(op).is_some() => {
+                    Some(c) if op.conv_attrs().is_some() => {
                         format!("  {}", c.ir_comment())
                     }
                     _ => String::new(),

@@ -2,7 +2,7 @@
 //! calls it as it builds the graph (so errors point at the layer), and `verify` calls
 //! it again after every rewrite.
 
-use super::op::{Op, Padding, PoolSpec};
+use super::op::{ConvAttrs, Op, Padding, PoolSpec};
 use super::types::{DType, Dim, TensorType};
 
 /// Why an op does not accept its operands, phrased as expected vs got.
@@ -91,12 +91,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             shape.extend(operands[0].shape[1..].iter().cloned());
             Ok(TensorType::new(dtype, shape))
         }
-        Op::FlexKernel { .. } => {
-            crate::runtime::flex_kernel::infer(op, operands).map_err(|e| ShapeError {
-                message: e,
-                hint: None,
-            })
-        }
+        Op::FlexKernel { .. } => super::flex_kernel::infer(op, operands),
         Op::MaskMul => {
             let (k, m) = (operands[0], operands[1]);
             if k.rank() < 2 || k.shape[2..] != m.shape[..] {
@@ -111,14 +106,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
         Op::Scale { .. } | Op::Relu | Op::Gelu | Op::Dropout { .. } => {
             Ok(x.expect("unary op").clone())
         }
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            ..
-        } => conv(operands, stride, padding, dilation, *groups, *bias),
+        Op::Conv(c) => conv(operands, c),
         Op::Linear { bias } => {
             let (x, w) = (operands[0], operands[1]);
             expect_rank("linear", x, &[2])?;
@@ -275,14 +263,16 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
     }
 }
 
-fn conv(
-    operands: &[&TensorType],
-    stride: &[u64],
-    padding: &Padding,
-    dilation: &[u64],
-    groups: u64,
-    bias: bool,
-) -> Result<TensorType, ShapeError> {
+fn conv(operands: &[&TensorType], attrs: &ConvAttrs) -> Result<TensorType, ShapeError> {
+    let ConvAttrs {
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        ..
+    } = attrs;
+    let (groups, bias) = (*groups, *bias);
     let (x, w) = (operands[0], operands[1]);
     let spatial = w.rank().saturating_sub(2);
     expect_rank(

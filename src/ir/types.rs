@@ -18,6 +18,19 @@ pub struct SymDim {
     pub add: i64,
 }
 
+impl SymDim {
+    /// `floor((v + offset)/div) + add`, exact: i128 holds every u64 ± i64.
+    fn eval_wide(&self, v: u64) -> i128 {
+        (i128::from(v) + i128::from(self.offset)).div_euclid(i128::from(self.div.max(1)))
+            + i128::from(self.add)
+    }
+
+    /// The size when the symbol is `v`; `None` when it is negative or beyond u64.
+    pub fn eval(&self, v: u64) -> Option<u64> {
+        u64::try_from(self.eval_wide(v)).ok()
+    }
+}
+
 #[derive(
     serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
 )]
@@ -44,6 +57,17 @@ impl Dim {
         match self {
             Dim::Known(v) => Some(*v),
             _ => None,
+        }
+    }
+
+    /// The size planning and cost estimates assume at batch size `batch`: every symbol
+    /// set to `batch`, a data-dependent size at its bound. A symbolic size is at least
+    /// 1 and saturates at `u64::MAX` rather than wrapping.
+    pub fn at_batch(&self, batch: u64) -> u64 {
+        match self {
+            Dim::Known(k) => *k,
+            Dim::Dyn { max } => *max,
+            Dim::Sym(s) => s.eval_wide(batch).clamp(1, i128::from(u64::MAX)) as u64,
         }
     }
 
@@ -171,6 +195,11 @@ impl TensorType {
         self.shape.len()
     }
 
+    /// Every dimension at batch size `batch` ([`Dim::at_batch`]).
+    pub fn dims_at_batch(&self, batch: u64) -> Vec<u64> {
+        self.shape.iter().map(|d| d.at_batch(batch)).collect()
+    }
+
     /// Element count when every dimension is known.
     pub fn numel(&self) -> Option<u64> {
         self.shape
@@ -214,6 +243,39 @@ mod tests {
                 "T={t}"
             );
         }
+    }
+
+    #[test]
+    fn sizes_at_a_batch_follow_the_symbol_arithmetic() {
+        let t = TensorType::new(
+            DType::F32,
+            vec![
+                Dim::sym("B"),
+                Dim::Known(3),
+                Dim::Dyn { max: 33 },
+                Dim::sym("B").windowed(2, 3, 2).unwrap(),
+            ],
+        );
+        for b in 1..50u64 {
+            assert_eq!(t.dims_at_batch(b), vec![b, 3, 33, (b - 1) / 2 + 1], "B={b}");
+        }
+        // floor((B − 8)/1) is negative for small B: planning clamps to one element,
+        // evaluation refuses.
+        let short = Dim::sym("B").windowed(0, 9, 1).unwrap();
+        let Dim::Sym(s) = &short else { panic!() };
+        assert_eq!(short.at_batch(4), 1);
+        assert_eq!(s.eval(4), None);
+        assert_eq!(s.eval(9), Some(1));
+        // No wrap at the ends of the range.
+        let huge = SymDim {
+            name: "B".into(),
+            offset: i64::MAX,
+            div: 1,
+            add: i64::MAX,
+        };
+        assert_eq!(Dim::Sym(huge.clone()).at_batch(u64::MAX), u64::MAX);
+        assert_eq!(huge.eval(u64::MAX), None);
+        assert_eq!(huge.eval(0), Some(2 * i64::MAX as u64));
     }
 
     #[test]

@@ -320,9 +320,9 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
 /// factor above 7). Each reads the previous stage's output and the axis' twiddles.
 ///
 /// Radix-7 stages take 16 rows per work-item on CPUs (`vector` 8 or 16) when the rows
-/// allow: their cost is dominated by per-work-item overhead, so float16 halved their
-/// time on PoCL (AVX-512), where float4 doubled it. 16 lanes is OpenCL's widest
-/// vector, so a 16-lane target keeps 16.
+/// allow: their cost is dominated by per-work-item overhead, so 16 lanes halved their
+/// time on PoCL (AVX-512), where 4 lanes doubled it. 16 lanes is the IR's widest
+/// vector (`typecheck`), so a 16-lane target keeps 16.
 pub fn axis_kernels(a: &FftAxis, vector: u8) -> Option<Vec<Kernel>> {
     let mut ns = 1;
     let mut out = Vec::new();

@@ -1,8 +1,12 @@
 //! A small, backend-neutral kernel IR: one data-parallel kernel is a loop nest over
 //! index expressions, run once per point of a 1–3 dimensional grid. Values are scalars
 //! or short vectors (`width` lanes), so explicit vectorisation and register tiles are
-//! part of the IR, not something a backend has to discover. The OpenCL backend renders
-//! it as OpenCL C; a CPU JIT can render the same kernels.
+//! part of the IR, not something a backend has to discover. Backends render it: the
+//! OpenCL backend as OpenCL C, a CPU JIT the same kernels as machine code.
+//!
+//! The lowering builds kernels untyped; `typecheck` then gives every expression a type
+//! and makes every scalar-to-vector broadcast an explicit [`Expr::Broadcast`], so a
+//! renderer never needs implicit conversions. Every kernel of a plan is checked.
 //!
 //! Everything the lowering knows about shapes is baked in as constants: a kernel is
 //! specialised to one set of sizes, and backends cache compiled code by its text.
@@ -17,14 +21,19 @@ pub mod grouped;
 pub mod magnet;
 pub mod ops;
 pub mod plan;
+pub mod typecheck;
 
-/// Element type of a value: `f32` or `i32` with 1, 2, 4, 8 or 16 lanes.
+/// Element type of a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Elem {
+    /// Data: scalars and vectors of 2, 4, 8 or 16 lanes.
     F32,
+    /// Indices, sizes and conditions (0 false, anything else true): scalars only, so
+    /// index arithmetic stays scalar and renderers need no integer vectors.
     I32,
 }
 
+/// The type of a value: an element type and a lane count (1 for a scalar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ty {
     pub elem: Elem,
@@ -96,13 +105,18 @@ pub enum Expr {
     },
     /// A scalar repeated over `width` lanes.
     Splat(Box<Expr>, u8),
+    /// A scalar repeated over `width` lanes where the kernel as built used a scalar in
+    /// a vector's place: inserted by `typecheck`, never by the lowering. The value is
+    /// `Splat`'s; the separate node lets a renderer whose language widens scalars
+    /// implicitly (OpenCL C) print the scalar alone, so checking changes no source.
+    Broadcast(Box<Expr>, u8),
     /// One lane of a vector.
     Lane(Box<Expr>, u8),
     /// `a·b + c`, fused where the target has it.
     Fma(Box<Expr>, Box<Expr>, Box<Expr>),
     /// `cond ? a : b` (scalar condition).
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
-    /// Integer to float.
+    /// A scalar integer to float.
     ToFloat(Box<Expr>),
 }
 
@@ -172,5 +186,70 @@ impl fmt::Display for Elem {
             Elem::F32 => "f32",
             Elem::I32 => "i32",
         })
+    }
+}
+
+/// `f32`, `i32`, `f32x8`: how type errors name types.
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.width == 1 {
+            write!(f, "{}", self.elem)
+        } else {
+            write!(f, "{}x{}", self.elem, self.width)
+        }
+    }
+}
+
+/// A backend-neutral notation for messages: C-like operators, loads as
+/// `load8(buf, index)`, explicit broadcasts as `splat8(x)` and `broadcast8(x)`.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Int(v) if *v < 0 => write!(f, "({v})"),
+            Expr::Int(v) => write!(f, "{v}"),
+            Expr::Float(v) => write!(f, "{v:?}"),
+            Expr::Var(n) => f.write_str(n),
+            Expr::GlobalId(a) => write!(f, "gid({a})"),
+            Expr::Bin(BinOp::Min, a, b) => write!(f, "min({a}, {b})"),
+            Expr::Bin(BinOp::Max, a, b) => write!(f, "max({a}, {b})"),
+            Expr::Bin(op, a, b) => {
+                let sym = match op {
+                    BinOp::Add => "+",
+                    BinOp::Sub => "-",
+                    BinOp::Mul => "*",
+                    BinOp::Div => "/",
+                    BinOp::Rem => "%",
+                    BinOp::Lt => "<",
+                    BinOp::Le => "<=",
+                    BinOp::Eq => "==",
+                    BinOp::And => "&&",
+                    BinOp::Min | BinOp::Max => unreachable!("written as calls above"),
+                };
+                write!(f, "({a} {sym} {b})")
+            }
+            Expr::Call(func, a) => {
+                let name = match func {
+                    Func::Exp => "exp",
+                    Func::Sqrt => "sqrt",
+                    Func::Erf => "erf",
+                    Func::Sin => "sin",
+                };
+                write!(f, "{name}({a})")
+            }
+            Expr::Load { buf, index, width } if *width == 1 => write!(f, "{buf}[{index}]"),
+            Expr::Load { buf, index, width } => write!(f, "load{width}({buf}, {index})"),
+            Expr::Gather {
+                buf,
+                index,
+                stride,
+                width,
+            } => write!(f, "gather{width}({buf}, {index}, stride {stride})"),
+            Expr::Splat(a, w) => write!(f, "splat{w}({a})"),
+            Expr::Broadcast(a, w) => write!(f, "broadcast{w}({a})"),
+            Expr::Lane(a, l) => write!(f, "lane({a}, {l})"),
+            Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
+            Expr::Select(c, a, b) => write!(f, "({c} ? {a} : {b})"),
+            Expr::ToFloat(a) => write!(f, "float({a})"),
+        }
     }
 }

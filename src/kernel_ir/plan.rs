@@ -1,6 +1,6 @@
 //! Lowering a graph to an execution plan: a list of kernel launches over buffers, for
-//! one set of input shapes. Backend-neutral: the OpenCL executor renders and runs it,
-//! a CPU JIT can do the same.
+//! one set of input shapes. Backend-neutral: every kernel is type-checked, so any
+//! renderer of the kernel IR can run the plan (the OpenCL executor is one).
 //!
 //! - Subgraphs that read only parameters (FlexConv kernel synthesis, masks, crops) are
 //!   evaluated once on the host by the reference interpreter; their results become
@@ -50,7 +50,7 @@ pub struct Target {
 
 impl Target {
     /// CPUs with 256-bit vectors (PoCL on AVX2): 8 pixels × 8 channels per work-item,
-    /// eight `float8` accumulators to cover the FMA latency (8 × 4 ran ResNet-20 at
+    /// eight `f32x8` accumulators to cover the FMA latency (8 × 4 ran ResNet-20 at
     /// batch 64 1.4× slower on PoCL, docs/performance.md).
     pub fn cpu() -> Target {
         Target {
@@ -61,7 +61,7 @@ impl Target {
     }
 
     /// CPUs with 512-bit vectors (PoCL on AVX-512): 16 pixels × 8 channels, eight
-    /// `float16` accumulators. On the 2-core Skylake it runs ResNet-20 at batch 64 in
+    /// `f32x16` accumulators. On the 2-core Skylake it runs ResNet-20 at batch 64 in
     /// 26 ms against 34 ms with 8 × 8 (docs/performance.md).
     pub fn cpu_wide() -> Target {
         Target {
@@ -178,7 +178,7 @@ struct Builder<'a> {
 
 fn unsupported(node: &Node, why: &str) -> RunError {
     RunError::new(format!(
-        "`{}` ({}): {why} is not supported on the OpenCL backend yet",
+        "`{}` ({}): the kernel lowering does not support {why} yet",
         node.name,
         node.op.name()
     ))
@@ -235,7 +235,7 @@ pub fn build_plan(
         let node = graph.node(id);
         if !conforms(&node.ty, &val.shape, &b.env) {
             return Err(RunError::new(format!(
-                "internal error: OpenCL lowering of `{}` gives {:?} but its type is {}",
+                "internal error: the kernel lowering of `{}` gives {:?} but its type is {}",
                 node.name, val.shape, node.ty
             )));
         }
@@ -247,7 +247,21 @@ pub fn build_plan(
     }
     let mut plan = b.plan;
     assign_slots(&mut plan);
+    check_kernels(&mut plan)?;
     Ok(plan)
+}
+
+/// Types every kernel and makes its broadcasts explicit (`typecheck`), so that any
+/// renderer can take the plan. A failure is a bug in the lowering.
+fn check_kernels(plan: &mut Plan) -> Result<(), RunError> {
+    for k in &mut plan.kernels {
+        super::typecheck::check(k).map_err(|e| {
+            RunError::new(format!(
+                "internal error: the kernel lowering built an ill-typed {e}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Nodes whose value depends on parameters only.
@@ -401,7 +415,7 @@ impl Builder<'_> {
         self.consts.get(&id).ok_or_else(|| {
             let node = self.graph.node(id);
             RunError::new(format!(
-                "`{}` is computed at run time; the OpenCL backend needs it constant here",
+                "`{}` is computed at run time; the kernel lowering needs it constant here",
                 node.name
             ))
             .hint("use --backend reference")

@@ -36,14 +36,19 @@ pub struct ClContext {
 }
 
 /// The default on-disk cache: `$FNET_CACHE_DIR`, else `$XDG_CACHE_HOME/fnet/opencl`,
-/// else `~/.cache/fnet/opencl`.
+/// else `~/.cache/fnet/opencl`, else none. A variable set to the empty string counts
+/// as unset (as the XDG spec says), so `FNET_CACHE_DIR=` never means the current
+/// directory.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("FNET_CACHE_DIR") {
-        return Some(PathBuf::from(d));
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = var("FNET_CACHE_DIR") {
+        return Some(d);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
     Some(base.join("fnet").join("opencl"))
 }
 
@@ -174,10 +179,45 @@ impl ClContext {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        // Write then rename, so a concurrent reader never sees half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
-        }
+        // Atomic, so a concurrent reader never sees half a file.
+        let _ = crate::io::write_output(path, &[], |w| w.write_all(&bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let home = Some(PathBuf::from("/h/.cache/fnet/opencl"));
+        assert_eq!(
+            cache_dir_from(env(&[("FNET_CACHE_DIR", ""), ("HOME", "/h")])),
+            home
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
+            home
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("FNET_CACHE_DIR", "/c"), ("HOME", "/h")])),
+            Some(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            Some(PathBuf::from("/x/fnet/opencl"))
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("FNET_CACHE_DIR", ""), ("HOME", "")])),
+            None
+        );
     }
 }

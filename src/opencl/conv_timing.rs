@@ -101,7 +101,7 @@ mod tests {
                 .g
                 .node_weights()
                 .filter_map(|n| match &n.op {
-                    crate::ir::op::Op::Conv { algo, stride, .. } => Some((*algo, stride.clone())),
+                    crate::ir::op::Op::Conv(c) => Some((c.algo, c.stride.clone())),
                     _ => None,
                 })
                 .collect();

@@ -1,16 +1,20 @@
 //! Running a plan on an OpenCL device: one program for all of the plan's kernels,
 //! device buffers for inputs, constants and storage slots, and one kernel object per
 //! launch with its buffers bound, so a run is writes, launches and reads only.
+//!
+//! An `Executable` holds its own handle on the queue (OpenCL objects are reference
+//! counted), not a borrow of the `ClContext`, so that `crate::backend` can keep one
+//! beside the context it came from.
 
 use super::context::ClContext;
 use super::render;
 use crate::kernel_ir::plan::{BufKind, Plan};
 use crate::runtime::RunError;
 use crate::tensor::Tensor;
-use ocl::{Buffer, Kernel, MemFlags, SpatialDims};
+use ocl::{Buffer, Kernel, MemFlags, Queue, SpatialDims};
 
-pub struct Executable<'c> {
-    ctx: &'c ClContext,
+pub struct Executable {
+    queue: Queue,
     pub plan: Plan,
     pub source: String,
     buffers: Vec<Buffer<f32>>,
@@ -35,9 +39,9 @@ pub fn plan_source(plan: &Plan) -> String {
     render::program(&plan.kernels.iter().collect::<Vec<_>>())
 }
 
-impl<'c> Executable<'c> {
+impl Executable {
     /// Builds (or loads from the cache) the program and uploads the constants.
-    pub fn new(ctx: &'c ClContext, plan: Plan) -> Result<Executable<'c>, RunError> {
+    pub fn new(ctx: &ClContext, plan: Plan) -> Result<Executable, RunError> {
         let source = plan_source(&plan);
         let program = ctx.program(&source)?;
         let alloc = |len: usize, data: Option<&[f32]>| -> Result<Buffer<f32>, RunError> {
@@ -89,7 +93,7 @@ impl<'c> Executable<'c> {
             );
         }
         let exe = Executable {
-            ctx,
+            queue: ctx.queue.clone(),
             plan,
             source,
             buffers,
@@ -106,8 +110,7 @@ impl<'c> Executable<'c> {
             // SAFETY: as in `launch`.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("setting up `{}`", step.layer), e))?;
         }
-        self.ctx
-            .queue
+        self.queue
             .finish()
             .map_err(|e| cl_err("waiting for the queue", e))
     }
@@ -134,6 +137,23 @@ impl<'c> Executable<'c> {
             .enq()
             .map_err(|e| cl_err("writing a parameter", e))?;
         self.run_setup()
+    }
+
+    /// Reads parameter `name` back from the device (`None`: the plan baked it in on
+    /// the host, see `write_param`).
+    pub fn read_param(&self, name: &str) -> Option<Result<Vec<f32>, RunError>> {
+        let buf = *self.plan.params.get(name)?;
+        let mut data = vec![0.0f32; self.plan.buffers[buf].len];
+        if data.is_empty() {
+            return Some(Ok(data));
+        }
+        Some(
+            self.buffers[buf]
+                .read(&mut data[..])
+                .enq()
+                .map(|()| data)
+                .map_err(|e| cl_err("reading a parameter", e)),
+        )
     }
 
     /// Runs the plan on `inputs` (shaped as the plan was built for).
@@ -175,8 +195,7 @@ impl<'c> Executable<'c> {
             // construction of the plan.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
         }
-        self.ctx
-            .queue
+        self.queue
             .finish()
             .map_err(|e| cl_err("waiting for the queue", e))
     }

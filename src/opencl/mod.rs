@@ -1,6 +1,7 @@
 //! The OpenCL backend: lowers a graph to kernel IR (`crate::kernel_ir`), renders it as
 //! explicitly vectorised OpenCL C, builds it through a program cache and runs it with
-//! the `ocl` crate, on PoCL (CPU) or any GPU driver.
+//! the `ocl` crate, on PoCL (CPU) or any GPU driver. Models run through
+//! `crate::backend::OpenClBackend`, which wraps the context and an `Executable`.
 
 pub mod context;
 pub mod conv_timing;
@@ -13,10 +14,7 @@ pub use context::{default_cache_dir, CacheStats, ClContext};
 pub use device::{list_devices, probe_platforms, DeviceInfoSummary, DeviceSel};
 pub use exec::{plan_source, Executable};
 
-use crate::ir::graph::Graph;
-use crate::kernel_ir::plan::{build_plan, Target};
-use crate::runtime::{ParamStore, RunError};
-use crate::tensor::Tensor;
+use crate::kernel_ir::plan::Target;
 
 /// Code generation choices for a device: CPUs (and accelerators that are neither)
 /// get 8-lane vectors and 8 output channels per work-item, the register tile PoCL
@@ -52,23 +50,12 @@ fn tile_override() -> Option<(u8, usize)> {
         .then_some((vector, tile_co))
 }
 
-/// Runs `graph` forward once on `ctx` (evaluation mode, f32).
-pub fn run_graph(
-    ctx: &ClContext,
-    graph: &Graph,
-    params: &ParamStore<f32>,
-    inputs: &[Tensor<f32>],
-) -> Result<Vec<Tensor<f32>>, RunError> {
-    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-    let plan = build_plan(graph, params, &shapes, target_for(&ctx.info))?;
-    Executable::new(ctx, plan)?.run(inputs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::driver::compile_str;
     use crate::eval::Options;
+    use crate::kernel_ir::plan::build_plan;
     use crate::runtime::initialise;
 
     fn device(gpu: bool) -> DeviceInfoSummary {

@@ -46,7 +46,11 @@ pub fn expr(e: &Expr) -> String {
         Expr::Var(n) => n.clone(),
         Expr::GlobalId(a) => format!("(int)get_global_id({a})"),
         Expr::Bin(op, a, b) => {
-            let (a, b) = (expr(a), expr(b));
+            // `min`/`max` take (vector, scalar) but not (scalar, vector).
+            let (a, b) = match op {
+                BinOp::Min | BinOp::Max => (expr(a), widened(b)),
+                _ => (widened(a), widened(b)),
+            };
             match op {
                 BinOp::Min => format!("min({a}, {b})"),
                 BinOp::Max => format!("max({a}, {b})"),
@@ -101,11 +105,21 @@ pub fn expr(e: &Expr) -> String {
                 .collect();
             format!("(float{width})({})", lanes.join(", "))
         }
-        Expr::Splat(a, w) => format!("(float{w})({})", expr(a)),
+        Expr::Splat(a, w) | Expr::Broadcast(a, w) => format!("(float{w})({})", expr(a)),
         Expr::Lane(a, l) => format!("{}.s{l:x}", expr(a)),
         Expr::Fma(a, b, c) => format!("fma({}, {}, {})", expr(a), expr(b), expr(c)),
-        Expr::Select(c, a, b) => format!("({} ? {} : {})", expr(c), expr(a), expr(b)),
+        Expr::Select(c, a, b) => format!("({} ? {} : {})", expr(c), widened(a), widened(b)),
         Expr::ToFloat(a) => format!("(float)({})", expr(a)),
+    }
+}
+
+/// `e` where OpenCL C widens a scalar to a vector itself (operators, the arms of
+/// `?:`, initialisers and assignments): the type check's broadcasts print as the bare
+/// scalar there, so the source is the same as before the check made them explicit.
+fn widened(e: &Expr) -> String {
+    match e {
+        Expr::Broadcast(a, _) => expr(a),
+        _ => expr(e),
     }
 }
 
@@ -119,10 +133,10 @@ fn stmt(out: &mut String, s: &Stmt, depth: usize) {
     let pad = "  ".repeat(depth);
     match s {
         Stmt::Let { name, ty: t, init } => {
-            let _ = writeln!(out, "{pad}{} {name} = {};", ty(*t), expr(init));
+            let _ = writeln!(out, "{pad}{} {name} = {};", ty(*t), widened(init));
         }
         Stmt::Assign { name, value } => {
-            let _ = writeln!(out, "{pad}{name} = {};", expr(value));
+            let _ = writeln!(out, "{pad}{name} = {};", widened(value));
         }
         Stmt::For {
             var,
@@ -271,5 +285,75 @@ mod tests {
         assert!(s.contains("float8 v = fma(vload8(0, x + i), (float8)(2.0f), vload8(0, y + i));"));
         assert!(s.contains("vstore8(v, 0, y + i);"));
         assert!(s.contains("int i = ((int)get_global_id(0) * 8);"));
+    }
+
+    /// The check's broadcasts print as the bare scalar where OpenCL C widens scalars
+    /// itself, and as a cast where it does not (`vstore`, `fma`, `min`'s first
+    /// argument): checking leaves the source the lowering's.
+    #[test]
+    fn broadcasts_print_bare_where_opencl_widens() {
+        let body = vec![
+            let_("acc", Ty::f32x(4), float(0.0)),
+            assign("acc", max(var("acc"), float(0.0))),
+            assign("acc", bin(BinOp::Min, float(6.0), var("acc"))),
+            assign("acc", fma(var("acc"), float(2.0), var("acc"))),
+            assign(
+                "acc",
+                select(lt(int(0), int(1)), var("acc") * float(2.0), float(1.0)),
+            ),
+            store("y", int(0), var("acc"), 4),
+            store("y", int(4), float(1.0), 4),
+        ];
+        let mut k = Kernel {
+            name: "widen".into(),
+            params: vec![Param {
+                name: "y".into(),
+                read_only: false,
+            }],
+            body,
+            grid: vec![1],
+            local: None,
+            flops: 0,
+        };
+        let before = kernel(&k);
+        crate::kernel_ir::typecheck::check(&mut k).expect("well typed");
+        let after = kernel(&k);
+        let lines: Vec<&str> = after.lines().skip(2).map(str::trim).collect();
+        assert_eq!(
+            lines,
+            [
+                "float4 acc = 0.0f;",
+                "acc = max(acc, 0.0f);",
+                "acc = min((float4)(6.0f), acc);",
+                "acc = fma(acc, (float4)(2.0f), acc);",
+                "acc = ((0 < 1) ? (acc * 2.0f) : 1.0f);",
+                "vstore4(acc, 0, y + 0);",
+                "vstore4((float4)(1.0f), 0, y + 4);",
+                "}",
+            ]
+        );
+        // Where the lowering's source was valid OpenCL C, checking did not change it.
+        let changed: Vec<(&str, &str)> = before
+            .lines()
+            .zip(after.lines())
+            .filter(|(b, a)| b != a)
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                (
+                    "  acc = min(6.0f, acc);",
+                    "  acc = min((float4)(6.0f), acc);"
+                ),
+                (
+                    "  acc = fma(acc, 2.0f, acc);",
+                    "  acc = fma(acc, (float4)(2.0f), acc);"
+                ),
+                (
+                    "  vstore4(1.0f, 0, y + 4);",
+                    "  vstore4((float4)(1.0f), 0, y + 4);"
+                ),
+            ]
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! see one form. Dropout is the identity at inference; scaling by 1 and flattening an
 //! already flat tensor are identities always.
 
-use super::cse::replace_uses;
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::graph::Graph;
 use crate::ir::op::Op;
@@ -20,8 +19,7 @@ impl Pass for Canonicalize {
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let identities: Vec<_> = graph
-            .g
-            .node_indices()
+            .node_ids()
             .filter(|&n| match &graph.node(n).op {
                 Op::Dropout { .. } => ctx.mode == CompileMode::Inference,
                 Op::Scale { factor } => *factor == 1.0,
@@ -37,8 +35,8 @@ impl Pass for Canonicalize {
             .collect();
         for &n in &identities {
             let input = graph.operands(n)[0];
-            replace_uses(graph, n, input);
-            graph.g.remove_node(n);
+            graph.replace_uses(n, input)?;
+            graph.remove_unused(&[n])?;
         }
         Ok(identities.len())
     }

@@ -22,7 +22,7 @@
 use super::manager::{Pass, PassContext};
 use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
 use crate::ir::graph::Graph;
-use crate::ir::op::{ConvAlgo, Op, Padding};
+use crate::ir::op::ConvAlgo;
 use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 
@@ -56,46 +56,10 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
     }
 }
 
-/// `(stride, padding, dilation, groups, algo)` of a conv-like op.
-pub type ConvGeometry<'a> = (&'a [u64], &'a Padding, &'a [u64], u64, ConvAlgo);
-
-/// The geometry of an op that runs a convolution: `(stride, padding, dilation,
-/// groups, algo)`. Every conv-like op the pass decides for is listed here and in
-/// [`algo_mut`] (a fused conv adds one arm to each).
-pub fn conv_geometry(op: &Op) -> Option<ConvGeometry<'_>> {
-    match op {
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            algo,
-            ..
-        }
-        | Op::FusedConv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            algo,
-            ..
-        } => Some((stride, padding, dilation, *groups, *algo)),
-        _ => None,
-    }
-}
-
-/// The `algo` field of a conv-like op.
-pub fn algo_mut(op: &mut Op) -> Option<&mut ConvAlgo> {
-    match op {
-        Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => Some(algo),
-        _ => None,
-    }
-}
-
 /// The cost-model view of conv `id`: its shape with every size resolved, whether the
 /// kernel size is a bound rather than known, and whether a spatial size was nominal.
 pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape, bool, bool)> {
-    let (stride, padding, dilation, groups, _) = conv_geometry(&graph.node(id).op)?;
+    let attrs = graph.node(id).op.conv_attrs()?;
     let ops = graph.operands(id);
     let (x, w) = (&graph.node(ops[0]).ty.shape, &graph.node(ops[1]).ty.shape);
     let (mut bound, mut nominal) = (false, false);
@@ -128,10 +92,10 @@ pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape
         co: w[0].known()?,
         input,
         kernel,
-        stride: stride.to_vec(),
-        dilation: dilation.to_vec(),
-        groups,
-        padding: padding.clone(),
+        stride: attrs.stride.clone(),
+        dilation: attrs.dilation.clone(),
+        groups: attrs.groups,
+        padding: attrs.padding.clone(),
     };
     Some((shape, bound, nominal))
 }
@@ -166,9 +130,8 @@ impl Pass for ChooseConvAlgo {
         let table = CostTable::of(ctx.cost_backend);
         let mut rewrites = 0;
         let convs: Vec<NodeIndex> = graph
-            .g
-            .node_indices()
-            .filter(|&n| conv_geometry(&graph.node(n).op).is_some())
+            .node_ids()
+            .filter(|&n| graph.node(n).op.conv_attrs().is_some())
             .collect();
         for id in convs {
             let Some((shape, bound, nominal)) = conv_shape(graph, id, ctx.batch) else {
@@ -176,16 +139,10 @@ impl Pass for ChooseConvAlgo {
             };
             let name = graph.node(id).name.clone();
             // A conv this pass already decided counts as `auto` again (idempotence).
-            let written = match (
-                graph.conv_costs.get(&name),
-                conv_geometry(&graph.node(id).op),
-            ) {
+            let written = match (graph.conv_costs.get(&name), graph.node(id).op.conv_attrs()) {
                 (Some(c), _) if c.decider != Decider::Program => ConvAlgo::Auto,
-                (_, Some((.., algo))) => algo,
+                (_, Some(attrs)) => attrs.algo,
                 _ => continue,
-            };
-            let Some(algo) = algo_mut(&mut graph.g[id].op) else {
-                continue;
             };
             let (chosen, decider) = decide(written, env, &shape, table);
             if env == Some(ConvAlgo::Fft) && decider == Decider::Model {
@@ -208,8 +165,10 @@ impl Pass for ChooseConvAlgo {
                     format!("symbolic spatial size costed at {NOMINAL_LEN}"),
                 );
             }
-            if *algo != chosen {
-                *algo = chosen;
+            let mut op = graph.node(id).op.clone();
+            if let Some(attrs) = op.conv_attrs_mut().filter(|c| c.algo != chosen) {
+                attrs.algo = chosen;
+                graph.replace_op(id, op)?;
                 rewrites += 1;
             }
             let estimate = table.estimate(&shape);

@@ -6,17 +6,16 @@
 //!
 //! The folded kernel is computed by `lc_fold` (and `bn_fold`) over the parameters, so
 //! the coefficients stay trainable parameters and training graphs fold too. A layer is
-//! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`.
+//! folded only where `fold_is_cheaper` says so at the batch size `ctx.batch`, by the
+//! cost table of `ctx.cost_backend`.
 
-use super::cse::replace_uses;
 use super::manager::{CompileMode, Pass, PassContext};
+use crate::cost::CostTable;
 use crate::ir::fold_ops::FoldOutput;
-use crate::ir::graph::{Graph, Node};
-use crate::ir::op::{Op, Padding};
-use crate::ir::shape::infer;
-use crate::ir::types::{Dim, TensorType};
+use crate::ir::graph::Graph;
+use crate::ir::op::{ConvAttrs, Op, Padding};
+use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
-use petgraph::Direction;
 
 pub struct FoldBases;
 
@@ -59,7 +58,7 @@ pub struct FoldDecision {
 
 /// The cost model's estimate for a conv at its cheapest algorithm. The shape keeps
 /// only output sizes, so it is costed as a stride-1 `same` conv of that size.
-fn conv_seconds(s: &ConvShape) -> f64 {
+fn conv_seconds(table: &CostTable, s: &ConvShape) -> f64 {
     let mut shape = crate::cost::ConvShape::plain(
         s.batch,
         s.in_channels,
@@ -69,23 +68,25 @@ fn conv_seconds(s: &ConvShape) -> f64 {
         crate::ir::op::Padding::Same,
     );
     shape.groups = s.groups.max(1);
-    let e = crate::cost::CostTable::reference().estimate(&shape);
+    let e = table.estimate(&shape);
     e.get(e.cheapest())
 }
 
-/// Kernel synthesis is one GEMM: its multiply-adds at the model's GEMM rate.
-fn gemm_seconds(macs: u64) -> f64 {
-    let table = crate::cost::CostTable::reference();
-    let per_mac = table
-        .algo(crate::ir::op::ConvAlgo::Im2col)
+/// Kernel synthesis is one GEMM: its multiply-adds at the table's GEMM rate (the
+/// reference table's for a backend that fits no im2col, which OpenCL does not).
+fn gemm_seconds(table: &CostTable, macs: u64) -> f64 {
+    let im2col = crate::ir::op::ConvAlgo::Im2col;
+    let per_mac = (table.algo(im2col))
+        .or_else(|| CostTable::reference().algo(im2col))
         .map_or(0.0, |c| c.coef[0]);
     macs as f64 * per_mac
 }
 
 /// The one place the fold decision is made: `basis` are the k×k convs whose outputs
 /// the 1×1 `mix` combines (several for `[unique ‖ shared]`; same input, kernel and
-/// output size), at the batch size in the shapes.
-pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
+/// output size), at the batch size in the shapes, by the cost table of the backend
+/// the graph is compiled for (`PassContext::cost_backend`).
+pub fn fold_is_cheaper(table: &CostTable, basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
     let unfolded = basis
         .iter()
         .fold(mix.macs(), |a, b| a.saturating_add(b.macs()));
@@ -103,8 +104,9 @@ pub fn fold_is_cheaper(basis: &[ConvShape], mix: &ConvShape) -> FoldDecision {
         out_spatial: vec![first.in_channels / first.groups.max(1)],
     };
     let folded = folded_conv.macs().saturating_add(synth.macs());
-    let unfolded_s = basis.iter().map(conv_seconds).sum::<f64>() + conv_seconds(mix);
-    let folded_s = conv_seconds(&folded_conv) + gemm_seconds(synth.macs());
+    let unfolded_s =
+        basis.iter().map(|b| conv_seconds(table, b)).sum::<f64>() + conv_seconds(table, mix);
+    let folded_s = conv_seconds(table, &folded_conv) + gemm_seconds(table, synth.macs());
     FoldDecision {
         unfolded,
         folded,
@@ -125,57 +127,19 @@ pub fn fmt_macs(m: u64) -> String {
     }
 }
 
-/// A dimension's size with every symbol set to `batch` (as the memory plan does).
-pub(crate) fn dim_value(d: &Dim, batch: u64) -> u64 {
-    match d {
-        Dim::Known(k) => *k,
-        Dim::Dyn { max } => *max,
-        Dim::Sym(s) => {
-            ((batch as i64 + s.offset).div_euclid(s.div.max(1) as i64) + s.add).max(1) as u64
-        }
-    }
-}
-
-/// Adds `op` over `operands` with its inferred type.
-pub(crate) fn add_op(
-    graph: &mut Graph,
-    op: Op,
-    operands: &[NodeIndex],
-    name: String,
-    like: NodeIndex,
-) -> Result<NodeIndex, String> {
-    let tys: Vec<&TensorType> = operands.iter().map(|&o| &graph.node(o).ty).collect();
-    let ty = infer(&op, &tys).map_err(|e| format!("{name}: {}", e.message))?;
-    let span = graph.node(like).span;
-    Ok(graph.add(Node { op, ty, name, span }, operands))
-}
-
-/// Whether `n`'s value is read exactly once, by `user`, and is not a graph output.
-pub(crate) fn sole_use(graph: &Graph, n: NodeIndex, user: NodeIndex) -> bool {
-    let mut edges = graph.g.edges_directed(n, Direction::Outgoing);
-    let one = matches!((edges.next(), edges.next()), (Some(e), None) if petgraph::visit::EdgeRef::target(&e) == user);
-    one && !graph.outputs.contains(&n)
-}
-
 /// A 1×1, stride-1, unpadded, ungrouped conv.
 fn is_pointwise(graph: &Graph, n: NodeIndex) -> bool {
-    let Op::Conv {
-        stride,
-        padding,
-        groups,
-        ..
-    } = &graph.node(n).op
-    else {
+    let Op::Conv(c) = &graph.node(n).op else {
         return false;
     };
     let w = &graph.node(graph.operands(n)[1]).ty;
-    let unpadded = match padding {
+    let unpadded = match &c.padding {
         Padding::Explicit(p) => p.iter().all(|&(a, b)| a == 0 && b == 0),
         Padding::Same | Padding::Causal => true,
     };
-    *groups == 1
+    c.groups == 1
         && unpadded
-        && stride.iter().all(|&s| s == 1)
+        && c.stride.iter().all(|&s| s == 1)
         && w.shape[2..].iter().all(|d| *d == Dim::Known(1))
 }
 
@@ -205,9 +169,9 @@ fn candidate(graph: &Graph, mix: NodeIndex) -> Option<Candidate> {
     let x = graph.operands(branches[0])[0];
     let alike = branches.iter().all(|&b| {
         let op = &graph.node(b).op;
-        matches!(op, Op::Conv { groups: 1, .. }) && op == first && graph.operands(b)[0] == x
+        matches!(op, Op::Conv(c) if c.groups == 1) && op == first && graph.operands(b)[0] == x
     });
-    let biased = matches!(first, Op::Conv { bias: true, .. });
+    let biased = matches!(first, Op::Conv(c) if c.bias);
     (alike && !(biased && branches.len() > 1)).then_some(Candidate {
         mix,
         bn,
@@ -223,17 +187,14 @@ fn conv_shape(graph: &Graph, conv: NodeIndex, batch: u64) -> ConvShape {
         &graph.node(ops[1]).ty,
         &graph.node(conv).ty,
     );
-    let groups = match graph.node(conv).op {
-        Op::Conv { groups, .. } => groups,
-        _ => 1,
-    };
+    let groups = graph.node(conv).op.conv_attrs().map_or(1, |c| c.groups);
     ConvShape {
-        batch: dim_value(&y.shape[0], batch),
-        in_channels: dim_value(&x.shape[1], batch),
-        out_channels: dim_value(&y.shape[1], batch),
+        batch: y.shape[0].at_batch(batch),
+        in_channels: x.shape[1].at_batch(batch),
+        out_channels: y.shape[1].at_batch(batch),
         groups,
-        kernel: w.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
-        out_spatial: y.shape[2..].iter().map(|d| dim_value(d, batch)).collect(),
+        kernel: w.dims_at_batch(batch)[2..].to_vec(),
+        out_spatial: y.dims_at_batch(batch)[2..].to_vec(),
     }
 }
 
@@ -258,7 +219,7 @@ fn blocker(graph: &Graph, c: &Candidate, mode: CompileMode) -> Option<String> {
             .iter()
             .flat_map(|&k| c.branches.iter().map(move |&b| (b, k))),
     );
-    if chain.iter().any(|&(n, user)| !sole_use(graph, n, user)) {
+    if chain.iter().any(|&(n, user)| !graph.sole_use(n, user)) {
         return Some("the basis output has other users".into());
     }
     None
@@ -293,12 +254,11 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
     let mut bias_j = bops.get(2).copied();
     if c.branches.len() > 1 {
         let ws: Vec<NodeIndex> = c.branches.iter().map(|&b| graph.operands(b)[1]).collect();
-        weight = add_op(
-            graph,
+        weight = graph.add_op(
             Op::Concat { axis: 0 },
             &ws,
             format!("{layer}.basis_weight"),
-            first,
+            graph.node(first).span,
         )?;
     }
     if let Some(bn) = c.bn {
@@ -319,7 +279,8 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
             affine,
             output: FoldOutput::Weight,
         };
-        weight = add_op(graph, op, &wops, format!("{layer}.basis_bn.weight"), bn)?;
+        let span = graph.node(bn).span;
+        weight = graph.add_op(op, &wops, format!("{layer}.basis_bn.weight"), span)?;
         let mut bops: Vec<NodeIndex> = bias_j.into_iter().collect();
         if affine {
             bops.extend(&p[..2]);
@@ -332,80 +293,50 @@ fn fold(graph: &mut Graph, c: &Candidate) -> Result<NodeIndex, String> {
                 conv_bias: bias_j.is_some(),
             },
         };
-        bias_j = Some(add_op(
-            graph,
-            op,
-            &bops,
-            format!("{layer}.basis_bn.bias"),
-            bn,
-        )?);
+        bias_j = Some(graph.add_op(op, &bops, format!("{layer}.basis_bn.bias"), span)?);
     }
     let mops = graph.operands(c.mix);
     let coeff = mops[1];
-    let w = add_op(
-        graph,
+    let span = graph.node(c.mix).span;
+    let w = graph.add_op(
         Op::LcFold,
         &[weight, coeff],
         format!("{layer}.folded.weight"),
-        c.mix,
+        span,
     )?;
     let mut bias = match bias_j {
-        Some(b) => Some(add_op(
-            graph,
+        Some(b) => Some(graph.add_op(
             Op::LcFold,
             &[b, coeff],
             format!("{layer}.folded.bias"),
-            c.mix,
+            span,
         )?),
         None => None,
     };
     if let Some(&mb) = mops.get(2) {
         bias = Some(match bias {
-            Some(b) => add_op(
-                graph,
-                Op::Add,
-                &[b, mb],
-                format!("{layer}.folded.bias_sum"),
-                c.mix,
-            )?,
+            Some(b) => graph.add_op(Op::Add, &[b, mb], format!("{layer}.folded.bias_sum"), span)?,
             None => mb,
         });
     }
-    let Op::Conv {
-        stride,
-        padding,
-        dilation,
-        algo,
-        ..
-    } = graph.node(first).op.clone()
-    else {
+    let Op::Conv(basis) = &graph.node(first).op else {
         return Err("not a conv".into());
     };
-    let op = Op::Conv {
-        stride,
-        padding,
-        dilation,
+    let op = Op::Conv(ConvAttrs {
         groups: 1,
         bias: bias.is_some(),
-        algo,
-    };
+        ..basis.clone()
+    });
     let mut operands = vec![x, w];
     operands.extend(bias);
-    let conv = add_op(graph, op, &operands, layer, c.mix)?;
-    if graph.node(conv).ty != graph.node(c.mix).ty {
-        return Err(format!(
-            "folded conv {} does not match {}",
-            graph.node(conv).ty,
-            graph.node(c.mix).ty
-        ));
-    }
-    replace_uses(graph, c.mix, conv);
-    for n in [Some(c.mix), c.bn, c.concat].into_iter().flatten() {
-        graph.g.remove_node(n);
-    }
-    for &b in &c.branches {
-        graph.g.remove_node(b);
-    }
+    let conv = graph.add_op(op, &operands, layer, span)?;
+    graph.replace_uses(c.mix, conv)?;
+    let mut replaced: Vec<NodeIndex> = [Some(c.mix), c.bn, c.concat]
+        .into_iter()
+        .flatten()
+        .collect();
+    replaced.extend(&c.branches);
+    graph.remove_unused(&replaced)?;
     Ok(conv)
 }
 
@@ -422,7 +353,7 @@ impl Pass for FoldBases {
         let order = graph.topo_order().map_err(|e| e.to_string())?;
         let mut folds = 0;
         for mix in order {
-            if !graph.g.contains_node(mix) {
+            if !graph.contains(mix) {
                 continue;
             }
             let Some(c) = candidate(graph, mix) else {
@@ -441,7 +372,7 @@ impl Pass for FoldBases {
                 ctx.note(layer, "fold-bases", format!("kept unfolded: {what}: {why}"));
                 continue;
             }
-            let d = fold_is_cheaper(&basis, &mix_shape);
+            let d = fold_is_cheaper(CostTable::of(ctx.cost_backend), &basis, &mix_shape);
             let k: Vec<String> = basis[0].kernel.iter().map(u64::to_string).collect();
             let cost = format!(
                 "{} -> {}, est {} -> {} at batch {batch}",

@@ -7,12 +7,10 @@
 //! In training BatchNorm normalises by batch statistics, so it is never folded there;
 //! relu and add after a conv still fuse.
 
-use super::cse::replace_uses;
-use super::fold_bases::{add_op, sole_use};
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::ir::fold_ops::{Epilogue, FoldOutput};
 use crate::ir::graph::Graph;
-use crate::ir::op::Op;
+use crate::ir::op::{ConvAttrs, Op};
 use petgraph::stable_graph::NodeIndex;
 
 pub struct FuseEpilogue;
@@ -32,7 +30,7 @@ struct Chain {
 fn only_user(graph: &Graph, n: NodeIndex) -> Option<NodeIndex> {
     let users = graph.users(n);
     match users.as_slice() {
-        [u] if sole_use(graph, n, *u) => Some(*u),
+        [u] if graph.sole_use(n, *u) => Some(*u),
         _ => None,
     }
 }
@@ -77,15 +75,7 @@ fn chain(graph: &Graph, conv: NodeIndex, mode: CompileMode) -> Chain {
 }
 
 fn fuse(graph: &mut Graph, c: &Chain) -> Result<NodeIndex, String> {
-    let Op::Conv {
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias,
-        algo,
-    } = graph.node(c.conv).op.clone()
-    else {
+    let Op::Conv(conv) = graph.node(c.conv).op.clone() else {
         return Err("not a conv".into());
     };
     let name = graph.node(c.conv).name.clone();
@@ -105,49 +95,36 @@ fn fuse(graph: &mut Graph, c: &Chain) -> Result<NodeIndex, String> {
             affine,
             output: FoldOutput::Weight,
         };
-        w = add_op(graph, op, &wops, format!("{name}.bn_folded.weight"), bn)?;
+        let span = graph.node(bn).span;
+        w = graph.add_op(op, &wops, format!("{name}.bn_folded.weight"), span)?;
         let mut bops: Vec<NodeIndex> = b.into_iter().collect();
         bops.extend(affine_ops);
         bops.extend(stats);
         let op = Op::BnFold {
             eps,
             affine,
-            output: FoldOutput::Bias { conv_bias: bias },
+            output: FoldOutput::Bias {
+                conv_bias: conv.bias,
+            },
         };
-        b = Some(add_op(
-            graph,
-            op,
-            &bops,
-            format!("{name}.bn_folded.bias"),
-            bn,
-        )?);
+        b = Some(graph.add_op(op, &bops, format!("{name}.bn_folded.bias"), span)?);
     }
     let op = Op::FusedConv {
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias: b.is_some(),
-        algo,
+        conv: ConvAttrs {
+            bias: b.is_some(),
+            ..conv
+        },
         epilogue: c.steps.clone(),
     };
     let mut operands = vec![x, w];
     operands.extend(b);
     operands.extend(&c.residuals);
-    let fused = add_op(graph, op, &operands, name, c.conv)?;
+    let fused = graph.add_op(op, &operands, name, graph.node(c.conv).span)?;
     let last = *c.absorbed.last().unwrap_or(&c.conv);
-    if graph.node(fused).ty != graph.node(last).ty {
-        return Err(format!(
-            "fused conv {} does not match {}",
-            graph.node(fused).ty,
-            graph.node(last).ty
-        ));
-    }
-    replace_uses(graph, last, fused);
-    graph.g.remove_node(c.conv);
-    for &n in &c.absorbed {
-        graph.g.remove_node(n);
-    }
+    graph.replace_uses(last, fused)?;
+    let mut replaced = vec![c.conv];
+    replaced.extend(&c.absorbed);
+    graph.remove_unused(&replaced)?;
     Ok(fused)
 }
 
@@ -164,7 +141,7 @@ impl Pass for FuseEpilogue {
         let order = graph.topo_order().map_err(|e| e.to_string())?;
         let mut fused = 0;
         for n in order {
-            if !graph.g.contains_node(n) || !matches!(graph.node(n).op, Op::Conv { .. }) {
+            if !graph.contains(n) || !matches!(graph.node(n).op, Op::Conv { .. }) {
                 continue;
             }
             let c = chain(graph, n, ctx.mode);
@@ -187,7 +164,7 @@ impl Pass for FuseEpilogue {
                 continue;
             }
             let mut parts = Vec::new();
-            if matches!(graph.node(n).op, Op::Conv { bias: true, .. }) {
+            if matches!(&graph.node(n).op, Op::Conv(c) if c.bias) {
                 parts.push("bias");
             }
             if c.bn.is_some() {

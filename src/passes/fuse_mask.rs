@@ -12,7 +12,8 @@
 //!
 //! Inference with bound weights goes further: every operand is then known, so the
 //! kernel is evaluated at compile time and the op is replaced by an `Op::Const`
-//! holding the fixed, cropped kernel `[Cout, Cin, k…]`. The kernel network and its
+//! holding the fixed, cropped kernel `[Cout, Cin, k…]`, computed in the precision the
+//! graph will run in (`PassContext::precision`: f64 for `fnetc run --f64`). The kernel network and its
 //! parameters leave the graph: it costs nothing at run time. The conv keeps its
 //! padding attribute: `same` and `causal` are resolved from the kernel it is given,
 //! and the unfused graph already handed it the cropped kernel, so outputs are
@@ -22,16 +23,14 @@
 //! Training graphs are fused but never folded: the MAGNet parameters stay parameters,
 //! and a learnable mask keeps a crop decided at run time.
 
-use super::dce::live_nodes;
 use super::manager::{CompileMode, Pass, PassContext};
+use crate::ir::constant::ConstValue;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
-use crate::ir::shape::infer;
 use crate::ir::types::{DType, TensorType};
 use crate::runtime::flex_kernel;
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
-use std::sync::Arc;
 
 pub struct FuseMask;
 
@@ -117,24 +116,20 @@ fn dims(v: &[u64]) -> String {
     parts.join("x")
 }
 
-/// Re-derives every computed node's type from its operands, in topological order (a
-/// fused kernel may now have a known size where the chain had a data-dependent one).
-fn retype(graph: &mut Graph) -> Result<(), String> {
-    for n in graph.topo_order().map_err(|e| e.to_string())? {
-        if matches!(graph.node(n).op, Op::Input { .. } | Op::Param { .. }) {
-            continue;
+/// The kernel from its known operands, evaluated in `precision`. The operands are f32
+/// (bound weights), so an f64 fold starts from exactly the values an f64 run reads.
+fn fold_kernel(
+    op: &Op,
+    values: &[Tensor<f32>],
+    precision: DType,
+) -> Result<ConstValue, crate::runtime::RunError> {
+    Ok(match precision {
+        DType::F32 => ConstValue::new(flex_kernel::eval(op, &values.iter().collect::<Vec<_>>())?),
+        DType::F64 => {
+            let wide: Vec<Tensor<f64>> = values.iter().map(Tensor::cast).collect();
+            ConstValue::exact(flex_kernel::eval(op, &wide.iter().collect::<Vec<_>>())?)
         }
-        let operand_types: Vec<TensorType> = graph
-            .operands(n)
-            .into_iter()
-            .map(|o| graph.node(o).ty.clone())
-            .collect();
-        let refs: Vec<&TensorType> = operand_types.iter().collect();
-        let ty = infer(&graph.node(n).op, &refs)
-            .map_err(|e| format!("`{}`: {}", graph.node(n).name, e.message))?;
-        graph.g[n].ty = ty;
-    }
-    Ok(())
+    })
 }
 
 fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), String> {
@@ -191,15 +186,14 @@ fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), Strin
     })
     .flatten();
     let new_node = if let Some(values) = values {
-        let refs: Vec<&Tensor<f32>> = values.iter().collect();
-        let kernel = flex_kernel::eval(&op, &refs)
+        let kernel = fold_kernel(&op, &values, ctx.precision)
             .map_err(|e| format!("folding `{}`: {}", magnet.name, e.message))?;
         let shape: Vec<u64> = kernel.shape.iter().map(|&d| d as u64).collect();
         text += ", folded to a constant (bound weights)";
         let node = Node {
             ty: TensorType::known(DType::F32, &shape),
             op: Op::Const {
-                value: Arc::new(kernel),
+                value: kernel,
                 origin: format!("fuse-mask, {layer} kernel folded"),
             },
             name: magnet.name.clone(),
@@ -207,18 +201,10 @@ fn fuse(graph: &mut Graph, ctx: &mut PassContext, c: &Chain) -> Result<(), Strin
         };
         graph.add(node, &[])
     } else {
-        let types: Vec<TensorType> = operands.iter().map(|&o| graph.node(o).ty.clone()).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        let ty = infer(&op, &refs).map_err(|e| format!("`{}`: {}", magnet.name, e.message))?;
-        let node = Node {
-            op,
-            ty,
-            name: magnet.name.clone(),
-            span: magnet.span,
-        };
-        graph.add(node, &operands)
+        graph.add_op(op, &operands, magnet.name.clone(), magnet.span)?
     };
-    super::cse::replace_uses(graph, c.end, new_node);
+    // The fused kernel may have a known crop where the chain's type said `<=k`.
+    graph.replace_uses_refining(c.end, new_node)?;
     ctx.note(layer, "fuse-mask", text);
     Ok(())
 }
@@ -234,8 +220,7 @@ impl Pass for FuseMask {
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let magnets: Vec<NodeIndex> = graph
-            .g
-            .node_indices()
+            .node_ids()
             .filter(|&n| matches!(graph.node(n).op, Op::Magnet { .. }))
             .collect();
         let mut fused = 0;
@@ -248,16 +233,8 @@ impl Pass for FuseMask {
         if fused > 0 {
             // The old chains (and, after a fold, the kernel networks' parameters) no
             // longer feed anything.
-            let live = live_nodes(graph);
-            let dead: Vec<_> = graph
-                .g
-                .node_indices()
-                .filter(|n| !live.contains(n))
-                .collect();
-            for n in dead {
-                graph.g.remove_node(n);
-            }
-            retype(graph)?;
+            graph.remove_dead();
+            graph.retype()?;
         }
         Ok(fused)
     }

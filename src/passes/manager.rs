@@ -2,8 +2,9 @@
 //! graph after every one (a failure names the pass), and lets the caller see the IR
 //! and the time after each pass.
 
-use crate::cost::CostBackend;
+use crate::cost::CostTableId;
 use crate::ir::graph::{Graph, VerifyError};
+use crate::ir::types::DType;
 use crate::runtime::ParamStore;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -35,8 +36,11 @@ pub struct PassContext {
     pub notes: Vec<Note>,
     /// Batch size for cost estimates and the memory plan (symbolic dims take it).
     pub batch: u64,
-    /// Whose fitted cost table `choose-conv-algo` consults.
-    pub cost_backend: CostBackend,
+    /// Whose fitted cost table `choose-conv-algo` and `fold-bases` consult.
+    pub cost_backend: CostTableId,
+    /// The precision the graph will run in; constant folds compute in it (`fnetc run
+    /// --f64` compiles with f64).
+    pub precision: DType,
 }
 
 impl PassContext {
@@ -47,7 +51,8 @@ impl PassContext {
             rewrite_limit: 1_000_000,
             notes: Vec::new(),
             batch: 1,
-            cost_backend: CostBackend::Reference,
+            cost_backend: CostTableId::Reference,
+            precision: DType::F32,
         }
     }
 
@@ -92,15 +97,35 @@ pub struct PassRecord<'g> {
 
 pub struct PassManager {
     pub passes: Vec<Box<dyn Pass>>,
+    /// The mode a default pipeline was built for; it refuses a context of the other
+    /// mode. `None` (a pipeline named pass by pass) runs in either.
+    pub mode: Option<CompileMode>,
 }
 
 impl PassManager {
     pub fn new(passes: Vec<Box<dyn Pass>>) -> PassManager {
-        PassManager { passes }
+        PassManager { passes, mode: None }
+    }
+
+    /// A pipeline that runs only under a context of `mode`.
+    pub fn for_mode(passes: Vec<Box<dyn Pass>>, mode: CompileMode) -> PassManager {
+        PassManager {
+            passes,
+            mode: Some(mode),
+        }
     }
 
     pub fn names(&self) -> Vec<&'static str> {
         self.passes.iter().map(|p| p.name()).collect()
+    }
+
+    /// Puts `pass` right after the pass named `after` (the autodiff pass goes after
+    /// `pipeline::AUTODIFF_AFTER` in the training pipeline).
+    pub fn insert_after(&mut self, after: &str, pass: Box<dyn Pass>) -> Result<(), String> {
+        let i = (self.passes.iter().position(|p| p.name() == after))
+            .ok_or_else(|| format!("no pass `{after}` in {}", self.names().join(", ")))?;
+        self.passes.insert(i + 1, pass);
+        Ok(())
     }
 
     /// Runs every pass in order; `observe` sees the graph after each.
@@ -110,6 +135,15 @@ impl PassManager {
         ctx: &mut PassContext,
         observe: &mut dyn FnMut(&PassRecord<'_>),
     ) -> Result<(), PassError> {
+        if let Some(mode) = self.mode.filter(|&m| m != ctx.mode) {
+            return Err(PassError {
+                pass: "pipeline".into(),
+                message: format!(
+                    "built for {mode:?} but the context compiles for {:?}",
+                    ctx.mode
+                ),
+            });
+        }
         for pass in &self.passes {
             let start = Instant::now();
             let err = |message: String| PassError {

@@ -18,11 +18,11 @@
 //! tensors are ignored by name).
 
 use super::manager::{Pass, PassContext};
+use crate::ir::constant::ConstValue;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, ParamRole};
 use crate::ir::types::DType;
 use crate::runtime::params::initialise_param;
-use std::sync::Arc;
 
 pub struct MaterializeFrozen;
 
@@ -61,10 +61,11 @@ impl Pass for MaterializeFrozen {
                 ));
             }
             let shape = value.shape.clone();
-            graph.g[*id].op = Op::Const {
-                value: Arc::new(value),
+            let op = Op::Const {
+                value: ConstValue::new(value),
                 origin,
             };
+            graph.replace_op(*id, op)?;
             let layer = graph
                 .users(*id)
                 .first()
@@ -115,10 +116,10 @@ mod tests {
         let mut g = graph(LC);
         let mut ctx = PassContext::new(CompileMode::Inference);
         assert_eq!(MaterializeFrozen.run(&mut g, &mut ctx), Ok(1));
-        let c =
-            g.g.node_indices()
-                .find(|&n| g.node(n).name == "lc1.basis.weight")
-                .unwrap();
+        let c = g
+            .node_ids()
+            .find(|&n| g.node(n).name == "lc1.basis.weight")
+            .unwrap();
         let Op::Const { value, origin } = &g.node(c).op else {
             panic!("not a constant")
         };

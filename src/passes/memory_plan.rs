@@ -11,7 +11,6 @@
 use super::manager::{Pass, PassContext};
 use crate::ir::graph::{Graph, MemorySummary};
 use crate::ir::op::Op;
-use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::BTreeMap;
 
@@ -31,15 +30,8 @@ fn bytes(graph: &Graph, n: NodeIndex, batch: u64) -> u64 {
         crate::ir::types::DType::F32 => 4,
         crate::ir::types::DType::F64 => 8,
     };
-    ty.shape
-        .iter()
-        .map(|d| match d {
-            Dim::Known(k) => *k,
-            Dim::Dyn { max } => *max,
-            Dim::Sym(s) => {
-                ((batch as i64 + s.offset).div_euclid(s.div as i64) + s.add).max(1) as u64
-            }
-        })
+    ty.dims_at_batch(batch)
+        .into_iter()
         .fold(elem, u64::saturating_mul)
 }
 

@@ -25,10 +25,23 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
     ]
 }
 
-/// The passes a compilation for `mode` runs by default.
+/// Where the autodiff pass goes in the training pipeline: after the forward graph is
+/// in its differentiable form (frozen tensors are constants, FlexConv kernels are
+/// `flex_kernel` ops over their parameters, bases fold into `lc_fold` over the trainable
+/// coefficients) and before the passes that must see the backward graph too (each conv's
+/// algorithm, the epilogue fusion, and the memory plan, whose lifetimes must keep
+/// activations alive until the backward pass reads them).
+pub const AUTODIFF_AFTER: &str = "fold-bases";
+
+/// The passes a compilation for `mode` runs by default; the pipeline refuses a context
+/// of the other mode. Both modes run the same passes in the same order; what training
+/// changes is what the mode-aware passes may do (the "training graphs" column of
+/// docs/compiler.md's pipeline table, checked by `tests/passes_mode.rs`): dropout stays,
+/// no batchnorm folds, FlexConv kernels are never folded to constants, and nothing the
+/// optimiser updates becomes a constant. The autodiff pass goes after
+/// [`AUTODIFF_AFTER`] (`PassManager::insert_after`).
 pub fn default_pipeline(mode: CompileMode) -> PassManager {
-    let _ = mode;
-    PassManager::new(registry())
+    PassManager::for_mode(registry(), mode)
 }
 
 /// A pipeline from `--passes a,b,c`; unknown names are an error listing the known ones.

@@ -1,7 +1,6 @@
 //! Slot specialisation: a graph elaborated for one pooling configuration turns each
 //! active slot into its pool and removes the inactive ones, leaving a plain network.
 
-use super::cse::replace_uses;
 use super::manager::{Pass, PassContext};
 use crate::ir::graph::Graph;
 use crate::ir::op::Op;
@@ -19,8 +18,7 @@ impl Pass for SpecializeSlots {
 
     fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let slots: Vec<_> = graph
-            .g
-            .node_indices()
+            .node_ids()
             .filter(|&n| matches!(graph.node(n).op, Op::Slot { .. }))
             .collect();
         for &n in &slots {
@@ -34,7 +32,7 @@ impl Pass for SpecializeSlots {
                 unreachable!()
             };
             if active {
-                graph.g[n].op = Op::Pool(pool);
+                graph.replace_op(n, Op::Pool(pool))?;
                 ctx.note(
                     graph.node(n).name.clone(),
                     "specialize-slots",
@@ -42,8 +40,8 @@ impl Pass for SpecializeSlots {
                 );
             } else {
                 let input = graph.operands(n)[0];
-                replace_uses(graph, n, input);
-                graph.g.remove_node(n);
+                graph.replace_uses(n, input)?;
+                graph.remove_unused(&[n])?;
             }
         }
         Ok(slots.len())

@@ -1,4 +1,4 @@
-//! The factorised conv of "Deeply Shared Filter Bases" (SEEDS 3.1; official
+//! The factorised conv of "Deeply Shared Filter Bases" (docs/papers.md §3.1; official
 //! `BasicBlock_Basis` in ssregibility/Net_RL2 `models/cifar10/resnet.py`):
 //!
 //! ```text

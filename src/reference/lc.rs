@@ -1,4 +1,4 @@
-//! The LC block of "Learning with Random Convolutions" (SEEDS 2.3, 2.7):
+//! The LC block of "Learning with Random Convolutions" (docs/papers.md §2.3, §2.7):
 //! a frozen k×k conv `Ci → E·Co` (no bias) followed directly by a learnable
 //! 1×1 conv `E·Co → Co` (no bias), and its exact fold into one k×k conv.
 //!

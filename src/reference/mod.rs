@@ -12,6 +12,7 @@ pub mod conv;
 pub mod direct_blocked;
 pub mod direct_tiled;
 pub mod fft_conv;
+pub mod grad;
 pub mod im2col;
 pub mod layout;
 pub mod lc;

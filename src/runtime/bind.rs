@@ -81,11 +81,7 @@ pub fn eval_dim(d: &Dim, env: &DimEnv) -> Option<u64> {
     match d {
         Dim::Known(k) => Some(*k),
         Dim::Dyn { .. } => None,
-        Dim::Sym(s) => {
-            let v = *env.get(&s.name)? as i64;
-            let r = (v + s.offset).div_euclid(s.div as i64) + s.add;
-            u64::try_from(r).ok()
-        }
+        Dim::Sym(s) => s.eval(*env.get(&s.name)?),
     }
 }
 

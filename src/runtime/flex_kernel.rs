@@ -1,103 +1,20 @@
 //! The fused FlexConv kernel-synthesis op (`Op::FlexKernel`, made by the `fuse-mask`
-//! pass): shape inference, printing and evaluation.
+//! pass): its evaluation (its type and printed form are `crate::ir::flex_kernel`'s).
 //!
 //! Evaluation repeats, operation for operation, what the unfused pieces compute in the
 //! interpreter — `CoordGrid`, `MaskCrop`, `Magnet`, `GaussMask`, `MaskMul`, `Scale` — on
 //! the reference kernels of `crate::reference::{mask, magnet}`, so the fused op gives
 //! bit-identical values and the same crop. The crop is computed once, in the working
 //! precision, from the mask parameters: centred axes keep `|x| < r` symmetrically,
-//! causal axes keep `x > r` (SEEDS §1.4).
+//! causal axes keep `x > r` (docs/papers.md §1.4).
 
 use super::error::RunError;
 use super::interp::magnet_params;
 use crate::ir::op::Op;
-use crate::ir::types::{Dim, TensorType};
 use crate::reference::magnet::magnet_kernel;
 use crate::reference::mask::{crop_causal, crop_symmetric, gauss_roots, gaussian_mask, linspace};
 use crate::reference::mask::{grid_from_axes, rel_positions_grid};
 use crate::tensor::{Scalar, Tensor};
-
-fn list(v: &[u64]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", parts.join(","))
-}
-
-/// The output type: `[Cout, Cin, k…]` with `k` the known crop, the horizon (unmasked),
-/// or data-dependent up to the horizon.
-pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, String> {
-    let Op::FlexKernel {
-        out_channels,
-        in_channels,
-        horizon,
-        threshold,
-        extent,
-        ..
-    } = op
-    else {
-        return Err(format!("flex_kernel inference called on {}", op.name()));
-    };
-    let d = horizon.len() as u64;
-    if threshold.is_some() {
-        let mask = operands
-            .first()
-            .ok_or("flex_kernel needs mask parameters")?;
-        if mask.shape != [Dim::Known(d), Dim::Known(2)] {
-            return Err(format!(
-                "flex_kernel mask parameters must be [{d}, 2], got {mask}"
-            ));
-        }
-    }
-    let mut shape = vec![Dim::Known(*out_channels), Dim::Known(*in_channels)];
-    match (extent, threshold) {
-        (Some(e), _) => {
-            if e.len() != horizon.len() || e.iter().zip(horizon).any(|(k, h)| *k == 0 || k > h) {
-                return Err(format!(
-                    "flex_kernel crop {} does not fit horizon {}",
-                    list(e),
-                    list(horizon)
-                ));
-            }
-            shape.extend(e.iter().map(|&k| Dim::Known(k)));
-        }
-        (None, Some(_)) => shape.extend(horizon.iter().map(|&k| Dim::Dyn { max: k })),
-        (None, None) => shape.extend(horizon.iter().map(|&k| Dim::Known(k))),
-    }
-    let dtype = operands
-        .first()
-        .map_or(crate::ir::types::DType::F32, |t| t.dtype);
-    Ok(TensorType::new(dtype, shape))
-}
-
-/// Printer attributes, in a fixed order.
-pub fn attrs(op: &Op) -> String {
-    let Op::FlexKernel {
-        layers,
-        hidden,
-        out_channels,
-        in_channels,
-        horizon,
-        threshold,
-        causal,
-        scale,
-        extent,
-    } = op
-    else {
-        return String::new();
-    };
-    let mask = match threshold {
-        Some(t) => format!("threshold={t} causal={causal}"),
-        None => "mask=none".to_string(),
-    };
-    let crop = match (extent, threshold) {
-        (Some(e), _) => list(e),
-        (None, Some(_)) => "dynamic".to_string(),
-        (None, None) => "none".to_string(),
-    };
-    format!(
-        "layers={layers} hidden={hidden} out={out_channels} in={in_channels} horizon={} {mask} scale={scale} crop={crop}",
-        list(horizon)
-    )
-}
 
 /// The coordinates kept on each axis: the full `linspace(−1, 1, k)` without a mask,
 /// else the part where the Gaussian mask is above `threshold`.

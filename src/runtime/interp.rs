@@ -180,21 +180,23 @@ fn eval<T: Scalar + FftNum>(
             Tensor::from_vec(k.shape.clone(), data)?
         }
         Op::Scale { factor } => a[0].map(|&v| v * <T as Scalar>::from_f64(*factor)),
-        Op::Conv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            algo,
-        } => {
-            let b = if *bias {
+        Op::Conv(c) => {
+            let b = if c.bias {
                 Some(a[2].data.as_slice())
             } else {
                 None
             };
-            let algo = ctx.options.force_algo.unwrap_or(*algo);
-            conv_op(a[0], a[1], b, stride, padding, dilation, *groups, algo)?
+            let algo = ctx.options.force_algo.unwrap_or(c.algo);
+            conv_op(
+                a[0],
+                a[1],
+                b,
+                &c.stride,
+                &c.padding,
+                &c.dilation,
+                c.groups,
+                algo,
+            )?
         }
         Op::Linear { bias } => linear::linear(
             a[0],
@@ -369,7 +371,7 @@ fn conv_op<T: Scalar + FftNum>(
     Ok(conv(x, w, bias, &p)?)
 }
 
-/// The grid cropped where the mask drops below the threshold (SEEDS §1.4): centred
+/// The grid cropped where the mask drops below the threshold (docs/papers.md §1.4): centred
 /// axes keep `|x| < r` symmetrically; causal axes keep `x > r` (the recent past).
 fn mask_crop<T: Scalar>(
     grid: &Tensor<T>,

@@ -1,27 +1,35 @@
-//! Helpers for the OpenCL tests: one shared context, and the differential check
-//! against the reference interpreter.
+//! Helpers for the OpenCL tests: one shared backend (and context), and the
+//! differential check against the reference interpreter, both through
+//! `fnet::backend`.
 
 use super::{noise, perturbed_weights};
+use fnet::backend::{Backend, OpenClBackend, Prepared, ReferenceBackend};
 use fnet::driver::{compile_file, compile_str};
 use fnet::eval::{Module, Options};
-use fnet::kernel_ir::plan::{build_plan, Target};
-use fnet::opencl::{target_for, ClContext, DeviceSel, Executable};
-use fnet::runtime::{run, ParamStore, RunOptions};
+use fnet::ir::graph::Graph;
+use fnet::kernel_ir::plan::Target;
+use fnet::opencl::{target_for, ClContext, DeviceSel};
+use fnet::runtime::{ParamStore, RunError};
 use fnet::tensor::Tensor;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The device the tests run on: the default one, or `FNET_TEST_DEVICE` (a number,
-/// `cpu` or `gpu`).
-pub fn ctx() -> &'static ClContext {
-    static CTX: OnceLock<ClContext> = OnceLock::new();
-    CTX.get_or_init(|| {
+/// The backend the tests run on: the default device, or `FNET_TEST_DEVICE` (a
+/// number, `cpu` or `gpu`); programs are cached in memory only.
+pub fn backend() -> &'static OpenClBackend {
+    static BACKEND: OnceLock<OpenClBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| {
         let sel = std::env::var("FNET_TEST_DEVICE")
             .ok()
             .map(|s| s.parse::<DeviceSel>().expect("FNET_TEST_DEVICE"))
             .unwrap_or_default();
-        ClContext::new(sel, None).unwrap_or_else(|e| panic!("{e}"))
+        OpenClBackend::open(sel, None).unwrap_or_else(|e| panic!("{e}"))
     })
+}
+
+/// The test device's context.
+pub fn ctx() -> &'static ClContext {
+    backend().context()
 }
 
 pub fn program(src: &str) -> Module {
@@ -53,21 +61,30 @@ pub fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
     perturbed_weights(&m.graph, seed)
 }
 
+/// One forward of `graph` on the test device, through the backend interface.
+pub fn run_opencl(
+    graph: &Graph,
+    store: &ParamStore<f32>,
+    inputs: &[Tensor<f32>],
+) -> Result<Vec<Tensor<f32>>, RunError> {
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    backend()
+        .prepare_plan(graph, store, &shapes)?
+        .forward(inputs)
+}
+
 /// Runs `m` on both backends and compares, the tolerance scaled to the magnitude.
 pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
-    let want = run(
-        &m.graph,
-        store,
-        std::slice::from_ref(&x),
-        &RunOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{what}: reference: {e}"))
-    .outputs;
+    let shapes = vec![x.shape.clone()];
+    let want = ReferenceBackend
+        .prepare(m.graph.clone(), store.clone(), &shapes)
+        .and_then(|mut p| p.forward(std::slice::from_ref(&x)))
+        .unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     for target in targets() {
-        let shapes = vec![x.shape.clone()];
-        let got = build_plan(&m.graph, store, &shapes, target)
-            .and_then(|plan| Executable::new(ctx(), plan))
-            .and_then(|exe| exe.run(std::slice::from_ref(&x)))
+        let got = backend()
+            .with_target(target)
+            .prepare(m.graph.clone(), store.clone(), &shapes)
+            .and_then(|mut p| p.forward(std::slice::from_ref(&x)))
             .unwrap_or_else(|e| panic!("{what} ({target:?}): opencl: {e}"));
         assert_eq!(got.len(), want.len(), "{what}");
         for (g, w) in got.iter().zip(&want) {

@@ -56,10 +56,10 @@ pub fn conv_chains(
         if constant.contains(&id) {
             continue;
         }
-        if let Op::FusedConv { bias, epilogue, .. } = &graph.node(id).op {
+        if let Op::FusedConv { conv, epilogue } = &graph.node(id).op {
             // fuse-epilogue already merged the chain (its BatchNorm folded into the
             // constant weights); its epilogue maps onto the kernel's flags.
-            if let Some(chain) = fused_chain(graph, id, *bias, epilogue) {
+            if let Some(chain) = fused_chain(graph, id, conv.bias, epilogue) {
                 chains.insert(id, chain);
             }
             continue;

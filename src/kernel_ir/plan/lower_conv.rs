@@ -4,7 +4,7 @@
 use super::fusion::Chain;
 use super::{Builder, Val};
 use crate::ir::fold_ops::Epilogue;
-use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
+use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
 use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
@@ -83,23 +83,14 @@ impl Builder<'_> {
     /// A conv with its fused batch norm, residual add and ReLU.
     pub(super) fn conv(&mut self, chain: &Chain) -> Result<Val, RunError> {
         let node = self.graph.node(chain.conv);
-        let (Op::Conv {
+        let Some(ConvAttrs {
             stride,
             padding,
             dilation,
             groups,
             bias,
             algo,
-        }
-        | Op::FusedConv {
-            stride,
-            padding,
-            dilation,
-            groups,
-            bias,
-            algo,
-            ..
-        }) = &node.op
+        }) = node.op.conv_attrs()
         else {
             unreachable!("chains start at convs")
         };
@@ -219,11 +210,11 @@ impl Builder<'_> {
     /// launches the rest.
     pub(super) fn fused_conv_split(&mut self, id: NodeIndex) -> Result<Val, RunError> {
         let node = self.graph.node(id);
-        let Op::FusedConv { bias, epilogue, .. } = &node.op else {
+        let Op::FusedConv { conv, epilogue } = &node.op else {
             unreachable!("called on fused convs")
         };
         let operands = self.graph.operands(id);
-        let mut next = 2 + usize::from(*bias);
+        let mut next = 2 + usize::from(conv.bias);
         let (take, residual, relu) = match epilogue.as_slice() {
             [Epilogue::AddResidual, Epilogue::Relu, ..] => (2, true, true),
             [Epilogue::AddResidual, ..] => (1, true, false),

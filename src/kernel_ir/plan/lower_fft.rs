@@ -7,7 +7,7 @@
 //! conv's (and `reference::fft_conv`'s): see `kernel_ir::fft_conv`.
 
 use super::fusion::Chain;
-use super::{assign_slots, BufKind, Builder, Plan, Target, Val};
+use super::{assign_slots, check_kernels, BufKind, Builder, Plan, Target, Val};
 use crate::ir::graph::Graph;
 use crate::kernel_ir::conv::ConvSpec;
 use crate::kernel_ir::fft::{axis_kernels, twiddles, FftAxis};
@@ -114,5 +114,8 @@ pub fn transform_plan(n: usize, rows: usize, inverse: bool, target: Target) -> P
     b.plan.outputs.push((y.buf, y.shape));
     let mut plan = b.plan;
     assign_slots(&mut plan);
+    // The FFT kernels depend on `n`, `rows` and the target only, all chosen by the
+    // tests and benchmarks that call this.
+    check_kernels(&mut plan).expect("the FFT kernels type-check");
     plan
 }

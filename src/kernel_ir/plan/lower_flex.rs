@@ -45,7 +45,7 @@ fn feeds_fft_conv(graph: &Graph, id: NodeIndex) -> bool {
         .users(id)
         .into_iter()
         .any(|u| match &graph.node(u).op {
-            Op::Conv { algo, .. } | Op::FusedConv { algo, .. } => *algo == ConvAlgo::Fft,
+            Op::Conv(c) | Op::FusedConv { conv: c, .. } => c.algo == ConvAlgo::Fft,
             Op::BnFold { .. } | Op::LcFold => feeds_fft_conv(graph, u),
             _ => false,
         })

@@ -1,0 +1,213 @@
+//! The one seam between a compiled graph and the machine that runs it. Every backend
+//! (the reference interpreter, OpenCL, and later a Cranelift JIT) implements
+//! [`Backend`]: what it can do, which fitted cost table describes it, and how it turns
+//! a compiled graph with its parameters into a [`Prepared`] model. A prepared model
+//! takes inputs, runs, gives outputs, and reads and writes parameters (and buffers
+//! such as BatchNorm running statistics) by their stable names, so that training and
+//! search can run one graph many times and change its weights between runs without
+//! preparing it again.
+//!
+//! [`BackendKind`] is the one enum that names backends (`--backend`). Cost tables are
+//! named apart, by [`CostTableId`]: a backend has one table per device kind (OpenCL
+//! on a CPU and on a GPU differ), so the table follows from the opened backend
+//! ([`Backend::cost_table`]), and `fnetc compile --cost-model` names one directly
+//! without opening anything.
+//!
+//! [`open`] is the one place where `--backend` and `--device` become a backend: it
+//! refuses a device for the reference interpreter, probes for an OpenCL platform, and
+//! chooses where built programs are cached (beside a compiled `.fnc` artifact, else the
+//! user's cache directory).
+//!
+//! Tensors cross the seam in the precision the model runs in: `f32` everywhere, `f64`
+//! where [`Capabilities::f64`] says so ([`Backend::prepare_f64`]).
+
+pub mod opencl;
+pub mod reference;
+
+pub use opencl::{OpenClBackend, OpenClPrepared};
+pub use reference::{ReferenceBackend, ReferencePrepared};
+
+use crate::cost::CostTableId;
+use crate::ir::Graph;
+use crate::opencl::DeviceSel;
+use crate::runtime::{Mode, ParamStore, RunError};
+use crate::tensor::{Scalar, Tensor};
+use std::path::{Path, PathBuf};
+
+/// The backends, as `--backend` names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The reference interpreter: naive, obviously correct loops.
+    #[default]
+    Reference,
+    /// Generated OpenCL kernels (PoCL on the CPU, or a GPU driver).
+    Opencl,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Reference => "reference",
+            BackendKind::Opencl => "opencl",
+        }
+    }
+}
+
+/// What a backend can do beyond an `f32` forward in evaluation mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// It computes in `f64` too ([`Backend::prepare_f64`]).
+    pub f64: bool,
+    /// Parameters live in device buffers: `write_param` is a copy to the device, and
+    /// parameters folded into the program on the host cannot be written or read.
+    pub device_params: bool,
+    /// It runs training mode (batch statistics, running-statistic updates, dropout).
+    pub training: bool,
+}
+
+/// A backend, opened on its device.
+pub trait Backend {
+    fn kind(&self) -> BackendKind;
+    fn capabilities(&self) -> Capabilities;
+    /// The device it runs on, in words, for messages and reports.
+    fn device(&self) -> String;
+    /// The fitted cost table that describes this backend on this device: compile
+    /// with it so the passes choose conv algorithms for where the model runs.
+    fn cost_table(&self) -> CostTableId;
+    /// Makes `graph` (compiled, with every parameter in `params`) ready to run on
+    /// inputs of `input_shapes`: lowering, program builds and uploads happen here.
+    fn prepare(
+        &self,
+        graph: Graph,
+        params: ParamStore<f32>,
+        input_shapes: &[Vec<usize>],
+    ) -> Result<Box<dyn Prepared<f32>>, RunError>;
+    /// As [`Backend::prepare`], computing in `f64`; only where
+    /// [`Capabilities::f64`] holds.
+    fn prepare_f64(
+        &self,
+        graph: Graph,
+        params: ParamStore<f64>,
+        input_shapes: &[Vec<usize>],
+    ) -> Result<Box<dyn Prepared<f64>>, RunError> {
+        let _ = (graph, params, input_shapes);
+        Err(RunError::new(format!(
+            "the {} backend computes in f32 only",
+            self.kind().name()
+        ))
+        .hint("drop --f64, or use --backend reference"))
+    }
+}
+
+/// A graph ready to run on one backend, for inputs of fixed shapes.
+pub trait Prepared<T: Scalar> {
+    /// The input shapes it was prepared for, in the graph's input order.
+    fn input_shapes(&self) -> &[Vec<usize>];
+    /// Copies `inputs` (one per graph input, shaped as prepared) in.
+    fn write_inputs(&mut self, inputs: &[Tensor<T>]) -> Result<(), RunError>;
+    /// Runs the graph on the inputs last written.
+    fn run(&mut self) -> Result<(), RunError>;
+    /// The outputs of the last run, in the graph's output order.
+    fn read_outputs(&self) -> Result<Vec<Tensor<T>>, RunError>;
+    /// Writes, runs and reads: one forward.
+    fn forward(&mut self, inputs: &[Tensor<T>]) -> Result<Vec<Tensor<T>>, RunError> {
+        self.write_inputs(inputs)?;
+        self.run()?;
+        self.read_outputs()
+    }
+    /// Evaluation (the default) or training mode for the next runs.
+    fn set_mode(&mut self, mode: Mode) -> Result<(), RunError>;
+    /// Replaces parameter (or buffer) `name` for the next runs; `value` has its shape.
+    fn write_param(&mut self, name: &str, value: &Tensor<T>) -> Result<(), RunError>;
+    /// The current value of parameter or buffer `name`: what was prepared or written,
+    /// or, after a training-mode run, the updated running statistics.
+    fn read_param(&self, name: &str) -> Result<Tensor<T>, RunError>;
+}
+
+/// Opens `kind` on `device` (`None`: the backend's default) for running `model`.
+/// A device is refused for the reference interpreter rather than ignored. OpenCL
+/// programs built for a compiled artifact `X.fnc` are cached beside it in
+/// `X.fnc.clcache`, so the artifact's directory carries them; a source model's go to
+/// the user's cache directory.
+pub fn open(
+    kind: BackendKind,
+    device: Option<DeviceSel>,
+    model: &Path,
+) -> Result<Box<dyn Backend>, RunError> {
+    match kind {
+        BackendKind::Reference => match device {
+            None => Ok(Box::new(ReferenceBackend)),
+            Some(sel) => Err(RunError::new(format!(
+                "--device {} selects an OpenCL device, but the backend is the reference interpreter",
+                device_arg(sel)
+            ))
+            .hint("add --backend opencl, or drop --device (the reference interpreter runs on this CPU)")),
+        },
+        BackendKind::Opencl => Ok(Box::new(OpenClBackend::open(
+            device.unwrap_or_default(),
+            program_cache(model),
+        )?)),
+    }
+}
+
+/// Where OpenCL programs built for `model` are kept (see [`open`]).
+pub fn program_cache(model: &Path) -> Option<PathBuf> {
+    if model.extension().is_some_and(|e| e == "fnc") {
+        Some(model.with_extension("fnc.clcache"))
+    } else {
+        crate::opencl::default_cache_dir()
+    }
+}
+
+/// `sel` as `--device` takes it.
+fn device_arg(sel: DeviceSel) -> String {
+    match sel {
+        DeviceSel::Default => "default".into(),
+        DeviceSel::Index(i) => i.to_string(),
+        DeviceSel::Cpu => "cpu".into(),
+        DeviceSel::Gpu => "gpu".into(),
+    }
+}
+
+/// Checks `inputs` against the prepared shapes, as every backend must.
+pub fn check_inputs<T: Scalar>(
+    prepared: &[Vec<usize>],
+    inputs: &[Tensor<T>],
+) -> Result<(), RunError> {
+    if inputs.len() != prepared.len() {
+        return Err(RunError::new(format!(
+            "the model was prepared for {} input(s), got {}",
+            prepared.len(),
+            inputs.len()
+        )));
+    }
+    for (i, (t, shape)) in inputs.iter().zip(prepared).enumerate() {
+        if &t.shape != shape {
+            return Err(RunError::new(format!(
+                "input {i} has shape {:?}, but the model was prepared for {shape:?}",
+                t.shape
+            ))
+            .hint("prepare the model again for the new shape"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a parameter write: `name` is known and `value` has its shape.
+pub fn check_param<T: Scalar>(
+    name: &str,
+    shape: Option<&Vec<usize>>,
+    value: &Tensor<T>,
+) -> Result<(), RunError> {
+    match shape {
+        None => Err(
+            RunError::new(format!("the model has no parameter `{name}`"))
+                .hint("parameters are named as in the weights file, e.g. `conv1.weight`"),
+        ),
+        Some(s) if *s != value.shape => Err(RunError::new(format!(
+            "parameter `{name}` has shape {s:?}, got {:?}",
+            value.shape
+        ))),
+        Some(_) => Ok(()),
+    }
+}
