@@ -2,9 +2,12 @@
 //! message, labels and a hint, rendered rustc-style by codespan-reporting.
 
 use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label};
-use codespan_reporting::files::SimpleFile;
+use codespan_reporting::files::{Files, SimpleFile};
 use codespan_reporting::term::{self, Config};
 use std::fmt;
+
+mod excerpt;
+use excerpt::{Excerpt, ExcerptFile};
 
 /// A byte range in one source file.
 #[derive(
@@ -79,9 +82,19 @@ pub struct DiagLabel {
     pub message: String,
 }
 
-/// A user-facing error: code, message, labelled spans, notes and a hint.
+/// Whether a diagnostic stops the command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Severity {
+    #[default]
+    Error,
+    /// Printed, and the command goes on: legal but almost certainly not meant.
+    Warning,
+}
+
+/// A user-facing error (or warning): code, message, labelled spans, notes and a hint.
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub code: &'static str,
     pub message: String,
     pub labels: Vec<DiagLabel>,
@@ -92,6 +105,7 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn new(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
+            severity: Severity::Error,
             code,
             message: message.into(),
             labels: Vec::new(),
@@ -108,6 +122,12 @@ impl Diagnostic {
         label: impl Into<String>,
     ) -> Diagnostic {
         Diagnostic::new(code, message).label(span, label)
+    }
+
+    /// The same diagnostic as a warning.
+    pub fn warning(mut self) -> Diagnostic {
+        self.severity = Severity::Warning;
+        self
     }
 
     pub fn label(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
@@ -147,40 +167,59 @@ impl Diagnostic {
     /// Renders without colour, as the CLI prints it when stderr is not a terminal and as
     /// snapshot tests store it.
     pub fn render(&self, source: &Source) -> String {
-        let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+        self.render_styled(source, false)
+    }
+
+    /// Renders with ANSI colours when `color` is set. Long lines are cut around the
+    /// labels and control characters replaced (see `excerpt`).
+    pub fn render_styled(&self, source: &Source, color: bool) -> String {
+        let anchors: Vec<usize> = self
+            .labels
+            .iter()
+            .flat_map(|l| [l.span.start, l.span.end])
+            .collect();
+        let excerpt = Excerpt::new(source, &anchors);
         // Spans are clamped to the text in `to_codespan`, so rendering cannot fail on
         // them; an error here would only lose the excerpt, so fall back to the message.
-        term::emit_into_string(&Config::default(), &file, &self.to_codespan(source))
-            .unwrap_or_else(|_| format!("{self}\n"))
+        let emitted = if excerpt.changed() {
+            let file = ExcerptFile::new(&excerpt);
+            self.emit(
+                &file,
+                &self.to_codespan(excerpt.text(), |o| excerpt.to_new(o)),
+                color,
+            )
+        } else {
+            let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
+            self.emit(&file, &self.to_codespan(&source.text, |o| o), color)
+        };
+        emitted.unwrap_or_else(|| format!("{self}\n"))
     }
 
-    /// Renders with ANSI colours when `color` is set.
-    pub fn render_styled(&self, source: &Source, color: bool) -> String {
+    fn emit<'f, F: Files<'f, FileId = ()>>(
+        &self,
+        file: &'f F,
+        diagnostic: &CsDiagnostic<()>,
+        color: bool,
+    ) -> Option<String> {
+        let config = Config::default();
         if !color {
-            return self.render(source);
+            return term::emit_into_string(&config, file, diagnostic).ok();
         }
-        let file = SimpleFile::new(source.name.as_str(), source.text.as_str());
         let mut out = term::termcolor::Buffer::ansi();
-        match term::emit_to_write_style(
-            &mut out,
-            &Config::default(),
-            &file,
-            &self.to_codespan(source),
-        ) {
-            Ok(()) => String::from_utf8_lossy(out.as_slice()).into_owned(),
-            Err(_) => self.render(source),
-        }
+        term::emit_to_write_style(&mut out, &config, file, diagnostic).ok()?;
+        Some(String::from_utf8_lossy(out.as_slice()).into_owned())
     }
 
-    fn to_codespan(&self, source: &Source) -> CsDiagnostic<()> {
-        let len = source.text.len();
+    /// The codespan form, with spans mapped by `map` into `text` and clamped to it.
+    fn to_codespan(&self, text: &str, map: impl Fn(usize) -> usize) -> CsDiagnostic<()> {
+        let len = text.len();
         let labels = self
             .labels
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let start = floor_char_boundary(&source.text, l.span.start.min(len));
-                let end = floor_char_boundary(&source.text, l.span.end.min(len)).max(start);
+                let start = floor_char_boundary(text, map(l.span.start).min(len));
+                let end = floor_char_boundary(text, map(l.span.end).min(len)).max(start);
                 let label = if i == 0 {
                     Label::primary((), start..end)
                 } else {
@@ -193,17 +232,24 @@ impl Diagnostic {
         if let Some(h) = &self.hint {
             notes.push(format!("help: {h}"));
         }
-        CsDiagnostic::error()
-            .with_code(self.code)
-            .with_message(&self.message)
-            .with_labels(labels)
-            .with_notes(notes)
+        match self.severity {
+            Severity::Error => CsDiagnostic::error(),
+            Severity::Warning => CsDiagnostic::warning(),
+        }
+        .with_code(self.code)
+        .with_message(&self.message)
+        .with_labels(labels)
+        .with_notes(notes)
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error[{}]: {}", self.code, self.message)
+        let kind = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{kind}[{}]: {}", self.code, self.message)
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::diag::{Diagnostic, Report, Source, Span};
 use crate::eval::{elaborate, Module, Options};
 use crate::syntax::parse_program;
+use crate::syntax::parser::MAX_SOURCE_BYTES;
 use std::path::Path;
 
 /// Compiles source bytes. Non-UTF-8 input is an error pointing at the first bad byte.
@@ -34,6 +35,8 @@ pub fn compile_bytes(
 }
 
 pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source, Module), Report> {
+    // Editors on Windows may start UTF-8 files with a byte-order mark; it is no token.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let source = Source::new(name, text);
     let result = parse_program(text).and_then(|program| elaborate(&program, options));
     match result {
@@ -48,11 +51,20 @@ pub fn compile_str(name: &str, text: &str, options: &Options) -> Result<(Source,
 /// Reads and compiles a `.fnet` file; a missing or unreadable file is a report too.
 pub fn compile_file(path: &Path, options: &Options) -> Result<(Source, Module), Report> {
     let name = path.display().to_string();
-    match std::fs::read(path) {
+    match read_bounded(path) {
+        // Detected first: a weights file or artifact is often larger than a source.
         Ok(bytes) => match detect_non_source(path, &bytes) {
             Some(d) => Err(Report {
                 source: Source::new(name, ""),
                 diagnostics: vec![d],
+            }),
+            None if bytes.len() > MAX_SOURCE_BYTES => Err(Report {
+                source: Source::new(name.clone(), ""),
+                diagnostics: vec![Diagnostic::new(
+                    "E0002",
+                    format!("`{name}` is larger than {MAX_SOURCE_BYTES} bytes, the limit for a model source"),
+                )
+                .hint("check that this is a .fnet file; split a larger model")],
             }),
             None => compile_bytes(&name, &bytes, options),
         },
@@ -115,4 +127,24 @@ fn safetensors_header(bytes: &[u8]) -> Option<&[u8]> {
     let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
     header.starts_with(b"{").then_some(header)
+}
+
+/// Reads at most one byte more than a source may hold, so that `/dev/zero` or a huge
+/// file is refused after 4 MiB instead of being read until memory runs out.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Prints a module's warnings on stderr, in colour on a terminal (as errors are).
+pub fn eprint_warnings(source: &Source, module: &Module) {
+    use std::io::IsTerminal;
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for w in &module.warnings {
+        eprint!("{}", w.render_styled(source, color));
+    }
 }

@@ -226,13 +226,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config,
             set,
         } => {
-            let (_, module) = compile_file(
+            let (source, module) = compile_file(
                 &file,
                 &Options {
                     slot_config: config,
                     overrides: set,
                 },
             )?;
+            fnet::driver::eprint_warnings(&source, &module);
             if json {
                 println!(
                     "{}",

@@ -2,11 +2,18 @@
 //! and every bad program in `tests/diagnostics/` seeds a deterministic generator of
 //! broken variants (truncations, deletions, swaps, duplicated spans, garbage tokens,
 //! extreme numbers, non-UTF-8 bytes); hand-written pathological programs (deep nesting,
-//! long chains, huge repeats) are added. Each goes through `compile_bytes` under
-//! `catch_unwind`. Panicking inputs are written to `target/no_panic/` for reproduction.
+//! long chains, huge repeats, huge channels and horizons) are added. Each goes through
+//! `compile_bytes` under `catch_unwind`; each that passes goes on through the memory
+//! check and, within its limit, the pass pipeline (`fnetc compile`) and the initialiser
+//! (`fnetc init`, without writing a file), and is checked at a batch of 10^8
+//! (`fnetc bench --batch`). Panicking inputs are written to `target/no_panic/` for
+//! reproduction.
 
 use fnet::driver::compile_bytes;
-use fnet::eval::Options;
+use fnet::eval::{Module, Options};
+use fnet::passes::pipeline::default_pipeline;
+use fnet::passes::{CompileMode, PassContext};
+use fnet::runtime::budget::{check, Limit, Need};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +23,10 @@ use std::time::{Duration, Instant};
 const VARIANTS: usize = 30_000;
 /// Inputs slower than this are listed on stderr (not failed: timing depends on load).
 const SLOW: Duration = Duration::from_secs(3);
+
+/// The memory limit of the downstream stages: what a small machine allows. Mutants
+/// that need more are refused by the check, as `fnetc` would refuse them.
+const LIMIT_BYTES: u64 = 256 << 20;
 
 /// xorshift64*: tiny, deterministic, good enough to pick offsets.
 struct Rng(u64);
@@ -340,6 +351,12 @@ fn pathological() -> Vec<(String, Vec<u8>)> {
         ("min int".into(), model("  c = -9223372036854775807 - 1\n  d = c / -1\n  return x")),
         ("huge concat dim".into(), model("  return concat(x, x, dim: -9223372036854775807)")),
         ("all defaults".into(), model("  return x |> flexconv(3) |> lc(3, 1) |> conv1d(3, 1)")),
+        // Legal, but far beyond any machine: the memory check refuses them downstream.
+        ("billions of channels".into(), model("  return x |> conv2d(1000000000, 3) |> relu")),
+        ("two billion features".into(), model("  return x |> conv2d(30, 3) |> global_avg_pool |> linear(2147483648)")),
+        ("ten million channels".into(), model("  return x |> conv2d(10000000, 3)")),
+        ("horizon 100001".into(), model("  return x |> flexconv(4, horizon: 100001)")),
+        ("wide input".into(), "model m {\n  input x: f32[B, 3, 32, 1000000000000]\n  return x |> flexconv(4, horizon: 33) |> conv2d(4, 3) |> relu\n}\n".into()),
     ];
     // Block and template call chains deeper than the call-depth limit.
     for kind in ["block", "def"] {
@@ -415,6 +432,58 @@ struct Outcomes {
     slow: Vec<(String, Duration)>,
     /// How many inputs compiled (`ok`) or failed with each error code.
     codes: BTreeMap<&'static str, usize>,
+    /// Of those that compiled, how many each downstream stage ran or refused.
+    downstream: BTreeMap<&'static str, usize>,
+    /// Time in `compile_bytes`, and in each stage after it.
+    front: Duration,
+    back: BTreeMap<&'static str, Duration>,
+}
+
+/// What happens to a checked module in `fnetc compile`, `init` and `bench`: the memory
+/// check first, then (within the limit) the passes and the initialiser. Every outcome
+/// is a clean success or refusal; a pass error is a compiler bug, so it panics.
+fn downstream(
+    module: &Module,
+    tally: &mut BTreeMap<&'static str, usize>,
+    times: &mut BTreeMap<&'static str, Duration>,
+) {
+    let limit = Limit::new(LIMIT_BYTES, "the fuzz test's");
+    let mut count = |what: &'static str| *tally.entry(what).or_insert(0) += 1;
+    let graph = &module.graph;
+    let mut t = Instant::now();
+    let mut lap = |stage: &'static str| {
+        *times.entry(stage).or_default() += t.elapsed();
+        t = Instant::now();
+    };
+    // `bench --batch 100000000`: refused by any model with an input.
+    let big = check(graph, Need::Run { batch: 100_000_000 }, &limit);
+    count(if big.is_ok() {
+        "batch 1e8 fits"
+    } else {
+        "batch 1e8 refused"
+    });
+    lap("memory check");
+    if check(graph, Need::Compile, &limit).is_ok() {
+        let mut g = graph.clone();
+        let mut ctx = PassContext::new(CompileMode::Inference);
+        if let Err(e) = default_pipeline(CompileMode::Inference).run(&mut g, &mut ctx, &mut |_| {})
+        {
+            panic!("the passes failed on a checked program: {e}");
+        }
+        count("compiled");
+    } else {
+        count("compile refused");
+    }
+    lap("passes");
+    if check(graph, Need::Init, &limit).is_ok() {
+        match fnet::runtime::initialise::<f32>(graph, graph.seed) {
+            Ok(_) => count("initialised"),
+            Err(_) => count("init failed cleanly"),
+        }
+    } else {
+        count("init refused");
+    }
+    lap("init");
 }
 
 /// Runs every case under `catch_unwind`, timing each.
@@ -433,22 +502,29 @@ fn run(cases: &[(String, Vec<u8>)]) -> Outcomes {
     let mut panics = Vec::new();
     let mut slow = Vec::new();
     let mut outcomes: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut tally = BTreeMap::new();
+    let (mut front, mut back) = (Duration::ZERO, BTreeMap::new());
     for (name, bytes) in cases {
         if std::env::var_os("NO_PANIC_TRACE").is_some() {
             eprintln!("{name}");
         }
         let t = Instant::now();
         CAPTURING.with(|c| *c.borrow_mut() = true);
-        let result = std::panic::catch_unwind(|| {
-            match compile_bytes("fuzz.fnet", bytes, &Options::default()) {
-                Ok(_) => "ok",
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let checked = compile_bytes("fuzz.fnet", bytes, &Options::default());
+            front += t.elapsed();
+            match checked {
+                Ok((_, module)) => {
+                    downstream(&module, &mut tally, &mut back);
+                    "ok"
+                }
                 Err(r) => {
                     // Rendering does span arithmetic on the (possibly broken) source.
                     assert!(r.render().starts_with("error["));
                     r.diagnostics[0].code
                 }
             }
-        });
+        }));
         CAPTURING.with(|c| *c.borrow_mut() = false);
         let took = t.elapsed();
         match result {
@@ -466,6 +542,9 @@ fn run(cases: &[(String, Vec<u8>)]) -> Outcomes {
         panics,
         slow,
         codes: outcomes,
+        downstream: tally,
+        front,
+        back,
     }
 }
 
@@ -517,10 +596,13 @@ fn random_mutations_never_panic() {
     let t = Instant::now();
     let out = run(&cases);
     eprintln!(
-        "{} mutated programs in {:?}: {:?}",
+        "{} mutated programs in {:?} ({:?} checking; downstream {:?}): {:?}; downstream {:?}",
         cases.len(),
         t.elapsed(),
-        out.codes
+        out.front,
+        out.back,
+        out.codes,
+        out.downstream
     );
     report("mutated", &out.panics, &out.slow);
     // The generator must reach past the parser: many variants should parse and fail
@@ -541,8 +623,33 @@ fn pathological_programs_never_panic_or_hang() {
     let cases = pathological();
     let t = Instant::now();
     let out = run(&cases);
-    eprintln!("{} pathological programs in {:?}", cases.len(), t.elapsed());
+    eprintln!(
+        "{} pathological programs in {:?}; downstream {:?}",
+        cases.len(),
+        t.elapsed(),
+        out.downstream
+    );
     report("pathological", &out.panics, &out.slow);
+    // The allocation cases pass `check`; the memory check refuses each downstream.
+    for name in [
+        "billions of channels",
+        "two billion features",
+        "ten million channels",
+    ] {
+        let (_, bytes) = cases.iter().find(|(n, _)| n == name).expect("case");
+        let (_, module) = compile_bytes(name, bytes, &Options::default()).expect("checks");
+        let limit = Limit::new(LIMIT_BYTES, "the test's");
+        let err = check(&module.graph, Need::Init, &limit).expect_err(name);
+        assert_eq!(err.code, "E0701", "{name}");
+    }
+    for name in ["horizon 100001", "wide input"] {
+        let (_, bytes) = cases.iter().find(|(n, _)| n == name).expect("case");
+        let (_, module) = compile_bytes(name, bytes, &Options::default()).expect("checks");
+        let limit = Limit::new(LIMIT_BYTES, "the test's");
+        assert!(check(&module.graph, Need::Init, &limit).is_ok(), "{name}");
+        let err = check(&module.graph, Need::Run { batch: 1 }, &limit).expect_err(name);
+        assert_eq!(err.code, "E0701", "{name}");
+    }
 }
 
 #[test]
@@ -595,6 +702,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("min int", "E0004"),
     ("huge concat dim", "E0204"),
     ("all defaults", "E0401"),
+    ("billions of channels", "ok"),
+    ("two billion features", "ok"),
+    ("ten million channels", "ok"),
+    ("horizon 100001", "ok"),
+    ("wide input", "ok"),
     ("100-deep block chain", "E0307"),
     ("100-deep def chain", "E0307"),
     ("pipe at the depth limit", "ok"),

@@ -7,7 +7,7 @@ mod common;
 
 use common::{example, example_path, input_shape, program, random, EXAMPLES};
 use fnet::cli::compile::{compile, CompileArgs};
-use fnet::cost::{CostTableId, CostTable};
+use fnet::cost::{CostTable, CostTableId};
 use fnet::eval::Options;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;

@@ -115,7 +115,11 @@ pub fn compile_bound(
     args: &BenchArgs,
     cost: CostTableId,
 ) -> Result<(Graph, ParamStore<f32>), CliError> {
-    let (_, module) = compile_file(&args.model, &args.options)?;
+    let (source, module) = compile_file(&args.model, &args.options)?;
+    let batch = crate::runtime::budget::Need::Run {
+        batch: args.batch as u64,
+    };
+    super::memory::guard(&source, &module.graph, batch)?;
     let mut graph = module.graph;
     let store = match &args.weights {
         Some(path) => {

@@ -12,6 +12,7 @@ use crate::ir::print::print_graph;
 use crate::ir::types::DType;
 use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
+use crate::runtime::budget::Need;
 use crate::runtime::params::fnv1a;
 use crate::runtime::{check_store, RunError};
 use std::fmt::Write;
@@ -50,6 +51,7 @@ pub struct Compiled {
 
 pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
+    crate::driver::eprint_warnings(&source, &module);
     let manager = match &args.passes {
         None => default_pipeline(args.mode),
         Some(names) => from_names(names).map_err(RunError::new)?,
@@ -64,6 +66,12 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
             .into());
         }
     }
+    // Bound weights make the passes fold kernels, as a run would at this batch.
+    let need = match &args.weights {
+        Some(_) => Need::Run { batch: args.batch },
+        None => Need::Compile,
+    };
+    super::memory::guard(&source, &module.graph, need)?;
     let mut graph = module.graph;
     let mut ctx = PassContext::new(args.mode);
     ctx.batch = args.batch.max(1);

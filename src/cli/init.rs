@@ -6,6 +6,7 @@ use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::weights::safetensors_bytes;
 use crate::io::{check_output, write_output};
+use crate::runtime::budget::Need;
 use crate::runtime::initialise;
 use std::path::Path;
 
@@ -17,7 +18,8 @@ pub fn init(
     options: &Options,
 ) -> Result<usize, CliError> {
     check_output(out, &[model])?;
-    let (_, module) = compile_file(model, options)?;
+    let (source, module) = compile_file(model, options)?;
+    super::memory::guard(&source, &module.graph, Need::Init)?;
     let seed = seed.unwrap_or(module.graph.seed);
     let store = initialise::<f32>(&module.graph, seed)?;
     let bytes = safetensors_bytes(out, &store, None)?;

@@ -8,6 +8,7 @@ pub mod compile;
 pub mod explain;
 pub mod init;
 pub mod inputs;
+pub mod memory;
 pub mod named_inputs;
 pub mod progress;
 pub mod run;

@@ -102,6 +102,8 @@ fn model_and_inputs(args: &RunArgs, cost: CostTableId) -> Result<Loaded, CliErro
     if is_artifact(&args.model) {
         let (graph, store) = load_artifact(args)?;
         let inputs = order_inputs(load_inputs(&args.inputs, args.range)?, &graph, &model)?;
+        let batch = inputs[0].shape.first().copied().unwrap_or(1) as u64;
+        super::memory::guard_artifact(&graph, crate::runtime::budget::Need::Run { batch })?;
         return Ok((graph, store, inputs));
     }
     // The weights file is checked before the (possibly large) inputs are read.

@@ -109,6 +109,19 @@ impl std::str::FromStr for CostTableId {
 /// The backend-specific part of a conv's cost: where each algorithm runs and its work
 /// counts (the shape itself is plain IR data, `crate::ir::conv_cost`).
 impl ConvShape {
+    /// Whether every work count of every algorithm fits in a `u64`: the product of all
+    /// sizes, padded input and kernel, with room for tile rounding and FFT padding.
+    pub fn countable(&self) -> bool {
+        let mut work = 4096.0 * self.batch.max(1) as f64 * self.ci.max(1) as f64;
+        work *= self.co.max(1) as f64 * self.groups.max(1) as f64;
+        for (i, &k) in self.kernel.iter().enumerate() {
+            let d = self.dilation.get(i).copied().unwrap_or(1).max(1) as f64;
+            let n = self.input.get(i).copied().unwrap_or(1) as f64;
+            work *= 2.0 * (n + 2.0 * d * k as f64 + 1.0) * k.max(1) as f64 * d;
+        }
+        work < (1u64 << 62) as f64
+    }
+
     /// Whether the reference FFT path runs this conv (see `interp::conv_op`).
     pub fn fft_applicable(&self) -> bool {
         let plain = self.stride.iter().all(|&s| s == 1)
@@ -286,8 +299,17 @@ impl CostTable {
         }
     }
 
-    /// Estimated seconds of every algorithm, `f64::INFINITY` where one cannot run.
+    /// Estimated seconds of every algorithm, `f64::INFINITY` where one cannot run, or
+    /// where the conv is too large for the work counts' integer arithmetic (no machine
+    /// could run it; the memory check refuses it before a run).
     pub fn estimate(&self, shape: &ConvShape) -> Estimate {
+        if !shape.countable() {
+            return Estimate {
+                direct: f64::INFINITY,
+                im2col: f64::INFINITY,
+                fft: f64::INFINITY,
+            };
+        }
         let est = |a: ConvAlgo| match (shape.features_on(self.backend, a), self.algo(a)) {
             (Some(f), Some(c)) => c.seconds(&f),
             _ => f64::INFINITY,

@@ -370,8 +370,14 @@ pub fn bind(
                 }
                 let h = format!("`{}` of `{what}` takes {}", p.name, p.ty.describe());
                 d.hint(match (&p.ty, &v.value) {
-                    (Ty::Int | Ty::Ints, Value::Float(f)) if f.fract() == 0.0 => {
+                    // Only where the int literal exists: 1e30 written out is E0004.
+                    (Ty::Int | Ty::Ints, Value::Float(f))
+                        if f.fract() == 0.0 && f.abs() < i64::MAX as f64 =>
+                    {
                         format!("{h}; write `{f:.0}` without a decimal point")
+                    }
+                    (Ty::Int | Ty::Ints, Value::Float(f)) if f.fract() == 0.0 => {
+                        format!("{h}; {f:e} is beyond the largest int, {}", i64::MAX)
                     }
                     (Ty::Bool, Value::Str(_)) => format!("{h}, without quotes"),
                     _ => h,

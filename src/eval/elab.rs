@@ -62,6 +62,8 @@ pub struct Elab<'a> {
     pub(crate) slot_states: Vec<super::slots::SlotState>,
     /// Layer applications so far, against `MAX_APPLICATIONS`.
     pub(crate) applications: usize,
+    /// Legal but suspicious choices, reported without stopping (see `Module::warnings`).
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Elab<'a> {
@@ -82,6 +84,7 @@ impl<'a> Elab<'a> {
             slot_config,
             slot_states: Vec::new(),
             applications: 0,
+            warnings: Vec::new(),
         }
     }
 

@@ -82,6 +82,42 @@ fn positive_f(b: &Bound, name: &str) -> Result<f64, Diagnostic> {
     }
 }
 
+/// Warns (once per place in the source) when a horizon is more than twice the input
+/// along axis `d`: taps that far from the centre never touch the input, yet the kernel
+/// net is evaluated on every one of them, at a memory cost that grows with the square
+/// of the horizon in 2D.
+fn far_horizon(
+    e: &mut Elab,
+    span: crate::diag::Span,
+    k: u64,
+    x: NodeIndex,
+    d: usize,
+    causal: bool,
+) {
+    let Some(n) = e.graph.node(x).ty.shape.get(2 + d).and_then(|s| s.known()) else {
+        return;
+    };
+    if k <= n.saturating_mul(2) || e.warnings.iter().any(|w| w.primary_span() == Some(span)) {
+        return;
+    }
+    let same = if causal || n % 2 == 1 { n } else { n + 1 };
+    e.warnings.push(
+        Diagnostic::at(
+            "W0401",
+            span,
+            format!("flexconv horizon {k} is far beyond the input size {n}"),
+            format!("horizon {k} for an input of {n}"),
+        )
+        .note(format!(
+            "taps more than {} steps {} never touch the input, but the kernel net is evaluated on all {k} per axis",
+            n.saturating_sub(1),
+            if causal { "back" } else { "from the centre" }
+        ))
+        .hint(format!("use `horizon: same` ({same} here), as the paper does"))
+        .warning(),
+    );
+}
+
 pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
     let x = c.inputs[0];
     let dims = e.spatial_dims(x, "flexconv", &[3, 4], c.span)?;
@@ -125,6 +161,7 @@ pub fn apply(e: &mut Elab, c: &BuiltinCall) -> Result<NodeIndex, Diagnostic> {
                 k + 1
             )));
         }
+        far_horizon(e, a.span("horizon"), k, x, d, causal);
         horizon.push(k);
     }
     let kernel = spec_args(a, "kernel", "magnet", c.span).expect("kernel is never none");

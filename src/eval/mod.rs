@@ -38,6 +38,8 @@ pub struct Module {
     pub graph: Graph,
     pub layers: Vec<LayerRecord>,
     pub recipe: Option<recipe::Recipe>,
+    /// Warnings: each a `Diagnostic` with `Severity::Warning`, against the source.
+    pub warnings: Vec<Diagnostic>,
 }
 
 pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnostic> {
@@ -290,6 +292,7 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
         graph,
         layers,
         recipe,
+        warnings: std::mem::take(&mut e.warnings),
     })
 }
 

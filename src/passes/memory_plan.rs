@@ -83,7 +83,7 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
                 || graph.outputs.contains(&n)
                 || graph.users(n).iter().any(|u| !storage.contains(u));
             if kept {
-                weight_bytes += bytes(graph, n, batch);
+                weight_bytes = u64::saturating_add(weight_bytes, bytes(graph, n, batch));
             }
             continue;
         }
@@ -109,8 +109,8 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
             continue;
         };
         let size = bytes(graph, n, batch);
-        no_reuse += size;
-        live += size;
+        no_reuse = no_reuse.saturating_add(size);
+        live = live.saturating_add(size);
         peak_live = peak_live.max(live);
         // Operands that die here release their buffers before this value takes one,
         // except that only elementwise ops may overwrite what they read.
@@ -155,7 +155,7 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
         });
         assignment.insert(n, buffer);
         for o in dying {
-            live -= bytes(graph, o, batch);
+            live = live.saturating_sub(bytes(graph, o, batch));
             if let Some(&b) = assignment.get(&o) {
                 if b != buffer && !free.contains(&b) {
                     free.push(b);
@@ -164,14 +164,14 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
         }
         if last == i {
             // Computed but never read (not an output): free at once.
-            live -= size;
+            live = live.saturating_sub(size);
             free.push(buffer);
         }
     }
     let summary = MemorySummary {
         batch,
         buffers: buffer_bytes.len(),
-        arena_bytes: buffer_bytes.iter().sum(),
+        arena_bytes: buffer_bytes.iter().fold(0, |a, &b| a.saturating_add(b)),
         peak_live_bytes: peak_live,
         no_reuse_bytes: no_reuse,
         weight_bytes,

@@ -23,21 +23,29 @@ use rustfft::{Fft, FftNum, FftPlanner};
 use super::conv::causal_kernel;
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
-/// Smallest integer `>= min` whose only prime factors are 2, 3, 5 and 7.
+/// Smallest integer `>= min` whose only prime factors are 2, 3, 5 and 7 (saturating at
+/// `usize::MAX`). It tries each 3^b·5^c·7^d below `2·min` doubled up to `min`, so the
+/// work grows with `log(min)^3`, not with the gap to the next such number: compile
+/// time must not depend on tensor sizes.
 pub fn fft_len(min: usize) -> usize {
-    let mut n = min.max(1);
-    loop {
-        let mut m = n;
-        for p in [2, 3, 5, 7] {
-            while m.is_multiple_of(p) {
-                m /= p;
+    let n = min.max(1) as u128;
+    let mut best = u128::MAX;
+    let mut p7 = 1u128;
+    while p7 < 2 * n {
+        let mut p5 = p7;
+        while p5 < 2 * n {
+            let mut p3 = p5;
+            while p3 < 2 * n {
+                // `m << s >= n` with the fewest doublings.
+                let shift = (n.div_ceil(p3)).next_power_of_two().trailing_zeros();
+                best = best.min(p3 << shift);
+                p3 *= 3;
             }
+            p5 *= 5;
         }
-        if m == 1 {
-            return n;
-        }
-        n += 1;
+        p7 *= 7;
     }
+    usize::try_from(best).unwrap_or(usize::MAX)
 }
 
 /// Causal 1D convolution by FFT; same result as
@@ -269,6 +277,26 @@ mod tests {
         assert_eq!(fft_len(0), 1);
         assert_eq!(fft_len(1), 1);
         assert_eq!(fft_len(121), 125);
+        // Against the definition: the next number with no prime factor above 7.
+        let smooth = |mut m: usize| {
+            for p in [2, 3, 5, 7] {
+                while m.is_multiple_of(p) {
+                    m /= p;
+                }
+            }
+            m == 1
+        };
+        let mut want = 1;
+        for n in 1..5000 {
+            while want < n || !smooth(want) {
+                want += 1;
+            }
+            assert_eq!(fft_len(n), want, "fft_len({n})");
+        }
+        // Far from any such number it is still instant (once: a scan took minutes).
+        // The smallest 2^a·3^b·5^c·7^d above 10^12, by brute force over the exponents.
+        assert_eq!(fft_len(1_000_000_000_001), 1_000_188_000_000);
+        assert_eq!(fft_len(usize::MAX), usize::MAX);
     }
 
     #[test]

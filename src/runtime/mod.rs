@@ -1,6 +1,7 @@
 //! Running models: parameters, input binding and the reference interpreter.
 
 pub mod bind;
+pub mod budget;
 pub mod error;
 pub mod flex_kernel;
 pub mod fused;

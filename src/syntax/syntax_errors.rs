@@ -217,6 +217,9 @@ fn special_syntax_error(text: &str, pos: usize) -> Option<Diagnostic> {
             .hint("write the next layer after `|>`, or remove the `|>`"),
         );
     }
+    if let Some(d) = non_ascii_name(text, pos) {
+        return Some(d);
+    }
     let c = rest.chars().next()?;
     let allowed =
         c.is_ascii_alphanumeric() || c.is_whitespace() || "_(){}[],:=|>+-*/.\"#".contains(c);
@@ -284,6 +287,42 @@ fn special_syntax_error(text: &str, pos: usize) -> Option<Diagnostic> {
         );
     }
     None
+}
+
+/// A name with a letter outside ASCII (`höhe`): pest stops at the start of the name,
+/// but the error belongs on the letter.
+fn non_ascii_name(text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = &text[pos.min(text.len())..];
+    let ascii = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let c = rest[ascii..].chars().next()?;
+    if c.is_ascii() || !c.is_alphanumeric() {
+        return None;
+    }
+    let at = pos + ascii;
+    let start = text[..at]
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric() || *c == '_')
+        .last()
+        .map_or(at, |(i, _)| i);
+    let word: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .take(40)
+        .collect();
+    Some(
+        Diagnostic::at(
+            "E0001",
+            Span::new(at, at + c.len_utf8()),
+            format!("syntax error: `{c}` cannot be part of a name"),
+            "not an ASCII letter, digit or `_`",
+        )
+        .hint(format!(
+            "names use ASCII letters, digits and `_`; rename `{word}`"
+        )),
+    )
 }
 
 pub(crate) fn pest_error(text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
