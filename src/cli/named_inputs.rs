@@ -157,7 +157,7 @@ mod tests {
     fn orders_inputs_by_name_and_names_what_is_wrong() {
         let (_, m) = crate::driver::compile_str(
             "two.fnet",
-            "model two {\n  input a: f32[B, 4]\n  input b: f32[B, 4]\n  return a + b\n}",
+            "model two {\n  input p: f32[B, 4]\n  input q: f32[B, 4]\n  return p + q\n}",
             &crate::eval::Options::default(),
         )
         .unwrap_or_else(|r| panic!("{}", r.render()));
@@ -169,7 +169,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            order_inputs(named(&[("b", 2), ("a", 1)]), g, "two.fnet"),
+            order_inputs(named(&[("q", 2), ("p", 1)]), g, "two.fnet"),
             Ok(vec![1, 2])
         );
         let err = |given| {
@@ -179,14 +179,14 @@ mod tests {
         };
         let e = err(vec![(None, 1)]);
         assert!(
-            e.contains("2 inputs (`a`, `b`)") && e.contains("-i a=FILE -i b=FILE"),
+            e.contains("2 inputs (`p`, `q`)") && e.contains("-i p=FILE -i q=FILE"),
             "{e}"
         );
-        let e = err(named(&[("a", 1), ("c", 2)]));
-        assert!(e.contains("no input `c`") && e.contains("`a`, `b`"), "{e}");
-        let e = err(named(&[("a", 1)]));
-        assert!(e.contains("needs input(s) `b`"), "{e}");
-        let e = err(named(&[("a", 1), ("a", 2)]));
-        assert!(e.contains("`a` is given twice"), "{e}");
+        let e = err(named(&[("p", 1), ("c", 2)]));
+        assert!(e.contains("no input `c`") && e.contains("`p`, `q`"), "{e}");
+        let e = err(named(&[("p", 1)]));
+        assert!(e.contains("needs input(s) `q`"), "{e}");
+        let e = err(named(&[("p", 1), ("p", 2)]));
+        assert!(e.contains("`p` is given twice"), "{e}");
     }
 }
