@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::fnetc::{fnetc, text};
 use common::opencl::backend;
 use common::{assert_close, noise, perturbed_weights, program, random};
 use fnet::backend::{open, program_cache, Backend, BackendKind, ReferenceBackend};
@@ -20,7 +21,6 @@ use fnet::opencl::DeviceSel;
 use fnet::runtime::{run, Mode, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const MODEL: &str = "model m {\n  input x: f32[B, 3, 6, 6]\n  return x |> conv2d(4, 3, padding: 1) |> batchnorm |> relu |> flatten |> linear(3)\n}";
 
@@ -203,21 +203,6 @@ fn open_resolves_backend_and_device_in_one_place() {
 }
 
 // ---- `fnetc run` end to end ----
-
-fn fnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fnetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("fnetc runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn tmp(name: &str) -> String {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend");
