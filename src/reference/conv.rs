@@ -188,6 +188,16 @@ pub fn checked_dims2d(
     Ok((dims, p))
 }
 
+/// `t` (`[B, C, L]`) as `[B, C, 1, L]`, a copy.
+pub fn lift_1d<T: Scalar>(t: &Tensor<T>) -> Tensor<T> {
+    let mut shape = t.shape.clone();
+    shape.insert(2, 1);
+    Tensor {
+        shape,
+        data: t.data.clone(),
+    }
+}
+
 /// Checks a conv's operands (ranks, parameter lengths, groups, bias, geometry) and runs
 /// `body` on it seen as 2D: 1D is lifted to a unit height and the result dropped back.
 /// Every conv implementation goes through here, so all accept and reject the same
@@ -211,17 +221,9 @@ pub fn as_conv2d<T: Scalar>(
     w.expect_rank(nd + 2, &format!("{what} weight"))?;
     let (dims, p2) = checked_dims2d(what, &x.shape, &w.shape, bias.map(<[T]>::len), p)?;
     // Lift 1D to 2D with a unit height so there is one loop nest per implementation.
-    let lift = |t: &Tensor<T>| {
-        let mut s = t.shape.clone();
-        s.insert(2, 1);
-        Tensor {
-            shape: s,
-            data: t.data.clone(),
-        }
-    };
     let lifted;
     let (x, w) = if nd == 1 {
-        lifted = (lift(x), lift(w));
+        lifted = (lift_1d(x), lift_1d(w));
         (&lifted.0, &lifted.1)
     } else {
         (x, w)
