@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::fnetc::{fnetc, text};
 use common::opencl::backend;
 use common::{assert_close, noise, perturbed_weights, program, random};
 use fnet::backend::{open, program_cache, Backend, BackendKind, ReferenceBackend};
@@ -20,7 +21,7 @@ use fnet::opencl::DeviceSel;
 use fnet::runtime::{run, Mode, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const MODEL: &str = "model m {\n  input x: f32[B, 3, 6, 6]\n  return x |> conv2d(4, 3, padding: 1) |> batchnorm |> relu |> flatten |> linear(3)\n}";
 
@@ -204,21 +205,6 @@ fn open_resolves_backend_and_device_in_one_place() {
 
 // ---- `fnetc run` end to end ----
 
-fn fnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fnetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("fnetc runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> String {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend");
     std::fs::create_dir_all(&dir).expect("tmp dir");
@@ -250,6 +236,15 @@ fn two_inputs() -> (String, String, String, String, Tensor<f32>) {
     (model, weights, pa, pb, want)
 }
 
+/// `fnetc run` on the two-input model with `p` from file `a` and `q` from `b`,
+/// then `extra`.
+fn run_two(model: &str, weights: &str, a: &str, b: &str, extra: &[&str]) -> Output {
+    let (ia, ib) = (format!("p={a}"), format!("q={b}"));
+    let mut args = vec!["run", model, "-w", weights, "-i", &ia, "-i", &ib];
+    args.extend_from_slice(extra);
+    fnetc(&args)
+}
+
 fn read_f32(path: &str) -> Tensor<f32> {
     match read_npy_any(Path::new(path)).expect("output") {
         NpyArray::F32(t) => t,
@@ -276,18 +271,7 @@ fn run_takes_each_input_by_name() {
     }
     // The names decide which file is which: `q` given `p`'s file computes p · p.
     let out = tmp("two_swapped.npy");
-    let o = fnetc(&[
-        "run",
-        &model,
-        "-w",
-        &weights,
-        "-i",
-        &format!("p={a}"),
-        "-i",
-        &format!("q={a}"),
-        "-o",
-        &out,
-    ]);
+    let o = run_two(&model, &weights, &a, &a, &["-o", &out]);
     assert!(o.status.success(), "{:?}", text(&o));
     assert!(read_f32(&out).max_abs_diff(&want).expect("shape") > 1e-3);
 
@@ -324,22 +308,13 @@ fn run_takes_each_input_by_name() {
 #[test]
 fn a_device_with_the_reference_backend_is_an_error() {
     let (model, weights, a, b, _) = two_inputs();
-    let ia = format!("p={a}");
-    let ib = format!("q={b}");
-    let o = fnetc(&[
-        "run",
+    let o = run_two(
         &model,
-        "-w",
         &weights,
-        "-i",
-        &ia,
-        "-i",
-        &ib,
-        "--backend",
-        "reference",
-        "--device",
-        "7",
-    ]);
+        &a,
+        &b,
+        &["--backend", "reference", "--device", "7"],
+    );
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -357,25 +332,14 @@ fn a_device_with_the_reference_backend_is_an_error() {
 fn run_on_opencl_names_its_device_on_stderr() {
     let (model, weights, a, b, want) = two_inputs();
     let out = tmp("two_opencl.npy");
-    let ia = format!("p={a}");
-    let ib = format!("q={b}");
     let device = std::env::var("FNET_TEST_DEVICE").unwrap_or_else(|_| "default".into());
-    let o = fnetc(&[
-        "run",
+    let o = run_two(
         &model,
-        "-w",
         &weights,
-        "-i",
-        &ia,
-        "-i",
-        &ib,
-        "--backend",
-        "opencl",
-        "--device",
-        &device,
-        "-o",
-        &out,
-    ]);
+        &a,
+        &b,
+        &["--backend", "opencl", "--device", &device, "-o", &out],
+    );
     let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let info = &backend().context().info;
@@ -384,7 +348,7 @@ fn run_on_opencl_names_its_device_on_stderr() {
         "{err}"
     );
     assert_close("opencl", &read_f32(&out), &want, 2e-5);
-    let o = fnetc(&["run", &model, "-w", &weights, "-i", &ia, "-i", &ib]);
+    let o = run_two(&model, &weights, &a, &b, &[]);
     let (_, err) = text(&o);
     assert!(
         o.status.success() && err.contains("running on reference interpreter"),

@@ -6,29 +6,19 @@
 //! Every data-loss case checks that the command fails and that the bytes of every
 //! file it was given are unchanged.
 
+mod common;
+
+use common::fnetc::{fnetc, fnetc_in};
 use fnet::io::npy::write_npy;
 use fnet::io::weights::{read_weights, write_weights};
 use fnet::tensor::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const LENET: &str = "examples/lenet_mnist.fnet";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fnetc_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fnetc"));
-    cmd.args(args).current_dir(dir);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("fnetc runs")
-}
-
-fn fnetc(args: &[&str]) -> Output {
-    fnetc_in(root(), args, &[])
 }
 
 fn stderr(o: &Output) -> String {

@@ -271,32 +271,22 @@ fn a_small_enough_model_runs_under_a_tight_limit() {
         Some("64M"),
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let r = fnetc(
-        &[
+    let run = |extra: &[&str], limit| {
+        let mut args = vec![
             "run",
             "examples/lenet_mnist.fnet",
             "-w",
             w.to_str().unwrap(),
             "-i",
             "data/mnist10k/images.idx3-ubyte.gz",
-            "--range",
-            "0..100",
-        ],
-        Some("64M"),
-    );
+        ];
+        args.extend_from_slice(extra);
+        fnetc(&args, Some(limit))
+    };
+    let r = run(&["--range", "0..100"], "64M");
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     // 10,000 images need more than 16 MB: the hint gives the batch that fits.
-    let r = fnetc(
-        &[
-            "run",
-            "examples/lenet_mnist.fnet",
-            "-w",
-            w.to_str().unwrap(),
-            "-i",
-            "data/mnist10k/images.idx3-ubyte.gz",
-        ],
-        Some("16M"),
-    );
+    let r = run(&[], "16M");
     refused(
         &r,
         "lenet_mnist.fnet:7:12",

@@ -1,26 +1,13 @@
 //! The `fnetc` binary end to end: init, run, and the errors a user meets with files.
 
+mod common;
+
+use common::fnetc::{fnetc, text};
 use fnet::io::npy::write_npy;
 use fnet::io::weights::write_weights;
 use fnet::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fnetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fnetc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("fnetc runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");

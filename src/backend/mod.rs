@@ -193,6 +193,12 @@ pub fn check_inputs<T: Scalar>(
     Ok(())
 }
 
+/// The error for a read of `name` where the model has no such parameter or buffer.
+pub fn no_param_or_buffer(name: &str) -> RunError {
+    RunError::new(format!("the model has no parameter or buffer `{name}`"))
+        .hint("parameters are named as in the weights file, e.g. `conv1.weight`")
+}
+
 /// Checks a parameter write: `name` is known and `value` has its shape.
 pub fn check_param<T: Scalar>(
     name: &str,

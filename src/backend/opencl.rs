@@ -10,7 +10,7 @@
 //! constants on the host (conv biases, BatchNorm statistics, crops) are refused with
 //! an error that says so. Evaluation mode, f32 only.
 
-use super::{check_param, Backend, BackendKind, Capabilities, Prepared};
+use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
 use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::kernel_ir::plan::{build_plan, Target};
@@ -190,10 +190,7 @@ impl Prepared<f32> for OpenClPrepared {
         }
         let (Some(shape), Some(data)) = (self.param_shapes.get(name), self.exe.read_param(name))
         else {
-            return Err(
-                RunError::new(format!("the model has no parameter or buffer `{name}`"))
-                    .hint("parameters are named as in the weights file, e.g. `conv1.weight`"),
-            );
+            return Err(no_param_or_buffer(name));
         };
         Ok(Tensor::from_vec(shape.clone(), data?)?)
     }

@@ -3,7 +3,9 @@
 //! computes in f32 or f64 and runs training mode, where the running statistics it
 //! updates replace the stored ones, so `read_param` sees them.
 
-use super::{check_inputs, check_param, Backend, BackendKind, Capabilities, Prepared};
+use super::{
+    check_inputs, check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared,
+};
 use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::runtime::bind::bind_inputs;
@@ -150,9 +152,9 @@ impl<T: Scalar + FftNum> Prepared<T> for ReferencePrepared<T> {
     }
 
     fn read_param(&self, name: &str) -> Result<Tensor<T>, RunError> {
-        self.params.get(name).cloned().ok_or_else(|| {
-            RunError::new(format!("the model has no parameter or buffer `{name}`"))
-                .hint("parameters are named as in the weights file, e.g. `conv1.weight`")
-        })
+        self.params
+            .get(name)
+            .cloned()
+            .ok_or_else(|| no_param_or_buffer(name))
     }
 }

@@ -31,6 +31,17 @@ fn words(ws: &'static [&'static str], d: &str) -> (Ty, Value) {
     (Ty::Word(ws), Value::Word(d.into()))
 }
 
+/// Adam's and AdamW's signature: they differ only in the default weight decay.
+fn adam(weight_decay: f64) -> Vec<ParamSpec> {
+    vec![
+        req("lr", Ty::Float),
+        opt("betas", Ty::List, betas()),
+        opt("eps", Ty::Float, f(1e-8)),
+        opt("weight_decay", Ty::Float, f(weight_decay)),
+        opt("groups", Ty::List, Value::List(vec![])),
+    ]
+}
+
 pub(super) static CTORS: &[Ctor] = &[
     Ctor {
         name: "cross_entropy",
@@ -40,28 +51,12 @@ pub(super) static CTORS: &[Ctor] = &[
     Ctor {
         name: "adam",
         key: "optimizer",
-        params: || {
-            vec![
-                req("lr", Ty::Float),
-                opt("betas", Ty::List, betas()),
-                opt("eps", Ty::Float, f(1e-8)),
-                opt("weight_decay", Ty::Float, f(0.0)),
-                opt("groups", Ty::List, Value::List(vec![])),
-            ]
-        },
+        params: || adam(0.0),
     },
     Ctor {
         name: "adamw",
         key: "optimizer",
-        params: || {
-            vec![
-                req("lr", Ty::Float),
-                opt("betas", Ty::List, betas()),
-                opt("eps", Ty::Float, f(1e-8)),
-                opt("weight_decay", Ty::Float, f(0.01)),
-                opt("groups", Ty::List, Value::List(vec![])),
-            ]
-        },
+        params: || adam(0.01),
     },
     Ctor {
         name: "sgd",

@@ -72,6 +72,25 @@ pub enum BinOp {
     And,
 }
 
+impl BinOp {
+    /// The C operator for an infix op; `None` for `min`/`max`, which are calls. The
+    /// printer and the OpenCL renderer both spell ops this way.
+    pub fn infix(self) -> Option<&'static str> {
+        Some(match self {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Rem => "%",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Eq => "==",
+            BinOp::And => "&&",
+            BinOp::Min | BinOp::Max => return None,
+        })
+    }
+}
+
 /// Elementwise functions of one float argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Func {
@@ -213,18 +232,7 @@ impl fmt::Display for Expr {
             Expr::Bin(BinOp::Min, a, b) => write!(f, "min({a}, {b})"),
             Expr::Bin(BinOp::Max, a, b) => write!(f, "max({a}, {b})"),
             Expr::Bin(op, a, b) => {
-                let sym = match op {
-                    BinOp::Add => "+",
-                    BinOp::Sub => "-",
-                    BinOp::Mul => "*",
-                    BinOp::Div => "/",
-                    BinOp::Rem => "%",
-                    BinOp::Lt => "<",
-                    BinOp::Le => "<=",
-                    BinOp::Eq => "==",
-                    BinOp::And => "&&",
-                    BinOp::Min | BinOp::Max => unreachable!("written as calls above"),
-                };
+                let sym = op.infix().expect("min and max are written as calls above");
                 write!(f, "({a} {sym} {b})")
             }
             Expr::Call(func, a) => {

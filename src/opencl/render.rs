@@ -55,18 +55,7 @@ pub fn expr(e: &Expr) -> String {
                 BinOp::Min => format!("min({a}, {b})"),
                 BinOp::Max => format!("max({a}, {b})"),
                 _ => {
-                    let sym = match op {
-                        BinOp::Add => "+",
-                        BinOp::Sub => "-",
-                        BinOp::Mul => "*",
-                        BinOp::Div => "/",
-                        BinOp::Rem => "%",
-                        BinOp::Lt => "<",
-                        BinOp::Le => "<=",
-                        BinOp::Eq => "==",
-                        BinOp::And => "&&",
-                        BinOp::Min | BinOp::Max => unreachable!("handled above"),
-                    };
+                    let sym = op.infix().expect("min and max are handled above");
                     format!("({a} {sym} {b})")
                 }
             }

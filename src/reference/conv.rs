@@ -109,6 +109,95 @@ pub struct ConvDims {
     pub wo: usize,
 }
 
+/// Checks the parameter lengths, groups, bias length (`bias`, where there is one)
+/// and geometry of a conv whose ranks are checked (`x_shape` `[B, Ci, L]` or
+/// `[B, Ci, H, W]`, `w_shape` of the same rank), and returns its sizes and
+/// parameters seen as 2D. Messages name `what`. The backward passes check with
+/// this too, so they accept what the forward accepts.
+pub fn checked_dims2d(
+    what: &str,
+    x_shape: &[usize],
+    w_shape: &[usize],
+    bias: Option<usize>,
+    p: &ConvParams,
+) -> Result<(ConvDims, ConvParams), ShapeError> {
+    let nd = x_shape.len() - 2;
+    if p.stride.len() != nd || p.padding.len() != nd || p.dilation.len() != nd {
+        return Err(ShapeError::new(
+            format!("{what} params"),
+            format!("{nd} entries for stride, padding and dilation"),
+            format!("{p:?}"),
+        ));
+    }
+    let lift = |s: &[usize]| {
+        let mut s = s.to_vec();
+        if nd == 1 {
+            s.insert(2, 1);
+        }
+        s
+    };
+    let p = if nd == 1 {
+        ConvParams {
+            stride: vec![1, p.stride[0]],
+            padding: vec![(0, 0), p.padding[0]],
+            dilation: vec![1, p.dilation[0]],
+            groups: p.groups,
+        }
+    } else {
+        p.clone()
+    };
+    let (xs, ws) = (lift(x_shape), lift(w_shape));
+    let [b, ci, h, wd] = [xs[0], xs[1], xs[2], xs[3]];
+    let [co, cig, kh, kw] = [ws[0], ws[1], ws[2], ws[3]];
+    let g = p.groups;
+    if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g {
+        return Err(ShapeError::new(
+            format!("{what} groups"),
+            format!("groups dividing Ci={ci} and Co={co}, weight [Co, Ci/groups, ...]"),
+            format!("groups={g}, weight {ws:?}"),
+        ));
+    }
+    if let Some(n) = bias.filter(|&n| n != co) {
+        return Err(ShapeError::new(
+            format!("{what} bias"),
+            format!("{co} values"),
+            format!("{n}"),
+        ));
+    }
+    let out_len = |d: usize, len, k| conv_out_len(len, k, p.stride[d], p.padding[d], p.dilation[d]);
+    let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
+        return Err(ShapeError::new(
+            format!("{what} geometry"),
+            "a dilated kernel no larger than the padded input, stride and dilation > 0",
+            format!("input {:?}, kernel {:?}, params {p:?}", &xs[2..], &ws[2..]),
+        ));
+    };
+    let dims = ConvDims {
+        b,
+        ci,
+        h,
+        w: wd,
+        co,
+        cig,
+        kh,
+        kw,
+        groups: g,
+        ho,
+        wo,
+    };
+    Ok((dims, p))
+}
+
+/// `t` (`[B, C, L]`) as `[B, C, 1, L]`, a copy.
+pub fn lift_1d<T: Scalar>(t: &Tensor<T>) -> Tensor<T> {
+    let mut shape = t.shape.clone();
+    shape.insert(2, 1);
+    Tensor {
+        shape,
+        data: t.data.clone(),
+    }
+}
+
 /// Checks a conv's operands (ranks, parameter lengths, groups, bias, geometry) and runs
 /// `body` on it seen as 2D: 1D is lifted to a unit height and the result dropped back.
 /// Every conv implementation goes through here, so all accept and reject the same
@@ -130,81 +219,20 @@ pub fn as_conv2d<T: Scalar>(
         ));
     }
     w.expect_rank(nd + 2, &format!("{what} weight"))?;
-    if p.stride.len() != nd || p.padding.len() != nd || p.dilation.len() != nd {
-        return Err(ShapeError::new(
-            format!("{what} params"),
-            format!("{nd} entries for stride, padding and dilation"),
-            format!("{p:?}"),
-        ));
-    }
+    let (dims, p2) = checked_dims2d(what, &x.shape, &w.shape, bias.map(<[T]>::len), p)?;
     // Lift 1D to 2D with a unit height so there is one loop nest per implementation.
-    let lift = |t: &Tensor<T>| {
-        let mut s = t.shape.clone();
-        s.insert(2, 1);
-        Tensor {
-            shape: s,
-            data: t.data.clone(),
-        }
-    };
     let lifted;
-    let (x, w, p) = if nd == 1 {
-        let p2 = ConvParams {
-            stride: vec![1, p.stride[0]],
-            padding: vec![(0, 0), p.padding[0]],
-            dilation: vec![1, p.dilation[0]],
-            groups: p.groups,
-        };
-        lifted = (lift(x), lift(w), p2);
-        (&lifted.0, &lifted.1, &lifted.2)
+    let (x, w) = if nd == 1 {
+        lifted = (lift_1d(x), lift_1d(w));
+        (&lifted.0, &lifted.1)
     } else {
-        (x, w, p)
+        (x, w)
     };
-    let [b, ci, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-    let [co, cig, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]];
-    let g = p.groups;
-    if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g {
-        return Err(ShapeError::new(
-            format!("{what} groups"),
-            format!("groups dividing Ci={ci} and Co={co}, weight [Co, Ci/groups, ...]"),
-            format!("groups={g}, weight {:?}", w.shape),
-        ));
-    }
-    if let Some(bv) = bias.filter(|bv| bv.len() != co) {
-        return Err(ShapeError::new(
-            format!("{what} bias"),
-            format!("{co} values"),
-            format!("{}", bv.len()),
-        ));
-    }
-    let out_len = |d: usize, len, k| conv_out_len(len, k, p.stride[d], p.padding[d], p.dilation[d]);
-    let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
-        return Err(ShapeError::new(
-            format!("{what} geometry"),
-            "a dilated kernel no larger than the padded input, stride and dilation > 0",
-            format!(
-                "input {:?}, kernel {:?}, params {p:?}",
-                &x.shape[2..],
-                &w.shape[2..]
-            ),
-        ));
-    };
-    let dims = ConvDims {
-        b,
-        ci,
-        h,
-        w: wd,
-        co,
-        cig,
-        kh,
-        kw,
-        groups: g,
-        ho,
-        wo,
-    };
+    let ConvDims { b, co, ho, wo, .. } = dims;
     let y = if b * co * ho * wo == 0 {
         Tensor::zeros(vec![b, co, ho, wo])
     } else {
-        body(x, w, p, dims)
+        body(x, w, &p2, dims)
     };
     if nd == 1 {
         return Ok(Tensor {

@@ -20,7 +20,7 @@ use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftNum, FftPlanner};
 
-use super::conv::causal_kernel;
+use super::conv::{causal_kernel, lift_1d};
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
 /// Smallest integer `>= min` whose only prime factors are 2, 3, 5 and 7 (saturating at
@@ -58,16 +58,8 @@ pub fn fft_causal_conv1d<T: Scalar + FftNum>(
     x.expect_rank(3, "fft causal conv input [B, C, L]")?;
     let w = causal_kernel(w)?;
     let k = w.shape[2];
-    let lift = |t: &Tensor<T>| {
-        let mut s = t.shape.clone();
-        s.insert(2, 1);
-        Tensor {
-            shape: s,
-            data: t.data.clone(),
-        }
-    };
     // Left padding k−1 puts the last tap on the current sample.
-    let y = correlate(&lift(x), &lift(&w), bias, (0, k.saturating_sub(1)))?;
+    let y = correlate(&lift_1d(x), &lift_1d(&w), bias, (0, k.saturating_sub(1)))?;
     let (b, c, l) = (y.shape[0], y.shape[1], y.shape[3]);
     Ok(Tensor {
         shape: vec![b, c, l],

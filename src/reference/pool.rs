@@ -22,14 +22,16 @@ impl Pool2d {
     }
 }
 
-fn out_dims(shape: &[usize], p: &Pool2d) -> Result<[usize; 2], ShapeError> {
+/// Output height and width of pooling `shape` (`[B, C, H, W]`) with `p`; a bad
+/// geometry is an error under the name `what`.
+pub(crate) fn out_dims(shape: &[usize], p: &Pool2d, what: &str) -> Result<[usize; 2], ShapeError> {
     let mut out = [0; 2];
     for d in 0..2 {
         let (len, k, s, pad) = (shape[2 + d], p.kernel[d], p.stride[d], p.padding[d]);
         // PyTorch also requires pad <= k/2, so no window lies fully in padding.
         if k == 0 || s == 0 || 2 * pad > k || len + 2 * pad < k {
             return Err(ShapeError::new(
-                "pool geometry",
+                what,
                 "kernel >= 1, stride >= 1, padding <= kernel/2, window fits the padded input",
                 format!("input {:?}, {p:?}", &shape[2..]),
             ));
@@ -47,7 +49,7 @@ fn pool<T: Scalar>(
     mut reduce: impl FnMut(&mut dyn Iterator<Item = T>, usize) -> T,
 ) -> Result<Tensor<T>, ShapeError> {
     x.expect_rank(4, "pool input [B, C, H, W]")?;
-    let [ho, wo] = out_dims(&x.shape, p)?;
+    let [ho, wo] = out_dims(&x.shape, p, "pool geometry")?;
     let (bc, h, w) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3]);
     let mut out = Tensor::zeros(vec![x.shape[0], x.shape[1], ho, wo]);
     for plane in 0..bc {

@@ -10,7 +10,7 @@
 //! forward and so get no gradient. 1D is seen as 2D with a unit height, as in
 //! the forward; the row-major data is the same either way.
 
-use crate::reference::conv::{causal_kernel, conv_out_len, ConvDims, ConvParams};
+use crate::reference::conv::{causal_kernel, checked_dims2d, ConvDims, ConvParams};
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
 /// `dx` of `conv(x, w, bias, p)` for the upstream gradient `dy`, with `x`
@@ -128,54 +128,8 @@ fn dims2d<T: Scalar>(
             format!("input {x_shape:?}, weight {w_shape:?}"),
         ));
     }
-    if p.stride.len() != nd || p.padding.len() != nd || p.dilation.len() != nd {
-        return Err(ShapeError::new(
-            format!("{what}: params"),
-            format!("{nd} entries for stride, padding and dilation"),
-            format!("{p:?}"),
-        ));
-    }
-    let lift = |s: &[usize]| {
-        let mut s = s.to_vec();
-        if nd == 1 {
-            s.insert(2, 1);
-        }
-        s
-    };
-    let p2 = if nd == 1 {
-        ConvParams {
-            stride: vec![1, p.stride[0]],
-            padding: vec![(0, 0), p.padding[0]],
-            dilation: vec![1, p.dilation[0]],
-            groups: p.groups,
-        }
-    } else {
-        p.clone()
-    };
-    let (xs, ws) = (lift(x_shape), lift(w_shape));
-    let [b, ci, h, wd] = [xs[0], xs[1], xs[2], xs[3]];
-    let [co, cig, kh, kw] = [ws[0], ws[1], ws[2], ws[3]];
-    let g = p.groups;
-    if g == 0 || ci % g != 0 || co % g != 0 || cig != ci / g {
-        return Err(ShapeError::new(
-            format!("{what}: groups"),
-            format!("groups dividing Ci={ci} and Co={co}, weight [Co, Ci/groups, ...]"),
-            format!("groups={g}, weight {w_shape:?}"),
-        ));
-    }
-    let out_len =
-        |d: usize, len, k| conv_out_len(len, k, p2.stride[d], p2.padding[d], p2.dilation[d]);
-    let (Some(ho), Some(wo)) = (out_len(0, h, kh), out_len(1, wd, kw)) else {
-        return Err(ShapeError::new(
-            format!("{what}: geometry"),
-            "a dilated kernel no larger than the padded input, stride and dilation > 0",
-            format!(
-                "input {:?}, kernel {:?}, params {p:?}",
-                &x_shape[2..],
-                &w_shape[2..]
-            ),
-        ));
-    };
+    let (d, p2) = checked_dims2d(&format!("{what}:"), x_shape, w_shape, None, p)?;
+    let ConvDims { b, co, ho, wo, .. } = d;
     let want: Vec<usize> = if nd == 1 {
         vec![b, co, wo]
     } else {
@@ -188,19 +142,6 @@ fn dims2d<T: Scalar>(
             format!("{:?}", dy.shape),
         ));
     }
-    let d = ConvDims {
-        b,
-        ci,
-        h,
-        w: wd,
-        co,
-        cig,
-        kh,
-        kw,
-        groups: g,
-        ho,
-        wo,
-    };
     Ok((d, p2))
 }
 

@@ -22,19 +22,7 @@ fn out_dims(shape: &[usize], p: &Pool2d) -> Result<[usize; 2], ShapeError> {
             format!("{shape:?}"),
         ));
     }
-    let mut out = [0; 2];
-    for d in 0..2 {
-        let (len, k, s, pad) = (shape[2 + d], p.kernel[d], p.stride[d], p.padding[d]);
-        if k == 0 || s == 0 || 2 * pad > k || len + 2 * pad < k {
-            return Err(ShapeError::new(
-                "pool backward geometry",
-                "kernel >= 1, stride >= 1, padding <= kernel/2, window fits the padded input",
-                format!("input {:?}, {p:?}", &shape[2..]),
-            ));
-        }
-        out[d] = (len + 2 * pad - k) / s + 1;
-    }
-    Ok(out)
+    crate::reference::pool::out_dims(shape, p, "pool backward geometry")
 }
 
 /// Checks `dy` against the forward's output shape for input shape `x_shape`.
