@@ -1,0 +1,248 @@
+//! The ops only a training graph holds: the loss and the backward ops the autodiff
+//! pass's VJP rules emit. They live under one `Op::Train` variant so that the forward
+//! passes and backends handle all of them in one arm (today: a clean "not supported
+//! yet" error), while every match here is exhaustive over `TrainOp`, so a new backward
+//! op must get its name, arity, type and printed form.
+//!
+//! Operands that a backward op reads only for their shape (the forward input of a
+//! conv's backward to data, say) are ordinary operands: shape inference then sees
+//! symbolic sizes such as the batch, and the backend sees the concrete size.
+
+use super::op::{ConvAttrs, PoolSpec};
+use super::shape::{conv, err, pool, same_dtype, shape_str, ShapeError};
+use super::types::{Dim, TensorType};
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub enum TrainOp {
+    /// (logits `[B, K]`, labels `[B]`) → `[1]`: the batch mean of the cross-entropy
+    /// with label smoothing, over a stable log-softmax. Labels hold class indices.
+    CrossEntropy { label_smoothing: f64 },
+    /// (logits, labels) → `[B, K]`: the gradient of `CrossEntropy` to the logits.
+    CrossEntropyBackward { label_smoothing: f64 },
+    /// (dy, weight, x) → dx; `x` is read for its shape only (the conv is linear).
+    ConvBackwardData(ConvAttrs),
+    /// (x, dy, weight) → dweight; `weight` is read for its shape only.
+    ConvBackwardFilter(ConvAttrs),
+    /// (dy `[B, C, …]`) → `[C]`: the sum over every axis but the channel axis, the
+    /// gradient of a bias (conv, linear) or of a batch norm's shift.
+    SumToChannels,
+    /// (dy `[B, O]`, weight `[O, F]`) → dx `[B, F]`.
+    LinearBackwardData,
+    /// (x `[B, F]`, dy `[B, O]`) → dweight `[O, F]`.
+    LinearBackwardFilter,
+    /// (x, dy) → dx: `dy` where `x > 0`.
+    ReluBackward,
+    /// (x, dy) → dx of max pooling (through its argmax) or average pooling.
+    PoolBackward(PoolSpec),
+    /// (x, dy `[B, C]`) → dx; `x` is read for its shape only.
+    GlobalAvgPoolBackward,
+    /// (x, dy[, gamma]) → dx of a training-mode batch norm (batch statistics).
+    BatchNormBackwardData { eps: f64, affine: bool },
+    /// (x, dy) → dgamma `[C]` of a training-mode batch norm.
+    BatchNormBackwardGamma { eps: f64 },
+    /// (dy, x) → dy viewed with `x`'s shape: the backward of `flatten`.
+    ReshapeLike,
+}
+
+impl TrainOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TrainOp::CrossEntropy { .. } => "cross_entropy",
+            TrainOp::CrossEntropyBackward { .. } => "cross_entropy_backward",
+            TrainOp::ConvBackwardData(_) => "conv_backward_data",
+            TrainOp::ConvBackwardFilter(_) => "conv_backward_filter",
+            TrainOp::SumToChannels => "sum_to_channels",
+            TrainOp::LinearBackwardData => "linear_backward_data",
+            TrainOp::LinearBackwardFilter => "linear_backward_filter",
+            TrainOp::ReluBackward => "relu_backward",
+            TrainOp::PoolBackward(p) => match p.kind {
+                super::op::PoolKind::Max => "maxpool_backward",
+                super::op::PoolKind::Avg => "avgpool_backward",
+            },
+            TrainOp::GlobalAvgPoolBackward => "global_avg_pool_backward",
+            TrainOp::BatchNormBackwardData { .. } => "batchnorm_backward_data",
+            TrainOp::BatchNormBackwardGamma { .. } => "batchnorm_backward_gamma",
+            TrainOp::ReshapeLike => "reshape_like",
+        }
+    }
+
+    pub fn arity(&self) -> usize {
+        match self {
+            TrainOp::SumToChannels => 1,
+            TrainOp::CrossEntropy { .. }
+            | TrainOp::CrossEntropyBackward { .. }
+            | TrainOp::LinearBackwardData
+            | TrainOp::LinearBackwardFilter
+            | TrainOp::ReluBackward
+            | TrainOp::PoolBackward(_)
+            | TrainOp::GlobalAvgPoolBackward
+            | TrainOp::BatchNormBackwardGamma { .. }
+            | TrainOp::ReshapeLike => 2,
+            TrainOp::ConvBackwardData(_) | TrainOp::ConvBackwardFilter(_) => 3,
+            TrainOp::BatchNormBackwardData { affine, .. } => 2 + usize::from(*affine),
+        }
+    }
+
+    /// Attributes for the printer, in a fixed order.
+    pub fn attrs(&self) -> String {
+        match self {
+            TrainOp::CrossEntropy { label_smoothing }
+            | TrainOp::CrossEntropyBackward { label_smoothing } => {
+                format!("label_smoothing={label_smoothing}")
+            }
+            TrainOp::ConvBackwardData(c) | TrainOp::ConvBackwardFilter(c) => format!(
+                "stride={:?} pad={} dilation={:?} groups={}",
+                c.stride, c.padding, c.dilation, c.groups
+            ),
+            TrainOp::PoolBackward(p) => format!(
+                "kernel={:?} stride={:?} pad={:?}",
+                p.kernel, p.stride, p.padding
+            ),
+            TrainOp::BatchNormBackwardData { eps, affine } => format!("eps={eps} affine={affine}"),
+            TrainOp::BatchNormBackwardGamma { eps } => format!("eps={eps}"),
+            TrainOp::SumToChannels
+            | TrainOp::LinearBackwardData
+            | TrainOp::LinearBackwardFilter
+            | TrainOp::ReluBackward
+            | TrainOp::GlobalAvgPoolBackward
+            | TrainOp::ReshapeLike => String::new(),
+        }
+    }
+}
+
+fn expect_same(what: &str, want: &TensorType, got: &TensorType) -> Result<(), ShapeError> {
+    if want.shape == got.shape {
+        return Ok(());
+    }
+    err(format!(
+        "{what}: the upstream gradient is {} but the forward output is {}",
+        shape_str(&got.shape),
+        shape_str(&want.shape)
+    ))
+}
+
+/// Checks that `dy` has the type the forward conv gives `x` and `w`.
+fn conv_dy(
+    attrs: &ConvAttrs,
+    x: &TensorType,
+    w: &TensorType,
+    dy: &TensorType,
+) -> Result<(), ShapeError> {
+    let plain = ConvAttrs {
+        bias: false,
+        ..attrs.clone()
+    };
+    expect_same("conv backward", &conv(&[x, w], &plain)?, dy)
+}
+
+fn logits_labels(logits: &TensorType, labels: &TensorType) -> Result<(), ShapeError> {
+    if logits.rank() != 2 || labels.rank() != 1 || labels.shape[0] != logits.shape[0] {
+        return err(format!(
+            "cross-entropy expects logits [B, K] and labels [B], got {} and {}",
+            shape_str(&logits.shape),
+            shape_str(&labels.shape)
+        ));
+    }
+    Ok(())
+}
+
+pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> {
+    let dtype = same_dtype(o)?;
+    match op {
+        TrainOp::CrossEntropy { .. } => {
+            logits_labels(o[0], o[1])?;
+            Ok(TensorType::known(dtype, &[1]))
+        }
+        TrainOp::CrossEntropyBackward { .. } => {
+            logits_labels(o[0], o[1])?;
+            Ok(o[0].clone())
+        }
+        TrainOp::ConvBackwardData(c) => {
+            conv_dy(c, o[2], o[1], o[0])?;
+            Ok(o[2].clone())
+        }
+        TrainOp::ConvBackwardFilter(c) => {
+            conv_dy(c, o[0], o[2], o[1])?;
+            Ok(o[2].clone())
+        }
+        TrainOp::SumToChannels => {
+            if o[0].rank() < 2 {
+                return err(format!(
+                    "sum_to_channels expects [B, C, …], got {}",
+                    shape_str(&o[0].shape)
+                ));
+            }
+            Ok(TensorType::new(dtype, vec![o[0].shape[1].clone()]))
+        }
+        TrainOp::LinearBackwardData | TrainOp::LinearBackwardFilter => {
+            let (a, b) = (o[0], o[1]);
+            let data = matches!(op, TrainOp::LinearBackwardData);
+            // Data: dy [B, O] · w [O, F]. Filter: x [B, F] and dy [B, O].
+            let fits = a.rank() == 2
+                && b.rank() == 2
+                && if data {
+                    a.shape[1] == b.shape[0]
+                } else {
+                    a.shape[0] == b.shape[0]
+                };
+            if !fits {
+                return err(format!(
+                    "{} does not accept operands {} and {}",
+                    op.name(),
+                    shape_str(&a.shape),
+                    shape_str(&b.shape)
+                ));
+            }
+            let shape = if data {
+                vec![a.shape[0].clone(), b.shape[1].clone()]
+            } else {
+                vec![b.shape[1].clone(), a.shape[1].clone()]
+            };
+            Ok(TensorType::new(dtype, shape))
+        }
+        TrainOp::ReluBackward => {
+            expect_same("relu backward", o[0], o[1])?;
+            Ok(o[0].clone())
+        }
+        TrainOp::PoolBackward(spec) => {
+            expect_same("pool backward", &pool(o[0], spec)?, o[1])?;
+            Ok(o[0].clone())
+        }
+        TrainOp::GlobalAvgPoolBackward => {
+            let x = o[0];
+            if !(3..=4).contains(&x.rank()) || o[1].shape != x.shape[..2] {
+                return err(format!(
+                    "global_avg_pool_backward expects x [B, C, …] and dy [B, C], got {} and {}",
+                    shape_str(&x.shape),
+                    shape_str(&o[1].shape)
+                ));
+            }
+            Ok(x.clone())
+        }
+        TrainOp::BatchNormBackwardData { affine, .. } => {
+            expect_same("batchnorm backward", o[0], o[1])?;
+            if *affine && o[2].shape != [o[0].shape[1].clone()] {
+                return err("batchnorm backward: gamma does not match the channels");
+            }
+            Ok(o[0].clone())
+        }
+        TrainOp::BatchNormBackwardGamma { .. } => {
+            expect_same("batchnorm backward", o[0], o[1])?;
+            Ok(TensorType::new(dtype, vec![o[0].shape[1].clone()]))
+        }
+        TrainOp::ReshapeLike => {
+            let (dy, x) = (o[0], o[1]);
+            let count = |t: &TensorType| -> Option<u64> {
+                t.shape[1..].iter().map(Dim::known).product::<Option<u64>>()
+            };
+            if dy.rank() < 1 || x.rank() < 1 || dy.shape[0] != x.shape[0] || count(dy) != count(x) {
+                return err(format!(
+                    "reshape_like cannot view {} as {}",
+                    shape_str(&dy.shape),
+                    shape_str(&x.shape)
+                ));
+            }
+            Ok(x.clone())
+        }
+    }
+}
