@@ -161,10 +161,28 @@ pub(super) fn vjp(
             grad!(1, e.op(Op::Mul, &[dy, ops[0]], "rhs")?);
         }
         Op::Scale { factor } => grad!(0, e.op(Op::Scale { factor: *factor }, &[dy], "input")?),
-        Op::Gelu => return no_rule("GELU has a backward kernel but no backward op yet"),
-        Op::LastStep => return no_rule("taking the last time step has no backward op yet"),
-        Op::Concat { .. } => return no_rule("concatenation has no backward op yet"),
-        Op::ShortcutA { .. } => return no_rule("the option-A shortcut has no backward op yet"),
+        Op::Gelu => grad!(0, e.train(TrainOp::GeluBackward, &[ops[0], dy], "input")?),
+        Op::LastStep => grad!(
+            0,
+            e.train(TrainOp::LastStepBackward, &[ops[0], dy], "input")?
+        ),
+        Op::Concat { axis } => {
+            let mut start = 0;
+            for (slot, &o) in ops.iter().enumerate() {
+                let len = e.g.node(o).ty.shape[*axis].known().unwrap_or(0);
+                let slice = TrainOp::Slice {
+                    axis: *axis,
+                    start,
+                    len,
+                };
+                grad!(slot, e.train(slice, &[dy], &format!("input{slot}"))?);
+                start += len;
+            }
+        }
+        Op::ShortcutA { stride, .. } => {
+            let back = TrainOp::ShortcutABackward { stride: *stride };
+            grad!(0, e.train(back, &[ops[0], dy], "input")?)
+        }
         Op::MaskCrop { .. }
         | Op::Magnet { .. }
         | Op::FlexKernel { .. }

@@ -134,8 +134,11 @@ fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &D
         | TrainOp::BatchNormBackwardGamma { .. } => 4 * numel(graph, ops[0], env),
         TrainOp::SumToChannels | TrainOp::GlobalAvgPoolBackward => numel(graph, ops[0], env),
         TrainOp::PoolBackward(spec) => pool_flops(spec, numel(graph, ops[1], env)),
-        TrainOp::ReluBackward => out,
-        TrainOp::ReshapeLike => 0,
+        TrainOp::ReluBackward | TrainOp::GeluBackward => out,
+        TrainOp::ReshapeLike
+        | TrainOp::LastStepBackward
+        | TrainOp::Slice { .. }
+        | TrainOp::ShortcutABackward { .. } => 0,
     }
 }
 

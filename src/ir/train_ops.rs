@@ -42,6 +42,16 @@ pub enum TrainOp {
     BatchNormBackwardGamma { eps: f64 },
     /// (dy, x) → dy viewed with `x`'s shape: the backward of `flatten`.
     ReshapeLike,
+    /// (x, dy) → dx of the exact GELU.
+    GeluBackward,
+    /// (x `[B, C, T]`, dy `[B, C]`) → dx: `dy` at the last time step, zeros elsewhere.
+    LastStepBackward,
+    /// (dy) → `dy[…, start..start+len, …]` along `axis`: one operand's share of a
+    /// concatenation's gradient.
+    Slice { axis: usize, start: u64, len: u64 },
+    /// (x, dy) → dx of the option-A shortcut: the middle channels of `dy` scattered to
+    /// the positions the stride kept, zeros elsewhere.
+    ShortcutABackward { stride: u64 },
 }
 
 impl TrainOp {
@@ -63,12 +73,16 @@ impl TrainOp {
             TrainOp::BatchNormBackwardData { .. } => "batchnorm_backward_data",
             TrainOp::BatchNormBackwardGamma { .. } => "batchnorm_backward_gamma",
             TrainOp::ReshapeLike => "reshape_like",
+            TrainOp::GeluBackward => "gelu_backward",
+            TrainOp::LastStepBackward => "last_backward",
+            TrainOp::Slice { .. } => "slice",
+            TrainOp::ShortcutABackward { .. } => "shortcut_a_backward",
         }
     }
 
     pub fn arity(&self) -> usize {
         match self {
-            TrainOp::SumToChannels => 1,
+            TrainOp::SumToChannels | TrainOp::Slice { .. } => 1,
             TrainOp::CrossEntropy { .. }
             | TrainOp::CrossEntropyBackward { .. }
             | TrainOp::LinearBackwardData
@@ -77,7 +91,10 @@ impl TrainOp {
             | TrainOp::PoolBackward(_)
             | TrainOp::GlobalAvgPoolBackward
             | TrainOp::BatchNormBackwardGamma { .. }
-            | TrainOp::ReshapeLike => 2,
+            | TrainOp::ReshapeLike
+            | TrainOp::GeluBackward
+            | TrainOp::LastStepBackward
+            | TrainOp::ShortcutABackward { .. } => 2,
             TrainOp::ConvBackwardData(_) | TrainOp::ConvBackwardFilter(_) => 3,
             TrainOp::BatchNormBackwardData { affine, .. } => 2 + usize::from(*affine),
         }
@@ -100,12 +117,16 @@ impl TrainOp {
             ),
             TrainOp::BatchNormBackwardData { eps, affine } => format!("eps={eps} affine={affine}"),
             TrainOp::BatchNormBackwardGamma { eps } => format!("eps={eps}"),
+            TrainOp::Slice { axis, start, len } => format!("axis={axis} start={start} len={len}"),
+            TrainOp::ShortcutABackward { stride } => format!("stride={stride}"),
             TrainOp::SumToChannels
             | TrainOp::LinearBackwardData
             | TrainOp::LinearBackwardFilter
             | TrainOp::ReluBackward
             | TrainOp::GlobalAvgPoolBackward
-            | TrainOp::ReshapeLike => String::new(),
+            | TrainOp::ReshapeLike
+            | TrainOp::GeluBackward
+            | TrainOp::LastStepBackward => String::new(),
         }
     }
 }
@@ -200,8 +221,43 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
             };
             Ok(TensorType::new(dtype, shape))
         }
-        TrainOp::ReluBackward => {
-            expect_same("relu backward", o[0], o[1])?;
+        TrainOp::ReluBackward | TrainOp::GeluBackward => {
+            expect_same(op.name(), o[0], o[1])?;
+            Ok(o[0].clone())
+        }
+        TrainOp::LastStepBackward => {
+            if o[0].rank() != 3 || o[1].shape != o[0].shape[..2] {
+                return err(format!(
+                    "last_backward expects x [B, C, T] and dy [B, C], got {} and {}",
+                    shape_str(&o[0].shape),
+                    shape_str(&o[1].shape)
+                ));
+            }
+            Ok(o[0].clone())
+        }
+        TrainOp::Slice { axis, start, len } => {
+            let dy = o[0];
+            let fits = dy
+                .shape
+                .get(*axis)
+                .and_then(Dim::known)
+                .is_some_and(|n| start.checked_add(*len).is_some_and(|end| end <= n));
+            if !fits {
+                return err(format!(
+                    "slice {start}..{start}+{len} on axis {axis} does not fit {}",
+                    shape_str(&dy.shape)
+                ));
+            }
+            let mut shape = dy.shape.clone();
+            shape[*axis] = Dim::Known(*len);
+            Ok(TensorType::new(dtype, shape))
+        }
+        TrainOp::ShortcutABackward { stride } => {
+            let forward = super::op::Op::ShortcutA {
+                stride: *stride,
+                out_channels: o[1].shape.get(1).and_then(Dim::known).unwrap_or(0),
+            };
+            expect_same(op.name(), &super::shape::infer(&forward, &o[..1])?, o[1])?;
             Ok(o[0].clone())
         }
         TrainOp::PoolBackward(spec) => {

@@ -67,6 +67,17 @@ pub(super) fn eval<T: Scalar>(op: &TrainOp, a: &[&Tensor<T>]) -> Result<Tensor<T
             Tensor::from_vec(vec![ones.len()], dgamma)?
         }
         TrainOp::ReshapeLike => a[0].clone().reshape(a[1].shape.clone())?,
+        TrainOp::GeluBackward => elementwise::gelu_backward(a[0], a[1])?,
+        TrainOp::LastStepBackward => {
+            let mut dx = Tensor::zeros(a[0].shape.clone());
+            let t = a[0].shape[2];
+            for (row, &g) in dx.data.chunks_mut(t.max(1)).zip(&a[1].data) {
+                row[t - 1] = g;
+            }
+            dx
+        }
+        TrainOp::Slice { axis, start, len } => slice(a[0], *axis, *start as usize, *len as usize)?,
+        TrainOp::ShortcutABackward { stride } => shortcut_a_backward(a[0], a[1], *stride as usize)?,
     })
 }
 
@@ -101,6 +112,52 @@ fn sum_to_channels<T: Scalar>(dy: &Tensor<T>) -> Result<Tensor<T>, RunError> {
         }
     }
     Ok(Tensor::from_vec(vec![c], out)?)
+}
+
+/// `dy[…, start..start + len, …]` along `axis`.
+fn slice<T: Scalar>(
+    dy: &Tensor<T>,
+    axis: usize,
+    start: usize,
+    len: usize,
+) -> Result<Tensor<T>, RunError> {
+    let outer: usize = dy.shape[..axis].iter().product();
+    let inner: usize = dy.shape[axis + 1..].iter().product();
+    let n = dy.shape[axis];
+    let mut data = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        data.extend_from_slice(&dy.data[(o * n + start) * inner..(o * n + start + len) * inner]);
+    }
+    let mut shape = dy.shape.clone();
+    shape[axis] = len;
+    Ok(Tensor::from_vec(shape, data)?)
+}
+
+/// The option-A shortcut keeps `x[:, :, ::s, ::s]` (`x[:, :, ::s]` in 1D) and pads
+/// channels evenly on both sides; its gradient reads the middle channels of `dy` back
+/// into the kept positions.
+fn shortcut_a_backward<T: Scalar>(
+    x: &Tensor<T>,
+    dy: &Tensor<T>,
+    s: usize,
+) -> Result<Tensor<T>, RunError> {
+    let (x4, dy4) = (lift_2d(x), lift_2d(dy));
+    let [b, c, h, w] = [x4.shape[0], x4.shape[1], x4.shape[2], x4.shape[3]];
+    let [co, ho, wo] = [dy4.shape[1], dy4.shape[2], dy4.shape[3]];
+    let sh = if x.ndim() == 3 { 1 } else { s };
+    let pad = (co - c) / 2;
+    let mut dx = Tensor::zeros(x.shape.clone());
+    for bi in 0..b {
+        for ci in 0..c {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let g = dy4.data[((bi * co + ci + pad) * ho + i) * wo + j];
+                    dx.data[((bi * c + ci) * h + i * sh) * w + j * s] = g;
+                }
+            }
+        }
+    }
+    Ok(dx)
 }
 
 /// The conv's parameters with its padding resolved for a weight of `w_shape`, as the
