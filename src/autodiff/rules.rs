@@ -127,9 +127,13 @@ pub(super) fn vjp(
             }
         }
         Op::Relu => grad!(0, e.train(TrainOp::ReluBackward, &[ops[0], dy], "input")?),
-        Op::Dropout { p } if *p == 0.0 => grad!(0, dy),
-        Op::Dropout { .. } => {
-            return no_rule("the forward's dropout mask is not yet shared with the backward")
+        // The forward becomes `x · mask`, so the backward reads the mask it used.
+        Op::Dropout { p } => {
+            let mask = e.train(TrainOp::DropoutMask { p: *p }, &[ops[0]], "mask")?;
+            let y = e.op(Op::Mul, &[ops[0], mask], "masked")?;
+            e.g.replace_uses(node, y)
+                .map_err(|err| AutodiffError::internal(e.g.node(node), &err.0))?;
+            grad!(0, e.op(Op::Mul, &[dy, mask], "input")?);
         }
         Op::Pool(spec) => grad!(
             0,

@@ -52,6 +52,11 @@ pub enum TrainOp {
     /// (x, dy) → dx of the option-A shortcut: the middle channels of `dy` scattered to
     /// the positions the stride kept, zeros elsewhere.
     ShortcutABackward { stride: u64 },
+    /// (x) → dropout's scale per element: `1/(1 − p)` where kept, 0 where dropped, drawn
+    /// from the run's seed in training mode; ones in evaluation. The training graph
+    /// computes `dropout(x)` as `x · mask` so that the backward, `dy · mask`, sees the
+    /// forward's mask.
+    DropoutMask { p: f64 },
 }
 
 impl TrainOp {
@@ -77,12 +82,13 @@ impl TrainOp {
             TrainOp::LastStepBackward => "last_backward",
             TrainOp::Slice { .. } => "slice",
             TrainOp::ShortcutABackward { .. } => "shortcut_a_backward",
+            TrainOp::DropoutMask { .. } => "dropout_mask",
         }
     }
 
     pub fn arity(&self) -> usize {
         match self {
-            TrainOp::SumToChannels | TrainOp::Slice { .. } => 1,
+            TrainOp::SumToChannels | TrainOp::Slice { .. } | TrainOp::DropoutMask { .. } => 1,
             TrainOp::CrossEntropy { .. }
             | TrainOp::CrossEntropyBackward { .. }
             | TrainOp::LinearBackwardData
@@ -119,6 +125,7 @@ impl TrainOp {
             TrainOp::BatchNormBackwardGamma { eps } => format!("eps={eps}"),
             TrainOp::Slice { axis, start, len } => format!("axis={axis} start={start} len={len}"),
             TrainOp::ShortcutABackward { stride } => format!("stride={stride}"),
+            TrainOp::DropoutMask { p } => format!("p={p}"),
             TrainOp::SumToChannels
             | TrainOp::LinearBackwardData
             | TrainOp::LinearBackwardFilter
@@ -225,6 +232,7 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
             expect_same(op.name(), o[0], o[1])?;
             Ok(o[0].clone())
         }
+        TrainOp::DropoutMask { .. } => Ok(o[0].clone()),
         TrainOp::LastStepBackward => {
             if o[0].rank() != 3 || o[1].shape != o[0].shape[..2] {
                 return err(format!(

@@ -10,7 +10,13 @@ use crate::reference::grad::{conv as gconv, elementwise, loss, norm, pool as gpo
 use crate::reference::pool::Pool2d;
 use crate::tensor::{Scalar, Tensor};
 
-pub(super) fn eval<T: Scalar>(op: &TrainOp, a: &[&Tensor<T>]) -> Result<Tensor<T>, RunError> {
+/// `dropout` is the interpreter's forward dropout (mode, seed and step included), so a
+/// mask is drawn exactly as a forward dropout draws it.
+pub(super) fn eval<T: Scalar>(
+    op: &TrainOp,
+    a: &[&Tensor<T>],
+    dropout: impl FnOnce(&Tensor<T>, f64) -> Tensor<T>,
+) -> Result<Tensor<T>, RunError> {
     Ok(match op {
         TrainOp::CrossEntropy { label_smoothing } => {
             let labels = class_indices(a[1])?;
@@ -67,6 +73,7 @@ pub(super) fn eval<T: Scalar>(op: &TrainOp, a: &[&Tensor<T>]) -> Result<Tensor<T
             Tensor::from_vec(vec![ones.len()], dgamma)?
         }
         TrainOp::ReshapeLike => a[0].clone().reshape(a[1].shape.clone())?,
+        TrainOp::DropoutMask { p } => dropout(&a[0].map(|_| T::one()), *p),
         TrainOp::GeluBackward => elementwise::gelu_backward(a[0], a[1])?,
         TrainOp::LastStepBackward => {
             let mut dx = Tensor::zeros(a[0].shape.clone());
