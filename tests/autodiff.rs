@@ -423,3 +423,58 @@ fn the_pass_then_the_pipeline() {
         }
     }
 }
+
+/// The training graph runs on the interpreter in f32 too, close to f64.
+#[test]
+fn f32_gradients_match_f64() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let shape = input_shape(&m.graph, 2);
+    let labels = [0.0, 9.0];
+    let p64 = perturbed_weights::<f64>(&m.graph, 27);
+    let p32 = perturbed_weights::<f32>(&m.graph, 27);
+    let in64 = [
+        random::<f64>(&shape, 28),
+        Tensor::from_vec(vec![2], labels.to_vec()).unwrap(),
+    ];
+    let in32 = [
+        random::<f32>(&shape, 28),
+        Tensor::from_vec(vec![2], labels.map(|l| l as f32).to_vec()).unwrap(),
+    ];
+    let a = run(&tg.graph, &p64, &in64, &train_options()).unwrap();
+    let b = run(&tg.graph, &p32, &in32, &train_options()).unwrap();
+    for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
+        common::assert_close(&format!("output {i}"), y, x, 1e-4);
+    }
+}
+
+#[test]
+fn labels_that_are_not_class_indices_are_run_errors() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let params = perturbed_weights::<f64>(&m.graph, 29);
+    let x = random::<f64>(&input_shape(&m.graph, 2), 30);
+    for (labels, expect) in [([0.0, 2.5], "label 1 is 2.5"), ([10.0, 0.0], "10")] {
+        let inputs = [
+            x.clone(),
+            Tensor::from_vec(vec![2], labels.to_vec()).unwrap(),
+        ];
+        let err = run(&tg.graph, &params, &inputs, &train_options()).expect_err("bad labels");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+}
+
+/// The kernel lowering (the OpenCL backend's) has no backward kernels yet: it says
+/// so, naming the op, instead of panicking.
+#[test]
+fn the_kernel_lowering_refuses_backward_ops_cleanly() {
+    use fnet::kernel_ir::plan::{build_plan, Target};
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let params = perturbed_weights::<f32>(&m.graph, 31);
+    let shapes = vec![input_shape(&m.graph, 2), vec![2]];
+    let err =
+        build_plan(&tg.graph, &params, &shapes, Target::cpu()).expect_err("no backward kernels");
+    assert!(err.message.contains("does not support `"), "{err}");
+    assert!(err.message.contains("yet"), "{err}");
+}

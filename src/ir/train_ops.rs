@@ -310,3 +310,78 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::{ConvAlgo, Padding, PoolKind};
+    use crate::ir::types::DType;
+
+    fn t(dims: &[u64]) -> TensorType {
+        TensorType::known(DType::F32, dims)
+    }
+
+    fn conv2() -> ConvAttrs {
+        ConvAttrs {
+            stride: vec![2, 2],
+            padding: Padding::Explicit(vec![(1, 1), (1, 1)]),
+            dilation: vec![1, 1],
+            groups: 1,
+            bias: true,
+            algo: ConvAlgo::Auto,
+        }
+    }
+
+    #[test]
+    fn backward_ops_take_their_operands_types() {
+        let (x, w, dy) = (t(&[2, 3, 8, 8]), t(&[4, 3, 3, 3]), t(&[2, 4, 4, 4]));
+        let data = TrainOp::ConvBackwardData(conv2());
+        assert_eq!(infer(&data, &[&dy, &w, &x]).unwrap(), x);
+        let filter = TrainOp::ConvBackwardFilter(conv2());
+        assert_eq!(infer(&filter, &[&x, &dy, &w]).unwrap(), w);
+        assert_eq!(infer(&TrainOp::SumToChannels, &[&dy]).unwrap(), t(&[4]));
+        let ce = TrainOp::CrossEntropy {
+            label_smoothing: 0.1,
+        };
+        assert_eq!(infer(&ce, &[&t(&[2, 10]), &t(&[2])]).unwrap(), t(&[1]));
+        let slice = TrainOp::Slice {
+            axis: 1,
+            start: 1,
+            len: 2,
+        };
+        assert_eq!(infer(&slice, &[&dy]).unwrap(), t(&[2, 2, 4, 4]));
+        let pool = TrainOp::PoolBackward(PoolSpec {
+            kind: PoolKind::Max,
+            kernel: vec![2, 2],
+            stride: vec![2, 2],
+            padding: vec![0, 0],
+        });
+        assert_eq!(infer(&pool, &[&x, &t(&[2, 3, 4, 4])]).unwrap(), x);
+        assert_eq!(data.arity(), 3);
+        assert_eq!(pool.name(), "maxpool_backward");
+    }
+
+    #[test]
+    fn mismatched_backward_operands_are_refused() {
+        let (x, w) = (t(&[2, 3, 8, 8]), t(&[4, 3, 3, 3]));
+        let data = TrainOp::ConvBackwardData(conv2());
+        let e = infer(&data, &[&t(&[2, 4, 8, 8]), &w, &x]).unwrap_err();
+        assert!(
+            e.message.contains("upstream gradient is [2, 4, 8, 8]"),
+            "{}",
+            e.message
+        );
+        let slice = TrainOp::Slice {
+            axis: 1,
+            start: 3,
+            len: 2,
+        };
+        assert!(infer(&slice, &[&t(&[2, 4])]).is_err());
+        let ce = TrainOp::CrossEntropyBackward {
+            label_smoothing: 0.0,
+        };
+        assert!(infer(&ce, &[&t(&[2, 10]), &t(&[3])]).is_err());
+        assert!(infer(&TrainOp::ReshapeLike, &[&t(&[2, 10]), &t(&[2, 3, 3])]).is_err());
+        assert!(infer(&TrainOp::LinearBackwardData, &[&t(&[2, 5]), &t(&[4, 3])]).is_err());
+    }
+}
