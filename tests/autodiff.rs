@@ -54,7 +54,18 @@ fn check_gradients(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tr
     let inputs = [x, Tensor::from_vec(vec![batch], labels).unwrap()];
 
     let out = run(&tg.graph, &params, &inputs, &train_options()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.outputs.len(), 1 + tg.grads.len());
+    assert_eq!(out.outputs.len(), 1 + tg.grads.len() + tg.buffers.len());
+    // The running-statistic outputs equal what the forward batch norm itself updates.
+    let updates = &out.outputs[1 + tg.grads.len()..];
+    let names: BTreeSet<&String> = tg.buffers.iter().collect();
+    assert_eq!(
+        names,
+        out.updated_buffers.keys().collect(),
+        "every buffer updated"
+    );
+    for (name, got) in tg.buffers.iter().zip(updates) {
+        common::assert_close(name, got, &out.updated_buffers[name], 1e-12);
+    }
     let mut directional = 0.0;
     let u: Vec<Vec<f64>> = (0..tg.grads.len())
         .map(|i| noise(out.outputs[1 + i].numel(), seed * 1000 + i as u64))
@@ -164,7 +175,17 @@ fn batchnorm_in_training_mode() {
            return h |> flatten |> linear(8) |> batchnorm |> relu |> linear(3)
          }",
     );
-    check_gradients(&g, 4, 0.0, 15);
+    let tg = check_gradients(&g, 4, 0.0, 15);
+    // Two batch norms keep running statistics (the one without does not).
+    assert_eq!(
+        tg.buffers,
+        [
+            "bn1.running_mean",
+            "bn1.running_var",
+            "bn3.running_mean",
+            "bn3.running_var"
+        ]
+    );
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! The training graph's outputs are, in order: the loss `[1]` (named `loss`), then one
 //! gradient per trainable or shared parameter that reaches the loss, in the order of
 //! the parameters in the graph, each named `grad.<parameter name>` and shaped as its
-//! parameter ([`TrainingGraph::grads`] lists the names). Its inputs are the model's,
-//! then `labels` `[B]` (class indices, in the graph's float type).
+//! parameter ([`TrainingGraph::grads`] lists the names), then the updated value of
+//! every batch norm running statistic, named `update.<buffer name>`
+//! ([`TrainingGraph::buffers`]). Its inputs are the model's, then `labels` `[B]`
+//! (class indices, in the graph's float type).
 //!
 //! - **Pruning:** only nodes that depend on a trainable parameter and that the loss
 //!   depends on get a backward; a frozen parameter or constant is never a source.
@@ -14,8 +16,7 @@
 //!   weight) gets the sum of its users' gradients, summed with `add` nodes.
 //! - **Frozen parameters and constants** pass gradients through the ops that read
 //!   them to their other operands, and get no gradient output. **Buffers** (batch
-//!   norm running statistics) are never differentiated; the interpreter in training
-//!   mode updates them as a side result of the forward.
+//!   norm running statistics) are never differentiated: their updates are outputs.
 //!
 //! Batch norm is differentiated with batch statistics, so the training graph must run
 //! in training mode (`runtime::Mode::Train`), as a training step does. Dropout with
@@ -119,10 +120,14 @@ impl Default for Loss {
 /// A differentiated graph and the meaning of its outputs.
 #[derive(Clone, Debug)]
 pub struct TrainingGraph {
-    /// Outputs: `loss`, then `grad.<name>` for each name in `grads`.
+    /// Outputs: `loss`, then `grad.<name>` for each name in `grads`, then
+    /// `update.<name>` for each name in `buffers`.
     pub graph: Graph,
     /// The parameter whose gradient each output after the loss holds, in order.
     pub grads: Vec<String>,
+    /// The buffer (batch norm running statistic) whose updated value each output after
+    /// the gradients holds, in order.
+    pub buffers: Vec<String>,
 }
 
 /// The name of the labels input the training graph adds.
@@ -131,13 +136,22 @@ pub const LABELS: &str = "labels";
 /// Builds the training graph of `graph`: forward, loss and backward.
 pub fn differentiate(graph: &Graph, loss: &Loss) -> Result<TrainingGraph, AutodiffError> {
     let mut g = graph.clone();
-    let grads = differentiate_in_place(&mut g, loss)?;
+    let (grads, buffers) = differentiate_in_place(&mut g, loss)?;
     g.compact()
         .map_err(|e| AutodiffError::internal(graph.node(graph.outputs[loss.output]), &e.0))?;
-    Ok(TrainingGraph { graph: g, grads })
+    Ok(TrainingGraph {
+        graph: g,
+        grads,
+        buffers,
+    })
 }
 
-fn differentiate_in_place(g: &mut Graph, loss: &Loss) -> Result<Vec<String>, AutodiffError> {
+/// Returns the parameters with a gradient output and the buffers with an update
+/// output, in output order.
+fn differentiate_in_place(
+    g: &mut Graph,
+    loss: &Loss,
+) -> Result<(Vec<String>, Vec<String>), AutodiffError> {
     let Some(&logits) = g.outputs.get(loss.output) else {
         return Err(AutodiffError {
             message: format!(
@@ -175,7 +189,8 @@ fn differentiate_in_place(g: &mut Graph, loss: &Loss) -> Result<Vec<String>, Aut
     let order = g
         .topo_order()
         .map_err(|e| AutodiffError::internal(g.node(logits), &e.0))?;
-    let active = active_nodes(g, &order, logits);
+    let reaching = reaching(g, &order, logits);
+    let active = active_nodes(g, &order, &reaching);
 
     let (span, batch, dtype) = (out.span, out.ty.shape[0].clone(), out.ty.dtype);
     let labels = g.add(
@@ -244,16 +259,68 @@ fn differentiate_in_place(g: &mut Graph, loss: &Loss) -> Result<Vec<String>, Aut
         .map(|(i, (_, node, _))| (node.name.as_str(), i))
         .collect();
     pairs.sort_by_key(|(name, _)| rank[name.as_str()]);
+    let (buffers, updates) = running_stat_updates(g, &order, &reaching)?;
     g.outputs = std::iter::once(loss_node)
         .chain(pairs.iter().map(|(_, n)| *n))
+        .chain(updates)
         .collect();
     g.remove_dead();
-    Ok(pairs.into_iter().map(|(name, _)| name).collect())
+    Ok((pairs.into_iter().map(|(name, _)| name).collect(), buffers))
 }
 
-/// The nodes on a path from a trainable or shared parameter to `logits`: the ones
+/// One `running_mean_update` and one `running_var_update` per batch norm with running
+/// statistics that the loss depends on: the buffers are updated, never differentiated.
+fn running_stat_updates(
+    g: &mut Graph,
+    order: &[NodeIndex],
+    reaching: &BTreeSet<NodeIndex>,
+) -> Result<(Vec<String>, Vec<NodeIndex>), AutodiffError> {
+    let (mut names, mut nodes) = (Vec::new(), Vec::new());
+    for &n in order.iter().filter(|n| reaching.contains(n)) {
+        let Op::BatchNorm {
+            momentum,
+            affine,
+            running_stats: true,
+            ..
+        } = g.node(n).op
+        else {
+            continue;
+        };
+        let ops = g.operands(n);
+        let at = if affine { 3 } else { 1 };
+        for (slot, var) in [(at, false), (at + 1, true)] {
+            let name = g.node(ops[slot]).name.clone();
+            let op = Op::Train(TrainOp::RunningStatUpdate { momentum, var });
+            let operands = [ops[0], ops[at], ops[at + 1]];
+            let span = g.node(n).span;
+            let u = g
+                .add_op(op, &operands, format!("update.{name}"), span)
+                .map_err(|e| AutodiffError::internal(g.node(n), &e.0))?;
+            names.push(name);
+            nodes.push(u);
+        }
+    }
+    Ok((names, nodes))
+}
+
+/// `logits` and every node it depends on.
+fn reaching(g: &Graph, order: &[NodeIndex], logits: NodeIndex) -> BTreeSet<NodeIndex> {
+    let mut reaches = BTreeSet::from([logits]);
+    for &n in order.iter().rev() {
+        if reaches.contains(&n) {
+            reaches.extend(g.operands(n));
+        }
+    }
+    reaches
+}
+
+/// The nodes on a path from a trainable or shared parameter to the logits: the ones
 /// whose gradient the loss needs.
-fn active_nodes(g: &Graph, order: &[NodeIndex], logits: NodeIndex) -> BTreeSet<NodeIndex> {
+fn active_nodes(
+    g: &Graph,
+    order: &[NodeIndex],
+    reaching: &BTreeSet<NodeIndex>,
+) -> BTreeSet<NodeIndex> {
     let mut depends = BTreeSet::new();
     for &n in order {
         let source = matches!(
@@ -267,13 +334,7 @@ fn active_nodes(g: &Graph, order: &[NodeIndex], logits: NodeIndex) -> BTreeSet<N
             depends.insert(n);
         }
     }
-    let mut reaches = BTreeSet::from([logits]);
-    for &n in order.iter().rev() {
-        if reaches.contains(&n) {
-            reaches.extend(g.operands(n));
-        }
-    }
-    depends.intersection(&reaches).copied().collect()
+    depends.intersection(reaching).copied().collect()
 }
 
 /// The sum of the gradient contributions to `n`, one `add` per extra use.

@@ -131,7 +131,8 @@ fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &D
         TrainOp::CrossEntropy { .. }
         | TrainOp::CrossEntropyBackward { .. }
         | TrainOp::BatchNormBackwardData { .. }
-        | TrainOp::BatchNormBackwardGamma { .. } => 4 * numel(graph, ops[0], env),
+        | TrainOp::BatchNormBackwardGamma { .. }
+        | TrainOp::RunningStatUpdate { .. } => 4 * numel(graph, ops[0], env),
         TrainOp::SumToChannels | TrainOp::GlobalAvgPoolBackward => numel(graph, ops[0], env),
         TrainOp::PoolBackward(spec) => pool_flops(spec, numel(graph, ops[1], env)),
         TrainOp::ReluBackward | TrainOp::GeluBackward | TrainOp::DropoutMask { .. } => out,

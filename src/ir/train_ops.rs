@@ -57,6 +57,10 @@ pub enum TrainOp {
     /// computes `dropout(x)` as `x · mask` so that the backward, `dy · mask`, sees the
     /// forward's mask.
     DropoutMask { p: f64 },
+    /// (x, running_mean, running_var) → `[C]`: a training-mode batch norm's updated
+    /// running mean (`var: false`) or variance (`var: true`, from the unbiased batch
+    /// variance), `(1 − momentum)·running + momentum·batch`, as PyTorch updates them.
+    RunningStatUpdate { momentum: f64, var: bool },
 }
 
 impl TrainOp {
@@ -83,6 +87,8 @@ impl TrainOp {
             TrainOp::Slice { .. } => "slice",
             TrainOp::ShortcutABackward { .. } => "shortcut_a_backward",
             TrainOp::DropoutMask { .. } => "dropout_mask",
+            TrainOp::RunningStatUpdate { var: false, .. } => "running_mean_update",
+            TrainOp::RunningStatUpdate { var: true, .. } => "running_var_update",
         }
     }
 
@@ -101,7 +107,9 @@ impl TrainOp {
             | TrainOp::GeluBackward
             | TrainOp::LastStepBackward
             | TrainOp::ShortcutABackward { .. } => 2,
-            TrainOp::ConvBackwardData(_) | TrainOp::ConvBackwardFilter(_) => 3,
+            TrainOp::ConvBackwardData(_)
+            | TrainOp::ConvBackwardFilter(_)
+            | TrainOp::RunningStatUpdate { .. } => 3,
             TrainOp::BatchNormBackwardData { affine, .. } => 2 + usize::from(*affine),
         }
     }
@@ -126,6 +134,7 @@ impl TrainOp {
             TrainOp::Slice { axis, start, len } => format!("axis={axis} start={start} len={len}"),
             TrainOp::ShortcutABackward { stride } => format!("stride={stride}"),
             TrainOp::DropoutMask { p } => format!("p={p}"),
+            TrainOp::RunningStatUpdate { momentum, .. } => format!("momentum={momentum}"),
             TrainOp::SumToChannels
             | TrainOp::LinearBackwardData
             | TrainOp::LinearBackwardFilter
@@ -233,6 +242,19 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
             Ok(o[0].clone())
         }
         TrainOp::DropoutMask { .. } => Ok(o[0].clone()),
+        TrainOp::RunningStatUpdate { .. } => {
+            let c = [o[0].shape.get(1).cloned().unwrap_or(Dim::Known(0))];
+            if o[0].rank() < 2 || o[1].shape != c || o[2].shape != c {
+                return err(format!(
+                    "{} expects x [B, C, …] and statistics [C], got {}, {} and {}",
+                    op.name(),
+                    shape_str(&o[0].shape),
+                    shape_str(&o[1].shape),
+                    shape_str(&o[2].shape)
+                ));
+            }
+            Ok(o[1].clone())
+        }
         TrainOp::LastStepBackward => {
             if o[0].rank() != 3 || o[1].shape != o[0].shape[..2] {
                 return err(format!(

@@ -7,6 +7,7 @@ use super::error::RunError;
 use crate::ir::op::{ConvAttrs, Padding, PoolKind, PoolSpec, TrainOp};
 use crate::reference::conv::ConvParams;
 use crate::reference::grad::{conv as gconv, elementwise, loss, norm, pool as gpool};
+use crate::reference::norm::{batch_norm_train, RunningStats};
 use crate::reference::pool::Pool2d;
 use crate::tensor::{Scalar, Tensor};
 
@@ -73,6 +74,19 @@ pub(super) fn eval<T: Scalar>(
             Tensor::from_vec(vec![ones.len()], dgamma)?
         }
         TrainOp::ReshapeLike => a[0].clone().reshape(a[1].shape.clone())?,
+        TrainOp::RunningStatUpdate { momentum, var } => {
+            let running = RunningStats {
+                mean: a[1].data.clone(),
+                var: a[2].data.clone(),
+            };
+            // The output is not used; any positive eps normalises.
+            let (_, updated) =
+                batch_norm_train(a[0], None, Some(&running), T::from_f64(*momentum), T::one())?;
+            let u =
+                updated.ok_or_else(|| RunError::new("internal error: no running statistics"))?;
+            let stat = if *var { u.var } else { u.mean };
+            Tensor::from_vec(vec![stat.len()], stat)?
+        }
         TrainOp::DropoutMask { p } => dropout(&a[0].map(|_| T::one()), *p),
         TrainOp::GeluBackward => elementwise::gelu_backward(a[0], a[1])?,
         TrainOp::LastStepBackward => {
