@@ -274,7 +274,7 @@ fn an_op_without_a_rule_is_an_error_at_its_layer() {
 }
 
 #[test]
-fn a_loss_on_a_non_classifier_output_is_an_error() {
+fn bad_losses_are_errors() {
     let g = program(
         "model a {
            input x: f32[B, 2, 5, 5]
@@ -289,6 +289,32 @@ fn a_loss_on_a_non_classifier_output_is_an_error() {
         err.message
     );
     assert_eq!(err.layer, "conv1");
+
+    let g = program(
+        "model a {
+           input labels: f32[B, 4]
+           seed 1
+           return labels |> linear(3)
+         }",
+    );
+    let err = differentiate(&g, &Loss::default()).expect_err("input name clash");
+    assert!(err.message.contains("already has one"), "{}", err.message);
+    let smoothing = Loss {
+        output: 0,
+        label_smoothing: 1.5,
+    };
+    let err = differentiate(&g, &smoothing).expect_err("smoothing out of range");
+    assert!(
+        err.message.contains("label smoothing must be in [0, 1]"),
+        "{}",
+        err.message
+    );
+    let second = Loss {
+        output: 1,
+        label_smoothing: 0.0,
+    };
+    let err = differentiate(&g, &second).expect_err("no second output");
+    assert!(err.message.contains("has 1 output(s)"), "{}", err.message);
 }
 
 #[test]

@@ -165,6 +165,16 @@ fn differentiate_in_place(
         });
     };
     let out = g.node(logits);
+    if !(0.0..=1.0).contains(&loss.label_smoothing) {
+        return Err(AutodiffError::at(
+            out,
+            format!(
+                "label smoothing must be in [0, 1], got {}",
+                loss.label_smoothing
+            ),
+            "0.1 is the usual value; 0 turns smoothing off",
+        ));
+    }
     if out.ty.rank() != 2 {
         return Err(AutodiffError::at(
             out,
@@ -193,18 +203,7 @@ fn differentiate_in_place(
     let active = active_nodes(g, &order, &reaching);
 
     let (span, batch, dtype) = (out.span, out.ty.shape[0].clone(), out.ty.dtype);
-    let labels = g.add(
-        Node {
-            op: Op::Input {
-                name: LABELS.into(),
-            },
-            ty: TensorType::new(dtype, vec![batch]),
-            name: LABELS.into(),
-            span,
-        },
-        &[],
-    );
-    g.inputs.push(labels);
+    let labels = g.add_input(LABELS, TensorType::new(dtype, vec![batch]), span);
     let smoothing = loss.label_smoothing;
     let add = |g: &mut Graph, op: TrainOp, name: &str| {
         g.add_op(Op::Train(op), &[logits, labels], name.into(), span)
@@ -360,7 +359,7 @@ fn sum(
     }
     if parts.len() == 1 && base.starts_with("grad.") {
         // A parameter's single gradient node is renamed so the output says whose it is.
-        g.g[acc].name = base;
+        g.rename(acc, base);
     }
     Ok(acc)
 }
