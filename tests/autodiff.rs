@@ -525,3 +525,30 @@ fn the_kernel_lowering_refuses_backward_ops_cleanly() {
     assert!(err.message.contains("does not support `"), "{err}");
     assert!(err.message.contains("yet"), "{err}");
 }
+
+/// Gradient descent on the training graph's outputs lowers the loss: a few SGD steps
+/// on one fixed LeNet batch.
+#[test]
+fn sgd_steps_lower_the_loss() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let mut params = perturbed_weights::<f32>(&m.graph, 32);
+    let inputs = [
+        random::<f32>(&input_shape(&m.graph, 4), 33),
+        Tensor::from_vec(vec![4], vec![0.0, 3.0, 3.0, 8.0]).unwrap(),
+    ];
+    let mut losses = Vec::new();
+    for _ in 0..5 {
+        let out = run(&tg.graph, &params, &inputs, &train_options()).unwrap();
+        losses.push(out.outputs[0].data[0]);
+        for (name, g) in tg.grads.iter().zip(&out.outputs[1..]) {
+            for (p, d) in params.get_mut(name).unwrap().data.iter_mut().zip(&g.data) {
+                *p -= 0.05 * d;
+            }
+        }
+    }
+    assert!(
+        losses.windows(2).all(|w| w[1] < w[0]),
+        "the loss should fall at every step: {losses:?}"
+    );
+}

@@ -92,6 +92,9 @@ pub(super) fn eval<T: Scalar>(
         TrainOp::LastStepBackward => {
             let mut dx = Tensor::zeros(a[0].shape.clone());
             let t = a[0].shape[2];
+            if t == 0 {
+                return Err(RunError::new("last_backward: the sequence is empty"));
+            }
             for (row, &g) in dx.data.chunks_mut(t.max(1)).zip(&a[1].data) {
                 row[t - 1] = g;
             }
