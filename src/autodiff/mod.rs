@@ -136,6 +136,8 @@ pub const LABELS: &str = "labels";
 /// Builds the training graph of `graph`: forward, loss and backward.
 pub fn differentiate(graph: &Graph, loss: &Loss) -> Result<TrainingGraph, AutodiffError> {
     let mut g = graph.clone();
+    // A memory plan of the forward does not describe the training graph.
+    g.memory = None;
     let (grads, buffers) = differentiate_in_place(&mut g, loss)?;
     g.compact()
         .map_err(|e| AutodiffError::internal(graph.node(graph.outputs[loss.output]), &e.0))?;
