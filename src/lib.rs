@@ -1,5 +1,6 @@
 //! fnet: a compiler and runtime for convolutional networks with flexible kernels.
 
+pub mod autodiff;
 pub mod backend;
 pub mod cli;
 pub mod cost;

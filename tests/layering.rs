@@ -27,6 +27,13 @@ const RULES: &[Rule] = &[
         policy: Policy::Only(&["ir", "diag", "tensor"]),
         no_escape: true,
     },
+    // Autodiff rewrites the IR; it names no runtime or backend, so every backend runs
+    // the graph it makes.
+    Rule {
+        dir: "src/autodiff",
+        policy: Policy::Only(&["ir", "diag", "passes"]),
+        no_escape: true,
+    },
     Rule {
         dir: "src/kernel_ir",
         policy: Policy::Not(&["opencl", "backend", "cli", "driver"]),

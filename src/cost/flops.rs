@@ -18,7 +18,7 @@
 //! time) counts at its bound.
 
 use crate::ir::graph::Graph;
-use crate::ir::op::{Op, PoolKind, PoolSpec};
+use crate::ir::op::{Op, PoolKind, PoolSpec, TrainOp};
 use crate::ir::types::Dim;
 use crate::runtime::bind::{bind_inputs, eval_dim, DimEnv};
 use crate::runtime::RunError;
@@ -112,6 +112,34 @@ fn node_flops(graph: &Graph, id: NodeIndex, ops: &[NodeIndex], env: &DimEnv) -> 
         Op::FusedConv { conv, epilogue } => {
             conv_flops(graph, ops, out, conv.bias, epilogue.len() as u64, env)
         }
+        Op::Train(t) => train_flops(graph, t, ops, out, env),
+    }
+}
+
+/// A backward op costs what its forward does: the same taps, scattered instead of
+/// gathered. Counted from the upstream gradient, the forward's output.
+fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &DimEnv) -> u64 {
+    let per_tap = |dy: NodeIndex, w: NodeIndex| {
+        let w = dims(graph, w, env);
+        2 * numel(graph, dy, env) * w[1..].iter().product::<u64>()
+    };
+    match op {
+        TrainOp::ConvBackwardData(_) => per_tap(ops[0], ops[1]),
+        TrainOp::ConvBackwardFilter(_) => per_tap(ops[1], ops[2]),
+        TrainOp::LinearBackwardData => 2 * out * dims(graph, ops[0], env)[1],
+        TrainOp::LinearBackwardFilter => 2 * out * dims(graph, ops[0], env)[0],
+        TrainOp::CrossEntropy { .. }
+        | TrainOp::CrossEntropyBackward { .. }
+        | TrainOp::BatchNormBackwardData { .. }
+        | TrainOp::BatchNormBackwardGamma { .. }
+        | TrainOp::RunningStatUpdate { .. } => 4 * numel(graph, ops[0], env),
+        TrainOp::SumToChannels | TrainOp::GlobalAvgPoolBackward => numel(graph, ops[0], env),
+        TrainOp::PoolBackward(spec) => pool_flops(spec, numel(graph, ops[1], env)),
+        TrainOp::ReluBackward | TrainOp::GeluBackward | TrainOp::DropoutMask { .. } => out,
+        TrainOp::ReshapeLike
+        | TrainOp::LastStepBackward
+        | TrainOp::Slice { .. }
+        | TrainOp::ShortcutABackward { .. } => 0,
     }
 }
 

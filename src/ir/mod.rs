@@ -9,6 +9,7 @@ pub mod op;
 pub mod print;
 pub mod rewrite;
 pub mod shape;
+pub mod train_ops;
 pub mod types;
 
 pub use graph::{Graph, Node, ParamCounts};

@@ -4,6 +4,7 @@
 
 use super::constant::ConstValue;
 pub use super::fold_ops::{Epilogue, FoldOutput};
+pub use super::train_ops::TrainOp;
 use std::fmt;
 
 /// How a parameter tensor takes part in training.
@@ -320,6 +321,8 @@ pub enum Op {
         conv: ConvAttrs,
         epilogue: Vec<Epilogue>,
     },
+    /// A loss or backward op of a training graph (the autodiff pass).
+    Train(TrainOp),
 }
 
 impl Op {
@@ -357,6 +360,7 @@ impl Op {
             Op::LcFold => "lc_fold",
             Op::BnFold { .. } => "bn_fold",
             Op::FusedConv { .. } => "fused_conv",
+            Op::Train(t) => t.name(),
         }
     }
 
@@ -394,6 +398,7 @@ impl Op {
             Op::LcFold => 2,
             Op::BnFold { affine, output, .. } => super::fold_ops::bn_fold_arity(*affine, *output),
             Op::FusedConv { conv, epilogue } => super::fold_ops::fused_arity(conv.bias, epilogue),
+            Op::Train(t) => t.arity(),
         })
     }
 

@@ -62,6 +62,7 @@ pub fn op_attrs(op: &Op) -> String {
         Op::Dropout { p } => format!("p={p}"),
         Op::LcFold | Op::BnFold { .. } | Op::FusedConv { .. } => super::fold_ops::fold_attrs(op),
         Op::Pool(p) => pool_attrs(p),
+        Op::Train(t) => t.attrs(),
         Op::Concat { axis } => format!("axis={axis}"),
         Op::ShortcutA {
             stride,

@@ -119,6 +119,27 @@ impl Graph {
         Ok(self.add(Node { op, ty, name, span }, operands))
     }
 
+    /// Appends a graph input `name` of type `ty` (a training graph's labels).
+    pub fn add_input(&mut self, name: &str, ty: TensorType, span: Span) -> NodeIndex {
+        let op = Op::Input { name: name.into() };
+        let n = self.add(
+            Node {
+                op,
+                ty,
+                name: name.into(),
+                span,
+            },
+            &[],
+        );
+        self.inputs.push(n);
+        n
+    }
+
+    /// Renames `n`: names are for printing and for the outputs' meaning, not identity.
+    pub fn rename(&mut self, n: NodeIndex, name: String) {
+        self.g[n].name = name;
+    }
+
     /// Replaces the op of `n` by `op` over the same operands. Refuses when `op` gives
     /// another type: the users were typed for the old one.
     pub fn replace_op(&mut self, n: NodeIndex, op: Op) -> Result<(), RewriteError> {

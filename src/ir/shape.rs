@@ -12,7 +12,7 @@ pub struct ShapeError {
     pub hint: Option<String>,
 }
 
-fn err<T>(message: impl Into<String>) -> Result<T, ShapeError> {
+pub(super) fn err<T>(message: impl Into<String>) -> Result<T, ShapeError> {
     Err(ShapeError {
         message: message.into(),
         hint: None,
@@ -26,12 +26,12 @@ fn err_hint<T>(message: impl Into<String>, hint: impl Into<String>) -> Result<T,
     })
 }
 
-fn shape_str(shape: &[Dim]) -> String {
+pub(super) fn shape_str(shape: &[Dim]) -> String {
     let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     format!("[{}]", parts.join(", "))
 }
 
-fn same_dtype(ts: &[&TensorType]) -> Result<DType, ShapeError> {
+pub(super) fn same_dtype(ts: &[&TensorType]) -> Result<DType, ShapeError> {
     let d = ts.first().map_or(DType::F32, |t| t.dtype);
     if let Some(t) = ts.iter().find(|t| t.dtype != d) {
         return err(format!("operands mix {} and {}", d.name(), t.dtype.name()));
@@ -143,6 +143,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
             Ok(x.clone())
         }
         Op::Pool(spec) => pool(x.expect("pool operand"), spec),
+        Op::Train(t) => super::train_ops::infer(t, operands),
         Op::LcFold | Op::BnFold { .. } | Op::FusedConv { .. } => {
             super::fold_ops::infer_fold(op, operands)
         }
@@ -263,7 +264,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<TensorType, ShapeError
     }
 }
 
-fn conv(operands: &[&TensorType], attrs: &ConvAttrs) -> Result<TensorType, ShapeError> {
+pub(super) fn conv(operands: &[&TensorType], attrs: &ConvAttrs) -> Result<TensorType, ShapeError> {
     let ConvAttrs {
         stride,
         padding,
@@ -340,7 +341,7 @@ fn conv(operands: &[&TensorType], attrs: &ConvAttrs) -> Result<TensorType, Shape
     Ok(TensorType::new(x.dtype, shape))
 }
 
-fn pool(x: &TensorType, spec: &PoolSpec) -> Result<TensorType, ShapeError> {
+pub(super) fn pool(x: &TensorType, spec: &PoolSpec) -> Result<TensorType, ShapeError> {
     let spatial = spec.kernel.len();
     expect_rank("pool", x, &[spatial + 2])?;
     let mut shape = x.shape[..2].to_vec();

@@ -465,6 +465,7 @@ impl Builder<'_> {
                 Err(unsupported(node, "kernel synthesis from computed inputs"))
             }
             Op::FusedConv { .. } => self.fused_conv_split(id),
+            Op::Train(t) => Err(unsupported(node, &format!("`{}`", t.name()))),
             Op::Concat { axis } => {
                 let shape = self.declared_shape(id)?;
                 let outer: usize = shape[..*axis].iter().product();

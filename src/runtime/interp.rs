@@ -265,6 +265,7 @@ fn eval<T: Scalar + FftNum>(
             let y = eval(&conv, &a[..n], ctx)?;
             super::fused::epilogue(y, steps, &a[n..])?
         }
+        Op::Train(t) => super::train_ops::eval(t, a, |x, p| dropout(x, p, ctx))?,
     })
 }
 

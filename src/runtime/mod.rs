@@ -7,6 +7,7 @@ pub mod flex_kernel;
 pub mod fused;
 pub mod interp;
 pub mod params;
+pub mod train_ops;
 
 pub use error::RunError;
 pub use interp::{run, Mode, RunOptions, RunResult};

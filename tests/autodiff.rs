@@ -1,0 +1,554 @@
+//! The autodiff pass on whole graphs, checked in f64 against central differences of
+//! the loss: for a random direction `u` over every trainable parameter,
+//! `(L(θ + h·u) − L(θ − h·u)) / 2h` must equal `Σ_p ⟨grad_p, u_p⟩` (the training
+//! graph's gradient outputs) to a relative 1e-6. Every graph runs in training mode, so
+//! batch norm uses batch statistics in the forward and the backward alike.
+
+mod common;
+
+use common::{example_module, input_shape, noise, perturbed_weights, program, random};
+use fnet::autodiff::{differentiate, Loss, TrainingGraph};
+use fnet::ir::graph::Graph;
+use fnet::ir::op::ParamRole;
+use fnet::ir::print::print_graph;
+use fnet::runtime::{run, Mode, ParamStore, RunOptions};
+use fnet::tensor::Tensor;
+use std::collections::BTreeSet;
+
+fn train_options() -> RunOptions {
+    RunOptions {
+        mode: Mode::Train,
+        ..RunOptions::default()
+    }
+}
+
+fn loss_of(tg: &TrainingGraph, params: &ParamStore<f64>, inputs: &[Tensor<f64>]) -> f64 {
+    let r = run(&tg.graph, params, inputs, &train_options()).unwrap_or_else(|e| panic!("{e}"));
+    r.outputs[0].data[0]
+}
+
+/// Differentiates `graph` and checks every parameter gradient along one random
+/// direction; returns the training graph.
+#[track_caller]
+fn check_gradients(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> TrainingGraph {
+    let loss = Loss {
+        output: 0,
+        label_smoothing: smoothing,
+    };
+    let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
+    let trainable: BTreeSet<String> = graph
+        .params()
+        .filter(|(_, _, r)| matches!(r, ParamRole::Trainable | ParamRole::Shared))
+        .map(|(_, n, _)| n.name.clone())
+        .collect();
+    let got: BTreeSet<String> = tg.grads.iter().cloned().collect();
+    assert_eq!(got, trainable, "one gradient per trainable parameter");
+
+    let params = perturbed_weights::<f64>(graph, seed);
+    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
+    let x = random::<f64>(&input_shape(graph, batch), seed + 1);
+    let labels: Vec<f64> = noise(batch, seed + 2)
+        .iter()
+        .map(|r| ((r.abs() * classes as f64) as usize).min(classes - 1) as f64)
+        .collect();
+    let inputs = [x, Tensor::from_vec(vec![batch], labels).unwrap()];
+
+    let out = run(&tg.graph, &params, &inputs, &train_options()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.outputs.len(), 1 + tg.grads.len() + tg.buffers.len());
+    // The running-statistic outputs equal what the forward batch norm itself updates.
+    let updates = &out.outputs[1 + tg.grads.len()..];
+    let names: BTreeSet<&String> = tg.buffers.iter().collect();
+    assert_eq!(
+        names,
+        out.updated_buffers.keys().collect(),
+        "every buffer updated"
+    );
+    for (name, got) in tg.buffers.iter().zip(updates) {
+        common::assert_close(name, got, &out.updated_buffers[name], 1e-12);
+    }
+    let mut directional = 0.0;
+    let u: Vec<Vec<f64>> = (0..tg.grads.len())
+        .map(|i| noise(out.outputs[1 + i].numel(), seed * 1000 + i as u64))
+        .collect();
+    for ((name, g), u) in tg.grads.iter().zip(&out.outputs[1..]).zip(&u) {
+        assert_eq!(
+            g.shape, params[name].shape,
+            "grad.{name} has its parameter's shape"
+        );
+        directional += g.data.iter().zip(u).map(|(a, b)| a * b).sum::<f64>();
+    }
+    // A step that carries a ReLU or max-pool input across its kink spoils the
+    // difference quotient, not the gradient; deep nets have many such inputs, so a
+    // smaller step is tried before failing. A wrong gradient matches at no step.
+    let mut tried = Vec::new();
+    for h in [1e-6, 1e-7, 1e-5] {
+        let shifted = |s: f64| {
+            let mut p = params.clone();
+            for (name, u) in tg.grads.iter().zip(&u) {
+                for (v, d) in p.get_mut(name).unwrap().data.iter_mut().zip(u) {
+                    *v += s * d;
+                }
+            }
+            p
+        };
+        let by_differences =
+            (loss_of(&tg, &shifted(h), &inputs) - loss_of(&tg, &shifted(-h), &inputs)) / (2.0 * h);
+        let scale = directional.abs().max(by_differences.abs());
+        assert!(
+            scale > 1e-6,
+            "degenerate check: directional derivative {directional}"
+        );
+        let rel = (directional - by_differences).abs() / scale;
+        if rel < 1e-6 {
+            return tg;
+        }
+        tried.push(format!(
+            "h = {h:e}: {by_differences} (relative error {rel:e})"
+        ));
+    }
+    panic!(
+        "⟨grad, u⟩ = {directional}, but central differences give\n{}",
+        tried.join("\n")
+    );
+}
+
+#[test]
+fn conv_relu_linear() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 6, 6]
+           seed 3
+           return x |> conv2d(3, 3, padding: 1) |> relu |> flatten |> linear(5) |> relu |> linear(4)
+         }",
+    );
+    check_gradients(&g, 3, 0.0, 11);
+}
+
+#[test]
+fn label_smoothing() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 5, 5]
+           seed 4
+           return x |> conv2d(3, 3) |> relu |> flatten |> linear(4)
+         }",
+    );
+    check_gradients(&g, 3, 0.1, 12);
+}
+
+#[test]
+fn strided_dilated_grouped_convs() {
+    let g = program(
+        "model a {
+           input x: f32[B, 4, 9, 8]
+           seed 5
+           h = x |> conv2d(6, 3, stride: 2, padding: 2, dilation: 2, groups: 2) |> relu
+           h = h |> conv2d(4, [2, 3], stride: [1, 2], padding: same, bias: false)
+           return h |> global_avg_pool |> linear(3)
+         }",
+    );
+    check_gradients(&g, 2, 0.0, 13);
+}
+
+#[test]
+fn pooling() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 8, 8]
+           seed 6
+           h = x |> conv2d(3, 3, padding: 1) |> maxpool(2)
+           h = h |> avgpool(3, stride: 2, padding: 1) |> relu
+           return h |> flatten |> linear(3)
+         }",
+    );
+    check_gradients(&g, 2, 0.0, 14);
+}
+
+#[test]
+fn batchnorm_in_training_mode() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 5, 5]
+           seed 7
+           h = x |> conv2d(4, 3, padding: 1, bias: false) |> batchnorm |> relu
+           h = h |> conv2d(3, 3) |> batchnorm(affine: false, running_stats: false)
+           return h |> flatten |> linear(8) |> batchnorm |> relu |> linear(3)
+         }",
+    );
+    let tg = check_gradients(&g, 4, 0.0, 15);
+    // Two batch norms keep running statistics (the one without does not).
+    assert_eq!(
+        tg.buffers,
+        [
+            "bn1.running_mean",
+            "bn1.running_var",
+            "bn3.running_mean",
+            "bn3.running_var"
+        ]
+    );
+}
+
+#[test]
+fn residual_branches_accumulate() {
+    let g = program(
+        "model a {
+           input x: f32[B, 3, 6, 6]
+           seed 8
+           block res() (h) {
+             y = h |> conv2d(3, 3, padding: 1) |> relu |> conv2d(3, 3, padding: 1)
+             return relu(y + h)
+           }
+           h = x |> conv2d(3, 1) |> relu
+           h = h |> repeat 2 res()
+           return (h * h) |> global_avg_pool |> linear(4)
+         }",
+    );
+    check_gradients(&g, 2, 0.0, 16);
+}
+
+#[test]
+fn causal_and_strided_conv1d() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 12]
+           seed 9
+           h = x |> conv1d(4, 3, padding: causal, dilation: 2) |> relu
+           h = h |> conv1d(4, 4, padding: causal, algo: fft) |> relu
+           h = h |> conv1d(3, 3, stride: 2, padding: 1) |> maxpool(2)
+           return h |> global_avg_pool |> linear(3)
+         }",
+    );
+    check_gradients(&g, 2, 0.0, 17);
+}
+
+/// The training graph computes dropout as `x · mask` with one mask drawn per run, so
+/// the backward sees the forward's mask; a fixed seed draws the same mask every run.
+#[test]
+fn dropout_shares_its_mask() {
+    let g = program(
+        "model a {
+           input x: f32[B, 6]
+           seed 13
+           return x |> linear(8) |> relu |> dropout(p: 0.5) |> linear(3)
+         }",
+    );
+    let tg = check_gradients(&g, 4, 0.0, 24);
+    let text = print_graph(&tg.graph);
+    assert!(text.contains("dropout_mask("), "{text}");
+    assert!(
+        !text.contains("= dropout("),
+        "the forward dropout is replaced: {text}"
+    );
+}
+
+#[test]
+fn lenet_all_parameters() {
+    let m = example_module("lenet_mnist");
+    let tg = check_gradients(&m.graph, 2, 0.0, 18);
+    assert_eq!(tg.grads.len(), 10, "5 layers × (weight, bias)");
+}
+
+#[test]
+fn lenet_training_graph() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    tg.graph.verify().unwrap();
+    insta::assert_snapshot!(print_graph(&tg.graph));
+}
+
+#[test]
+fn an_op_without_a_rule_is_an_error_at_its_layer() {
+    let path = common::example_path("flextcn6_smnist");
+    let (source, m) = fnet::driver::compile_file(&path, &Default::default())
+        .unwrap_or_else(|r| panic!("{}", r.render()));
+    let err = differentiate(&m.graph, &Loss::default()).expect_err("no FlexConv rule yet");
+    assert!(
+        err.message.contains("cannot compute gradients through")
+            && err.message.contains("FlexConv kernel synthesis"),
+        "{}",
+        err.message
+    );
+    let rendered = err.to_diagnostic().render(&source);
+    assert!(rendered.contains("flextcn6_smnist.fnet:"), "{rendered}");
+    assert!(rendered.contains("help:"), "{rendered}");
+}
+
+#[test]
+fn bad_losses_are_errors() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 5, 5]
+           seed 1
+           return x |> conv2d(3, 3)
+         }",
+    );
+    let err = differentiate(&g, &Loss::default()).expect_err("rank-4 output");
+    assert!(
+        err.message.contains("classifier output [B, K]"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.layer, "conv1");
+
+    let g = program(
+        "model a {
+           input labels: f32[B, 4]
+           seed 1
+           return labels |> linear(3)
+         }",
+    );
+    let err = differentiate(&g, &Loss::default()).expect_err("input name clash");
+    assert!(err.message.contains("already has one"), "{}", err.message);
+    let smoothing = Loss {
+        output: 0,
+        label_smoothing: 1.5,
+    };
+    let err = differentiate(&g, &smoothing).expect_err("smoothing out of range");
+    assert!(
+        err.message.contains("label smoothing must be in [0, 1]"),
+        "{}",
+        err.message
+    );
+    let second = Loss {
+        output: 1,
+        label_smoothing: 0.0,
+    };
+    let err = differentiate(&g, &second).expect_err("no second output");
+    assert!(err.message.contains("has 1 output(s)"), "{}", err.message);
+}
+
+#[test]
+fn backward_not_needed_is_pruned() {
+    let g = program(
+        "model a {
+           input x: f32[B, 3]
+           seed 2
+           return x |> linear(3) |> relu |> linear(2)
+         }",
+    );
+    let tg = check_gradients(&g, 3, 0.0, 19);
+    let text = print_graph(&tg.graph);
+    // The input needs no gradient, so the first layer's backward to its input is pruned.
+    assert!(!text.contains("linear1.grad_input"), "{text}");
+    assert!(text.contains("linear2.grad_input"), "{text}");
+}
+
+#[test]
+fn gelu_shortcut_and_concat() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 6, 6]
+           seed 10
+           block basic(c: int, stride: int = 1) (h) {
+             y = h |> conv2d(c, 3, stride: stride, padding: 1, bias: false) |> batchnorm |> relu
+             y = y |> conv2d(c, 3, padding: 1, bias: false) |> batchnorm
+             return relu(y + shortcut(h, c, stride: stride))
+           }
+           left = x |> conv2d(1, 1) |> gelu
+           right = x |> conv2d(3, 3, padding: 1)
+           h = concat(left, right) |> basic(6, stride: 2)
+           return h |> global_avg_pool |> linear(3)
+         }",
+    );
+    check_gradients(&g, 3, 0.0, 20);
+}
+
+#[test]
+fn last_time_step_and_1d_shortcut() {
+    let g = program(
+        "model a {
+           input x: f32[B, 2, 9]
+           seed 11
+           h = x |> conv1d(4, 3, padding: causal) |> relu
+           h = shortcut(h, 6, stride: 2) + (h |> conv1d(6, 3, stride: 2, padding: 1))
+           return h |> last |> linear(3)
+         }",
+    );
+    check_gradients(&g, 2, 0.0, 21);
+}
+
+/// A small ResNet32-S16U1* stage: shared bases read by several blocks through
+/// `basis_conv`, so their gradients sum over every block.
+#[test]
+fn shared_bases_accumulate_over_blocks() {
+    let g = program(
+        "model a {
+           input x: f32[B, 3, 6, 6]
+           seed 12
+           basis b1 = shared_basis(channels: 4, shared: 4, unique: 1, sharing: double, ortho: 10)
+           block shared_block(b: basis) (h) {
+             y = h |> basis_conv(b, 1) |> batchnorm |> relu |> basis_conv(b, 2) |> batchnorm
+             return relu(y + h)
+           }
+           h = x |> conv2d(4, 3, padding: 1, bias: false) |> batchnorm |> relu
+           h = h |> repeat 2 shared_block(b1)
+           return h |> global_avg_pool |> linear(3)
+         }",
+    );
+    let shared: Vec<String> = g
+        .params()
+        .filter(|(_, _, r)| *r == ParamRole::Shared)
+        .map(|(_, n, _)| n.name.clone())
+        .collect();
+    assert_eq!(shared.len(), 2, "{shared:?}");
+    let tg = check_gradients(&g, 2, 0.0, 22);
+    let text = print_graph(&tg.graph);
+    // Each shared tensor's gradient is a sum over the two blocks that read it.
+    for name in &shared {
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&format!("# grad.{name}")))
+            .unwrap_or_else(|| panic!("no grad.{name} in\n{text}"));
+        assert!(line.contains("= add("), "{line}");
+    }
+}
+
+/// Whole networks at batch 2, every parameter at once: ResNet-20 (option-A shortcuts),
+/// ResNet32-S16U1* (shared bases summed over all their blocks) and LC-ResNet-20
+/// (frozen bases pass gradients to the 1×1 coefficients and get none).
+#[test]
+fn whole_networks() {
+    for name in [
+        "resnet20_cifar10",
+        "resnet32_s16u1d_cifar10",
+        "resnet20_lc_cifar10",
+    ] {
+        let m = example_module(name);
+        let tg = check_gradients(&m.graph, 2, 0.0, 23);
+        let frozen: Vec<String> = m
+            .graph
+            .params()
+            .filter(|(_, _, r)| *r == ParamRole::Frozen)
+            .map(|(_, n, _)| n.name.clone())
+            .collect();
+        assert_eq!(
+            frozen.is_empty(),
+            !name.contains("lc"),
+            "{name}: {frozen:?}"
+        );
+        assert!(frozen.iter().all(|f| !tg.grads.contains(f)));
+    }
+}
+
+/// The `autodiff` pass followed by every registered pass, in training mode: the
+/// training graph survives them (verified after each) and computes what
+/// `differentiate` alone computes.
+#[test]
+fn the_pass_then_the_pipeline() {
+    use fnet::autodiff::Autodiff;
+    use fnet::passes::{pipeline::registry, CompileMode, PassContext, PassManager};
+    for name in ["lenet_mnist", "resnet20_cifar10"] {
+        let m = example_module(name);
+        let direct = differentiate(&m.graph, &Loss::default()).unwrap();
+        let mut passes: Vec<Box<dyn fnet::passes::Pass>> = vec![Box::new(Autodiff {
+            loss: Loss::default(),
+        })];
+        passes.extend(registry());
+        let mut graph = m.graph.clone();
+        let mut ctx = PassContext::new(CompileMode::Training);
+        ctx.batch = 2;
+        PassManager::new(passes)
+            .run(&mut graph, &mut ctx, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            graph.memory.is_some(),
+            "{name}: the memory plan covers the training graph"
+        );
+
+        let params = perturbed_weights::<f64>(&m.graph, 25);
+        let x = random::<f64>(&input_shape(&m.graph, 2), 26);
+        let inputs = [x, Tensor::from_vec(vec![2], vec![1.0, 4.0]).unwrap()];
+        let a = run(&direct.graph, &params, &inputs, &train_options()).unwrap();
+        let b = run(&graph, &params, &inputs, &train_options()).unwrap();
+        assert_eq!(a.outputs.len(), b.outputs.len(), "{name}");
+        for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
+            let err = x.max_abs_diff(y).unwrap();
+            assert!(
+                err <= 1e-9 * x.max_abs().max(1.0),
+                "{name}: output {i} differs by {err:e}"
+            );
+        }
+    }
+}
+
+/// The training graph runs on the interpreter in f32 too, close to f64.
+#[test]
+fn f32_gradients_match_f64() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let shape = input_shape(&m.graph, 2);
+    let labels = [0.0, 9.0];
+    let p64 = perturbed_weights::<f64>(&m.graph, 27);
+    let p32 = perturbed_weights::<f32>(&m.graph, 27);
+    let in64 = [
+        random::<f64>(&shape, 28),
+        Tensor::from_vec(vec![2], labels.to_vec()).unwrap(),
+    ];
+    let in32 = [
+        random::<f32>(&shape, 28),
+        Tensor::from_vec(vec![2], labels.map(|l| l as f32).to_vec()).unwrap(),
+    ];
+    let a = run(&tg.graph, &p64, &in64, &train_options()).unwrap();
+    let b = run(&tg.graph, &p32, &in32, &train_options()).unwrap();
+    for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
+        common::assert_close(&format!("output {i}"), y, x, 1e-4);
+    }
+}
+
+#[test]
+fn labels_that_are_not_class_indices_are_run_errors() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let params = perturbed_weights::<f64>(&m.graph, 29);
+    let x = random::<f64>(&input_shape(&m.graph, 2), 30);
+    for (labels, expect) in [([0.0, 2.5], "label 1 is 2.5"), ([10.0, 0.0], "10")] {
+        let inputs = [
+            x.clone(),
+            Tensor::from_vec(vec![2], labels.to_vec()).unwrap(),
+        ];
+        let err = run(&tg.graph, &params, &inputs, &train_options()).expect_err("bad labels");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+}
+
+/// The kernel lowering (the OpenCL backend's) has no backward kernels yet: it says
+/// so, naming the op, instead of panicking.
+#[test]
+fn the_kernel_lowering_refuses_backward_ops_cleanly() {
+    use fnet::kernel_ir::plan::{build_plan, Target};
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let params = perturbed_weights::<f32>(&m.graph, 31);
+    let shapes = vec![input_shape(&m.graph, 2), vec![2]];
+    let err =
+        build_plan(&tg.graph, &params, &shapes, Target::cpu()).expect_err("no backward kernels");
+    assert!(err.message.contains("does not support `"), "{err}");
+    assert!(err.message.contains("yet"), "{err}");
+}
+
+/// Gradient descent on the training graph's outputs lowers the loss: a few SGD steps
+/// on one fixed LeNet batch.
+#[test]
+fn sgd_steps_lower_the_loss() {
+    let m = example_module("lenet_mnist");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap();
+    let mut params = perturbed_weights::<f32>(&m.graph, 32);
+    let inputs = [
+        random::<f32>(&input_shape(&m.graph, 4), 33),
+        Tensor::from_vec(vec![4], vec![0.0, 3.0, 3.0, 8.0]).unwrap(),
+    ];
+    let mut losses = Vec::new();
+    for _ in 0..5 {
+        let out = run(&tg.graph, &params, &inputs, &train_options()).unwrap();
+        losses.push(out.outputs[0].data[0]);
+        for (name, g) in tg.grads.iter().zip(&out.outputs[1..]) {
+            for (p, d) in params.get_mut(name).unwrap().data.iter_mut().zip(&g.data) {
+                *p -= 0.05 * d;
+            }
+        }
+    }
+    assert!(
+        losses.windows(2).all(|w| w[1] < w[0]),
+        "the loss should fall at every step: {losses:?}"
+    );
+}
