@@ -22,10 +22,9 @@ use fnet::io::npy::read_npy;
 use fnet::io::weights::read_weights;
 use fnet::ir::graph::Graph;
 use fnet::ir::op::ConvAlgo;
-use fnet::runtime::{initialise, run, ParamStore, RunOptions, RunResult};
+use fnet::runtime::{run, ParamStore, RunOptions, RunResult};
 use fnet::tensor::{Scalar, Tensor};
 
-const SEED: u64 = 7;
 const F32: f64 = 1e-4;
 const F64: f64 = 1e-12;
 
@@ -45,36 +44,9 @@ fn graph(example: &str) -> Graph {
     }
 }
 
-/// The formulas of `perturb` in tools/golden_nets.py, in f64 then rounded to f32.
-fn perturb(store: &mut ParamStore<f32>) {
-    for (name, t) in store.iter_mut() {
-        let parts: Vec<&str> = name.split('.').collect();
-        let last = parts[parts.len() - 1];
-        let parent = if parts.len() > 1 {
-            parts[parts.len() - 2]
-        } else {
-            ""
-        };
-        let f: fn(f64) -> f64 = if parent.starts_with("bn") && last == "weight" {
-            |c| 1.0 + 0.2 * (2.0 * c + 1.0).sin()
-        } else if parent.starts_with("bn") && last == "bias" {
-            |c| 0.1 * (2.0 * c + 1.0).cos()
-        } else if last == "bias" && t.ndim() == 1 && t.data.iter().all(|&v| v == 0.0) {
-            |c| 0.05 * (3.0 * c + 1.0).sin()
-        } else {
-            continue;
-        };
-        assert_eq!(t.ndim(), 1, "{name}");
-        for (c, v) in t.data.iter_mut().enumerate() {
-            *v = f(c as f64) as f32;
-        }
-    }
-}
-
 /// The f32 weights both sides use.
 fn weights(model: &str, g: &Graph) -> ParamStore<f32> {
-    let mut store = initialise::<f32>(g, SEED).unwrap();
-    perturb(&mut store);
+    let mut store = common::golden_weights::perturbed(g);
     let buffers = read_weights::<f32>(&fixture(&format!("{model}.buffers.safetensors")))
         .unwrap_or_else(|e| panic!("{e}"));
     let running: Vec<&String> = store

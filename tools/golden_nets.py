@@ -119,10 +119,11 @@ def perturb(w):
 class Weights:
     """fnet's tensors by name, in the twins' dtype; records which were used."""
 
-    def __init__(self, tensors, dtype, calibrate=False):
+    def __init__(self, tensors, dtype, calibrate=False, training=False):
         self.t = {k: v.to(dtype) for k, v in tensors.items()}
         self.used = set()
         self.calibrate = calibrate
+        self.training = training  # BatchNorm on batch statistics (tools/golden_grads.py)
         self.calibrated = {}
 
     def __call__(self, name):
@@ -142,6 +143,13 @@ class Weights:
 
 
 def bn(w, name, x):
+    if w.training:
+        # Batch statistics; F.batch_norm updates the running buffers in w in place
+        # (momentum 0.1, unbiased variance), as fnet's `update.*` outputs do.
+        return F.batch_norm(
+            x, w(name + ".running_mean"), w(name + ".running_var"), w(name + ".weight"), w(name + ".bias"),
+            training=True, momentum=0.1, eps=1e-5,
+        )
     if w.calibrate and (name + ".running_mean") not in w.calibrated:
         # Running statistics from this batch, offset and scaled per channel so
         # eval mode is not just batch normalisation (see `calibrate`).

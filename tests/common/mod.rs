@@ -98,6 +98,7 @@ pub fn perturbed_weights<T: Scalar>(graph: &Graph, seed: u64) -> ParamStore<T> {
     store
 }
 pub mod fnetc;
+pub mod golden_weights;
 pub mod opencl;
 
 /// Asserts `got` equals `want` within `rel` × the larger of 1 and `want`'s largest
