@@ -552,3 +552,60 @@ fn sgd_steps_lower_the_loss() {
         "the loss should fall at every step: {losses:?}"
     );
 }
+
+/// `fold-bases` in training mode turns LC layers into `lc_fold` over the parameters:
+/// the gradients reach the 1×1 coefficients through the fold, equal the unfolded
+/// graph's, and the frozen basis gets none.
+#[test]
+fn lc_fold_in_training() {
+    use fnet::passes::{pipeline::from_names, CompileMode, PassContext};
+    let g = program(
+        "model a {
+           input x: f32[B, 3, 6, 6]
+           seed 13
+           h = x |> lc(4, 3, expansion: 2, padding: 1) |> relu
+           return h |> lc(5, 3, stride: 2, padding: 1) |> relu |> flatten |> linear(3)
+         }",
+    );
+    let mut folded = g.clone();
+    let mut ctx = PassContext::new(CompileMode::Training);
+    ctx.batch = 2;
+    let names: Vec<String> = ["canonicalize", "cse", "dce", "fold-bases"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    from_names(&names)
+        .unwrap()
+        .run(&mut folded, &mut ctx, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let folds = folded
+        .g
+        .node_indices()
+        .filter(|&n| folded.node(n).op.name() == "lc_fold")
+        .count();
+    assert!(folds >= 2, "both LC layers fold: {folds} lc_fold");
+
+    let tg = check_gradients(&folded, 2, 0.0, 31);
+    let frozen: Vec<String> = folded
+        .params()
+        .filter(|(_, _, r)| *r == ParamRole::Frozen)
+        .map(|(_, n, _)| n.name.clone())
+        .collect();
+    assert_eq!(frozen.len(), 2, "{frozen:?}");
+    assert!(frozen.iter().all(|f| !tg.grads.contains(f)), "{frozen:?}");
+    assert!(
+        print_graph(&tg.graph).contains("lc_fold_backward_coeff"),
+        "the coefficients get their gradient through the fold"
+    );
+
+    let unfolded = differentiate(&g, &Loss::default()).unwrap();
+    assert_eq!(unfolded.grads, tg.grads);
+    let params = perturbed_weights::<f64>(&g, 32);
+    let x = random::<f64>(&input_shape(&g, 2), 33);
+    let inputs = [x, Tensor::from_vec(vec![2], vec![2.0, 0.0]).unwrap()];
+    let a = run(&unfolded.graph, &params, &inputs, &train_options()).unwrap();
+    let b = run(&tg.graph, &params, &inputs, &train_options()).unwrap();
+    for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
+        common::assert_close(&format!("output {i}"), y, x, 1e-12);
+    }
+}

@@ -196,7 +196,17 @@ pub(super) fn vjp(
                 "FlexConv kernel synthesis (MAGNet, the Gaussian mask) is not differentiated yet",
             )
         }
-        Op::LcFold => return no_rule("the LC fold is not differentiated yet"),
+        // A frozen basis is never asked for its gradient (pruning: it is no source).
+        Op::LcFold => {
+            grad!(
+                0,
+                e.train(TrainOp::LcFoldBackwardBasis, &[dy, ops[1]], "basis")?
+            );
+            grad!(
+                1,
+                e.train(TrainOp::LcFoldBackwardCoeff, &[dy, ops[0], ops[1]], "coeff")?
+            );
+        }
         Op::BnFold { .. } => {
             return no_rule(
                 "a folded batch norm is an inference rewrite; differentiate the unfolded graph",

@@ -61,6 +61,13 @@ pub enum TrainOp {
     /// running mean (`var: false`) or variance (`var: true`, from the unbiased batch
     /// variance), `(1 − momentum)·running + momentum·batch`, as PyTorch updates them.
     RunningStatUpdate { momentum: f64, var: bool },
+    /// (dy `[Co, …]`, coefficients `[Co, J, 1…]`) → `[J, …]`: `Σ_o C[o, j]·dy[o, …]`,
+    /// the gradient of `lc_fold` to its basis (or bias) operand.
+    LcFoldBackwardBasis,
+    /// (dy `[Co, …]`, basis `[J, …]`, coefficients) → `[Co, J, 1…]`:
+    /// `Σ_… dy[o, …]·W[j, …]`, the gradient of `lc_fold` to its coefficients, which
+    /// are read for their shape only.
+    LcFoldBackwardCoeff,
 }
 
 impl TrainOp {
@@ -89,6 +96,8 @@ impl TrainOp {
             TrainOp::DropoutMask { .. } => "dropout_mask",
             TrainOp::RunningStatUpdate { var: false, .. } => "running_mean_update",
             TrainOp::RunningStatUpdate { var: true, .. } => "running_var_update",
+            TrainOp::LcFoldBackwardBasis => "lc_fold_backward_basis",
+            TrainOp::LcFoldBackwardCoeff => "lc_fold_backward_coeff",
         }
     }
 
@@ -106,8 +115,10 @@ impl TrainOp {
             | TrainOp::ReshapeLike
             | TrainOp::GeluBackward
             | TrainOp::LastStepBackward
-            | TrainOp::ShortcutABackward { .. } => 2,
+            | TrainOp::ShortcutABackward { .. }
+            | TrainOp::LcFoldBackwardBasis => 2,
             TrainOp::ConvBackwardData(_)
+            | TrainOp::LcFoldBackwardCoeff
             | TrainOp::ConvBackwardFilter(_)
             | TrainOp::RunningStatUpdate { .. } => 3,
             TrainOp::BatchNormBackwardData { affine, .. } => 2 + usize::from(*affine),
@@ -142,7 +153,9 @@ impl TrainOp {
             | TrainOp::GlobalAvgPoolBackward
             | TrainOp::ReshapeLike
             | TrainOp::GeluBackward
-            | TrainOp::LastStepBackward => String::new(),
+            | TrainOp::LastStepBackward
+            | TrainOp::LcFoldBackwardBasis
+            | TrainOp::LcFoldBackwardCoeff => String::new(),
         }
     }
 }
@@ -315,6 +328,24 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
         TrainOp::BatchNormBackwardGamma { .. } => {
             expect_same("batchnorm backward", o[0], o[1])?;
             Ok(TensorType::new(dtype, vec![o[0].shape[1].clone()]))
+        }
+        TrainOp::LcFoldBackwardBasis => {
+            let (dy, c) = (o[0], o[1]);
+            if c.rank() < 2 || dy.rank() < 1 || dy.shape[0] != c.shape[0] {
+                return err(format!(
+                    "lc_fold_backward_basis expects dy [Co, …] and coefficients [Co, J, 1…], got {} and {}",
+                    shape_str(&dy.shape),
+                    shape_str(&c.shape)
+                ));
+            }
+            let mut shape = dy.shape.clone();
+            shape[0] = c.shape[1].clone();
+            Ok(TensorType::new(dtype, shape))
+        }
+        TrainOp::LcFoldBackwardCoeff => {
+            let forward = super::fold_ops::infer_fold(&super::op::Op::LcFold, &[o[1], o[2]])?;
+            expect_same(op.name(), &forward, o[0])?;
+            Ok(o[2].clone())
         }
         TrainOp::ReshapeLike => {
             let (dy, x) = (o[0], o[1]);

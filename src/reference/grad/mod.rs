@@ -29,12 +29,15 @@
 //!   forward, never differentiated.
 //! - [`elementwise`]: linear (`dx` `[B, F]`, `dw` `[O, F]`, `db` `[O]`),
 //!   ReLU, exact-erf GELU, and dropout with a given keep mask.
+//! - [`lc`]: the LC fold's gradients to its basis (`[J, …]`) and to its
+//!   coefficients (`[Co, J, 1…]`).
 //! - [`loss`]: cross-entropy with label smoothing over a stable
 //!   log-softmax, both the forward (mean over the batch) and its gradient
 //!   to the logits.
 
 pub mod conv;
 pub mod elementwise;
+pub mod lc;
 pub mod loss;
 pub mod norm;
 pub mod pool;
