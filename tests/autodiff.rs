@@ -718,3 +718,33 @@ fn flexconv_causal_1d() {
         43,
     );
 }
+
+/// A reduced-width FlexNet (FlexNet-7's blocks: two FlexConvs with batch norm, ReLU
+/// and dropout, a projection shortcut; widths 4 and 6 on 8×8, horizon 9) at batch 2,
+/// every parameter at once, as the training pipeline has it before autodiff
+/// (`flex_kernel`). FlexNet-7 itself takes about 90 s here in the test profile, and at
+/// its size the ReLU kinks spoil the difference quotient (relative 1e-4).
+#[test]
+fn reduced_flexnet() {
+    let g = program(
+        "model flexnet_small {
+           input x: f32[B, 3, 8, 8]
+           seed 0
+           def flex(c) = flexconv(c, horizon: 9,
+                                  kernel: magnet(hidden: 6, layers: 2, input_scale: 6.4),
+                                  mask: gauss(sigma: 0.3, threshold: 0.1))
+           block res(c: int, p: float = 0.2) (h) {
+             y = h |> flex(c) |> batchnorm |> relu |> dropout(p) |> flex(c) |> batchnorm
+             return relu(y + shortcut(h, c, kind: projection, bias: true))
+           }
+           h = x |> flex(4) |> batchnorm |> relu
+           h = h |> res(4) |> res(6)
+           return h |> global_avg_pool |> linear(3, init: kaiming_normal)
+         }",
+    );
+    let g = up_to_autodiff(&g, 2);
+    assert_eq!(count_ops(&g, "flex_kernel"), 5);
+    let tg = check_gradients(&g, 2, 0.0, 47);
+    let masks = tg.grads.iter().filter(|n| n.ends_with("mask_params"));
+    assert_eq!(masks.count(), 5);
+}
