@@ -615,6 +615,26 @@ fn lc_fold_in_training() {
     for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
         common::assert_close(&format!("output {i}"), y, x, 1e-12);
     }
+
+    // A trainable basis (as a shared one would be) gets its gradient through the fold.
+    let mut trainable = folded.clone();
+    let ids: Vec<_> = trainable
+        .params()
+        .filter(|(_, _, r)| *r == ParamRole::Frozen)
+        .map(|(id, _, _)| id)
+        .collect();
+    for id in ids {
+        if let fnet::ir::op::Op::Param { role, .. } = &mut trainable.g[id].op {
+            *role = ParamRole::Trainable;
+        }
+    }
+    let tg = check_gradients(&trainable, 2, 0.0, 34);
+    assert!(
+        frozen.iter().all(|f| tg.grads.contains(f)),
+        "{:?}",
+        tg.grads
+    );
+    assert!(print_graph(&tg.graph).contains("lc_fold_backward_basis"));
 }
 
 /// Runs the training pipeline's passes up to the autodiff slot (`fuse-mask` makes
