@@ -187,16 +187,44 @@ pub(super) fn vjp(
             let back = TrainOp::ShortcutABackward { stride: *stride };
             grad!(0, e.train(back, &[ops[0], dy], "input")?)
         }
-        Op::MaskCrop { .. }
-        | Op::Magnet { .. }
-        | Op::FlexKernel { .. }
-        | Op::GaussMask
-        | Op::MaskMul => {
-            return no_rule(
-                "FlexConv kernel synthesis (MAGNet, the Gaussian mask) is not differentiated yet",
-            )
+        // The crop is a constant within one step: no gradient to the mask through it.
+        Op::MaskCrop { .. } => {}
+        Op::Magnet { layers, .. } => {
+            for slot in 1..ops.len() {
+                let back = TrainOp::MagnetBackward {
+                    layers: *layers,
+                    slot: slot - 1,
+                };
+                grad!(
+                    slot,
+                    e.train(back, &[&[dy][..], &ops].concat(), &format!("p{}", slot - 1))?
+                );
+            }
         }
-        Op::LcFold => return no_rule("the LC fold is not differentiated yet"),
+        // The grid (slot 0) is constant.
+        Op::GaussMask => grad!(
+            1,
+            e.train(TrainOp::GaussMaskBackward, &[ops[0], ops[1], dy], "mask")?
+        ),
+        Op::MaskMul => {
+            grad!(0, e.op(Op::MaskMul, &[dy, ops[1]], "kernel")?);
+            grad!(
+                1,
+                e.train(TrainOp::MaskMulBackwardMask, &[dy, ops[0]], "mask")?
+            );
+        }
+        Op::FlexKernel { .. } => flex_kernel(&mut e, &op, &ops, dy, want, &mut out)?,
+        // A frozen basis is never asked for its gradient (pruning: it is no source).
+        Op::LcFold => {
+            grad!(
+                0,
+                e.train(TrainOp::LcFoldBackwardBasis, &[dy, ops[1]], "basis")?
+            );
+            grad!(
+                1,
+                e.train(TrainOp::LcFoldBackwardCoeff, &[dy, ops[0], ops[1]], "coeff")?
+            );
+        }
         Op::BnFold { .. } => {
             return no_rule(
                 "a folded batch norm is an inference rewrite; differentiate the unfolded graph",
@@ -208,4 +236,89 @@ pub(super) fn vjp(
         Op::Train(_) => return no_rule("a training graph cannot be differentiated again"),
     }
     Ok(out)
+}
+
+/// The fused kernel synthesis, differentiated as its chain (`coord_grid`, `mask_crop`,
+/// `magnet`, `gauss_mask`, `mask_mul`, `scale`): the backward recomputes the grid, the
+/// crop, the unmasked kernel and the mask as forward nodes of its own, so the fused
+/// forward stays as it is and the crop is the forward's (same parameters, same rule).
+fn flex_kernel(
+    e: &mut Emit<'_>,
+    op: &Op,
+    ops: &[NodeIndex],
+    dy: NodeIndex,
+    want: &[bool],
+    out: &mut [Option<NodeIndex>],
+) -> Result<(), AutodiffError> {
+    let Op::FlexKernel {
+        layers,
+        hidden,
+        out_channels,
+        in_channels,
+        horizon,
+        threshold,
+        causal,
+        scale,
+        ..
+    } = op
+    else {
+        return Ok(());
+    };
+    let grid = e.op(
+        Op::CoordGrid {
+            horizon: horizon.clone(),
+        },
+        &[],
+        "grid",
+    )?;
+    let (mask, net_slot) = match threshold {
+        Some(_) => (Some(ops[0]), 1),
+        None => (None, 0),
+    };
+    let grid = match (mask, threshold) {
+        (Some(m), Some(t)) => e.op(
+            Op::MaskCrop {
+                threshold: *t,
+                causal: *causal,
+            },
+            &[grid, m],
+            "crop",
+        )?,
+        _ => grid,
+    };
+    let net = &ops[net_slot..];
+    let dk = if *scale != 1.0 {
+        e.op(Op::Scale { factor: *scale }, &[dy], "scaled")?
+    } else {
+        dy
+    };
+    let dk = match mask {
+        Some(m) => {
+            let values = e.op(Op::GaussMask, &[grid, m], "mask_values")?;
+            if want[0] {
+                let magnet = Op::Magnet {
+                    layers: *layers,
+                    hidden: *hidden,
+                    out_channels: *out_channels,
+                    in_channels: *in_channels,
+                };
+                let k = e.op(magnet, &[&[grid][..], net].concat(), "unmasked")?;
+                let dm = e.train(TrainOp::MaskMulBackwardMask, &[dk, k], "mask_values")?;
+                out[0] = Some(e.train(TrainOp::GaussMaskBackward, &[grid, m, dm], "mask")?);
+            }
+            e.op(Op::MaskMul, &[dk, values], "kernel")?
+        }
+        None => dk,
+    };
+    for (i, _) in net.iter().enumerate() {
+        if want[net_slot + i] {
+            let back = TrainOp::MagnetBackward {
+                layers: *layers,
+                slot: i,
+            };
+            let operands = [&[dk, grid][..], net].concat();
+            out[net_slot + i] = Some(e.train(back, &operands, &format!("p{i}"))?);
+        }
+    }
+    Ok(())
 }

@@ -128,6 +128,10 @@ fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &D
         TrainOp::ConvBackwardFilter(_) => per_tap(ops[1], ops[2]),
         TrainOp::LinearBackwardData => 2 * out * dims(graph, ops[0], env)[1],
         TrainOp::LinearBackwardFilter => 2 * out * dims(graph, ops[0], env)[0],
+        // One multiply-add per (output element, basis row): J from the coefficients
+        // `[Co, J, …]` or the basis `[J, …]`.
+        TrainOp::LcFoldBackwardBasis => 2 * numel(graph, ops[0], env) * dims(graph, ops[1], env)[1],
+        TrainOp::LcFoldBackwardCoeff => 2 * numel(graph, ops[0], env) * dims(graph, ops[1], env)[0],
         TrainOp::CrossEntropy { .. }
         | TrainOp::CrossEntropyBackward { .. }
         | TrainOp::BatchNormBackwardData { .. }
@@ -136,6 +140,13 @@ fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &D
         TrainOp::SumToChannels | TrainOp::GlobalAvgPoolBackward => numel(graph, ops[0], env),
         TrainOp::PoolBackward(spec) => pool_flops(spec, numel(graph, ops[1], env)),
         TrainOp::ReluBackward | TrainOp::GeluBackward | TrainOp::DropoutMask { .. } => out,
+        // The whole MAGNet backward, about twice its forward, which the output linear
+        // `V` `[O, H]` (the second-to-last operand) dominates.
+        TrainOp::MagnetBackward { .. } => {
+            let v = dims(graph, ops[ops.len() - 2], env);
+            4 * numel(graph, ops[0], env) * v.get(1).copied().unwrap_or(1)
+        }
+        TrainOp::GaussMaskBackward | TrainOp::MaskMulBackwardMask => 4 * numel(graph, ops[0], env),
         TrainOp::ReshapeLike
         | TrainOp::LastStepBackward
         | TrainOp::Slice { .. }

@@ -61,6 +61,23 @@ pub enum TrainOp {
     /// running mean (`var: false`) or variance (`var: true`, from the unbiased batch
     /// variance), `(1 − momentum)·running + momentum·batch`, as PyTorch updates them.
     RunningStatUpdate { momentum: f64, var: bool },
+    /// (dy `[Co, …]`, coefficients `[Co, J, 1…]`) → `[J, …]`: `Σ_o C[o, j]·dy[o, …]`,
+    /// the gradient of `lc_fold` to its basis (or bias) operand.
+    LcFoldBackwardBasis,
+    /// (dy `[Co, …]`, basis `[J, …]`, coefficients) → `[Co, J, 1…]`:
+    /// `Σ_… dy[o, …]·W[j, …]`, the gradient of `lc_fold` to its coefficients, which
+    /// are read for their shape only.
+    LcFoldBackwardCoeff,
+    /// (dy `[Cout, Cin, k…]`, grid `[D, k…]`, the MAGNet parameters in `magnet`'s
+    /// order) → the gradient of parameter `slot` (0 = the first filter's `Wg`),
+    /// shaped as it. The grid (a constant, or the crop of one) gets no gradient.
+    MagnetBackward { layers: u64, slot: usize },
+    /// (grid `[D, k…]`, mask parameters `[D, 2]`, dmask `[k…]`) → `[D, 2]`: the
+    /// gradient of `gauss_mask` to each axis's mean and sigma.
+    GaussMaskBackward,
+    /// (dy `[Co, Ci, k…]`, kernel `[Co, Ci, k…]`) → `[k…]`: the gradient of
+    /// `mask_mul` to the mask, `Σ_{o,i} dy·kernel`.
+    MaskMulBackwardMask,
 }
 
 impl TrainOp {
@@ -89,6 +106,11 @@ impl TrainOp {
             TrainOp::DropoutMask { .. } => "dropout_mask",
             TrainOp::RunningStatUpdate { var: false, .. } => "running_mean_update",
             TrainOp::RunningStatUpdate { var: true, .. } => "running_var_update",
+            TrainOp::LcFoldBackwardBasis => "lc_fold_backward_basis",
+            TrainOp::LcFoldBackwardCoeff => "lc_fold_backward_coeff",
+            TrainOp::MagnetBackward { .. } => "magnet_backward",
+            TrainOp::GaussMaskBackward => "gauss_mask_backward",
+            TrainOp::MaskMulBackwardMask => "mask_mul_backward_mask",
         }
     }
 
@@ -106,10 +128,16 @@ impl TrainOp {
             | TrainOp::ReshapeLike
             | TrainOp::GeluBackward
             | TrainOp::LastStepBackward
-            | TrainOp::ShortcutABackward { .. } => 2,
+            | TrainOp::ShortcutABackward { .. }
+            | TrainOp::LcFoldBackwardBasis
+            | TrainOp::MaskMulBackwardMask => 2,
             TrainOp::ConvBackwardData(_)
+            | TrainOp::LcFoldBackwardCoeff
             | TrainOp::ConvBackwardFilter(_)
+            | TrainOp::GaussMaskBackward
             | TrainOp::RunningStatUpdate { .. } => 3,
+            // dy, the grid, then 4 per Gabor filter, 2 per hidden linear, 2 for the output.
+            TrainOp::MagnetBackward { layers, .. } => 8 + 6 * *layers as usize,
             TrainOp::BatchNormBackwardData { affine, .. } => 2 + usize::from(*affine),
         }
     }
@@ -142,7 +170,12 @@ impl TrainOp {
             | TrainOp::GlobalAvgPoolBackward
             | TrainOp::ReshapeLike
             | TrainOp::GeluBackward
-            | TrainOp::LastStepBackward => String::new(),
+            | TrainOp::LastStepBackward
+            | TrainOp::LcFoldBackwardBasis
+            | TrainOp::LcFoldBackwardCoeff
+            | TrainOp::GaussMaskBackward
+            | TrainOp::MaskMulBackwardMask => String::new(),
+            TrainOp::MagnetBackward { layers, slot } => format!("layers={layers} slot={slot}"),
         }
     }
 }
@@ -315,6 +348,52 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
         TrainOp::BatchNormBackwardGamma { .. } => {
             expect_same("batchnorm backward", o[0], o[1])?;
             Ok(TensorType::new(dtype, vec![o[0].shape[1].clone()]))
+        }
+        TrainOp::LcFoldBackwardBasis => {
+            let (dy, c) = (o[0], o[1]);
+            if c.rank() < 2 || dy.rank() < 1 || dy.shape[0] != c.shape[0] {
+                return err(format!(
+                    "lc_fold_backward_basis expects dy [Co, …] and coefficients [Co, J, 1…], got {} and {}",
+                    shape_str(&dy.shape),
+                    shape_str(&c.shape)
+                ));
+            }
+            let mut shape = dy.shape.clone();
+            shape[0] = c.shape[1].clone();
+            Ok(TensorType::new(dtype, shape))
+        }
+        TrainOp::LcFoldBackwardCoeff => {
+            let forward = super::fold_ops::infer_fold(&super::op::Op::LcFold, &[o[1], o[2]])?;
+            expect_same(op.name(), &forward, o[0])?;
+            Ok(o[2].clone())
+        }
+        TrainOp::MagnetBackward { slot, .. } => {
+            let (dy, grid) = (o[0], o[1]);
+            if dy.rank() < 2 || dy.shape[2..] != grid.shape[1..] || 2 + slot >= o.len() {
+                return err(format!(
+                    "magnet_backward expects dy [Cout, Cin, k…] on a grid [D, k…], got {} and {}",
+                    shape_str(&dy.shape),
+                    shape_str(&grid.shape)
+                ));
+            }
+            Ok(o[2 + slot].clone())
+        }
+        TrainOp::GaussMaskBackward => {
+            if o[2].shape[..] != o[0].shape[1..] {
+                return err(format!(
+                    "gauss_mask_backward: dmask {} does not match the grid {}",
+                    shape_str(&o[2].shape),
+                    shape_str(&o[0].shape)
+                ));
+            }
+            Ok(o[1].clone())
+        }
+        TrainOp::MaskMulBackwardMask => {
+            expect_same(op.name(), o[1], o[0])?;
+            if o[1].rank() < 2 {
+                return err("mask_mul_backward_mask expects a kernel [Co, Ci, k…]");
+            }
+            Ok(TensorType::new(dtype, o[1].shape[2..].to_vec()))
         }
         TrainOp::ReshapeLike => {
             let (dy, x) = (o[0], o[1]);

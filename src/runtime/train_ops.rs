@@ -6,7 +6,7 @@
 use super::error::RunError;
 use crate::ir::op::{ConvAttrs, Padding, PoolKind, PoolSpec, TrainOp};
 use crate::reference::conv::ConvParams;
-use crate::reference::grad::{conv as gconv, elementwise, loss, norm, pool as gpool};
+use crate::reference::grad::{conv as gconv, elementwise, lc, loss, magnet, norm, pool as gpool};
 use crate::reference::norm::{batch_norm_train, RunningStats};
 use crate::reference::pool::Pool2d;
 use crate::tensor::{Scalar, Tensor};
@@ -102,6 +102,31 @@ pub(super) fn eval<T: Scalar>(
         }
         TrainOp::Slice { axis, start, len } => slice(a[0], *axis, *start as usize, *len as usize)?,
         TrainOp::ShortcutABackward { stride } => shortcut_a_backward(a[0], a[1], *stride as usize)?,
+        TrainOp::LcFoldBackwardBasis => {
+            let mut w_shape = a[0].shape.clone();
+            w_shape[0] = a[1].shape[1];
+            lc::lc_fold_backward_basis(a[0], a[1], &w_shape)?
+        }
+        TrainOp::LcFoldBackwardCoeff => lc::lc_fold_backward_coeff(a[0], a[1], &a[2].shape)?,
+        TrainOp::MagnetBackward { layers, slot } => {
+            let p = super::interp::magnet_params(&a[2..], *layers as usize)?;
+            let grid = a[1];
+            let d = grid.shape.first().copied().unwrap_or(0);
+            let coords = Tensor {
+                shape: vec![d, grid.numel() / d.max(1)],
+                data: grid.data.clone(),
+            };
+            let mut g = magnet::magnet_backward(&p, &coords, &a[0].data)?;
+            if *slot >= g.len() {
+                return Err(RunError::new(format!(
+                    "magnet_backward: no parameter {slot}"
+                )));
+            }
+            let g = g.swap_remove(*slot);
+            g.reshape(a[2 + slot].shape.clone())?
+        }
+        TrainOp::GaussMaskBackward => magnet::gauss_mask_backward(a[0], a[1], a[2])?,
+        TrainOp::MaskMulBackwardMask => magnet::mask_mul_backward_mask(a[0], a[1])?,
     })
 }
 

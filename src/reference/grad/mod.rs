@@ -29,13 +29,20 @@
 //!   forward, never differentiated.
 //! - [`elementwise`]: linear (`dx` `[B, F]`, `dw` `[O, F]`, `db` `[O]`),
 //!   ReLU, exact-erf GELU, and dropout with a given keep mask.
+//! - [`lc`]: the LC fold's gradients to its basis (`[J, …]`) and to its
+//!   coefficients (`[Co, J, 1…]`).
+//! - [`magnet`]: FlexConv kernel synthesis: MAGNet's parameters (Gabor
+//!   `Wg, bg, γ, μ`; hidden and output linears), the Gaussian mask's mean and
+//!   sigma, and the mask product's gradient to the mask.
 //! - [`loss`]: cross-entropy with label smoothing over a stable
 //!   log-softmax, both the forward (mean over the batch) and its gradient
 //!   to the logits.
 
 pub mod conv;
 pub mod elementwise;
+pub mod lc;
 pub mod loss;
+pub mod magnet;
 pub mod norm;
 pub mod pool;
 
