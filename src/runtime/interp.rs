@@ -7,7 +7,7 @@ use super::error::RunError;
 use super::params::ParamStore;
 use crate::ir::graph::Graph;
 use crate::ir::op::{ConvAlgo, Op, Padding, PoolKind, PoolSpec};
-use crate::reference::conv::{conv, ConvParams};
+use crate::reference::conv::{conv, same_padding, ConvParams};
 use crate::reference::fft_conv::{fft_causal_conv1d, fft_conv2d_same};
 use crate::reference::mask::{
     crop_causal, crop_symmetric, gauss_roots, gaussian_mask, grid_from_axes, rel_positions_grid,
@@ -317,6 +317,24 @@ fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunEr
     Ok(unlift(y, x.ndim()))
 }
 
+/// `padding` as explicit (low, high) pairs for a kernel of `kernel` taps: how every
+/// interpreter conv, forward and backward, resolves `same` and `causal`.
+pub(crate) fn resolve_padding(
+    padding: &Padding,
+    kernel: &[usize],
+    dilation: &[usize],
+) -> Vec<(usize, usize)> {
+    match padding {
+        Padding::Explicit(p) => p.iter().map(|&(a, b)| (a as usize, b as usize)).collect(),
+        Padding::Same => same_padding(kernel, dilation),
+        Padding::Causal => kernel
+            .iter()
+            .zip(dilation)
+            .map(|(&k, &d)| (d * k.saturating_sub(1), 0))
+            .collect(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn conv_op<T: Scalar + FftNum>(
     x: &Tensor<T>,
@@ -341,22 +359,7 @@ fn conv_op<T: Scalar + FftNum>(
         }
     }
     let dil = us(dilation);
-    let pads: Vec<(usize, usize)> = match padding {
-        Padding::Explicit(p) => p.iter().map(|&(a, b)| (a as usize, b as usize)).collect(),
-        Padding::Same => kernel
-            .iter()
-            .zip(&dil)
-            .map(|(&k, &d)| {
-                let total = d * (k - 1);
-                (total / 2, total - total / 2)
-            })
-            .collect(),
-        Padding::Causal => kernel
-            .iter()
-            .zip(&dil)
-            .map(|(&k, &d)| (d * (k - 1), 0))
-            .collect(),
-    };
+    let pads = resolve_padding(padding, kernel, &dil);
     let p = ConvParams {
         stride: us(stride),
         padding: pads,

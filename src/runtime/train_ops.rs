@@ -4,7 +4,7 @@
 //! a backward op differentiates exactly the forward the interpreter ran.
 
 use super::error::RunError;
-use crate::ir::op::{ConvAttrs, Padding, PoolKind, PoolSpec, TrainOp};
+use crate::ir::op::{ConvAttrs, PoolKind, PoolSpec, TrainOp};
 use crate::reference::conv::ConvParams;
 use crate::reference::grad::{conv as gconv, elementwise, lc, loss, magnet, norm, pool as gpool};
 use crate::reference::norm::{batch_norm_train, RunningStats};
@@ -215,22 +215,7 @@ fn conv_params(c: &ConvAttrs, w_shape: &[usize]) -> ConvParams {
     let us = |v: &[u64]| v.iter().map(|&s| s as usize).collect::<Vec<_>>();
     let dil = us(&c.dilation);
     let kernel = &w_shape[2..];
-    let padding = match &c.padding {
-        Padding::Explicit(p) => p.iter().map(|&(a, b)| (a as usize, b as usize)).collect(),
-        Padding::Same => kernel
-            .iter()
-            .zip(&dil)
-            .map(|(&k, &d)| {
-                let total = d * (k - 1);
-                (total / 2, total - total / 2)
-            })
-            .collect(),
-        Padding::Causal => kernel
-            .iter()
-            .zip(&dil)
-            .map(|(&k, &d)| (d * (k - 1), 0))
-            .collect(),
-    };
+    let padding = super::interp::resolve_padding(&c.padding, kernel, &dil);
     ConvParams {
         stride: us(&c.stride),
         padding,
