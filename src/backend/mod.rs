@@ -91,12 +91,14 @@ pub trait Backend {
         input_shapes: &[Vec<usize>],
     ) -> Result<Box<dyn Prepared<f64>>, RunError> {
         let _ = (graph, params, input_shapes);
-        Err(RunError::new(format!(
-            "the {} backend computes in f32 only",
-            self.kind().name()
-        ))
-        .hint("drop --f64, or use --backend reference"))
+        Err(f32_only(self.kind()))
     }
+}
+
+/// The error for an `f64` run asked of a backend that computes in `f32` only.
+pub fn f32_only(kind: BackendKind) -> RunError {
+    RunError::new(format!("the {} backend computes in f32 only", kind.name()))
+        .hint("drop --f64, or use --backend reference")
 }
 
 /// A graph ready to run on one backend, for inputs of fixed shapes.

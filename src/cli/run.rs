@@ -67,12 +67,7 @@ pub fn run_model(args: &RunArgs) -> Result<RunSummary, CliError> {
     }
     let backend = crate::backend::open(args.backend, args.device, &args.model)?;
     if args.f64 && !backend.capabilities().f64 {
-        return Err(RunError::new(format!(
-            "the {} backend computes in f32 only",
-            backend.kind().name()
-        ))
-        .hint("drop --f64, or use --backend reference")
-        .into());
+        return Err(crate::backend::f32_only(backend.kind()).into());
     }
     eprintln!("running on {}", backend.device());
     let (graph, store, inputs) = model_and_inputs(args, backend.cost_table())?;
