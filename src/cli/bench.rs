@@ -12,13 +12,12 @@ use crate::cost::flops::graph_flops;
 use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
-use crate::io::weights::read_weights;
 use crate::ir::types::Dim;
 use crate::ir::Graph;
 use crate::opencl::DeviceSel;
 use crate::passes::pipeline::default_pipeline;
 use crate::passes::{CompileMode, PassContext};
-use crate::runtime::{check_store, initialise, ParamStore, RunError};
+use crate::runtime::{initialise, ParamStore, RunError};
 use crate::tensor::Tensor;
 use std::fmt;
 use std::path::PathBuf;
@@ -122,12 +121,7 @@ pub fn compile_bound(
     super::memory::guard(&source, &module.graph, batch)?;
     let mut graph = module.graph;
     let store = match &args.weights {
-        Some(path) => {
-            let file = read_weights::<f32>(path)?;
-            check_store(&graph, &file.tensors, &path.display().to_string())?;
-            super::warn_non_finite(path, &file.tensors);
-            file.tensors
-        }
+        Some(path) => super::read_bound_weights(&graph, path)?,
         None => initialise::<f32>(&graph, graph.seed)?,
     };
     let mut ctx = PassContext::new(CompileMode::Inference);

@@ -6,7 +6,6 @@ use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
-use crate::io::weights::read_weights;
 use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
 use crate::ir::types::DType;
@@ -14,7 +13,7 @@ use crate::passes::pipeline::{default_pipeline, from_names};
 use crate::passes::{CompileMode, PassContext, PassRecord};
 use crate::runtime::budget::Need;
 use crate::runtime::params::fnv1a;
-use crate::runtime::{check_store, RunError};
+use crate::runtime::RunError;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -78,10 +77,7 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     ctx.cost_backend = args.cost_backend;
     ctx.precision = args.precision;
     if let Some(path) = &args.weights {
-        let file = read_weights::<f32>(path)?;
-        check_store(&graph, &file.tensors, &path.display().to_string())?;
-        super::warn_non_finite(path, &file.tensors);
-        ctx.weights = Some(file.tensors);
+        ctx.weights = Some(super::read_bound_weights(&graph, path)?);
     }
     let (mut printed, mut timings) = (String::new(), String::new());
     let mut observe = |r: &PassRecord<'_>| {

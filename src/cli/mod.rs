@@ -52,6 +52,18 @@ impl fmt::Display for CliError {
     }
 }
 
+/// Reads the `f32` weights at `path` to bind to `graph`: every parameter present with
+/// its shape, and a warning on stderr for each non-finite value.
+pub fn read_bound_weights(
+    graph: &crate::ir::Graph,
+    path: &std::path::Path,
+) -> Result<crate::runtime::ParamStore<f32>, CliError> {
+    let file = crate::io::weights::read_weights::<f32>(path)?;
+    crate::runtime::check_store(graph, &file.tensors, &path.display().to_string())?;
+    warn_non_finite(path, &file.tensors);
+    Ok(file.tensors)
+}
+
 /// Prints warnings about the weights at `path` (NaN or infinite values) on stderr: the
 /// run goes on, but its outputs would be NaN without a word otherwise.
 pub fn warn_non_finite<T: crate::tensor::Scalar>(
