@@ -87,10 +87,10 @@ pub fn write_output(
     };
     let tmp = temp_path(&target);
     let result = (|| {
+        // A fresh file only: never follow a link or reuse a file planted at that name.
         let file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&tmp)?;
         if let Ok(old) = fs::metadata(&target) {
             // Keep the permissions the user gave the file it replaces.
@@ -122,13 +122,16 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// A hidden name beside `path`, unique to this process.
+/// A hidden name beside `path`, unique to this process and to this call, so two
+/// threads writing the same output (program caches) never share a temporary file.
 fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// `out.npy` → `out.new.npy`, for the hint.
