@@ -78,6 +78,13 @@ impl Setup {
         fnetc(&args)
     }
 
+    /// `fnetc compile` on the setup's model with its weights bound, plus `extra`.
+    fn compile(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["compile", s(&self.model), "-w", s(&self.weights)];
+        args.extend(extra);
+        fnetc(&args)
+    }
+
     fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         [&self.model, &self.weights, &self.input]
             .iter()
@@ -139,21 +146,13 @@ fn run_refuses_to_overwrite_any_of_its_inputs() {
 fn run_refuses_to_overwrite_its_artifact() {
     let t = Setup::new();
     let fnc = t.path("a.fnc");
-    let o = fnetc(&["compile", s(&t.model), "-w", s(&t.weights), "-o", s(&fnc)]);
+    let o = t.compile(&["-o", s(&fnc)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut before = t.files();
     before.push((fnc.clone(), std::fs::read(&fnc).expect("fnc")));
     let o = fnetc(&["run", s(&fnc), "-i", s(&t.input), "-o", s(&fnc)]);
     refused(&o, &before);
-    let o = fnetc(&[
-        "compile",
-        s(&t.model),
-        "-w",
-        s(&t.weights),
-        "-o",
-        s(&t.weights),
-    ]);
-    refused(&o, &before);
+    refused(&t.compile(&["-o", s(&t.weights)]), &before);
 }
 
 #[test]

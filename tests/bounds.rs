@@ -50,8 +50,13 @@ fn dir(test: &str) -> PathBuf {
 
 /// Writes `body` as a model with a 28×28 one-channel input, returning its path.
 fn model(dir: &Path, name: &str, body: &str) -> String {
+    model_with_input(dir, name, "f32[B, 1, 28, 28]", body)
+}
+
+/// Writes `body` as a model whose input `x` has type `input`, returning its path.
+fn model_with_input(dir: &Path, name: &str, input: &str, body: &str) -> String {
     let path = dir.join(name);
-    let src = format!("model m {{\n  input x: f32[B, 1, 28, 28]\n  {body}\n}}\n");
+    let src = format!("model m {{\n  input x: {input}\n  {body}\n}}\n");
     std::fs::write(&path, src).expect("write model");
     path.to_str().expect("utf8").to_string()
 }
@@ -112,17 +117,14 @@ fn init_of_a_two_billion_wide_linear_is_refused() {
 #[test]
 fn init_of_ten_million_channels_is_refused_instead_of_writing_gigabytes() {
     let d = dir("conv");
-    let path = d.join("m.fnet");
-    std::fs::write(
-        &path,
-        "model m {\n  input x: f32[B, 24, 32, 32]\n  return x |> conv2d(10000000, 3)\n}\n",
-    )
-    .unwrap();
-    let out = d.join("w.safetensors");
-    let r = fnetc(
-        &["init", path.to_str().unwrap(), "-o", out.to_str().unwrap()],
-        Some("4G"),
+    let m = model_with_input(
+        &d,
+        "m.fnet",
+        "f32[B, 24, 32, 32]",
+        "return x |> conv2d(10000000, 3)",
     );
+    let out = d.join("w.safetensors");
+    let r = fnetc(&["init", &m, "-o", out.to_str().unwrap()], Some("4G"));
     refused(
         &r,
         "m.fnet:3:15",
@@ -298,6 +300,7 @@ fn a_small_enough_model_runs_under_a_tight_limit() {
 #[test]
 fn check_of_dev_zero_stops_at_the_size_limit() {
     if !Path::new("/dev/zero").exists() {
+        eprintln!("skipped: this system has no /dev/zero");
         return;
     }
     let r = fnetc(&["check", "/dev/zero"], None);

@@ -226,6 +226,7 @@ fn plans_with_spelled_out_broadcasts_match_the_reference() {
             let got = Executable::new(ctx(), plan)
                 .and_then(|exe| exe.run(std::slice::from_ref(&x)))
                 .unwrap_or_else(|e| panic!("{what}: opencl: {e}"));
+            assert_eq!(got.len(), want.len(), "{what}: outputs");
             for (g, w) in got.iter().zip(&want) {
                 common::assert_close(what, g, w, 2e-5);
             }
