@@ -152,7 +152,7 @@ fn main() {
     let rows: usize = flag("--rows").map_or(1024, |s| s.parse().expect("--rows"));
     let mut t = Vec::new();
     for n in [1568, 2048] {
-        let plan = transform_plan(n, rows, false, Target::cpu());
+        let plan = transform_plan(n, rows, false, Target::cpu()).expect("FFT plan");
         let stages = plan.steps.len();
         let x = vec![Tensor::from_vec(vec![n, 2, rows], vec![0.25; 2 * n * rows]).expect("shape")];
         let s = launches(&ctx, plan.clone(), &x, reps);

@@ -174,7 +174,7 @@ fn fft_transform_kernels_type_check() {
     for (n, rows) in [(8, 32), (60, 32), (49, 32), (1568, 32)] {
         for target in TARGETS {
             for inverse in [false, true] {
-                let plan = transform_plan(n, rows, inverse, target);
+                let plan = transform_plan(n, rows, inverse, target).expect("FFT plan");
                 assert!(!plan.kernels.is_empty());
                 explicit_broadcasts(&format!("fft {n} × {rows}, {target:?}"), &plan);
             }

@@ -31,7 +31,7 @@ fn fft_kernels_match_rustfft() {
     {
         for inverse in [false, true] {
             let x = input(&[n, 2, rows], n as u64 + inverse as u64);
-            let plan = transform_plan(n, rows, inverse, target);
+            let plan = transform_plan(n, rows, inverse, target).expect("FFT plan");
             let stages = radices(n).expect("7-smooth").len();
             assert_eq!(plan.steps.len(), stages, "n={n}: one launch per stage");
             let exe = Executable::new(ctx(), plan).expect("build");

@@ -36,11 +36,6 @@ impl ConstValue {
         }
     }
 
-    /// The f64 value, when the constant was folded in f64.
-    pub fn f64(&self) -> Option<&Tensor<f64>> {
-        self.f64.as_deref()
-    }
-
     /// The value in `T`, from the f64 value where there is one.
     pub fn cast<T: Scalar>(&self) -> Tensor<T> {
         match &self.f64 {
@@ -83,7 +78,7 @@ mod tests {
         assert_eq!(c.data, vec![1.0f32 / 3.0]);
         assert_eq!(c.cast::<f32>().data, vec![1.0f32 / 3.0]);
         let plain = ConstValue::new(Tensor::from_vec(vec![1], vec![0.1f32]).unwrap());
-        assert_eq!(plain.f64(), None);
+        assert!(plain.f64.is_none());
         assert_eq!(plain.cast::<f64>().data, vec![0.1f32 as f64]);
         // Serialised, only the f32 value is kept.
         let json = serde_json::to_string(&c).unwrap();
