@@ -158,14 +158,12 @@ fn eval<T: Scalar + FftNum>(
         } => {
             let p = magnet_params(&a[1..], *layers as usize)?;
             let k = magnet::magnet_kernel(&p, a[0], *in_channels as usize, <T as Scalar>::one())?;
-            let layer = ctx.name.trim_end_matches(".kernel").to_string();
-            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            record_kernel_size(ctx, &k);
             k
         }
         Op::FlexKernel { .. } => {
             let k = super::flex_kernel::eval(op, a)?;
-            let layer = ctx.name.trim_end_matches(".kernel").to_string();
-            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            record_kernel_size(ctx, &k);
             k
         }
         Op::GaussMask => gaussian_mask(a[0], a[1])?,
@@ -270,6 +268,17 @@ fn eval<T: Scalar + FftNum>(
 }
 
 /// Views `[B, C, L]` as `[B, C, 1, L]` so the 2D kernels serve 1D too.
+/// Records the spatial size of a layer's synthesised kernel under the layer's name. Only
+/// the forward kernel node (`<layer>.kernel`) counts: the MAGNet a backward graph recomputes
+/// (`<layer>.kernel.grad_unmasked`) is not a layer's kernel.
+fn record_kernel_size<T: Scalar>(ctx: &mut Ctx<'_, T>, k: &Tensor<T>) {
+    if let Some(layer) = ctx.name.strip_suffix(".kernel") {
+        ctx.result
+            .kernel_sizes
+            .insert(layer.to_string(), k.shape[2..].to_vec());
+    }
+}
+
 fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
     if x.ndim() == 3 {
         Tensor {
