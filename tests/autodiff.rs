@@ -693,6 +693,13 @@ fn check_flexconv(source: &str, batch: usize, seed: u64) {
     for (i, (x, y)) in a.outputs.iter().zip(&b.outputs).enumerate() {
         common::assert_close(&format!("output {i}"), y, x, 1e-10);
     }
+    // Only the layers' forward kernels are reported, not the MAGNet the backward recomputes.
+    assert_eq!(a.kernel_sizes, b.kernel_sizes);
+    assert!(
+        a.kernel_sizes.keys().all(|l| !l.contains(".grad")),
+        "{:?}",
+        a.kernel_sizes.keys()
+    );
     let mask = unfused
         .grads
         .iter()

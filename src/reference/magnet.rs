@@ -88,6 +88,23 @@ impl<T: Scalar> MagnetParams<T> {
     }
 }
 
+/// The Gaussian envelope `exp(-½ Σ_a (γ_ja (x_ap − μ_ja))²)` of filter row `j` at column
+/// `p` of `coords` `[D, N]`; the forward and the backward share it.
+pub(crate) fn gabor_envelope<T: Scalar>(
+    f: &GaborFilter<T>,
+    coords: &Tensor<T>,
+    j: usize,
+    p: usize,
+) -> T {
+    let (d, n) = (coords.shape[0], coords.shape[1]);
+    let mut sq = T::zero();
+    for a in 0..d {
+        let z = f.gamma.data[j * d + a] * (coords.data[a * n + p] - f.mu.data[j * d + a]);
+        sq += z * z;
+    }
+    (T::from_f64(-0.5) * sq).exp()
+}
+
 /// Evaluates one Gabor filter at every column of `coords` `[D, N]` → `[H, N]`.
 pub fn gabor_filter<T: Scalar>(
     f: &GaborFilter<T>,
@@ -103,16 +120,10 @@ pub fn gabor_filter<T: Scalar>(
     }
     let mut y = f.linear.apply_columns(coords, "MAGNet Gabor filter")?;
     let n = coords.shape[1];
-    let half = T::from_f64(-0.5);
     for j in 0..h {
         for p in 0..n {
-            let mut sq = T::zero();
-            for a in 0..d {
-                let z = f.gamma.data[j * d + a] * (coords.data[a * n + p] - f.mu.data[j * d + a]);
-                sq += z * z;
-            }
             let v = &mut y.data[j * n + p];
-            *v = (half * sq).exp() * v.sin();
+            *v = gabor_envelope(f, coords, j, p) * v.sin();
         }
     }
     Ok(y)

@@ -158,14 +158,12 @@ fn eval<T: Scalar + FftNum>(
         } => {
             let p = magnet_params(&a[1..], *layers as usize)?;
             let k = magnet::magnet_kernel(&p, a[0], *in_channels as usize, <T as Scalar>::one())?;
-            let layer = ctx.name.trim_end_matches(".kernel").to_string();
-            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            record_kernel_size(ctx, &k);
             k
         }
         Op::FlexKernel { .. } => {
             let k = super::flex_kernel::eval(op, a)?;
-            let layer = ctx.name.trim_end_matches(".kernel").to_string();
-            ctx.result.kernel_sizes.insert(layer, k.shape[2..].to_vec());
+            record_kernel_size(ctx, &k);
             k
         }
         Op::GaussMask => gaussian_mask(a[0], a[1])?,
@@ -269,8 +267,19 @@ fn eval<T: Scalar + FftNum>(
     })
 }
 
+/// Records the spatial size of a layer's synthesised kernel under the layer's name. Only
+/// the forward kernel node (`<layer>.kernel`) counts: the MAGNet a backward graph recomputes
+/// (`<layer>.kernel.grad_unmasked`) is not a layer's kernel.
+fn record_kernel_size<T: Scalar>(ctx: &mut Ctx<'_, T>, k: &Tensor<T>) {
+    if let Some(layer) = ctx.name.strip_suffix(".kernel") {
+        ctx.result
+            .kernel_sizes
+            .insert(layer.to_string(), k.shape[2..].to_vec());
+    }
+}
+
 /// Views `[B, C, L]` as `[B, C, 1, L]` so the 2D kernels serve 1D too.
-fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
+pub(super) fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
     if x.ndim() == 3 {
         Tensor {
             shape: vec![x.shape[0], x.shape[1], 1, x.shape[2]],
@@ -292,7 +301,8 @@ fn unlift<T: Scalar>(y: Tensor<T>, ndim: usize) -> Tensor<T> {
     }
 }
 
-fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunError> {
+/// A pool's window, stride and padding as the 2D kernels take them (1D pools as `1 × L`).
+pub(super) fn pool2d(spec: &PoolSpec) -> pool::Pool2d {
     let two = |v: &[u64]| {
         if v.len() == 1 {
             [1, v[0] as usize]
@@ -300,7 +310,7 @@ fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunEr
             [v[0] as usize, v[1] as usize]
         }
     };
-    let p = pool::Pool2d {
+    pool::Pool2d {
         kernel: two(&spec.kernel),
         stride: two(&spec.stride),
         padding: if spec.padding.len() == 1 {
@@ -308,7 +318,11 @@ fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunEr
         } else {
             two(&spec.padding)
         },
-    };
+    }
+}
+
+fn pool_op<T: Scalar>(x: &Tensor<T>, spec: &PoolSpec) -> Result<Tensor<T>, RunError> {
+    let p = pool2d(spec);
     let lifted = lift_2d(x);
     let y = match spec.kind {
         PoolKind::Max => pool::max_pool2d(&lifted, &p)?,

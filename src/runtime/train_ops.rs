@@ -4,11 +4,11 @@
 //! a backward op differentiates exactly the forward the interpreter ran.
 
 use super::error::RunError;
-use crate::ir::op::{ConvAttrs, PoolKind, PoolSpec, TrainOp};
+use super::interp::{lift_2d, pool2d};
+use crate::ir::op::{ConvAttrs, PoolKind, TrainOp};
 use crate::reference::conv::ConvParams;
 use crate::reference::grad::{conv as gconv, elementwise, lc, loss, magnet, norm, pool as gpool};
 use crate::reference::norm::{batch_norm_train, RunningStats};
-use crate::reference::pool::Pool2d;
 use crate::tensor::{Scalar, Tensor};
 
 /// `dropout` is the interpreter's forward dropout (mode, seed and step included), so a
@@ -222,33 +222,4 @@ fn conv_params(c: &ConvAttrs, w_shape: &[usize]) -> ConvParams {
         dilation: dil,
         groups: c.groups as usize,
     }
-}
-
-/// A pool spec as the 2D kernels take it; a 1D pool is a 2D one of unit height.
-fn pool2d(spec: &PoolSpec) -> Pool2d {
-    let two = |v: &[u64]| {
-        if v.len() == 1 {
-            [1, v[0] as usize]
-        } else {
-            [v[0] as usize, v[1] as usize]
-        }
-    };
-    Pool2d {
-        kernel: two(&spec.kernel),
-        stride: two(&spec.stride),
-        padding: if spec.padding.len() == 1 {
-            [0, spec.padding[0] as usize]
-        } else {
-            two(&spec.padding)
-        },
-    }
-}
-
-/// Views `[B, C, L]` as `[B, C, 1, L]`.
-fn lift_2d<T: Scalar>(x: &Tensor<T>) -> Tensor<T> {
-    let mut y = x.clone();
-    if x.ndim() == 3 {
-        y.shape = vec![x.shape[0], x.shape[1], 1, x.shape[2]];
-    }
-    y
 }

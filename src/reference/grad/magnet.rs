@@ -4,7 +4,7 @@
 //! product's gradient to the mask. The crop is a constant within one step:
 //! nothing here differentiates the grid.
 
-use crate::reference::magnet::{GaborFilter, MagnetParams};
+use crate::reference::magnet::{gabor_envelope, GaborFilter, MagnetParams};
 use crate::reference::mask::gaussian_mask;
 use crate::tensor::{Scalar, ShapeError, Tensor};
 
@@ -19,18 +19,13 @@ fn gabor_cache<T: Scalar>(
     f: &GaborFilter<T>,
     coords: &Tensor<T>,
 ) -> Result<GaborCache<T>, ShapeError> {
-    let (h, d) = f.linear.dims("MAGNet Gabor filter")?;
+    let (h, _) = f.linear.dims("MAGNet Gabor filter")?;
     let n = coords.shape[1];
     let arg = f.linear.apply_columns(coords, "MAGNet Gabor filter")?.data;
     let mut env = vec![T::zero(); h * n];
     for j in 0..h {
         for p in 0..n {
-            let mut sq = T::zero();
-            for a in 0..d {
-                let z = f.gamma.data[j * d + a] * (coords.data[a * n + p] - f.mu.data[j * d + a]);
-                sq += z * z;
-            }
-            env[j * n + p] = (T::from_f64(-0.5) * sq).exp();
+            env[j * n + p] = gabor_envelope(f, coords, j, p);
         }
     }
     Ok(GaborCache { env, arg })
