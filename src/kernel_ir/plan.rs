@@ -27,6 +27,7 @@ mod lower_conv;
 mod lower_fft;
 mod lower_flex;
 mod lower_grouped;
+mod lower_train;
 mod target;
 
 pub use lower_fft::transform_plan;
@@ -402,7 +403,7 @@ impl Builder<'_> {
                 Err(unsupported(node, "kernel synthesis from computed inputs"))
             }
             Op::FusedConv { .. } => self.fused_conv_split(id),
-            Op::Train(t) => Err(unsupported(node, &format!("`{}`", t.name()))),
+            Op::Train(t) => self.train_op(id, t),
             Op::Concat { axis } => {
                 let shape = self.declared_shape(id)?;
                 let outer: usize = shape[..*axis].iter().product();

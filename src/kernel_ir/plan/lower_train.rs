@@ -1,0 +1,44 @@
+//! Lowering of the training graph's ops (`Op::Train`): the loss and the backward ops
+//! the autodiff pass emits. One arm per `TrainOp`, no catch-all, so a new backward op
+//! does not compile until the kernel lowering handles it (or says it cannot yet).
+
+use super::{unsupported, Builder, Val};
+use crate::ir::train_ops::TrainOp;
+use crate::runtime::RunError;
+use petgraph::stable_graph::NodeIndex;
+
+impl Builder<'_> {
+    pub(super) fn train_op(&mut self, id: NodeIndex, op: &TrainOp) -> Result<Val, RunError> {
+        let node = self.graph.node(id);
+        let not_yet = || Err(unsupported(node, &format!("`{}`", op.name())));
+        match op {
+            // Convolutions and the LC fold.
+            TrainOp::ConvBackwardData(_)
+            | TrainOp::ConvBackwardFilter(_)
+            | TrainOp::LcFoldBackwardBasis
+            | TrainOp::LcFoldBackwardCoeff => not_yet(),
+            // FlexConv's kernel synthesis.
+            TrainOp::MagnetBackward { .. }
+            | TrainOp::GaussMaskBackward
+            | TrainOp::MaskMulBackwardMask => not_yet(),
+            // The loss, normalisation, pooling and elementwise backward ops.
+            TrainOp::CrossEntropy { .. }
+            | TrainOp::CrossEntropyBackward { .. }
+            | TrainOp::SumToChannels
+            | TrainOp::LinearBackwardData
+            | TrainOp::LinearBackwardFilter
+            | TrainOp::ReluBackward
+            | TrainOp::PoolBackward(_)
+            | TrainOp::GlobalAvgPoolBackward
+            | TrainOp::BatchNormBackwardData { .. }
+            | TrainOp::BatchNormBackwardGamma { .. }
+            | TrainOp::ReshapeLike
+            | TrainOp::GeluBackward
+            | TrainOp::LastStepBackward
+            | TrainOp::Slice { .. }
+            | TrainOp::ShortcutABackward { .. }
+            | TrainOp::DropoutMask { .. }
+            | TrainOp::RunningStatUpdate { .. } => not_yet(),
+        }
+    }
+}
