@@ -34,6 +34,7 @@ fn check_gradients(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tr
     let loss = Loss {
         output: 0,
         label_smoothing: smoothing,
+        ..Loss::default()
     };
     let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
     let trainable: BTreeSet<String> = graph
@@ -309,6 +310,7 @@ fn bad_losses_are_errors() {
     let smoothing = Loss {
         output: 0,
         label_smoothing: 1.5,
+        ..Loss::default()
     };
     let err = differentiate(&g, &smoothing).expect_err("smoothing out of range");
     assert!(
@@ -319,6 +321,7 @@ fn bad_losses_are_errors() {
     let second = Loss {
         output: 1,
         label_smoothing: 0.0,
+        ..Loss::default()
     };
     let err = differentiate(&g, &second).expect_err("no second output");
     assert!(err.message.contains("has 1 output(s)"), "{}", err.message);

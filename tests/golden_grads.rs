@@ -81,6 +81,7 @@ fn check<T: Scalar + rustfft::FftNum>(
         &Loss {
             output: 0,
             label_smoothing: smoothing,
+            ..Loss::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

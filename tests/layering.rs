@@ -28,10 +28,10 @@ const RULES: &[Rule] = &[
         no_escape: true,
     },
     // Autodiff rewrites the IR; it names no runtime or backend, so every backend runs
-    // the graph it makes.
+    // the graph it makes. It reads the typed recipe (serde only) for the loss.
     Rule {
         dir: "src/autodiff",
-        policy: Policy::Only(&["ir", "diag", "passes"]),
+        policy: Policy::Only(&["ir", "diag", "passes", "recipe"]),
         no_escape: true,
     },
     Rule {

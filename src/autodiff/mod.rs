@@ -23,7 +23,10 @@
 //! `p > 0` has no rule yet (the forward's mask is not shared with the backward).
 //! Every rule is in [`rules`]; see `docs/autodiff.md`.
 
+mod regularizers;
 mod rules;
+
+pub use regularizers::Regularizer;
 
 use crate::diag::{Diagnostic, Span};
 use crate::ir::graph::{Graph, Node};
@@ -99,13 +102,17 @@ impl fmt::Display for AutodiffError {
 
 impl std::error::Error for AutodiffError {}
 
-/// The loss a training graph minimises: cross-entropy of one classifier output.
+/// The loss a training graph minimises: cross-entropy of one classifier output, plus
+/// the regularisers' terms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Loss {
     /// Which of the graph's outputs holds the logits `[B, K]`.
     pub output: usize,
     /// In `[0, 1]`: the weight moved from the target class to the uniform one.
     pub label_smoothing: f64,
+    /// Terms added to the cross-entropy, each also its own output; at most one of
+    /// each kind.
+    pub regularizers: Vec<Regularizer>,
 }
 
 impl Default for Loss {
@@ -113,21 +120,42 @@ impl Default for Loss {
         Loss {
             output: 0,
             label_smoothing: 0.0,
+            regularizers: Vec::new(),
         }
+    }
+}
+
+impl Loss {
+    /// The loss a model's `train {}` section asks for, on the classifier `output`: its
+    /// `loss:` (plain cross-entropy when unset) and its `regularizers:` in the order
+    /// written. A kind listed twice is an error; whether the model has what a
+    /// regulariser reads (shared bases, flexconvs, masks) is checked by
+    /// [`differentiate`].
+    pub fn from_recipe(
+        recipe: &crate::recipe::Recipe,
+        output: usize,
+    ) -> Result<Loss, AutodiffError> {
+        regularizers::from_recipe(recipe, output)
     }
 }
 
 /// A differentiated graph and the meaning of its outputs.
 #[derive(Clone, Debug)]
 pub struct TrainingGraph {
-    /// Outputs: `loss`, then `grad.<name>` for each name in `grads`, then
-    /// `update.<name>` for each name in `buffers`.
+    /// Outputs: `loss` (the total), then `grad.<name>` for each name in `grads`, then
+    /// `update.<name>` for each name in `buffers`, then, only when the loss has
+    /// regularisers, one output per name in `terms`.
     pub graph: Graph,
     /// The parameter whose gradient each output after the loss holds, in order.
     pub grads: Vec<String>,
     /// The buffer (batch norm running statistic) whose updated value each output after
     /// the gradients holds, in order.
     pub buffers: Vec<String>,
+    /// The parts of the loss, in output order after the buffers: empty without
+    /// regularisers, else `loss.ce` (the cross-entropy) and one `reg.<kind>` per
+    /// regulariser in the loss's order (`reg.orthogonality`, `reg.antialias`,
+    /// `reg.weight_decay`). They sum to `loss`.
+    pub terms: Vec<String>,
 }
 
 /// The name of the labels input the training graph adds.
@@ -138,22 +166,23 @@ pub fn differentiate(graph: &Graph, loss: &Loss) -> Result<TrainingGraph, Autodi
     let mut g = graph.clone();
     // A memory plan of the forward does not describe the training graph.
     g.memory = None;
-    let (grads, buffers) = differentiate_in_place(&mut g, loss)?;
+    let (grads, buffers, terms) = differentiate_in_place(&mut g, loss)?;
     g.compact()
         .map_err(|e| AutodiffError::internal(graph.node(graph.outputs[loss.output]), &e.0))?;
     Ok(TrainingGraph {
         graph: g,
         grads,
         buffers,
+        terms,
     })
 }
 
-/// Returns the parameters with a gradient output and the buffers with an update
-/// output, in output order.
+/// Returns the parameters with a gradient output, the buffers with an update output
+/// and the loss's parts, in output order.
 fn differentiate_in_place(
     g: &mut Graph,
     loss: &Loss,
-) -> Result<(Vec<String>, Vec<String>), AutodiffError> {
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), AutodiffError> {
     let Some(&logits) = g.outputs.get(loss.output) else {
         return Err(AutodiffError {
             message: format!(
@@ -202,7 +231,19 @@ fn differentiate_in_place(
         .topo_order()
         .map_err(|e| AutodiffError::internal(g.node(logits), &e.0))?;
     let reaching = reaching(g, &order, logits);
-    let active = active_nodes(g, &order, &reaching);
+    let planned = loss
+        .regularizers
+        .iter()
+        .map(|r| regularizers::plan(g, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    // What a regulariser reads reaches the loss too.
+    let mut reaches_loss = reaching.clone();
+    for t in planned.iter().flatten() {
+        for &o in t.operands() {
+            reaches_loss.extend(self::reaching(g, &order, o));
+        }
+    }
+    let active = active_nodes(g, &order, &reaches_loss);
 
     let (span, batch, dtype) = (out.span, out.ty.shape[0].clone(), out.ty.dtype);
     let labels = g.add_input(LABELS, TensorType::new(dtype, vec![batch]), span);
@@ -228,6 +269,34 @@ fn differentiate_in_place(
 
     let mut pending: BTreeMap<NodeIndex, Vec<NodeIndex>> = BTreeMap::new();
     pending.insert(logits, vec![seed]);
+    // Each regulariser's value, and its gradients as contributions like any other.
+    let mut parts = vec![loss_node];
+    for (r, terms) in loss.regularizers.iter().zip(&planned) {
+        let (value, grads) =
+            regularizers::emit(g, terms, r.kind(), r.output(), |o| active.contains(&o))?;
+        parts.push(value);
+        for (o, d) in grads {
+            pending.entry(o).or_default().push(d);
+        }
+    }
+    let total = match parts.len() {
+        1 => loss_node,
+        _ => {
+            g.rename(loss_node, "loss.ce".into());
+            let mut acc = loss_node;
+            for (i, &p) in parts.iter().enumerate().skip(1) {
+                let name = if i + 1 == parts.len() {
+                    "loss".to_string()
+                } else {
+                    format!("loss.{i}")
+                };
+                acc = g
+                    .add_op(Op::Add, &[acc, p], name, span)
+                    .map_err(|e| AutodiffError::internal(g.node(logits), &e.0))?;
+            }
+            acc
+        }
+    };
     let mut grads = Vec::new();
     let mut outputs = vec![loss_node];
     for &n in order.iter().rev() {
@@ -261,12 +330,19 @@ fn differentiate_in_place(
         .collect();
     pairs.sort_by_key(|(name, _)| rank[name.as_str()]);
     let (buffers, updates) = running_stat_updates(g, &order, &reaching)?;
-    g.outputs = std::iter::once(loss_node)
+    let terms: Vec<NodeIndex> = if parts.len() > 1 { parts } else { Vec::new() };
+    let term_names = terms.iter().map(|&n| g.node(n).name.clone()).collect();
+    g.outputs = std::iter::once(total)
         .chain(pairs.iter().map(|(_, n)| *n))
         .chain(updates)
+        .chain(terms)
         .collect();
     g.remove_dead();
-    Ok((pairs.into_iter().map(|(name, _)| name).collect(), buffers))
+    Ok((
+        pairs.into_iter().map(|(name, _)| name).collect(),
+        buffers,
+        term_names,
+    ))
 }
 
 /// One `running_mean_update` and one `running_var_update` per batch norm with running

@@ -151,6 +151,24 @@ fn train_flops(graph: &Graph, op: &TrainOp, ops: &[NodeIndex], out: u64, env: &D
         | TrainOp::LastStepBackward
         | TrainOp::Slice { .. }
         | TrainOp::ShortcutABackward { .. } => 0,
+        // The Gram matrix of the N stacked filters, 2·N per value (twice for the
+        // backward's product with B).
+        TrainOp::OrthoPenalty { .. } | TrainOp::OrthoPenaltyBackward { .. } => {
+            let n: u64 = ops.iter().map(|&o| dims(graph, o, env)[0]).sum();
+            let values: u64 = ops.iter().map(|&o| numel(graph, o, env)).sum();
+            let passes = if matches!(op, TrainOp::OrthoPenalty { .. }) {
+                2
+            } else {
+                4
+            };
+            passes * n * values
+        }
+        TrainOp::AntialiasPenalty(_)
+        | TrainOp::AntialiasPenaltyBackward { .. }
+        | TrainOp::NormPenalty { .. }
+        | TrainOp::NormPenaltyBackward { .. } => {
+            2 * ops.iter().map(|&o| numel(graph, o, env)).sum::<u64>()
+        }
     }
 }
 

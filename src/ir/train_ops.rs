@@ -78,6 +78,46 @@ pub enum TrainOp {
     /// (dy `[Co, Ci, k…]`, kernel `[Co, Ci, k…]`) → `[k…]`: the gradient of
     /// `mask_mul` to the mask, `Σ_{o,i} dy·kernel`.
     MaskMulBackwardMask,
+    /// (shared bases…, unique bases…) → `[1]`: `scale · Σ_M (B Bᵀ − I)²`, one stage's
+    /// orthogonality penalty, with every filter of the operands a row of `B`
+    /// (`reference::grad::regularizers::ortho_penalty`; docs/autodiff.md).
+    OrthoPenalty {
+        shared: usize,
+        unique: usize,
+        scale: f64,
+    },
+    /// The same operands → the gradient of `OrthoPenalty` to operand `slot`.
+    OrthoPenaltyBackward {
+        shared: usize,
+        unique: usize,
+        scale: f64,
+        slot: usize,
+    },
+    /// ((Gabor weight, γ) per MAGNet filter…, [mask parameters]) → `[1]`: one FlexConv
+    /// layer's anti-aliasing penalty, `weight · Σ_l ReLU(f_l + f_mask/n − f_Nyq/n)²`.
+    AntialiasPenalty(AntialiasAttrs),
+    /// The same operands → the gradient of `AntialiasPenalty` to operand `slot`.
+    AntialiasPenaltyBackward { attrs: AntialiasAttrs, slot: usize },
+    /// (x) → `[1]`: `weight · ‖x‖₂`, unsquared (FlexConv's kernel weight decay).
+    NormPenalty { weight: f64 },
+    /// (x) → `weight · x / ‖x‖₂` (zeros where `x = 0`).
+    NormPenaltyBackward { weight: f64 },
+}
+
+/// The anti-aliasing penalty's constants for one FlexConv layer.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct AntialiasAttrs {
+    /// MAGNet's Gabor filters (`layers + 1`).
+    pub filters: usize,
+    /// Standard deviations of each Gaussian counted into its frequency (`s`).
+    pub stddevs: f64,
+    /// `f_Nyq = (k − 1)/4` of the layer's horizon `k`.
+    pub nyquist: f64,
+    /// Whether the mask's frequency is counted (`target: gabor_mask`); the last
+    /// operand is then the mask parameters.
+    pub mask: bool,
+    /// λ.
+    pub weight: f64,
 }
 
 impl TrainOp {
@@ -111,12 +151,27 @@ impl TrainOp {
             TrainOp::MagnetBackward { .. } => "magnet_backward",
             TrainOp::GaussMaskBackward => "gauss_mask_backward",
             TrainOp::MaskMulBackwardMask => "mask_mul_backward_mask",
+            TrainOp::OrthoPenalty { .. } => "ortho_penalty",
+            TrainOp::OrthoPenaltyBackward { .. } => "ortho_penalty_backward",
+            TrainOp::AntialiasPenalty(_) => "antialias_penalty",
+            TrainOp::AntialiasPenaltyBackward { .. } => "antialias_penalty_backward",
+            TrainOp::NormPenalty { .. } => "norm_penalty",
+            TrainOp::NormPenaltyBackward { .. } => "norm_penalty_backward",
         }
     }
 
     pub fn arity(&self) -> usize {
         match self {
-            TrainOp::SumToChannels | TrainOp::Slice { .. } | TrainOp::DropoutMask { .. } => 1,
+            TrainOp::SumToChannels
+            | TrainOp::Slice { .. }
+            | TrainOp::DropoutMask { .. }
+            | TrainOp::NormPenalty { .. }
+            | TrainOp::NormPenaltyBackward { .. } => 1,
+            TrainOp::OrthoPenalty { shared, unique, .. }
+            | TrainOp::OrthoPenaltyBackward { shared, unique, .. } => shared + unique,
+            TrainOp::AntialiasPenalty(a) | TrainOp::AntialiasPenaltyBackward { attrs: a, .. } => {
+                2 * a.filters + usize::from(a.mask)
+            }
             TrainOp::CrossEntropy { .. }
             | TrainOp::CrossEntropyBackward { .. }
             | TrainOp::LinearBackwardData
@@ -176,8 +231,74 @@ impl TrainOp {
             | TrainOp::GaussMaskBackward
             | TrainOp::MaskMulBackwardMask => String::new(),
             TrainOp::MagnetBackward { layers, slot } => format!("layers={layers} slot={slot}"),
+            TrainOp::OrthoPenalty { shared, scale, .. } => {
+                format!("shared={shared} scale={scale}")
+            }
+            TrainOp::OrthoPenaltyBackward {
+                shared,
+                scale,
+                slot,
+                ..
+            } => format!("shared={shared} scale={scale} slot={slot}"),
+            TrainOp::AntialiasPenalty(a) => antialias_attrs(a),
+            TrainOp::AntialiasPenaltyBackward { attrs, slot } => {
+                format!("{} slot={slot}", antialias_attrs(attrs))
+            }
+            TrainOp::NormPenalty { weight } | TrainOp::NormPenaltyBackward { weight } => {
+                format!("weight={weight}")
+            }
         }
     }
+}
+
+/// The number of entries `OrthoPenalty` sums for parts with these row counts:
+/// `s·N` for the shared rows plus `u²` per unique part. The authors' code divides the
+/// sum over all stages by the sum of these counts.
+pub fn ortho_count(rows: &[usize], shared: usize) -> usize {
+    let n: usize = rows.iter().sum();
+    let s: usize = rows[..shared.min(rows.len())].iter().sum();
+    s * n
+        + rows[shared.min(rows.len())..]
+            .iter()
+            .map(|u| u * u)
+            .sum::<usize>()
+}
+
+fn antialias_attrs(a: &AntialiasAttrs) -> String {
+    format!(
+        "filters={} stddevs={} nyquist={} mask={} weight={}",
+        a.filters, a.stddevs, a.nyquist, a.mask, a.weight
+    )
+}
+
+/// Checks a regulariser's operands: bases whose filters (every axis past the first)
+/// have one shape; Gabor weights shaped as their γ, and a `[D, 2]` mask.
+fn penalty_operands(op: &TrainOp, o: &[&TensorType]) -> Result<(), ShapeError> {
+    let refuse = || {
+        let shapes: Vec<String> = o.iter().map(|t| shape_str(&t.shape)).collect();
+        err(format!(
+            "{} does not accept operands {}",
+            op.name(),
+            shapes.join(", ")
+        ))
+    };
+    match op {
+        TrainOp::OrthoPenalty { .. } | TrainOp::OrthoPenaltyBackward { .. } => {
+            let row = |t: &TensorType| t.shape.get(1..).map(|d| d.to_vec());
+            if o.iter().any(|t| t.rank() < 2 || row(t) != row(o[0])) {
+                return refuse();
+            }
+        }
+        TrainOp::AntialiasPenalty(a) | TrainOp::AntialiasPenaltyBackward { attrs: a, .. } => {
+            let pairs = (0..a.filters).all(|l| o[2 * l].shape == o[2 * l + 1].shape);
+            let mask = !a.mask || (o[2 * a.filters].rank() == 2);
+            if !pairs || !mask {
+                return refuse();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn expect_same(what: &str, want: &TensorType, got: &TensorType) -> Result<(), ShapeError> {
@@ -395,6 +516,21 @@ pub fn infer(op: &TrainOp, o: &[&TensorType]) -> Result<TensorType, ShapeError> 
             }
             Ok(TensorType::new(dtype, o[1].shape[2..].to_vec()))
         }
+        TrainOp::OrthoPenalty { .. }
+        | TrainOp::AntialiasPenalty(_)
+        | TrainOp::NormPenalty { .. } => {
+            penalty_operands(op, o)?;
+            Ok(TensorType::known(dtype, &[1]))
+        }
+        TrainOp::OrthoPenaltyBackward { slot, .. }
+        | TrainOp::AntialiasPenaltyBackward { slot, .. } => {
+            penalty_operands(op, o)?;
+            match o.get(*slot) {
+                Some(t) => Ok((*t).clone()),
+                None => err(format!("{}: no operand {slot}", op.name())),
+            }
+        }
+        TrainOp::NormPenaltyBackward { .. } => Ok(o[0].clone()),
         TrainOp::ReshapeLike => {
             let (dy, x) = (o[0], o[1]);
             let count = |t: &TensorType| -> Option<u64> {

@@ -7,6 +7,7 @@ use super::error::RunError;
 use super::interp::{lift_2d, pool2d};
 use crate::ir::op::{ConvAttrs, PoolKind, TrainOp};
 use crate::reference::conv::ConvParams;
+use crate::reference::grad::regularizers as reg;
 use crate::reference::grad::{conv as gconv, elementwise, lc, loss, magnet, norm, pool as gpool};
 use crate::reference::norm::{batch_norm_train, RunningStats};
 use crate::tensor::{Scalar, Tensor};
@@ -127,7 +128,47 @@ pub(super) fn eval<T: Scalar>(
         }
         TrainOp::GaussMaskBackward => magnet::gauss_mask_backward(a[0], a[1], a[2])?,
         TrainOp::MaskMulBackwardMask => magnet::mask_mul_backward_mask(a[0], a[1])?,
+        TrainOp::OrthoPenalty { shared, scale, .. } => {
+            let p = reg::ortho_penalty(a, *shared)?;
+            scalar(p.value * T::from_f64(*scale))?
+        }
+        TrainOp::OrthoPenaltyBackward {
+            shared,
+            scale,
+            slot,
+            ..
+        } => {
+            let p = reg::ortho_penalty(a, *shared)?;
+            nth(p.grads, *slot)?.map(|&g| g * T::from_f64(*scale))
+        }
+        TrainOp::AntialiasPenalty(at) => {
+            let p = reg::antialias_penalty(a, at.stddevs, at.nyquist, at.mask)?;
+            scalar(p.value * T::from_f64(at.weight))?
+        }
+        TrainOp::AntialiasPenaltyBackward { attrs: at, slot } => {
+            let p = reg::antialias_penalty(a, at.stddevs, at.nyquist, at.mask)?;
+            nth(p.grads, *slot)?.map(|&g| g * T::from_f64(at.weight))
+        }
+        TrainOp::NormPenalty { weight } => scalar(reg::l2_norm(a[0]).value * T::from_f64(*weight))?,
+        TrainOp::NormPenaltyBackward { weight } => {
+            let p = reg::l2_norm(a[0]);
+            nth(p.grads, 0)?.map(|&g| g * T::from_f64(*weight))
+        }
     })
+}
+
+fn scalar<T: Scalar>(v: T) -> Result<Tensor<T>, RunError> {
+    Ok(Tensor::from_vec(vec![1], vec![v])?)
+}
+
+/// The gradient to operand `slot` of a regulariser's.
+fn nth<T>(mut grads: Vec<Tensor<T>>, slot: usize) -> Result<Tensor<T>, RunError> {
+    if slot >= grads.len() {
+        return Err(RunError::new(format!(
+            "internal error: a regulariser has no operand {slot}"
+        )));
+    }
+    Ok(grads.swap_remove(slot))
 }
 
 /// Labels are class indices stored in the graph's float type; anything that is not a

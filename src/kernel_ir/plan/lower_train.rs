@@ -38,7 +38,13 @@ impl Builder<'_> {
             | TrainOp::Slice { .. }
             | TrainOp::ShortcutABackward { .. }
             | TrainOp::DropoutMask { .. }
-            | TrainOp::RunningStatUpdate { .. } => not_yet(),
+            | TrainOp::RunningStatUpdate { .. }
+            | TrainOp::OrthoPenalty { .. }
+            | TrainOp::OrthoPenaltyBackward { .. }
+            | TrainOp::AntialiasPenalty(_)
+            | TrainOp::AntialiasPenaltyBackward { .. }
+            | TrainOp::NormPenalty { .. }
+            | TrainOp::NormPenaltyBackward { .. } => not_yet(),
         }
     }
 }

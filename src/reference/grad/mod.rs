@@ -37,6 +37,9 @@
 //! - [`loss`]: cross-entropy with label smoothing over a stable
 //!   log-softmax, both the forward (mean over the batch) and its gradient
 //!   to the logits.
+//! - [`regularizers`]: the loss's regularisers (shared bases' orthogonality,
+//!   FlexConv's anti-aliasing, the unsquared kernel norm), each a value and its
+//!   gradient to every operand.
 
 pub mod conv;
 pub mod elementwise;
@@ -45,6 +48,7 @@ pub mod loss;
 pub mod magnet;
 pub mod norm;
 pub mod pool;
+pub mod regularizers;
 
 /// Checks a backward kernel against central differences of its forward along
 /// one random direction: `⟨v, J·u⟩ ≈ ⟨Jᵀ·v, u⟩` to a relative 1e-6.
