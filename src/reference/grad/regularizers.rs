@@ -97,8 +97,10 @@ pub fn ortho_penalty<T: Scalar>(
 /// `Σ_l ReLU(f_l + f_mask/n − f_Nyq/n)²` over the layer's `n` Gabor filters, with
 /// `f_l = max_{j,d} (|Wg_l[j,d]| + s·|γ_l[j,d]|) / 2π`, `f_mask = s·max_a 1/|σ_a| / 2π`
 /// (0 without a mask) and `f_Nyq = (k − 1)/4`. `parts` is `(Wg_l, γ_l)` per filter,
-/// then the mask parameters `[D, 2]` (mean, sigma per axis) if `mask`. The maxima
-/// route their gradient to the first maximal entry; `|x|` has gradient 0 at 0.
+/// then the mask parameters `[D, 2]` (mean, sigma per axis) if `mask`. A maximum
+/// shares its gradient evenly among the entries that tie for it, as PyTorch's `max`
+/// and `maximum` do (the mask's sigmas start equal on both axes); `|x|` has gradient
+/// 0 at 0.
 pub fn antialias_penalty<T: Scalar>(
     parts: &[&Tensor<T>],
     stddevs: f64,
@@ -132,22 +134,17 @@ pub fn antialias_penalty<T: Scalar>(
             0.0
         }
     };
-    let first_max = |v: &mut dyn Iterator<Item = f64>| {
-        v.enumerate()
-            .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, x)| {
-                if x > bv {
-                    (i, x)
-                } else {
-                    (bi, bv)
-                }
-            })
-    };
-    let (mask_axis, f_mask) = if mask {
+    let (mask_axes, f_mask) = if mask {
         let m = parts[2 * filters];
-        let (a, inv) = first_max(&mut m.data.chunks(2).map(|r| 1.0 / r[1].to_f64().abs()));
-        (Some(a), s * inv / tau)
+        let inv: Vec<f64> = m
+            .data
+            .chunks(2)
+            .map(|r| 1.0 / r[1].to_f64().abs())
+            .collect();
+        let (at, max) = maxima(&inv);
+        (at, s * max / tau)
     } else {
-        (None, 0.0)
+        (Vec::new(), 0.0)
     };
     let mut grads: Vec<Tensor<T>> = parts
         .iter()
@@ -156,30 +153,42 @@ pub fn antialias_penalty<T: Scalar>(
     let (mut value, mut d_mask) = (0.0, 0.0);
     for l in 0..filters {
         let (w, g) = (parts[2 * l], parts[2 * l + 1]);
-        let mut combined = w
+        let combined: Vec<f64> = w
             .data
             .iter()
             .zip(&g.data)
-            .map(|(&w, &g)| (w.to_f64().abs() + s * g.to_f64().abs()) / tau);
-        let (at, f) = first_max(&mut combined);
+            .map(|(&w, &g)| (w.to_f64().abs() + s * g.to_f64().abs()) / tau)
+            .collect();
+        let (at, f) = maxima(&combined);
         let excess = (f + f_mask / nf - nyquist / nf).max(0.0);
         value += excess * excess;
         // d/d f_l of excess²; f_mask enters every filter's term divided by n.
         let c = 2.0 * excess;
         d_mask += c / nf;
-        grads[2 * l].data[at] = T::from_f64(c * sign(w.data[at].to_f64()) / tau);
-        grads[2 * l + 1].data[at] = T::from_f64(c * s * sign(g.data[at].to_f64()) / tau);
+        let share = c / at.len() as f64;
+        for i in at {
+            grads[2 * l].data[i] = T::from_f64(share * sign(w.data[i].to_f64()) / tau);
+            grads[2 * l + 1].data[i] = T::from_f64(share * s * sign(g.data[i].to_f64()) / tau);
+        }
     }
-    if let Some(a) = mask_axis {
+    let share = d_mask / mask_axes.len().max(1) as f64;
+    for a in mask_axes {
         // d(1/|σ|)/dσ = −sign(σ)/σ².
         let sigma = parts[2 * filters].data[2 * a + 1].to_f64();
         grads[2 * filters].data[2 * a + 1] =
-            T::from_f64(-d_mask * s / tau * sign(sigma) / (sigma * sigma));
+            T::from_f64(-share * s / tau * sign(sigma) / (sigma * sigma));
     }
     Ok(Penalty {
         value: T::from_f64(value),
         grads,
     })
+}
+
+/// The indices of the entries equal to the maximum of `v`, and the maximum.
+fn maxima(v: &[f64]) -> (Vec<usize>, f64) {
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let at = (0..v.len()).filter(|&i| v[i] == max).collect();
+    (at, max)
 }
 
 /// `‖x‖₂` over every entry (unsquared), and its gradient `x/‖x‖` (0 at `x = 0`, as
@@ -309,6 +318,22 @@ mod tests {
         let p = antialias_penalty(&[&w, &g], 2.0, 100.0, false).unwrap();
         assert_eq!(p.value, 0.0);
         assert!(p.grads.iter().all(|g| g.data.iter().all(|&v| v == 0.0)));
+    }
+
+    /// Equal sigmas (as initialised) tie for the mask's maximum: each gets half the
+    /// gradient one axis alone would, as PyTorch's `maximum` splits a tie.
+    #[test]
+    fn a_tie_splits_the_gradient() {
+        let w = t(&[2, 1], vec![5.0, -1.0]);
+        let g = t(&[2, 1], vec![1.0, 2.0]);
+        let one = t(&[1, 2], vec![0.0, 0.2]);
+        let two = t(&[2, 2], vec![0.0, 0.2, 0.5, 0.2]);
+        let a = antialias_penalty(&[&w, &g, &one], 2.0, 0.5, true).unwrap();
+        let b = antialias_penalty(&[&w, &g, &two], 2.0, 0.5, true).unwrap();
+        assert_eq!(a.value, b.value);
+        let half = a.grads[2].data[1] / 2.0;
+        assert!(half != 0.0);
+        assert_eq!(b.grads[2].data, [0.0, half, 0.0, half]);
     }
 
     #[test]
