@@ -228,7 +228,7 @@ fn flexconv_antialias_and_kernel_norm() {
     let l2 = Regularizer::KernelL2 { weight: 0.05 };
     check(&g, &[antialias(AntialiasTarget::Gabor)], 2, 31);
     check(&g, &[antialias(AntialiasTarget::GaborMask)], 2, 32);
-    let tg = check(&g, &[l2.clone()], 2, 33);
+    let tg = check(&g, std::slice::from_ref(&l2), 2, 33);
     // The norm's gradient reaches the mask through the masked kernel.
     assert!(tg.grads.iter().any(|n| n.ends_with("mask_params")));
     check(&g, &[antialias(AntialiasTarget::GaborMask), l2], 2, 34);

@@ -166,7 +166,11 @@ pub fn differentiate(graph: &Graph, loss: &Loss) -> Result<TrainingGraph, Autodi
     let mut g = graph.clone();
     // A memory plan of the forward does not describe the training graph.
     g.memory = None;
-    let (grads, buffers, terms) = differentiate_in_place(&mut g, loss)?;
+    let OutputNames {
+        grads,
+        buffers,
+        terms,
+    } = differentiate_in_place(&mut g, loss)?;
     g.compact()
         .map_err(|e| AutodiffError::internal(graph.node(graph.outputs[loss.output]), &e.0))?;
     Ok(TrainingGraph {
@@ -177,12 +181,17 @@ pub fn differentiate(graph: &Graph, loss: &Loss) -> Result<TrainingGraph, Autodi
     })
 }
 
+/// What the training graph's outputs after the loss hold, as [`TrainingGraph`] lists
+/// them.
+struct OutputNames {
+    grads: Vec<String>,
+    buffers: Vec<String>,
+    terms: Vec<String>,
+}
+
 /// Returns the parameters with a gradient output, the buffers with an update output
 /// and the loss's parts, in output order.
-fn differentiate_in_place(
-    g: &mut Graph,
-    loss: &Loss,
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), AutodiffError> {
+fn differentiate_in_place(g: &mut Graph, loss: &Loss) -> Result<OutputNames, AutodiffError> {
     let Some(&logits) = g.outputs.get(loss.output) else {
         return Err(AutodiffError {
             message: format!(
@@ -338,11 +347,11 @@ fn differentiate_in_place(
         .chain(terms)
         .collect();
     g.remove_dead();
-    Ok((
-        pairs.into_iter().map(|(name, _)| name).collect(),
+    Ok(OutputNames {
+        grads: pairs.into_iter().map(|(name, _)| name).collect(),
         buffers,
-        term_names,
-    ))
+        terms: term_names,
+    })
 }
 
 /// One `running_mean_update` and one `running_var_update` per batch norm with running
