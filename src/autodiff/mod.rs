@@ -7,8 +7,10 @@
 //! the parameters in the graph, each named `grad.<parameter name>` and shaped as its
 //! parameter ([`TrainingGraph::grads`] lists the names), then the updated value of
 //! every batch norm running statistic, named `update.<buffer name>`
-//! ([`TrainingGraph::buffers`]). Its inputs are the model's, then `labels` `[B]`
-//! (class indices, in the graph's float type).
+//! ([`TrainingGraph::buffers`]), then, when the loss has regularisers, `loss.ce` and
+//! one `reg.<kind>` per regulariser ([`TrainingGraph::terms`]; `loss` is their sum).
+//! Its inputs are the model's, then `labels` `[B]` (class indices, in the graph's
+//! float type).
 //!
 //! - **Pruning:** only nodes that depend on a trainable parameter and that the loss
 //!   depends on get a backward; a frozen parameter or constant is never a source.
