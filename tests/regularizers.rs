@@ -454,3 +454,61 @@ fn what_a_model_cannot_support_is_an_error() {
         1 + tg.grads.len() + tg.buffers.len()
     );
 }
+
+/// ResNet32-S16U1* as its example declares it (three stages, double sharing, its
+/// recipe's `orthogonality(weight: 10)`): `reg.orthogonality` equals the authors'
+/// formula computed here directly from the parameters, one mean over all three
+/// stages' counted entries.
+#[test]
+fn the_shared_basis_example_recipe() {
+    let m = common::example_module("resnet32_s16u1d_cifar10");
+    let l = Loss::from_recipe(m.recipe.as_ref().unwrap(), 0).unwrap();
+    assert_eq!(
+        l.regularizers,
+        [Regularizer::Orthogonality { weight: 10.0 }]
+    );
+    let tg = differentiate(&m.graph, &l).unwrap();
+    assert_eq!(tg.terms, ["loss.ce", "reg.orthogonality"]);
+    let p = perturbed_weights::<f64>(&m.graph, 7);
+    let out = run(&tg.graph, &p, &inputs::<f64>(&m.graph, 1, 8), &train()).unwrap();
+    let got = out.outputs[output(&tg, "reg.orthogonality")].data[0];
+
+    let (mut sim, mut count) = (0.0, 0usize);
+    for b in &m.graph.bases {
+        let rows: Vec<&[f64]> = b
+            .shared
+            .iter()
+            .chain(&b.unique)
+            .flat_map(|n| {
+                let t = &p[n];
+                t.data.chunks(t.numel() / t.shape[0])
+            })
+            .collect();
+        let s: usize = b.shared.iter().map(|n| p[n].shape[0]).sum();
+        let u = p[&b.unique[0]].shape[0];
+        let n = rows.len();
+        let d = |i: usize, j: usize| {
+            let g: f64 = rows[i].iter().zip(rows[j]).map(|(a, b)| a * b).sum();
+            let e = g - if i == j { 1.0 } else { 0.0 };
+            e * e
+        };
+        for i in 0..s {
+            for j in 0..n {
+                sim += d(i, j);
+            }
+        }
+        count += s * n;
+        for k in 0..b.unique.len() {
+            let base = s + k * u;
+            for i in base..base + u {
+                for j in base..base + u {
+                    sim += d(i, j);
+                }
+            }
+            count += u * u;
+        }
+    }
+    let want = 10.0 * sim / count as f64;
+    assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+    assert!(want > 1e-3, "a non-trivial penalty: {want}");
+}
