@@ -512,3 +512,25 @@ fn the_shared_basis_example_recipe() {
     assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
     assert!(want > 1e-3, "a non-trivial penalty: {want}");
 }
+
+/// A causal 1D FlexConv whose mask crops the kernel: one mask axis, the kernel norm of
+/// the cropped kernel.
+#[test]
+fn causal_1d_flexconv() {
+    let g = module(
+        "model c {
+           input x: f32[B, 2, 12]
+           seed 6
+           h = x |> flexconv(3, horizon: same, causal: true,
+                             kernel: magnet(hidden: 4, layers: 1),
+                             mask: gauss(sigma: 0.3, threshold: 0.1)) |> relu
+           return h |> last |> linear(2)
+         }",
+    )
+    .graph;
+    let regs = [
+        antialias(AntialiasTarget::GaborMask),
+        Regularizer::KernelL2 { weight: 0.05 },
+    ];
+    check(&g, &regs, 2, 51);
+}
