@@ -50,11 +50,12 @@ pub fn batch_stats<T: Scalar>(x: &Tensor<T>) -> Result<(Vec<T>, Vec<T>, usize), 
     let mut var = vec![T::zero(); c];
     for ch in 0..c {
         let vals = || (0..b).flat_map(move |bi| x.data[(bi * c + ch) * s..][..s].iter().copied());
-        let m = vals().sum::<T>() / T::from_usize(n);
-        // Two passes: the one-pass E[x²] − E[x]² form loses digits in f32.
-        let v = vals().map(|v| (v - m) * (v - m)).sum::<T>() / T::from_usize(n);
-        mean[ch] = m;
-        var[ch] = v;
+        // Two passes, each summed in f64: the one-pass E[x²] − E[x]² form loses digits
+        // in f32, and so does a long f32 sum (the backward's x̂ inherits the error).
+        let m = vals().map(T::to_f64).sum::<f64>() / n as f64;
+        let v = vals().map(|v| (v.to_f64() - m).powi(2)).sum::<f64>() / n as f64;
+        mean[ch] = T::from_f64(m);
+        var[ch] = T::from_f64(v);
     }
     Ok((mean, var, n))
 }
