@@ -188,6 +188,10 @@ enum Command {
         /// Run the elaborated graph without the optimising passes.
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
+        /// Time one training step (forward, loss, backward, in training mode) instead
+        /// of a forward, and report its planned and measured peak memory.
+        #[arg(long)]
+        training: bool,
     },
 }
 
@@ -417,6 +421,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config,
             set,
             opt_level,
+            training,
         } => {
             let args = fnet::cli::bench::BenchArgs {
                 model,
@@ -431,6 +436,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 iters: iters as usize,
                 warmup: warmup as usize,
                 unoptimised: opt_level.is_some(),
+                training,
             };
             let report = fnet::cli::bench::bench(&args, &mut fnet::cli::bench::progress_bar())?;
             print!("{report}");
