@@ -135,7 +135,7 @@ enum Command {
         /// Print each pass's time, rewrites and node count to stderr.
         #[arg(short, long)]
         verbose: bool,
-        /// List the passes of the pipeline and exit.
+        /// List the passes of the pipeline (with `--training`: the training pipeline) and exit.
         #[arg(long)]
         list_passes: bool,
         /// Bind these weights (.safetensors): checked against the model, and folded
@@ -342,7 +342,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             cost_model,
         } => {
             if list_passes {
-                for p in fnet::passes::pipeline::registry() {
+                let mode = if training {
+                    CompileMode::Training
+                } else {
+                    CompileMode::Inference
+                };
+                for p in fnet::passes::pipeline::default_pipeline(mode).passes {
                     println!("{:<20} {}", p.name(), p.about());
                 }
                 return Ok(());

@@ -194,3 +194,23 @@ fn bench_training_on_a_backend_without_training_refuses_with_a_hint() {
         assert!(stderr.contains("OpenCL"), "{stderr}");
     }
 }
+
+#[test]
+fn list_passes_shows_autodiff_in_the_training_pipeline_only() {
+    let names = |args: &[&str]| -> Vec<String> {
+        let out = fnetc(args);
+        assert!(out.status.success(), "{}", text(&out).1);
+        let stdout = text(&out).0;
+        stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
+    };
+    let training = names(&["compile", "--list-passes", "--training"]);
+    let at = |n: &str| training.iter().position(|p| p == n).expect(n);
+    assert_eq!(at("autodiff"), at("fold-bases") + 1, "{training:?}");
+    let inference = names(&["compile", "--list-passes"]);
+    assert!(!inference.iter().any(|p| p == "autodiff"), "{inference:?}");
+    assert_eq!(inference.len() + 1, training.len());
+}

@@ -239,15 +239,13 @@ pub fn compile_training(
 }
 
 /// The inputs of one training step: the model's input as [`bench_input`] makes it,
-/// and deterministic labels in `0..classes`.
+/// then the `labels` input autodiff adds, fixed classes in `0..classes`.
 pub fn training_inputs(
     graph: &Graph,
     b: usize,
     classes: usize,
 ) -> Result<Vec<Tensor<f32>>, RunError> {
-    let labels = graph.inputs.iter().position(
-        |&i| matches!(&graph.node(i).op, crate::ir::op::Op::Input { name } if name == LABELS),
-    );
+    let is_labels = |i: &petgraph::stable_graph::NodeIndex| matches!(&graph.node(*i).op, crate::ir::op::Op::Input { name } if name == LABELS);
     let [x, l] = graph.inputs[..] else {
         return Err(RunError::new(format!(
             "fnetc bench --training runs models with one input; `{}` has {}",
@@ -255,20 +253,19 @@ pub fn training_inputs(
             graph.inputs.len().saturating_sub(1)
         )));
     };
-    let (x, first) = match labels {
-        Some(0) => (l, false),
-        _ => (x, true),
-    };
+    if !is_labels(&l) {
+        return Err(RunError::new(format!(
+            "`{}` is not a training graph: its last input is not `{LABELS}`",
+            graph.name
+        )));
+    }
     let data = (0..b)
         .map(|i| ((i * 7 + 3) % classes.max(1)) as f32)
         .collect();
-    let labels = Tensor::from_vec(vec![b], data)?;
-    let x = input_for(graph, x, b)?;
-    Ok(if first {
-        vec![x, labels]
-    } else {
-        vec![labels, x]
-    })
+    Ok(vec![
+        input_for(graph, x, b)?,
+        Tensor::from_vec(vec![b], data)?,
+    ])
 }
 
 /// A deterministic input batch in [-1, 1): the model's one input with batch `b`.
