@@ -34,6 +34,7 @@ fn args(path: &str, batch: usize) -> BenchArgs {
         iters: 1,
         warmup: 0,
         unoptimised: false,
+        training: false,
     }
 }
 

@@ -135,7 +135,7 @@ enum Command {
         /// Print each pass's time, rewrites and node count to stderr.
         #[arg(short, long)]
         verbose: bool,
-        /// List the passes of the pipeline and exit.
+        /// List the passes of the pipeline (with `--training`: the training pipeline) and exit.
         #[arg(long)]
         list_passes: bool,
         /// Bind these weights (.safetensors): checked against the model, and folded
@@ -188,6 +188,10 @@ enum Command {
         /// Run the elaborated graph without the optimising passes.
         #[arg(short = 'O', value_parser = ["0"])]
         opt_level: Option<String>,
+        /// Time one training step (forward, loss, backward, in training mode) instead
+        /// of a forward, and report its planned and measured peak memory.
+        #[arg(long)]
+        training: bool,
     },
 }
 
@@ -338,7 +342,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             cost_model,
         } => {
             if list_passes {
-                for p in fnet::passes::pipeline::registry() {
+                let mode = if training {
+                    CompileMode::Training
+                } else {
+                    CompileMode::Inference
+                };
+                for p in fnet::passes::pipeline::default_pipeline(mode).passes {
                     println!("{:<20} {}", p.name(), p.about());
                 }
                 return Ok(());
@@ -417,6 +426,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config,
             set,
             opt_level,
+            training,
         } => {
             let args = fnet::cli::bench::BenchArgs {
                 model,
@@ -431,6 +441,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 iters: iters as usize,
                 warmup: warmup as usize,
                 unoptimised: opt_level.is_some(),
+                training,
             };
             let report = fnet::cli::bench::bench(&args, &mut fnet::cli::bench::progress_bar())?;
             print!("{report}");

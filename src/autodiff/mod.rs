@@ -160,6 +160,38 @@ pub struct TrainingGraph {
     pub terms: Vec<String>,
 }
 
+impl TrainingGraph {
+    /// Reads the meaning of a training graph's outputs back from their names (`loss`,
+    /// `grad.<name>`, `update.<name>`), as the autodiff pass leaves them, so that a
+    /// graph that went through the whole training pipeline (where the passes after
+    /// autodiff keep the outputs' names) is a `TrainingGraph` again. `None` when the
+    /// outputs are not a training graph's.
+    pub fn of(graph: Graph) -> Option<TrainingGraph> {
+        let names: Vec<&str> = graph
+            .outputs
+            .iter()
+            .map(|&o| graph.node(o).name.as_str())
+            .collect();
+        let (&"loss", rest) = names.split_first()? else {
+            return None;
+        };
+        let grads: Vec<String> = rest
+            .iter()
+            .map_while(|n| n.strip_prefix("grad."))
+            .map(str::to_string)
+            .collect();
+        let buffers = rest[grads.len()..]
+            .iter()
+            .map(|n| n.strip_prefix("update.").map(str::to_string))
+            .collect::<Option<Vec<String>>>()?;
+        Some(TrainingGraph {
+            graph,
+            grads,
+            buffers,
+        })
+    }
+}
+
 /// The name of the labels input the training graph adds.
 pub const LABELS: &str = "labels";
 
@@ -454,7 +486,10 @@ fn sum(
 }
 
 /// The `autodiff` pass: replaces the graph by its training graph (outputs: the loss,
-/// then `grad.<name>` per parameter). Not in a default pipeline yet.
+/// then `grad.<name>` per parameter, then `update.<name>` per buffer; see
+/// [`TrainingGraph::of`]). The training pipeline runs it after
+/// `passes::pipeline::AUTODIFF_AFTER`. A model it cannot differentiate leaves its
+/// diagnostic (E0801, at the layer) in `PassContext::diagnostic`.
 pub struct Autodiff {
     pub loss: Loss,
 }
@@ -469,9 +504,12 @@ impl Pass for Autodiff {
          outputs the loss and one gradient per trainable parameter"
     }
 
-    fn run(&self, graph: &mut Graph, _ctx: &mut PassContext) -> Result<usize, String> {
+    fn run(&self, graph: &mut Graph, ctx: &mut PassContext) -> Result<usize, String> {
         let before = graph.g.node_count();
-        let trained = differentiate(graph, &self.loss).map_err(|e| e.to_string())?;
+        let trained = differentiate(graph, &self.loss).map_err(|e| {
+            ctx.diagnostic = Some(e.to_diagnostic());
+            e.to_string()
+        })?;
         *graph = trained.graph;
         Ok(graph.g.node_count().saturating_sub(before).max(1))
     }

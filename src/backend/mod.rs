@@ -124,6 +124,12 @@ pub trait Prepared<T: Scalar> {
     /// The current value of parameter or buffer `name`: what was prepared or written,
     /// or, after a training-mode run, the updated running statistics.
     fn read_param(&self, name: &str) -> Result<Tensor<T>, RunError>;
+    /// The device memory the prepared model holds (every buffer it allocated), where
+    /// it lives apart from the host's; `None` for a backend that computes in host
+    /// memory, whose use `fnetc bench` measures as the process's peak RSS.
+    fn device_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Opens `kind` on `device` (`None`: the backend's default) for running `model`.

@@ -184,6 +184,10 @@ impl Prepared<f32> for OpenClPrepared {
         self.exe.write_param(name, value)
     }
 
+    fn device_bytes(&self) -> Option<u64> {
+        Some(self.exe.device_bytes())
+    }
+
     fn read_param(&self, name: &str) -> Result<Tensor<f32>, RunError> {
         if let Some(e) = self.baked_in(name) {
             return Err(e);

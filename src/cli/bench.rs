@@ -4,19 +4,33 @@
 //! fixed pseudo-random batch: a few warm-up runs, then `iters` timed ones. Throughput
 //! uses the nominal flops of `crate::cost::flops::graph_flops`, the same count for
 //! every backend.
+//!
+//! With `--training` a timed run is one training step instead: the model compiled by
+//! the training pipeline (forward, the recipe's loss, backward), its parameters kept
+//! as parameters, run in training mode on a fixed batch and fixed labels through the
+//! same `Backend` interface; the outputs read back are the loss, every gradient and
+//! the updated running statistics. The report adds the step's planned peak memory
+//! (the memory plan of the training graph, `passes::memory_plan::planned_peak_bytes`)
+//! and its measured peak: on the host the growth of the peak RSS over the first step
+//! (`super::peak_rss`), on a device the bytes the prepared plan allocated.
 
 use super::progress::{with_spinner, SPINNER_DELAY};
 use super::CliError;
+use crate::autodiff::{Autodiff, LABELS};
 use crate::backend::BackendKind;
 use crate::cost::flops::graph_flops;
 use crate::cost::CostTableId;
+use crate::diag::Report;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::ir::types::Dim;
 use crate::ir::Graph;
 use crate::opencl::DeviceSel;
-use crate::passes::pipeline::default_pipeline;
-use crate::passes::{CompileMode, PassContext};
+use crate::passes::memory_plan::plan;
+use crate::passes::pipeline::{default_pipeline, pipeline_for, training_loss};
+use crate::passes::{CompileMode, PassContext, PassManager};
+use crate::runtime::budget::human;
+use crate::runtime::Mode;
 use crate::runtime::{initialise, ParamStore, RunError};
 use crate::tensor::Tensor;
 use std::fmt;
@@ -38,6 +52,26 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// Skip the optimising passes (`-O0`).
     pub unoptimised: bool,
+    /// Time a training step (forward, loss, backward) instead of a forward.
+    pub training: bool,
+}
+
+/// A training step's peak memory: planned and measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepMemory {
+    /// The memory plan's activation arena for the step, backward included.
+    pub arena: u64,
+    /// Weights and what is computed from them alone.
+    pub weights: u64,
+    /// What the step took: bytes, and how they were measured.
+    pub measured: Option<(u64, &'static str)>,
+}
+
+impl StepMemory {
+    /// The planned peak: the arena plus the weights.
+    pub fn planned(&self) -> u64 {
+        self.arena.saturating_add(self.weights)
+    }
 }
 
 /// What a bench measured.
@@ -54,6 +88,8 @@ pub struct BenchReport {
     pub prepare: Duration,
     /// Every timed run, in order.
     pub times: Vec<Duration>,
+    /// `Some` for a training step (`--training`): its peak memory.
+    pub memory: Option<StepMemory>,
 }
 
 impl BenchReport {
@@ -80,13 +116,36 @@ impl BenchReport {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "model    {} (batch {})", self.model, self.batch)?;
+        let step = if self.memory.is_some() {
+            ", training step: forward + loss + backward"
+        } else {
+            ""
+        };
+        writeln!(f, "model    {} (batch {}{step})", self.model, self.batch)?;
         writeln!(f, "backend  {}", self.backend)?;
         writeln!(
             f,
             "flops    {:.2} MFLOP per sample (nominal: 2 per conv/linear multiply-add, 1 per elementwise op)",
             self.flops as f64 / self.batch.max(1) as f64 / 1e6
         )?;
+        if let Some(m) = &self.memory {
+            writeln!(
+                f,
+                "memory   planned peak {} (activations {} + weights {}; {} bytes)",
+                human(m.planned()),
+                human(m.arena),
+                human(m.weights),
+                m.planned()
+            )?;
+            match m.measured {
+                Some((bytes, how)) => writeln!(
+                    f,
+                    "memory   measured peak {} ({how}; {bytes} bytes)",
+                    human(bytes)
+                )?,
+                None => writeln!(f, "memory   measured peak unknown (no /proc/self/status)")?,
+            }
+        }
         writeln!(
             f,
             "prepare  compile {:.1} ms, backend {:.1} ms",
@@ -136,6 +195,79 @@ pub fn compile_bound(
     Ok((graph, ctx.weights.unwrap_or_default()))
 }
 
+/// Compiles for a training step by the training pipeline (the recipe's loss), with
+/// `cost`'s table; returns the training graph, its parameters (the given weights or
+/// the seeded initial ones) and the number of classes the labels index.
+pub fn compile_training(
+    args: &BenchArgs,
+    cost: CostTableId,
+) -> Result<(Graph, ParamStore<f32>, usize), CliError> {
+    let (source, module) = compile_file(&args.model, &args.options)?;
+    let batch = crate::runtime::budget::Need::Run {
+        batch: args.batch as u64,
+    };
+    super::memory::guard(&source, &module.graph, batch)?;
+    let mut graph = module.graph;
+    let store = match &args.weights {
+        Some(path) => super::read_bound_weights(&graph, path)?,
+        None => initialise::<f32>(&graph, graph.seed)?,
+    };
+    let classes = (graph.outputs.first())
+        .and_then(|&o| graph.node(o).ty.shape.get(1).and_then(|d| d.known()))
+        .unwrap_or(1) as usize;
+    let mut ctx = PassContext::new(CompileMode::Training);
+    ctx.batch = args.batch as u64;
+    ctx.cost_backend = cost;
+    let recipe = module.recipe.as_ref();
+    let pipeline = if args.unoptimised {
+        let loss = training_loss(recipe);
+        PassManager::new(vec![Box::new(Autodiff { loss })])
+    } else {
+        pipeline_for(CompileMode::Training, recipe)
+    };
+    if let Err(e) = pipeline.run(&mut graph, &mut ctx, &mut |_| {}) {
+        return Err(match ctx.diagnostic.take() {
+            Some(d) => Report {
+                source,
+                diagnostics: vec![d],
+            }
+            .into(),
+            None => RunError::new(format!("internal compiler error in {e}")).into(),
+        });
+    }
+    Ok((graph, store, classes))
+}
+
+/// The inputs of one training step: the model's input as [`bench_input`] makes it,
+/// then the `labels` input autodiff adds, fixed classes in `0..classes`.
+pub fn training_inputs(
+    graph: &Graph,
+    b: usize,
+    classes: usize,
+) -> Result<Vec<Tensor<f32>>, RunError> {
+    let is_labels = |i: &petgraph::stable_graph::NodeIndex| matches!(&graph.node(*i).op, crate::ir::op::Op::Input { name } if name == LABELS);
+    let [x, l] = graph.inputs[..] else {
+        return Err(RunError::new(format!(
+            "fnetc bench --training runs models with one input; `{}` has {}",
+            graph.name,
+            graph.inputs.len().saturating_sub(1)
+        )));
+    };
+    if !is_labels(&l) {
+        return Err(RunError::new(format!(
+            "`{}` is not a training graph: its last input is not `{LABELS}`",
+            graph.name
+        )));
+    }
+    let data = (0..b)
+        .map(|i| ((i * 7 + 3) % classes.max(1)) as f32)
+        .collect();
+    Ok(vec![
+        input_for(graph, x, b)?,
+        Tensor::from_vec(vec![b], data)?,
+    ])
+}
+
 /// A deterministic input batch in [-1, 1): the model's one input with batch `b`.
 pub fn bench_input(graph: &Graph, b: usize) -> Result<Tensor<f32>, RunError> {
     let [id] = graph.inputs[..] else {
@@ -145,6 +277,15 @@ pub fn bench_input(graph: &Graph, b: usize) -> Result<Tensor<f32>, RunError> {
             graph.inputs.len()
         )));
     };
+    input_for(graph, id, b)
+}
+
+/// Input `id` of `graph` at batch `b`, filled with a fixed pattern in [-1, 1).
+fn input_for(
+    graph: &Graph,
+    id: petgraph::stable_graph::NodeIndex,
+    b: usize,
+) -> Result<Tensor<f32>, RunError> {
     let node = graph.node(id);
     let shape = node
         .ty
@@ -199,6 +340,9 @@ pub fn bench(
     // The backend is opened first: it (and its device's kind) picks the cost table.
     let backend = crate::backend::open(args.backend, args.device, &args.model)?;
     let cost = backend.cost_table();
+    if args.training {
+        return bench_training(args, backend.as_ref(), cost, progress);
+    }
     let t0 = Instant::now();
     let (graph, store) = compile_bound(args, cost)?;
     let compile = t0.elapsed();
@@ -229,6 +373,85 @@ pub fn bench(
         compile,
         prepare,
         times,
+        memory: None,
+    })
+}
+
+/// `bench` of a training step on `backend`, which must run training mode.
+fn bench_training(
+    args: &BenchArgs,
+    backend: &dyn crate::backend::Backend,
+    cost: CostTableId,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<BenchReport, CliError> {
+    if !backend.capabilities().training {
+        return Err(RunError::new(format!(
+            "the {} backend does not run training steps yet ({})",
+            backend.kind().name(),
+            backend.device()
+        ))
+        .hint("time the step on the reference interpreter: --backend reference")
+        .into());
+    }
+    let t0 = Instant::now();
+    let (graph, store, classes) = compile_training(args, cost)?;
+    let compile = t0.elapsed();
+    let inputs = training_inputs(&graph, args.batch, classes)?;
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let flops = graph_flops(&graph, &shapes)?;
+    let summary = plan(&graph, args.batch as u64).summary;
+    let t1 = Instant::now();
+    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
+    let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
+        backend.prepare(graph, store, &shapes)
+    })?;
+    prepared.set_mode(Mode::Train)?;
+    let prepare = t1.elapsed();
+    let total = args.warmup + args.iters;
+    let mut times = Vec::with_capacity(args.iters);
+    let mut measured = None;
+    for i in 0..total {
+        let t = Instant::now();
+        if i == 0 {
+            // The first step's peak: what a step needs, before caches warm up.
+            let (out, growth) = super::peak_rss::peak_growth(|| prepared.forward(&inputs));
+            out?;
+            measured = growth.map(|(bytes, how)| {
+                let how = match how {
+                    super::peak_rss::PeakMethod::ResetHighWaterMark => {
+                        "growth of the peak RSS over the first step"
+                    }
+                    super::peak_rss::PeakMethod::HighWaterMarkGrowth => {
+                        "growth of the unreset peak RSS over the first step"
+                    }
+                };
+                (bytes, how)
+            });
+        } else {
+            prepared.forward(&inputs)?;
+        }
+        if i >= args.warmup {
+            times.push(t.elapsed());
+        }
+        progress(i + 1, total);
+    }
+    if let Some(bytes) = prepared.device_bytes() {
+        measured = Some((bytes, "device buffers the prepared plan allocated"));
+    }
+    let backend = format!("{}, cost table {}", backend.device(), cost.name());
+    Ok(BenchReport {
+        model: args.model.display().to_string(),
+        backend,
+        batch: args.batch,
+        flops,
+        compile,
+        prepare,
+        times,
+        memory: Some(StepMemory {
+            arena: summary.arena_bytes,
+            weights: summary.weight_bytes,
+            measured,
+        }),
     })
 }
 
@@ -245,6 +468,7 @@ mod tests {
             compile: Duration::ZERO,
             prepare: Duration::ZERO,
             times: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
+            memory: None,
         }
     }
 

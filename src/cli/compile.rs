@@ -3,13 +3,14 @@
 
 use super::CliError;
 use crate::cost::CostTableId;
+use crate::diag::Report;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::io::artifact::{write_artifact, ArtifactHeader, Provenance};
 use crate::ir::graph::Graph;
 use crate::ir::print::print_graph;
 use crate::ir::types::DType;
-use crate::passes::pipeline::{default_pipeline, from_names};
+use crate::passes::pipeline::{from_names, pipeline_for};
 use crate::passes::{CompileMode, PassContext, PassRecord};
 use crate::runtime::budget::Need;
 use crate::runtime::params::fnv1a;
@@ -52,16 +53,22 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
     crate::driver::eprint_warnings(&source, &module);
     let manager = match &args.passes {
-        None => default_pipeline(args.mode),
+        None => pipeline_for(args.mode, module.recipe.as_ref()),
         Some(names) => from_names(names).map_err(RunError::new)?,
     };
     let known = manager.names();
     for p in &args.print_after {
         if p != "all" && !known.contains(&p.as_str()) {
-            return Err(RunError::new(format!(
+            let e = RunError::new(format!(
                 "--print-after {p}: no such pass in this pipeline ({})",
                 known.join(", ")
-            ))
+            ));
+            let training_only = p == "autodiff" && args.mode == CompileMode::Inference;
+            return Err(if training_only {
+                e.hint("the autodiff pass runs in training compilations: add --training")
+            } else {
+                e
+            }
             .into());
         }
     }
@@ -100,12 +107,21 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
             );
         }
     };
-    manager
-        .run(&mut graph, &mut ctx, &mut observe)
-        .map_err(|e| {
-            RunError::new(format!("internal compiler error in {e}"))
+    let ran = manager.run(&mut graph, &mut ctx, &mut observe);
+    if let Err(e) = ran {
+        // A pass that refuses the user's program (autodiff: no gradient through a
+        // layer) says where; anything else is a bug in a pass.
+        return Err(match ctx.diagnostic.take() {
+            Some(d) => Report {
+                source,
+                diagnostics: vec![d],
+            }
+            .into(),
+            None => RunError::new(format!("internal compiler error in {e}"))
                 .hint("this is a bug in fnetc; please report it with the model")
-        })?;
+                .into(),
+        });
+    }
     let provenance = Provenance {
         source: args.model.display().to_string(),
         source_hash: format!("{:016x}", fnv1a(source.text.as_bytes())),

@@ -10,6 +10,7 @@ pub mod init;
 pub mod inputs;
 pub mod memory;
 pub mod named_inputs;
+pub mod peak_rss;
 pub mod progress;
 pub mod run;
 

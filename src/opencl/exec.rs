@@ -103,6 +103,18 @@ impl Executable {
         Ok(exe)
     }
 
+    /// The bytes of device memory this executable allocated: one buffer per storage
+    /// slot, shared by the temporaries planned into it, and one per other buffer
+    /// (inputs, outputs, parameters, constants), as `new` allocates them.
+    pub fn device_bytes(&self) -> u64 {
+        let slots: usize = self.plan.slot_len.iter().map(|&l| l.max(1)).sum();
+        let own: usize = (self.plan.buffers.iter().zip(&self.plan.slot))
+            .filter(|(b, s)| !(matches!(b.kind, BufKind::Temp) && s.is_some()))
+            .map(|(b, _)| b.len.max(1))
+            .sum();
+        ((slots + own) * std::mem::size_of::<f32>()) as u64
+    }
+
     /// Runs the `setup` launches (kernels synthesised from parameters).
     fn run_setup(&self) -> Result<(), RunError> {
         let setup = &self.launches[self.plan.steps.len()..];

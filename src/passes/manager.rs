@@ -3,6 +3,7 @@
 //! and the time after each pass.
 
 use crate::cost::CostTableId;
+use crate::diag::Diagnostic;
 use crate::ir::graph::{Graph, VerifyError};
 use crate::ir::types::DType;
 use crate::runtime::ParamStore;
@@ -41,6 +42,9 @@ pub struct PassContext {
     /// The precision the graph will run in; constant folds compute in it (`fnetc run
     /// --f64` compiles with f64).
     pub precision: DType,
+    /// An error in the user's program that a pass found (autodiff's E0801): the caller
+    /// renders it against the source instead of reporting an internal error.
+    pub diagnostic: Option<Diagnostic>,
 }
 
 impl PassContext {
@@ -53,6 +57,7 @@ impl PassContext {
             batch: 1,
             cost_backend: CostTableId::Reference,
             precision: DType::F32,
+            diagnostic: None,
         }
     }
 

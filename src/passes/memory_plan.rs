@@ -1,6 +1,8 @@
 //! Memory planning: assigns every activation to a buffer so that values whose lifetimes
 //! do not overlap share storage, and reports the arena size (the peak bytes a run
 //! needs for activations) next to the no-reuse total and the liveness lower bound.
+//! A training graph is planned whole: what a backward op reads (a ReLU's input, a
+//! conv's input for its filter gradient) stays live until that op.
 //!
 //! Lifetimes come from the topological order: a value lives from the step that
 //! computes it to the last step that reads it (outputs live to the end). Buffers are
@@ -182,6 +184,17 @@ pub fn plan(graph: &Graph, batch: u64) -> MemoryPlan {
         lifetime,
         summary,
     }
+}
+
+/// The bytes one run of `graph` at `batch` holds at its peak by the plan: the
+/// activation arena plus the weights and the values computed from them alone. On a
+/// training graph (forward, loss and backward) the arena is the whole step's: every
+/// activation lives until its last reader, backward ops included, and the gradients
+/// are outputs that live to the end. `fnetc bench --training` reports it as the
+/// planned peak of a step.
+pub fn planned_peak_bytes(graph: &Graph, batch: u64) -> u64 {
+    let s = plan(graph, batch).summary;
+    s.arena_bytes.saturating_add(s.weight_bytes)
 }
 
 pub struct MemoryPlanPass;

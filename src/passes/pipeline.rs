@@ -8,6 +8,8 @@ use super::manager::{CompileMode, Pass, PassManager};
 use super::materialize_frozen::MaterializeFrozen;
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
+use crate::autodiff::{Autodiff, Loss};
+use crate::recipe::Recipe;
 
 /// Every pass, by name, in default order.
 pub fn registry() -> Vec<Box<dyn Pass>> {
@@ -38,10 +40,45 @@ pub const AUTODIFF_AFTER: &str = "fold-bases";
 /// changes is what the mode-aware passes may do (the "training graphs" column of
 /// docs/compiler.md's pipeline table, checked by `tests/passes_mode.rs`): dropout stays,
 /// no batchnorm folds, FlexConv kernels are never folded to constants, and nothing the
-/// optimiser updates becomes a constant. The autodiff pass goes after
-/// [`AUTODIFF_AFTER`] (`PassManager::insert_after`).
+/// optimiser updates becomes a constant. Training also runs the autodiff pass after
+/// [`AUTODIFF_AFTER`], with plain cross-entropy ([`training_pipeline`] takes another
+/// loss), so the passes after it see the forward and the backward graph.
 pub fn default_pipeline(mode: CompileMode) -> PassManager {
-    PassManager::for_mode(registry(), mode)
+    match mode {
+        CompileMode::Inference => PassManager::for_mode(registry(), mode),
+        CompileMode::Training => training_pipeline(Loss::default()),
+    }
+}
+
+/// The training pipeline with `loss`: the default passes, and the autodiff pass in its
+/// slot after [`AUTODIFF_AFTER`].
+pub fn training_pipeline(loss: Loss) -> PassManager {
+    let mut pm = PassManager::for_mode(registry(), CompileMode::Training);
+    pm.insert_after(AUTODIFF_AFTER, Box::new(Autodiff { loss }))
+        .expect("the registry holds the autodiff slot");
+    pm
+}
+
+/// The pipeline that compiles a model with `recipe` (its `train { ... }` section) in
+/// `mode`: in training, the loss is the recipe's ([`training_loss`]).
+pub fn pipeline_for(mode: CompileMode, recipe: Option<&Recipe>) -> PassManager {
+    match mode {
+        CompileMode::Inference => default_pipeline(mode),
+        CompileMode::Training => training_pipeline(training_loss(recipe)),
+    }
+}
+
+/// The loss a training compilation differentiates: the recipe's `loss:` (its kind and
+/// label smoothing), else plain cross-entropy. The one place where a recipe becomes an
+/// autodiff [`Loss`]; fields the recipe does not set keep `Loss::default()`'s values.
+pub fn training_loss(recipe: Option<&Recipe>) -> Loss {
+    match recipe.and_then(|r| r.loss.as_ref()) {
+        Some(crate::recipe::Loss::CrossEntropy { label_smoothing }) => Loss {
+            label_smoothing: *label_smoothing,
+            ..Loss::default()
+        },
+        None => Loss::default(),
+    }
 }
 
 /// A pipeline from `--passes a,b,c`; unknown names are an error listing the known ones.
