@@ -38,8 +38,9 @@ fn one_op(op: Op, shapes: &[Vec<usize>]) -> Graph {
     g
 }
 
-/// `op` on OpenCL (every target) against the interpreter, on random inputs.
-fn agrees(what: &str, op: Op, shapes: &[Vec<usize>], rel: f64) {
+/// `op` on OpenCL (every target) against the interpreter, on random inputs; the
+/// names of the kernels the plans launch.
+fn agrees(what: &str, op: Op, shapes: &[Vec<usize>], rel: f64) -> Vec<String> {
     let g = one_op(op, shapes);
     let inputs: Vec<Tensor<f32>> = shapes
         .iter()
@@ -47,6 +48,7 @@ fn agrees(what: &str, op: Op, shapes: &[Vec<usize>], rel: f64) {
         .map(|(i, s)| input(s, 7 + i as u64))
         .collect();
     let store = ParamStore::new();
+    let mut names = Vec::new();
     let want = run(&g, &store, &inputs, &RunOptions::default())
         .unwrap_or_else(|e| panic!("{what}: interpreter: {e}"))
         .outputs
@@ -54,10 +56,16 @@ fn agrees(what: &str, op: Op, shapes: &[Vec<usize>], rel: f64) {
     for target in targets() {
         let plan = build_plan(&g, &store, shapes, target)
             .unwrap_or_else(|e| panic!("{what}: lowering: {e}"));
+        names.extend(
+            plan.steps
+                .iter()
+                .map(|s| plan.kernels[s.kernel].name.clone()),
+        );
         let exe = Executable::new(ctx(), plan).expect("build");
         let got = exe.run(&inputs).expect("run").remove(0);
         close(&format!("{what} {target:?}"), &got, &want, rel);
     }
+    names
 }
 
 fn attrs(stride: &[u64], padding: Padding, dilation: &[u64], groups: u64) -> ConvAttrs {
@@ -89,23 +97,25 @@ fn out_shape(a: &ConvAttrs, x: &[usize], w: &[usize]) -> Vec<usize> {
     y
 }
 
-/// Backward to data and to filter of one conv.
-fn conv_case(what: &str, a: ConvAttrs, x: &[usize], w: &[usize]) {
+/// Backward to data and to filter of one conv; whether each ran by FFT.
+fn conv_case(what: &str, a: ConvAttrs, x: &[usize], w: &[usize]) -> [bool; 2] {
     let y = out_shape(&a, x, w);
     // Sums of up to a few thousand products of values in [-1, 1].
     let rel = 2e-5;
-    agrees(
+    let data = agrees(
         &format!("{what}: to data"),
         Op::Train(TrainOp::ConvBackwardData(a.clone())),
         &[y.clone(), w.to_vec(), x.to_vec()],
         rel,
     );
-    agrees(
+    let filter = agrees(
         &format!("{what}: to filter"),
         Op::Train(TrainOp::ConvBackwardFilter(a)),
         &[x.to_vec(), y, w.to_vec()],
         rel,
     );
+    let by_fft = |names: &[String]| names.iter().any(|n| n.starts_with("fft"));
+    [by_fft(&data), by_fft(&filter)]
 }
 
 fn ex(p: &[(u64, u64)]) -> Padding {
@@ -160,11 +170,77 @@ fn conv1d_backward() {
     conv_case("causal, groups 3", a, &[2, 6, 13], &[3, 2, 3]);
 }
 
+fn fft(mut a: ConvAttrs) -> ConvAttrs {
+    a.algo = ConvAlgo::Fft;
+    a
+}
+
 #[test]
-fn conv1d_backward_long_causal_kernel() {
-    // FlexTCN's 784-tap causal conv over a 784-step sequence.
+fn conv1d_backward_long_causal_kernel_direct_and_fft() {
+    // FlexTCN's 784-tap causal conv over a 784-step sequence, both algorithms.
     let a = attrs(&[1], Padding::Causal, &[1], 1);
-    conv_case("784-tap causal", a, &[2, 2, 784], &[2, 2, 784]);
+    conv_case(
+        "784-tap causal, direct",
+        a.clone(),
+        &[3, 2, 784],
+        &[3, 2, 784],
+    );
+    conv_case("784-tap causal, fft", fft(a), &[3, 2, 784], &[3, 2, 784]);
+}
+
+#[test]
+fn conv_backward_by_fft() {
+    let a = fft(attrs(&[1], Padding::Causal, &[1], 1));
+    let r = conv_case("fft causal k9", a, &[3, 5, 30], &[4, 5, 9]);
+    assert_eq!(r, [true, true]);
+    let a = fft(attrs(&[1, 1], Padding::Same, &[1, 1], 1));
+    let r = conv_case("fft same 3x5", a, &[2, 3, 7, 9], &[4, 3, 3, 5]);
+    assert_eq!(r, [true, true]);
+    let a = fft(attrs(&[1, 1], ex(&[(0, 2), (1, 0)]), &[1, 1], 1));
+    let r = conv_case("fft asymmetric padding", a, &[1, 2, 6, 7], &[3, 2, 3, 2]);
+    assert_eq!(r, [true, true]);
+    // Where the FFT does not apply (strided, grouped) the direct kernels run.
+    let a = fft(attrs(&[2, 2], ex(&[(1, 1), (1, 1)]), &[1, 1], 1));
+    let r = conv_case("fft requested, stride 2", a, &[2, 3, 9, 8], &[5, 3, 3, 3]);
+    assert_eq!(r, [false, false]);
+    let a = fft(attrs(&[1, 1], ex(&[(1, 1), (1, 1)]), &[1, 1], 2));
+    let r = conv_case("fft requested, groups 2", a, &[2, 4, 6, 6], &[6, 2, 3, 3]);
+    assert_eq!(r, [false, false]);
+}
+
+/// Forward convs whose weight is a buffer (a parameter in training), not a host
+/// constant: the FFT path computes the kernel's spectrum on the device.
+#[test]
+fn forward_convs_read_weights_from_buffers() {
+    let cases = [
+        (
+            fft(attrs(&[1], Padding::Causal, &[1], 1)),
+            vec![3, 4, 50],
+            vec![5, 4, 50],
+        ),
+        (
+            fft(attrs(&[1, 1], Padding::Same, &[1, 1], 1)),
+            vec![2, 3, 8, 8],
+            vec![4, 3, 3, 3],
+        ),
+        (
+            attrs(&[2, 2], ex(&[(1, 1), (1, 1)]), &[1, 1], 1),
+            vec![2, 3, 9, 8],
+            vec![5, 3, 3, 3],
+        ),
+        (
+            attrs(&[1, 1], ex(&[(1, 1), (1, 1)]), &[1, 1], 4),
+            vec![2, 4, 6, 6],
+            vec![4, 1, 3, 3],
+        ),
+    ];
+    for (a, x, w) in cases {
+        let what = format!("conv {:?} x {x:?} w {w:?}", a.algo);
+        let fft = a.algo == ConvAlgo::Fft;
+        let names = agrees(&what, Op::Conv(a), &[x, w], 2e-5);
+        let spectrum = names.iter().any(|n| n.starts_with("spectrum"));
+        assert_eq!(spectrum, fft, "{what}: spectrum on the device");
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod build;
 pub mod conv;
 pub mod conv_backward;
 pub mod fft;
+pub mod fft_backward;
 pub mod fft_conv;
 pub mod gemm;
 pub mod grouped;

@@ -9,13 +9,22 @@
 //!   (`conv_backward::flip_repack`, one launch per run);
 //! - any other backward to data (stride, groups): `conv_backward::data_kernel`;
 //! - backward to filter: `conv_backward::filter_kernel` over a zero-padded copy of `x`;
+//! - where the algorithm is FFT (`backward_algo`): the backward to data as the
+//!   forward FFT conv of `dy` with the device-computed spectrum of the flipped,
+//!   transposed weight, and the backward to filter as an FFT correlation
+//!   (`kernel_ir::fft_backward`);
 //! - linear backward and the LC fold: `gemm::matmul` with transposes as strides.
 
 use super::{Builder, Val};
-use crate::ir::op::{ConvAttrs, Padding};
+use crate::cost::{CostTable, CostTableId};
+use crate::ir::conv_cost::ConvShape;
+use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
 use crate::kernel_ir::conv_backward::{data_as_forward, data_kernel, filter_kernel, flip_repack};
+use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
+use crate::kernel_ir::fft_conv::FftConv;
 use crate::kernel_ir::gemm::{matmul, Strides};
+use crate::passes::choose_conv_algo::{decide, env_override};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
 
@@ -93,6 +102,15 @@ impl Builder<'_> {
         let dx = self.temp(x_shape);
         let groups = attrs.groups as usize;
         let fwd = data_as_forward(&s).filter(|_| groups == 1);
+        let fft = fwd
+            .as_ref()
+            .filter(|_| self.backward_algo(attrs, &s) == ConvAlgo::Fft);
+        if let Some(g) = fft.and_then(|f| FftConv::new(f, self.target.vector)) {
+            // The forward FFT conv of dy with the flipped, transposed weight's spectrum.
+            let kf = self.device_spectrum(&g, w.buf, true, &layer);
+            let b = self.constant(vec![0.0; g.co]);
+            return Ok(self.fft_conv_spectrum(&g, &dy, kf, b, None, &layer));
+        }
         let Some(f) = fwd else {
             let k = data_kernel("conv_bwd_data", &s, groups);
             self.emit("conv_bwd_data", k, vec![dy.buf, w.buf, dx.buf], &layer);
@@ -132,6 +150,12 @@ impl Builder<'_> {
         let dy = self.val(operands[1])?;
         let w_shape = self.shape_of(operands[2])?;
         let s = conv_spec(attrs, &x.shape, &w_shape);
+        let groups = attrs.groups as usize;
+        if groups == 1 && self.backward_algo(attrs, &s) == ConvAlgo::Fft {
+            if let Some(g) = FftFilter::new(&s, self.target.vector) {
+                return Ok(self.fft_filter(&g, &x, &dy, w_shape, &layer));
+            }
+        }
         let hp = s.h + s.pad[0].0 + s.pad[0].1;
         let wp = s.w + s.pad[1].0 + s.pad[1].1;
         let input = if [hp, wp] != [s.h, s.w] {
@@ -143,10 +167,80 @@ impl Builder<'_> {
             x.buf
         };
         let dw = self.temp(w_shape);
-        let groups = attrs.groups as usize;
         let k = filter_kernel("conv_bwd_filter", &s, groups, hp, wp, self.target.vector);
         self.emit("conv_bwd_filter", k, vec![input, dy.buf, dw.buf], &layer);
         Ok(dw)
+    }
+
+    /// The backward to filter by FFT: transform `x` (padded) and `dy`, correlate per
+    /// frequency summing over the batch, transform back, crop the first `k` points.
+    fn fft_filter(
+        &mut self,
+        g: &FftFilter,
+        x: &Val,
+        dy: &Val,
+        w_shape: Vec<usize>,
+        layer: &str,
+    ) -> Val {
+        let [n1, n2] = g.len;
+        let xs = self.temp(vec![g.points() * 2 * g.rows_x]);
+        let k = pack_rows(g.len, (g.batch, g.ci), g.hw, g.pad_low, g.rows_x);
+        self.emit("fft_rows", k, vec![x.buf, xs.buf], layer);
+        let xf = self.transform(xs, n1, n2, g.rows_x, false, layer);
+        let ys = self.temp(vec![g.points() * 2 * g.rows_y]);
+        let k = pack_rows(g.len, (g.batch, g.co), g.out, [0, 0], g.rows_y);
+        self.emit("fft_rows", k, vec![dy.buf, ys.buf], layer);
+        let yf = self.transform(ys, n1, n2, g.rows_y, false, layer);
+        let ws = self.temp(vec![g.points() * 2 * g.rows_w]);
+        self.emit(
+            "fft_filter_mac",
+            filter_mac(g),
+            vec![xf.buf, yf.buf, ws.buf],
+            layer,
+        );
+        let wt = self.transform(ws, n1, n2, g.rows_w, true, layer);
+        let dw = self.temp(w_shape);
+        self.emit(
+            "fft_filter_crop",
+            filter_crop(g),
+            vec![wt.buf, dw.buf],
+            layer,
+        );
+        dw
+    }
+
+    /// Direct or FFT for a backward conv of the forward `s`: the op's `algo` (copied by
+    /// autodiff from its forward conv, where `choose-conv-algo` decided it) when set,
+    /// else the same decision for the forward's shape (`FNET_CONV_ALGO`, then the cost
+    /// table of this target). Each backward op has the forward's arithmetic: the same
+    /// products for the direct form, the same transforms and spectral products for
+    /// the FFT, so the forward's estimate ranks the backward's algorithms too.
+    fn backward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
+        let one_d = attrs.stride.len() == 1;
+        let dims = |v: [usize; 2]| -> Vec<u64> {
+            if one_d {
+                vec![v[1] as u64]
+            } else {
+                v.iter().map(|&d| d as u64).collect()
+            }
+        };
+        let shape = ConvShape {
+            batch: s.n as u64,
+            ci: s.ci as u64,
+            co: s.co as u64,
+            input: dims([s.h, s.w]),
+            kernel: dims(s.k),
+            stride: attrs.stride.clone(),
+            dilation: attrs.dilation.clone(),
+            groups: attrs.groups,
+            padding: attrs.padding.clone(),
+        };
+        let table = CostTable::of(CostTableId::opencl(!self.target.broadcast_weights));
+        let env = env_override().ok().flatten();
+        match decide(attrs.algo, env, &shape, table).0 {
+            ConvAlgo::Fft => ConvAlgo::Fft,
+            _ => ConvAlgo::Direct,
+        }
     }
 
     /// The output of node `id` as the product `a·b` of its operands `ops[0]` and
