@@ -284,3 +284,103 @@ fn lc_fold_forward_and_backward() {
         1e-5,
     );
 }
+
+/// The algorithm of a backward conv left on `auto` comes from the cost table: the
+/// FFT for FlexTCN's 784-tap causal conv at batch 64, direct for a ResNet 3×3.
+#[test]
+fn auto_backward_algorithm_follows_the_cost_model() {
+    let ran_fft = |a: ConvAttrs, x: &[usize], w: &[usize]| {
+        let y = out_shape(&a, x, w);
+        let mut uses = Vec::new();
+        for (op, shapes) in [
+            (
+                TrainOp::ConvBackwardData(a.clone()),
+                [y.clone(), w.to_vec(), x.to_vec()],
+            ),
+            (
+                TrainOp::ConvBackwardFilter(a.clone()),
+                [x.to_vec(), y.clone(), w.to_vec()],
+            ),
+        ] {
+            let g = one_op(Op::Train(op), &shapes);
+            let plan = build_plan(&g, &ParamStore::new(), &shapes, targets()[0]).expect("plan");
+            uses.push(plan.kernels.iter().any(|k| k.name.starts_with("fft")));
+        }
+        uses
+    };
+    let mut a = attrs(&[1], Padding::Causal, &[1], 1);
+    a.algo = ConvAlgo::Auto;
+    assert_eq!(ran_fft(a, &[64, 32, 784], &[32, 32, 784]), [true, true]);
+    let mut a = attrs(&[1, 1], ex(&[(1, 1), (1, 1)]), &[1, 1], 1);
+    a.algo = ConvAlgo::Auto;
+    assert_eq!(
+        ran_fft(a, &[64, 16, 32, 32], &[16, 16, 3, 3]),
+        [false, false]
+    );
+}
+
+/// Times the backward convs of ResNet-20 at batch 64 (every conv's backward to filter,
+/// every conv's but the first's backward to data) and the forward convs alike:
+/// `cargo test --test opencl_conv_backward -- --ignored --nocapture resnet20`.
+#[test]
+#[ignore]
+fn resnet20_backward_timing() {
+    let b = 64;
+    // (ci, co, input side, stride, count) of ResNet-20's convs.
+    let layers = [
+        (3, 16, 32, 1, 1),
+        (16, 16, 32, 1, 6),
+        (16, 32, 32, 2, 1),
+        (32, 32, 16, 1, 5),
+        (32, 64, 16, 2, 1),
+        (64, 64, 8, 1, 5),
+    ];
+    let time = |op: Op, shapes: &[Vec<usize>]| -> f64 {
+        let g = one_op(op, shapes);
+        let target = fnet::opencl::target_for(&ctx().info);
+        let plan = build_plan(&g, &ParamStore::new(), shapes, target).expect("plan");
+        let exe = Executable::new(ctx(), plan).expect("build");
+        let inputs: Vec<Tensor<f32>> = shapes.iter().map(|s| input(s, 1)).collect();
+        exe.write_inputs(&inputs).expect("inputs");
+        exe.launch().expect("warm-up");
+        (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                exe.launch().expect("run");
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (mut fwd, mut data, mut filter) = (0.0, 0.0, 0.0);
+    for (i, &(ci, co, side, stride, count)) in layers.iter().enumerate() {
+        let a = attrs(&[stride, stride], ex(&[(1, 1), (1, 1)]), &[1, 1], 1);
+        let (x, w) = (vec![b, ci, side, side], vec![co, ci, 3, 3]);
+        let y = out_shape(&a, &x, &w);
+        let f = time(Op::Conv(a.clone()), &[x.clone(), w.clone()]);
+        let d = time(
+            Op::Train(TrainOp::ConvBackwardData(a.clone())),
+            &[y.clone(), w.clone(), x.clone()],
+        );
+        let k = time(
+            Op::Train(TrainOp::ConvBackwardFilter(a)),
+            &[x.clone(), y, w.clone()],
+        );
+        println!(
+            "{ci:>3}->{co:<3} {side:>2}x{side:<2} s{stride} ×{count}: forward {:7.2} ms, to data {:7.2} ms, to filter {:7.2} ms",
+            f * 1e3,
+            d * 1e3,
+            k * 1e3
+        );
+        let c = count as f64;
+        fwd += f * c;
+        filter += k * c;
+        // The first conv reads the image: no gradient to its input.
+        data += if i == 0 { 0.0 } else { d * c };
+    }
+    println!(
+        "ResNet-20 batch {b}: forward convs {:.1} ms, backward to data {:.1} ms, to filter {:.1} ms",
+        fwd * 1e3,
+        data * 1e3,
+        filter * 1e3
+    );
+}

@@ -4,10 +4,10 @@
 //! the host, so the plan stays valid as the parameters change.
 //!
 //! Algorithms (see `docs/autodiff.md`, "Conv backward on OpenCL"):
-//! - backward to data of a stride-1 conv without groups: the forward's register-tiled
-//!   conv kernel on `dy` with the weight flipped and transposed on the device
-//!   (`conv_backward::flip_repack`, one launch per run);
-//! - any other backward to data (stride, groups): `conv_backward::data_kernel`;
+//! - backward to data of a conv without groups: the forward's register-tiled conv
+//!   kernel on `dy` (spread out by the stride) with the weight flipped and transposed
+//!   on the device (`conv_backward::flip_repack`, one launch per run);
+//! - backward to data of a grouped conv: `conv_backward::data_kernel`;
 //! - backward to filter: `conv_backward::filter_kernel` over a zero-padded copy of `x`;
 //! - where the algorithm is FFT (`backward_algo`): the backward to data as the
 //!   forward FFT conv of `dy` with the device-computed spectrum of the flipped,
@@ -20,7 +20,9 @@ use crate::cost::{CostTable, CostTableId};
 use crate::ir::conv_cost::ConvShape;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
-use crate::kernel_ir::conv_backward::{data_as_forward, data_kernel, filter_kernel, flip_repack};
+use crate::kernel_ir::conv_backward::{
+    data_as_forward, data_kernel, filter_kernel, flip_repack, spread_pad_kernel,
+};
 use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
 use crate::kernel_ir::fft_conv::FftConv;
 use crate::kernel_ir::gemm::{matmul, Strides};
@@ -102,9 +104,10 @@ impl Builder<'_> {
         let dx = self.temp(x_shape);
         let groups = attrs.groups as usize;
         let fwd = data_as_forward(&s).filter(|_| groups == 1);
+        let strided = s.stride != [1, 1];
         let fft = fwd
             .as_ref()
-            .filter(|_| self.backward_algo(attrs, &s) == ConvAlgo::Fft);
+            .filter(|_| !strided && self.backward_algo(attrs, &s) == ConvAlgo::Fft);
         if let Some(g) = fft.and_then(|f| FftConv::new(f, self.target.vector)) {
             // The forward FFT conv of dy with the flipped, transposed weight's spectrum.
             let kf = self.device_spectrum(&g, w.buf, true, &layer);
@@ -116,7 +119,8 @@ impl Builder<'_> {
             self.emit("conv_bwd_data", k, vec![dy.buf, w.buf, dx.buf], &layer);
             return Ok(dx);
         };
-        // Stride 1: the forward kernel on dy with the flipped, transposed weight.
+        // The forward kernel on dy (spread by the stride) with the flipped, transposed
+        // weight.
         let tile = self.target.conv_tile(f.out()[1]);
         let t = tile.tile_co;
         let taps = s.k[0] * s.k[1];
@@ -124,10 +128,23 @@ impl Builder<'_> {
         let k = flip_repack("", s.co, s.ci, taps, t);
         self.emit("flip_repack", k, vec![w.buf, packed.buf], &layer);
         let bias = self.constant(vec![0.0; f.co.div_ceil(t) * t]);
-        let input = if f.needs_pad(tile) {
-            let [hp, wp] = f.padded(tile);
-            let padded = self.temp(vec![f.n * f.ci * hp * wp]);
-            let k = pad_kernel("pad", f.n * f.ci, f.h, f.w, hp, wp, f.pad[0].0, f.pad[1].0);
+        let hw = if f.needs_pad(tile) {
+            f.padded(tile)
+        } else {
+            [f.h, f.w]
+        };
+        let planes = f.n * f.ci;
+        let input = if strided {
+            let padded = self.temp(vec![planes * hw[0] * hw[1]]);
+            let (top, left) = (f.pad[0].0, f.pad[1].0);
+            let k = spread_pad_kernel("spread", planes, s.out(), hw, [top, left], s.stride);
+            self.emit("spread", k, vec![dy.buf, padded.buf], &layer);
+            padded.buf
+        } else if f.needs_pad(tile) {
+            let padded = self.temp(vec![planes * hw[0] * hw[1]]);
+            let k = pad_kernel(
+                "pad", planes, f.h, f.w, hw[0], hw[1], f.pad[0].0, f.pad[1].0,
+            );
             self.emit("pad", k, vec![dy.buf, padded.buf], &layer);
             padded.buf
         } else {
