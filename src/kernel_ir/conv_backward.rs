@@ -6,15 +6,18 @@
 //! - **To data, general** ([`data_kernel`]): one work-item per input element gathers
 //!   every `(co, kh, kw)` whose tap lands on it (`ih + pad − kh·d` a multiple of the
 //!   stride, inside the output). Handles stride, dilation and groups; scalar, since
-//!   the taps that contribute are irregular. A stride-1 conv without groups instead
-//!   runs the forward's register-tiled kernel on `dy` with the flipped, transposed
-//!   weight ([`flip_repack`]; see `plan::lower_conv_backward`).
+//!   the taps that contribute are irregular; used for grouped convs. A conv without
+//!   groups instead runs the forward's register-tiled kernel on `dy` (spread out by
+//!   the stride with zeros: [`data_as_forward`], [`spread_pad_kernel`]) with the
+//!   flipped, transposed weight ([`flip_repack`]; see `plan::lower_conv_backward`).
+//!   At stride 2 that computes 4× the products and still ran ResNet-20's strided
+//!   convs 5× faster than the gather kernel on PoCL.
 //! - **To filter** ([`filter_kernel`]): one work-item per `(ci', kh)`, a tile of up to
 //!   4 output channels and a tile of up to [`FILTER_TAPS`] `kw` taps; each (channel,
 //!   tap) is a vector accumulator over `V` consecutive output columns, reduced over
-//!   batch and rows. `x` is read from a
-//!   zero-padded copy (the forward's `pad_kernel`), so the loop has no bounds checks;
-//!   a tap tile past `kw` recomputes the last tap and does not store it.
+//!   batch and rows. `x` is read from a zero-padded copy (the forward's
+//!   `pad_kernel`), so the loop has no bounds checks; a tap tile past `kw` recomputes
+//!   the last tap and does not store it.
 
 use super::build::*;
 use super::conv::ConvSpec;
