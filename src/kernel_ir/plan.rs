@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub mod fusion;
 mod lower_conv;
+mod lower_conv_backward;
 mod lower_fft;
 mod lower_flex;
 mod lower_grouped;
@@ -516,7 +517,8 @@ impl Builder<'_> {
             }
             Op::FlexKernel { .. } => self.flex_kernel(id),
             Op::BnFold { .. } => self.bn_fold_weight(id),
-            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul | Op::LcFold => {
+            Op::LcFold => self.lc_fold(id),
+            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => {
                 Err(unsupported(node, "kernel synthesis from computed inputs"))
             }
             Op::FusedConv { .. } => self.fused_conv_split(id),

@@ -46,17 +46,17 @@ impl Builder<'_> {
         let layer = node.name.clone();
         let v = self.target.vector;
         match op {
-            // Convolutions and the LC fold.
-            TrainOp::ConvBackwardData(_)
-            | TrainOp::ConvBackwardFilter(_)
-            | TrainOp::LcFoldBackwardBasis
-            | TrainOp::LcFoldBackwardCoeff => not_yet(),
+            // Convolutions, linear layers and the LC fold (`lower_conv_backward`).
+            TrainOp::ConvBackwardData(c) => self.conv_backward_data(id, c),
+            TrainOp::ConvBackwardFilter(c) => self.conv_backward_filter(id, c),
+            TrainOp::LinearBackwardData => self.linear_backward_data(id),
+            TrainOp::LinearBackwardFilter => self.linear_backward_filter(id),
+            TrainOp::LcFoldBackwardBasis => self.lc_fold_backward_basis(id),
+            TrainOp::LcFoldBackwardCoeff => self.lc_fold_backward_coeff(id),
             // FlexConv's kernel synthesis.
             TrainOp::MagnetBackward { .. }
             | TrainOp::GaussMaskBackward
             | TrainOp::MaskMulBackwardMask => not_yet(),
-            // Linear layers (with the convolutions).
-            TrainOp::LinearBackwardData | TrainOp::LinearBackwardFilter => not_yet(),
             // The loss, normalisation, pooling and elementwise backward ops.
             TrainOp::CrossEntropy { label_smoothing } => {
                 let (z, labels) = (self.val(operands[0])?, self.val(operands[1])?);
