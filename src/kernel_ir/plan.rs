@@ -135,6 +135,11 @@ struct Builder<'a> {
     update_running: bool,
     /// The per-channel sums of batch norm backwards, by (x, dy, eps bits).
     bn_sums: BTreeMap<(NodeIndex, NodeIndex, u64), BufId>,
+    /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
+    /// device buffers, never a host constant (`const_tensor` refuses them, so every
+    /// lowering reads them from their buffers); [`Builder::crop_value`] reads them to
+    /// decide a FlexConv crop, a constant of the step.
+    params_now: BTreeMap<NodeIndex, Tensor<f32>>,
 }
 
 fn unsupported(node: &Node, why: &str) -> RunError {
@@ -177,7 +182,22 @@ pub fn build_plan_in(
         constant_nodes(graph, &order)
     };
     let constant = lower_flex::host_constants(graph, &order, constant);
-    let consts = evaluate_constants(graph, params, &order, &constant)?;
+    let mut consts = evaluate_constants(graph, params, &order, &constant)?;
+    let params_now = if training {
+        let trained: Vec<NodeIndex> = consts
+            .keys()
+            .copied()
+            .filter(|&n| {
+                matches!(graph.node(n).op, Op::Param { role, .. } if role != crate::ir::op::ParamRole::Frozen)
+            })
+            .collect();
+        trained
+            .into_iter()
+            .filter_map(|n| Some((n, consts.remove(&n)?)))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let chains = conv_chains_in(graph, &order, &constant, training);
     let absorbed: BTreeSet<NodeIndex> = chains
         .values()
@@ -197,6 +217,7 @@ pub fn build_plan_in(
                 .iter()
                 .any(|&n| matches!(graph.node(n).op, Op::Train(_))),
         bn_sums: BTreeMap::new(),
+        params_now,
     };
     for (i, shape) in input_shapes.iter().enumerate() {
         let buf = b.buffer(shape.iter().product(), BufKind::Input(i));
@@ -483,7 +504,10 @@ impl Builder<'_> {
         if let Some(v) = self.values.get(&id).or(self.const_bufs.get(&id)) {
             return Ok(v.clone());
         }
-        let t = self.const_tensor(id)?.clone();
+        let t = match self.params_now.get(&id) {
+            Some(t) => t.clone(),
+            None => self.const_tensor(id)?.clone(),
+        };
         let v = Val {
             buf: self.constant(t.data),
             shape: t.shape,
@@ -494,6 +518,15 @@ impl Builder<'_> {
         }
         self.const_bufs.insert(id, v.clone());
         Ok(v)
+    }
+
+    /// A host value that decides a FlexConv crop: a constant, or a parameter's value
+    /// when the plan is built (a training plan's crop is a constant of the step).
+    pub(super) fn crop_value(&self, id: NodeIndex) -> Result<&Tensor<f32>, RunError> {
+        match self.params_now.get(&id) {
+            Some(t) => Ok(t),
+            None => self.const_tensor(id),
+        }
     }
 
     fn declared_shape(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {

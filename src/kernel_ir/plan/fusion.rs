@@ -54,7 +54,8 @@ pub fn conv_chains(
 }
 
 /// [`conv_chains`] for a training plan too, where a conv absorbs no batch norm (it
-/// normalises with batch statistics). A backward op that reads a value inside a chain
+/// normalises with batch statistics) and no ReLU (a bias read from a buffer may be
+/// added after the conv kernel). A backward op that reads a value inside a chain
 /// is one more user of it, so the chain stops before it in either mode.
 pub fn conv_chains_in(
     graph: &Graph,
@@ -117,7 +118,7 @@ pub fn conv_chains_in(
                     chain.residual = Some(other);
                     stage = 2;
                 }
-                Op::Relu => {
+                Op::Relu if !training => {
                     chain.relu = true;
                     stage = 3;
                 }

@@ -2,7 +2,7 @@
 //! batch norm, residual add and ReLU (a `conv` chain or a `fused_conv`).
 
 use super::fusion::Chain;
-use super::{unsupported, Builder, Val};
+use super::{Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
@@ -100,9 +100,6 @@ impl Builder<'_> {
             // The weight is a device buffer that `conv_weights` repacks every step.
             let w = self.val(operands[1])?;
             self.values.entry(operands[1]).or_insert(w);
-            if *groups != 1 {
-                return Err(unsupported(node, "a grouped conv in a training plan"));
-            }
         }
         let w_shape = self.weight_shape(operands[1])?;
         let co = w_shape[0];
@@ -169,10 +166,19 @@ impl Builder<'_> {
         let layer = node.name.clone();
         if *groups != 1 {
             let g = *groups as usize;
-            return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
+            let y = self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer)?;
+            if self.training && *bias {
+                // The bias is a buffer: added after the kernel (a training chain
+                // absorbs no ReLU, so the order does not matter).
+                return self.add_channel_bias(y, operands[2], &layer);
+            }
+            return Ok(y);
         }
-        // A training plan convolves directly: the FFT path takes the kernel's spectrum
-        // from the host.
+        if *algo == ConvAlgo::Fft && self.training {
+            if let Some(y) = self.fft_conv_training(chain, &spec, &x, &operands, *bias, &layer)? {
+                return Ok(y);
+            }
+        }
         if *algo == ConvAlgo::Fft && !self.training {
             if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
                 return Ok(y);

@@ -111,7 +111,7 @@ impl Builder<'_> {
             None => (None, &operands[..]),
         };
         let axes: Vec<Vec<f32>> = match (mask, threshold) {
-            (Some(m), Some(t)) => crop_axes(horizon, Some((self.const_tensor(m)?, *t)), *causal)
+            (Some(m), Some(t)) => crop_axes(horizon, Some((self.crop_value(m)?, *t)), *causal)
                 .map_err(|e| RunError::new(format!("`{layer}`: {}", e.message)))?,
             _ => horizon
                 .iter()

@@ -343,6 +343,51 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// A training plan's FFT conv: the kernel's spectrum computed on the device from
+    /// the weight buffer in every step, the bias read from its buffer. `None` where
+    /// the FFT does not apply (the caller convolves directly).
+    pub(super) fn fft_conv_training(
+        &mut self,
+        chain: &super::fusion::Chain,
+        spec: &crate::kernel_ir::conv::ConvSpec,
+        x: &Val,
+        operands: &[NodeIndex],
+        bias: bool,
+        layer: &str,
+    ) -> Result<Option<Val>, RunError> {
+        let Some(g) = crate::kernel_ir::fft_conv::FftConv::new(spec, self.target.vector) else {
+            return Ok(None);
+        };
+        let w = self.val(operands[1])?;
+        let kf = self.device_spectrum(&g, w.buf, false, layer);
+        let b = if bias {
+            self.device_bias(operands[2], g.co, layer)?
+        } else {
+            self.constant(vec![0.0; g.co])
+        };
+        let residual = match chain.residual {
+            Some(r) => Some(self.val(r)?.buf),
+            None => None,
+        };
+        Ok(Some(self.fft_conv_spectrum(&g, x, kf, b, residual, layer)))
+    }
+
+    /// `y + bias[c]` over `[B, C, …]`, the bias a parameter buffer.
+    pub(super) fn add_channel_bias(
+        &mut self,
+        y: Val,
+        bias: NodeIndex,
+        layer: &str,
+    ) -> Result<Val, RunError> {
+        let b = self.val(bias)?;
+        let (outer, c, inner) = channel_layout(&y.shape);
+        let ones = self.constant(vec![1.0; c]);
+        let out = self.temp(y.shape.clone());
+        let k = ops::affine_channel("bias", outer, c, inner, false, self.target.vector);
+        self.emit("bias", k, vec![y.buf, ones, b.buf, out.buf], layer);
+        Ok(out)
+    }
+
     /// A conv bias as the conv kernel reads it: padded with zeros to `len`.
     pub(super) fn device_bias(
         &mut self,
