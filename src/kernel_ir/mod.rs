@@ -19,6 +19,7 @@ pub mod fft;
 pub mod fft_conv;
 pub mod grouped;
 pub mod magnet;
+pub mod magnet_backward;
 pub mod ops;
 pub mod plan;
 pub mod typecheck;

@@ -26,6 +26,7 @@ pub mod fusion;
 mod lower_conv;
 mod lower_fft;
 mod lower_flex;
+mod lower_flex_train;
 mod lower_grouped;
 mod lower_train;
 mod target;
@@ -112,6 +113,9 @@ struct Builder<'a> {
     values: BTreeMap<NodeIndex, Val>,
     consts: BTreeMap<NodeIndex, Tensor<f32>>,
     const_bufs: BTreeMap<NodeIndex, Val>,
+    /// Every MAGNet parameter's gradient, by the operands of the layer's
+    /// `magnet_backward` ops, which share one lowering.
+    magnet_grads: BTreeMap<Vec<NodeIndex>, Vec<Val>>,
 }
 
 fn unsupported(node: &Node, why: &str) -> RunError {
@@ -150,6 +154,7 @@ pub fn build_plan(
         values: BTreeMap::new(),
         consts,
         const_bufs: BTreeMap::new(),
+        magnet_grads: BTreeMap::new(),
     };
     for (i, shape) in input_shapes.iter().enumerate() {
         let buf = b.buffer(shape.iter().product(), BufKind::Input(i));
@@ -399,9 +404,10 @@ impl Builder<'_> {
             }
             Op::FlexKernel { .. } => self.flex_kernel(id),
             Op::BnFold { .. } => self.bn_fold_weight(id),
-            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul | Op::LcFold => {
-                Err(unsupported(node, "kernel synthesis from computed inputs"))
+            Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => {
+                self.flex_forward(id)
             }
+            Op::LcFold => Err(unsupported(node, "kernel synthesis from computed inputs")),
             Op::FusedConv { .. } => self.fused_conv_split(id),
             Op::Train(t) => self.train_op(id, t),
             Op::Concat { axis } => {

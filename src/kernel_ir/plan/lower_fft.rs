@@ -112,6 +112,7 @@ pub fn transform_plan(
         values: BTreeMap::new(),
         consts: BTreeMap::new(),
         const_bufs: BTreeMap::new(),
+        magnet_grads: BTreeMap::new(),
     };
     let shape = vec![n, 2, rows];
     let buf = b.buffer(2 * n * rows, BufKind::Input(0));

@@ -18,9 +18,11 @@ impl Builder<'_> {
             | TrainOp::LcFoldBackwardBasis
             | TrainOp::LcFoldBackwardCoeff => not_yet(),
             // FlexConv's kernel synthesis.
-            TrainOp::MagnetBackward { .. }
-            | TrainOp::GaussMaskBackward
-            | TrainOp::MaskMulBackwardMask => not_yet(),
+            TrainOp::MagnetBackward { layers, slot } => {
+                self.magnet_backward(id, *layers as usize, *slot)
+            }
+            TrainOp::GaussMaskBackward => self.gauss_mask_backward(id),
+            TrainOp::MaskMulBackwardMask => self.mask_mul_backward_mask(id),
             // The loss, normalisation, pooling and elementwise backward ops.
             TrainOp::CrossEntropy { .. }
             | TrainOp::CrossEntropyBackward { .. }
