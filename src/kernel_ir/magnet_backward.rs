@@ -118,28 +118,54 @@ pub fn gabor_parts(name: &str, dims: usize, hidden: usize, n: usize, first: bool
 }
 
 /// `out[r, c] = Σ_p a[r, p]·b[c, p]` for `a` `[R, N]`, `b` `[C, N]`: the gradient of
-/// a linear's weight from its output's gradient and its input.
-pub fn outer(name: &str, rows: usize, cols: usize, n: usize) -> Kernel {
-    let body = vec![
+/// a linear's weight from its output's gradient and its input. Each work-item sums
+/// `vector` points at a time (unaligned vector loads), then the tail.
+pub fn outer(name: &str, rows: usize, cols: usize, n: usize, vector: u8) -> Kernel {
+    let w = vector as usize;
+    let full = n / w;
+    let mut body = vec![
         let_("c", Ty::I32, gid(0)),
         let_("r", Ty::I32, gid(1)),
-        let_("acc", Ty::F32, float(0.0)),
+        let_("acc", Ty::f32x(vector), splat(float(0.0), vector)),
         for_(
-            "q",
+            "j",
             int(0),
-            int(n),
+            int(full),
             false,
             vec![assign(
                 "acc",
                 fma(
-                    load("a", var("r") * n + var("q"), 1),
-                    load("b", var("c") * n + var("q"), 1),
+                    load("a", var("r") * n + var("j") * w, vector),
+                    load("b", var("c") * n + var("j") * w, vector),
                     var("acc"),
                 ),
             )],
         ),
-        store("out", var("r") * cols + var("c"), var("acc"), 1),
     ];
+    let total = if vector == 1 {
+        var("acc")
+    } else {
+        (0..vector)
+            .map(|l| lane(var("acc"), l))
+            .reduce(|x, y| x + y)
+            .expect("lanes")
+    };
+    body.push(let_("sum", Ty::F32, total));
+    body.push(for_(
+        "q",
+        int(full * w),
+        int(n),
+        false,
+        vec![assign(
+            "sum",
+            fma(
+                load("a", var("r") * n + var("q"), 1),
+                load("b", var("c") * n + var("q"), 1),
+                var("sum"),
+            ),
+        )],
+    ));
+    body.push(store("out", var("r") * cols + var("c"), var("sum"), 1));
     kernel(
         name,
         vec![p("a", true), p("b", true), p("out", false)],
@@ -176,33 +202,44 @@ pub fn row_sums(name: &str, rows: usize, n: usize) -> Kernel {
 }
 
 /// `out[k, p] = Σ_r w[r, k]·d[r, p]` for `w` `[O, I]`, `d` `[O, N]`: the gradient
-/// of a linear's input.
-pub fn transpose_apply(name: &str, o: usize, i: usize, n: usize) -> Kernel {
-    let body = vec![
-        let_("p", Ty::I32, gid(0)),
-        let_("k", Ty::I32, gid(1)),
-        let_("acc", Ty::F32, float(0.0)),
-        for_(
-            "r",
-            int(0),
-            int(o),
-            false,
-            vec![assign(
-                "acc",
-                fma(
-                    load("w", var("r") * i + var("k"), 1),
-                    load("d", var("r") * n + var("p"), 1),
-                    var("acc"),
-                ),
-            )],
-        ),
-        store("out", var("k") * n + var("p"), var("acc"), 1),
-    ];
+/// of a linear's input. A work-item computes `vector` consecutive points; the last
+/// one, where `N` is not a multiple, point by point (a vector load there would read
+/// past the buffer).
+pub fn transpose_apply(name: &str, o: usize, i: usize, n: usize, vector: u8) -> Kernel {
+    let w = vector as usize;
+    let sweep = |width: u8, at: super::Expr| {
+        vec![
+            let_("acc", Ty::f32x(width), splat(float(0.0), width)),
+            for_(
+                "r",
+                int(0),
+                int(o),
+                false,
+                vec![assign(
+                    "acc",
+                    fma(
+                        splat(load("w", var("r") * i + var("k"), 1), width),
+                        load("d", var("r") * n + at.clone(), width),
+                        var("acc"),
+                    ),
+                )],
+            ),
+            store("out", var("k") * n + at, var("acc"), width),
+        ]
+    };
+    let mut body = vec![let_("p0", Ty::I32, gid(0) * w), let_("k", Ty::I32, gid(1))];
+    let vectors = sweep(vector, var("p0"));
+    if n.is_multiple_of(w) {
+        body.extend(vectors);
+    } else {
+        let tail = vec![for_("p", var("p0"), int(n), false, sweep(1, var("p")))];
+        body.push(if_(le(var("p0") + w, int(n)), vectors, tail));
+    }
     kernel(
         name,
         vec![p("w", true), p("d", true), p("out", false)],
         body,
-        vec![n, i],
+        vec![n.div_ceil(w), i],
         2 * o * i * n,
     )
 }

@@ -232,7 +232,7 @@ impl Builder<'_> {
         // Reverse sweep.
         let out_w = &net[net.len() - 2];
         let dv = self.temp(out_w.shape.clone());
-        let k = mb::outer("", rows, hidden, n);
+        let k = mb::outer("", rows, hidden, n, self.target.vector);
         self.emit("magnet_dw", k, vec![dy.buf, h[layers], dv.buf], &layer);
         let dvb = self.temp(net[net.len() - 1].shape.clone());
         self.emit(
@@ -242,7 +242,7 @@ impl Builder<'_> {
             &layer,
         );
         let mut dh = self.flex_temp(hn.clone());
-        let k = mb::transpose_apply("", rows, hidden, n);
+        let k = mb::transpose_apply("", rows, hidden, n, self.target.vector);
         self.emit("magnet_dx", k, vec![out_w.buf, dy.buf, dh], &layer);
         let mut filter_grads = vec![Vec::new(); layers + 1];
         let mut hidden_grads = vec![Vec::new(); layers];
@@ -256,14 +256,14 @@ impl Builder<'_> {
                 let at = 4 * (layers + 1) + 2 * (l - 1);
                 let (u, cb) = (net[at].clone(), net[at + 1].clone());
                 let du = self.temp(u.shape.clone());
-                let k = mb::outer("", hidden, hidden, n);
+                let k = mb::outer("", hidden, hidden, n, self.target.vector);
                 self.emit("magnet_dw", k, vec![dz, h[l - 1], du.buf], &layer);
                 let dc = self.temp(cb.shape.clone());
                 let k = mb::row_sums("", hidden, n);
                 self.emit("magnet_db", k, vec![dz, dc.buf], &layer);
                 hidden_grads[l - 1] = vec![du, dc];
                 dh = self.flex_temp(hn.clone());
-                let k = mb::transpose_apply("", hidden, hidden, n);
+                let k = mb::transpose_apply("", hidden, hidden, n, self.target.vector);
                 self.emit("magnet_dx", k, vec![u.buf, dz, dh], &layer);
                 dg
             };
