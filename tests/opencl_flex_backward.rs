@@ -272,6 +272,16 @@ fn causal_1d_cropped_backward_matches_the_reference() {
             cin: 4,
         });
     }
+    // 5 points, fewer than a vector: the vectorised reductions take their tails only.
+    check(&Case {
+        name: "1d_short",
+        horizon: vec![5],
+        crop: None,
+        hidden: 4,
+        layers: 1,
+        cout: 2,
+        cin: 1,
+    });
 }
 
 /// Each layer's `magnet_backward` ops share one recomputation of MAGNet's
