@@ -15,8 +15,11 @@ use std::fmt;
 
 pub mod build;
 pub mod conv;
+pub mod conv_backward;
 pub mod fft;
+pub mod fft_backward;
 pub mod fft_conv;
+pub mod gemm;
 pub mod grouped;
 pub mod magnet;
 pub mod magnet_backward;

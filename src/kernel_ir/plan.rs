@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub mod fusion;
 mod lower_conv;
+mod lower_conv_backward;
 mod lower_fft;
 mod lower_flex;
 mod lower_flex_train;
@@ -404,10 +405,10 @@ impl Builder<'_> {
             }
             Op::FlexKernel { .. } => self.flex_kernel(id),
             Op::BnFold { .. } => self.bn_fold_weight(id),
+            Op::LcFold => self.lc_fold(id),
             Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => {
                 self.flex_forward(id)
             }
-            Op::LcFold => Err(unsupported(node, "kernel synthesis from computed inputs")),
             Op::FusedConv { .. } => self.fused_conv_split(id),
             Op::Train(t) => self.train_op(id, t),
             Op::Concat { axis } => {

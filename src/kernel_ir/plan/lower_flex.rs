@@ -263,9 +263,16 @@ impl Builder<'_> {
             return Ok((self.constant(packed), self.constant(b)));
         };
         let taps = spec.k[0] * spec.k[1];
-        let packed = self.derived(vec![b.len() * spec.ci * taps]).buf;
         let sb = self.constant(scale.to_vec());
         let k = repack("", spec.co, spec.ci, taps, t);
+        // A weight computed in every run (a parameter buffer, an LC fold in training)
+        // is repacked in every run; one synthesised in `setup` is repacked there.
+        if self.plan.buffers[w.buf].kind != BufKind::Derived {
+            let packed = self.temp(vec![b.len() * spec.ci * taps]).buf;
+            self.emit("repack", k, vec![w.buf, sb, packed], layer);
+            return Ok((packed, self.constant(b)));
+        }
+        let packed = self.derived(vec![b.len() * spec.ci * taps]).buf;
         self.emit_setup("repack", k, vec![w.buf, sb, packed], layer);
         Ok((packed, self.constant(b)))
     }

@@ -12,11 +12,13 @@ impl Builder<'_> {
         let node = self.graph.node(id);
         let not_yet = || Err(unsupported(node, &format!("`{}`", op.name())));
         match op {
-            // Convolutions and the LC fold.
-            TrainOp::ConvBackwardData(_)
-            | TrainOp::ConvBackwardFilter(_)
-            | TrainOp::LcFoldBackwardBasis
-            | TrainOp::LcFoldBackwardCoeff => not_yet(),
+            // Convolutions, linear layers and the LC fold (`lower_conv_backward`).
+            TrainOp::ConvBackwardData(c) => self.conv_backward_data(id, c),
+            TrainOp::ConvBackwardFilter(c) => self.conv_backward_filter(id, c),
+            TrainOp::LinearBackwardData => self.linear_backward_data(id),
+            TrainOp::LinearBackwardFilter => self.linear_backward_filter(id),
+            TrainOp::LcFoldBackwardBasis => self.lc_fold_backward_basis(id),
+            TrainOp::LcFoldBackwardCoeff => self.lc_fold_backward_coeff(id),
             // FlexConv's kernel synthesis.
             TrainOp::MagnetBackward { layers, slot } => {
                 self.magnet_backward(id, *layers as usize, *slot)
@@ -27,8 +29,6 @@ impl Builder<'_> {
             TrainOp::CrossEntropy { .. }
             | TrainOp::CrossEntropyBackward { .. }
             | TrainOp::SumToChannels
-            | TrainOp::LinearBackwardData
-            | TrainOp::LinearBackwardFilter
             | TrainOp::ReluBackward
             | TrainOp::PoolBackward(_)
             | TrainOp::GlobalAvgPoolBackward
