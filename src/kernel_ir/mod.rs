@@ -23,6 +23,7 @@ pub mod fft_conv;
 pub mod gemm;
 pub mod grouped;
 pub mod magnet;
+pub mod magnet_backward;
 pub mod ops;
 pub mod plan;
 pub mod typecheck;

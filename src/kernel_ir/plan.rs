@@ -37,6 +37,7 @@ mod lower_conv;
 mod lower_conv_backward;
 mod lower_fft;
 mod lower_flex;
+mod lower_flex_train;
 mod lower_grouped;
 mod lower_train;
 mod target;
@@ -140,6 +141,9 @@ struct Builder<'a> {
     /// lowering reads them from their buffers); [`Builder::crop_value`] reads them to
     /// decide a FlexConv crop, a constant of the step.
     params_now: BTreeMap<NodeIndex, Tensor<f32>>,
+    /// Every MAGNet parameter's gradient, by the operands of the layer's
+    /// `magnet_backward` ops, which share one lowering.
+    magnet_grads: BTreeMap<Vec<NodeIndex>, Vec<Val>>,
 }
 
 fn unsupported(node: &Node, why: &str) -> RunError {
@@ -218,6 +222,7 @@ pub fn build_plan_in(
                 .any(|&n| matches!(graph.node(n).op, Op::Train(_))),
         bn_sums: BTreeMap::new(),
         params_now,
+        magnet_grads: BTreeMap::new(),
     };
     for (i, shape) in input_shapes.iter().enumerate() {
         let buf = b.buffer(shape.iter().product(), BufKind::Input(i));
@@ -552,7 +557,7 @@ impl Builder<'_> {
             Op::BnFold { .. } => self.bn_fold_weight(id),
             Op::LcFold => self.lc_fold(id),
             Op::MaskCrop { .. } | Op::Magnet { .. } | Op::GaussMask | Op::MaskMul => {
-                Err(unsupported(node, "kernel synthesis from computed inputs"))
+                self.flex_forward(id)
             }
             Op::FusedConv { .. } => self.fused_conv_split(id),
             Op::Train(t) => self.train_op(id, t),

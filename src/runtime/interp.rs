@@ -389,7 +389,7 @@ fn conv_op<T: Scalar + FftNum>(
 
 /// The grid cropped where the mask drops below the threshold (docs/papers.md §1.4): centred
 /// axes keep `|x| < r` symmetrically; causal axes keep `x > r` (the recent past).
-fn mask_crop<T: Scalar>(
+pub(crate) fn mask_crop<T: Scalar>(
     grid: &Tensor<T>,
     mask: &Tensor<T>,
     threshold: f64,

@@ -164,6 +164,7 @@ pub fn transform_plan(
         update_running: false,
         bn_sums: BTreeMap::new(),
         params_now: BTreeMap::new(),
+        magnet_grads: BTreeMap::new(),
     };
     let shape = vec![n, 2, rows];
     let buf = b.buffer(2 * n * rows, BufKind::Input(0));

@@ -1,13 +1,13 @@
 //! Lowering of the training graph's ops (`Op::Train`): the loss and the backward ops
 //! the autodiff pass emits. One arm per `TrainOp`, no catch-all, so a new backward op
-//! does not compile until the kernel lowering handles it (or says it cannot yet).
+//! does not compile until the kernel lowering handles it.
 //!
 //! Also the training-mode pieces of forward ops: dropout's mask (`runtime::dropout`,
 //! drawn on the device from the run's seed buffer) and the running-statistic updates
 //! of a model graph run in training mode.
 
 use super::lower_conv::lift;
-use super::{unsupported, BufId, BufKind, Builder, Val};
+use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
 use crate::kernel_ir::{backward_ops as bw, ops};
@@ -41,7 +41,6 @@ fn pool_2d(spec: &PoolSpec) -> ([usize; 2], [usize; 2], [usize; 2]) {
 impl Builder<'_> {
     pub(super) fn train_op(&mut self, id: NodeIndex, op: &TrainOp) -> Result<Val, RunError> {
         let node = self.graph.node(id);
-        let not_yet = || Err(unsupported(node, &format!("`{}`", op.name())));
         let operands = self.graph.operands(id);
         let layer = node.name.clone();
         let v = self.target.vector;
@@ -54,9 +53,11 @@ impl Builder<'_> {
             TrainOp::LcFoldBackwardBasis => self.lc_fold_backward_basis(id),
             TrainOp::LcFoldBackwardCoeff => self.lc_fold_backward_coeff(id),
             // FlexConv's kernel synthesis.
-            TrainOp::MagnetBackward { .. }
-            | TrainOp::GaussMaskBackward
-            | TrainOp::MaskMulBackwardMask => not_yet(),
+            TrainOp::MagnetBackward { layers, slot } => {
+                self.magnet_backward(id, *layers as usize, *slot)
+            }
+            TrainOp::GaussMaskBackward => self.gauss_mask_backward(id),
+            TrainOp::MaskMulBackwardMask => self.mask_mul_backward_mask(id),
             // The loss, normalisation, pooling and elementwise backward ops.
             TrainOp::CrossEntropy { label_smoothing } => {
                 let (z, labels) = (self.val(operands[0])?, self.val(operands[1])?);
