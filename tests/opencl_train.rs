@@ -74,6 +74,44 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
 }
 
 #[test]
+fn mlp_with_linear_relu_gelu_and_dropout() {
+    let m = program(
+        "model t {
+           input x: f32[B, 12]
+           seed 2
+           h = x |> linear(16) |> relu |> dropout(0.3)
+           h = h |> linear(10, bias: false) |> gelu |> dropout(0.5)
+           return h |> linear(4)
+         }",
+    );
+    let tg = check_training(&m.graph, 5, 0.1, 10);
+    assert_eq!(tg.grads.len(), 5);
+}
+
+#[test]
+fn convs_with_bias_stride_groups_and_fft() {
+    let m = program(
+        "model t {
+           input x: f32[B, 4, 9, 8]
+           seed 9
+           h = x |> conv2d(6, 3, stride: 2, padding: 1, groups: 2) |> relu
+           h = h |> conv2d(4, 3, padding: same) |> batchnorm |> relu
+           return h |> global_avg_pool |> linear(3)
+         }",
+    );
+    check_training(&m.graph, 2, 0.0, 15);
+    let m = program(
+        "model t {
+           input x: f32[B, 2, 20]
+           seed 9
+           h = x |> conv1d(4, 9, padding: causal, algo: fft) |> relu
+           return h |> conv1d(3, 5, padding: causal, algo: fft) |> last
+         }",
+    );
+    check_training(&m.graph, 2, 0.0, 16);
+}
+
+#[test]
 fn batchnorm_relu_gelu_maxpool_global_pool() {
     let m = program(
         "model t {
@@ -300,8 +338,6 @@ fn a_label_that_is_not_a_class_is_an_error() {
 
 /// Every example's training graph at batch 2, OpenCL against the interpreter.
 #[test]
-#[ignore = "needs the conv, linear and LC backward kernels (branch convbwd) and the FlexConv \
-            training kernels (branch flexbwd) in the kernel lowering"]
 fn every_example_trains_on_opencl() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut files: Vec<String> = std::fs::read_dir(dir)
