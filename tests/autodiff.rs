@@ -521,19 +521,21 @@ fn labels_that_are_not_class_indices_are_run_errors() {
     }
 }
 
-/// The kernel lowering (the OpenCL backend's) has no backward kernels yet: it says
-/// so, naming the op, instead of panicking.
+/// The kernel lowering (the OpenCL backend's) plans a training graph in training mode
+/// with every trained parameter a device buffer (`tests/opencl_train.rs` runs it).
 #[test]
-fn the_kernel_lowering_refuses_backward_ops_cleanly() {
-    use fnet::kernel_ir::plan::{build_plan, Target};
+fn the_kernel_lowering_keeps_parameters_as_buffers_in_training() {
+    use fnet::kernel_ir::plan::{build_plan_in, Target};
     let m = example_module("lenet_mnist");
     let tg = differentiate(&m.graph, &Loss::default()).unwrap();
     let params = perturbed_weights::<f32>(&m.graph, 31);
     let shapes = vec![input_shape(&m.graph, 2), vec![2]];
-    let err =
-        build_plan(&tg.graph, &params, &shapes, Target::cpu()).expect_err("no backward kernels");
-    assert!(err.message.contains("does not support `"), "{err}");
-    assert!(err.message.contains("yet"), "{err}");
+    let plan = build_plan_in(&tg.graph, &params, &shapes, Target::cpu(), Mode::Train)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in &tg.grads {
+        assert!(plan.params.contains_key(name), "{name} is a device buffer");
+    }
+    assert_eq!(plan.outputs.len(), 1 + tg.grads.len());
 }
 
 /// Gradient descent on the training graph's outputs lowers the loss: a few SGD steps

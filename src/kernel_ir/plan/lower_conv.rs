@@ -96,9 +96,14 @@ impl Builder<'_> {
         };
         let operands = self.graph.operands(chain.conv);
         let x = self.val(operands[0])?;
+        if self.training {
+            // The weight is a device buffer that `conv_weights` repacks every step.
+            let w = self.val(operands[1])?;
+            self.values.entry(operands[1]).or_insert(w);
+        }
         let w_shape = self.weight_shape(operands[1])?;
         let co = w_shape[0];
-        let mut b = if *bias {
+        let mut b = if *bias && !self.training {
             self.const_tensor(operands[2])?.data.clone()
         } else {
             vec![0.0; co]
@@ -161,9 +166,20 @@ impl Builder<'_> {
         let layer = node.name.clone();
         if *groups != 1 {
             let g = *groups as usize;
-            return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
+            let y = self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer)?;
+            if self.training && *bias {
+                // The bias is a buffer: added after the kernel (a training chain
+                // absorbs no ReLU, so the order does not matter).
+                return self.add_channel_bias(y, operands[2], &layer);
+            }
+            return Ok(y);
         }
-        if *algo == ConvAlgo::Fft {
+        if *algo == ConvAlgo::Fft && self.training {
+            if let Some(y) = self.fft_conv_training(chain, &spec, &x, &operands, *bias, &layer)? {
+                return Ok(y);
+            }
+        }
+        if *algo == ConvAlgo::Fft && !self.training {
             if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
                 return Ok(y);
             }
@@ -186,7 +202,14 @@ impl Builder<'_> {
         } else {
             x.buf
         };
-        let (wb, bb) = self.conv_weights(operands[1], &b, &scale, &spec, tile, &layer)?;
+        let (wb, mut bb) = self.conv_weights(operands[1], &b, &scale, &spec, tile, &layer)?;
+        if self.training && *bias {
+            bb = self.device_bias(
+                operands[2],
+                co.div_ceil(tile.tile_co) * tile.tile_co,
+                &layer,
+            )?;
+        }
         let [oh, ow] = spec.out();
         let shape = if one_d {
             vec![spec.n, co, ow]

@@ -78,6 +78,10 @@ impl Builder<'_> {
 
     /// Adds a launch to the plan's `setup`.
     fn emit_setup(&mut self, prefix: &str, kernel: Kernel, args: Vec<BufId>, layer: &str) {
+        // A training plan's parameters change every step: so does what they derive.
+        if self.training {
+            return self.emit(prefix, kernel, args, layer);
+        }
         self.emit(prefix, kernel, args, layer);
         let step = self.plan.steps.pop().expect("just emitted");
         self.plan.setup.push(step);
@@ -107,7 +111,7 @@ impl Builder<'_> {
             None => (None, &operands[..]),
         };
         let axes: Vec<Vec<f32>> = match (mask, threshold) {
-            (Some(m), Some(t)) => crop_axes(horizon, Some((self.const_tensor(m)?, *t)), *causal)
+            (Some(m), Some(t)) => crop_axes(horizon, Some((self.crop_value(m)?, *t)), *causal)
                 .map_err(|e| RunError::new(format!("`{layer}`: {}", e.message)))?,
             _ => horizon
                 .iter()
@@ -263,9 +267,16 @@ impl Builder<'_> {
             return Ok((self.constant(packed), self.constant(b)));
         };
         let taps = spec.k[0] * spec.k[1];
-        let packed = self.derived(vec![b.len() * spec.ci * taps]).buf;
         let sb = self.constant(scale.to_vec());
         let k = repack("", spec.co, spec.ci, taps, t);
+        // A weight computed in every run (a parameter buffer, an LC fold in training)
+        // is repacked in every run; one synthesised in `setup` is repacked there.
+        if self.plan.buffers[w.buf].kind != BufKind::Derived {
+            let packed = self.temp(vec![b.len() * spec.ci * taps]).buf;
+            self.emit("repack", k, vec![w.buf, sb, packed], layer);
+            return Ok((packed, self.constant(b)));
+        }
+        let packed = self.derived(vec![b.len() * spec.ci * taps]).buf;
         self.emit_setup("repack", k, vec![w.buf, sb, packed], layer);
         Ok((packed, self.constant(b)))
     }

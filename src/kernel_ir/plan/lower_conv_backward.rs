@@ -1,0 +1,331 @@
+//! Lowering of the convolution backward ops, the linear backward ops and the LC fold
+//! (forward and backward) of a training graph. Weights are read from buffers (a
+//! parameter, or a value computed in the same run such as an LC fold), never packed on
+//! the host, so the plan stays valid as the parameters change.
+//!
+//! Algorithms (see `docs/autodiff.md`, "Conv backward on OpenCL"):
+//! - backward to data of a conv without groups: the forward's register-tiled conv
+//!   kernel on `dy` (spread out by the stride) with the weight flipped and transposed
+//!   on the device (`conv_backward::flip_repack`, one launch per run);
+//! - backward to data of a grouped conv: `conv_backward::data_kernel`;
+//! - backward to filter: `conv_backward::filter_kernel` over a zero-padded copy of `x`;
+//! - where the algorithm is FFT (`backward_algo`): the backward to data as the
+//!   forward FFT conv of `dy` with the device-computed spectrum of the flipped,
+//!   transposed weight, and the backward to filter as an FFT correlation
+//!   (`kernel_ir::fft_backward`);
+//! - linear backward and the LC fold: `gemm::matmul` with transposes as strides.
+
+use super::{Builder, Val};
+use crate::cost::{CostTable, CostTableId};
+use crate::ir::conv_cost::ConvShape;
+use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
+use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
+use crate::kernel_ir::conv_backward::{
+    data_as_forward, data_kernel, filter_kernel, flip_repack, spread_pad_kernel,
+};
+use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
+use crate::kernel_ir::fft_conv::FftConv;
+use crate::kernel_ir::gemm::{matmul, Strides};
+use crate::passes::choose_conv_algo::{decide, env_override};
+use crate::runtime::RunError;
+use petgraph::stable_graph::NodeIndex;
+
+/// The forward conv of `attrs` on an input of `x_shape` with a weight of `w_shape`
+/// (`[Co, Ci/groups, k…]`), seen as 2D, padding resolved as the forward resolves it.
+pub(super) fn conv_spec(attrs: &ConvAttrs, x_shape: &[usize], w_shape: &[usize]) -> ConvSpec {
+    let one_d = x_shape.len() == 3;
+    let k = if one_d {
+        [1, w_shape[2]]
+    } else {
+        [w_shape[2], w_shape[3]]
+    };
+    let us = |v: &[u64]| -> [usize; 2] {
+        if one_d {
+            [1, v[0] as usize]
+        } else {
+            [v[0] as usize, v[1] as usize]
+        }
+    };
+    let (stride, dilation) = (us(&attrs.stride), us(&attrs.dilation));
+    let resolve = |i: usize| -> (usize, usize) {
+        let total = dilation[i] * (k[i] - 1);
+        match &attrs.padding {
+            Padding::Explicit(_) if one_d && i == 0 => (0, 0),
+            Padding::Explicit(p) if one_d => (p[0].0 as usize, p[0].1 as usize),
+            Padding::Explicit(p) => (p[i].0 as usize, p[i].1 as usize),
+            Padding::Same => (total / 2, total - total / 2),
+            Padding::Causal => (total, 0),
+        }
+    };
+    let (h, w) = if one_d {
+        (1, x_shape[2])
+    } else {
+        (x_shape[2], x_shape[3])
+    };
+    ConvSpec {
+        n: x_shape[0],
+        ci: x_shape[1],
+        h,
+        w,
+        co: w_shape[0],
+        k,
+        stride,
+        dilation,
+        pad: [resolve(0), resolve(1)],
+        residual: false,
+        relu: false,
+    }
+}
+
+impl Builder<'_> {
+    /// The shape of an operand, whether computed, uploaded or constant.
+    fn shape_of(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
+        match self.values.get(&id).or(self.const_bufs.get(&id)) {
+            Some(v) => Ok(v.shape.clone()),
+            None => match self.consts.get(&id) {
+                Some(t) => Ok(t.shape.clone()),
+                None => self.declared_shape(id),
+            },
+        }
+    }
+
+    /// `dx` of a conv: operands (dy, weight, x), `x` read for its shape only.
+    pub(super) fn conv_backward_data(
+        &mut self,
+        id: NodeIndex,
+        attrs: &ConvAttrs,
+    ) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let layer = self.graph.node(id).name.clone();
+        let dy = self.val(operands[0])?;
+        let w = self.val(operands[1])?;
+        let x_shape = self.shape_of(operands[2])?;
+        let s = conv_spec(attrs, &x_shape, &w.shape);
+        let dx = self.temp(x_shape);
+        let groups = attrs.groups as usize;
+        let fwd = data_as_forward(&s).filter(|_| groups == 1);
+        let strided = s.stride != [1, 1];
+        let fft = fwd
+            .as_ref()
+            .filter(|_| !strided && self.backward_algo(attrs, &s) == ConvAlgo::Fft);
+        if let Some(g) = fft.and_then(|f| FftConv::new(f, self.target.vector)) {
+            // The forward FFT conv of dy with the flipped, transposed weight's spectrum.
+            let kf = self.device_spectrum(&g, w.buf, true, &layer);
+            let b = self.constant(vec![0.0; g.co]);
+            return Ok(self.fft_conv_spectrum(&g, &dy, kf, b, None, &layer));
+        }
+        let Some(f) = fwd else {
+            let k = data_kernel("conv_bwd_data", &s, groups);
+            self.emit("conv_bwd_data", k, vec![dy.buf, w.buf, dx.buf], &layer);
+            return Ok(dx);
+        };
+        // The forward kernel on dy (spread by the stride) with the flipped, transposed
+        // weight.
+        let tile = self.target.conv_tile(f.out()[1]);
+        let t = tile.tile_co;
+        let taps = s.k[0] * s.k[1];
+        let packed = self.temp(vec![f.co.div_ceil(t) * t * f.ci * taps]);
+        let k = flip_repack("", s.co, s.ci, taps, t);
+        self.emit("flip_repack", k, vec![w.buf, packed.buf], &layer);
+        let bias = self.constant(vec![0.0; f.co.div_ceil(t) * t]);
+        let hw = if f.needs_pad(tile) {
+            f.padded(tile)
+        } else {
+            [f.h, f.w]
+        };
+        let planes = f.n * f.ci;
+        let input = if strided {
+            let padded = self.temp(vec![planes * hw[0] * hw[1]]);
+            let (top, left) = (f.pad[0].0, f.pad[1].0);
+            let k = spread_pad_kernel("spread", planes, s.out(), hw, [top, left], s.stride);
+            self.emit("spread", k, vec![dy.buf, padded.buf], &layer);
+            padded.buf
+        } else if f.needs_pad(tile) {
+            let padded = self.temp(vec![planes * hw[0] * hw[1]]);
+            let k = pad_kernel(
+                "pad", planes, f.h, f.w, hw[0], hw[1], f.pad[0].0, f.pad[1].0,
+            );
+            self.emit("pad", k, vec![dy.buf, padded.buf], &layer);
+            padded.buf
+        } else {
+            dy.buf
+        };
+        let k = conv_kernel("conv_bwd_data", &f, tile);
+        self.emit("conv", k, vec![input, packed.buf, bias, dx.buf], &layer);
+        Ok(dx)
+    }
+
+    /// `dweight` of a conv: operands (x, dy, weight), the weight read for its shape.
+    pub(super) fn conv_backward_filter(
+        &mut self,
+        id: NodeIndex,
+        attrs: &ConvAttrs,
+    ) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let layer = self.graph.node(id).name.clone();
+        let x = self.val(operands[0])?;
+        let dy = self.val(operands[1])?;
+        let w_shape = self.shape_of(operands[2])?;
+        let s = conv_spec(attrs, &x.shape, &w_shape);
+        let groups = attrs.groups as usize;
+        if groups == 1 && self.backward_algo(attrs, &s) == ConvAlgo::Fft {
+            if let Some(g) = FftFilter::new(&s, self.target.vector) {
+                return Ok(self.fft_filter(&g, &x, &dy, w_shape, &layer));
+            }
+        }
+        let hp = s.h + s.pad[0].0 + s.pad[0].1;
+        let wp = s.w + s.pad[1].0 + s.pad[1].1;
+        let input = if [hp, wp] != [s.h, s.w] {
+            let padded = self.temp(vec![s.n * s.ci * hp * wp]);
+            let k = pad_kernel("pad", s.n * s.ci, s.h, s.w, hp, wp, s.pad[0].0, s.pad[1].0);
+            self.emit("pad", k, vec![x.buf, padded.buf], &layer);
+            padded.buf
+        } else {
+            x.buf
+        };
+        let dw = self.temp(w_shape);
+        let k = filter_kernel("conv_bwd_filter", &s, groups, hp, wp, self.target.vector);
+        self.emit("conv_bwd_filter", k, vec![input, dy.buf, dw.buf], &layer);
+        Ok(dw)
+    }
+
+    /// The backward to filter by FFT: transform `x` (padded) and `dy`, correlate per
+    /// frequency summing over the batch, transform back, crop the first `k` points.
+    fn fft_filter(
+        &mut self,
+        g: &FftFilter,
+        x: &Val,
+        dy: &Val,
+        w_shape: Vec<usize>,
+        layer: &str,
+    ) -> Val {
+        let [n1, n2] = g.len;
+        let xs = self.temp(vec![g.points() * 2 * g.rows_x]);
+        let k = pack_rows(g.len, (g.batch, g.ci), g.hw, g.pad_low, g.rows_x);
+        self.emit("fft_rows", k, vec![x.buf, xs.buf], layer);
+        let xf = self.transform(xs, n1, n2, g.rows_x, false, layer);
+        let ys = self.temp(vec![g.points() * 2 * g.rows_y]);
+        let k = pack_rows(g.len, (g.batch, g.co), g.out, [0, 0], g.rows_y);
+        self.emit("fft_rows", k, vec![dy.buf, ys.buf], layer);
+        let yf = self.transform(ys, n1, n2, g.rows_y, false, layer);
+        let ws = self.temp(vec![g.points() * 2 * g.rows_w]);
+        self.emit(
+            "fft_filter_mac",
+            filter_mac(g),
+            vec![xf.buf, yf.buf, ws.buf],
+            layer,
+        );
+        let wt = self.transform(ws, n1, n2, g.rows_w, true, layer);
+        let dw = self.temp(w_shape);
+        self.emit(
+            "fft_filter_crop",
+            filter_crop(g),
+            vec![wt.buf, dw.buf],
+            layer,
+        );
+        dw
+    }
+
+    /// Direct or FFT for a backward conv of the forward `s`: the op's `algo` (copied by
+    /// autodiff from its forward conv, where `choose-conv-algo` decided it) when set,
+    /// else the same decision for the forward's shape (`FNET_CONV_ALGO`, then the cost
+    /// table of this target). Each backward op has the forward's arithmetic: the same
+    /// products for the direct form, the same transforms and spectral products for
+    /// the FFT, so the forward's estimate ranks the backward's algorithms too.
+    fn backward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
+        let one_d = attrs.stride.len() == 1;
+        let dims = |v: [usize; 2]| -> Vec<u64> {
+            if one_d {
+                vec![v[1] as u64]
+            } else {
+                v.iter().map(|&d| d as u64).collect()
+            }
+        };
+        let shape = ConvShape {
+            batch: s.n as u64,
+            ci: s.ci as u64,
+            co: s.co as u64,
+            input: dims([s.h, s.w]),
+            kernel: dims(s.k),
+            stride: attrs.stride.clone(),
+            dilation: attrs.dilation.clone(),
+            groups: attrs.groups,
+            padding: attrs.padding.clone(),
+        };
+        let table = CostTable::of(CostTableId::opencl(!self.target.broadcast_weights));
+        let env = env_override().ok().flatten();
+        match decide(attrs.algo, env, &shape, table).0 {
+            ConvAlgo::Fft => ConvAlgo::Fft,
+            _ => ConvAlgo::Direct,
+        }
+    }
+
+    /// The output of node `id` as the product `a·b` of its operands `ops[0]` and
+    /// `ops[1]` (`[m, k]` and `[k, n]` as read through their strides).
+    fn product(
+        &mut self,
+        id: NodeIndex,
+        ops: [usize; 2],
+        [m, n, k]: [usize; 3],
+        a: Strides,
+        b: Strides,
+    ) -> Result<Val, RunError> {
+        let node = self.graph.node(id);
+        let (name, layer) = (node.op.name(), node.name.clone());
+        let operands = self.graph.operands(id);
+        let ab = self.val(operands[ops[0]])?.buf;
+        let bb = self.val(operands[ops[1]])?.buf;
+        let c = self.temp(self.declared_shape(id)?);
+        let kern = matmul(name, m, n, k, a, b, self.target.vector);
+        self.emit(name, kern, vec![ab, bb, c.buf], &layer);
+        Ok(c)
+    }
+
+    /// (dy `[B, O]`, weight `[O, F]`) → dx `[B, F]` = dy·W.
+    pub(super) fn linear_backward_data(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let [b, o] = two(&self.shape_of(operands[0])?);
+        let f = self.shape_of(operands[1])?[1];
+        self.product(id, [0, 1], [b, f, o], (o, 1), (f, 1))
+    }
+
+    /// (x `[B, F]`, dy `[B, O]`) → dW `[O, F]` = dyᵀ·x.
+    pub(super) fn linear_backward_filter(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let [b, f] = two(&self.shape_of(operands[0])?);
+        let o = self.shape_of(operands[1])?[1];
+        self.product(id, [1, 0], [o, f, b], (1, o), (f, 1))
+    }
+
+    /// `lc_fold(W [J, …], C [Co, J, 1…])` → `[Co, …]` = C·W, on the device: the
+    /// coefficients are trainable, so the fold is recomputed every run.
+    pub(super) fn lc_fold(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let (w, c) = (self.shape_of(operands[0])?, self.shape_of(operands[1])?);
+        let (co, j) = (c[0], c[1]);
+        let r = w.iter().product::<usize>() / j.max(1);
+        self.product(id, [1, 0], [co, r, j], (j, 1), (r, 1))
+    }
+
+    /// (dy `[Co, …]`, C `[Co, J, 1…]`) → dW `[J, …]` = Cᵀ·dy.
+    pub(super) fn lc_fold_backward_basis(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let (dy, c) = (self.shape_of(operands[0])?, self.shape_of(operands[1])?);
+        let (co, j) = (c[0], c[1]);
+        let r = dy.iter().product::<usize>() / co.max(1);
+        self.product(id, [1, 0], [j, r, co], (1, j), (r, 1))
+    }
+
+    /// (dy `[Co, …]`, W `[J, …]`, C) → dC `[Co, J, 1…]` = dy·Wᵀ.
+    pub(super) fn lc_fold_backward_coeff(&mut self, id: NodeIndex) -> Result<Val, RunError> {
+        let operands = self.graph.operands(id);
+        let (dy, w) = (self.shape_of(operands[0])?, self.shape_of(operands[1])?);
+        let (co, j) = (dy[0], w[0]);
+        let r = dy.iter().product::<usize>() / co.max(1);
+        self.product(id, [0, 1], [co, j, r], (r, 1), (1, r))
+    }
+}
+
+fn two(shape: &[usize]) -> [usize; 2] {
+    [shape[0], shape[1]]
+}
