@@ -160,6 +160,9 @@ pub fn transform_plan(
         values: BTreeMap::new(),
         consts: BTreeMap::new(),
         const_bufs: BTreeMap::new(),
+        training: false,
+        update_running: false,
+        bn_sums: BTreeMap::new(),
     };
     let shape = vec![n, 2, rows];
     let buf = b.buffer(2 * n * rows, BufKind::Input(0));
