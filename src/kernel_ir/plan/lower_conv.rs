@@ -2,7 +2,7 @@
 //! batch norm, residual add and ReLU (a `conv` chain or a `fused_conv`).
 
 use super::fusion::Chain;
-use super::{unsupported, Builder, Val};
+use super::{Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
@@ -100,10 +100,13 @@ impl Builder<'_> {
             // The weight is a device buffer that `conv_weights` repacks every step.
             let w = self.val(operands[1])?;
             self.values.entry(operands[1]).or_insert(w);
-            if *groups != 1 {
-                return Err(unsupported(node, "a grouped conv in a training plan"));
-            }
         }
+        // A training plan's bias is a parameter buffer, `[Co]` as the grouped and FFT
+        // kernels read it.
+        let bias_buf = match *bias && self.training {
+            true => Some(self.val(operands[2])?.buf),
+            false => None,
+        };
         let w_shape = self.weight_shape(operands[1])?;
         let co = w_shape[0];
         let mut b = if *bias && !self.training {
@@ -169,12 +172,12 @@ impl Builder<'_> {
         let layer = node.name.clone();
         if *groups != 1 {
             let g = *groups as usize;
-            return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
+            let b = (&b[..], bias_buf);
+            return self.grouped_conv(chain, &spec, g, &x, operands[1], b, &scale, &layer);
         }
-        // A training plan convolves directly: the FFT path takes the kernel's spectrum
-        // from the host.
-        if *algo == ConvAlgo::Fft && !self.training {
-            if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
+        if *algo == ConvAlgo::Fft {
+            let b = (&b[..], bias_buf);
+            if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], b, &scale, &layer)? {
                 return Ok(y);
             }
         }

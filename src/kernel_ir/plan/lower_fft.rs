@@ -30,14 +30,19 @@ impl Builder<'_> {
         spec: &ConvSpec,
         x: &Val,
         weight: NodeIndex,
-        bias: &[f32],
+        (bias, bias_buf): (&[f32], Option<BufId>),
         scale: &[f32],
         layer: &str,
     ) -> Result<Option<Val>, RunError> {
         let Some(g) = FftConv::new(spec, self.target.vector) else {
             return Ok(None);
         };
-        let kf = match self.const_tensor(weight).cloned() {
+        // A training plan's weight is a parameter buffer even where the host knows it.
+        let host = match self.training {
+            true => None,
+            false => self.const_tensor(weight).ok().cloned(),
+        };
+        let kf = match host.ok_or(()) {
             Ok(w) => self.constant(kernel_spectrum(&g, &w.data, scale)),
             // A weight in a buffer (a parameter in training, a computed value): its
             // spectrum is computed on the device in every run, unscaled only.
@@ -51,7 +56,10 @@ impl Builder<'_> {
             Some(r) => Some(self.val(r)?.buf),
             None => None,
         };
-        let b = self.constant(bias[..g.co].to_vec());
+        let b = match bias_buf {
+            Some(b) => b,
+            None => self.constant(bias[..g.co].to_vec()),
+        };
         Ok(Some(self.fft_conv_spectrum(&g, x, kf, b, residual, layer)))
     }
 

@@ -2,7 +2,7 @@
 //! ReLU) to the bounds-checked kernel of `kernel_ir::grouped`.
 
 use super::fusion::Chain;
-use super::{Builder, Val};
+use super::{BufId, Builder, Val};
 use crate::kernel_ir::conv::ConvSpec;
 use crate::kernel_ir::grouped::grouped_conv_kernel;
 use crate::kernel_ir::magnet::scale_rows;
@@ -18,7 +18,7 @@ impl Builder<'_> {
         groups: usize,
         x: &Val,
         weight: NodeIndex,
-        bias: &[f32],
+        (bias, bias_buf): (&[f32], Option<BufId>),
         scale: &[f32],
         layer: &str,
     ) -> Result<Val, RunError> {
@@ -46,7 +46,10 @@ impl Builder<'_> {
                 self.constant(scaled)
             }
         };
-        let bb = self.constant(bias[..spec.co].to_vec());
+        let bb = match bias_buf {
+            Some(b) => b,
+            None => self.constant(bias[..spec.co].to_vec()),
+        };
         let [oh, ow] = spec.out();
         let shape = if x.shape.len() == 3 {
             vec![spec.n, spec.co, ow]
