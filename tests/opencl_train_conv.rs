@@ -114,3 +114,42 @@ fn resnet20_trains_on_opencl() {
 fn lc_resnet20_trains_on_opencl() {
     train_step_agrees(&example("resnet20_lc_cifar10.fnet").graph, 2, 25, 1e-4);
 }
+
+#[test]
+fn shared_basis_resnet32_trains_on_opencl() {
+    train_step_agrees(&example("resnet32_s16u1d_cifar10.fnet").graph, 2, 26, 1e-4);
+}
+
+#[test]
+fn slots_supernet_trains_on_opencl() {
+    train_step_agrees(&example("resnet20_slots_cifar10.fnet").graph, 2, 27, 1e-4);
+}
+
+/// Times one ResNet-20 training step (forward, loss, backward) at batch 64 on OpenCL:
+/// `cargo test --test opencl_train_conv -- --ignored --nocapture step_timing`.
+#[test]
+#[ignore]
+fn resnet20_step_timing() {
+    let graph = example("resnet20_cifar10.fnet").graph;
+    let loss = Loss {
+        output: 0,
+        label_smoothing: 0.0,
+    };
+    let tg = differentiate(&graph, &loss).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(&graph, 1);
+    let inputs = vec![input(&[64, 3, 32, 32], 2), labels(64, 10, 3)];
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let mut p = backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+    p.forward(&inputs).expect("warm-up");
+    let best = (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            p.forward(&inputs).expect("step");
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    println!("ResNet-20 training step, batch 64: {:.1} ms", best * 1e3);
+}
