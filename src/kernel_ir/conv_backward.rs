@@ -251,7 +251,11 @@ pub fn flip_repack(name: &str, co: usize, ci: usize, taps: usize, t: usize) -> K
 }
 
 /// `dw [co, ci/groups, kh, kw]` from the zero-padded input `x [n, ci, hp, wp]` and
-/// `dy [n, co, oh, ow]`, with `vector` lanes over output columns.
+/// `dy [n, co, oh, ow]`, with `vector` lanes over output columns. With `chunks > 1`
+/// the batch is split into that many chunks, each writing its partial sums to its own
+/// copy of `dw` (`[chunks][co][ci/groups][kh][kw]`) for [`sum_chunks`] to add: the
+/// work-items of one chunk then share one chunk's `x` and `dy` in cache, where one
+/// work-item over the whole batch streamed them from memory.
 pub fn filter_kernel(
     name: &str,
     s: &ConvSpec,
@@ -259,10 +263,12 @@ pub fn filter_kernel(
     hp: usize,
     wp: usize,
     vector: u8,
+    chunks: usize,
 ) -> Kernel {
     let [oh_n, ow_n] = s.out();
     let (cig, cog) = (s.ci / groups, s.co / groups);
     let [kh_n, kw_n] = s.k;
+    let per_chunk = s.n.div_ceil(chunks);
     let tk = kw_n.min(FILTER_TAPS);
     let kb_n = kw_n.div_ceil(tk);
     // Output channels per work-item: each x vector then feeds `tc` FMAs, each dy
@@ -286,7 +292,8 @@ pub fn filter_kernel(
         let_("kb", Ty::I32, gid(0) % kb_n),
         let_("kh", Ty::I32, gid(0) / kb_n),
         let_("c", Ty::I32, gid(1)),
-        let_("co", Ty::I32, gid(2) * tc),
+        let_("co", Ty::I32, gid(2) % (s.co / tc) * tc),
+        let_("nc", Ty::I32, gid(2) / (s.co / tc)),
         let_("ic", Ty::I32, var("co") / cog * cig + var("c")),
     ];
     for j in 0..tk {
@@ -339,15 +346,19 @@ pub fn filter_kernel(
             Ty::I32,
             var("xc") + (var("oh") * st[0] + var("kh") * dil[0]) * wp,
         ),
-        for_("q", int(0), int(full), false, vec_step),
+        for_("q", int(0), int(full), full <= 4, vec_step),
     ];
     if full * vw < ow_n {
         inner.push(for_("q", int(full * vw), int(ow_n), false, tail));
     }
     body.push(for_(
         "n",
-        int(0),
-        int(s.n),
+        var("nc") * per_chunk,
+        bin(
+            super::BinOp::Min,
+            var("nc") * per_chunk + per_chunk,
+            int(s.n),
+        ),
         false,
         vec![
             let_("yc", Ty::I32, (var("n") * s.co + var("co")) * plane),
@@ -356,7 +367,8 @@ pub fn filter_kernel(
         ],
     ));
     for c in 0..tc {
-        let wb = (((var("co") + c) * cig + var("c")) * kh_n + var("kh")) * kw_n;
+        let wb = var("nc") * (s.co * cig * kh_n * kw_n)
+            + (((var("co") + c) * cig + var("c")) * kh_n + var("kh")) * kw_n;
         for j in 0..tk {
             let total = if v == 1 {
                 var(&acc(c, j)) + var(&rest(c, j))
@@ -373,8 +385,43 @@ pub fn filter_kernel(
         name: name.to_string(),
         params: vec![p("x", true), p("dy", true), p("dw", false)],
         body,
-        grid: vec![kh_n * kb_n, cig, s.co / tc],
+        grid: vec![kh_n * kb_n, cig, chunks * (s.co / tc)],
         local: None,
         flops: s.flops() / groups as u64,
+    }
+}
+
+/// How many batch chunks [`filter_kernel`] splits a conv's batch into: up to 16 (one
+/// sample or more each), as long as the partial copies of `dw` stay within 4 Mi
+/// elements (16 MiB).
+pub fn filter_chunks(s: &ConvSpec, groups: usize) -> usize {
+    let weight = s.co * (s.ci / groups) * s.k[0] * s.k[1];
+    s.n.min(16).min((4 << 20) / weight.max(1)).max(1)
+}
+
+/// `y[i] = Σ_c x[c·len + i]`: the partial sums of a chunked reduction.
+pub fn sum_chunks(name: &str, chunks: usize, len: usize) -> Kernel {
+    let body = vec![
+        let_("i", Ty::I32, gid(0)),
+        let_("acc", Ty::F32, float(0.0)),
+        for_(
+            "c",
+            int(0),
+            int(chunks),
+            false,
+            vec![assign(
+                "acc",
+                var("acc") + load("x", var("c") * len + var("i"), 1),
+            )],
+        ),
+        store("y", var("i"), var("acc"), 1),
+    ];
+    Kernel {
+        name: name.to_string(),
+        params: vec![p("x", true), p("y", false)],
+        body,
+        grid: vec![len],
+        local: None,
+        flops: (chunks * len) as u64,
     }
 }

@@ -21,7 +21,8 @@ use crate::ir::conv_cost::ConvShape;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
 use crate::kernel_ir::conv_backward::{
-    data_as_forward, data_kernel, filter_kernel, flip_repack, spread_pad_kernel,
+    data_as_forward, data_kernel, filter_chunks, filter_kernel, flip_repack, spread_pad_kernel,
+    sum_chunks,
 };
 use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
 use crate::kernel_ir::fft_conv::FftConv;
@@ -183,9 +184,24 @@ impl Builder<'_> {
         } else {
             x.buf
         };
+        let chunks = filter_chunks(&s, groups);
+        let len: usize = w_shape.iter().product();
         let dw = self.temp(w_shape);
-        let k = filter_kernel("conv_bwd_filter", &s, groups, hp, wp, self.target.vector);
-        self.emit("conv_bwd_filter", k, vec![input, dy.buf, dw.buf], &layer);
+        let v = self.target.vector;
+        let k = filter_kernel("conv_bwd_filter", &s, groups, hp, wp, v, chunks);
+        if chunks == 1 {
+            self.emit("conv_bwd_filter", k, vec![input, dy.buf, dw.buf], &layer);
+            return Ok(dw);
+        }
+        let partial = self.temp(vec![chunks * len]);
+        self.emit(
+            "conv_bwd_filter",
+            k,
+            vec![input, dy.buf, partial.buf],
+            &layer,
+        );
+        let k = sum_chunks("sum_chunks", chunks, len);
+        self.emit("sum_chunks", k, vec![partial.buf, dw.buf], &layer);
         Ok(dw)
     }
 
@@ -201,11 +217,11 @@ impl Builder<'_> {
     ) -> Val {
         let [n1, n2] = g.len;
         let xs = self.temp(vec![g.points() * 2 * g.rows_x]);
-        let k = pack_rows(g.len, (g.batch, g.ci), g.hw, g.pad_low, g.rows_x);
+        let k = pack_rows(g.len, (g.batch, g.ci, g.cip), g.hw, g.pad_low, g.rows_x);
         self.emit("fft_rows", k, vec![x.buf, xs.buf], layer);
         let xf = self.transform(xs, n1, n2, g.rows_x, false, layer);
         let ys = self.temp(vec![g.points() * 2 * g.rows_y]);
-        let k = pack_rows(g.len, (g.batch, g.co), g.out, [0, 0], g.rows_y);
+        let k = pack_rows(g.len, (g.batch, g.co, g.co), g.out, [0, 0], g.rows_y);
         self.emit("fft_rows", k, vec![dy.buf, ys.buf], layer);
         let yf = self.transform(ys, n1, n2, g.rows_y, false, layer);
         let ws = self.temp(vec![g.points() * 2 * g.rows_w]);
