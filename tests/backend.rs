@@ -135,13 +135,24 @@ fn running_statistics_read_back_after_a_training_mode_run() {
     assert_eq!(&updated, &want.updated_buffers[name]);
     assert!(updated.max_abs_diff(&store[name]).expect("shape") > 1e-4);
 
-    // OpenCL folds the statistics into the program, and runs evaluation mode only.
+    // OpenCL folds the statistics into an evaluation plan; training mode re-plans
+    // with every parameter and statistic a device buffer, updated by the run.
     let mut p = backend()
         .prepare(graph, store, std::slice::from_ref(&x.shape))
         .expect("prepare");
     let err = p.read_param(name).expect_err("baked in");
     assert!(err.message.contains("baked into the OpenCL plan"), "{err}");
-    assert!(p.set_mode(Mode::Train).is_err());
+    assert!(backend().capabilities().training);
+    p.set_mode(Mode::Train).expect("training mode");
+    let got = p.forward(std::slice::from_ref(&x)).expect("train step");
+    assert_close("OpenCL training output", &got[0], &want.outputs[0], 1e-4);
+    let updated = p.read_param(name).expect("a device buffer in training");
+    assert_close(
+        "OpenCL running mean",
+        &updated,
+        &want.updated_buffers[name],
+        1e-5,
+    );
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn visit(body: &mut [Stmt], f: &mut dyn FnMut(&mut Expr)) {
     fn expr(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
         match e {
             Expr::Int(_) | Expr::Float(_) | Expr::Var(_) | Expr::GlobalId(_) => {}
-            Expr::Bin(_, a, b) => {
+            Expr::Bin(_, a, b) | Expr::Hash(a, b) => {
                 expr(a, f);
                 expr(b, f);
             }
@@ -87,7 +87,8 @@ fn visit(body: &mut [Stmt], f: &mut dyn FnMut(&mut Expr)) {
             | Expr::Splat(a, _)
             | Expr::Broadcast(a, _)
             | Expr::Lane(a, _)
-            | Expr::ToFloat(a) => expr(a, f),
+            | Expr::ToFloat(a)
+            | Expr::ToInt(a) => expr(a, f),
             Expr::Load { index, .. } | Expr::Gather { index, .. } => expr(index, f),
             Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
                 expr(a, f);

@@ -119,6 +119,15 @@ pub trait Prepared<T: Scalar> {
     }
     /// Evaluation (the default) or training mode for the next runs.
     fn set_mode(&mut self, mode: Mode) -> Result<(), RunError>;
+    /// The seed of the next runs' dropout masks (`runtime::dropout`: every backend
+    /// draws the same mask for one seed); a trainer sets one per step
+    /// (`runtime::dropout::step_seed`). A backend without training mode refuses it.
+    fn set_seed(&mut self, seed: u64) -> Result<(), RunError> {
+        let _ = seed;
+        Err(RunError::new(
+            "this backend does not run training mode, so it has no dropout seed",
+        ))
+    }
     /// Replaces parameter (or buffer) `name` for the next runs; `value` has its shape.
     fn write_param(&mut self, name: &str, value: &Tensor<T>) -> Result<(), RunError>;
     /// The current value of parameter or buffer `name`: what was prepared or written,

@@ -1,23 +1,36 @@
-//! Generated OpenCL behind the [`Backend`] seam. The backend holds the device's
-//! `ClContext` behind an `Arc`, so tests and tools can share one context (and its
-//! in-memory program cache) among several backends, such as one per code-generation
-//! target. Preparing lowers the graph to a kernel-IR plan and builds it into an
-//! `opencl::Executable`, which owns its queue handle, buffers and kernels: a run is
-//! input writes, launches and output reads, nothing else.
+//! The OpenCL backend behind the [`Backend`] seam. Preparing lowers the graph to a
+//! kernel-IR plan and builds it into an `opencl::Executable`, which owns its queue
+//! handle, buffers and kernels: a run is input writes, launches and output reads,
+//! nothing else.
 //!
-//! Parameters the plan keeps as device buffers (FlexConv kernel-net weights, those a
-//! kernel reads as they are) can be written and read back; those folded into other
-//! constants on the host (conv biases, BatchNorm statistics, crops) are refused with
-//! an error that says so. Evaluation mode, f32 only.
+//! **Evaluation** (the default for a model graph): parameters the plan keeps as device
+//! buffers (FlexConv kernel-net weights, those a kernel reads as they are) can be
+//! written and read back; those folded into other constants on the host (conv biases,
+//! BatchNorm statistics, crops) are refused with an error that says so.
+//!
+//! **Training** (`capabilities().training`): a training graph (`autodiff::differentiate`:
+//! it holds the loss and backward ops) is always planned as a training plan
+//! (`kernel_ir::plan::build_plan_in` with `Mode::Train`), and `set_mode(Eval)` is
+//! refused for it; a model graph is re-planned on a mode change, with the current
+//! parameter values read back from the device. In a training plan every trainable,
+//! shared and buffer parameter is a device buffer the trainer writes each step; the
+//! outputs (loss, `grad.*`, `update.*`) are read back, and after each run the updated
+//! running statistics are also copied into their buffers, as the reference backend
+//! stores them. The labels are checked on the host as the interpreter checks them.
+//! `set_seed` sets the dropout masks' seed (`runtime::dropout`), the same masks the
+//! interpreter draws. A FlexConv crop is a constant of the step: when a parameter that
+//! decides a crop is written, the next run re-plans if the crop changed.
+//! f32 only.
 
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
 use crate::cost::CostTableId;
+use crate::ir::op::{Op, TrainOp};
 use crate::ir::Graph;
-use crate::kernel_ir::plan::{build_plan, Target};
+use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::opencl::{target_for, ClContext, DeviceSel, Executable};
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -68,23 +81,40 @@ impl OpenClBackend {
         params: &ParamStore<f32>,
         input_shapes: &[Vec<usize>],
     ) -> Result<OpenClPrepared, RunError> {
-        let plan = build_plan(graph, params, input_shapes, self.target)?;
-        let param_shapes = plan
-            .params
-            .keys()
-            .filter_map(|name| Some((name.clone(), params.get(name)?.shape.clone())))
-            .collect();
-        let baked = params
-            .keys()
-            .filter(|name| !plan.params.contains_key(*name))
-            .cloned()
-            .collect();
-        Ok(OpenClPrepared {
-            exe: Executable::new(&self.ctx, plan)?,
+        let training_graph = is_training_graph(graph);
+        let mode = if training_graph {
+            Mode::Train
+        } else {
+            Mode::Eval
+        };
+        let mut prepared = OpenClPrepared {
+            exe: self.build(graph, params, input_shapes, mode)?,
             input_shapes: input_shapes.to_vec(),
-            param_shapes,
-            baked,
-        })
+            param_shapes: BTreeMap::new(),
+            baked: Default::default(),
+            backend: self.clone(),
+            graph: graph.clone(),
+            params: params.clone(),
+            mode,
+            training_graph,
+            labels: labels_check(graph),
+            crop_params: crop_params(graph),
+            stale: false,
+            seed: 0,
+        };
+        prepared.record_params();
+        Ok(prepared)
+    }
+
+    fn build(
+        &self,
+        graph: &Graph,
+        params: &ParamStore<f32>,
+        input_shapes: &[Vec<usize>],
+        mode: Mode,
+    ) -> Result<Executable, RunError> {
+        let plan = build_plan_in(graph, params, input_shapes, self.target, mode)?;
+        Executable::new(&self.ctx, plan)
     }
 }
 
@@ -97,7 +127,7 @@ impl Backend for OpenClBackend {
         Capabilities {
             f64: false,
             device_params: true,
-            training: false,
+            training: true,
         }
     }
 
@@ -123,6 +153,45 @@ impl Backend for OpenClBackend {
     }
 }
 
+/// Whether `graph` is a training graph (it holds the loss and backward ops).
+fn is_training_graph(graph: &Graph) -> bool {
+    graph
+        .g
+        .node_indices()
+        .any(|n| matches!(graph.node(n).op, Op::Train(_)))
+}
+
+/// The labels input of a training graph and the number of classes, for the host check.
+fn labels_check(graph: &Graph) -> Option<(usize, usize)> {
+    let at = graph.inputs.iter().position(
+        |&i| matches!(&graph.node(i).op, Op::Input { name } if name == crate::autodiff::LABELS),
+    )?;
+    let loss = graph
+        .g
+        .node_indices()
+        .find(|&n| matches!(graph.node(n).op, Op::Train(TrainOp::CrossEntropy { .. })))?;
+    let logits = graph.operands(loss)[0];
+    let k = graph.node(logits).ty.shape.get(1)?.known()?;
+    Some((at, k as usize))
+}
+
+/// The parameters that decide a FlexConv crop: a new value may change the plan.
+fn crop_params(graph: &Graph) -> BTreeSet<String> {
+    graph
+        .g
+        .node_indices()
+        .filter(|&n| {
+            matches!(
+                graph.node(n).op,
+                Op::MaskCrop { .. } | Op::FlexKernel { .. }
+            )
+        })
+        .flat_map(|n| graph.operands(n))
+        .filter(|&o| matches!(graph.node(o).op, Op::Param { .. }))
+        .map(|o| graph.node(o).name.clone())
+        .collect()
+}
+
 /// A plan built on the device.
 pub struct OpenClPrepared {
     exe: Executable,
@@ -131,11 +200,83 @@ pub struct OpenClPrepared {
     param_shapes: BTreeMap<String, Vec<usize>>,
     /// Parameters the plan folded in on the host.
     baked: std::collections::BTreeSet<String>,
+    /// What a re-plan needs: the backend, the graph, and the parameters as last
+    /// written (device buffers are read back before a re-plan).
+    backend: OpenClBackend,
+    graph: Graph,
+    params: ParamStore<f32>,
+    mode: Mode,
+    training_graph: bool,
+    /// (input index, classes) of a training graph's labels.
+    labels: Option<(usize, usize)>,
+    crop_params: BTreeSet<String>,
+    /// A parameter deciding a crop was written since the plan was built.
+    stale: bool,
+    seed: u64,
 }
 
 impl OpenClPrepared {
     pub fn executable(&self) -> &Executable {
         &self.exe
+    }
+
+    fn record_params(&mut self) {
+        let plan = &self.exe.plan;
+        self.param_shapes = plan
+            .params
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.params.get(name)?.shape.clone())))
+            .collect();
+        self.baked = self
+            .params
+            .keys()
+            .filter(|name| !plan.params.contains_key(*name))
+            .cloned()
+            .collect();
+    }
+
+    /// Builds the plan again in `mode` from the current parameter values; the new
+    /// executable replaces the old one only if its plan differs (`only_if_changed`).
+    fn replan(&mut self, mode: Mode, only_if_changed: bool) -> Result<(), RunError> {
+        for name in self.exe.plan.params.keys() {
+            if let (Some(data), Some(shape)) =
+                (self.exe.read_param(name), self.param_shapes.get(name))
+            {
+                self.params
+                    .insert(name.clone(), Tensor::from_vec(shape.clone(), data?)?);
+            }
+        }
+        let target = self.backend.target;
+        let plan = build_plan_in(&self.graph, &self.params, &self.input_shapes, target, mode)?;
+        let same = |a: &crate::kernel_ir::plan::Plan, b: &crate::kernel_ir::plan::Plan| {
+            a.kernels == b.kernels && a.steps == b.steps
+        };
+        if !(only_if_changed && same(&plan, &self.exe.plan)) {
+            self.exe = Executable::new(&self.backend.ctx, plan)?;
+            self.exe.set_seed(self.seed)?;
+            self.mode = mode;
+            self.record_params();
+        }
+        Ok(())
+    }
+
+    /// The interpreter's label check: whole numbers in `0..classes`.
+    fn check_labels(&self, inputs: &[Tensor<f32>]) -> Result<(), RunError> {
+        let Some((at, classes)) = self.labels else {
+            return Ok(());
+        };
+        let Some(labels) = inputs.get(at) else {
+            return Ok(());
+        };
+        for (i, &v) in labels.data.iter().enumerate() {
+            if !(v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes) {
+                return Err(RunError::new(format!(
+                    "label {i} is {v}, expected a class index below {classes} (a whole number from 0)"
+                ))
+                .hint("labels are the class numbers 0..K-1 of a K-way classifier"));
+            }
+        }
+        Ok(())
     }
 
     fn baked_in(&self, name: &str) -> Option<RunError> {
@@ -155,10 +296,17 @@ impl Prepared<f32> for OpenClPrepared {
     }
 
     fn write_inputs(&mut self, inputs: &[Tensor<f32>]) -> Result<(), RunError> {
+        self.check_labels(inputs)?;
         self.exe.write_inputs(inputs)
     }
 
     fn run(&mut self) -> Result<(), RunError> {
+        if self.stale {
+            // The crop is a constant of the step: decided anew from the mask
+            // parameters written since the plan was built.
+            self.stale = false;
+            self.replan(self.mode, true)?;
+        }
         self.exe.launch()
     }
 
@@ -167,13 +315,23 @@ impl Prepared<f32> for OpenClPrepared {
     }
 
     fn set_mode(&mut self, mode: Mode) -> Result<(), RunError> {
-        match mode {
-            Mode::Eval => Ok(()),
-            Mode::Train => Err(RunError::new(
-                "the OpenCL backend runs evaluation mode only (running statistics, no dropout)",
-            )
-            .hint("use --backend reference for training mode")),
+        if mode == self.mode {
+            return Ok(());
         }
+        if self.training_graph {
+            return Err(RunError::new(
+                "a training graph runs in training mode only: its backward differentiates \
+                 batch norm with batch statistics",
+            )
+            .hint("prepare the model graph (not its training graph) to evaluate"));
+        }
+        // Inputs written before are kept by the caller, not by a new plan.
+        self.replan(mode, false)
+    }
+
+    fn set_seed(&mut self, seed: u64) -> Result<(), RunError> {
+        self.seed = seed;
+        self.exe.set_seed(seed)
     }
 
     fn write_param(&mut self, name: &str, value: &Tensor<f32>) -> Result<(), RunError> {
@@ -181,6 +339,9 @@ impl Prepared<f32> for OpenClPrepared {
             return Err(e);
         }
         check_param(name, self.param_shapes.get(name), value)?;
+        if self.mode == Mode::Train && self.crop_params.contains(name) {
+            self.stale = true;
+        }
         self.exe.write_param(name, value)
     }
 

@@ -145,6 +145,11 @@ impl<T: Scalar + FftNum> Prepared<T> for ReferencePrepared<T> {
         Ok(())
     }
 
+    fn set_seed(&mut self, seed: u64) -> Result<(), RunError> {
+        self.options.seed = seed;
+        Ok(())
+    }
+
     fn write_param(&mut self, name: &str, value: &Tensor<T>) -> Result<(), RunError> {
         check_param(name, self.params.get(name).map(|t| &t.shape), value)?;
         self.params.insert(name.to_string(), value.clone());

@@ -90,6 +90,14 @@ pub fn to_float(e: Expr) -> Expr {
     Expr::ToFloat(Box::new(e))
 }
 
+pub fn to_int(e: Expr) -> Expr {
+    Expr::ToInt(Box::new(e))
+}
+
+pub fn hash(a: Expr, b: Expr) -> Expr {
+    Expr::Hash(Box::new(a), Box::new(b))
+}
+
 pub fn let_(name: &str, ty: Ty, init: Expr) -> Stmt {
     Stmt::Let {
         name: name.to_string(),

@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+pub mod backward_ops;
 pub mod build;
 pub mod conv;
 pub mod conv_backward;
@@ -102,6 +103,8 @@ pub enum Func {
     Sqrt,
     Erf,
     Sin,
+    /// The natural logarithm.
+    Log,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -141,6 +144,13 @@ pub enum Expr {
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
     /// A scalar integer to float.
     ToFloat(Box<Expr>),
+    /// A scalar float to integer, rounding toward zero.
+    ToInt(Box<Expr>),
+    /// `runtime::dropout::hash2(a, b)` of two `i32` scalars, as 32-bit unsigned
+    /// integers with wrapping arithmetic, its bits read back as an `i32`: the
+    /// counter-based hash behind dropout masks, which every renderer must compute bit
+    /// for bit as the interpreter does.
+    Hash(Box<Expr>, Box<Expr>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -245,6 +255,7 @@ impl fmt::Display for Expr {
                     Func::Sqrt => "sqrt",
                     Func::Erf => "erf",
                     Func::Sin => "sin",
+                    Func::Log => "log",
                 };
                 write!(f, "{name}({a})")
             }
@@ -262,6 +273,8 @@ impl fmt::Display for Expr {
             Expr::Fma(a, b, c) => write!(f, "fma({a}, {b}, {c})"),
             Expr::Select(c, a, b) => write!(f, "({c} ? {a} : {b})"),
             Expr::ToFloat(a) => write!(f, "float({a})"),
+            Expr::ToInt(a) => write!(f, "int({a})"),
+            Expr::Hash(a, b) => write!(f, "hash({a}, {b})"),
         }
     }
 }

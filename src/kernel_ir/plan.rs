@@ -11,13 +11,23 @@
 //! - Identity ops (dropout in evaluation, flatten, inactive pooling slots) alias their
 //!   input's buffer.
 //! - Temporary buffers share storage slots when their lifetimes do not overlap.
+//!
+//! A **training plan** ([`build_plan_in`] with `Mode::Train`) runs a training graph
+//! (or a model graph in training mode): every parameter the graph reads is a device
+//! buffer in `Plan::params` (written by the trainer, never folded into another
+//! constant); only parameter-free subgraphs (coordinate grids, frozen tensors) and the
+//! FlexConv crops (a constant of one step, decided from the parameters the plan is
+//! built with) are evaluated on the host. Batch norm uses batch statistics; a conv
+//! absorbs no batch norm; kernels synthesised from parameters run in every step, not
+//! once. Running-statistic updates are copied into their buffers after a run
+//! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
 use crate::runtime::bind::{bind_inputs, conforms, eval_dim, DimEnv};
-use crate::runtime::{run, ParamStore, RunError, RunOptions};
+use crate::runtime::{run, Mode, ParamStore, RunError, RunOptions};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +47,7 @@ pub use target::Target;
 
 use lower_conv::lift;
 
-use fusion::conv_chains;
+use fusion::conv_chains_in;
 
 pub type BufId = usize;
 
@@ -88,6 +98,12 @@ pub struct Plan {
     pub slot: Vec<Option<usize>>,
     /// Length of each storage slot, in elements.
     pub slot_len: Vec<usize>,
+    /// Training plans: (an output's buffer, the running statistic it updates); after a
+    /// run each output is copied into its statistic's buffer.
+    pub updates: Vec<(BufId, BufId)>,
+    /// Training plans with dropout: the run's seed as two 16-bit words
+    /// (`runtime::dropout::seed_words`), which every dropout kernel reads.
+    pub seed: Option<BufId>,
 }
 
 impl Plan {
@@ -114,6 +130,12 @@ struct Builder<'a> {
     values: BTreeMap<NodeIndex, Val>,
     consts: BTreeMap<NodeIndex, Tensor<f32>>,
     const_bufs: BTreeMap<NodeIndex, Val>,
+    /// A training plan (see the module doc).
+    training: bool,
+    /// A model graph in training mode: batch norms update their running statistics.
+    update_running: bool,
+    /// The per-channel sums of batch norm backwards, by (x, dy, eps bits).
+    bn_sums: BTreeMap<(NodeIndex, NodeIndex, u64), BufId>,
     /// Every MAGNet parameter's gradient, by the operands of the layer's
     /// `magnet_backward` ops, which share one lowering.
     magnet_grads: BTreeMap<Vec<NodeIndex>, Vec<Val>>,
@@ -135,14 +157,32 @@ pub fn build_plan(
     input_shapes: &[Vec<usize>],
     target: Target,
 ) -> Result<Plan, RunError> {
+    build_plan_in(graph, params, input_shapes, target, Mode::Eval)
+}
+
+/// [`build_plan`] for evaluation or training mode (a training plan: see the module
+/// doc).
+pub fn build_plan_in(
+    graph: &Graph,
+    params: &ParamStore<f32>,
+    input_shapes: &[Vec<usize>],
+    target: Target,
+    mode: Mode,
+) -> Result<Plan, RunError> {
+    let training = mode == Mode::Train;
     let shapes: Vec<&[usize]> = input_shapes.iter().map(Vec::as_slice).collect();
     let env = bind_inputs(graph, &shapes)?;
     let order = graph
         .topo_order()
         .map_err(|e| RunError::new(e.to_string()))?;
-    let constant = lower_flex::host_constants(graph, &order, constant_nodes(graph, &order));
+    let constant = if training {
+        training_constants(graph, &order)
+    } else {
+        constant_nodes(graph, &order)
+    };
+    let constant = lower_flex::host_constants(graph, &order, constant);
     let consts = evaluate_constants(graph, params, &order, &constant)?;
-    let chains = conv_chains(graph, &order, &constant);
+    let chains = conv_chains_in(graph, &order, &constant, training);
     let absorbed: BTreeSet<NodeIndex> = chains
         .values()
         .flat_map(|c| c.nodes.iter().copied().filter(|&n| n != c.tail))
@@ -155,6 +195,12 @@ pub fn build_plan(
         values: BTreeMap::new(),
         consts,
         const_bufs: BTreeMap::new(),
+        training,
+        update_running: training
+            && !order
+                .iter()
+                .any(|&n| matches!(graph.node(n).op, Op::Train(_))),
+        bn_sums: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
     };
     for (i, shape) in input_shapes.iter().enumerate() {
@@ -189,6 +235,9 @@ pub fn build_plan(
         let v = b.val(o)?;
         b.plan.outputs.push((v.buf, v.shape));
     }
+    if training {
+        device_params_only(graph, &order, &constant, &b.plan)?;
+    }
     let mut plan = b.plan;
     assign_slots(&mut plan);
     check_kernels(&mut plan)?;
@@ -222,6 +271,68 @@ fn constant_nodes(graph: &Graph, order: &[NodeIndex]) -> BTreeSet<NodeIndex> {
         }
     }
     constant
+}
+
+/// A training plan's constants: parameters (each a device buffer, read as it is), the
+/// parameter-free subgraphs (coordinate grids, constants, frozen tensors and what is
+/// computed from them only), and the FlexConv crops, a constant of the step.
+fn training_constants(graph: &Graph, order: &[NodeIndex]) -> BTreeSet<NodeIndex> {
+    use crate::ir::op::ParamRole;
+    let (mut pure, mut constant) = (BTreeSet::new(), BTreeSet::new());
+    for &id in order {
+        let operands = graph.operands(id);
+        match &graph.node(id).op {
+            Op::Input { .. } => {}
+            Op::Param {
+                role: ParamRole::Frozen,
+                ..
+            } => {
+                pure.insert(id);
+                constant.insert(id);
+            }
+            Op::Param { .. } => {
+                constant.insert(id);
+            }
+            Op::MaskCrop { .. } if operands.iter().all(|o| constant.contains(o)) => {
+                constant.insert(id);
+            }
+            _ if operands.iter().all(|o| pure.contains(o)) => {
+                pure.insert(id);
+                constant.insert(id);
+            }
+            _ => {}
+        }
+    }
+    constant
+}
+
+/// Checks that a training plan keeps every trainable, shared or buffer parameter that
+/// a kernel reads as a device buffer: one the lowering read on the host instead would
+/// silently stop training.
+fn device_params_only(
+    graph: &Graph,
+    order: &[NodeIndex],
+    constant: &BTreeSet<NodeIndex>,
+    plan: &Plan,
+) -> Result<(), RunError> {
+    use crate::ir::op::ParamRole;
+    for &id in order {
+        let node = graph.node(id);
+        let Op::Param { role, .. } = node.op else {
+            continue;
+        };
+        let read =
+            graph.users(id).iter().any(|u| !constant.contains(u)) || graph.outputs.contains(&id);
+        if role != ParamRole::Frozen && read && !plan.params.contains_key(&node.name) {
+            return Err(RunError::new(format!(
+                "parameter `{}`: the training plan would read it on the host, not as a \
+                 device buffer the trainer updates",
+                node.name
+            ))
+            .hint("use --backend reference to train this model"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the parameter-only subgraph on the reference interpreter, once, and returns the
@@ -281,7 +392,13 @@ fn assign_slots(plan: &mut Plan) {
             last[a] = Some(i);
         }
     }
-    for &(o, _) in &plan.outputs {
+    // Outputs, and running-statistic updates copied after the run, live to the end.
+    for &o in plan
+        .outputs
+        .iter()
+        .map(|(o, _)| o)
+        .chain(plan.updates.iter().map(|(u, _)| u))
+    {
         last[o] = Some(usize::MAX);
     }
     plan.slot = vec![None; n];
@@ -471,7 +588,10 @@ impl Builder<'_> {
                 let x = self.val(operands[0])?;
                 let (outer, c) = (x.shape[0], x.shape[1]);
                 let inner: usize = x.shape[2..].iter().product();
-                let (sb, tb) = if *running_stats {
+                if self.update_running {
+                    self.bn_running_updates(id, &x)?;
+                }
+                let (sb, tb) = if *running_stats && !self.training {
                     let (s, t) = self.bn_fold(&operands, *eps, *affine)?;
                     (self.constant(s), self.constant(t))
                 } else {
@@ -492,6 +612,7 @@ impl Builder<'_> {
                 self.emit("batchnorm", k, vec![x.buf, sb, tb, y.buf], &layer);
                 Ok(y)
             }
+            Op::Dropout { p } if self.training => self.dropout_forward(id, *p),
             Op::Dropout { .. } => self.val(operands[0]),
             Op::Flatten => {
                 let x = self.val(operands[0])?;

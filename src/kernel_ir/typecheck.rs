@@ -13,7 +13,8 @@
 //!   same width or a scalar, which is broadcast; `%` takes `i32`;
 //! - comparisons take scalars of one type and `&&` takes `i32`; both give `i32`, the
 //!   type of every condition and index;
-//! - `i32` becomes `f32` only through `ToFloat`, never implicitly;
+//! - `i32` becomes `f32` only through `ToFloat`, `f32` becomes `i32` only through
+//!   `ToInt`, never implicitly; `hash` takes and gives `i32` scalars;
 //! - variables are declared before use, once per scope, and do not reuse a buffer's
 //!   name; loads read kernel parameters and stores write writable ones.
 
@@ -399,6 +400,14 @@ impl<'k> Checker<'k> {
             Expr::ToFloat(a) => match self.expr(a)? {
                 Ty::I32 => Ok(Ty::F32),
                 t => here(format!("converts {t}: only an i32 scalar becomes f32")),
+            },
+            Expr::ToInt(a) => match self.expr(a)? {
+                Ty::F32 => Ok(Ty::I32),
+                t => here(format!("converts {t}: only an f32 scalar becomes i32")),
+            },
+            Expr::Hash(a, b) => match (self.expr(a)?, self.expr(b)?) {
+                (Ty::I32, Ty::I32) => Ok(Ty::I32),
+                (ta, tb) => here(format!("hash of {ta} and {tb}: it takes i32 scalars")),
             },
         }
     }

@@ -188,12 +188,33 @@ impl Executable {
         Ok(())
     }
 
-    /// Enqueues every launch and waits for them.
+    /// Sets the seed of the next runs' dropout masks (`runtime::dropout`); a plan
+    /// without dropout ignores it.
+    pub fn set_seed(&self, seed: u64) -> Result<(), RunError> {
+        let Some(buf) = self.plan.seed else {
+            return Ok(());
+        };
+        let words = crate::runtime::dropout::seed_words(seed).map(|w| w as f32);
+        self.buffers[buf]
+            .write(&words[..])
+            .enq()
+            .map_err(|e| cl_err("writing the dropout seed", e))
+    }
+
+    /// Enqueues every launch and waits for them; a training plan then copies its
+    /// running-statistic updates into the statistics' buffers.
     pub fn launch(&self) -> Result<(), RunError> {
         for (k, step) in self.launches.iter().zip(&self.plan.steps) {
             // SAFETY: every argument is a buffer of the length the kernel indexes, by
             // construction of the plan.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
+        }
+        for &(from, to) in &self.plan.updates {
+            let len = self.plan.buffers[to].len;
+            self.buffers[from]
+                .copy(&self.buffers[to], Some(0), Some(len))
+                .enq()
+                .map_err(|e| cl_err("updating a running statistic", e))?;
         }
         self.queue
             .finish()

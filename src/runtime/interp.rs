@@ -29,7 +29,7 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub mode: Mode,
-    /// Seed of the dropout masks in training mode.
+    /// Seed of the dropout masks in training mode (`runtime::dropout`): one per step.
     pub seed: u64,
     /// Runs every eligible conv with this algorithm instead of its own choice.
     pub force_algo: Option<ConvAlgo>,
@@ -78,7 +78,7 @@ pub fn run<T: Scalar + FftNum>(
     for &o in &graph.outputs {
         *remaining.entry(o).or_default() += 1;
     }
-    for (step, &id) in order.iter().enumerate() {
+    for &id in &order {
         let node = graph.node(id);
         let operands = graph.operands(id);
         let args: Vec<&Tensor<T>> = operands.iter().map(|o| &values[o]).collect();
@@ -87,7 +87,6 @@ pub fn run<T: Scalar + FftNum>(
             options,
             result: &mut result,
             name: &node.name,
-            step,
         };
         let out = match &node.op {
             Op::Input { .. } => {
@@ -131,7 +130,6 @@ struct Ctx<'a, T> {
     options: &'a RunOptions,
     result: &'a mut RunResult<T>,
     name: &'a str,
-    step: usize,
 }
 
 fn eval<T: Scalar + FftNum>(
@@ -495,22 +493,31 @@ fn batchnorm<T: Scalar>(
     }
 }
 
+/// Training-mode dropout with the counter-based mask of `super::dropout`, which the
+/// OpenCL kernels draw bit for bit.
 fn dropout<T: Scalar>(x: &Tensor<T>, p: f64, ctx: &mut Ctx<'_, T>) -> Tensor<T> {
     if ctx.options.mode == Mode::Eval || p == 0.0 {
         return x.clone();
     }
-    use rand::Rng;
-    let mut rng = crate::init::seeded(
-        ctx.options.seed ^ (ctx.step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-    );
+    let key = super::dropout::key(ctx.options.seed, super::dropout::layer_of(ctx.name));
+    let t = super::dropout::threshold(p);
     let keep = <T as Scalar>::from_f64(1.0 / (1.0 - p));
-    x.map(|&v| {
-        if rng.random::<f64>() < p {
-            <T as Scalar>::zero()
-        } else {
-            v * keep
-        }
-    })
+    let data = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if super::dropout::kept(key, i as u32, t) {
+                v * keep
+            } else {
+                <T as Scalar>::zero()
+            }
+        })
+        .collect();
+    Tensor {
+        shape: x.shape.clone(),
+        data,
+    }
 }
 
 fn concat<T: Scalar>(a: &[&Tensor<T>], axis: usize) -> Result<Tensor<T>, RunError> {

@@ -2,6 +2,7 @@
 
 pub mod bind;
 pub mod budget;
+pub mod dropout;
 pub mod error;
 pub mod flex_kernel;
 pub mod fused;

@@ -11,7 +11,7 @@ use crate::reference::grad::{conv as gconv, elementwise, lc, loss, magnet, norm,
 use crate::reference::norm::{batch_norm_train, RunningStats};
 use crate::tensor::{Scalar, Tensor};
 
-/// `dropout` is the interpreter's forward dropout (mode, seed and step included), so a
+/// `dropout` is the interpreter's forward dropout (mode, seed and layer included), so a
 /// mask is drawn exactly as a forward dropout draws it.
 pub(super) fn eval<T: Scalar>(
     op: &TrainOp,

@@ -50,6 +50,18 @@ pub fn conv_chains(
     order: &[NodeIndex],
     constant: &BTreeSet<NodeIndex>,
 ) -> BTreeMap<NodeIndex, Chain> {
+    conv_chains_in(graph, order, constant, false)
+}
+
+/// [`conv_chains`] for a training plan too, where a conv absorbs no batch norm (it
+/// normalises with batch statistics). A backward op that reads a value inside a chain
+/// is one more user of it, so the chain stops before it in either mode.
+pub fn conv_chains_in(
+    graph: &Graph,
+    order: &[NodeIndex],
+    constant: &BTreeSet<NodeIndex>,
+    training: bool,
+) -> BTreeMap<NodeIndex, Chain> {
     let mut claimed = BTreeSet::new();
     let mut chains = BTreeMap::new();
     for &id in order {
@@ -90,6 +102,7 @@ pub fn conv_chains(
                     running_stats: true,
                     ..
                 } if stage == 0
+                    && !training
                     && ops[0] == cur
                     && ops[1..].iter().all(|o| constant.contains(o)) =>
                 {

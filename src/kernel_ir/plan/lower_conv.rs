@@ -2,7 +2,7 @@
 //! batch norm, residual add and ReLU (a `conv` chain or a `fused_conv`).
 
 use super::fusion::Chain;
-use super::{Builder, Val};
+use super::{unsupported, Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
@@ -96,9 +96,17 @@ impl Builder<'_> {
         };
         let operands = self.graph.operands(chain.conv);
         let x = self.val(operands[0])?;
+        if self.training {
+            // The weight is a device buffer that `conv_weights` repacks every step.
+            let w = self.val(operands[1])?;
+            self.values.entry(operands[1]).or_insert(w);
+            if *groups != 1 {
+                return Err(unsupported(node, "a grouped conv in a training plan"));
+            }
+        }
         let w_shape = self.weight_shape(operands[1])?;
         let co = w_shape[0];
-        let mut b = if *bias {
+        let mut b = if *bias && !self.training {
             self.const_tensor(operands[2])?.data.clone()
         } else {
             vec![0.0; co]
@@ -163,7 +171,9 @@ impl Builder<'_> {
             let g = *groups as usize;
             return self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer);
         }
-        if *algo == ConvAlgo::Fft {
+        // A training plan convolves directly: the FFT path takes the kernel's spectrum
+        // from the host.
+        if *algo == ConvAlgo::Fft && !self.training {
             if let Some(y) = self.fft_conv(chain, &spec, &x, operands[1], &b, &scale, &layer)? {
                 return Ok(y);
             }
@@ -186,7 +196,14 @@ impl Builder<'_> {
         } else {
             x.buf
         };
-        let (wb, bb) = self.conv_weights(operands[1], &b, &scale, &spec, tile, &layer)?;
+        let (wb, mut bb) = self.conv_weights(operands[1], &b, &scale, &spec, tile, &layer)?;
+        if self.training && *bias {
+            bb = self.device_bias(
+                operands[2],
+                co.div_ceil(tile.tile_co) * tile.tile_co,
+                &layer,
+            )?;
+        }
         let [oh, ow] = spec.out();
         let shape = if one_d {
             vec![spec.n, co, ow]

@@ -160,6 +160,9 @@ pub fn transform_plan(
         values: BTreeMap::new(),
         consts: BTreeMap::new(),
         const_bufs: BTreeMap::new(),
+        training: false,
+        update_running: false,
+        bn_sums: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
     };
     let shape = vec![n, 2, rows];

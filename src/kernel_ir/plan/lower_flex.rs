@@ -78,6 +78,10 @@ impl Builder<'_> {
 
     /// Adds a launch to the plan's `setup`.
     fn emit_setup(&mut self, prefix: &str, kernel: Kernel, args: Vec<BufId>, layer: &str) {
+        // A training plan's parameters change every step: so does what they derive.
+        if self.training {
+            return self.emit(prefix, kernel, args, layer);
+        }
         self.emit(prefix, kernel, args, layer);
         let step = self.plan.steps.pop().expect("just emitted");
         self.plan.setup.push(step);

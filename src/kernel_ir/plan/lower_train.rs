@@ -1,16 +1,49 @@
 //! Lowering of the training graph's ops (`Op::Train`): the loss and the backward ops
 //! the autodiff pass emits. One arm per `TrainOp`, no catch-all, so a new backward op
 //! does not compile until the kernel lowering handles it (or says it cannot yet).
+//!
+//! Also the training-mode pieces of forward ops: dropout's mask (`runtime::dropout`,
+//! drawn on the device from the run's seed buffer) and the running-statistic updates
+//! of a model graph run in training mode.
 
-use super::{unsupported, Builder, Val};
+use super::lower_conv::lift;
+use super::{BufId, BufKind, Builder, Val};
+use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
+use crate::kernel_ir::{backward_ops as bw, ops};
+use crate::runtime::dropout;
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
+
+/// `[outer, channels, inner]` of a `[B, C, …]` shape.
+fn channel_layout(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+/// A pool's window, stride and padding as the 2D kernels take them (1D as `1 × L`),
+/// as the forward lowering resolves them.
+fn pool_2d(spec: &PoolSpec) -> ([usize; 2], [usize; 2], [usize; 2]) {
+    let two = |v: &[u64]| {
+        if v.len() == 1 {
+            [1, v[0] as usize]
+        } else {
+            [v[0] as usize, v[1] as usize]
+        }
+    };
+    let pad = if spec.padding.len() == 1 {
+        [0, spec.padding[0] as usize]
+    } else {
+        two(&spec.padding)
+    };
+    (two(&spec.kernel), two(&spec.stride), pad)
+}
 
 impl Builder<'_> {
     pub(super) fn train_op(&mut self, id: NodeIndex, op: &TrainOp) -> Result<Val, RunError> {
         let node = self.graph.node(id);
-        let not_yet = || Err(unsupported(node, &format!("`{}`", op.name())));
+        let operands = self.graph.operands(id);
+        let layer = node.name.clone();
+        let v = self.target.vector;
         match op {
             // Convolutions, linear layers and the LC fold (`lower_conv_backward`).
             TrainOp::ConvBackwardData(c) => self.conv_backward_data(id, c),
@@ -26,21 +59,302 @@ impl Builder<'_> {
             TrainOp::GaussMaskBackward => self.gauss_mask_backward(id),
             TrainOp::MaskMulBackwardMask => self.mask_mul_backward_mask(id),
             // The loss, normalisation, pooling and elementwise backward ops.
-            TrainOp::CrossEntropy { .. }
-            | TrainOp::CrossEntropyBackward { .. }
-            | TrainOp::SumToChannels
-            | TrainOp::ReluBackward
-            | TrainOp::PoolBackward(_)
-            | TrainOp::GlobalAvgPoolBackward
-            | TrainOp::BatchNormBackwardData { .. }
-            | TrainOp::BatchNormBackwardGamma { .. }
-            | TrainOp::ReshapeLike
-            | TrainOp::GeluBackward
-            | TrainOp::LastStepBackward
-            | TrainOp::Slice { .. }
-            | TrainOp::ShortcutABackward { .. }
-            | TrainOp::DropoutMask { .. }
-            | TrainOp::RunningStatUpdate { .. } => not_yet(),
+            TrainOp::CrossEntropy { label_smoothing } => {
+                let (z, labels) = (self.val(operands[0])?, self.val(operands[1])?);
+                let (b, k) = (z.shape[0], z.shape[1]);
+                let rows = self.temp(vec![b]);
+                let kern = bw::cross_entropy_rows("cross_entropy", b, k, *label_smoothing as f32);
+                self.emit(
+                    "cross_entropy",
+                    kern,
+                    vec![z.buf, labels.buf, rows.buf],
+                    &layer,
+                );
+                let y = self.temp(vec![1]);
+                let kern = ops::row_mean("loss_mean", 1, b, v);
+                self.emit("loss_mean", kern, vec![rows.buf, y.buf], &layer);
+                Ok(y)
+            }
+            TrainOp::CrossEntropyBackward { label_smoothing } => {
+                let (z, labels) = (self.val(operands[0])?, self.val(operands[1])?);
+                let (b, k) = (z.shape[0], z.shape[1]);
+                let dz = self.temp(z.shape.clone());
+                let eps = *label_smoothing as f32;
+                let kern = bw::cross_entropy_backward("cross_entropy_backward", b, k, eps);
+                self.emit(
+                    "cross_entropy_backward",
+                    kern,
+                    vec![z.buf, labels.buf, dz.buf],
+                    &layer,
+                );
+                Ok(dz)
+            }
+            TrainOp::SumToChannels => {
+                let dy = self.val(operands[0])?;
+                let (outer, c, inner) = channel_layout(&dy.shape);
+                let y = self.temp(vec![c]);
+                let kern = bw::channel_sum("sum_to_channels", outer, c, inner, v);
+                self.emit("sum_to_channels", kern, vec![dy.buf, y.buf], &layer);
+                Ok(y)
+            }
+            TrainOp::ReluBackward => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::relu_backward("relu_backward", dx.shape.iter().product());
+                self.emit("relu_backward", kern, vec![x.buf, dy.buf, dx.buf], &layer);
+                Ok(dx)
+            }
+            TrainOp::GeluBackward => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::gelu_backward("gelu_backward", dx.shape.iter().product(), v);
+                self.emit("gelu_backward", kern, vec![x.buf, dy.buf, dx.buf], &layer);
+                Ok(dx)
+            }
+            TrainOp::PoolBackward(spec) => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let (k, st, pad) = pool_2d(spec);
+                let (hw, _) = lift(&x.shape, [1, 1]);
+                let out = [
+                    (hw[0] + 2 * pad[0] - k[0]) / st[0] + 1,
+                    (hw[1] + 2 * pad[1] - k[1]) / st[1] + 1,
+                ];
+                let max = spec.kind == PoolKind::Max;
+                let name = if max {
+                    "maxpool_backward"
+                } else {
+                    "avgpool_backward"
+                };
+                let planes = x.shape[0] * x.shape[1];
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::pool_backward(name, max, planes, hw, out, k, st, pad);
+                self.emit(name, kern, vec![x.buf, dy.buf, dx.buf], &layer);
+                Ok(dx)
+            }
+            TrainOp::GlobalAvgPoolBackward => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let (outer, c, inner) = channel_layout(&x.shape);
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::spread_mean("global_avg_pool_backward", outer * c, inner, v);
+                self.emit(
+                    "global_avg_pool_backward",
+                    kern,
+                    vec![dy.buf, dx.buf],
+                    &layer,
+                );
+                Ok(dx)
+            }
+            TrainOp::BatchNormBackwardData { eps, affine } => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let st = self.bn_sums(operands[0], operands[1], *eps, &layer)?;
+                let (outer, c, inner) = channel_layout(&x.shape);
+                let mut args = vec![x.buf, dy.buf, st];
+                if *affine {
+                    args.push(self.val(operands[2])?.buf);
+                }
+                let dx = self.temp(x.shape.clone());
+                args.push(dx.buf);
+                let kern = bw::bn_backward_data("bn_backward", outer, c, inner, *affine, v);
+                self.emit("bn_backward", kern, args, &layer);
+                Ok(dx)
+            }
+            TrainOp::BatchNormBackwardGamma { eps } => {
+                let st = self.bn_sums(operands[0], operands[1], *eps, &layer)?;
+                let c = self.val(operands[0])?.shape[1];
+                let y = self.temp(vec![c]);
+                // Σ dy·x̂ is the fourth of each channel's sums.
+                let kern = ops::strided_take("bn_dgamma", c, 4, 3);
+                self.emit("bn_dgamma", kern, vec![st, y.buf], &layer);
+                Ok(y)
+            }
+            TrainOp::ReshapeLike => {
+                let (dy, x) = (self.val(operands[0])?, self.val(operands[1])?);
+                Ok(Val {
+                    buf: dy.buf,
+                    shape: x.shape,
+                })
+            }
+            TrainOp::LastStepBackward => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let (rows, t) = (x.shape[0] * x.shape[1], x.shape[2]);
+                if t == 0 {
+                    return Err(RunError::new(format!(
+                        "`{layer}` (last_backward): the sequence is empty"
+                    )));
+                }
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::last_backward("last_backward", rows, t);
+                self.emit("last_backward", kern, vec![dy.buf, dx.buf], &layer);
+                Ok(dx)
+            }
+            TrainOp::Slice { axis, start, len } => {
+                let dy = self.val(operands[0])?;
+                let outer: usize = dy.shape[..*axis].iter().product();
+                let inner: usize = dy.shape[axis + 1..].iter().product();
+                let mut shape = dy.shape.clone();
+                shape[*axis] = *len as usize;
+                let y = self.temp(shape);
+                let kern = bw::take_block(
+                    "slice",
+                    outer,
+                    *len as usize * inner,
+                    dy.shape[*axis] * inner,
+                    *start as usize * inner,
+                );
+                self.emit("slice", kern, vec![dy.buf, y.buf], &layer);
+                Ok(y)
+            }
+            TrainOp::ShortcutABackward { stride } => {
+                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let s = *stride as usize;
+                let (hw, st) = lift(&x.shape, [s, s]);
+                let out = [hw[0].div_ceil(st[0]), hw[1].div_ceil(st[1])];
+                let (ci, co) = (x.shape[1], dy.shape[1]);
+                let dx = self.temp(x.shape.clone());
+                let kern = bw::shortcut_a_backward(
+                    "shortcut_backward",
+                    x.shape[0],
+                    ci,
+                    hw,
+                    co,
+                    out,
+                    st,
+                    (co - ci) / 2,
+                );
+                self.emit("shortcut_backward", kern, vec![dy.buf, dx.buf], &layer);
+                Ok(dx)
+            }
+            TrainOp::DropoutMask { p } => {
+                let x = self.val(operands[0])?;
+                self.dropout(None, x.shape, *p, dropout::layer_of(&layer), &layer)
+            }
+            TrainOp::RunningStatUpdate { momentum, var } => {
+                let x = self.val(operands[0])?;
+                let r = self.val(operands[1 + usize::from(*var)])?;
+                let y = self.running_stat(&x, r.buf, *momentum, *var, &layer);
+                if self.graph.outputs.contains(&id) {
+                    self.plan.updates.push((y.buf, r.buf));
+                }
+                Ok(y)
+            }
         }
+    }
+
+    /// The per-channel sums of a batch norm's backward (`bw::bn_sums`) of `x` and
+    /// `dy`, computed once for the data and the γ gradient.
+    fn bn_sums(
+        &mut self,
+        x: NodeIndex,
+        dy: NodeIndex,
+        eps: f64,
+        layer: &str,
+    ) -> Result<BufId, RunError> {
+        let key = (x, dy, eps.to_bits());
+        if let Some(&st) = self.bn_sums.get(&key) {
+            return Ok(st);
+        }
+        let (xv, dyv) = (self.val(x)?, self.val(dy)?);
+        let (outer, c, inner) = channel_layout(&xv.shape);
+        let st = self.temp(vec![4 * c]).buf;
+        let kern = bw::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
+        self.emit("bn_sums", kern, vec![xv.buf, dyv.buf, st], layer);
+        self.bn_sums.insert(key, st);
+        Ok(st)
+    }
+
+    fn running_stat(&mut self, x: &Val, r: BufId, momentum: f64, var: bool, layer: &str) -> Val {
+        let (outer, c, inner) = channel_layout(&x.shape);
+        let y = self.temp(vec![c]);
+        let name = if var {
+            "running_var_update"
+        } else {
+            "running_mean_update"
+        };
+        let kern = bw::running_stat(
+            name,
+            outer,
+            c,
+            inner,
+            momentum as f32,
+            var,
+            self.target.vector,
+        );
+        self.emit(name, kern, vec![x.buf, r, y.buf], layer);
+        y
+    }
+
+    /// A dropout mask shaped as `shape` (`x` none), or `x` times it, for the dropout
+    /// layer `salt_of`, from the run's seed buffer.
+    pub(super) fn dropout(
+        &mut self,
+        x: Option<&Val>,
+        shape: Vec<usize>,
+        p: f64,
+        salt_of: &str,
+        layer: &str,
+    ) -> Result<Val, RunError> {
+        let seed = match self.plan.seed {
+            Some(s) => s,
+            None => {
+                let s = self.buffer(2, BufKind::Const(vec![0.0; 2]));
+                self.plan.seed = Some(s);
+                s
+            }
+        };
+        let y = self.temp(shape);
+        let n = y.shape.iter().product();
+        let salt = dropout::salt(salt_of);
+        let kern = bw::dropout("dropout", n, p, salt, x.is_some());
+        let mut args: Vec<BufId> = x.iter().map(|x| x.buf).collect();
+        args.extend([seed, y.buf]);
+        self.emit("dropout", kern, args, layer);
+        Ok(y)
+    }
+
+    /// Training mode for a forward `dropout` node: `x · mask`.
+    pub(super) fn dropout_forward(&mut self, id: NodeIndex, p: f64) -> Result<Val, RunError> {
+        let x = self.val(self.graph.operands(id)[0])?;
+        if p == 0.0 {
+            return Ok(x);
+        }
+        let layer = self.graph.node(id).name.clone();
+        self.dropout(Some(&x), x.shape.clone(), p, &layer, &layer)
+    }
+
+    /// A model graph run in training mode updates its batch norms' running statistics
+    /// itself (a training graph has `running_*_update` outputs for them instead).
+    pub(super) fn bn_running_updates(&mut self, id: NodeIndex, x: &Val) -> Result<(), RunError> {
+        let Op::BatchNorm {
+            momentum,
+            affine,
+            running_stats: true,
+            ..
+        } = self.graph.node(id).op
+        else {
+            return Ok(());
+        };
+        let operands = self.graph.operands(id);
+        let layer = self.graph.node(id).name.clone();
+        let at = if affine { 3 } else { 1 };
+        for var in [false, true] {
+            let r = self.val(operands[at + usize::from(var)])?.buf;
+            let y = self.running_stat(x, r, momentum, var, &layer);
+            self.plan.updates.push((y.buf, r));
+        }
+        Ok(())
+    }
+
+    /// A conv bias as the conv kernel reads it: padded with zeros to `len`.
+    pub(super) fn device_bias(
+        &mut self,
+        bias: NodeIndex,
+        len: usize,
+        layer: &str,
+    ) -> Result<BufId, RunError> {
+        let b = self.val(bias)?;
+        let y = self.temp(vec![len]);
+        let kern = bw::pad_vector("pad_bias", b.shape.iter().product(), len);
+        self.emit("pad_bias", kern, vec![b.buf, y.buf], layer);
+        Ok(y.buf)
     }
 }

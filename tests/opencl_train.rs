@@ -1,0 +1,319 @@
+//! Training on OpenCL against the reference interpreter: small training graphs
+//! (`autodiff::differentiate`) run on both backends in `Mode::Train` with the same
+//! parameters, inputs, labels and seed; the loss, every `grad.*` and every `update.*`
+//! agree within f32 tolerance scaled to magnitude, and the running statistics both
+//! backends store after the step agree too. Dropout masks are bit-equal.
+//!
+//! These tests need an OpenCL platform (PoCL); see `tests/opencl.rs`.
+
+mod common;
+
+use common::opencl::{backend, example, input, program};
+use common::{assert_close, input_shape, noise, perturbed_weights};
+use fnet::autodiff::{differentiate, Loss, TrainingGraph};
+use fnet::backend::{Backend, Prepared, ReferenceBackend};
+use fnet::ir::graph::Graph;
+use fnet::runtime::{Mode, ParamStore};
+use fnet::tensor::Tensor;
+
+/// Labels in `0..classes` for `batch` samples.
+fn labels(batch: usize, classes: usize, seed: u64) -> Tensor<f32> {
+    let data = noise(batch, seed)
+        .iter()
+        .map(|r| ((r.abs() * classes as f64) as usize).min(classes - 1) as f32)
+        .collect();
+    Tensor::from_vec(vec![batch], data).expect("shape")
+}
+
+/// Runs one training step of `graph`'s training graph on both backends and compares
+/// every output and every stored buffer; returns the training graph.
+#[track_caller]
+fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> TrainingGraph {
+    let loss = Loss {
+        output: 0,
+        label_smoothing: smoothing,
+    };
+    let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(graph, seed);
+    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
+    let x = input(&input_shape(graph, batch), seed + 1);
+    let inputs = vec![x, labels(batch, classes, seed + 2)];
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let mut backends: Vec<Box<dyn Prepared<f32>>> = vec![
+        ReferenceBackend
+            .prepare(tg.graph.clone(), params.clone(), &shapes)
+            .unwrap_or_else(|e| panic!("{e}")),
+        Box::new(
+            backend()
+                .prepare_plan(&tg.graph, &params, &shapes)
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+    ];
+    let mut outs = Vec::new();
+    for b in &mut backends {
+        b.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+        b.set_seed(seed + 3).unwrap_or_else(|e| panic!("{e}"));
+        outs.push(b.forward(&inputs).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let names: Vec<String> = std::iter::once("loss".to_string())
+        .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
+        .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
+        .collect();
+    assert_eq!(outs[1].len(), names.len());
+    for ((name, want), got) in names.iter().zip(&outs[0]).zip(&outs[1]) {
+        assert!(got.data.iter().all(|v| v.is_finite()), "{name}: {got:?}");
+        assert_close(name, got, want, 1e-4);
+    }
+    for b in &tg.buffers {
+        let want = backends[0].read_param(b).unwrap_or_else(|e| panic!("{e}"));
+        let got = backends[1].read_param(b).unwrap_or_else(|e| panic!("{e}"));
+        assert_close(&format!("stored {b}"), &got, &want, 1e-5);
+        assert_ne!(want, params[b], "{b} was updated");
+    }
+    tg
+}
+
+#[test]
+fn batchnorm_relu_gelu_maxpool_global_pool() {
+    let m = program(
+        "model t {
+           input x: f32[B, 4, 6, 6]
+           seed 3
+           h = x |> batchnorm |> relu |> maxpool(2)
+           return h |> batchnorm(affine: false) |> gelu |> global_avg_pool
+         }",
+    );
+    let tg = check_training(&m.graph, 3, 0.0, 11);
+    assert_eq!(tg.grads.len(), 2, "γ and β of the affine batch norm");
+    assert_eq!(tg.buffers.len(), 4);
+}
+
+#[test]
+fn pools_with_stride_padding_and_flatten() {
+    let m = program(
+        "model t {
+           input x: f32[B, 2, 9, 7]
+           seed 4
+           h = x |> batchnorm |> maxpool(3, stride: 2, padding: 1)
+           h = h |> batchnorm(affine: true, running_stats: false) |> avgpool(3, stride: 2, padding: 1)
+           return h |> relu |> flatten
+         }",
+    );
+    check_training(&m.graph, 2, 0.1, 12);
+}
+
+#[test]
+fn one_d_shortcut_pools_and_last_step() {
+    let m = program(
+        "model t {
+           input x: f32[B, 3, 11]
+           seed 5
+           h = x |> batchnorm |> relu
+           h = shortcut(h, 5, stride: 2) |> batchnorm |> maxpool(2, stride: 1)
+           return h |> avgpool(2) |> gelu |> last
+         }",
+    );
+    check_training(&m.graph, 2, 0.0, 13);
+}
+
+#[test]
+fn concat_dropout_and_2d_shortcut() {
+    let m = program(
+        "model t {
+           input x: f32[B, 2, 6, 6]
+           seed 6
+           left = x |> batchnorm |> gelu
+           right = x |> batchnorm(affine: true, running_stats: false) |> relu
+           h = concat(left, right) |> dropout(0.4)
+           h = shortcut(h, 8, stride: 2) |> batchnorm
+           return h |> global_avg_pool
+         }",
+    );
+    check_training(&m.graph, 4, 0.2, 14);
+}
+
+/// A model graph in training mode on OpenCL (re-planned by `set_mode`): dropout's
+/// output is bit-equal to the interpreter's, two dropout layers draw different masks,
+/// and a batch norm's running statistics are updated as the interpreter updates them.
+#[test]
+fn model_graph_in_training_mode_dropout_bit_equal() {
+    let m = program(
+        "model t {
+           input x: f32[B, 3, 8, 8]
+           seed 7
+           left = x |> dropout(0.5)
+           right = x |> dropout(0.5)
+           return concat(left, right) |> batchnorm
+         }",
+    );
+    let params: ParamStore<f32> = perturbed_weights(&m.graph, 5);
+    let ones = Tensor::from_vec(vec![2, 3, 8, 8], vec![1.0f32; 384]).expect("shape");
+    let shapes = vec![ones.shape.clone()];
+    let mut reference = ReferenceBackend
+        .prepare(m.graph.clone(), params.clone(), &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cl: Box<dyn Prepared<f32>> = Box::new(
+        backend()
+            .prepare_plan(&m.graph, &params, &shapes)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    for (seed, p) in [(1u64, &mut reference), (1, &mut cl)] {
+        p.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+        p.set_seed(seed).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The dropout masks alone: the model's own graph cut at the concat.
+    let mut cut = m.graph.clone();
+    let concat = cut.operands(cut.outputs[0])[0];
+    cut.outputs = vec![concat];
+    let mut ref_cut = ReferenceBackend
+        .prepare(cut.clone(), params.clone(), &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cl_cut: Box<dyn Prepared<f32>> = Box::new(
+        backend()
+            .prepare_plan(&cut, &params, &shapes)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let mut masks = Vec::new();
+    for p in [&mut ref_cut, &mut cl_cut] {
+        p.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+        p.set_seed(1).unwrap_or_else(|e| panic!("{e}"));
+        masks.push(
+            p.forward(std::slice::from_ref(&ones))
+                .unwrap_or_else(|e| panic!("{e}"))[0]
+                .clone(),
+        );
+    }
+    assert_eq!(
+        masks[0]
+            .data
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        masks[1]
+            .data
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>(),
+        "bit-equal masks"
+    );
+    let kept = masks[0].data.iter().filter(|&&v| v != 0.0).count();
+    assert!((300..468).contains(&kept), "about half of 768 kept: {kept}");
+    assert!(masks[0].data.iter().all(|&v| v == 0.0 || v == 2.0));
+    let (left, right): (Vec<f32>, Vec<f32>) = (0..2)
+        .flat_map(|n| {
+            let row = &masks[0].data[n * 384..(n + 1) * 384];
+            row[..192].iter().copied().zip(row[192..].iter().copied())
+        })
+        .unzip();
+    assert_ne!(left, right, "two dropout layers draw different masks");
+
+    let x = input(&[2, 3, 8, 8], 9);
+    let want = reference
+        .forward(std::slice::from_ref(&x))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = cl.forward(&[x]).unwrap_or_else(|e| panic!("{e}"));
+    assert_close("training-mode output", &got[0], &want[0], 1e-5);
+    for name in ["bn1.running_mean", "bn1.running_var"] {
+        let want = reference.read_param(name).unwrap_or_else(|e| panic!("{e}"));
+        let got = cl.read_param(name).unwrap_or_else(|e| panic!("{e}"));
+        assert_close(name, &got, &want, 1e-5);
+        assert_ne!(want, params[name]);
+    }
+    // Back in evaluation mode the stored statistics are the updated ones.
+    cl.set_mode(Mode::Eval).unwrap_or_else(|e| panic!("{e}"));
+    reference
+        .set_mode(Mode::Eval)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let y = input(&[2, 3, 8, 8], 10);
+    let want = reference
+        .forward(std::slice::from_ref(&y))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = cl.forward(&[y]).unwrap_or_else(|e| panic!("{e}"));
+    assert_close("evaluation after a step", &got[0], &want[0], 1e-5);
+}
+
+/// Parameters are device buffers the trainer rewrites: a new γ changes the gradients
+/// exactly as the interpreter's do, without preparing again.
+#[test]
+fn written_parameters_drive_the_next_step() {
+    let m = program(
+        "model t {
+           input x: f32[B, 3, 4, 4]
+           seed 8
+           return x |> batchnorm |> relu |> global_avg_pool
+         }",
+    );
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(&m.graph, 3);
+    let inputs = vec![input(&[2, 3, 4, 4], 4), labels(2, 3, 5)];
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let mut cl = backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gamma = Tensor::from_vec(vec![3], vec![0.5, -1.5, 2.0]).expect("shape");
+    cl.write_param("bn1.weight", &gamma)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cl.read_param("bn1.weight").unwrap(), gamma);
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let mut moved = params.clone();
+    moved.insert("bn1.weight".into(), gamma);
+    let mut reference = ReferenceBackend
+        .prepare(tg.graph.clone(), moved, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference.set_mode(Mode::Train).unwrap();
+    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("output {i}"), g, w, 1e-4);
+    }
+    // A training graph cannot be evaluated: its backward assumes batch statistics.
+    let err = cl.set_mode(Mode::Eval).expect_err("training graph");
+    assert!(
+        err.message.contains("training mode only"),
+        "{}",
+        err.message
+    );
+}
+
+/// The labels are checked as the interpreter checks them.
+#[test]
+fn a_label_that_is_not_a_class_is_an_error() {
+    let m = program(
+        "model t {
+           input x: f32[B, 3, 4, 4]
+           return x |> batchnorm |> global_avg_pool
+         }",
+    );
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(&m.graph, 3);
+    let shapes = vec![vec![2, 3, 4, 4], vec![2]];
+    let mut cl = backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for bad in [3.0, 1.5, -1.0, f32::NAN] {
+        let labels = Tensor::from_vec(vec![2], vec![0.0, bad]).expect("shape");
+        let err = cl
+            .write_inputs(&[input(&[2, 3, 4, 4], 1), labels])
+            .expect_err("not a class");
+        assert!(err.message.contains("label 1 is"), "{}", err.message);
+    }
+}
+
+/// Every example's training graph at batch 2, OpenCL against the interpreter.
+#[test]
+#[ignore = "needs the conv, linear and LC backward kernels (branch convbwd) and the FlexConv \
+            training kernels (branch flexbwd) in the kernel lowering"]
+fn every_example_trains_on_opencl() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("examples")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.ends_with(".fnet"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    for (i, f) in files.iter().enumerate() {
+        let m = example(f);
+        eprintln!("{f}");
+        check_training(&m.graph, 2, 0.1, 100 + i as u64);
+    }
+}
