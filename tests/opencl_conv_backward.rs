@@ -319,6 +319,49 @@ fn auto_backward_algorithm_follows_the_cost_model() {
     );
 }
 
+/// The best of three runs of `op` over random inputs of `shapes`, in seconds.
+fn time(op: Op, shapes: &[Vec<usize>]) -> f64 {
+    let g = one_op(op, shapes);
+    let target = fnet::opencl::target_for(&ctx().info);
+    let plan = build_plan(&g, &ParamStore::new(), shapes, target).expect("plan");
+    let exe = Executable::new(ctx(), plan).expect("build");
+    let inputs: Vec<Tensor<f32>> = shapes.iter().map(|s| input(s, 1)).collect();
+    exe.write_inputs(&inputs).expect("inputs");
+    exe.launch().expect("warm-up");
+    (0..3)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            exe.launch().expect("run");
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Times FlexTCN-6's 784-tap causal convs (30 channels, batch 64) by FFT, forward
+/// (spectrum on the device) and backward:
+/// `cargo test --test opencl_conv_backward -- --ignored --nocapture flextcn`.
+#[test]
+#[ignore]
+fn flextcn_backward_timing() {
+    let a = fft(attrs(&[1], Padding::Causal, &[1], 1));
+    let (x, w) = (vec![64, 30, 784], vec![30, 30, 784]);
+    let f = time(Op::Conv(a.clone()), &[x.clone(), w.clone()]);
+    let d = time(
+        Op::Train(TrainOp::ConvBackwardData(a.clone())),
+        &[x.clone(), w.clone(), x.clone()],
+    );
+    let k = time(
+        Op::Train(TrainOp::ConvBackwardFilter(a)),
+        &[x.clone(), x.clone(), w.clone()],
+    );
+    println!(
+        "FlexTCN 30->30 784 taps batch 64, fft: forward {:.2} ms, to data {:.2} ms, to filter {:.2} ms",
+        f * 1e3,
+        d * 1e3,
+        k * 1e3
+    );
+}
+
 /// Times the backward convs of ResNet-20 at batch 64 (every conv's backward to filter,
 /// every conv's but the first's backward to data) and the forward convs alike:
 /// `cargo test --test opencl_conv_backward -- --ignored --nocapture resnet20`.
@@ -335,22 +378,6 @@ fn resnet20_backward_timing() {
         (32, 64, 16, 2, 1),
         (64, 64, 8, 1, 5),
     ];
-    let time = |op: Op, shapes: &[Vec<usize>]| -> f64 {
-        let g = one_op(op, shapes);
-        let target = fnet::opencl::target_for(&ctx().info);
-        let plan = build_plan(&g, &ParamStore::new(), shapes, target).expect("plan");
-        let exe = Executable::new(ctx(), plan).expect("build");
-        let inputs: Vec<Tensor<f32>> = shapes.iter().map(|s| input(s, 1)).collect();
-        exe.write_inputs(&inputs).expect("inputs");
-        exe.launch().expect("warm-up");
-        (0..3)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                exe.launch().expect("run");
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
     let (mut fwd, mut data, mut filter) = (0.0, 0.0, 0.0);
     for (i, &(ci, co, side, stride, count)) in layers.iter().enumerate() {
         let a = attrs(&[stride, stride], ex(&[(1, 1), (1, 1)]), &[1, 1], 1);

@@ -13,7 +13,8 @@
 //!   `dW(f) = Σ_n conj(DY_n(f)) · X_n(f)` per frequency, then one inverse transform per
 //!   `(co, ci)` and a crop of the first `k` points. Samples are transformed one per
 //!   complex row (imaginary part zero): simpler than pairing them, at twice the
-//!   transform work.
+//!   transform work. The product, the bulk of the work, is vectorised over input
+//!   channels and tiled over output channels.
 //!
 //! Transform rows are laid out `[n1][n2][2][rows]`, rows a multiple of the vector.
 
@@ -144,6 +145,12 @@ pub struct FftFilter {
     pub k: [usize; 2],
     /// Transform lengths (1 on an axis of size 1).
     pub len: [usize; 2],
+    /// `Ci` rounded up to the vector width: rows of `x` are `b·cip + ci`, of the
+    /// weight `co·cip + ci`, so the product reads whole vectors of input channels.
+    pub cip: usize,
+    /// Output channels per work-item of the product.
+    pub tco: usize,
+    pub vector: u8,
     pub rows_x: usize,
     pub rows_y: usize,
     pub rows_w: usize,
@@ -158,6 +165,11 @@ impl FftFilter {
         let v = vector as usize;
         let round = |n: usize| n.div_ceil(v) * v;
         let padded = [0, 1].map(|i| s.pad[i].0 + [s.h, s.w][i] + s.pad[i].1);
+        let cip = round(s.ci);
+        let tco = [4, 2, 1]
+            .into_iter()
+            .find(|t| s.co.is_multiple_of(*t))
+            .unwrap_or(1);
         Some(FftFilter {
             batch: s.n,
             ci: s.ci,
@@ -167,9 +179,12 @@ impl FftFilter {
             out: s.out(),
             k: s.k,
             len: padded.map(fft_len),
-            rows_x: round(s.n * s.ci),
+            cip,
+            tco,
+            vector,
+            rows_x: s.n * cip,
             rows_y: round(s.n * s.co),
-            rows_w: round(s.co * s.ci),
+            rows_w: s.co * cip,
         })
     }
 
@@ -178,11 +193,11 @@ impl FftFilter {
     }
 }
 
-/// `x [B, C, h, w]` into transform rows `b·C + c` (`rows` of them), shifted by
-/// `offset` on each axis, zeros elsewhere.
+/// `x [B, C, h, w]` into transform rows `b·cp + c` (`rows` of them, `cp ≥ C`), shifted
+/// by `offset` on each axis, zeros elsewhere.
 pub fn pack_rows(
     len: [usize; 2],
-    (batch, c): (usize, usize),
+    (batch, c, cp): (usize, usize, usize),
     [h, w]: [usize; 2],
     offset: [usize; 2],
     rows: usize,
@@ -194,12 +209,14 @@ pub fn pack_rows(
             and(le(int(0), var("yy")), lt(var("yy"), int(h))),
             and(le(int(0), var("xx")), lt(var("xx"), int(w))),
         ),
-        lt(var("r"), int(batch * c)),
+        and(lt(var("ch"), int(c)), lt(var("bb"), int(batch))),
     );
     let body = vec![
         let_("r", Ty::I32, gid(0)),
         let_("m2", Ty::I32, gid(1)),
         let_("m1", Ty::I32, gid(2)),
+        let_("bb", Ty::I32, var("r") / cp),
+        let_("ch", Ty::I32, var("r") % cp),
         let_("yy", Ty::I32, y),
         let_("xx", Ty::I32, x),
         let_(
@@ -212,7 +229,11 @@ pub fn pack_rows(
             var("dst"),
             select(
                 inside,
-                load("x", (var("r") * h + var("yy")) * w + var("xx"), 1),
+                load(
+                    "x",
+                    ((var("bb") * c + var("ch")) * h + var("yy")) * w + var("xx"),
+                    1,
+                ),
                 float(0.0),
             ),
             1,
@@ -227,52 +248,53 @@ pub fn pack_rows(
     )
 }
 
-/// `W(f)[co·Ci + ci] = Σ_b conj(DY(f)[b·Co + co]) · X(f)[b·Ci + ci]` for every
-/// frequency `f`, rows past `Co·Ci` zero.
+/// `W(f)[co·cip + ci] = Σ_b conj(DY(f)[b·Co + co]) · X(f)[b·cip + ci]` for every
+/// frequency `f`: a work-item takes `V` input channels (one vector of `X` per sample)
+/// and `tco` output channels (scalars of `DY` splatted).
 pub fn filter_mac(g: &FftFilter) -> Kernel {
-    let xat = var("xf") + var("b") * g.ci + var("ci");
-    let yat = var("yf") + var("b") * g.co + var("co");
-    let body = vec![
-        let_("ci", Ty::I32, gid(0)),
-        let_("co", Ty::I32, gid(1)),
+    let v = g.vector;
+    let vw = v as usize;
+    let ty = Ty::f32x(v);
+    let (re, im) = (|c: usize| format!("re{c}"), |c: usize| format!("im{c}"));
+    let xat = var("xf") + var("b") * g.cip + var("ci");
+    let mut inner = vec![
+        let_("xr", ty, load("x", xat.clone(), v)),
+        let_("xi", ty, load("x", xat + g.rows_x, v)),
+    ];
+    let mut body = vec![
+        let_("ci", Ty::I32, gid(0) * vw),
+        let_("co", Ty::I32, gid(1) * g.tco),
         let_("f", Ty::I32, gid(2)),
         let_("xf", Ty::I32, var("f") * (2 * g.rows_x)),
         let_("yf", Ty::I32, var("f") * (2 * g.rows_y)),
-        let_("re", Ty::F32, float(0.0)),
-        let_("im", Ty::F32, float(0.0)),
-        for_(
-            "b",
-            int(0),
-            int(g.batch),
-            false,
-            vec![
-                let_("xr", Ty::F32, load("x", xat.clone(), 1)),
-                let_("xi", Ty::F32, load("x", xat + g.rows_x, 1)),
-                let_("dr", Ty::F32, load("dy", yat.clone(), 1)),
-                let_("di", Ty::F32, load("dy", yat + g.rows_y, 1)),
-                assign(
-                    "re",
-                    fma(var("dr"), var("xr"), fma(var("di"), var("xi"), var("re"))),
-                ),
-                assign(
-                    "im",
-                    fma(var("dr"), var("xi"), var("im") - var("di") * var("xr")),
-                ),
-            ],
-        ),
-        let_(
-            "dst",
-            Ty::I32,
-            var("f") * (2 * g.rows_w) + var("co") * g.ci + var("ci"),
-        ),
-        store("w", var("dst"), var("re"), 1),
-        store("w", var("dst") + g.rows_w, var("im"), 1),
     ];
+    for c in 0..g.tco {
+        body.push(let_(&re(c), ty, splat(float(0.0), v)));
+        body.push(let_(&im(c), ty, splat(float(0.0), v)));
+        let yat = var("yf") + var("b") * g.co + var("co") + c;
+        let (dr, di) = (format!("dr{c}"), format!("di{c}"));
+        inner.push(let_(&dr, ty, splat(load("dy", yat.clone(), 1), v)));
+        inner.push(let_(&di, ty, splat(load("dy", yat + g.rows_y, 1), v)));
+        inner.push(assign(
+            &re(c),
+            fma(var(&dr), var("xr"), fma(var(&di), var("xi"), var(&re(c)))),
+        ));
+        inner.push(assign(
+            &im(c),
+            fma(var(&dr), var("xi"), var(&im(c)) - var(&di) * var("xr")),
+        ));
+    }
+    body.push(for_("b", int(0), int(g.batch), false, inner));
+    for c in 0..g.tco {
+        let at = var("f") * (2 * g.rows_w) + (var("co") + c) * g.cip + var("ci");
+        body.push(store("w", at.clone(), var(&re(c)), v));
+        body.push(store("w", at + g.rows_w, var(&im(c)), v));
+    }
     Kernel {
         name: "fft_filter_mac".into(),
         params: vec![p("x", true), p("dy", true), p("w", false)],
         body,
-        grid: vec![g.ci, g.co, g.points()],
+        grid: vec![g.cip / vw, g.co / g.tco, g.points()],
         local: None,
         flops: (8 * g.points() * g.batch * g.ci * g.co) as u64,
     }
@@ -292,7 +314,9 @@ pub fn filter_crop(g: &FftFilter) -> Kernel {
             (var("r") * kh + var("t1")) * kw + var("t2"),
             load(
                 "s",
-                (var("t1") * n2 + var("t2")) * (2 * g.rows_w) + var("r"),
+                (var("t1") * n2 + var("t2")) * (2 * g.rows_w)
+                    + var("r") / g.ci * g.cip
+                    + var("r") % g.ci,
                 1,
             ) * float(1.0 / g.points() as f32),
             1,

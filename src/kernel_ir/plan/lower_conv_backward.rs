@@ -201,11 +201,11 @@ impl Builder<'_> {
     ) -> Val {
         let [n1, n2] = g.len;
         let xs = self.temp(vec![g.points() * 2 * g.rows_x]);
-        let k = pack_rows(g.len, (g.batch, g.ci), g.hw, g.pad_low, g.rows_x);
+        let k = pack_rows(g.len, (g.batch, g.ci, g.cip), g.hw, g.pad_low, g.rows_x);
         self.emit("fft_rows", k, vec![x.buf, xs.buf], layer);
         let xf = self.transform(xs, n1, n2, g.rows_x, false, layer);
         let ys = self.temp(vec![g.points() * 2 * g.rows_y]);
-        let k = pack_rows(g.len, (g.batch, g.co), g.out, [0, 0], g.rows_y);
+        let k = pack_rows(g.len, (g.batch, g.co, g.co), g.out, [0, 0], g.rows_y);
         self.emit("fft_rows", k, vec![dy.buf, ys.buf], layer);
         let yf = self.transform(ys, n1, n2, g.rows_y, false, layer);
         let ws = self.temp(vec![g.points() * 2 * g.rows_w]);
