@@ -355,6 +355,19 @@ fn magnet_backward_recomputes_the_forward_once_per_layer() {
 /// One training step of `src`'s training graph (`autodiff::differentiate`; with
 /// `fused`, after `fuse-mask`, so the forward is `flex_kernel`) on OpenCL and on the
 /// interpreter, same parameters, inputs and labels: the loss and every gradient agree.
+/// A random input of `shape` and labels for `graph`'s classes.
+fn step_inputs(graph: &Graph, shape: &[usize]) -> Vec<Tensor<f32>> {
+    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().expect("K") as usize;
+    let labels: Vec<f32> = noise(shape[0], 9)
+        .iter()
+        .map(|r| ((r.abs() * classes as f64) as usize).min(classes - 1) as f32)
+        .collect();
+    vec![
+        common::random::<f32>(shape, 8),
+        Tensor::from_vec(vec![shape[0]], labels).expect("labels"),
+    ]
+}
+
 /// `horizon` and `causal` are the FlexConvs' (all alike), to check that the masks
 /// crop their kernels.
 fn check_training_step(
@@ -391,15 +404,7 @@ fn check_training_step(
     };
     let tg = differentiate(&graph, &loss).unwrap_or_else(|e| panic!("{what}: {e}"));
     let params: ParamStore<f32> = common::perturbed_weights(&m.graph, 7);
-    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().expect("K") as usize;
-    let labels: Vec<f32> = noise(shape[0], 9)
-        .iter()
-        .map(|r| ((r.abs() * classes as f64) as usize).min(classes - 1) as f32)
-        .collect();
-    let inputs = vec![
-        common::random::<f32>(shape, 8),
-        Tensor::from_vec(vec![shape[0]], labels).expect("labels"),
-    ];
+    let inputs = step_inputs(&graph, shape);
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
     // The training plan computes the FlexConv kernels in every step from parameter
     // buffers the trainer writes, mask parameters included: nothing in `setup`, no
@@ -496,5 +501,65 @@ fn short_flextcn_training_step_matches_the_interpreter() {
 }";
     for fused in [false, true] {
         check_training_step("short flextcn", src, &[2, 1, 64], fused, &[64], true);
+    }
+}
+
+/// The crop is a constant of one step: a written mask parameter that widens it is
+/// the next step's crop (the backend re-plans), and that step's loss and gradients
+/// are the interpreter's with the new mask.
+#[test]
+fn a_written_mask_parameter_sets_the_next_steps_crop() {
+    use fnet::autodiff::{differentiate, Loss};
+    use fnet::backend::{Backend, Prepared, ReferenceBackend};
+    use fnet::runtime::Mode;
+    let m = common::opencl::program(
+        "model t {
+  input x: f32[B, 2, 8, 8]
+  seed 3
+  h = x |> flexconv(3, horizon: 9, kernel: magnet(hidden: 8, layers: 1),
+                    mask: gauss(sigma: 0.2, threshold: 0.1))
+  return h |> batchnorm |> relu |> global_avg_pool
+}",
+    );
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    let mut params: ParamStore<f32> = common::perturbed_weights(&m.graph, 5);
+    let inputs = step_inputs(&m.graph, &[2, 2, 8, 8]);
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let mut cl = common::opencl::backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name = "flexconv1.mask_params";
+    let crop = |p: &ParamStore<f32>| {
+        let axes = flex_kernel::crop_axes(&[9, 9], Some((&p[name], 0.1)), false).expect("crop");
+        axes.iter().map(Vec::len).collect::<Vec<_>>()
+    };
+    let before = crop(&params);
+    cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let wide = Tensor::from_vec(vec![2, 2], vec![0.05f32, 0.6, -0.05, 0.6]).expect("mask");
+    params.insert(name.to_string(), wide.clone());
+    assert_eq!(crop(&params), [9, 9]);
+    assert_ne!(before, [9, 9], "the first step's crop is narrower");
+    cl.write_param(name, &wide)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let fresh = common::opencl::backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .forward(&inputs)
+        .unwrap();
+    eprintln!("DEBUG fresh loss {:?} rewritten loss {:?}", fresh[0].data, got[0].data);
+    let mut reference = ReferenceBackend
+        .prepare(tg.graph.clone(), params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference.set_mode(Mode::Train).expect("train");
+    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = std::iter::once("loss".to_string())
+        .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
+        .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
+        .collect();
+    assert!(names.contains(&format!("grad.{name}")));
+    eprintln!("DEBUG ref loss {:?}", want[0].data);
+    for ((n, g), w) in names.iter().zip(&got).zip(&want) {
+        close_with(n, g, &w.cast::<f64>(), 1e-4, 1e-2);
     }
 }
