@@ -169,8 +169,12 @@ impl Builder<'_> {
         if let Some(m) = mask {
             let mp = self.val(m)?.buf;
             // The crop was decided from these values: they are part of the plan now.
-            let name = &self.graph.node(m).name;
-            self.plan.params.retain(|k, _| k != name);
+            // A training plan keeps them a buffer the trainer writes: the mask is
+            // computed from it, and the backend re-plans when the crop changes.
+            if !self.training {
+                let name = &self.graph.node(m).name;
+                self.plan.params.retain(|k, _| k != name);
+            }
             let mb = self.derived(vec![np]).buf;
             self.emit_setup(
                 "flex_mask",
