@@ -443,4 +443,3 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
     Ok(())
 }
-

@@ -127,9 +127,7 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
             bar.set_position(from);
             bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
         }
-        Event::Step {
-            loss, accuracy, ..
-        } => {
+        Event::Step { loss, accuracy, .. } => {
             bar.set_message(format!("loss {loss:.4} acc {:.1}%", 100.0 * accuracy));
             bar.inc(1);
         }
@@ -146,7 +144,10 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
     let summary = summary?;
     let dir = summary.run_dir.display();
     if summary.stopped {
-        println!("stopped after step {}; continue with --resume {dir}", summary.steps);
+        println!(
+            "stopped after step {}; continue with --resume {dir}",
+            summary.steps
+        );
     } else {
         println!(
             "trained {} steps, {:.0} samples/s; wrote {dir}/final.safetensors",

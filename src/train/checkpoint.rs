@@ -120,8 +120,11 @@ pub fn save(run: &Path, c: &Checkpoint, keep: usize) -> Result<PathBuf, RunError
 pub fn load(path: &Path) -> Result<Checkpoint, RunError> {
     let bytes = std::fs::read(path).map_err(|e| crate::io::IoError::os(path, &e, "read"))?;
     let bad = |why: String| {
-        RunError::new(format!("`{}` is not a usable checkpoint: {why}", path.display()))
-            .hint("delete it to resume from the previous checkpoint, or start a new run")
+        RunError::new(format!(
+            "`{}` is not a usable checkpoint: {why}",
+            path.display()
+        ))
+        .hint("delete it to resume from the previous checkpoint, or start a new run")
     };
     let meta = parse_metadata(path, &bytes).map_err(|e| bad(e.to_string()))?;
     let Some(text) = meta.as_ref().and_then(|m| m.get(KEY)) else {
@@ -177,7 +180,11 @@ pub fn first_param_mismatch(
 ) -> Option<String> {
     for (name, shape) in model {
         match saved.get(name) {
-            None => return Some(format!("the model has `{name}` {shape:?}, the checkpoint does not")),
+            None => {
+                return Some(format!(
+                    "the model has `{name}` {shape:?}, the checkpoint does not"
+                ))
+            }
             Some(s) if s != shape => {
                 return Some(format!(
                     "`{name}` is {shape:?} in the model but {s:?} in the checkpoint"
@@ -207,20 +214,24 @@ pub fn first_recipe_mismatch(saved: &str, now: &Recipe) -> Option<String> {
     let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_default();
     let (a, b) = (parse(saved), parse(&now_text));
     let empty = serde_json::Map::new();
-    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter().find_map(|k| {
-        let (x, y) = (a.get(k), b.get(k));
-        (x != y).then(|| {
-            let show = |v: Option<&serde_json::Value>| {
-                v.map_or("unset".to_string(), |v| v.to_string())
-            };
-            format!("`{k}`: {} in the checkpoint, {} now", show(x), show(y))
+    keys.into_iter()
+        .find_map(|k| {
+            let (x, y) = (a.get(k), b.get(k));
+            (x != y).then(|| {
+                let show = |v: Option<&serde_json::Value>| {
+                    v.map_or("unset".to_string(), |v| v.to_string())
+                };
+                format!("`{k}`: {} in the checkpoint, {} now", show(x), show(y))
+            })
         })
-    })
-    .or_else(|| Some("the recipe differs".to_string()))
+        .or_else(|| Some("the recipe differs".to_string()))
 }
 
 /// Progress's format tag, for building one.
@@ -281,7 +292,10 @@ mod tests {
         let good = std::fs::read(&p).unwrap();
         std::fs::write(&p, &good[..good.len() - 3]).unwrap();
         let e = load(&p).unwrap_err().to_string();
-        assert!(e.contains("step-00000001.safetensors") && e.contains("not a usable checkpoint"), "{e}");
+        assert!(
+            e.contains("step-00000001.safetensors") && e.contains("not a usable checkpoint"),
+            "{e}"
+        );
         let plain = run.path().join("w.safetensors");
         crate::io::weights::write_weights(&plain, &sample(1).params).unwrap();
         let e = load(&plain).unwrap_err().to_string();
@@ -296,7 +310,9 @@ mod tests {
         b.insert("b".into(), vec![4]);
         assert!(first_param_mismatch(&a, &b).unwrap().contains("`b` is [4]"));
         b.remove("b");
-        assert!(first_param_mismatch(&a, &b).unwrap().contains("checkpoint has `b`"));
+        assert!(first_param_mismatch(&a, &b)
+            .unwrap()
+            .contains("checkpoint has `b`"));
         let r = Recipe {
             epochs: Some(3),
             ..Recipe::default()

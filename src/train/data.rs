@@ -116,7 +116,12 @@ pub fn load(
             ))
             .hint("train this model on data of its input shape, or change the model's `input`"));
         }
-        if let Some((i, l)) = s.labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        if let Some((i, l)) = s
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
             return Err(RunError::new(format!(
                 "label {i} of the {name} split of {} is {l}, but the model has {classes} classes (0..{})",
                 set.about,
@@ -309,7 +314,14 @@ pub struct Batch {
 
 /// Gathers samples `idx` of `s` into a batch, augmenting each as `augment` says with a
 /// generator drawn for the batch's position `pos` in the epoch.
-pub fn gather(s: &Samples, idx: &[usize], augment: &[Augment], seed: u64, epoch: u64, pos: u64) -> Batch {
+pub fn gather(
+    s: &Samples,
+    idx: &[usize],
+    augment: &[Augment],
+    seed: u64,
+    epoch: u64,
+    pos: u64,
+) -> Batch {
     let shape = s.sample_shape().to_vec();
     let per: usize = shape.iter().product();
     let mut data = Vec::with_capacity(idx.len() * per);
@@ -324,7 +336,10 @@ pub fn gather(s: &Samples, idx: &[usize], augment: &[Augment], seed: u64, epoch:
     let mut bshape = vec![idx.len()];
     bshape.extend(&shape);
     Batch {
-        x: Tensor { shape: bshape, data },
+        x: Tensor {
+            shape: bshape,
+            data,
+        },
         labels: Tensor {
             shape: vec![idx.len()],
             data: idx.iter().map(|&i| s.labels[i] as f32).collect(),
@@ -487,9 +502,17 @@ mod tests {
     fn prefetch_serves_the_epochs_batches_from_any_point() {
         let s = Arc::new(samples(10));
         let all: Vec<(usize, Batch)> = Prefetch::start(s.clone(), 4, 0, vec![], 3, 0).collect();
-        assert_eq!(all.iter().map(|(_, b)| b.labels.data.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(
+            all.iter()
+                .map(|(_, b)| b.labels.data.len())
+                .collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
         let order = epoch_order(3, 0, 10);
-        assert_eq!(all[1].1.labels.data, order[4..8].iter().map(|&i| i as f32).collect::<Vec<_>>());
+        assert_eq!(
+            all[1].1.labels.data,
+            order[4..8].iter().map(|&i| i as f32).collect::<Vec<_>>()
+        );
         // The sample's pixels travel with its label.
         let i = order[4];
         assert_eq!(all[1].1.x.data[..6], s.images.data[i * 6..i * 6 + 6]);
@@ -510,11 +533,20 @@ mod tests {
                 flipped += 1;
             }
         }
-        assert!((5..35).contains(&flipped), "flip is a coin toss: {flipped}/40");
-        let crop = Augment::RandomCrop { size: 3, padding: 0 };
+        assert!(
+            (5..35).contains(&flipped),
+            "flip is a coin toss: {flipped}/40"
+        );
+        let crop = Augment::RandomCrop {
+            size: 3,
+            padding: 0,
+        };
         let err = check_augment(&[crop], &[1, 2, 3]).unwrap_err();
         assert!(err.to_string().contains("random_crop(size: 3)"), "{err}");
-        let crop = Augment::RandomCrop { size: 2, padding: 1 };
+        let crop = Augment::RandomCrop {
+            size: 2,
+            padding: 1,
+        };
         let sq: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0];
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..100 {

@@ -34,7 +34,9 @@ impl Metrics {
     pub fn write(&self, run: &Path) -> Result<(), RunError> {
         let mut text = self.lines.join("\n");
         text.push('\n');
-        Ok(write_output(&path(run), &[], |w| w.write_all(text.as_bytes()))?)
+        Ok(write_output(&path(run), &[], |w| {
+            w.write_all(text.as_bytes())
+        })?)
     }
 }
 
@@ -53,8 +55,14 @@ pub fn loss_and_correct(logits: &[f32], labels: &[f32], eps: f64) -> (f64, u64) 
     let k = logits.len() / b;
     let (mut total, mut correct) = (0.0, 0);
     for (row, &label) in logits.chunks_exact(k).zip(labels) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-        let lse = m + row.iter().map(|&v| (f64::from(v) - m).exp()).sum::<f64>().ln();
+        let m = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let lse = m + row
+            .iter()
+            .map(|&v| (f64::from(v) - m).exp())
+            .sum::<f64>()
+            .ln();
         let label = label as usize;
         let nll = lse - f64::from(row[label]);
         let mean_nll = lse - row.iter().map(|&v| f64::from(v)).sum::<f64>() / k as f64;

@@ -221,13 +221,25 @@ mod tests {
     #[test]
     fn sgd_plain_momentum_nesterov_and_decay_by_hand() {
         // p = 1, g = 1, 2: plain SGD: 1 − 0.1 = 0.9, then 0.9 − 0.2 = 0.7.
-        close(&run(sgd(0.0, false, 0.0), 1.0, &[1.0, 2.0], 0.1), &[0.9, 0.7]);
+        close(
+            &run(sgd(0.0, false, 0.0), 1.0, &[1.0, 2.0], 0.1),
+            &[0.9, 0.7],
+        );
         // Momentum 0.5: b = 1 → p 0.9; b = 0.5 + 2 = 2.5 → p 0.65.
-        close(&run(sgd(0.5, false, 0.0), 1.0, &[1.0, 2.0], 0.1), &[0.9, 0.65]);
+        close(
+            &run(sgd(0.5, false, 0.0), 1.0, &[1.0, 2.0], 0.1),
+            &[0.9, 0.65],
+        );
         // Nesterov: d = g + μb: 1 + 0.5 = 1.5 → 0.85; b = 2.5, d = 2 + 1.25 → 0.525.
-        close(&run(sgd(0.5, true, 0.0), 1.0, &[1.0, 2.0], 0.1), &[0.85, 0.525]);
+        close(
+            &run(sgd(0.5, true, 0.0), 1.0, &[1.0, 2.0], 0.1),
+            &[0.85, 0.525],
+        );
         // Decay 0.1: d = 1 + 0.1 = 1.1 → 0.89; d = 2 + 0.089 → 0.6811.
-        close(&run(sgd(0.0, false, 0.1), 1.0, &[1.0, 2.0], 0.1), &[0.89, 0.6811]);
+        close(
+            &run(sgd(0.0, false, 0.1), 1.0, &[1.0, 2.0], 0.1),
+            &[0.89, 0.6811],
+        );
     }
 
     #[test]
@@ -236,10 +248,14 @@ mod tests {
         // gradient's size.
         close(&run(Optimizer::Adam(adam(0.0)), 1.0, &[4.0], 0.1), &[0.9]);
         // Step 2 with g = 4, −2: m = 0.36 − 0.2 = 0.16 (after 0.4), v = 0.015984 + 0.003996.
-        let m = 0.9 * 0.4 + 0.1 * -2.0;
-        let v = 0.999 * 0.016 + 0.001 * 4.0;
-        let p2 = 0.9 - 0.1 / (1.0 - 0.81) * m / ((v as f64).sqrt() / (1.0 - 0.998001f64).sqrt() + 1e-8);
-        close(&run(Optimizer::Adam(adam(0.0)), 1.0, &[4.0, -2.0], 0.1), &[0.9, p2]);
+        let m: f64 = 0.9 * 0.4 + 0.1 * -2.0;
+        let v: f64 = 0.999 * 0.016 + 0.001 * 4.0;
+        let p2 =
+            0.9 - 0.1 / (1.0 - 0.81) * m / (v.sqrt() / (1.0 - 0.998001f64).sqrt() + 1e-8);
+        close(
+            &run(Optimizer::Adam(adam(0.0)), 1.0, &[4.0, -2.0], 0.1),
+            &[0.9, p2],
+        );
         // Adam's decay enters the gradient: g = 0 + 0.5·1 still moves p by lr.
         close(&run(Optimizer::Adam(adam(0.5)), 1.0, &[0.0], 0.1), &[0.9]);
         // AdamW's is decoupled: p·(1 − 0.1·0.5) = 0.95, and g = 0 moves it no further.
@@ -275,11 +291,7 @@ mod tests {
             ("l.weight".to_string(), t(&[1.0])),
         ]);
         let g = t(&[1.0]);
-        o.step(
-            &mut params,
-            &[("l.mask_params", &g), ("l.weight", &g)],
-            0.1,
-        );
+        o.step(&mut params, &[("l.mask_params", &g), ("l.weight", &g)], 0.1);
         close(&params["l.mask_params"].data, &[0.99]);
         close(&params["l.weight"].data, &[1.0 * (1.0 - 0.001) - 0.1]);
     }

@@ -151,7 +151,10 @@ mod tests {
         // Constant within an epoch; 1.1, 0.1 + (1 + cos π/4)/2, 0.6, ….
         close(e.lr(0, 0), 1.1);
         close(e.lr(9, 0), 1.1);
-        close(e.lr(10, 1), 0.1 + (1.0 + (std::f64::consts::FRAC_PI_4).cos()) / 2.0);
+        close(
+            e.lr(10, 1),
+            0.1 + (1.0 + (std::f64::consts::FRAC_PI_4).cos()) / 2.0,
+        );
         close(e.lr(20, 2), 0.6);
     }
 

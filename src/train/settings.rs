@@ -71,7 +71,9 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
     })?;
     if let Some(lr) = flags.lr {
         if !(lr > 0.0 && lr.is_finite()) {
-            return Err(RunError::new(format!("--lr {lr}: the learning rate must be a positive number")));
+            return Err(RunError::new(format!(
+                "--lr {lr}: the learning rate must be a positive number"
+            )));
         }
         match &mut optimizer {
             Optimizer::Sgd(s) => s.lr = lr,
@@ -162,13 +164,19 @@ mod tests {
     fn unsupported_and_missing_settings_are_named() {
         let mut r = section();
         r.regularizers = Some(vec![Regularizer::KernelL2 { weight: 0.1 }]);
-        let e = resolve(Some(&r), &Overrides::default()).unwrap_err().to_string();
+        let e = resolve(Some(&r), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("regularizers: [kernel_l2]"), "{e}");
         let mut r = section();
         r.data = None;
-        let e = resolve(Some(&r), &Overrides::default()).unwrap_err().to_string();
+        let e = resolve(Some(&r), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no `data`"), "{e}");
-        let e = resolve(None, &Overrides::default()).unwrap_err().to_string();
+        let e = resolve(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no `data`"), "{e}");
         let e = resolve(
             Some(&section()),

@@ -164,7 +164,10 @@ fn io_shape(graph: &Graph) -> Result<(Vec<usize>, usize), RunError> {
         return Err(one_input());
     };
     let dims = &graph.node(input).ty.shape;
-    let sample: Option<Vec<usize>> = dims[1..].iter().map(|d| d.known().map(|v| v as usize)).collect();
+    let sample: Option<Vec<usize>> = dims[1..]
+        .iter()
+        .map(|d| d.known().map(|v| v as usize))
+        .collect();
     let out = graph.outputs.first().map(|&o| &graph.node(o).ty.shape);
     let classes = out.filter(|s| s.len() == 2).and_then(|s| s[1].known());
     match (sample, classes) {
@@ -180,19 +183,18 @@ fn io_shape(graph: &Graph) -> Result<(Vec<usize>, usize), RunError> {
 /// step reports its accuracy without a second forward.
 fn add_logits_output(tg: &mut TrainingGraph) -> Result<(), RunError> {
     let g = &mut tg.graph;
-    let loss = g.node_ids().find(|&i| {
-        matches!(
-            g.node(i).op,
-            Op::Train(TrainOp::CrossEntropy { .. })
-        )
-    });
+    let loss = g
+        .node_ids()
+        .find(|&i| matches!(g.node(i).op, Op::Train(TrainOp::CrossEntropy { .. })));
     let logits = loss.and_then(|l| g.operands(l).first().copied());
     match logits {
         Some(l) => {
             g.outputs.push(l);
             Ok(())
         }
-        None => Err(RunError::new("internal error: the training graph has no cross-entropy loss")),
+        None => Err(RunError::new(
+            "internal error: the training graph has no cross-entropy loss",
+        )),
     }
 }
 
@@ -210,6 +212,9 @@ fn inference_graph(graph: &Graph, batch: u64) -> Result<Graph, RunError> {
     Ok(g)
 }
 
+/// A prepared training graph and the step whose parameters it holds.
+type Synced = (Box<dyn Prepared<f32>>, Option<u64>);
+
 struct Run<'a> {
     args: &'a TrainArgs,
     settings: Settings,
@@ -226,7 +231,7 @@ struct Run<'a> {
     schedule: Option<LrSchedule>,
     metrics: Metrics,
     /// Prepared training graphs by batch size, with the step their parameters are from.
-    train_cache: HashMap<usize, (Box<dyn Prepared<f32>>, Option<u64>)>,
+    train_cache: HashMap<usize, Synced>,
     epoch: u64,
     batch_in_epoch: u64,
     /// Global steps taken.
@@ -245,7 +250,12 @@ impl Run<'_> {
         let out = &self.args.out;
         let s = &self.settings;
         let mut optim = Optim::new(s.optimizer.clone());
-        let mut schedule = LrSchedule::new(s.schedule.clone(), s.optimizer.lr(), s.epochs, self.steps_per_epoch());
+        let mut schedule = LrSchedule::new(
+            s.schedule.clone(),
+            s.optimizer.lr(),
+            s.epochs,
+            self.steps_per_epoch(),
+        );
         if self.args.resume {
             let Some((_, path)) = checkpoint::list(out).pop() else {
                 return Err(RunError::new(format!(
@@ -265,7 +275,9 @@ impl Run<'_> {
             };
             if let Some(m) = checkpoint::first_param_mismatch(&c.progress.params, &self.shapes) {
                 return Err(mismatch(format!("model: {m}"))
-                    .hint("resume with the model file (and --set/--config) the run was started with")
+                    .hint(
+                        "resume with the model file (and --set/--config) the run was started with",
+                    )
                     .into());
             }
             if let Some(m) = checkpoint::first_recipe_mismatch(&c.progress.recipe, &s.recipe) {
@@ -283,7 +295,11 @@ impl Run<'_> {
             self.step = p.step;
             self.epoch = p.epoch;
             self.batch_in_epoch = p.batch_in_epoch;
-            self.sums = (f64::from_bits(p.epoch_loss_bits), p.epoch_correct, p.epoch_seen);
+            self.sums = (
+                f64::from_bits(p.epoch_loss_bits),
+                p.epoch_correct,
+                p.epoch_seen,
+            );
             self.metrics = Metrics::resume(out, p.metrics_lines as usize);
         } else {
             let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
@@ -335,7 +351,11 @@ impl Run<'_> {
             );
             for (_, b) in batches {
                 let t = Instant::now();
-                let lr = self.schedule.as_ref().expect("started").lr(self.step, self.epoch);
+                let lr = self
+                    .schedule
+                    .as_ref()
+                    .expect("started")
+                    .lr(self.step, self.epoch);
                 let (loss, correct) = self.step(&b, lr)?;
                 let n = b.labels.data.len() as u64;
                 self.sums.0 += loss * n as f64;
@@ -354,32 +374,45 @@ impl Run<'_> {
                     samples_per_s: sps,
                 });
                 if let Some(every) = self.args.eval_every.filter(|&e| e > 0) {
-                    if self.step % every == 0 && self.batch_in_epoch < steps {
+                    if self.step.is_multiple_of(every) && self.batch_in_epoch < steps {
                         if let Some((l, a)) = self.evaluate()? {
                             self.metrics.push(json!({"kind": "eval", "step": self.step, "test_loss": l, "test_accuracy": a}));
-                            observe(Event::Line(format!("step {}: test loss {l:.4}, accuracy {:.2}%", self.step, 100.0 * a)));
+                            observe(Event::Line(format!(
+                                "step {}: test loss {l:.4}, accuracy {:.2}%",
+                                self.step,
+                                100.0 * a
+                            )));
                         }
                     }
                 }
                 let stop = self.args.stop_after.is_some_and(|m| self.step >= m);
                 let every = self.args.checkpoint_every.filter(|&e| e > 0);
-                if stop || every.is_some_and(|e| self.step % e == 0 && self.batch_in_epoch < steps) {
+                if stop || every.is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
+                {
                     self.save()?;
                 }
                 if stop {
                     return Ok(self.summary(samples, started, last_test, true));
                 }
             }
-            let (train_loss, train_acc) = (self.sums.0 / self.sums.2.max(1) as f64, self.sums.1 as f64 / self.sums.2.max(1) as f64);
+            let (train_loss, train_acc) = (
+                self.sums.0 / self.sums.2.max(1) as f64,
+                self.sums.1 as f64 / self.sums.2.max(1) as f64,
+            );
             let test = self.evaluate()?;
             last_test = test;
             let plateau_loss = test.map_or(train_loss, |(l, _)| l);
-            self.schedule.as_mut().expect("started").end_epoch(plateau_loss);
+            self.schedule
+                .as_mut()
+                .expect("started")
+                .end_epoch(plateau_loss);
             let wall = epoch_start.elapsed().as_secs_f64();
             self.metrics.push(json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
                 "train_loss": train_loss, "train_accuracy": train_acc,
                 "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall}));
-            let test_words = test.map_or(String::from("no test split"), |(l, a)| format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a));
+            let test_words = test.map_or(String::from("no test split"), |(l, a)| {
+                format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
+            });
             observe(Event::Line(format!(
                 "epoch {}/{}: train loss {train_loss:.4} accuracy {:.2}%, {test_words} ({wall:.1} s)",
                 self.epoch + 1,
@@ -395,7 +428,13 @@ impl Run<'_> {
         Ok(self.summary(samples, started, last_test, false))
     }
 
-    fn summary(&self, samples: u64, started: Instant, test: Option<(f64, f64)>, stopped: bool) -> Summary {
+    fn summary(
+        &self,
+        samples: u64,
+        started: Instant,
+        test: Option<(f64, f64)>,
+        stopped: bool,
+    ) -> Summary {
         Summary {
             steps: self.step,
             test_accuracy: test.map(|t| t.1),
@@ -431,11 +470,22 @@ impl Run<'_> {
         let grads = &outputs[1..1 + ng];
         for (name, g) in self.tg.grads.iter().zip(grads) {
             if g.data.iter().any(|v| !v.is_finite()) {
-                return Err(self.non_finite(&format!("the gradient of `{name}`"), Some(name)).into());
+                return Err(self
+                    .non_finite(&format!("the gradient of `{name}`"), Some(name))
+                    .into());
             }
         }
-        let pairs: Vec<(&str, &Tensor<f32>)> = self.tg.grads.iter().map(String::as_str).zip(grads).collect();
-        self.optim.as_mut().expect("started").step(&mut self.params, &pairs, lr);
+        let pairs: Vec<(&str, &Tensor<f32>)> = self
+            .tg
+            .grads
+            .iter()
+            .map(String::as_str)
+            .zip(grads)
+            .collect();
+        self.optim
+            .as_mut()
+            .expect("started")
+            .step(&mut self.params, &pairs, lr);
         for (name, u) in self.tg.buffers.iter().zip(&outputs[1 + ng..1 + ng + nb]) {
             self.params.insert(name.clone(), u.clone());
         }
@@ -460,7 +510,7 @@ impl Run<'_> {
             self.epoch + 1,
             self.batch_in_epoch + 1
         ))
-        .hint("the newest checkpoint in the run directory is from before this step; lower the learning rate (--lr) and --resume is refused since the recipe differs, so start a new run")
+        .hint("the newest checkpoint in the run directory is from before this step; start a new run with a lower learning rate (--lr)")
     }
 
     /// The training graph prepared for batches of `n`, holding the current parameters.
@@ -468,7 +518,11 @@ impl Run<'_> {
         if !self.train_cache.contains_key(&n) {
             let mut shape = vec![n];
             shape.extend(&self.data.train.images.shape[1..]);
-            let mut p = self.backend.prepare(self.tg.graph.clone(), self.params.clone(), &[shape, vec![n]])?;
+            let mut p = self.backend.prepare(
+                self.tg.graph.clone(),
+                self.params.clone(),
+                &[shape, vec![n]],
+            )?;
             p.set_mode(Mode::Train)?;
             self.train_cache.insert(n, (p, Some(self.step)));
         }
@@ -488,7 +542,11 @@ impl Run<'_> {
         let Some(test) = &self.data.test else {
             return Ok(None);
         };
-        let names: Vec<String> = self.inference.params().map(|(_, n, _)| n.name.clone()).collect();
+        let names: Vec<String> = self
+            .inference
+            .params()
+            .map(|(_, n, _)| n.name.clone())
+            .collect();
         let store: ParamStore<f32> = names
             .iter()
             .filter_map(|n| self.params.get(n).map(|t| (n.clone(), t.clone())))
@@ -497,13 +555,21 @@ impl Run<'_> {
         let (mut loss, mut correct) = (0.0, 0u64);
         for b in in_order(test, self.settings.batch as usize) {
             let n = b.labels.data.len();
-            if !prepared.contains_key(&n) {
-                let mut p = self.backend.prepare(self.inference.clone(), store.clone(), &[b.x.shape.clone()])?;
-                p.set_mode(Mode::Eval)?;
-                prepared.insert(n, p);
-            }
-            let out = prepared.get_mut(&n).expect("inserted").forward(&[b.x])?;
-            let (l, c) = loss_and_correct(&out[0].data, &b.labels.data, self.settings.label_smoothing);
+            let p = match prepared.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut p = self.backend.prepare(
+                        self.inference.clone(),
+                        store.clone(),
+                        std::slice::from_ref(&b.x.shape),
+                    )?;
+                    p.set_mode(Mode::Eval)?;
+                    e.insert(p)
+                }
+            };
+            let out = p.forward(&[b.x])?;
+            let (l, c) =
+                loss_and_correct(&out[0].data, &b.labels.data, self.settings.label_smoothing);
             loss += l * n as f64;
             correct += c;
         }
@@ -546,7 +612,9 @@ impl Run<'_> {
         let out = &self.args.out;
         crate::io::weights::write_weights(&out.join("final.safetensors"), &self.params)?;
         let text = serde_json::to_string_pretty(&self.settings.recipe).expect("plain data") + "\n";
-        crate::io::write_output(&out.join("recipe.json"), &[], |w| w.write_all(text.as_bytes()))?;
+        crate::io::write_output(&out.join("recipe.json"), &[], |w| {
+            w.write_all(text.as_bytes())
+        })?;
         Ok(())
     }
 }
