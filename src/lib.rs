@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod summary;
 pub mod syntax;
 pub mod tensor;
+pub mod train;

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fnet::backend::BackendKind;
 use fnet::cli::compile::{compile, write_compiled, CompileArgs};
 use fnet::cli::run::{run_model, RunArgs};
-use fnet::cli::CliError;
+use fnet::cli::{parse_set, CliError};
 use fnet::diag::Report;
 use fnet::driver::compile_file;
 use fnet::eval::Options;
@@ -193,6 +193,8 @@ enum Command {
         #[arg(long)]
         training: bool,
     },
+    /// Train a model from its `train {}` section; see docs/training.md.
+    Train(fnet::cli::train::TrainCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -446,13 +448,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let report = fnet::cli::bench::bench(&args, &mut fnet::cli::bench::progress_bar())?;
             print!("{report}");
         }
+        Command::Train(cmd) => {
+            fnet::cli::train::run(&cmd)?;
+        }
     }
     Ok(())
-}
-
-fn parse_set(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
-    }
 }

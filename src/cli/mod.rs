@@ -1,4 +1,4 @@
-//! The `fnetc` commands that touch files: `init` and `run`. Each returns a `CliError`
+//! The `fnetc` commands that touch files: `init`, `run`, `train` and more. Each returns a `CliError`
 //! that names the file and what went wrong. Every file a command writes goes through
 //! [`crate::io::write_output`]: never over one of its inputs, atomically, and only
 //! once the command has succeeded.
@@ -13,6 +13,7 @@ pub mod named_inputs;
 pub mod peak_rss;
 pub mod progress;
 pub mod run;
+pub mod train;
 
 use crate::diag::Report;
 use crate::runtime::RunError;
@@ -73,5 +74,13 @@ pub fn warn_non_finite<T: crate::tensor::Scalar>(
 ) {
     for line in crate::io::weights::non_finite_warnings(path, tensors) {
         eprintln!("{line}");
+    }
+}
+
+/// `--set NAME=VALUE`, as every command that elaborates a model takes it.
+pub fn parse_set(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
     }
 }

@@ -12,6 +12,8 @@
 
 use crate::reference::conv::{causal_kernel, checked_dims2d, ConvDims, ConvParams};
 use crate::tensor::{Scalar, ShapeError, Tensor};
+use rayon::prelude::*;
+use std::ops::Range;
 
 /// `dx` of `conv(x, w, bias, p)` for the upstream gradient `dy`, with `x`
 /// of shape `x_shape` (the forward's input is not needed: the conv is linear).
@@ -23,9 +25,17 @@ pub fn conv_backward_data<T: Scalar>(
 ) -> Result<Tensor<T>, ShapeError> {
     let (d, p2) = dims2d("conv backward to data", x_shape, &w.shape, dy, p)?;
     let mut dx = Tensor::zeros(x_shape.to_vec());
-    for_each_tap(&d, &p2, |xi, wi, yi| {
-        dx.data[xi] += dy.data[yi] * w.data[wi]
-    });
+    // One task per sample: each writes only its own sample's `dx`, summing in the
+    // serial loop's order, so the result does not depend on the thread count.
+    let per = d.ci * d.h * d.w;
+    dx.data
+        .par_chunks_mut(per.max(1))
+        .enumerate()
+        .for_each(|(bi, dxb)| {
+            for_each_tap(&d, &p2, bi..bi + 1, 0..d.co, |xi, wi, yi| {
+                dxb[xi - bi * per] += dy.data[yi] * w.data[wi]
+            })
+        });
     Ok(dx)
 }
 
@@ -39,9 +49,17 @@ pub fn conv_backward_filter<T: Scalar>(
 ) -> Result<Tensor<T>, ShapeError> {
     let (d, p2) = dims2d("conv backward to filter", &x.shape, w_shape, dy, p)?;
     let mut dw = Tensor::zeros(w_shape.to_vec());
-    for_each_tap(&d, &p2, |xi, wi, yi| {
-        dw.data[wi] += dy.data[yi] * x.data[xi]
-    });
+    // One task per output channel: each writes only its own filter, summing over the
+    // batch in the serial loop's order, so the result does not depend on the threads.
+    let per = d.cig * d.kh * d.kw;
+    dw.data
+        .par_chunks_mut(per.max(1))
+        .enumerate()
+        .for_each(|(o, dwo)| {
+            for_each_tap(&d, &p2, 0..d.b, o..o + 1, |xi, wi, yi| {
+                dwo[wi - o * per] += dy.data[yi] * x.data[xi]
+            })
+        });
     Ok(dw)
 }
 
@@ -146,11 +164,18 @@ fn dims2d<T: Scalar>(
 }
 
 /// Calls `f(x_index, w_index, y_index)` for every tap of the forward conv
-/// that reads a real (not padding) input value, in the forward's loop order.
-fn for_each_tap(d: &ConvDims, p: &ConvParams, mut f: impl FnMut(usize, usize, usize)) {
+/// that reads a real (not padding) input value, for the samples `batch` and output
+/// channels `outs`, in the forward's loop order.
+fn for_each_tap(
+    d: &ConvDims,
+    p: &ConvParams,
+    batch: Range<usize>,
+    outs: Range<usize>,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let cog = d.co / d.groups;
-    for bi in 0..d.b {
-        for o in 0..d.co {
+    for bi in batch {
+        for o in outs.clone() {
             let grp = o / cog;
             for oy in 0..d.ho {
                 for ox in 0..d.wo {

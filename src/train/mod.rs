@@ -1,0 +1,18 @@
+//! `fnetc train`: trains a model from its `train {}` section over the backend seam.
+//!
+//! One concept per file: [`settings`] (the section with flags applied, unsupported
+//! keys refused), [`data`] (loading, shuffling, augmentation, prefetch),
+//! [`optimizer`] (SGD, Adam, AdamW with groups), [`schedule`] (learning-rate
+//! schedules), [`checkpoint`] (atomic, resumable bit for bit), [`metrics`]
+//! (`metrics.jsonl`, loss and accuracy) and [`trainer`] (the loop). See
+//! `docs/training.md`.
+
+pub mod checkpoint;
+pub mod data;
+pub mod metrics;
+pub mod optimizer;
+pub mod schedule;
+pub mod settings;
+pub mod trainer;
+
+pub use trainer::{train, Event, Summary, TrainArgs};

@@ -1,0 +1,192 @@
+//! The settings of one training run: the model's `train {}` section with the
+//! command-line flags applied over it and every default filled in. A setting the
+//! trainer cannot honour yet is refused here, by name, rather than parsed and ignored.
+
+use crate::recipe::{Augment, Data, Loss, Optimizer, Recipe, Schedule};
+use crate::runtime::RunError;
+
+/// Defaults for keys the section leaves out.
+pub const DEFAULT_EPOCHS: u64 = 1;
+pub const DEFAULT_BATCH: u64 = 32;
+pub const DEFAULT_SEED: u64 = 0;
+
+/// Flags that override the section.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub epochs: Option<u64>,
+    pub batch: Option<u64>,
+    pub lr: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+/// A run's resolved settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The recipe as run: every key the trainer reads set, flags applied. This is what
+    /// checkpoints and `recipe.json` record.
+    pub recipe: Recipe,
+    pub data: Data,
+    pub label_smoothing: f64,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub epochs: u64,
+    pub batch: u64,
+    pub seed: u64,
+    pub augment: Vec<Augment>,
+}
+
+/// Applies `flags` over `section` (the model's `train {}`, if any).
+pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, RunError> {
+    let mut r = section.cloned().unwrap_or_default();
+    if let Some(regs) = r.regularizers.as_ref().filter(|v| !v.is_empty()) {
+        let names: Vec<String> = regs
+            .iter()
+            .map(|g| {
+                serde_json::to_value(g).expect("plain data")["kind"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
+        return Err(RunError::new(format!(
+            "train {{ regularizers: [{}] }}: fnetc train does not add regularisers to the loss yet",
+            names.join(", ")
+        ))
+        .hint("remove `regularizers` from the train section to train without them"));
+    }
+    if r.search.is_some() {
+        return Err(RunError::new(
+            "train { search: mixture(...) }: fnetc train trains one model; the architecture search over pooling slots is not built yet",
+        )
+        .hint("remove `search` and pick a configuration with --config to train it"));
+    }
+    let Some(data) = r.data.clone() else {
+        return Err(RunError::new("the train section names no `data`").hint(
+            "add e.g. `data: idx(images: \"train-images.idx3-ubyte.gz\", labels: \"train-labels.idx1-ubyte.gz\", train: [0, 50000], test: [50000, 60000])`",
+        ));
+    };
+    let mut optimizer = r.optimizer.clone().ok_or_else(|| {
+        RunError::new("the train section names no `optimizer`")
+            .hint("add e.g. `optimizer: adam(lr: 0.001)` or `sgd(lr: 0.1, momentum: 0.9)`")
+    })?;
+    if let Some(lr) = flags.lr {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(RunError::new(format!(
+                "--lr {lr}: the learning rate must be a positive number"
+            )));
+        }
+        match &mut optimizer {
+            Optimizer::Sgd(s) => s.lr = lr,
+            Optimizer::Adam(a) | Optimizer::AdamW(a) => a.lr = lr,
+        }
+    }
+    for (flag, v) in [("--epochs", flags.epochs), ("--batch", flags.batch)] {
+        if v == Some(0) {
+            return Err(RunError::new(format!("{flag} 0: it must be at least 1")));
+        }
+    }
+    let label_smoothing = match r.loss {
+        Some(Loss::CrossEntropy { label_smoothing }) => label_smoothing,
+        None => 0.0,
+    };
+    if label_smoothing > 1.0 {
+        return Err(RunError::new(format!(
+            "loss: cross_entropy(label_smoothing: {label_smoothing}): it must be at most 1"
+        )));
+    }
+    let schedule = r.schedule.clone().unwrap_or(Schedule::Constant);
+    let epochs = flags.epochs.or(r.epochs).unwrap_or(DEFAULT_EPOCHS);
+    let batch = flags.batch.or(r.batch).unwrap_or(DEFAULT_BATCH);
+    let seed = flags.seed.or(r.seed).unwrap_or(DEFAULT_SEED);
+    let augment = r.augment.clone().unwrap_or_default();
+    r.loss = Some(Loss::CrossEntropy { label_smoothing });
+    r.optimizer = Some(optimizer.clone());
+    r.schedule = Some(schedule.clone());
+    r.epochs = Some(epochs);
+    r.batch = Some(batch);
+    r.seed = Some(seed);
+    Ok(Settings {
+        recipe: r,
+        data,
+        label_smoothing,
+        optimizer,
+        schedule,
+        epochs,
+        batch,
+        seed,
+        augment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{Adam, Regularizer};
+
+    fn section() -> Recipe {
+        Recipe {
+            data: Some(Data::Npy {
+                inputs: "x.npy".into(),
+                labels: "y.npy".into(),
+            }),
+            optimizer: Some(Optimizer::Adam(Adam {
+                lr: 0.001,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.0,
+                groups: vec![],
+            })),
+            epochs: Some(3),
+            batch: Some(64),
+            ..Recipe::default()
+        }
+    }
+
+    #[test]
+    fn flags_override_the_section_and_defaults_fill_the_rest() {
+        let s = resolve(
+            Some(&section()),
+            &Overrides {
+                epochs: Some(1),
+                lr: Some(0.5),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((s.epochs, s.batch, s.seed), (1, 64, DEFAULT_SEED));
+        assert_eq!(s.optimizer.lr(), 0.5);
+        assert_eq!(s.recipe.optimizer.as_ref().unwrap().lr(), 0.5);
+        assert_eq!(s.schedule, Schedule::Constant);
+        assert_eq!(s.recipe.epochs, Some(1));
+    }
+
+    #[test]
+    fn unsupported_and_missing_settings_are_named() {
+        let mut r = section();
+        r.regularizers = Some(vec![Regularizer::KernelL2 { weight: 0.1 }]);
+        let e = resolve(Some(&r), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("regularizers: [kernel_l2]"), "{e}");
+        let mut r = section();
+        r.data = None;
+        let e = resolve(Some(&r), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `data`"), "{e}");
+        let e = resolve(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no `data`"), "{e}");
+        let e = resolve(
+            Some(&section()),
+            &Overrides {
+                batch: Some(0),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--batch 0"), "{e}");
+    }
+}

@@ -1,0 +1,620 @@
+//! The training loop, over the [`Backend`] seam so that any backend that runs training
+//! graphs trains (today the reference interpreter; OpenCL once its training plans land).
+//!
+//! Each step writes the current parameters into the prepared training graph (inputs:
+//! the batch and its labels; outputs: loss, `grad.*`, `update.*` and, appended here,
+//! the logits for the training accuracy), runs it in [`Mode::Train`], checks that the
+//! loss and every gradient are finite, steps the optimiser on the host, and copies the
+//! updated BatchNorm running statistics back into the buffers. Evaluation runs the
+//! model's inference-compiled graph in [`Mode::Eval`] on the current weights.
+
+use super::checkpoint::{self, Checkpoint, Progress};
+use super::data::{self, in_order, DataSet, Prefetch};
+use super::metrics::{loss_and_correct, Metrics};
+use super::optimizer::Optim;
+use super::schedule::LrSchedule;
+use super::settings::{resolve, Overrides, Settings};
+use crate::autodiff::{differentiate, Loss, TrainingGraph};
+use crate::backend::{open, Backend, BackendKind, Prepared};
+use crate::cli::CliError;
+use crate::diag::{Report, Source};
+use crate::driver::compile_file;
+use crate::eval::Options;
+use crate::ir::graph::Graph;
+use crate::ir::op::{Op, TrainOp};
+use crate::opencl::DeviceSel;
+use crate::passes::pipeline::default_pipeline;
+use crate::passes::{CompileMode, PassContext};
+use crate::runtime::{initialise, Mode, ParamStore, RunError};
+use crate::tensor::Tensor;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What `fnetc train` was asked to do.
+#[derive(Clone, Debug)]
+pub struct TrainArgs {
+    pub model: PathBuf,
+    pub options: Options,
+    pub overrides: Overrides,
+    pub backend: BackendKind,
+    pub device: Option<DeviceSel>,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its newest checkpoint.
+    pub resume: bool,
+    /// Start afresh in an `out` that already holds a run.
+    pub force: bool,
+    /// Evaluate every N steps as well as at each epoch's end.
+    pub eval_every: Option<u64>,
+    /// Checkpoint every N steps as well as at each epoch's end.
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints kept.
+    pub keep: usize,
+    /// End the run after this many steps in all (with a checkpoint), as if stopped.
+    pub stop_after: Option<u64>,
+}
+
+/// What the loop reports as it goes, for a progress display.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Epoch `epoch` (0-based) of `epochs` starts at batch `from` of `steps`.
+    EpochStart {
+        epoch: u64,
+        epochs: u64,
+        from: u64,
+        steps: u64,
+    },
+    Step {
+        loss: f64,
+        accuracy: f64,
+        lr: f64,
+        samples_per_s: f64,
+    },
+    /// A line to show: an epoch's summary or an evaluation.
+    Line(String),
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: u64,
+    pub test_accuracy: Option<f64>,
+    pub test_loss: Option<f64>,
+    /// Mean training throughput of this process's steps.
+    pub samples_per_s: f64,
+    pub run_dir: PathBuf,
+    /// Whether it stopped early (`stop_after`).
+    pub stopped: bool,
+}
+
+/// Trains as `args` says.
+pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary, CliError> {
+    let (source, module) = compile_file(&args.model, &args.options)?;
+    crate::driver::eprint_warnings(&source, &module);
+    let settings = resolve(module.recipe.as_ref(), &args.overrides)?;
+    let graph = module.graph;
+    let (sample_shape, classes) = io_shape(&graph)?;
+    let model_dir = args.model.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let data = data::load(&settings.data, &model_dir, &sample_shape, classes)?;
+    data::check_augment(&settings.augment, &sample_shape)?;
+    let mut tg = differentiate(
+        &graph,
+        &Loss {
+            output: 0,
+            label_smoothing: settings.label_smoothing,
+        },
+    )
+    .map_err(|e| Report {
+        source: source.clone(),
+        diagnostics: vec![e.to_diagnostic()],
+    })?;
+    add_logits_output(&mut tg)?;
+    let inference = inference_graph(&graph, settings.batch)?;
+    let backend = open(args.backend, args.device, &args.model)?;
+    if !backend.capabilities().training {
+        return Err(RunError::new(format!(
+            "the {} backend cannot run training graphs yet",
+            backend.kind().name()
+        ))
+        .hint("train with --backend reference")
+        .into());
+    }
+    let initial = initialise::<f32>(&graph, graph.seed)?;
+    let shapes: BTreeMap<String, Vec<usize>> = initial
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone()))
+        .collect();
+    let mut run = Run {
+        args,
+        settings,
+        source,
+        graph,
+        tg,
+        inference,
+        backend,
+        data,
+        params: initial,
+        shapes,
+        optim: None,
+        schedule: None,
+        metrics: Metrics::default(),
+        train_cache: HashMap::new(),
+        epoch: 0,
+        batch_in_epoch: 0,
+        step: 0,
+        sums: (0.0, 0, 0),
+    };
+    run.start()?;
+    run.train(observe)
+}
+
+/// The model's sample shape (its input without the batch axis) and class count.
+fn io_shape(graph: &Graph) -> Result<(Vec<usize>, usize), RunError> {
+    let one_input = || {
+        RunError::new(format!(
+            "model `{}` has {} inputs; fnetc train feeds one input of samples [B, ...]",
+            graph.name,
+            graph.inputs.len()
+        ))
+    };
+    let [input] = graph.inputs[..] else {
+        return Err(one_input());
+    };
+    let dims = &graph.node(input).ty.shape;
+    let sample: Option<Vec<usize>> = dims[1..]
+        .iter()
+        .map(|d| d.known().map(|v| v as usize))
+        .collect();
+    let out = graph.outputs.first().map(|&o| &graph.node(o).ty.shape);
+    let classes = out.filter(|s| s.len() == 2).and_then(|s| s[1].known());
+    match (sample, classes) {
+        (Some(s), Some(k)) if k >= 1 => Ok((s, k as usize)),
+        _ => Err(RunError::new(format!(
+            "model `{}`: training needs an input [B, ...] of known sample shape and logits [B, K] as the first output",
+            graph.name
+        ))),
+    }
+}
+
+/// Appends the logits (the loss's first operand) to the training graph's outputs, so a
+/// step reports its accuracy without a second forward.
+fn add_logits_output(tg: &mut TrainingGraph) -> Result<(), RunError> {
+    let g = &mut tg.graph;
+    let loss = g
+        .node_ids()
+        .find(|&i| matches!(g.node(i).op, Op::Train(TrainOp::CrossEntropy { .. })));
+    let logits = loss.and_then(|l| g.operands(l).first().copied());
+    match logits {
+        Some(l) => {
+            g.outputs.push(l);
+            Ok(())
+        }
+        None => Err(RunError::new(
+            "internal error: the training graph has no cross-entropy loss",
+        )),
+    }
+}
+
+/// The model compiled for inference (nothing bound: the weights change every epoch).
+fn inference_graph(graph: &Graph, batch: u64) -> Result<Graph, RunError> {
+    let mut g = graph.clone();
+    let mut ctx = PassContext::new(CompileMode::Inference);
+    ctx.batch = batch.max(1);
+    default_pipeline(CompileMode::Inference)
+        .run(&mut g, &mut ctx, &mut |_| {})
+        .map_err(|e| {
+            RunError::new(format!("internal compiler error in {e}"))
+                .hint("this is a bug in fnetc; please report it with the model")
+        })?;
+    Ok(g)
+}
+
+/// A prepared training graph and the step whose parameters it holds.
+type Synced = (Box<dyn Prepared<f32>>, Option<u64>);
+
+struct Run<'a> {
+    args: &'a TrainArgs,
+    settings: Settings,
+    source: Source,
+    graph: Graph,
+    tg: TrainingGraph,
+    inference: Graph,
+    backend: Box<dyn Backend>,
+    data: DataSet,
+    /// The master copy of every parameter and buffer.
+    params: ParamStore<f32>,
+    shapes: BTreeMap<String, Vec<usize>>,
+    optim: Option<Optim>,
+    schedule: Option<LrSchedule>,
+    metrics: Metrics,
+    /// Prepared training graphs by batch size, with the step their parameters are from.
+    train_cache: HashMap<usize, Synced>,
+    epoch: u64,
+    batch_in_epoch: u64,
+    /// Global steps taken.
+    step: u64,
+    /// The epoch's running loss sum (per sample), correct predictions and samples.
+    sums: (f64, u64, u64),
+}
+
+impl Run<'_> {
+    fn steps_per_epoch(&self) -> u64 {
+        (self.data.train.len() as u64).div_ceil(self.settings.batch)
+    }
+
+    /// Prepares the run directory: a fresh one, or the state of its newest checkpoint.
+    fn start(&mut self) -> Result<(), CliError> {
+        let out = &self.args.out;
+        let s = &self.settings;
+        let mut optim = Optim::new(s.optimizer.clone());
+        let mut schedule = LrSchedule::new(
+            s.schedule.clone(),
+            s.optimizer.lr(),
+            s.epochs,
+            self.steps_per_epoch(),
+        );
+        if self.args.resume {
+            let Some((_, path)) = checkpoint::list(out).pop() else {
+                return Err(RunError::new(format!(
+                    "--resume {}: no checkpoint in `{}`",
+                    out.display(),
+                    checkpoint::dir(out).display()
+                ))
+                .hint("a run writes one at each epoch's end (and every --checkpoint-every steps); start a new run with --out")
+                .into());
+            };
+            let c = checkpoint::load(&path)?;
+            let mismatch = |what: String| {
+                RunError::new(format!(
+                    "cannot resume from `{}`: it belongs to another {what}",
+                    path.display()
+                ))
+            };
+            if let Some(m) = checkpoint::first_param_mismatch(&c.progress.params, &self.shapes) {
+                return Err(mismatch(format!("model: {m}"))
+                    .hint(
+                        "resume with the model file (and --set/--config) the run was started with",
+                    )
+                    .into());
+            }
+            if let Some(m) = checkpoint::first_recipe_mismatch(&c.progress.recipe, &s.recipe) {
+                return Err(mismatch(format!("recipe: {m}"))
+                    .hint("resume with the train section and flags the run was started with")
+                    .into());
+            }
+            let p = &c.progress;
+            self.params = c.params.clone();
+            optim.state = c.optimizer.clone();
+            optim.steps = p.step;
+            schedule.plateau.scale = f64::from_bits(p.plateau_scale_bits);
+            schedule.plateau.best = p.plateau_best_bits.map(f64::from_bits);
+            schedule.plateau.bad_epochs = p.plateau_bad_epochs;
+            self.step = p.step;
+            self.epoch = p.epoch;
+            self.batch_in_epoch = p.batch_in_epoch;
+            self.sums = (
+                f64::from_bits(p.epoch_loss_bits),
+                p.epoch_correct,
+                p.epoch_seen,
+            );
+            self.metrics = Metrics::resume(out, p.metrics_lines as usize);
+        } else {
+            let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+            if taken && !self.args.force {
+                return Err(RunError::new(format!(
+                    "the run directory `{}` already exists and is not empty",
+                    out.display()
+                ))
+                .hint("continue it with --resume, choose another --out, or pass --force to start over in it")
+                .into());
+            }
+            if taken {
+                // --force: start over, removing only what a run writes.
+                let _ = std::fs::remove_dir_all(checkpoint::dir(out));
+                for f in [super::metrics::FILE, "final.safetensors", "recipe.json"] {
+                    let _ = std::fs::remove_file(out.join(f));
+                }
+            }
+            std::fs::create_dir_all(out).map_err(|e| crate::io::IoError::os(out, &e, "create"))?;
+            // Fail now, not after an epoch, when the directory cannot be written.
+            self.metrics.write(out)?;
+        }
+        self.optim = Some(optim);
+        self.schedule = Some(schedule);
+        Ok(())
+    }
+
+    fn train(&mut self, observe: &mut dyn FnMut(Event)) -> Result<Summary, CliError> {
+        let s = self.settings.clone();
+        let train = Arc::new(self.data.train.clone());
+        let steps = self.steps_per_epoch();
+        let (mut samples, started) = (0u64, Instant::now());
+        let mut last_test = None;
+        while self.epoch < s.epochs {
+            let epoch_start = Instant::now();
+            observe(Event::EpochStart {
+                epoch: self.epoch,
+                epochs: s.epochs,
+                from: self.batch_in_epoch,
+                steps,
+            });
+            let batches = Prefetch::start(
+                train.clone(),
+                s.batch as usize,
+                self.batch_in_epoch as usize,
+                s.augment.clone(),
+                s.seed,
+                self.epoch,
+            );
+            for (_, b) in batches {
+                let t = Instant::now();
+                let lr = self
+                    .schedule
+                    .as_ref()
+                    .expect("started")
+                    .lr(self.step, self.epoch);
+                let (loss, correct) = self.step(&b, lr)?;
+                let n = b.labels.data.len() as u64;
+                self.sums.0 += loss * n as f64;
+                self.sums.1 += correct;
+                self.sums.2 += n;
+                self.step += 1;
+                self.batch_in_epoch += 1;
+                samples += n;
+                let sps = n as f64 / t.elapsed().as_secs_f64().max(1e-9);
+                self.metrics.push(json!({"kind": "step", "step": self.step, "epoch": self.epoch,
+                    "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps}));
+                observe(Event::Step {
+                    loss,
+                    accuracy: correct as f64 / n as f64,
+                    lr,
+                    samples_per_s: sps,
+                });
+                if let Some(every) = self.args.eval_every.filter(|&e| e > 0) {
+                    if self.step.is_multiple_of(every) && self.batch_in_epoch < steps {
+                        if let Some((l, a)) = self.evaluate()? {
+                            self.metrics.push(json!({"kind": "eval", "step": self.step, "test_loss": l, "test_accuracy": a}));
+                            observe(Event::Line(format!(
+                                "step {}: test loss {l:.4}, accuracy {:.2}%",
+                                self.step,
+                                100.0 * a
+                            )));
+                        }
+                    }
+                }
+                let stop = self.args.stop_after.is_some_and(|m| self.step >= m);
+                let every = self.args.checkpoint_every.filter(|&e| e > 0);
+                if stop || every.is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
+                {
+                    self.save()?;
+                }
+                if stop {
+                    return Ok(self.summary(samples, started, last_test, true));
+                }
+            }
+            let (train_loss, train_acc) = (
+                self.sums.0 / self.sums.2.max(1) as f64,
+                self.sums.1 as f64 / self.sums.2.max(1) as f64,
+            );
+            let test = self.evaluate()?;
+            last_test = test;
+            let plateau_loss = test.map_or(train_loss, |(l, _)| l);
+            self.schedule
+                .as_mut()
+                .expect("started")
+                .end_epoch(plateau_loss);
+            let wall = epoch_start.elapsed().as_secs_f64();
+            self.metrics.push(json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
+                "train_loss": train_loss, "train_accuracy": train_acc,
+                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall}));
+            let test_words = test.map_or(String::from("no test split"), |(l, a)| {
+                format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
+            });
+            observe(Event::Line(format!(
+                "epoch {}/{}: train loss {train_loss:.4} accuracy {:.2}%, {test_words} ({wall:.1} s)",
+                self.epoch + 1,
+                s.epochs,
+                100.0 * train_acc
+            )));
+            self.epoch += 1;
+            self.batch_in_epoch = 0;
+            self.sums = (0.0, 0, 0);
+            self.save()?;
+        }
+        self.finish()?;
+        Ok(self.summary(samples, started, last_test, false))
+    }
+
+    fn summary(
+        &self,
+        samples: u64,
+        started: Instant,
+        test: Option<(f64, f64)>,
+        stopped: bool,
+    ) -> Summary {
+        Summary {
+            steps: self.step,
+            test_accuracy: test.map(|t| t.1),
+            test_loss: test.map(|t| t.0),
+            samples_per_s: samples as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            run_dir: self.args.out.clone(),
+            stopped,
+        }
+    }
+
+    /// One optimiser step on batch `b`: its loss and correct predictions.
+    fn step(&mut self, b: &data::Batch, lr: f64) -> Result<(f64, u64), CliError> {
+        let n = b.labels.data.len();
+        let outputs = {
+            let prepared = self.prepared_for_training(n)?;
+            prepared.write_inputs(&[b.x.clone(), b.labels.clone()])?;
+            prepared.run()?;
+            prepared.read_outputs()?
+        };
+        let (ng, nb) = (self.tg.grads.len(), self.tg.buffers.len());
+        if outputs.len() != 2 + ng + nb {
+            return Err(RunError::new(format!(
+                "internal error: the training graph gave {} outputs, expected {}",
+                outputs.len(),
+                2 + ng + nb
+            ))
+            .into());
+        }
+        let loss = f64::from(outputs[0].data[0]);
+        if !loss.is_finite() {
+            return Err(self.non_finite("the loss", None).into());
+        }
+        let grads = &outputs[1..1 + ng];
+        for (name, g) in self.tg.grads.iter().zip(grads) {
+            if g.data.iter().any(|v| !v.is_finite()) {
+                return Err(self
+                    .non_finite(&format!("the gradient of `{name}`"), Some(name))
+                    .into());
+            }
+        }
+        let pairs: Vec<(&str, &Tensor<f32>)> = self
+            .tg
+            .grads
+            .iter()
+            .map(String::as_str)
+            .zip(grads)
+            .collect();
+        self.optim
+            .as_mut()
+            .expect("started")
+            .step(&mut self.params, &pairs, lr);
+        for (name, u) in self.tg.buffers.iter().zip(&outputs[1 + ng..1 + ng + nb]) {
+            self.params.insert(name.clone(), u.clone());
+        }
+        let logits = &outputs[1 + ng + nb];
+        let (_, correct) = loss_and_correct(&logits.data, &b.labels.data, 0.0);
+        Ok((loss, correct))
+    }
+
+    /// The error for a NaN or infinity at this step, naming the parameter's layer and
+    /// its source line; the last checkpoint stays the newest.
+    fn non_finite(&self, what: &str, param: Option<&str>) -> RunError {
+        let place = param
+            .and_then(|p| self.graph.params().find(|(_, n, _)| n.name == p))
+            .map(|(_, n, _)| {
+                let (line, col) = self.source.line_col(n.span.start);
+                format!(" (declared at {}:{line}:{col})", self.source.name)
+            })
+            .unwrap_or_default();
+        RunError::new(format!(
+            "step {} (epoch {}, batch {}): {what} is NaN or infinite{place}; training stopped",
+            self.step + 1,
+            self.epoch + 1,
+            self.batch_in_epoch + 1
+        ))
+        .hint("the newest checkpoint in the run directory is from before this step; start a new run with a lower learning rate (--lr)")
+    }
+
+    /// The training graph prepared for batches of `n`, holding the current parameters.
+    fn prepared_for_training(&mut self, n: usize) -> Result<&mut Box<dyn Prepared<f32>>, RunError> {
+        if !self.train_cache.contains_key(&n) {
+            let mut shape = vec![n];
+            shape.extend(&self.data.train.images.shape[1..]);
+            let mut p = self.backend.prepare(
+                self.tg.graph.clone(),
+                self.params.clone(),
+                &[shape, vec![n]],
+            )?;
+            p.set_mode(Mode::Train)?;
+            self.train_cache.insert(n, (p, Some(self.step)));
+        }
+        let (p, synced) = self.train_cache.get_mut(&n).expect("inserted");
+        if *synced != Some(self.step) {
+            for name in self.tg.grads.iter().chain(&self.tg.buffers) {
+                p.write_param(name, &self.params[name])?;
+            }
+            *synced = Some(self.step);
+        }
+        Ok(p)
+    }
+
+    /// Test loss and accuracy with the current weights, in evaluation mode; `None`
+    /// without a test split.
+    fn evaluate(&mut self) -> Result<Option<(f64, f64)>, RunError> {
+        let Some(test) = &self.data.test else {
+            return Ok(None);
+        };
+        let names: Vec<String> = self
+            .inference
+            .params()
+            .map(|(_, n, _)| n.name.clone())
+            .collect();
+        let store: ParamStore<f32> = names
+            .iter()
+            .filter_map(|n| self.params.get(n).map(|t| (n.clone(), t.clone())))
+            .collect();
+        let mut prepared: HashMap<usize, Box<dyn Prepared<f32>>> = HashMap::new();
+        let (mut loss, mut correct) = (0.0, 0u64);
+        for b in in_order(test, self.settings.batch as usize) {
+            let n = b.labels.data.len();
+            let p = match prepared.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut p = self.backend.prepare(
+                        self.inference.clone(),
+                        store.clone(),
+                        std::slice::from_ref(&b.x.shape),
+                    )?;
+                    p.set_mode(Mode::Eval)?;
+                    e.insert(p)
+                }
+            };
+            let out = p.forward(&[b.x])?;
+            let (l, c) =
+                loss_and_correct(&out[0].data, &b.labels.data, self.settings.label_smoothing);
+            loss += l * n as f64;
+            correct += c;
+        }
+        let n = test.len() as f64;
+        Ok(Some((loss / n, correct as f64 / n)))
+    }
+
+    /// Writes the metrics, then a checkpoint of the state after the last step.
+    fn save(&mut self) -> Result<(), RunError> {
+        let out = &self.args.out;
+        self.metrics.write(out)?;
+        let optim = self.optim.as_ref().expect("started");
+        let plateau = &self.schedule.as_ref().expect("started").plateau;
+        let c = Checkpoint {
+            progress: Progress {
+                format: checkpoint::format_tag(),
+                step: self.step,
+                epoch: self.epoch,
+                batch_in_epoch: self.batch_in_epoch,
+                rng_seed: self.settings.seed,
+                plateau_scale_bits: plateau.scale.to_bits(),
+                plateau_best_bits: plateau.best.map(f64::to_bits),
+                plateau_bad_epochs: plateau.bad_epochs,
+                epoch_loss_bits: self.sums.0.to_bits(),
+                epoch_correct: self.sums.1,
+                epoch_seen: self.sums.2,
+                metrics_lines: self.metrics.lines.len() as u64,
+                recipe: checkpoint::recipe_text(&self.settings.recipe),
+                params: self.shapes.clone(),
+            },
+            params: self.params.clone(),
+            optimizer: optim.state.clone(),
+        };
+        checkpoint::save(out, &c, self.args.keep)?;
+        Ok(())
+    }
+
+    /// `final.safetensors` and `recipe.json`.
+    fn finish(&self) -> Result<(), RunError> {
+        let out = &self.args.out;
+        crate::io::weights::write_weights(&out.join("final.safetensors"), &self.params)?;
+        let text = serde_json::to_string_pretty(&self.settings.recipe).expect("plain data") + "\n";
+        crate::io::write_output(&out.join("recipe.json"), &[], |w| {
+            w.write_all(text.as_bytes())
+        })?;
+        Ok(())
+    }
+}
