@@ -401,6 +401,7 @@ fn check_training_step(
     let loss = Loss {
         output: 0,
         label_smoothing: 0.0,
+        ..Loss::default()
     };
     let tg = differentiate(&graph, &loss).unwrap_or_else(|e| panic!("{what}: {e}"));
     let params: ParamStore<f32> = common::perturbed_weights(&m.graph, 7);

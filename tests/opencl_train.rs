@@ -32,6 +32,7 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
     let loss = Loss {
         output: 0,
         label_smoothing: smoothing,
+        ..Loss::default()
     };
     let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
     let params: ParamStore<f32> = perturbed_weights(graph, seed);

@@ -34,6 +34,7 @@ fn train_step_agrees(graph: &Graph, batch: usize, seed: u64, rel: f64) -> usize 
     let loss = Loss {
         output: 0,
         label_smoothing: 0.1,
+        ..Loss::default()
     };
     let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
     let params: ParamStore<f32> = perturbed_weights(graph, seed);
@@ -134,6 +135,7 @@ fn resnet20_step_timing() {
     let loss = Loss {
         output: 0,
         label_smoothing: 0.0,
+        ..Loss::default()
     };
     let tg = differentiate(&graph, &loss).unwrap_or_else(|e| panic!("{e}"));
     let params: ParamStore<f32> = perturbed_weights(&graph, 1);

@@ -162,7 +162,7 @@ pub struct TrainingGraph {
 
 impl TrainingGraph {
     /// Reads the meaning of a training graph's outputs back from their names (`loss`,
-    /// `grad.<name>`, `update.<name>`), as the autodiff pass leaves them, so that a
+    /// `grad.<name>`, `update.<name>`, `loss.ce`, `reg.<kind>`), as the autodiff pass leaves them, so that a
     /// graph that went through the whole training pipeline (where the passes after
     /// autodiff keep the outputs' names) is a `TrainingGraph` again. `None` when the
     /// outputs are not a training graph's.
@@ -180,14 +180,25 @@ impl TrainingGraph {
             .map_while(|n| n.strip_prefix("grad."))
             .map(str::to_string)
             .collect();
-        let buffers = rest[grads.len()..]
+        let after = &rest[grads.len()..];
+        let buffers: Vec<String> = after
             .iter()
-            .map(|n| n.strip_prefix("update.").map(str::to_string))
-            .collect::<Option<Vec<String>>>()?;
+            .map_while(|n| n.strip_prefix("update."))
+            .map(str::to_string)
+            .collect();
+        let terms: Vec<String> = after[buffers.len()..]
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let is_term = |n: &String| n == "loss.ce" || n.starts_with("reg.");
+        if !terms.iter().all(is_term) {
+            return None;
+        }
         Some(TrainingGraph {
             graph,
             grads,
             buffers,
+            terms,
         })
     }
 }

@@ -105,6 +105,7 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
         &Loss {
             output: 0,
             label_smoothing: settings.label_smoothing,
+            ..Loss::default()
         },
     )
     .map_err(|e| Report {
