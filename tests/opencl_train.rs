@@ -13,7 +13,7 @@ use common::{assert_close, input_shape, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss, TrainingGraph};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
 use fnet::ir::graph::Graph;
-use fnet::runtime::{Mode, ParamStore};
+use fnet::runtime::{run, Mode, ParamStore, RunOptions};
 use fnet::tensor::Tensor;
 
 /// Labels in `0..classes` for `batch` samples.
@@ -56,12 +56,29 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
         b.set_seed(seed + 3).unwrap_or_else(|e| panic!("{e}"));
         outs.push(b.forward(&inputs).unwrap_or_else(|e| panic!("{e}")));
     }
+    // The values are compared with the interpreter in f64: at batch 2 a deep net's
+    // f32 gradients (either backend's) can sit 1e-2 from the exact ones where one
+    // ReLU input rounds across zero (LC-ResNet-20, seed 104: the f32 interpreter's
+    // conv1 gradient was 7.7e-3 off both f64 and OpenCL).
+    let wide = |t: &Tensor<f32>| t.cast::<f64>();
+    let exact = run(
+        &tg.graph,
+        &params.iter().map(|(k, v)| (k.clone(), wide(v))).collect(),
+        &inputs.iter().map(wide).collect::<Vec<_>>(),
+        &RunOptions {
+            mode: Mode::Train,
+            seed: seed + 3,
+            ..RunOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .outputs;
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
         .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
         .collect();
     assert_eq!(outs[1].len(), names.len());
-    for ((name, want), got) in names.iter().zip(&outs[0]).zip(&outs[1]) {
+    for ((name, want), got) in names.iter().zip(&exact).zip(&outs[1]) {
         assert!(got.data.iter().all(|v| v.is_finite()), "{name}: {got:?}");
         assert_close(name, got, want, 1e-4);
     }
@@ -352,44 +369,5 @@ fn every_example_trains_on_opencl() {
         let m = example(f);
         eprintln!("{f}");
         check_training(&m.graph, 2, 0.1, 100 + i as u64);
-    }
-}
-
-/// The crop is a constant of one step: a written mask parameter that widens the crop
-/// makes the next run re-plan, and the step equals the interpreter's on the new value.
-#[test]
-fn a_new_mask_recrops_the_next_step() {
-    let m = program(
-        "model t {
-           input x: f32[B, 2, 40]
-           seed 3
-           h = x |> flexconv(3, horizon: same, causal: true, mask: gauss(sigma: 0.05)) as f
-           return h |> relu |> last
-         }",
-    );
-    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
-    let params: ParamStore<f32> = perturbed_weights(&m.graph, 4);
-    let inputs = vec![input(&[2, 2, 40], 5), labels(2, 3, 6)];
-    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-    let mut cl = backend()
-        .prepare_plan(&tg.graph, &params, &shapes)
-        .unwrap_or_else(|e| panic!("{e}"));
-    cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    let before = cl.executable().plan.kernels.clone();
-    let mut mask = params["f.mask_params"].clone();
-    mask.data[1] *= 8.0; // a wider sigma keeps more of the kernel
-    cl.write_param("f.mask_params", &mask)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(cl.executable().plan.kernels, before, "re-planned for the new crop");
-    let mut moved = params.clone();
-    moved.insert("f.mask_params".into(), mask);
-    let mut reference = ReferenceBackend
-        .prepare(tg.graph.clone(), moved, &shapes)
-        .unwrap_or_else(|e| panic!("{e}"));
-    reference.set_mode(Mode::Train).unwrap();
-    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_close(&format!("output {i}"), g, w, 1e-4);
     }
 }

@@ -252,7 +252,11 @@ impl OpenClPrepared {
             a.kernels == b.kernels && a.steps == b.steps
         };
         if !(only_if_changed && same(&plan, &self.exe.plan)) {
-            self.exe = Executable::new(&self.backend.ctx, plan)?;
+            // The caller may have written this step's inputs into the old plan.
+            let inputs = self.exe.read_inputs()?;
+            let exe = Executable::new(&self.backend.ctx, plan)?;
+            exe.write_inputs(&inputs)?;
+            self.exe = exe;
             self.exe.set_seed(self.seed)?;
             self.mode = mode;
             self.record_params();

@@ -138,7 +138,7 @@ struct Builder<'a> {
     bn_sums: BTreeMap<(NodeIndex, NodeIndex, u64), BufId>,
     /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
     /// device buffers, never a host constant (`const_tensor` refuses them, so every
-    /// lowering reads them from their buffers); [`Builder::crop_value`] reads them to
+    /// lowering reads them from their buffers); [`Builder::host_value`] reads them to
     /// decide a FlexConv crop, a constant of the step.
     params_now: BTreeMap<NodeIndex, Tensor<f32>>,
     /// Every MAGNet parameter's gradient, by the operands of the layer's
@@ -525,9 +525,11 @@ impl Builder<'_> {
         Ok(v)
     }
 
-    /// A host value that decides a FlexConv crop: a constant, or a parameter's value
-    /// when the plan is built (a training plan's crop is a constant of the step).
-    pub(super) fn crop_value(&self, id: NodeIndex) -> Result<&Tensor<f32>, RunError> {
+    /// A value known on the host when the plan is built: a constant, or a training
+    /// plan's parameter at that time. It decides FlexConv crops (a crop is a constant
+    /// of the step) and gives shapes; never use it for values a step must read from
+    /// the parameter's buffer.
+    pub(super) fn host_value(&self, id: NodeIndex) -> Result<&Tensor<f32>, RunError> {
         match self.params_now.get(&id) {
             Some(t) => Ok(t),
             None => self.const_tensor(id),

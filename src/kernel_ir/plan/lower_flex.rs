@@ -111,7 +111,7 @@ impl Builder<'_> {
             None => (None, &operands[..]),
         };
         let axes: Vec<Vec<f32>> = match (mask, threshold) {
-            (Some(m), Some(t)) => crop_axes(horizon, Some((self.crop_value(m)?, *t)), *causal)
+            (Some(m), Some(t)) => crop_axes(horizon, Some((self.host_value(m)?, *t)), *causal)
                 .map_err(|e| RunError::new(format!("`{layer}`: {}", e.message)))?,
             _ => horizon
                 .iter()
@@ -193,8 +193,10 @@ impl Builder<'_> {
         Ok(y)
     }
 
+    /// The shape of a host value: a constant, or a training plan's parameter (only
+    /// its shape is read, so a parameter the trainer rewrites is fine here).
     fn const_shape(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
-        Ok(self.const_tensor(id)?.shape.clone())
+        Ok(self.host_value(id)?.shape.clone())
     }
 
     /// A batch norm folded into a synthesised weight: `w[o, …]·γ_o/√(var_o + eps)`,

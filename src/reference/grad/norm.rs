@@ -190,14 +190,23 @@ mod tests {
             rel < 5e-5,
             "dx: f32 relative error {rel:.2e} (PyTorch: 1.7e-5)"
         );
+        // dγ = Σ dy·x̂ nearly cancels here (x̂ sums to zero over a channel), so its f32
+        // error is relative to the size of its terms, Σ|dy·x̂| ≤ Σ|dy|·max|x̂| ≈ 4·dβ,
+        // not to the small sum: f32 rounding of the mean alone moves it by ~1e-3 of itself.
+        let scale = g64
+            .dbeta
+            .as_ref()
+            .unwrap()
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
         for (what, a, b) in [
             ("dgamma", g32.dgamma.unwrap(), g64.dgamma.unwrap()),
             ("dbeta", g32.dbeta.unwrap(), g64.dbeta.unwrap()),
         ] {
             for (u, v) in a.iter().zip(&b) {
                 assert!(
-                    (f64::from(*u) - v).abs() <= 1e-6 * v.abs(),
-                    "{what}: {u} vs {v}"
+                    (f64::from(*u) - v).abs() <= 1e-6 * scale,
+                    "{what}: {u} vs {v} (scale {scale})"
                 );
             }
         }
