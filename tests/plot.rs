@@ -457,6 +457,26 @@ fn an_unknown_layer_lists_the_known_ones_and_writes_nothing() {
     let e = run_plot(bare.path(), Some("conv1")).unwrap_err();
     assert!(e.contains("no final.safetensors and no checkpoint"), "{e}");
 
+    // Weights without a kernel to draw (FlexConvs only): a note without --layer, an
+    // error naming the file with it.
+    let bytes = safetensors(&[("flex1.kernel_net.0.weight", &[8, 2, 1], &[0.2; 16])]);
+    std::fs::write(bare.path().join("final.safetensors"), bytes).unwrap();
+    let report = run_plot(bare.path(), None).unwrap();
+    assert_eq!(names(&report.written), ["loss.png", "accuracy.png"]);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("holds no convolution kernel")),
+        "{:?}",
+        report.notes
+    );
+    let e = run_plot(bare.path(), Some("flex1")).unwrap_err();
+    assert!(
+        e.contains("no convolution kernel named 'flex1'; it has none"),
+        "{e}"
+    );
+
     // A damaged weights file is named.
     std::fs::write(dir.path().join("final.safetensors"), b"not safetensors").unwrap();
     let e = run_plot(dir.path(), None).unwrap_err();

@@ -103,9 +103,18 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
     match &weights {
         Some(w) => {
             let file = crate::io::weights::read_weights::<f32>(w)?;
-            let (name, tensor) = kernels::choose(&file, args.layer.as_deref())?;
-            let canvas = kernels::render(name, tensor)?;
-            kernel_plot = Some((format!("kernels_{}.png", file_stem(name)), canvas));
+            if args.layer.is_none() && kernels::kernel_names(&file).is_empty() {
+                // A model of FlexConvs and pointwise convs only: nothing stored to draw.
+                report.notes.push(format!(
+                    "kernels_*.png skipped: {} holds no convolution kernel (a FlexConv's is \
+                     synthesised at run time and not stored)",
+                    w.display()
+                ));
+            } else {
+                let (name, tensor) = kernels::choose(&file, args.layer.as_deref())?;
+                let canvas = kernels::render(name, tensor)?;
+                kernel_plot = Some((format!("kernels_{}.png", file_stem(name)), canvas));
+            }
         }
         None if args.layer.is_some() => {
             return Err(RunError::new(format!(
