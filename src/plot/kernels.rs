@@ -19,6 +19,9 @@ use plotters::prelude::*;
 pub const MAX_OUT: usize = 32;
 pub const MAX_IN: usize = 32;
 
+/// The grid's largest side in pixels.
+pub const MAX_SIDE: u32 = 2400;
+
 const MARGIN_TOP: u32 = 80;
 const MARGIN_LEFT: u32 = 70;
 const MARGIN_RIGHT: u32 = 110;
@@ -125,8 +128,10 @@ pub fn render(name: &str, tensor: &Tensor<f32>) -> Result<Canvas, RunError> {
     let one_d = s.len() == 3;
     let (outs, ins) = (s[0], s[1]);
     let (kh, kw) = if one_d { (1, s[2]) } else { (s[2], s[3]) };
-    let (rows, cols) = (outs.min(MAX_OUT), ins.min(MAX_IN));
     let (th, tw) = tile_size(kh, kw, one_d);
+    // Long kernels make wide tiles: fewer of them fit in MAX_SIDE pixels.
+    let fit = |tile: u32| (MAX_SIDE / (tile + GAP)).max(1) as usize;
+    let (rows, cols) = (outs.min(MAX_OUT).min(fit(th)), ins.min(MAX_IN).min(fit(tw)));
     let grid_w = cols as u32 * (tw + GAP);
     let grid_h = rows as u32 * (th + GAP);
     let width = (MARGIN_LEFT + grid_w + MARGIN_RIGHT).max(640);
@@ -241,6 +246,18 @@ mod tests {
         assert_eq!(diverging(f64::NAN), [247, 247, 247]);
         // Halfway between the 0 and 0.5 stops.
         assert_eq!(diverging(0.25), [246, 206, 189]);
+    }
+
+    #[test]
+    fn long_kernels_show_fewer_tiles() {
+        let t = Tensor {
+            shape: vec![40, 30, 784],
+            data: (0..40 * 30 * 784).map(|i| (i % 7) as f32 - 3.0).collect(),
+        };
+        let c = render("tcn.weight", &t).unwrap();
+        // 784-px strips: 3 columns fit in 2400 px; 32 rows of 17 px.
+        assert_eq!(c.width, 70 + 3 * (784 + 3) + 110);
+        assert_eq!(c.height, 80 + 32 * 17 + 20);
     }
 
     #[test]
