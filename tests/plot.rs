@@ -525,3 +525,88 @@ fn the_command_prints_the_paths_and_fails_cleanly() {
         "{stderr}"
     );
 }
+
+/// 6×6 images of three classes (a bright band in the top, middle or bottom rows) as
+/// IDX files, for a real training run.
+fn write_idx(dir: &Path, n: usize) {
+    let mut img = vec![0, 0, 8, 3];
+    img.extend((n as u32).to_be_bytes());
+    img.extend(6u32.to_be_bytes());
+    img.extend(6u32.to_be_bytes());
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend((n as u32).to_be_bytes());
+    for i in 0..n {
+        let class = (i * 7 + i / 3) % 3;
+        for p in 0..36 {
+            let noise = ((i * 31 + p * 17) % 40) as u8;
+            img.push(if (p / 6) / 2 == class {
+                180 + noise
+            } else {
+                noise
+            });
+        }
+        lab.push(class as u8);
+    }
+    std::fs::write(dir.join("images.idx"), img).unwrap();
+    std::fs::write(dir.join("labels.idx"), lab).unwrap();
+}
+
+#[test]
+fn a_run_written_by_fnetc_train_plots() {
+    // The contract with the trainer: what `fnetc train` writes today is read, and its
+    // plots are drawn (this model has no FlexConv and no regulariser: those two are
+    // skipped with notes).
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), 64);
+    let model = dir.path().join("tiny.fnet");
+    std::fs::write(
+        &model,
+        r#"
+model tiny {
+  input x: f32[B, 1, 6, 6]
+  seed 3
+  return x |> conv2d(4, 3, bias: false) |> relu |> flatten |> linear(3)
+}
+
+train {
+  data: idx(images: "images.idx", labels: "labels.idx", train: [0, 48], test: [48, 64])
+  loss: cross_entropy()
+  optimizer: sgd(lr: 0.1, momentum: 0.9)
+  epochs: 3
+  batch: 12
+  seed: 7
+}
+"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .current_dir(dir.path())
+        .args([
+            "train".as_ref(),
+            model.as_os_str(),
+            "--out".as_ref(),
+            run.as_os_str(),
+        ])
+        .args(["--eval-every", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let records = fnet::plot::records::read(&run.join("metrics.jsonl")).unwrap();
+    assert_eq!(records.steps.len(), 12, "3 epochs of 4 steps");
+    assert_eq!(records.epochs.len(), 3);
+    assert!(!records.evals.is_empty());
+    assert!(records
+        .epochs
+        .iter()
+        .all(|e| e.test_accuracy.is_some() && e.step.is_some()));
+
+    let report = run_plot(&run, None).unwrap();
+    let written = names(&report.written);
+    assert_eq!(written[..2], ["loss.png", "accuracy.png"]);
+    assert_eq!(written.len(), 3, "{written:?}");
+    assert!(written[2].starts_with("kernels_") && written[2].ends_with(".png"));
+    let kernels = Image::read(&report.written[2]);
+    assert!(kernels.non_white() > 1000);
+}
