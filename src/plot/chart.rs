@@ -59,9 +59,9 @@ impl Series {
 }
 
 /// A tick label without plotters' trailing `.0` on whole numbers (`100`, not `100.0`),
-/// and in scientific notation when tiny (`2.0e-5`).
+/// and in scientific notation below 1e-4 (`2.0e-5`).
 pub fn tick_label(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-3 {
+    if v != 0.0 && v.abs() < 1e-4 {
         return format!("{v:.1e}");
     }
     // Ticks are rounded to a few digits; what is left past 6 decimals is float noise.
@@ -233,6 +233,7 @@ mod tests {
         assert_eq!(tick_label(100.0), "100");
         assert_eq!(tick_label(0.35), "0.35");
         assert_eq!(tick_label(0.0015), "0.0015");
+        assert_eq!(tick_label(0.0005), "0.0005");
         assert_eq!(tick_label(2e-5), "2.0e-5");
         assert_eq!(tick_label(-0.0), "0");
         assert_eq!(tick_label(0.30000000000000004), "0.3");
