@@ -26,6 +26,8 @@ echo "== the same on OpenCL"
 "$fnetc" run out/lenet.fnc --backend opencl \
     -i data/mnist10k/images.idx3-ubyte.gz --range 8000..10000 \
     --labels data/mnist10k/labels.idx1-ubyte.gz
+echo "== fnetc plot out/lenet_run (PNGs in out/lenet_run/plots)"
+"$fnetc" plot out/lenet_run
 
 for f in examples/*.fnet; do
     echo "== fnetc check $f"

@@ -13,6 +13,7 @@ pub mod ir;
 pub mod kernel_ir;
 pub mod opencl;
 pub mod passes;
+pub mod plot;
 pub mod recipe;
 pub mod reference;
 pub mod runtime;

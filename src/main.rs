@@ -195,6 +195,8 @@ enum Command {
     },
     /// Train a model from its `train {}` section; see docs/training.md.
     Train(fnet::cli::train::TrainCmd),
+    /// Draw PNG plots of a training run; see docs/training.md, "Plots".
+    Plot(fnet::cli::plot::PlotCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -450,6 +452,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Train(cmd) => {
             fnet::cli::train::run(&cmd)?;
+        }
+        Command::Plot(cmd) => {
+            fnet::cli::plot::run(&cmd)?;
         }
     }
     Ok(())

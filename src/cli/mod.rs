@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod memory;
 pub mod named_inputs;
 pub mod peak_rss;
+pub mod plot;
 pub mod progress;
 pub mod run;
 pub mod train;

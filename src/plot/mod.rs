@@ -1,0 +1,178 @@
+//! `fnetc plot RUN_DIR`: PNG plots of a training run (see docs/training.md, "Plots").
+//!
+//! From `metrics.jsonl`: `loss.png`, `accuracy.png`, `kernel_sizes.png`,
+//! `regularizers.png`. From `final.safetensors` (or the newest checkpoint):
+//! `kernels_<layer>.png`. A plot whose data the run does not have is skipped with a
+//! note rather than failing the others; a run directory with nothing to plot, a
+//! damaged metrics line or an unknown `--layer` is an error.
+
+pub mod canvas;
+pub mod chart;
+pub mod curves;
+pub mod kernels;
+pub mod records;
+
+use crate::runtime::RunError;
+use std::path::{Path, PathBuf};
+
+/// What to plot and where.
+#[derive(Clone, Debug)]
+pub struct PlotArgs {
+    pub run: PathBuf,
+    /// Defaults to `RUN_DIR/plots`.
+    pub out: Option<PathBuf>,
+    /// The kernel tensor to draw (`conv1` or `conv1.weight`); default the first.
+    pub layer: Option<String>,
+}
+
+/// The files written and the plots skipped (with why).
+#[derive(Clone, Debug, Default)]
+pub struct PlotReport {
+    pub written: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+/// The weights to draw kernels from: `final.safetensors`, else the newest checkpoint.
+pub fn weights_path(run: &Path) -> Option<PathBuf> {
+    let fin = run.join("final.safetensors");
+    if fin.is_file() {
+        return Some(fin);
+    }
+    crate::train::checkpoint::list(run)
+        .pop()
+        .map(|(_, path)| path)
+}
+
+/// A file name made from a tensor name: letters, digits, `.`, `-` and `_` kept, the
+/// rest `_`, so any name gives a plain file in the output directory.
+pub fn file_stem(name: &str) -> String {
+    let name = name.strip_suffix(".weight").unwrap_or(name);
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes every plot the run has data for.
+pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
+    let run = &args.run;
+    let hint = "give the directory a `fnetc train` run wrote (its --out)";
+    match std::fs::metadata(run) {
+        Err(e) => {
+            return Err(
+                RunError::new(format!("cannot read run directory {}: {e}", run.display()))
+                    .hint(hint),
+            )
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(RunError::new(format!("{} is not a directory", run.display())).hint(hint))
+        }
+        Ok(_) => {}
+    }
+    let metrics = crate::train::metrics::path(run);
+    let weights = weights_path(run);
+    if !metrics.is_file() && weights.is_none() {
+        return Err(RunError::new(format!(
+            "{} holds no metrics.jsonl, final.safetensors or checkpoint: nothing to plot",
+            run.display()
+        ))
+        .hint(hint));
+    }
+    let out = args.out.clone().unwrap_or_else(|| run.join("plots"));
+    std::fs::create_dir_all(&out).map_err(|e| {
+        RunError::new(format!(
+            "cannot create the output directory {}: {e}",
+            out.display()
+        ))
+        .hint("choose another with --out")
+    })?;
+
+    let mut report = PlotReport::default();
+    let mut inputs: Vec<&Path> = vec![&metrics];
+    if let Some(w) = &weights {
+        inputs.push(w);
+    }
+
+    // The kernel grid first: an unknown --layer is an error before anything is written.
+    let mut kernel_plot = None;
+    match &weights {
+        Some(w) => {
+            let file = crate::io::weights::read_weights::<f32>(w)?;
+            if args.layer.is_none() && kernels::kernel_names(&file).is_empty() {
+                // A model of FlexConvs and pointwise convs only: nothing stored to draw.
+                report.notes.push(format!(
+                    "kernels_*.png skipped: {} holds no convolution kernel (a FlexConv's is \
+                     synthesised at run time and not stored)",
+                    w.display()
+                ));
+            } else {
+                let (name, tensor) = kernels::choose(&file, args.layer.as_deref())?;
+                let canvas = kernels::render(name, tensor)?;
+                kernel_plot = Some((format!("kernels_{}.png", file_stem(name)), canvas));
+            }
+        }
+        None if args.layer.is_some() => {
+            return Err(RunError::new(format!(
+                "--layer: {} has no final.safetensors and no checkpoint to read kernels from",
+                run.display()
+            ))
+            .hint("plot the kernels once the run has written a checkpoint"));
+        }
+        None => report
+            .notes
+            .push("kernels_*.png skipped: no final.safetensors or checkpoint".into()),
+    }
+
+    let records = if metrics.is_file() {
+        records::read(&metrics)?
+    } else {
+        report.notes.push(
+            "loss, accuracy, kernel size and regulariser plots skipped: no metrics.jsonl".into(),
+        );
+        records::RunRecords::default()
+    };
+    if metrics.is_file() && records.is_empty() {
+        report.notes.push(format!(
+            "{} has no step, epoch or eval records yet",
+            metrics.display()
+        ));
+    }
+    let mut plots: Vec<(String, Result<canvas::Canvas, String>)> = Vec::new();
+    if !records.is_empty() {
+        plots.push(("loss.png".into(), curves::loss(&records)?));
+        plots.push(("accuracy.png".into(), curves::accuracy(&records)?));
+        plots.push(("kernel_sizes.png".into(), curves::kernel_sizes(&records)?));
+        plots.push(("regularizers.png".into(), curves::regularizers(&records)?));
+    }
+    if let Some((name, canvas)) = kernel_plot {
+        plots.push((name, Ok(canvas)));
+    }
+    for (name, plot) in plots {
+        match plot {
+            Ok(canvas) => {
+                let path = out.join(&name);
+                canvas.save(&path, &inputs)?;
+                report.written.push(path);
+            }
+            Err(why) => report.notes.push(format!("{name} skipped: {why}")),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_stem;
+
+    #[test]
+    fn file_stems_are_plain() {
+        assert_eq!(file_stem("conv1.weight"), "conv1");
+        assert_eq!(file_stem("res1.conv/a b"), "res1.conv_a_b");
+        assert_eq!(file_stem("x.bias"), "x.bias");
+    }
+}
