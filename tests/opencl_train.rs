@@ -34,7 +34,14 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
         label_smoothing: smoothing,
         ..Loss::default()
     };
-    let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
+    check_training_loss(graph, &loss, batch, seed)
+}
+
+/// [`check_training`] with any loss: the regularisers' terms (`loss.ce`, `reg.*`)
+/// are compared too.
+#[track_caller]
+fn check_training_loss(graph: &Graph, loss: &Loss, batch: usize, seed: u64) -> TrainingGraph {
+    let tg = differentiate(graph, loss).unwrap_or_else(|e| panic!("{e}"));
     let params: ParamStore<f32> = perturbed_weights(graph, seed);
     let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
     let x = input(&input_shape(graph, batch), seed + 1);
@@ -59,6 +66,7 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
         .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
+        .chain(tg.terms.iter().cloned())
         .collect();
     assert_eq!(outs[1].len(), names.len());
     for ((name, want), got) in names.iter().zip(&outs[0]).zip(&outs[1]) {
@@ -337,7 +345,9 @@ fn a_label_that_is_not_a_class_is_an_error() {
     }
 }
 
-/// Every example's training graph at batch 2, OpenCL against the interpreter.
+/// Every example's training graph at batch 2, with the loss its recipe asks for
+/// (label smoothing and regularisers: ResNet32-S16U1*'s orthogonality, FlexTCN-6's
+/// kernel norm), OpenCL against the interpreter.
 #[test]
 fn every_example_trains_on_opencl() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -348,11 +358,19 @@ fn every_example_trains_on_opencl() {
         .collect();
     files.sort();
     assert!(files.len() >= 7, "{files:?}");
+    let mut regularised = 0;
     for (i, f) in files.iter().enumerate() {
         let m = example(f);
         eprintln!("{f}");
-        check_training(&m.graph, 2, 0.1, 100 + i as u64);
+        let loss = match &m.recipe {
+            Some(r) => Loss::from_recipe(r, 0).unwrap_or_else(|e| panic!("{f}: {e}")),
+            None => Loss::default(),
+        };
+        let tg = check_training_loss(&m.graph, &loss, 2, 100 + i as u64);
+        assert_eq!(tg.terms.len(), loss.regularizers.len() + usize::from(!loss.regularizers.is_empty()), "{f}");
+        regularised += loss.regularizers.len();
     }
+    assert!(regularised >= 2, "the examples' recipes have regularisers");
 }
 
 /// The crop is a constant of one step: a written mask parameter that widens the crop
