@@ -78,7 +78,10 @@ fn check(
 
 /// The value of output `name`.
 fn value(out: &[Tensor<f32>], names: &[String], name: &str) -> f32 {
-    let at = names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
+    let at = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name}"));
     out[at].data[0]
 }
 
@@ -213,7 +216,9 @@ fn kernel_norm_unfused_and_fused() {
         .unwrap()
         .run(&mut fused, &mut ctx, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(fused.node_ids().any(|n| fused.node(n).op.name() == "flex_kernel"));
+    assert!(fused
+        .node_ids()
+        .any(|n| fused.node(n).op.name() == "flex_kernel"));
     for (g, seed) in [(unfused, 41), (fused, 42)] {
         let params = perturbed_weights(&g, seed);
         let l2 = Regularizer::KernelL2 { weight: 0.05 };

@@ -367,7 +367,11 @@ fn every_example_trains_on_opencl() {
             None => Loss::default(),
         };
         let tg = check_training_loss(&m.graph, &loss, 2, 100 + i as u64);
-        assert_eq!(tg.terms.len(), loss.regularizers.len() + usize::from(!loss.regularizers.is_empty()), "{f}");
+        assert_eq!(
+            tg.terms.len(),
+            loss.regularizers.len() + usize::from(!loss.regularizers.is_empty()),
+            "{f}"
+        );
         regularised += loss.regularizers.len();
     }
     assert!(regularised >= 2, "the examples' recipes have regularisers");
@@ -399,7 +403,11 @@ fn a_new_mask_recrops_the_next_step() {
     cl.write_param("f.mask_params", &mask)
         .unwrap_or_else(|e| panic!("{e}"));
     let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(cl.executable().plan.kernels, before, "re-planned for the new crop");
+    assert_ne!(
+        cl.executable().plan.kernels,
+        before,
+        "re-planned for the new crop"
+    );
     let mut moved = params.clone();
     moved.insert("f.mask_params".into(), mask);
     let mut reference = ReferenceBackend

@@ -89,14 +89,13 @@ pub fn ortho_gram(name: &str, n: usize, len: usize, s: usize) -> Kernel {
         let_(
             "d",
             Ty::F32,
-            select(eq(i.clone(), j.clone()), var("acc") - float(1.0), var("acc")),
+            select(
+                eq(i.clone(), j.clone()),
+                var("acc") - float(1.0),
+                var("acc"),
+            ),
         ),
-        store(
-            "e",
-            i * n + j,
-            select(counted, var("d"), float(0.0)),
-            1,
-        ),
+        store("e", i * n + j, select(counted, var("d"), float(0.0)), 1),
     ];
     kernel(
         name,
@@ -136,7 +135,14 @@ pub fn sum_of_squares_scaled(name: &str, count: usize, scale: f32) -> Kernel {
 /// The orthogonality gradient of rows `row0..row0 + rows` of `b` `[n, len]`:
 /// `out[r, c] = factor · Σ_j (e[i, j] + e[j, i])·b[j, c]` with `i = row0 + r`, `factor`
 /// `2·scale`. One work-item per output element.
-pub fn ortho_grad(name: &str, n: usize, len: usize, row0: usize, rows: usize, factor: f32) -> Kernel {
+pub fn ortho_grad(
+    name: &str,
+    n: usize,
+    len: usize,
+    row0: usize,
+    rows: usize,
+    factor: f32,
+) -> Kernel {
     let i = var("i");
     let body = vec![
         let_("t", Ty::I32, gid(0)),
@@ -265,9 +271,8 @@ pub fn antialias(name: &str, a: &Antialias) -> Kernel {
             format!("share{l}"),
         );
         let at = var("q");
-        let combined = (abs(load(&w, at.clone(), 1))
-            + float(s) * abs(load(&g, at.clone(), 1)))
-            / float(tau);
+        let combined =
+            (abs(load(&w, at.clone(), 1)) + float(s) * abs(load(&g, at.clone(), 1))) / float(tau);
         let hit = || eq(load(&dw, at.clone(), 1), var(&f));
         body.extend([
             // The candidates (all ≥ 0, so 0 starts the maximum: an all-zero filter

@@ -132,7 +132,9 @@ impl Builder<'_> {
         let (TrainOp::AntialiasPenalty(at) | TrainOp::AntialiasPenaltyBackward { attrs: at, .. }) =
             op
         else {
-            return Err(RunError::new("internal error: not an anti-aliasing penalty"));
+            return Err(RunError::new(
+                "internal error: not an anti-aliasing penalty",
+            ));
         };
         let layer = self.graph.node(id).name.clone();
         let parts = operands
