@@ -219,10 +219,7 @@ pub fn compile_training(
     ctx.batch = args.batch as u64;
     ctx.cost_backend = cost;
     let recipe = module.recipe.as_ref();
-    let recipe_error = |e: crate::autodiff::AutodiffError| Report {
-        source: source.clone(),
-        diagnostics: vec![e.to_diagnostic()],
-    };
+    let recipe_error = |e: crate::autodiff::AutodiffError| super::loss_report(&source, &e);
     let pipeline = if args.unoptimised {
         let loss = training_loss(recipe).map_err(recipe_error)?;
         PassManager::new(vec![Box::new(Autodiff { loss })])
