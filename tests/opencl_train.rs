@@ -392,7 +392,8 @@ fn every_example_trains_on_opencl() {
 }
 
 /// The crop is a constant of one step: a written mask parameter that widens the crop
-/// makes the next run re-plan, and the step equals the interpreter's on the new value.
+/// makes the next run re-plan, and the step equals the interpreter's on the new value
+/// (the inputs `forward` wrote before the run re-planned reach the new plan).
 #[test]
 fn a_new_mask_recrops_the_next_step() {
     let m = program(
