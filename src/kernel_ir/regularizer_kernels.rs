@@ -52,57 +52,76 @@ fn sign(x: Expr) -> Expr {
     )
 }
 
-/// The masked Gram matrix of a stage's filters: `e[i, j] = M_ij·((B Bᵀ)_ij − δ_ij)` for
-/// `b` `[n, len]` (every filter a row: the shared tensors' first, `s` rows, then the
-/// unique ones). `M` counts every shared row against every row, and a unique row
-/// against the rows of its own conv only: `blk` `[n]` numbers each row's conv (any
-/// value for shared rows). One work-item per entry.
-pub fn ortho_gram(name: &str, n: usize, len: usize, s: usize) -> Kernel {
+/// `bt[q, i] = b[i, q]` for `b` `[n, len]`: the stacked filters transposed, so that
+/// the Gram matrix `B Bᵀ` is a matrix product with contiguous rows on both sides.
+pub fn transpose(name: &str, n: usize, len: usize) -> Kernel {
+    let body = vec![store(
+        "bt",
+        gid(1) * n + gid(0),
+        load("b", gid(0) * len + gid(1), 1),
+        1,
+    )];
+    kernel(
+        name,
+        vec![p("b", true), p("bt", false)],
+        body,
+        vec![n, len],
+        0,
+    )
+}
+
+/// The masked Gram matrix of a stage's filters from `g = B Bᵀ` `[n, n]` (every filter
+/// a row of `B`: the shared tensors' first, `s` rows, then the unique ones):
+/// `e[i, j] = M_ij·(g[i, j] − δ_ij)`. `M` counts every shared row against every row,
+/// and a unique row against the rows of its own conv only: `blk` `[n]` numbers each
+/// row's conv (any value for shared rows). Also `sym = factor·(e + eᵀ)`, the matrix
+/// the gradient multiplies `B` by. One work-item per entry.
+pub fn ortho_mask(name: &str, n: usize, s: usize, factor: f32) -> Kernel {
     let (i, j) = (var("i"), var("j"));
-    let counted = select(
-        lt(i.clone(), int(s)),
-        int(1),
+    let counted = |i: Expr, j: Expr| {
         select(
-            le(int(s), j.clone()),
-            eq(load("blk", i.clone(), 1), load("blk", j.clone(), 1)),
-            int(0),
-        ),
-    );
+            lt(i.clone(), int(s)),
+            float(1.0),
+            select(
+                le(int(s), j.clone()),
+                select(
+                    eq(load("blk", i, 1), load("blk", j, 1)),
+                    float(1.0),
+                    float(0.0),
+                ),
+                float(0.0),
+            ),
+        )
+    };
+    let delta = |i: Expr, j: Expr| select(eq(i, j), float(1.0), float(0.0));
     let body = vec![
         let_("j", Ty::I32, gid(0)),
         let_("i", Ty::I32, gid(1)),
-        let_("acc", Ty::F32, float(0.0)),
-        for_(
-            "q",
-            int(0),
-            int(len),
-            false,
-            vec![assign(
-                "acc",
-                fma(
-                    load("b", i.clone() * len + var("q"), 1),
-                    load("b", j.clone() * len + var("q"), 1),
-                    var("acc"),
-                ),
-            )],
+        let_(
+            "dij",
+            Ty::F32,
+            load("g", i.clone() * n + j.clone(), 1) - delta(i.clone(), j.clone()),
         ),
         let_(
-            "d",
+            "dji",
             Ty::F32,
-            select(
-                eq(i.clone(), j.clone()),
-                var("acc") - float(1.0),
-                var("acc"),
-            ),
+            load("g", j.clone() * n + i.clone(), 1) - delta(i.clone(), j.clone()),
         ),
-        store("e", i * n + j, select(counted, var("d"), float(0.0)), 1),
+        let_("eij", Ty::F32, counted(i.clone(), j.clone()) * var("dij")),
+        store("e", i.clone() * n + j.clone(), var("eij"), 1),
+        store(
+            "sym",
+            i.clone() * n + j.clone(),
+            float(factor) * (var("eij") + counted(j, i) * var("dji")),
+            1,
+        ),
     ];
     kernel(
         name,
-        vec![p("b", true), p("blk", true), p("e", false)],
+        vec![p("g", true), p("blk", true), p("e", false), p("sym", false)],
         body,
         vec![n, n],
-        2 * n * n * len,
+        6 * n * n,
     )
 }
 
@@ -129,48 +148,6 @@ pub fn sum_of_squares_scaled(name: &str, count: usize, scale: f32) -> Kernel {
         body,
         vec![1],
         2 * count,
-    )
-}
-
-/// The orthogonality gradient of rows `row0..row0 + rows` of `b` `[n, len]`:
-/// `out[r, c] = factor · Σ_j (e[i, j] + e[j, i])·b[j, c]` with `i = row0 + r`, `factor`
-/// `2·scale`. One work-item per output element.
-pub fn ortho_grad(
-    name: &str,
-    n: usize,
-    len: usize,
-    row0: usize,
-    rows: usize,
-    factor: f32,
-) -> Kernel {
-    let i = var("i");
-    let body = vec![
-        let_("t", Ty::I32, gid(0)),
-        let_("i", Ty::I32, var("t") / len + row0),
-        let_("c", Ty::I32, var("t") % len),
-        let_("acc", Ty::F32, float(0.0)),
-        for_(
-            "j",
-            int(0),
-            int(n),
-            false,
-            vec![assign(
-                "acc",
-                fma(
-                    load("e", i.clone() * n + var("j"), 1) + load("e", var("j") * n + i, 1),
-                    load("b", var("j") * len + var("c"), 1),
-                    var("acc"),
-                ),
-            )],
-        ),
-        store("out", var("t"), float(factor) * var("acc"), 1),
-    ];
-    kernel(
-        name,
-        vec![p("b", true), p("e", true), p("out", false)],
-        body,
-        vec![rows * len],
-        3 * rows * len * n,
     )
 }
 

@@ -7,9 +7,11 @@
 //! A penalty's value and each of its gradients are separate nodes over the same
 //! operands. What they share is computed once per step by whichever of them is lowered
 //! first and kept in `Builder::penalties`, by the penalty's kind and operands:
-//! - orthogonality: the stage's filters stacked as the rows of one buffer `B`, and the
-//!   masked Gram matrix `E = M ⊙ (B Bᵀ − I)`; the value is `scale·Σ E²`, and each
-//!   gradient `2·scale·(E + Eᵀ)·B` over its operand's rows;
+//! - orthogonality: the stage's filters stacked as the rows of one buffer `B`, the
+//!   Gram matrix `B Bᵀ` (`gemm::matmul` over a transposed copy), the masked
+//!   `E = M ⊙ (B Bᵀ − I)` and `2·scale·(E + Eᵀ)`; the value is
+//!   `scale·Σ E²`; the gradient of every row, `2·scale·(E + Eᵀ)·B`, is one matrix
+//!   product (`gemm::matmul`), and each operand's gradient is a block of its rows;
 //! - anti-aliasing: one launch computes the value and every gradient (a layer's
 //!   MAGNet has a handful of small filters);
 //! - norm: `‖x‖` (partial sums of squares, then their sum), read by the value and the
@@ -17,7 +19,8 @@
 
 use super::{BufId, Builder, Val};
 use crate::ir::op::TrainOp;
-use crate::kernel_ir::{ops, regularizer_kernels as rk};
+use crate::kernel_ir::gemm::matmul;
+use crate::kernel_ir::{backward_ops as bw, ops, regularizer_kernels as rk};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
 
@@ -33,7 +36,7 @@ impl Builder<'_> {
         let layer = self.graph.node(id).name.clone();
         match op {
             TrainOp::OrthoPenalty { shared, scale, .. } => {
-                let (_, e) = self.ortho_gram(id, *shared)?;
+                let [_, e, _] = self.ortho_gram(id, *shared, *scale)?;
                 let y = self.temp(vec![1]);
                 let kern = rk::sum_of_squares_scaled("", e.shape.iter().product(), *scale as f32);
                 self.emit("ortho_value", kern, vec![e.buf, y.buf], &layer);
@@ -45,18 +48,18 @@ impl Builder<'_> {
                 slot,
                 ..
             } => {
-                let (b, e) = self.ortho_gram(id, *shared)?;
-                let (n, len) = (b.shape[0], b.shape[1]);
+                let grad = self.ortho_grad(id, *shared, *scale)?;
+                let len = grad.shape[1];
                 let rows_before = operands[..*slot]
                     .iter()
                     .map(|&o| self.val(o).map(|v| v.shape[0]))
                     .sum::<Result<usize, _>>()?;
                 let x = self.val(operands[*slot])?;
-                let rows = x.shape[0];
+                let chunk = x.shape.iter().product();
                 let y = self.temp(x.shape.clone());
-                let factor = (2.0 * scale) as f32;
-                let kern = rk::ortho_grad("", n, len, rows_before, rows, factor);
-                self.emit("ortho_grad", kern, vec![b.buf, e.buf, y.buf], &layer);
+                let total = grad.shape.iter().product();
+                let kern = bw::take_block("", 1, chunk, total, rows_before * len);
+                self.emit("ortho_grad_rows", kern, vec![grad.buf, y.buf], &layer);
                 Ok(y)
             }
             TrainOp::AntialiasPenalty(_) => Ok(self.antialias_all(id, op)?[0].clone()),
@@ -84,14 +87,20 @@ impl Builder<'_> {
         }
     }
 
-    /// The stacked filters `B` `[N, len]` and the masked Gram matrix `E` `[N, N]` of an
-    /// orthogonality penalty's operands (shared tensors first, then one unique tensor
-    /// per conv), computed on the first call for these operands.
-    fn ortho_gram(&mut self, id: NodeIndex, shared: usize) -> Result<(Val, Val), RunError> {
+    /// The stacked filters `B` `[N, len]`, the masked Gram matrix `E` `[N, N]` and
+    /// `2·scale·(E + Eᵀ)` of an orthogonality penalty's operands (shared tensors first,
+    /// then one unique tensor per conv), computed on the first call for these
+    /// operands.
+    fn ortho_gram(
+        &mut self,
+        id: NodeIndex,
+        shared: usize,
+        scale: f64,
+    ) -> Result<[Val; 3], RunError> {
         let operands = self.graph.operands(id);
         let key = ("ortho", operands.clone());
         if let Some(v) = self.penalties.get(&key) {
-            return Ok((v[0].clone(), v[1].clone()));
+            return Ok([v[0].clone(), v[1].clone(), v[2].clone()]);
         }
         let layer = self.graph.node(id).name.clone();
         let parts = operands
@@ -114,11 +123,41 @@ impl Builder<'_> {
         }
         let s: usize = parts[..shared].iter().map(|p| p.shape[0]).sum();
         let blk = self.constant(blk);
-        let e = self.temp(vec![n, n]);
-        let kern = rk::ortho_gram("", n, len, s);
-        self.emit("ortho_gram", kern, vec![b.buf, blk, e.buf], &layer);
-        self.penalties.insert(key, vec![b.clone(), e.clone()]);
-        Ok((b, e))
+        // B Bᵀ as a product over Bᵀ's contiguous rows (vector loads), then the mask.
+        let bt = self.temp(vec![len, n]);
+        self.emit(
+            "ortho_transpose",
+            rk::transpose("", n, len),
+            vec![b.buf, bt.buf],
+            &layer,
+        );
+        let g = self.temp(vec![n, n]);
+        let kern = matmul("", n, n, len, (len, 1), (n, 1), self.target.vector);
+        self.emit("ortho_gram", kern, vec![b.buf, bt.buf, g.buf], &layer);
+        let (e, sym) = (self.temp(vec![n, n]), self.temp(vec![n, n]));
+        let kern = rk::ortho_mask("", n, s, (2.0 * scale) as f32);
+        self.emit("ortho_mask", kern, vec![g.buf, blk, e.buf, sym.buf], &layer);
+        let all = [b, e, sym];
+        self.penalties.insert(key, all.to_vec());
+        Ok(all)
+    }
+
+    /// The orthogonality gradient of every row of `B`, `2·scale·(E + Eᵀ)·B` `[N, len]`:
+    /// one matrix product per stage, of which each operand's gradient is a block of
+    /// rows.
+    fn ortho_grad(&mut self, id: NodeIndex, shared: usize, scale: f64) -> Result<Val, RunError> {
+        let key = ("ortho_grad", self.graph.operands(id));
+        if let Some(v) = self.penalties.get(&key) {
+            return Ok(v[0].clone());
+        }
+        let [b, _, sym] = self.ortho_gram(id, shared, scale)?;
+        let (n, len) = (b.shape[0], b.shape[1]);
+        let y = self.temp(vec![n, len]);
+        let kern = matmul("", n, len, n, (n, 1), (len, 1), self.target.vector);
+        let layer = self.graph.node(id).name.clone();
+        self.emit("ortho_grad", kern, vec![sym.buf, b.buf, y.buf], &layer);
+        self.penalties.insert(key, vec![y.clone()]);
+        Ok(y)
     }
 
     /// An anti-aliasing penalty's value and every operand's gradient, from one launch
