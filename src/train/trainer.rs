@@ -388,9 +388,7 @@ impl Run<'_> {
                 }
                 let stop = self.args.stop_after.is_some_and(|m| self.step >= m);
                 let every = self.args.checkpoint_every.filter(|&e| e > 0);
-                if stop
-                    || every
-                        .is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
+                if stop || every.is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
                 {
                     self.save()?;
                 }
