@@ -30,7 +30,10 @@ fn inputs(graph: &Graph, batch: usize, seed: u64) -> Vec<Tensor<f32>> {
 }
 
 /// One training step of `graph` with `loss` on both backends, every output compared;
-/// returns the training graph, the interpreter's outputs and the output names.
+/// returns the training graph, OpenCL's outputs and the output names. The reference
+/// is the interpreter in f64 on the same parameters and inputs (the exact step: an
+/// f32 interpreter may round a ReLU input across zero where OpenCL does not, see
+/// `tests/opencl_train.rs`).
 #[track_caller]
 fn check(
     graph: &Graph,
@@ -42,8 +45,13 @@ fn check(
     let tg = differentiate(graph, loss).unwrap_or_else(|e| panic!("{e}"));
     let x = inputs(graph, batch, seed);
     let shapes: Vec<Vec<usize>> = x.iter().map(|t| t.shape.clone()).collect();
+    let params64: ParamStore<f64> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.cast::<f64>()))
+        .collect();
+    let x64: Vec<Tensor<f64>> = x.iter().map(|t| t.cast::<f64>()).collect();
     let mut reference = ReferenceBackend
-        .prepare(tg.graph.clone(), params.clone(), &shapes)
+        .prepare_f64(tg.graph.clone(), params64, &shapes)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut cl = backend()
         .prepare_plan(&tg.graph, params, &shapes)
@@ -61,7 +69,7 @@ fn check(
         );
     }
     reference.set_mode(Mode::Train).unwrap();
-    let want = reference.forward(&x).unwrap_or_else(|e| panic!("{e}"));
+    let want = reference.forward(&x64).unwrap_or_else(|e| panic!("{e}"));
     let got = cl.forward(&x).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
@@ -73,7 +81,7 @@ fn check(
         assert!(g.data.iter().all(|v| v.is_finite()), "{name}: {g:?}");
         assert_close(name, g, w, 1e-4);
     }
-    (tg, want, names)
+    (tg, got, names)
 }
 
 /// The value of output `name`.
@@ -258,4 +266,32 @@ fn all_terms_from_a_recipe() {
     assert_eq!(tg.terms.len(), 4);
     let parts: f32 = tg.terms.iter().map(|t| value(&out, &names, t)).sum();
     assert!((value(&out, &names, "loss") - parts).abs() < 1e-5);
+}
+
+/// FlexNet-7 whole (15 FlexConvs, 2D, cropped by their masks) with the anti-aliasing
+/// penalty on frequencies and masks and the kernel norm beside its cross-entropy (its
+/// recipe has neither; these are the terms a FlexNet recipe may add), at batch 2.
+#[test]
+fn flexnet7_with_antialias_and_kernel_norm() {
+    let m = common::example_module("flexnet7_cifar10");
+    let loss = Loss {
+        label_smoothing: 0.1,
+        regularizers: vec![
+            antialias(AntialiasTarget::GaborMask),
+            Regularizer::KernelL2 { weight: 1e-3 },
+        ],
+        ..Loss::default()
+    };
+    let params = perturbed_weights(&m.graph, 61);
+    let (tg, out, names) = check(&m.graph, &loss, &params, 2, 62);
+    assert!(value(&out, &names, "reg.antialias") > 0.0);
+    assert!(value(&out, &names, "reg.weight_decay") > 0.0);
+    let penalties = |op: &str| {
+        tg.graph
+            .node_ids()
+            .filter(|&n| tg.graph.node(n).op.name() == op)
+            .count()
+    };
+    assert_eq!(penalties("antialias_penalty"), 15);
+    assert_eq!(penalties("norm_penalty"), 30, "kernel and bias of each");
 }
