@@ -134,7 +134,7 @@ fn count_ops(g: &Graph, name: &str) -> usize {
 /// The stride of a sampled gradient of `n` elements: `sample_stride` in the script.
 fn sample_stride(n: usize) -> usize {
     let mut s = n.div_ceil(2048);
-    while [2, 3, 5, 7].iter().any(|p| s.is_multiple_of(*p)) {
+    while [2, 3, 5, 7].iter().any(|&p| s.is_multiple_of(p)) {
         s += 1;
     }
     s

@@ -1,7 +1,8 @@
 //! Training on OpenCL against the reference interpreter: small training graphs
 //! (`autodiff::differentiate`) run on both backends in `Mode::Train` with the same
-//! parameters, inputs, labels and seed; the loss, every `grad.*` and every `update.*`
-//! agree within f32 tolerance scaled to magnitude, and the running statistics both
+//! parameters, inputs, labels and seed (the interpreter in f64); the loss, every
+//! `grad.*` and every `update.*` (and a regularised loss's parts) agree within f32
+//! tolerance scaled to magnitude, and the running statistics both
 //! backends store after the step agree too. Dropout masks are bit-equal.
 //!
 //! These tests need an OpenCL platform (PoCL); see `tests/opencl.rs`.
@@ -13,7 +14,7 @@ use common::{assert_close, input_shape, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss, TrainingGraph};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
 use fnet::ir::graph::Graph;
-use fnet::runtime::{run, Mode, ParamStore, RunOptions};
+use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 
 /// Labels in `0..classes` for `batch` samples.
@@ -34,59 +35,63 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
         label_smoothing: smoothing,
         ..Loss::default()
     };
-    let tg = differentiate(graph, &loss).unwrap_or_else(|e| panic!("{e}"));
+    check_training_loss(graph, &loss, batch, seed)
+}
+
+/// [`check_training`] with any loss: the regularisers' terms (`loss.ce`, `reg.*`)
+/// are compared too.
+///
+/// The reference is the interpreter in f64 on the same (f32) parameters and inputs:
+/// the exact step, which OpenCL's f32 must round to. Against the f32 interpreter two
+/// roundings meet, and one ReLU input rounded across zero by either one moves whole
+/// gradients (LC-ResNet-20 at seed 104: the f32 interpreter's `conv1.coeff` gradient
+/// is 7.7e-3 from the f64 one, OpenCL's 7e-7).
+#[track_caller]
+fn check_training_loss(graph: &Graph, loss: &Loss, batch: usize, seed: u64) -> TrainingGraph {
+    let tg = differentiate(graph, loss).unwrap_or_else(|e| panic!("{e}"));
     let params: ParamStore<f32> = perturbed_weights(graph, seed);
     let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
     let x = input(&input_shape(graph, batch), seed + 1);
     let inputs = vec![x, labels(batch, classes, seed + 2)];
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-    let mut backends: Vec<Box<dyn Prepared<f32>>> = vec![
-        ReferenceBackend
-            .prepare(tg.graph.clone(), params.clone(), &shapes)
-            .unwrap_or_else(|e| panic!("{e}")),
-        Box::new(
-            backend()
-                .prepare_plan(&tg.graph, &params, &shapes)
-                .unwrap_or_else(|e| panic!("{e}")),
-        ),
-    ];
-    let mut outs = Vec::new();
-    for b in &mut backends {
-        b.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
-        b.set_seed(seed + 3).unwrap_or_else(|e| panic!("{e}"));
-        outs.push(b.forward(&inputs).unwrap_or_else(|e| panic!("{e}")));
-    }
-    // The values are compared with the interpreter in f64: at batch 2 a deep net's
-    // f32 gradients (either backend's) can sit 1e-2 from the exact ones where one
-    // ReLU input rounds across zero (LC-ResNet-20, seed 104: the f32 interpreter's
-    // conv1 gradient was 7.7e-3 off both f64 and OpenCL).
-    let wide = |t: &Tensor<f32>| t.cast::<f64>();
-    let exact = run(
-        &tg.graph,
-        &params.iter().map(|(k, v)| (k.clone(), wide(v))).collect(),
-        &inputs.iter().map(wide).collect::<Vec<_>>(),
-        &RunOptions {
-            mode: Mode::Train,
-            seed: seed + 3,
-            ..RunOptions::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-    .outputs;
+    let params64: ParamStore<f64> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.cast::<f64>()))
+        .collect();
+    let inputs64: Vec<Tensor<f64>> = inputs.iter().map(|t| t.cast::<f64>()).collect();
+    let mut reference = ReferenceBackend
+        .prepare_f64(tg.graph.clone(), params64.clone(), &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cl = backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference
+        .set_mode(Mode::Train)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference
+        .set_seed(seed + 3)
+        .unwrap_or_else(|e| panic!("{e}"));
+    cl.set_mode(Mode::Train).unwrap_or_else(|e| panic!("{e}"));
+    cl.set_seed(seed + 3).unwrap_or_else(|e| panic!("{e}"));
+    let want = reference
+        .forward(&inputs64)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
         .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
+        .chain(tg.terms.iter().cloned())
         .collect();
-    assert_eq!(outs[1].len(), names.len());
-    for ((name, want), got) in names.iter().zip(&exact).zip(&outs[1]) {
+    assert_eq!(got.len(), names.len());
+    for ((name, want), got) in names.iter().zip(&want).zip(&got) {
         assert!(got.data.iter().all(|v| v.is_finite()), "{name}: {got:?}");
         assert_close(name, got, want, 1e-4);
     }
     for b in &tg.buffers {
-        let want = backends[0].read_param(b).unwrap_or_else(|e| panic!("{e}"));
-        let got = backends[1].read_param(b).unwrap_or_else(|e| panic!("{e}"));
+        let want = reference.read_param(b).unwrap_or_else(|e| panic!("{e}"));
+        let got = cl.read_param(b).unwrap_or_else(|e| panic!("{e}"));
         assert_close(&format!("stored {b}"), &got, &want, 1e-5);
-        assert_ne!(want, params[b], "{b} was updated");
+        assert_ne!(want, params64[b], "{b} was updated");
     }
     tg
 }
@@ -354,7 +359,9 @@ fn a_label_that_is_not_a_class_is_an_error() {
     }
 }
 
-/// Every example's training graph at batch 2, OpenCL against the interpreter.
+/// Every example's training graph at batch 2, with the loss its recipe asks for
+/// (label smoothing and regularisers: ResNet32-S16U1*'s orthogonality, FlexTCN-6's
+/// kernel norm), OpenCL against the interpreter.
 #[test]
 fn every_example_trains_on_opencl() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -365,9 +372,65 @@ fn every_example_trains_on_opencl() {
         .collect();
     files.sort();
     assert!(files.len() >= 7, "{files:?}");
+    let mut regularised = 0;
     for (i, f) in files.iter().enumerate() {
         let m = example(f);
         eprintln!("{f}");
-        check_training(&m.graph, 2, 0.1, 100 + i as u64);
+        let loss = match &m.recipe {
+            Some(r) => Loss::from_recipe(r, 0).unwrap_or_else(|e| panic!("{f}: {e}")),
+            None => Loss::default(),
+        };
+        let tg = check_training_loss(&m.graph, &loss, 2, 100 + i as u64);
+        assert_eq!(
+            tg.terms.len(),
+            loss.regularizers.len() + usize::from(!loss.regularizers.is_empty()),
+            "{f}"
+        );
+        regularised += loss.regularizers.len();
+    }
+    assert!(regularised >= 2, "the examples' recipes have regularisers");
+}
+
+/// The crop is a constant of one step: a written mask parameter that widens the crop
+/// makes the next run re-plan, and the step equals the interpreter's on the new value
+/// (the inputs `forward` wrote before the run re-planned reach the new plan).
+#[test]
+fn a_new_mask_recrops_the_next_step() {
+    let m = program(
+        "model t {
+           input x: f32[B, 2, 40]
+           seed 3
+           h = x |> flexconv(3, horizon: same, causal: true, mask: gauss(sigma: 0.05)) as f
+           return h |> relu |> last
+         }",
+    );
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(&m.graph, 4);
+    let inputs = vec![input(&[2, 2, 40], 5), labels(2, 3, 6)];
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let mut cl = backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let before = cl.executable().plan.kernels.clone();
+    let mut mask = params["f.mask_params"].clone();
+    mask.data[1] *= 8.0; // a wider sigma keeps more of the kernel
+    cl.write_param("f.mask_params", &mask)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        cl.executable().plan.kernels,
+        before,
+        "re-planned for the new crop"
+    );
+    let mut moved = params.clone();
+    moved.insert("f.mask_params".into(), mask);
+    let mut reference = ReferenceBackend
+        .prepare(tg.graph.clone(), moved, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference.set_mode(Mode::Train).unwrap();
+    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("output {i}"), g, w, 1e-4);
     }
 }

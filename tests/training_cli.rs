@@ -101,6 +101,56 @@ fn a_model_autodiff_refuses_is_an_error_at_its_layer() {
     assert!(out.status.success(), "{}", text(&out).1);
 }
 
+/// The recipe's regularisers are part of the training loss: a recipe listing one kind
+/// twice is an E0801 at its `regularizers` field, from `compile` and from `bench`; the
+/// same recipe listing it once compiles, with the term's output.
+#[test]
+fn a_recipe_loss_autodiff_refuses_is_an_error_at_the_recipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = |regs: &str| {
+        format!(
+            "model d {{\n  input x: f32[B, 1, 8]\n  \
+             h = x |> flexconv(2, horizon: 5, kernel: magnet(hidden: 3, layers: 1))\n  \
+             return h |> last\n}}\ntrain {{\n  regularizers: [{regs}]\n}}\n"
+        )
+    };
+    let twice = model("kernel_l2(weight: 1e-4), kernel_l2(weight: 2e-4)");
+    std::fs::write(dir.path().join("twice.fnet"), twice).expect("write");
+    let bench = [
+        "bench",
+        "twice.fnet",
+        "--training",
+        "--backend",
+        "reference",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+    ];
+    for args in [&["compile", "twice.fnet", "--training"][..], &bench[..]] {
+        let out = fnetc_in(dir.path(), args, &[("NO_COLOR", "1")]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("E0801"), "{stderr}");
+        assert!(stderr.contains("`kernel_l2` twice"), "{stderr}");
+        assert!(
+            stderr.contains("twice.fnet:7:3"),
+            "at `regularizers`: {stderr}"
+        );
+        assert!(stderr.contains("sum of the weights"), "the hint: {stderr}");
+    }
+    std::fs::write(
+        dir.path().join("once.fnet"),
+        model("kernel_l2(weight: 1e-4)"),
+    )
+    .expect("write");
+    let out = fnetc_in(dir.path(), &["compile", "once.fnet", "--training"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("norm_penalty("), "{stdout}");
+    assert!(stdout.contains("# reg.weight_decay"), "{stdout}");
+}
+
 /// The value of `memory   KEY ... (...; N bytes)` in a bench report.
 fn bytes_after(report: &str, key: &str) -> u64 {
     let line = report

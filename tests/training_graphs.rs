@@ -37,7 +37,8 @@ fn context() -> PassContext {
 /// The training pipeline of `m`, run up to and including autodiff; returns that graph
 /// and the passes that follow it.
 fn through_autodiff(m: &Module) -> (Graph, PassManager) {
-    let mut pm = pipeline_for(CompileMode::Training, m.recipe.as_ref());
+    let mut pm = pipeline_for(CompileMode::Training, m.recipe.as_ref())
+        .unwrap_or_else(|e| panic!("{}: {e}", m.graph.name));
     let at = pm
         .names()
         .iter()
@@ -187,7 +188,7 @@ fn check_passes(name: &str, m: &Module) -> usize {
         let want = outputs(&g, &s);
 
         // The unoptimised training graph: autodiff of the elaborated model.
-        let loss = training_loss(m.recipe.as_ref());
+        let loss = training_loss(m.recipe.as_ref()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut raw = differentiate(&m.graph, &loss)
             .unwrap_or_else(|e| panic!("{name}: {e}"))
             .graph;
@@ -244,6 +245,7 @@ fn the_memory_plan_keeps_what_the_backward_reads_alive() {
     let m = example_module("lenet_mnist");
     let mut g = m.graph.clone();
     pipeline_for(CompileMode::Training, m.recipe.as_ref())
+        .expect("the recipe's loss")
         .run(&mut g, &mut context(), &mut |_| {})
         .expect("compiles");
     let p = plan(&g, 8);
@@ -305,6 +307,7 @@ fn training_graph_of_every_example() {
         let mut g = m.graph.clone();
         let mut ctx = PassContext::new(CompileMode::Training);
         pipeline_for(CompileMode::Training, m.recipe.as_ref())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
             .run(&mut g, &mut ctx, &mut |_| {})
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let text = print_graph(&g);

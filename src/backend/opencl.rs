@@ -100,6 +100,7 @@ impl OpenClBackend {
             labels: labels_check(graph),
             crop_params: crop_params(graph),
             stale: false,
+            last_inputs: None,
             seed: 0,
         };
         prepared.record_params();
@@ -212,6 +213,9 @@ pub struct OpenClPrepared {
     crop_params: BTreeSet<String>,
     /// A parameter deciding a crop was written since the plan was built.
     stale: bool,
+    /// The inputs last written, kept where a crop can change (`crop_params` not
+    /// empty): a re-plan in `run` makes a new executable, which needs them again.
+    last_inputs: Option<Vec<Tensor<f32>>>,
     seed: u64,
 }
 
@@ -237,7 +241,8 @@ impl OpenClPrepared {
 
     /// Builds the plan again in `mode` from the current parameter values; the new
     /// executable replaces the old one only if its plan differs (`only_if_changed`).
-    fn replan(&mut self, mode: Mode, only_if_changed: bool) -> Result<(), RunError> {
+    /// Returns whether it did.
+    fn replan(&mut self, mode: Mode, only_if_changed: bool) -> Result<bool, RunError> {
         for name in self.exe.plan.params.keys() {
             if let (Some(data), Some(shape)) =
                 (self.exe.read_param(name), self.param_shapes.get(name))
@@ -251,17 +256,14 @@ impl OpenClPrepared {
         let same = |a: &crate::kernel_ir::plan::Plan, b: &crate::kernel_ir::plan::Plan| {
             a.kernels == b.kernels && a.steps == b.steps
         };
-        if !(only_if_changed && same(&plan, &self.exe.plan)) {
-            // The caller may have written this step's inputs into the old plan.
-            let inputs = self.exe.read_inputs()?;
-            let exe = Executable::new(&self.backend.ctx, plan)?;
-            exe.write_inputs(&inputs)?;
-            self.exe = exe;
-            self.exe.set_seed(self.seed)?;
-            self.mode = mode;
-            self.record_params();
+        if only_if_changed && same(&plan, &self.exe.plan) {
+            return Ok(false);
         }
-        Ok(())
+        self.exe = Executable::new(&self.backend.ctx, plan)?;
+        self.exe.set_seed(self.seed)?;
+        self.mode = mode;
+        self.record_params();
+        Ok(true)
     }
 
     /// The interpreter's label check: whole numbers in `0..classes`.
@@ -301,6 +303,9 @@ impl Prepared<f32> for OpenClPrepared {
 
     fn write_inputs(&mut self, inputs: &[Tensor<f32>]) -> Result<(), RunError> {
         self.check_labels(inputs)?;
+        if !self.crop_params.is_empty() {
+            self.last_inputs = Some(inputs.to_vec());
+        }
         self.exe.write_inputs(inputs)
     }
 
@@ -309,7 +314,12 @@ impl Prepared<f32> for OpenClPrepared {
             // The crop is a constant of the step: decided anew from the mask
             // parameters written since the plan was built.
             self.stale = false;
-            self.replan(self.mode, true)?;
+            if self.replan(self.mode, true)? {
+                // A new executable: its input buffers are not the ones written.
+                if let Some(inputs) = &self.last_inputs {
+                    self.exe.write_inputs(inputs)?;
+                }
+            }
         }
         self.exe.launch()
     }
@@ -330,7 +340,7 @@ impl Prepared<f32> for OpenClPrepared {
             .hint("prepare the model graph (not its training graph) to evaluate"));
         }
         // Inputs written before are kept by the caller, not by a new plan.
-        self.replan(mode, false)
+        self.replan(mode, false).map(|_| ())
     }
 
     fn set_seed(&mut self, seed: u64) -> Result<(), RunError> {

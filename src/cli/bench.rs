@@ -219,11 +219,12 @@ pub fn compile_training(
     ctx.batch = args.batch as u64;
     ctx.cost_backend = cost;
     let recipe = module.recipe.as_ref();
+    let recipe_error = |e: crate::autodiff::AutodiffError| super::loss_report(&source, &e);
     let pipeline = if args.unoptimised {
-        let loss = training_loss(recipe);
+        let loss = training_loss(recipe).map_err(recipe_error)?;
         PassManager::new(vec![Box::new(Autodiff { loss })])
     } else {
-        pipeline_for(CompileMode::Training, recipe)
+        pipeline_for(CompileMode::Training, recipe).map_err(recipe_error)?
     };
     if let Err(e) = pipeline.run(&mut graph, &mut ctx, &mut |_| {}) {
         return Err(match ctx.diagnostic.take() {

@@ -53,7 +53,8 @@ pub fn compile(args: &CompileArgs) -> Result<Compiled, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
     crate::driver::eprint_warnings(&source, &module);
     let manager = match &args.passes {
-        None => pipeline_for(args.mode, module.recipe.as_ref()),
+        None => pipeline_for(args.mode, module.recipe.as_ref())
+            .map_err(|e| super::loss_report(&source, &e))?,
         Some(names) => from_names(names).map_err(RunError::new)?,
     };
     let known = manager.names();

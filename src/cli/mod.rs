@@ -85,3 +85,29 @@ pub fn parse_set(s: &str) -> Result<(String, String), String> {
         _ => Err(format!("expected NAME=VALUE, got `{s}`")),
     }
 }
+
+/// A training loss the recipe cannot give (`passes::pipeline::training_loss`) as a
+/// report against the model's source. Such an error belongs to no layer: it is
+/// pointed at the `regularizers` field of the `train` section where the source has
+/// one.
+pub fn loss_report(source: &crate::diag::Source, e: &crate::autodiff::AutodiffError) -> Report {
+    let text = &source.text;
+    let field = text
+        .find("train")
+        .and_then(|t| text[t..].find("regularizers").map(|r| t + r));
+    let d = match field {
+        Some(at) if e.span == crate::diag::Span::default() => {
+            let span = crate::diag::Span::new(at, at + "regularizers".len());
+            let d = crate::diag::Diagnostic::at("E0801", span, &e.message, "in this recipe");
+            match &e.hint {
+                Some(h) => d.hint(h.clone()),
+                None => d,
+            }
+        }
+        _ => e.to_diagnostic(),
+    };
+    Report {
+        source: source.clone(),
+        diagnostics: vec![d],
+    }
+}

@@ -26,6 +26,7 @@ pub mod magnet;
 pub mod magnet_backward;
 pub mod ops;
 pub mod plan;
+pub mod regularizer_kernels;
 pub mod typecheck;
 
 /// Element type of a value.

@@ -39,6 +39,7 @@ mod lower_fft;
 mod lower_flex;
 mod lower_flex_train;
 mod lower_grouped;
+mod lower_regularizers;
 mod lower_train;
 mod target;
 
@@ -144,6 +145,9 @@ struct Builder<'a> {
     /// Every MAGNet parameter's gradient, by the operands of the layer's
     /// `magnet_backward` ops, which share one lowering.
     magnet_grads: BTreeMap<Vec<NodeIndex>, Vec<Val>>,
+    /// What a regulariser's value and gradients share (`lower_regularizers`), by the
+    /// penalty's kind and operands.
+    penalties: BTreeMap<(&'static str, Vec<NodeIndex>), Vec<Val>>,
 }
 
 fn unsupported(node: &Node, why: &str) -> RunError {
@@ -223,6 +227,7 @@ pub fn build_plan_in(
         bn_sums: BTreeMap::new(),
         params_now,
         magnet_grads: BTreeMap::new(),
+        penalties: BTreeMap::new(),
     };
     for (i, shape) in input_shapes.iter().enumerate() {
         let buf = b.buffer(shape.iter().product(), BufKind::Input(i));

@@ -8,7 +8,7 @@ use super::manager::{CompileMode, Pass, PassManager};
 use super::materialize_frozen::MaterializeFrozen;
 use super::memory_plan::MemoryPlanPass;
 use super::{canonicalize::Canonicalize, cse::Cse, dce::Dce, specialize_slots::SpecializeSlots};
-use crate::autodiff::{Autodiff, Loss};
+use crate::autodiff::{Autodiff, AutodiffError, Loss};
 use crate::recipe::Recipe;
 
 /// Every pass, by name, in default order.
@@ -60,24 +60,28 @@ pub fn training_pipeline(loss: Loss) -> PassManager {
 }
 
 /// The pipeline that compiles a model with `recipe` (its `train { ... }` section) in
-/// `mode`: in training, the loss is the recipe's ([`training_loss`]).
-pub fn pipeline_for(mode: CompileMode, recipe: Option<&Recipe>) -> PassManager {
-    match mode {
+/// `mode`: in training, the loss is the recipe's ([`training_loss`]), regularisers
+/// included. A recipe whose loss autodiff cannot take (a regulariser listed twice) is
+/// an error.
+pub fn pipeline_for(
+    mode: CompileMode,
+    recipe: Option<&Recipe>,
+) -> Result<PassManager, AutodiffError> {
+    Ok(match mode {
         CompileMode::Inference => default_pipeline(mode),
-        CompileMode::Training => training_pipeline(training_loss(recipe)),
-    }
+        CompileMode::Training => training_pipeline(training_loss(recipe)?),
+    })
 }
 
-/// The loss a training compilation differentiates: the recipe's `loss:` (its kind and
-/// label smoothing), else plain cross-entropy. The one place where a recipe becomes an
-/// autodiff [`Loss`]; fields the recipe does not set keep `Loss::default()`'s values.
-pub fn training_loss(recipe: Option<&Recipe>) -> Loss {
-    match recipe.and_then(|r| r.loss.as_ref()) {
-        Some(crate::recipe::Loss::CrossEntropy { label_smoothing }) => Loss {
-            label_smoothing: *label_smoothing,
-            ..Loss::default()
-        },
-        None => Loss::default(),
+/// The loss a training compilation differentiates: the recipe's `loss:` (its label
+/// smoothing) and its `regularizers:` ([`Loss::from_recipe`]), else plain
+/// cross-entropy. The one place where a compilation's recipe becomes an autodiff
+/// [`Loss`]. Whether the model has what a regulariser reads (shared bases, flexconvs)
+/// is checked when the autodiff pass runs.
+pub fn training_loss(recipe: Option<&Recipe>) -> Result<Loss, AutodiffError> {
+    match recipe {
+        Some(r) => Loss::from_recipe(r, 0),
+        None => Ok(Loss::default()),
     }
 }
 

@@ -165,6 +165,7 @@ pub fn transform_plan(
         bn_sums: BTreeMap::new(),
         params_now: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
+        penalties: BTreeMap::new(),
     };
     let shape = vec![n, 2, rows];
     let buf = b.buffer(2 * n * rows, BufKind::Input(0));

@@ -193,8 +193,8 @@ impl Builder<'_> {
         Ok(y)
     }
 
-    /// The shape of a host value: a constant, or a training plan's parameter (only
-    /// its shape is read, so a parameter the trainer rewrites is fine here).
+    /// The shape of a host constant or (in a training plan) of a parameter buffer:
+    /// only the shape is read, never the values.
     fn const_shape(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
         Ok(self.host_value(id)?.shape.clone())
     }

@@ -7,7 +7,7 @@
 //! of a model graph run in training mode.
 
 use super::lower_conv::lift;
-use super::{unsupported, BufId, BufKind, Builder, Val};
+use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
 use crate::kernel_ir::{backward_ops as bw, ops};
@@ -40,9 +40,8 @@ fn pool_2d(spec: &PoolSpec) -> ([usize; 2], [usize; 2], [usize; 2]) {
 
 impl Builder<'_> {
     pub(super) fn train_op(&mut self, id: NodeIndex, op: &TrainOp) -> Result<Val, RunError> {
-        let node = self.graph.node(id);
         let operands = self.graph.operands(id);
-        let layer = node.name.clone();
+        let layer = self.graph.node(id).name.clone();
         let v = self.target.vector;
         match op {
             // Convolutions, linear layers and the LC fold (`lower_conv_backward`).
@@ -237,16 +236,14 @@ impl Builder<'_> {
                 }
                 Ok(y)
             }
-            // The regularisers' penalties: small reductions over parameters, not yet
-            // lowered (the interpreter runs them).
+            // The regularisers' penalties: small reductions over parameters
+            // (`lower_regularizers`).
             TrainOp::OrthoPenalty { .. }
             | TrainOp::OrthoPenaltyBackward { .. }
             | TrainOp::AntialiasPenalty(_)
             | TrainOp::AntialiasPenaltyBackward { .. }
             | TrainOp::NormPenalty { .. }
-            | TrainOp::NormPenaltyBackward { .. } => {
-                Err(unsupported(node, &format!("`{}`", op.name())))
-            }
+            | TrainOp::NormPenaltyBackward { .. } => self.penalty(id, op),
         }
     }
 
