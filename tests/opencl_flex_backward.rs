@@ -548,7 +548,10 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
         .unwrap_or_else(|e| panic!("{e}"))
         .forward(&inputs)
         .unwrap();
-    eprintln!("DEBUG fresh loss {:?} rewritten loss {:?}", fresh[0].data, got[0].data);
+    eprintln!(
+        "DEBUG fresh loss {:?} rewritten loss {:?}",
+        fresh[0].data, got[0].data
+    );
     let mut reference = ReferenceBackend
         .prepare(tg.graph.clone(), params, &shapes)
         .unwrap_or_else(|e| panic!("{e}"));

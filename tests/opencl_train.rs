@@ -381,7 +381,11 @@ fn a_new_mask_recrops_the_next_step() {
     cl.write_param("f.mask_params", &mask)
         .unwrap_or_else(|e| panic!("{e}"));
     let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(cl.executable().plan.kernels, before, "re-planned for the new crop");
+    assert_ne!(
+        cl.executable().plan.kernels,
+        before,
+        "re-planned for the new crop"
+    );
     let mut moved = params.clone();
     moved.insert("f.mask_params".into(), mask);
     let mut reference = ReferenceBackend

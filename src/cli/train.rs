@@ -127,8 +127,17 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
             bar.set_position(from);
             bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
         }
-        Event::Step { loss, accuracy, .. } => {
-            bar.set_message(format!("loss {loss:.4} acc {:.1}%", 100.0 * accuracy));
+        Event::Step {
+            loss,
+            terms,
+            accuracy,
+            ..
+        } => {
+            bar.set_message(format!(
+                "loss {loss:.4}{} acc {:.1}%",
+                crate::train::trainer::terms_words(&terms),
+                100.0 * accuracy
+            ));
             bar.inc(1);
         }
         Event::Line(l) => {

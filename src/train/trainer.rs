@@ -69,6 +69,8 @@ pub enum Event {
     },
     Step {
         loss: f64,
+        /// The loss's parts (`loss.ce`, `reg.<kind>`), empty without regularisers.
+        terms: Vec<(String, f64)>,
         accuracy: f64,
         lr: f64,
         samples_per_s: f64,
@@ -100,18 +102,14 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
     let model_dir = args.model.parent().unwrap_or(Path::new(".")).to_path_buf();
     let data = data::load(&settings.data, &model_dir, &sample_shape, classes)?;
     data::check_augment(&settings.augment, &sample_shape)?;
-    let mut tg = differentiate(
-        &graph,
-        &Loss {
-            output: 0,
-            label_smoothing: settings.label_smoothing,
-            ..Loss::default()
-        },
-    )
-    .map_err(|e| Report {
+    // The section's loss: cross-entropy and its regularisers, each term also its own
+    // output (`loss.ce`, `reg.<kind>`), logged per step.
+    let report = |e: crate::autodiff::AutodiffError| Report {
         source: source.clone(),
         diagnostics: vec![e.to_diagnostic()],
-    })?;
+    };
+    let loss = Loss::from_recipe(&settings.recipe, 0).map_err(report)?;
+    let mut tg = differentiate(&graph, &loss).map_err(report)?;
     add_logits_output(&mut tg)?;
     let inference = inference_graph(&graph, settings.batch)?;
     let backend = open(args.backend, args.device, &args.model)?;
@@ -211,6 +209,26 @@ fn inference_graph(graph: &Graph, batch: u64) -> Result<Graph, RunError> {
                 .hint("this is a bug in fnetc; please report it with the model")
         })?;
     Ok(g)
+}
+
+/// A step's loss, correct predictions and loss terms (name, value).
+type StepOut = (f64, u64, Vec<(String, f64)>);
+
+/// ` (ce 0.4100, orthogonality 0.0200)`: the loss's parts for a progress line;
+/// nothing without regularisers.
+pub fn terms_words(terms: &[(String, f64)]) -> String {
+    if terms.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = terms
+        .iter()
+        .map(|(name, v)| {
+            let short = name.strip_prefix("reg.").unwrap_or(name);
+            let short = short.strip_prefix("loss.").unwrap_or(short);
+            format!("{short} {v:.4}")
+        })
+        .collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// A prepared training graph and the step whose parameters it holds.
@@ -334,6 +352,8 @@ impl Run<'_> {
         let steps = self.steps_per_epoch();
         let (mut samples, started) = (0u64, Instant::now());
         let mut last_test = None;
+        // The newest step's loss terms, for the epoch line.
+        let mut last_terms: Vec<(String, f64)> = Vec::new();
         while self.epoch < s.epochs {
             let epoch_start = Instant::now();
             observe(Event::EpochStart {
@@ -357,7 +377,7 @@ impl Run<'_> {
                     .as_ref()
                     .expect("started")
                     .lr(self.step, self.epoch);
-                let (loss, correct) = self.step(&b, lr)?;
+                let (loss, correct, terms) = self.step(&b, lr)?;
                 let n = b.labels.data.len() as u64;
                 self.sums.0 += loss * n as f64;
                 self.sums.1 += correct;
@@ -366,10 +386,18 @@ impl Run<'_> {
                 self.batch_in_epoch += 1;
                 samples += n;
                 let sps = n as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                self.metrics.push(json!({"kind": "step", "step": self.step, "epoch": self.epoch,
-                    "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps}));
+                let mut record = json!({"kind": "step", "step": self.step, "epoch": self.epoch,
+                    "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps});
+                if !terms.is_empty() {
+                    let t: serde_json::Map<String, serde_json::Value> =
+                        terms.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    record["terms"] = serde_json::Value::Object(t);
+                }
+                self.metrics.push(record);
+                last_terms.clone_from(&terms);
                 observe(Event::Step {
                     loss,
+                    terms,
                     accuracy: correct as f64 / n as f64,
                     lr,
                     samples_per_s: sps,
@@ -388,7 +416,9 @@ impl Run<'_> {
                 }
                 let stop = self.args.stop_after.is_some_and(|m| self.step >= m);
                 let every = self.args.checkpoint_every.filter(|&e| e > 0);
-                if stop || every.is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
+                if stop
+                    || every
+                        .is_some_and(|e| self.step.is_multiple_of(e) && self.batch_in_epoch < steps)
                 {
                     self.save()?;
                 }
@@ -415,9 +445,10 @@ impl Run<'_> {
                 format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
             });
             observe(Event::Line(format!(
-                "epoch {}/{}: train loss {train_loss:.4} accuracy {:.2}%, {test_words} ({wall:.1} s)",
+                "epoch {}/{}: train loss {train_loss:.4}{} accuracy {:.2}%, {test_words} ({wall:.1} s)",
                 self.epoch + 1,
                 s.epochs,
+                terms_words(&last_terms),
                 100.0 * train_acc
             )));
             self.epoch += 1;
@@ -446,8 +477,9 @@ impl Run<'_> {
         }
     }
 
-    /// One optimiser step on batch `b`: its loss and correct predictions.
-    fn step(&mut self, b: &data::Batch, lr: f64) -> Result<(f64, u64), CliError> {
+    /// One optimiser step on batch `b`: its loss, correct predictions and the loss's
+    /// terms.
+    fn step(&mut self, b: &data::Batch, lr: f64) -> Result<StepOut, CliError> {
         let n = b.labels.data.len();
         let outputs = {
             let prepared = self.prepared_for_training(n)?;
@@ -455,12 +487,16 @@ impl Run<'_> {
             prepared.run()?;
             prepared.read_outputs()?
         };
-        let (ng, nb) = (self.tg.grads.len(), self.tg.buffers.len());
-        if outputs.len() != 2 + ng + nb {
+        let (ng, nb, nt) = (
+            self.tg.grads.len(),
+            self.tg.buffers.len(),
+            self.tg.terms.len(),
+        );
+        if outputs.len() != 2 + ng + nb + nt {
             return Err(RunError::new(format!(
                 "internal error: the training graph gave {} outputs, expected {}",
                 outputs.len(),
-                2 + ng + nb
+                2 + ng + nb + nt
             ))
             .into());
         }
@@ -490,9 +526,16 @@ impl Run<'_> {
         for (name, u) in self.tg.buffers.iter().zip(&outputs[1 + ng..1 + ng + nb]) {
             self.params.insert(name.clone(), u.clone());
         }
-        let logits = &outputs[1 + ng + nb];
+        let terms = self
+            .tg
+            .terms
+            .iter()
+            .zip(&outputs[1 + ng + nb..1 + ng + nb + nt])
+            .map(|(name, t)| (name.clone(), f64::from(t.data[0])))
+            .collect();
+        let logits = &outputs[1 + ng + nb + nt];
         let (_, correct) = loss_and_correct(&logits.data, &b.labels.data, 0.0);
-        Ok((loss, correct))
+        Ok((loss, correct, terms))
     }
 
     /// The error for a NaN or infinity at this step, naming the parameter's layer and
