@@ -535,6 +535,7 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
         axes.iter().map(Vec::len).collect::<Vec<_>>()
     };
     let before = crop(&params);
+    let original = params.clone();
     cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let wide = Tensor::from_vec(vec![2, 2], vec![0.05f32, 0.6, -0.05, 0.6]).expect("mask");
     params.insert(name.to_string(), wide.clone());
@@ -543,27 +544,33 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
     cl.write_param(name, &wide)
         .unwrap_or_else(|e| panic!("{e}"));
     let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    let fresh = common::opencl::backend()
-        .prepare_plan(&tg.graph, &params, &shapes)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .forward(&inputs)
-        .unwrap();
-    eprintln!(
-        "DEBUG fresh loss {:?} rewritten loss {:?}",
-        fresh[0].data, got[0].data
-    );
+    // The reference backend through the same calls: a run (which stores the
+    // updated running statistics, as OpenCL does), the mask written, a second run.
     let mut reference = ReferenceBackend
-        .prepare(tg.graph.clone(), params, &shapes)
+        .prepare(tg.graph.clone(), original.clone(), &shapes)
         .unwrap_or_else(|e| panic!("{e}"));
     reference.set_mode(Mode::Train).expect("train");
+    reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    reference.write_param(name, &wide).expect("mask");
     let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
         .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
         .collect();
     assert!(names.contains(&format!("grad.{name}")));
-    eprintln!("DEBUG ref loss {:?}", want[0].data);
     for ((n, g), w) in names.iter().zip(&got).zip(&want) {
         close_with(n, g, &w.cast::<f64>(), 1e-4, 1e-2);
     }
+    assert_eq!(cl.plans_built(), 2, "the new crop built a plan");
+    // Back to the first crop: its plan comes from the cache, fed the current values
+    // (the running statistics of both runs since) and inputs.
+    let narrow = original[name].clone();
+    cl.write_param(name, &narrow).expect("mask");
+    reference.write_param(name, &narrow).expect("mask");
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    for ((n, g), w) in names.iter().zip(&got).zip(&want) {
+        close_with(n, g, &w.cast::<f64>(), 1e-4, 1e-2);
+    }
+    assert_eq!(cl.plans_built(), 2, "the first crop's plan was cached");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::train_data::{args, metrics, quiet, write_idx};
+use common::train_data::{args, metrics, quiet, write_idx, FLEX};
 use std::path::{Path, PathBuf};
 
 /// A conv feeding a shared-basis conv (two shared and two unique 3×3 filters).
@@ -92,4 +92,119 @@ fn regulariser_terms_are_logged_and_steer_training() {
         term(&zero_steps[7], "loss.ce"),
         "the trajectories part"
     );
+}
+
+/// The interpreter's own record of each FlexConv's kernel size (`RunResult::
+/// kernel_sizes`) when it runs the model on `params`.
+fn interpreter_sizes(model: &Path, params: &fnet::runtime::ParamStore<f32>) -> serde_json::Value {
+    let (_, m) = fnet::driver::compile_file(model, &fnet::eval::Options::default()).unwrap();
+    let x = fnet::tensor::Tensor::<f32>::zeros(vec![1, 1, 6, 6]);
+    let r = fnet::runtime::run(
+        &m.graph,
+        params,
+        &[x],
+        &fnet::runtime::RunOptions::default(),
+    )
+    .unwrap();
+    assert!(!r.kernel_sizes.is_empty(), "a FlexConv ran");
+    serde_json::to_value(&r.kernel_sizes).unwrap()
+}
+
+/// Each epoch records every FlexConv's kernel size as its mask crops it: what the
+/// interpreter's forward gives with that epoch's checkpointed weights.
+#[test]
+fn epochs_record_flexconv_kernel_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = setup(dir.path(), "flexy", FLEX);
+    let out = dir.path().join("run");
+    let mut a = args(&model, &out);
+    a.keep = 3;
+    quiet(&a).unwrap();
+    let epochs = metrics(&out, "epoch");
+    assert_eq!(epochs.len(), 3);
+    let ckpts = fnet::train::checkpoint::list(&out);
+    assert_eq!(ckpts.len(), 3, "one checkpoint per epoch");
+    for (e, (_, path)) in epochs.iter().zip(&ckpts) {
+        let c = fnet::train::checkpoint::load(path).unwrap();
+        assert_eq!(
+            e["kernel_sizes"],
+            interpreter_sizes(&model, &c.params),
+            "{e}"
+        );
+        assert_eq!(e["kernel_sizes"]["flexconv1"].as_array().unwrap().len(), 2);
+    }
+    // By hand: the seeded σ 0.3 keeps |x| < 0.3·√(2 ln 10) ≈ 0.64 of the 7 grid
+    // points (0, ±1/3, ±2/3, ±1): 0 and ±1/3, 3 per axis. The fast-learning mask
+    // moves it.
+    let (_, m) = fnet::driver::compile_file(&model, &fnet::eval::Options::default()).unwrap();
+    let init = fnet::runtime::initialise::<f32>(&m.graph, m.graph.seed).unwrap();
+    let before = fnet::train::flex_sizes::kernel_sizes(&m.graph, &init).unwrap();
+    assert_eq!(before["flexconv1"], [3, 3]);
+    assert_eq!(
+        serde_json::to_value(&before).unwrap(),
+        interpreter_sizes(&model, &init)
+    );
+    assert_ne!(
+        epochs[0]["kernel_sizes"]["flexconv1"],
+        serde_json::json!([3, 3])
+    );
+    // Models without FlexConvs record an empty map.
+    let plain = setup(dir.path(), "plain", &SHARED.replace("REGS", ""));
+    let out = dir.path().join("plain_run");
+    quiet(&args(&plain, &out)).unwrap();
+    assert_eq!(
+        metrics(&out, "epoch")[0]["kernel_sizes"],
+        serde_json::json!({})
+    );
+}
+
+/// The accuracy `fnetc run` prints for `artifact` on the test split (images 40..52).
+fn run_accuracy(dir: &Path, artifact: &Path, backend: &str) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .arg("run")
+        .arg(artifact)
+        .args(["--backend", backend, "-i"])
+        .arg(dir.join("images.idx"))
+        .args(["--range", "40..52", "--labels"])
+        .arg(dir.join("labels.idx"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("accuracy "))
+        .unwrap_or_else(|| panic!("no accuracy in {stdout}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// A run leaves `final.safetensors`, `recipe.json` and `model.fnc`, the inference
+/// artifact with the trained weights bound: run on the test split, on either backend,
+/// it scores what the trainer's last evaluation scored.
+#[test]
+fn the_run_leaves_an_artifact_that_scores_the_last_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = setup(
+        dir.path(),
+        "shared",
+        &SHARED.replace("REGS", "regularizers: [orthogonality(weight: 0.1)]"),
+    );
+    let out = dir.path().join("run");
+    let s = quiet(&args(&model, &out)).unwrap();
+    for f in ["final.safetensors", "recipe.json", "model.fnc"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let last = metrics(&out, "epoch").pop().unwrap();
+    let want = format!("{:.2}%", 100.0 * last["test_accuracy"].as_f64().unwrap());
+    assert_eq!(s.test_accuracy, last["test_accuracy"].as_f64());
+    let artifact = out.join("model.fnc");
+    assert_eq!(run_accuracy(dir.path(), &artifact, "reference"), want);
+    assert_eq!(run_accuracy(dir.path(), &artifact, "opencl"), want);
+    // The artifact has the trained weights bound: it is not the seeded model.
+    let a = fnet::io::artifact::read_artifact(&artifact).unwrap();
+    assert!(a.header.layout.iter().any(|e| e.bound), "weights bound");
 }

@@ -159,7 +159,7 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
         );
     } else {
         println!(
-            "trained {} steps, {:.0} samples/s; wrote {dir}/final.safetensors",
+            "trained {} steps, {:.0} samples/s; wrote {dir}/final.safetensors and {dir}/model.fnc",
             summary.steps, summary.samples_per_s
         );
     }

@@ -16,12 +16,14 @@ use super::schedule::LrSchedule;
 use super::settings::{resolve, Overrides, Settings};
 use crate::autodiff::{differentiate, Loss, TrainingGraph};
 use crate::backend::{open, Backend, BackendKind, Prepared};
+use crate::cli::compile::{compile, write_compiled, CompileArgs};
 use crate::cli::CliError;
 use crate::diag::{Report, Source};
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::ir::graph::Graph;
 use crate::ir::op::{Op, TrainOp};
+use crate::ir::types::DType;
 use crate::opencl::DeviceSel;
 use crate::passes::pipeline::default_pipeline;
 use crate::passes::{CompileMode, PassContext};
@@ -32,6 +34,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The trained weights, the inference artifact and the resolved recipe in RUN_DIR.
+pub const FINAL: &str = "final.safetensors";
+pub const MODEL: &str = "model.fnc";
+pub const RECIPE: &str = "recipe.json";
 
 /// What `fnetc train` was asked to do.
 #[derive(Clone, Debug)]
@@ -276,6 +283,7 @@ impl Run<'_> {
             self.steps_per_epoch(),
         );
         if self.args.resume {
+            checkpoint::remove_temporaries(out);
             let Some((_, path)) = checkpoint::list(out).pop() else {
                 return Err(RunError::new(format!(
                     "--resume {}: no checkpoint in `{}`",
@@ -333,7 +341,7 @@ impl Run<'_> {
             if taken {
                 // --force: start over, removing only what a run writes.
                 let _ = std::fs::remove_dir_all(checkpoint::dir(out));
-                for f in [super::metrics::FILE, "final.safetensors", "recipe.json"] {
+                for f in [super::metrics::FILE, FINAL, MODEL, RECIPE] {
                     let _ = std::fs::remove_file(out.join(f));
                 }
             }
@@ -438,9 +446,14 @@ impl Run<'_> {
                 .expect("started")
                 .end_epoch(plateau_loss);
             let wall = epoch_start.elapsed().as_secs_f64();
-            self.metrics.push(json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
+            // Each FlexConv's kernel size as the mask now crops it (the next step's).
+            let sizes = super::flex_sizes::kernel_sizes(&self.graph, &self.params)?;
+            self.metrics.push(
+                json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
                 "train_loss": train_loss, "train_accuracy": train_acc,
-                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall}));
+                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall,
+                "kernel_sizes": sizes}),
+            );
             let test_words = test.map_or(String::from("no test split"), |(l, a)| {
                 format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
             });
@@ -651,14 +664,29 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// `final.safetensors` and `recipe.json`.
-    fn finish(&self) -> Result<(), RunError> {
+    /// `final.safetensors`, `recipe.json`, and `model.fnc`: the inference artifact
+    /// with the trained weights bound, compiled as `fnetc compile -w` compiles it (for
+    /// the training backend's cost table).
+    fn finish(&self) -> Result<(), CliError> {
         let out = &self.args.out;
-        crate::io::weights::write_weights(&out.join("final.safetensors"), &self.params)?;
+        let weights = out.join(FINAL);
+        crate::io::weights::write_weights(&weights, &self.params)?;
         let text = serde_json::to_string_pretty(&self.settings.recipe).expect("plain data") + "\n";
-        crate::io::write_output(&out.join("recipe.json"), &[], |w| {
-            w.write_all(text.as_bytes())
-        })?;
+        crate::io::write_output(&out.join(RECIPE), &[], |w| w.write_all(text.as_bytes()))?;
+        let args = CompileArgs {
+            model: self.args.model.clone(),
+            options: self.args.options.clone(),
+            mode: CompileMode::Inference,
+            passes: None,
+            print_after: Vec::new(),
+            verbose: false,
+            weights: Some(weights),
+            batch: 1,
+            cost_backend: self.backend.cost_table(),
+            precision: DType::F32,
+        };
+        let compiled = compile(&args)?;
+        write_compiled(&compiled, &args, &out.join(MODEL))?;
         Ok(())
     }
 }

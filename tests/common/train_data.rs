@@ -70,3 +70,23 @@ pub fn metrics(run: &Path, kind: &str) -> Vec<serde_json::Value> {
         .filter(|v| v["kind"] == kind)
         .collect()
 }
+
+/// A masked 2D FlexConv whose narrow Gaussian crops its 7×7 horizon; its mask learns
+/// five times faster than the rest.
+pub const FLEX: &str = r#"
+model flexy {
+  input x: f32[B, 1, 6, 6]
+  seed 3
+  h = x |> flexconv(4, horizon: 7, kernel: magnet(hidden: 8, layers: 1),
+                    mask: gauss(sigma: 0.3, threshold: 0.1)) |> batchnorm |> relu
+  return h |> global_avg_pool |> linear(3)
+}
+
+train {
+  data: idx(images: "images.idx", labels: "labels.idx", train: [0, 40], test: [40, 52])
+  optimizer: adam(lr: 0.02, groups: [group(match: "*.mask_params", lr_factor: 5)])
+  epochs: 3
+  batch: 10
+  seed: 5
+}
+"#;
