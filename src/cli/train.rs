@@ -38,7 +38,8 @@ pub struct TrainCmd {
     /// OpenCL device (with `--backend opencl`; see `run --help`).
     #[arg(long)]
     pub device: Option<crate::opencl::DeviceSel>,
-    /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, recipe.json.
+    /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, model.fnc,
+    /// recipe.json.
     /// Defaults to runs/<model file name>.
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,

@@ -1,9 +1,9 @@
 //! The training loop, over the [`Backend`] seam so that any backend that runs training
-//! graphs trains (today the reference interpreter; OpenCL once its training plans land).
+//! graphs trains (the reference interpreter and OpenCL).
 //!
 //! Each step writes the current parameters into the prepared training graph (inputs:
-//! the batch and its labels; outputs: loss, `grad.*`, `update.*` and, appended here,
-//! the logits for the training accuracy), runs it in [`Mode::Train`], checks that the
+//! the batch and its labels; outputs: loss, `grad.*`, `update.*`, the loss's terms
+//! with regularisers and, appended here, the logits for the training accuracy), runs it in [`Mode::Train`], checks that the
 //! loss and every gradient are finite, steps the optimiser on the host, and copies the
 //! updated BatchNorm running statistics back into the buffers. Evaluation runs the
 //! model's inference-compiled graph in [`Mode::Eval`] on the current weights.
