@@ -3,9 +3,10 @@
 //!
 //! Each step writes the current parameters into the prepared training graph (inputs:
 //! the batch and its labels; outputs: loss, `grad.*`, `update.*`, the loss's terms
-//! with regularisers and, appended here, the logits for the training accuracy), runs it in [`Mode::Train`], checks that the
-//! loss and every gradient are finite, steps the optimiser on the host, and copies the
-//! updated BatchNorm running statistics back into the buffers. Evaluation runs the
+//! with regularisers and, appended here, the logits for the training accuracy), runs
+//! it in [`Mode::Train`], checks that the loss and every gradient are finite, steps
+//! the optimiser on the host, and copies the updated BatchNorm running statistics
+//! back into the buffers. Evaluation runs the
 //! model's inference-compiled graph in [`Mode::Eval`] on the current weights.
 
 use super::checkpoint::{self, Checkpoint, Progress};
