@@ -108,20 +108,6 @@ pub fn eval<T: Scalar>(op: &Op, a: &[&Tensor<T>]) -> Result<Tensor<T>, RunError>
     Ok(k)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crop_matches_the_paper_sizes() {
-        let m = Tensor::from_vec(vec![2, 2], vec![0.0f32, 0.075, 0.0, 0.075]).unwrap();
-        assert_eq!(crop_extent(&[33, 33], &m, 0.1, false).unwrap(), vec![5, 5]);
-        let m = Tensor::from_vec(vec![1, 2], vec![1.0f32, 0.075]).unwrap();
-        assert_eq!(crop_extent(&[784], &m, 0.1, true).unwrap(), vec![64]);
-        assert!(crop_extent(&[33, 33], &m, 0.1, false).is_err());
-    }
-}
-
 /// The kernel size the `mask_crop` node `crop` of `graph` keeps with the mask values in
 /// `params`: each cropped axis's length, as the step that runs it decides it. `None`
 /// when `crop` is not a `mask_crop` reading a parameter over a grid of known shape.
@@ -150,4 +136,18 @@ pub fn mask_crop_size<T: Scalar>(
     };
     let axes = crop_axes(&horizon, Some((values, threshold)), causal)?;
     Ok(Some(axes.iter().map(Vec::len).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_matches_the_paper_sizes() {
+        let m = Tensor::from_vec(vec![2, 2], vec![0.0f32, 0.075, 0.0, 0.075]).unwrap();
+        assert_eq!(crop_extent(&[33, 33], &m, 0.1, false).unwrap(), vec![5, 5]);
+        let m = Tensor::from_vec(vec![1, 2], vec![1.0f32, 0.075]).unwrap();
+        assert_eq!(crop_extent(&[784], &m, 0.1, true).unwrap(), vec![64]);
+        assert!(crop_extent(&[33, 33], &m, 0.1, false).is_err());
+    }
 }
