@@ -385,14 +385,16 @@ impl Run<'_> {
                 .expect("started")
                 .end_epoch(plateau_loss);
             let wall = epoch_start.elapsed().as_secs_f64();
-            // Each FlexConv's kernel size as the mask now crops it (the next step's).
-            let sizes = super::flex_sizes::kernel_sizes(&self.graph, &self.params)?;
-            self.metrics.push(
-                json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
+            let mut record = json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
                 "train_loss": train_loss, "train_accuracy": train_acc,
-                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall,
-                "kernel_sizes": sizes}),
-            );
+                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall});
+            // Each FlexConv's kernel size as the mask now crops it (the next step's);
+            // no field without FlexConvs (`fnetc plot` then draws no sizes).
+            let sizes = super::flex_sizes::kernel_sizes(&self.graph, &self.params)?;
+            if !sizes.is_empty() {
+                record["kernel_sizes"] = json!(sizes);
+            }
+            self.metrics.push(record);
             let test_words = test.map_or(String::from("no test split"), |(l, a)| {
                 format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
             });
