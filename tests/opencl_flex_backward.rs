@@ -535,7 +535,7 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
         axes.iter().map(Vec::len).collect::<Vec<_>>()
     };
     let before = crop(&params);
-    let first = params.clone();
+    let original = params.clone();
     cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let wide = Tensor::from_vec(vec![2, 2], vec![0.05f32, 0.6, -0.05, 0.6]).expect("mask");
     params.insert(name.to_string(), wide.clone());
@@ -544,16 +544,14 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
     cl.write_param(name, &wide)
         .unwrap_or_else(|e| panic!("{e}"));
     let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    // The interpreter takes the same two steps: the second starts from the running
-    // statistics the first one stored, and from the new mask.
+    // The reference backend through the same calls: a run (which stores the
+    // updated running statistics, as OpenCL does), the mask written, a second run.
     let mut reference = ReferenceBackend
-        .prepare(tg.graph.clone(), first, &shapes)
+        .prepare(tg.graph.clone(), original.clone(), &shapes)
         .unwrap_or_else(|e| panic!("{e}"));
     reference.set_mode(Mode::Train).expect("train");
     reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
-    reference
-        .write_param(name, &wide)
-        .unwrap_or_else(|e| panic!("{e}"));
+    reference.write_param(name, &wide).expect("mask");
     let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<String> = std::iter::once("loss".to_string())
         .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
@@ -563,4 +561,16 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
     for ((n, g), w) in names.iter().zip(&got).zip(&want) {
         close_with(n, g, &w.cast::<f64>(), 1e-4, 1e-2);
     }
+    assert_eq!(cl.plans_built(), 2, "the new crop built a plan");
+    // Back to the first crop: its plan comes from the cache, fed the current values
+    // (the running statistics of both runs since) and inputs.
+    let narrow = original[name].clone();
+    cl.write_param(name, &narrow).expect("mask");
+    reference.write_param(name, &narrow).expect("mask");
+    let got = cl.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    let want = reference.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+    for ((n, g), w) in names.iter().zip(&got).zip(&want) {
+        close_with(n, g, &w.cast::<f64>(), 1e-4, 1e-2);
+    }
+    assert_eq!(cl.plans_built(), 2, "the first crop's plan was cached");
 }

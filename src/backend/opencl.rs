@@ -19,7 +19,11 @@
 //! stores them. The labels are checked on the host as the interpreter checks them.
 //! `set_seed` sets the dropout masks' seed (`runtime::dropout`), the same masks the
 //! interpreter draws. A FlexConv crop is a constant of the step: when a parameter that
-//! decides a crop is written, the next run re-plans if the crop changed.
+//! decides a crop is written, the next run computes the crops on the host
+//! (`runtime::flex_kernel::mask_crop_size`, cheap) and, only if they changed, switches
+//! to the plan built for the new crops: plans are cached by crop sizes (the last
+//! [`CACHED_PLANS`]), so a crop that comes back costs no planning or program build,
+//! and a new one builds once. A run never silently uses a plan of other crops.
 //! f32 only.
 
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
@@ -30,6 +34,7 @@ use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::opencl::{target_for, ClContext, DeviceSel, Executable};
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
+use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,7 +92,16 @@ impl OpenClBackend {
         } else {
             Mode::Eval
         };
+        let crops = crop_nodes(graph);
         let mut prepared = OpenClPrepared {
+            crop_key: crops
+                .as_ref()
+                .map(|c| crop_key(graph, c, params))
+                .transpose()?,
+            crops,
+            plans: Vec::new(),
+            plans_built: 1,
+            inputs: None,
             exe: self.build(graph, params, input_shapes, mode)?,
             input_shapes: input_shapes.to_vec(),
             param_shapes: BTreeMap::new(),
@@ -100,7 +114,6 @@ impl OpenClBackend {
             labels: labels_check(graph),
             crop_params: crop_params(graph),
             stale: false,
-            last_inputs: None,
             seed: 0,
         };
         prepared.record_params();
@@ -193,8 +206,58 @@ fn crop_params(graph: &Graph) -> BTreeSet<String> {
         .collect()
 }
 
+/// How many plans of other crops a prepared training graph keeps.
+pub const CACHED_PLANS: usize = 8;
+
+/// The `mask_crop` nodes whose sizes key a plan; `None` when a crop is decided
+/// elsewhere (a fused, thresholded `flex_kernel` in the graph given), where the plan
+/// itself is rebuilt and compared instead.
+fn crop_nodes(graph: &Graph) -> Option<Vec<NodeIndex>> {
+    let fused = graph.g.node_indices().any(|n| {
+        matches!(
+            graph.node(n).op,
+            Op::FlexKernel {
+                threshold: Some(_),
+                ..
+            }
+        )
+    });
+    (!fused).then(|| {
+        graph
+            .g
+            .node_indices()
+            .filter(|&n| matches!(graph.node(n).op, Op::MaskCrop { .. }))
+            .collect()
+    })
+}
+
+/// Every crop's kernel size with `params`' mask values.
+fn crop_key(
+    graph: &Graph,
+    crops: &[NodeIndex],
+    params: &ParamStore<f32>,
+) -> Result<Vec<Vec<usize>>, RunError> {
+    crops
+        .iter()
+        .map(|&n| {
+            crate::runtime::flex_kernel::mask_crop_size(graph, n, params)
+                .map(Option::unwrap_or_default)
+        })
+        .collect()
+}
+
 /// A plan built on the device.
 pub struct OpenClPrepared {
+    /// The crops that key plans (see [`crop_nodes`]), and those of `exe`.
+    crops: Option<Vec<NodeIndex>>,
+    crop_key: Option<Vec<Vec<usize>>>,
+    /// Executables of other crops, oldest first, at most [`CACHED_PLANS`].
+    plans: Vec<(Vec<Vec<usize>>, Executable)>,
+    /// Plans built so far: the first and one per crop missing from the cache.
+    plans_built: usize,
+    /// The inputs last written, kept while crops may change so that an executable
+    /// switched to before the run gets them too.
+    inputs: Option<Vec<Tensor<f32>>>,
     exe: Executable,
     input_shapes: Vec<Vec<usize>>,
     /// Shapes of the parameters that are device buffers.
@@ -213,15 +276,18 @@ pub struct OpenClPrepared {
     crop_params: BTreeSet<String>,
     /// A parameter deciding a crop was written since the plan was built.
     stale: bool,
-    /// The inputs last written, kept where a crop can change (`crop_params` not
-    /// empty): a re-plan in `run` makes a new executable, which needs them again.
-    last_inputs: Option<Vec<Tensor<f32>>>,
     seed: u64,
 }
 
 impl OpenClPrepared {
     pub fn executable(&self) -> &Executable {
         &self.exe
+    }
+
+    /// How many plans were built for this graph: the first, then one for each crop
+    /// not in the cache (a crop seen before reuses its plan).
+    pub fn plans_built(&self) -> usize {
+        self.plans_built
     }
 
     fn record_params(&mut self) {
@@ -239,10 +305,8 @@ impl OpenClPrepared {
             .collect();
     }
 
-    /// Builds the plan again in `mode` from the current parameter values; the new
-    /// executable replaces the old one only if its plan differs (`only_if_changed`).
-    /// Returns whether it did.
-    fn replan(&mut self, mode: Mode, only_if_changed: bool) -> Result<bool, RunError> {
+    /// Copies the device parameters' current values into `params`.
+    fn read_back(&mut self) -> Result<(), RunError> {
         for name in self.exe.plan.params.keys() {
             if let (Some(data), Some(shape)) =
                 (self.exe.read_param(name), self.param_shapes.get(name))
@@ -251,19 +315,77 @@ impl OpenClPrepared {
                     .insert(name.clone(), Tensor::from_vec(shape.clone(), data?)?);
             }
         }
+        Ok(())
+    }
+
+    /// Before a run after a crop parameter was written: the executable of the crops
+    /// the parameters now decide, from the cache or built, with the current parameter
+    /// values and inputs.
+    fn recrop(&mut self) -> Result<(), RunError> {
+        let Some(crops) = &self.crops else {
+            self.replan(self.mode, true)?;
+            return self.rewrite_inputs();
+        };
+        let key = crop_key(&self.graph, crops, &self.params)?;
+        if self.crop_key.as_ref() == Some(&key) {
+            return Ok(());
+        }
+        self.read_back()?;
+        let exe = match self.plans.iter().position(|(k, _)| *k == key) {
+            Some(at) => self.plans.remove(at).1,
+            None => {
+                self.plans_built += 1;
+                self.backend
+                    .build(&self.graph, &self.params, &self.input_shapes, self.mode)?
+            }
+        };
+        let old = std::mem::replace(&mut self.exe, exe);
+        if let Some(old_key) = self.crop_key.replace(key) {
+            self.plans.push((old_key, old));
+            if self.plans.len() > CACHED_PLANS {
+                self.plans.remove(0);
+            }
+        }
+        // A cached executable holds the values of its last use.
+        for (name, value) in &self.params {
+            if self.exe.plan.params.contains_key(name) {
+                self.exe.write_param(name, value)?;
+            }
+        }
+        self.exe.set_seed(self.seed)?;
+        self.record_params();
+        self.rewrite_inputs()
+    }
+
+    fn rewrite_inputs(&self) -> Result<(), RunError> {
+        match &self.inputs {
+            Some(inputs) => self.exe.write_inputs(inputs),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds the plan again in `mode` from the current parameter values; the new
+    /// executable replaces the old one only if its plan differs (`only_if_changed`).
+    fn replan(&mut self, mode: Mode, only_if_changed: bool) -> Result<(), RunError> {
+        self.read_back()?;
         let target = self.backend.target;
         let plan = build_plan_in(&self.graph, &self.params, &self.input_shapes, target, mode)?;
         let same = |a: &crate::kernel_ir::plan::Plan, b: &crate::kernel_ir::plan::Plan| {
             a.kernels == b.kernels && a.steps == b.steps
         };
-        if only_if_changed && same(&plan, &self.exe.plan) {
-            return Ok(false);
+        if !(only_if_changed && same(&plan, &self.exe.plan)) {
+            self.exe = Executable::new(&self.backend.ctx, plan)?;
+            self.exe.set_seed(self.seed)?;
+            self.mode = mode;
+            self.record_params();
+            // Cached plans are of the old mode or crops.
+            self.plans.clear();
+            self.crop_key = match &self.crops {
+                Some(c) => Some(crop_key(&self.graph, c, &self.params)?),
+                None => None,
+            };
         }
-        self.exe = Executable::new(&self.backend.ctx, plan)?;
-        self.exe.set_seed(self.seed)?;
-        self.mode = mode;
-        self.record_params();
-        Ok(true)
+        Ok(())
     }
 
     /// The interpreter's label check: whole numbers in `0..classes`.
@@ -303,8 +425,8 @@ impl Prepared<f32> for OpenClPrepared {
 
     fn write_inputs(&mut self, inputs: &[Tensor<f32>]) -> Result<(), RunError> {
         self.check_labels(inputs)?;
-        if !self.crop_params.is_empty() {
-            self.last_inputs = Some(inputs.to_vec());
+        if self.mode == Mode::Train && !self.crop_params.is_empty() {
+            self.inputs = Some(inputs.to_vec());
         }
         self.exe.write_inputs(inputs)
     }
@@ -314,12 +436,7 @@ impl Prepared<f32> for OpenClPrepared {
             // The crop is a constant of the step: decided anew from the mask
             // parameters written since the plan was built.
             self.stale = false;
-            if self.replan(self.mode, true)? {
-                // A new executable: its input buffers are not the ones written.
-                if let Some(inputs) = &self.last_inputs {
-                    self.exe.write_inputs(inputs)?;
-                }
-            }
+            self.recrop()?;
         }
         self.exe.launch()
     }
@@ -340,7 +457,7 @@ impl Prepared<f32> for OpenClPrepared {
             .hint("prepare the model graph (not its training graph) to evaluate"));
         }
         // Inputs written before are kept by the caller, not by a new plan.
-        self.replan(mode, false).map(|_| ())
+        self.replan(mode, false)
     }
 
     fn set_seed(&mut self, seed: u64) -> Result<(), RunError> {
@@ -354,6 +471,8 @@ impl Prepared<f32> for OpenClPrepared {
         }
         check_param(name, self.param_shapes.get(name), value)?;
         if self.mode == Mode::Train && self.crop_params.contains(name) {
+            // The host copy decides the next run's crops.
+            self.params.insert(name.to_string(), value.clone());
             self.stale = true;
         }
         self.exe.write_param(name, value)

@@ -38,7 +38,8 @@ pub struct TrainCmd {
     /// OpenCL device (with `--backend opencl`; see `run --help`).
     #[arg(long)]
     pub device: Option<crate::opencl::DeviceSel>,
-    /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, recipe.json.
+    /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, model.fnc,
+    /// recipe.json.
     /// Defaults to runs/<model file name>.
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -127,8 +128,17 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
             bar.set_position(from);
             bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
         }
-        Event::Step { loss, accuracy, .. } => {
-            bar.set_message(format!("loss {loss:.4} acc {:.1}%", 100.0 * accuracy));
+        Event::Step {
+            loss,
+            terms,
+            accuracy,
+            ..
+        } => {
+            bar.set_message(format!(
+                "loss {loss:.4}{} acc {:.1}%",
+                crate::train::trainer::terms_words(&terms),
+                100.0 * accuracy
+            ));
             bar.inc(1);
         }
         Event::Line(l) => {
@@ -150,7 +160,7 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
         );
     } else {
         println!(
-            "trained {} steps, {:.0} samples/s; wrote {dir}/final.safetensors",
+            "trained {} steps, {:.0} samples/s; wrote {dir}/final.safetensors and {dir}/model.fnc",
             summary.steps, summary.samples_per_s
         );
     }

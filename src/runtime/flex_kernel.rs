@@ -108,6 +108,36 @@ pub fn eval<T: Scalar>(op: &Op, a: &[&Tensor<T>]) -> Result<Tensor<T>, RunError>
     Ok(k)
 }
 
+/// The kernel size the `mask_crop` node `crop` of `graph` keeps with the mask values in
+/// `params`: each cropped axis's length, as the step that runs it decides it. `None`
+/// when `crop` is not a `mask_crop` reading a parameter over a grid of known shape.
+pub fn mask_crop_size<T: Scalar>(
+    graph: &crate::ir::graph::Graph,
+    crop: petgraph::stable_graph::NodeIndex,
+    params: &super::ParamStore<T>,
+) -> Result<Option<Vec<usize>>, RunError> {
+    let Op::MaskCrop { threshold, causal } = graph.node(crop).op else {
+        return Ok(None);
+    };
+    let ops = graph.operands(crop);
+    let (Some(&grid), Some(&mask)) = (ops.first(), ops.get(1)) else {
+        return Ok(None);
+    };
+    let Some(values) = params.get(&graph.node(mask).name) else {
+        return Ok(None);
+    };
+    // The grid is [D, k1, …, kD]: its trailing dimensions are the horizon.
+    let horizon: Option<Vec<u64>> = graph.node(grid).ty.shape[1..]
+        .iter()
+        .map(|d| d.known())
+        .collect();
+    let Some(horizon) = horizon else {
+        return Ok(None);
+    };
+    let axes = crop_axes(&horizon, Some((values, threshold)), causal)?;
+    Ok(Some(axes.iter().map(Vec::len).collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,25 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Removes the temporary files a killed run left in `run` and its checkpoints folder
+/// (`.<name>.tmp-<pid>-<n>`, from `io::write_output`: a write cut short before its
+/// rename). Only a resume calls it: the run that wrote them is over. Returns how many.
+pub fn remove_temporaries(run: &Path) -> usize {
+    let mut removed = 0;
+    for d in [run.to_path_buf(), dir(run)] {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.')
+                && name.contains(".tmp-")
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
 /// Writes `c` into `run` and removes all but the newest `keep` checkpoints.
 pub fn save(run: &Path, c: &Checkpoint, keep: usize) -> Result<PathBuf, RunError> {
     let d = dir(run);

@@ -4,11 +4,14 @@
 //! keys refused), [`data`] (loading, shuffling, augmentation, prefetch),
 //! [`optimizer`] (SGD, Adam, AdamW with groups), [`schedule`] (learning-rate
 //! schedules), [`checkpoint`] (atomic, resumable bit for bit), [`metrics`]
-//! (`metrics.jsonl`, loss and accuracy) and [`trainer`] (the loop). See
+//! (`metrics.jsonl`, loss and accuracy), [`flex_sizes`] (FlexConv kernel sizes), [`graphs`] (the training and evaluation
+//! graphs) and [`trainer`] (the loop). See
 //! `docs/training.md`.
 
 pub mod checkpoint;
 pub mod data;
+pub mod flex_sizes;
+pub mod graphs;
 pub mod metrics;
 pub mod optimizer;
 pub mod schedule;

@@ -38,22 +38,6 @@ pub struct Settings {
 /// Applies `flags` over `section` (the model's `train {}`, if any).
 pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, RunError> {
     let mut r = section.cloned().unwrap_or_default();
-    if let Some(regs) = r.regularizers.as_ref().filter(|v| !v.is_empty()) {
-        let names: Vec<String> = regs
-            .iter()
-            .map(|g| {
-                serde_json::to_value(g).expect("plain data")["kind"]
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string()
-            })
-            .collect();
-        return Err(RunError::new(format!(
-            "train {{ regularizers: [{}] }}: fnetc train does not add regularisers to the loss yet",
-            names.join(", ")
-        ))
-        .hint("remove `regularizers` from the train section to train without them"));
-    }
     if r.search.is_some() {
         return Err(RunError::new(
             "train { search: mixture(...) }: fnetc train trains one model; the architecture search over pooling slots is not built yet",
@@ -121,7 +105,7 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::{Adam, Regularizer};
+    use crate::recipe::{Adam, Regularizer, Search};
 
     fn section() -> Recipe {
         Recipe {
@@ -162,12 +146,23 @@ mod tests {
 
     #[test]
     fn unsupported_and_missing_settings_are_named() {
+        // Regularisers are kept in the recipe (the loss is built from it); the
+        // search is not built.
         let mut r = section();
         r.regularizers = Some(vec![Regularizer::KernelL2 { weight: 0.1 }]);
+        let s = resolve(Some(&r), &Overrides::default()).unwrap();
+        assert_eq!(s.recipe.regularizers, r.regularizers);
+        r.search = Some(Search::Mixture {
+            models: 2,
+            t_max: 5.0,
+            ema: 0.9,
+            kl: 0.01,
+            split: 0.8,
+        });
         let e = resolve(Some(&r), &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("regularizers: [kernel_l2]"), "{e}");
+        assert!(e.contains("search: mixture"), "{e}");
         let mut r = section();
         r.data = None;
         let e = resolve(Some(&r), &Overrides::default())

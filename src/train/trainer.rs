@@ -1,30 +1,32 @@
 //! The training loop, over the [`Backend`] seam so that any backend that runs training
-//! graphs trains (today the reference interpreter; OpenCL once its training plans land).
+//! graphs trains (the reference interpreter and OpenCL).
 //!
 //! Each step writes the current parameters into the prepared training graph (inputs:
-//! the batch and its labels; outputs: loss, `grad.*`, `update.*` and, appended here,
-//! the logits for the training accuracy), runs it in [`Mode::Train`], checks that the
-//! loss and every gradient are finite, steps the optimiser on the host, and copies the
-//! updated BatchNorm running statistics back into the buffers. Evaluation runs the
+//! the batch and its labels; outputs: loss, `grad.*`, `update.*`, the loss's terms
+//! with regularisers and, appended here, the logits for the training accuracy), runs
+//! it in [`Mode::Train`], checks that the loss and every gradient are finite, steps
+//! the optimiser on the host, and copies the updated BatchNorm running statistics
+//! back into the buffers. Evaluation runs the
 //! model's inference-compiled graph in [`Mode::Eval`] on the current weights.
 
 use super::checkpoint::{self, Checkpoint, Progress};
 use super::data::{self, in_order, DataSet, Prefetch};
+use super::graphs::{add_logits_output, inference_graph, io_shape};
 use super::metrics::{loss_and_correct, Metrics};
 use super::optimizer::Optim;
 use super::schedule::LrSchedule;
 use super::settings::{resolve, Overrides, Settings};
 use crate::autodiff::{differentiate, Loss, TrainingGraph};
 use crate::backend::{open, Backend, BackendKind, Prepared};
+use crate::cli::compile::{compile, write_compiled, CompileArgs};
 use crate::cli::CliError;
 use crate::diag::{Report, Source};
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::ir::graph::Graph;
-use crate::ir::op::{Op, TrainOp};
+use crate::ir::types::DType;
 use crate::opencl::DeviceSel;
-use crate::passes::pipeline::default_pipeline;
-use crate::passes::{CompileMode, PassContext};
+use crate::passes::CompileMode;
 use crate::runtime::{initialise, Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
 use serde_json::json;
@@ -32,6 +34,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The trained weights, the inference artifact and the resolved recipe in RUN_DIR.
+pub const FINAL: &str = "final.safetensors";
+pub const MODEL: &str = "model.fnc";
+pub const RECIPE: &str = "recipe.json";
 
 /// What `fnetc train` was asked to do.
 #[derive(Clone, Debug)]
@@ -69,6 +76,8 @@ pub enum Event {
     },
     Step {
         loss: f64,
+        /// The loss's parts (`loss.ce`, `reg.<kind>`), empty without regularisers.
+        terms: Vec<(String, f64)>,
         accuracy: f64,
         lr: f64,
         samples_per_s: f64,
@@ -100,18 +109,14 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
     let model_dir = args.model.parent().unwrap_or(Path::new(".")).to_path_buf();
     let data = data::load(&settings.data, &model_dir, &sample_shape, classes)?;
     data::check_augment(&settings.augment, &sample_shape)?;
-    let mut tg = differentiate(
-        &graph,
-        &Loss {
-            output: 0,
-            label_smoothing: settings.label_smoothing,
-            ..Loss::default()
-        },
-    )
-    .map_err(|e| Report {
+    // The section's loss: cross-entropy and its regularisers, each term also its own
+    // output (`loss.ce`, `reg.<kind>`), logged per step.
+    let report = |e: crate::autodiff::AutodiffError| Report {
         source: source.clone(),
         diagnostics: vec![e.to_diagnostic()],
-    })?;
+    };
+    let loss = Loss::from_recipe(&settings.recipe, 0).map_err(report)?;
+    let mut tg = differentiate(&graph, &loss).map_err(report)?;
     add_logits_output(&mut tg)?;
     let inference = inference_graph(&graph, settings.batch)?;
     let backend = open(args.backend, args.device, &args.model)?;
@@ -152,65 +157,24 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
     run.train(observe)
 }
 
-/// The model's sample shape (its input without the batch axis) and class count.
-fn io_shape(graph: &Graph) -> Result<(Vec<usize>, usize), RunError> {
-    let one_input = || {
-        RunError::new(format!(
-            "model `{}` has {} inputs; fnetc train feeds one input of samples [B, ...]",
-            graph.name,
-            graph.inputs.len()
-        ))
-    };
-    let [input] = graph.inputs[..] else {
-        return Err(one_input());
-    };
-    let dims = &graph.node(input).ty.shape;
-    let sample: Option<Vec<usize>> = dims[1..]
+/// A step's loss, correct predictions and loss terms (name, value).
+type StepOut = (f64, u64, Vec<(String, f64)>);
+
+/// ` (ce 0.4100, orthogonality 0.0200)`: the loss's parts for a progress line;
+/// nothing without regularisers.
+pub fn terms_words(terms: &[(String, f64)]) -> String {
+    if terms.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = terms
         .iter()
-        .map(|d| d.known().map(|v| v as usize))
+        .map(|(name, v)| {
+            let short = name.strip_prefix("reg.").unwrap_or(name);
+            let short = short.strip_prefix("loss.").unwrap_or(short);
+            format!("{short} {v:.4}")
+        })
         .collect();
-    let out = graph.outputs.first().map(|&o| &graph.node(o).ty.shape);
-    let classes = out.filter(|s| s.len() == 2).and_then(|s| s[1].known());
-    match (sample, classes) {
-        (Some(s), Some(k)) if k >= 1 => Ok((s, k as usize)),
-        _ => Err(RunError::new(format!(
-            "model `{}`: training needs an input [B, ...] of known sample shape and logits [B, K] as the first output",
-            graph.name
-        ))),
-    }
-}
-
-/// Appends the logits (the loss's first operand) to the training graph's outputs, so a
-/// step reports its accuracy without a second forward.
-fn add_logits_output(tg: &mut TrainingGraph) -> Result<(), RunError> {
-    let g = &mut tg.graph;
-    let loss = g
-        .node_ids()
-        .find(|&i| matches!(g.node(i).op, Op::Train(TrainOp::CrossEntropy { .. })));
-    let logits = loss.and_then(|l| g.operands(l).first().copied());
-    match logits {
-        Some(l) => {
-            g.outputs.push(l);
-            Ok(())
-        }
-        None => Err(RunError::new(
-            "internal error: the training graph has no cross-entropy loss",
-        )),
-    }
-}
-
-/// The model compiled for inference (nothing bound: the weights change every epoch).
-fn inference_graph(graph: &Graph, batch: u64) -> Result<Graph, RunError> {
-    let mut g = graph.clone();
-    let mut ctx = PassContext::new(CompileMode::Inference);
-    ctx.batch = batch.max(1);
-    default_pipeline(CompileMode::Inference)
-        .run(&mut g, &mut ctx, &mut |_| {})
-        .map_err(|e| {
-            RunError::new(format!("internal compiler error in {e}"))
-                .hint("this is a bug in fnetc; please report it with the model")
-        })?;
-    Ok(g)
+    format!(" ({})", parts.join(", "))
 }
 
 /// A prepared training graph and the step whose parameters it holds.
@@ -258,6 +222,7 @@ impl Run<'_> {
             self.steps_per_epoch(),
         );
         if self.args.resume {
+            checkpoint::remove_temporaries(out);
             let Some((_, path)) = checkpoint::list(out).pop() else {
                 return Err(RunError::new(format!(
                     "--resume {}: no checkpoint in `{}`",
@@ -315,7 +280,7 @@ impl Run<'_> {
             if taken {
                 // --force: start over, removing only what a run writes.
                 let _ = std::fs::remove_dir_all(checkpoint::dir(out));
-                for f in [super::metrics::FILE, "final.safetensors", "recipe.json"] {
+                for f in [super::metrics::FILE, FINAL, MODEL, RECIPE] {
                     let _ = std::fs::remove_file(out.join(f));
                 }
             }
@@ -334,6 +299,8 @@ impl Run<'_> {
         let steps = self.steps_per_epoch();
         let (mut samples, started) = (0u64, Instant::now());
         let mut last_test = None;
+        // The newest step's loss terms, for the epoch line.
+        let mut last_terms: Vec<(String, f64)> = Vec::new();
         while self.epoch < s.epochs {
             let epoch_start = Instant::now();
             observe(Event::EpochStart {
@@ -357,7 +324,7 @@ impl Run<'_> {
                     .as_ref()
                     .expect("started")
                     .lr(self.step, self.epoch);
-                let (loss, correct) = self.step(&b, lr)?;
+                let (loss, correct, terms) = self.step(&b, lr)?;
                 let n = b.labels.data.len() as u64;
                 self.sums.0 += loss * n as f64;
                 self.sums.1 += correct;
@@ -366,10 +333,18 @@ impl Run<'_> {
                 self.batch_in_epoch += 1;
                 samples += n;
                 let sps = n as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                self.metrics.push(json!({"kind": "step", "step": self.step, "epoch": self.epoch,
-                    "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps}));
+                let mut record = json!({"kind": "step", "step": self.step, "epoch": self.epoch,
+                    "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps});
+                if !terms.is_empty() {
+                    let t: serde_json::Map<String, serde_json::Value> =
+                        terms.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    record["terms"] = serde_json::Value::Object(t);
+                }
+                self.metrics.push(record);
+                last_terms.clone_from(&terms);
                 observe(Event::Step {
                     loss,
+                    terms,
                     accuracy: correct as f64 / n as f64,
                     lr,
                     samples_per_s: sps,
@@ -410,16 +385,24 @@ impl Run<'_> {
                 .expect("started")
                 .end_epoch(plateau_loss);
             let wall = epoch_start.elapsed().as_secs_f64();
-            self.metrics.push(json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
+            let mut record = json!({"kind": "epoch", "epoch": self.epoch, "step": self.step,
                 "train_loss": train_loss, "train_accuracy": train_acc,
-                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall}));
+                "test_loss": test.map(|t| t.0), "test_accuracy": test.map(|t| t.1), "wall_s": wall});
+            // Each FlexConv's kernel size as the mask now crops it (the next step's);
+            // no field without FlexConvs (`fnetc plot` then draws no sizes).
+            let sizes = super::flex_sizes::kernel_sizes(&self.graph, &self.params)?;
+            if !sizes.is_empty() {
+                record["kernel_sizes"] = json!(sizes);
+            }
+            self.metrics.push(record);
             let test_words = test.map_or(String::from("no test split"), |(l, a)| {
                 format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
             });
             observe(Event::Line(format!(
-                "epoch {}/{}: train loss {train_loss:.4} accuracy {:.2}%, {test_words} ({wall:.1} s)",
+                "epoch {}/{}: train loss {train_loss:.4}{} accuracy {:.2}%, {test_words} ({wall:.1} s)",
                 self.epoch + 1,
                 s.epochs,
+                terms_words(&last_terms),
                 100.0 * train_acc
             )));
             self.epoch += 1;
@@ -448,8 +431,9 @@ impl Run<'_> {
         }
     }
 
-    /// One optimiser step on batch `b`: its loss and correct predictions.
-    fn step(&mut self, b: &data::Batch, lr: f64) -> Result<(f64, u64), CliError> {
+    /// One optimiser step on batch `b`: its loss, correct predictions and the loss's
+    /// terms.
+    fn step(&mut self, b: &data::Batch, lr: f64) -> Result<StepOut, CliError> {
         let n = b.labels.data.len();
         let outputs = {
             let prepared = self.prepared_for_training(n)?;
@@ -457,12 +441,16 @@ impl Run<'_> {
             prepared.run()?;
             prepared.read_outputs()?
         };
-        let (ng, nb) = (self.tg.grads.len(), self.tg.buffers.len());
-        if outputs.len() != 2 + ng + nb {
+        let (ng, nb, nt) = (
+            self.tg.grads.len(),
+            self.tg.buffers.len(),
+            self.tg.terms.len(),
+        );
+        if outputs.len() != 2 + ng + nb + nt {
             return Err(RunError::new(format!(
                 "internal error: the training graph gave {} outputs, expected {}",
                 outputs.len(),
-                2 + ng + nb
+                2 + ng + nb + nt
             ))
             .into());
         }
@@ -492,9 +480,16 @@ impl Run<'_> {
         for (name, u) in self.tg.buffers.iter().zip(&outputs[1 + ng..1 + ng + nb]) {
             self.params.insert(name.clone(), u.clone());
         }
-        let logits = &outputs[1 + ng + nb];
+        let terms = self
+            .tg
+            .terms
+            .iter()
+            .zip(&outputs[1 + ng + nb..1 + ng + nb + nt])
+            .map(|(name, t)| (name.clone(), f64::from(t.data[0])))
+            .collect();
+        let logits = &outputs[1 + ng + nb + nt];
         let (_, correct) = loss_and_correct(&logits.data, &b.labels.data, 0.0);
-        Ok((loss, correct))
+        Ok((loss, correct, terms))
     }
 
     /// The error for a NaN or infinity at this step, naming the parameter's layer and
@@ -610,14 +605,29 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// `final.safetensors` and `recipe.json`.
-    fn finish(&self) -> Result<(), RunError> {
+    /// `final.safetensors`, `recipe.json`, and `model.fnc`: the inference artifact
+    /// with the trained weights bound, compiled as `fnetc compile -w` compiles it (for
+    /// the training backend's cost table).
+    fn finish(&self) -> Result<(), CliError> {
         let out = &self.args.out;
-        crate::io::weights::write_weights(&out.join("final.safetensors"), &self.params)?;
+        let weights = out.join(FINAL);
+        crate::io::weights::write_weights(&weights, &self.params)?;
         let text = serde_json::to_string_pretty(&self.settings.recipe).expect("plain data") + "\n";
-        crate::io::write_output(&out.join("recipe.json"), &[], |w| {
-            w.write_all(text.as_bytes())
-        })?;
+        crate::io::write_output(&out.join(RECIPE), &[], |w| w.write_all(text.as_bytes()))?;
+        let args = CompileArgs {
+            model: self.args.model.clone(),
+            options: self.args.options.clone(),
+            mode: CompileMode::Inference,
+            passes: None,
+            print_after: Vec::new(),
+            verbose: false,
+            weights: Some(weights),
+            batch: 1,
+            cost_backend: self.backend.cost_table(),
+            precision: DType::F32,
+        };
+        let compiled = compile(&args)?;
+        write_compiled(&compiled, &args, &out.join(MODEL))?;
         Ok(())
     }
 }
