@@ -200,24 +200,6 @@ impl Executable {
         Ok(())
     }
 
-    /// The inputs last written, read back from the device: a new plan of the same
-    /// graph takes them over (`write_inputs`) when it replaces this one between a
-    /// caller's `write_inputs` and its run.
-    pub fn read_inputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
-        let mut out = Vec::with_capacity(self.plan.inputs.len());
-        for (buf, shape) in &self.plan.inputs {
-            let mut data = vec![0.0f32; shape.iter().product()];
-            if !data.is_empty() {
-                self.buffers[*buf]
-                    .read(&mut data[..])
-                    .enq()
-                    .map_err(|e| cl_err("reading an input back", e))?;
-            }
-            out.push(Tensor::from_vec(shape.clone(), data)?);
-        }
-        Ok(out)
-    }
-
     /// Sets the seed of the next runs' dropout masks (`runtime::dropout`); a plan
     /// without dropout ignores it.
     pub fn set_seed(&self, seed: u64) -> Result<(), RunError> {
