@@ -10,32 +10,10 @@
 //! class index gives NaN (the OpenCL backend also checks labels on the host).
 
 use super::build::*;
-use super::{BinOp, Expr, Func, Kernel, Param, Stmt, Ty};
-
-fn eq(a: Expr, b: Expr) -> Expr {
-    bin(BinOp::Eq, a, b)
-}
+use super::{BinOp, Expr, Func, Kernel, Stmt, Ty};
 
 fn min(a: Expr, b: Expr) -> Expr {
     bin(BinOp::Min, a, b)
-}
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
-fn kernel(name: &str, params: Vec<Param>, body: Vec<Stmt>, grid: Vec<usize>, flops: u64) -> Kernel {
-    Kernel {
-        name: name.to_string(),
-        params,
-        body,
-        grid,
-        local: None,
-        flops,
-    }
 }
 
 /// The widest of 8, 4, 1 lanes that divides `n`.
@@ -92,7 +70,7 @@ pub fn channel_sum(name: &str, outer: usize, c: usize, inner: usize, vector: u8)
     ];
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![c],
         (outer * c * inner) as u64,
@@ -174,7 +152,7 @@ pub fn bn_sums(name: &str, outer: usize, c: usize, inner: usize, eps: f32, vecto
     ]);
     kernel(
         name,
-        vec![p("x", true), p("dy", true), p("st", false)],
+        vec![param("x", true), param("dy", true), param("st", false)],
         body,
         vec![c],
         6 * (outer * c * inner) as u64,
@@ -219,11 +197,11 @@ pub fn bn_backward_data(
             w,
         ),
     ];
-    let mut params = vec![p("x", true), p("dy", true), p("st", true)];
+    let mut params = vec![param("x", true), param("dy", true), param("st", true)];
     if affine {
-        params.push(p("g", true));
+        params.push(param("g", true));
     }
-    params.push(p("dx", false));
+    params.push(param("dx", false));
     kernel(
         name,
         params,
@@ -268,7 +246,7 @@ pub fn running_stat(
     ));
     kernel(
         name,
-        vec![p("x", true), p("r", true), p("y", false)],
+        vec![param("x", true), param("r", true), param("y", false)],
         body,
         vec![c],
         3 * (outer * c * inner) as u64,
@@ -357,7 +335,11 @@ pub fn cross_entropy_rows(name: &str, batch: usize, k: usize, eps: f32) -> Kerne
     ]);
     kernel(
         name,
-        vec![p("z", true), p("labels", true), p("rows", false)],
+        vec![
+            param("z", true),
+            param("labels", true),
+            param("rows", false),
+        ],
         body,
         vec![batch],
         4 * (batch * k) as u64,
@@ -394,7 +376,7 @@ pub fn cross_entropy_backward(name: &str, batch: usize, k: usize, eps: f32) -> K
     ));
     kernel(
         name,
-        vec![p("z", true), p("labels", true), p("dz", false)],
+        vec![param("z", true), param("labels", true), param("dz", false)],
         body,
         vec![batch],
         5 * (batch * k) as u64,
@@ -415,7 +397,7 @@ pub fn relu_backward(name: &str, n: usize) -> Kernel {
     )];
     kernel(
         name,
-        vec![p("x", true), p("dy", true), p("dx", false)],
+        vec![param("x", true), param("dy", true), param("dx", false)],
         body,
         vec![n],
         n as u64,
@@ -442,7 +424,7 @@ pub fn gelu_backward(name: &str, n: usize, vector: u8) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("x", true), p("dy", true), p("dx", false)],
+        vec![param("x", true), param("dy", true), param("dx", false)],
         body,
         vec![n / w as usize],
         12 * n as u64,
@@ -472,9 +454,9 @@ pub fn dropout(name: &str, n: usize, p_drop: f64, salt: u32, with_x: bool) -> Ke
     let body = vec![let_("key", Ty::I32, key), store("y", gid(0), value, 1)];
     let mut params = Vec::new();
     if with_x {
-        params.push(p("x", true));
+        params.push(param("x", true));
     }
-    params.extend([p("seed", true), p("y", false)]);
+    params.extend([param("seed", true), param("y", false)]);
     kernel(name, params, body, vec![n], n as u64)
 }
 
@@ -489,7 +471,7 @@ pub fn spread_mean(name: &str, planes: usize, inner: usize, vector: u8) -> Kerne
     )];
     kernel(
         name,
-        vec![p("dy", true), p("dx", false)],
+        vec![param("dy", true), param("dx", false)],
         body,
         vec![inner / w as usize, planes],
         (planes * inner) as u64,
@@ -510,7 +492,7 @@ pub fn last_backward(name: &str, rows: usize, len: usize) -> Kernel {
     )];
     kernel(
         name,
-        vec![p("dy", true), p("dx", false)],
+        vec![param("dy", true), param("dx", false)],
         body,
         vec![len, rows],
         0,
@@ -528,7 +510,7 @@ pub fn take_block(name: &str, outer: usize, chunk: usize, total: usize, offset: 
     )];
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![chunk, outer],
         0,
@@ -568,7 +550,7 @@ pub fn shortcut_a_backward(
     ];
     kernel(
         name,
-        vec![p("dy", true), p("dx", false)],
+        vec![param("dy", true), param("dx", false)],
         body,
         vec![hw[1], hw[0], n * ci],
         0,
@@ -700,7 +682,7 @@ pub fn pool_backward(
     let per = if max_pool { k[0] * k[1] + 1 } else { 1 };
     kernel(
         name,
-        vec![p("x", true), p("dy", true), p("dx", false)],
+        vec![param("x", true), param("dy", true), param("dx", false)],
         body,
         vec![hw[1], hw[0], planes],
         (planes * hw[0] * hw[1] * k[0] * k[1] * per) as u64,
@@ -716,5 +698,11 @@ pub fn pad_vector(name: &str, n: usize, len: usize) -> Kernel {
         select(lt(gid(0), int(n)), load("x", gid(0), 1), float(0.0)),
         1,
     )];
-    kernel(name, vec![p("x", true), p("y", false)], body, vec![len], 0)
+    kernel(
+        name,
+        vec![param("x", true), param("y", false)],
+        body,
+        vec![len],
+        0,
+    )
 }

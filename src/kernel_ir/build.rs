@@ -2,7 +2,7 @@
 //! arithmetic operators fold constants (`x·1`, `x+0`, `2·3`) so the rendered source
 //! stays short and stable.
 
-use super::{BinOp, Expr, Func, Stmt, Ty};
+use super::{BinOp, Expr, Func, Kernel, Param, Stmt, Ty};
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
 pub fn int(v: impl TryInto<i64>) -> Expr {
@@ -197,4 +197,34 @@ mod tests {
         assert_eq!(var("x") * 1usize + 0usize, var("x"));
         assert_eq!(var("x") * 2usize, bin(BinOp::Mul, var("x"), Expr::Int(2)));
     }
+}
+
+/// A kernel parameter: buffer `name`, read-only or written.
+pub fn param(name: &str, read_only: bool) -> Param {
+    Param {
+        name: name.to_string(),
+        read_only,
+    }
+}
+
+/// A kernel over `grid` with no fixed work-group size; `flops` feeds the cost model.
+pub fn kernel(
+    name: &str,
+    params: Vec<Param>,
+    body: Vec<Stmt>,
+    grid: Vec<usize>,
+    flops: impl TryInto<u64>,
+) -> Kernel {
+    Kernel {
+        name: name.to_string(),
+        params,
+        body,
+        grid,
+        local: None,
+        flops: flops.try_into().unwrap_or(u64::MAX),
+    }
+}
+
+pub fn eq(a: Expr, b: Expr) -> Expr {
+    bin(BinOp::Eq, a, b)
 }

@@ -9,7 +9,7 @@
 //! on the host to `[Co/T][Ci][Kh][Kw][T]` (zero rows pad `Co` to a multiple of `T`).
 
 use super::build::*;
-use super::{Kernel, Param, Stmt, Ty};
+use super::{Kernel, Stmt, Ty};
 
 /// One 2D convolution (1D convs are 2D with a height of 1), with its epilogue.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,13 +69,6 @@ impl ConvSpec {
     }
 }
 
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
 /// Zero-pads `[planes, h, w]` into `[planes, hp, wp]` at offset (top, left).
 #[allow(clippy::too_many_arguments)]
 pub fn pad_kernel(
@@ -96,7 +89,7 @@ pub fn pad_kernel(
     );
     Kernel {
         name: name.to_string(),
-        params: vec![p("x", true), p("y", false)],
+        params: vec![param("x", true), param("y", false)],
         body: vec![
             let_("ow", Ty::I32, gid(0)),
             let_("oh", Ty::I32, gid(1)),
@@ -245,11 +238,11 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
         }
         body.push(Stmt::Block(write));
     }
-    let mut params = vec![p("x", true), p("w", true), p("b", true)];
+    let mut params = vec![param("x", true), param("w", true), param("b", true)];
     if s.residual {
-        params.push(p("r", true));
+        params.push(param("r", true));
     }
-    params.push(p("y", false));
+    params.push(param("y", false));
     Kernel {
         name: name.to_string(),
         params,

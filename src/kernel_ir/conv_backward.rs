@@ -21,18 +21,11 @@
 
 use super::build::*;
 use super::conv::ConvSpec;
-use super::{Kernel, Param, Stmt, Ty};
+use super::{Kernel, Stmt, Ty};
 
 /// Taps of one row each filter work-item accumulates at once (registers: `V` lanes
 /// each): enough to reuse one `dy` vector for a 3-, 5- or 7-tap row.
 pub const FILTER_TAPS: usize = 8;
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
 
 /// `dx [n, ci, h, w]` from `dy [n, co, oh, ow]` and `w [co, ci/groups, kh, kw]`.
 pub fn data_kernel(name: &str, s: &ConvSpec, groups: usize) -> Kernel {
@@ -115,7 +108,7 @@ pub fn data_kernel(name: &str, s: &ConvSpec, groups: usize) -> Kernel {
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("dy", true), p("w", true), p("dx", false)],
+        params: vec![param("dy", true), param("w", true), param("dx", false)],
         body,
         grid: vec![s.w, s.h, s.n * s.ci],
         local: None,
@@ -205,7 +198,7 @@ pub fn spread_pad_kernel(
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("x", true), p("y", false)],
+        params: vec![param("x", true), param("y", false)],
         body,
         grid: vec![wp, hp, planes],
         local: None,
@@ -242,7 +235,7 @@ pub fn flip_repack(name: &str, co: usize, ci: usize, taps: usize, t: usize) -> K
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("w", true), p("y", false)],
+        params: vec![param("w", true), param("y", false)],
         body,
         grid: vec![total],
         local: None,
@@ -383,7 +376,7 @@ pub fn filter_kernel(
     }
     Kernel {
         name: name.to_string(),
-        params: vec![p("x", true), p("dy", true), p("dw", false)],
+        params: vec![param("x", true), param("dy", true), param("dw", false)],
         body,
         grid: vec![kh_n * kb_n, cig, chunks * (s.co / tc)],
         local: None,
@@ -418,7 +411,7 @@ pub fn sum_chunks(name: &str, chunks: usize, len: usize) -> Kernel {
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("x", true), p("y", false)],
+        params: vec![param("x", true), param("y", false)],
         body,
         grid: vec![len],
         local: None,

@@ -15,7 +15,7 @@
 //! and inverse ones `e^(+2πi/n)`, unnormalised (rustfft's conventions).
 
 use super::build::*;
-use super::{Expr, Kernel, Param, Stmt, Ty};
+use super::{Expr, Kernel, Stmt, Ty};
 
 /// The radices of a length-`n` transform, in stage order: 8s first, then 4, 2, 3, 5,
 /// 7 (so 1568 = 8·4·7·7 and 2048 = 8·8·8·4 take four stages each). `None` when `n` has
@@ -250,13 +250,6 @@ fn butterfly(e: &mut Emitter, x: &[C], inverse: bool) {
     }
 }
 
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
 /// One Stockham stage: reads `x`, the axis' twiddle table `tw`, writes `y`. Grid:
 /// (row blocks of `vector`, butterflies `n/R`, other-axis positions).
 pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8) -> Kernel {
@@ -308,7 +301,7 @@ pub fn stage_kernel(name: &str, a: &FftAxis, radix: usize, ns: usize, vector: u8
     let flops = points * (5.0 * (radix as f64).log2() + if ns > 1 { 6.0 } else { 0.0 });
     Kernel {
         name: name.to_string(),
-        params: vec![p("x", true), p("tw", true), p("y", false)],
+        params: vec![param("x", true), param("tw", true), param("y", false)],
         body: e.body,
         grid: vec![a.rows / v, stride, a.others],
         local: None,

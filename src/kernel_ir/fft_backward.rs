@@ -23,22 +23,9 @@ use super::fft_conv::FftConv;
 use super::{Kernel, Param, Ty};
 use crate::reference::fft_conv::fft_len;
 
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
+/// The FFT backward's kernels leave their cost to the FFT cost table (no flops).
 fn kernel(name: &str, params: Vec<Param>, body: Vec<super::Stmt>, grid: Vec<usize>) -> Kernel {
-    Kernel {
-        name: name.to_string(),
-        params,
-        body,
-        grid,
-        local: None,
-        flops: 0,
-    }
+    super::build::kernel(name, params, body, grid, 0)
 }
 
 /// Rows of the weight's transform for `g`: one per (output, input) channel pair.
@@ -82,7 +69,7 @@ pub fn spectrum_pack(g: &FftConv, rows: usize, transposed: bool) -> Kernel {
     ];
     kernel(
         "spectrum_pack",
-        vec![p("w", true), p("y", false)],
+        vec![param("w", true), param("y", false)],
         body,
         vec![rows, n2, n1],
     )
@@ -125,7 +112,7 @@ pub fn spectrum_gather(g: &FftConv, rows: usize) -> Kernel {
     ];
     kernel(
         "spectrum_gather",
-        vec![p("s", true), p("y", false)],
+        vec![param("s", true), param("y", false)],
         body,
         vec![g.cop, g.ci, g.len[0] * half],
     )
@@ -242,7 +229,7 @@ pub fn pack_rows(
     ];
     kernel(
         "fft_rows",
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![rows, n2, len[0]],
     )
@@ -292,7 +279,7 @@ pub fn filter_mac(g: &FftFilter) -> Kernel {
     }
     Kernel {
         name: "fft_filter_mac".into(),
-        params: vec![p("x", true), p("dy", true), p("w", false)],
+        params: vec![param("x", true), param("dy", true), param("w", false)],
         body,
         grid: vec![g.cip / vw, g.co / g.tco, g.points()],
         local: None,
@@ -324,7 +311,7 @@ pub fn filter_crop(g: &FftFilter) -> Kernel {
     ];
     kernel(
         "fft_filter_crop",
-        vec![p("s", true), p("dw", false)],
+        vec![param("s", true), param("dw", false)],
         body,
         vec![kw, kh, g.co * g.ci],
     )

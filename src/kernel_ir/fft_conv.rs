@@ -20,7 +20,7 @@
 use super::build::*;
 use super::conv::ConvSpec;
 use super::fft::radices;
-use super::{Kernel, Param, Ty};
+use super::{Kernel, Ty};
 use crate::reference::fft_conv::fft_len;
 use rustfft::num_complex::Complex;
 use rustfft::FftPlanner;
@@ -119,13 +119,6 @@ impl FftConv {
     }
 }
 
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
 /// `x [B, Ci, H, W]` into the zero-padded transform rows `[n1][n2][2][rows_in]`.
 pub fn pack_kernel(g: &FftConv) -> Kernel {
     let [h, w] = g.hw;
@@ -156,7 +149,7 @@ pub fn pack_kernel(g: &FftConv) -> Kernel {
     }
     Kernel {
         name: "fft_pack".into(),
-        params: vec![p("x", true), p("y", false)],
+        params: vec![param("x", true), param("y", false)],
         body,
         grid: vec![g.rows_in, n2, g.len[0]],
         local: None,
@@ -245,7 +238,7 @@ pub fn pointwise_kernel(g: &FftConv, vector: u8) -> Kernel {
     }
     Kernel {
         name: "fft_mac".into(),
-        params: vec![p("x", true), p("k", true), p("y", false)],
+        params: vec![param("x", true), param("k", true), param("y", false)],
         body,
         grid: vec![g.cop / v, g.pairs / g.tile_p, g.points()],
         local: None,
@@ -275,16 +268,16 @@ pub fn crop_kernel(g: &FftConv) -> Kernel {
             load("s", src, 1) * float(1.0 / (n1 * n2) as f32) + load("b", var("c"), 1),
         ),
     ];
-    let mut params = vec![p("s", true), p("b", true)];
+    let mut params = vec![param("s", true), param("b", true)];
     if g.residual {
         body.push(assign("u", var("u") + load("r", var("dst"), 1)));
-        params.push(p("r", true));
+        params.push(param("r", true));
     }
     if g.relu {
         body.push(assign("u", max(var("u"), float(0.0))));
     }
     body.push(store("y", var("dst"), var("u"), 1));
-    params.push(p("y", false));
+    params.push(param("y", false));
     Kernel {
         name: "fft_crop".into(),
         params,

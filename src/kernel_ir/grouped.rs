@@ -6,14 +6,7 @@
 
 use super::build::*;
 use super::conv::ConvSpec;
-use super::{Kernel, Param, Ty};
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
+use super::{Kernel, Ty};
 
 /// The kernel reading `x [n, ci, h, w]`, `w [co, ci/groups, kh, kw]`, bias `b [co]`
 /// (and the residual `r`), writing `y [n, co, oh, ow]`.
@@ -79,16 +72,16 @@ pub fn grouped_conv_kernel(name: &str, s: &ConvSpec, groups: usize) -> Kernel {
         ),
         let_("u", Ty::F32, var("acc") + load("b", var("co"), 1)),
     ];
-    let mut params = vec![p("x", true), p("w", true), p("b", true)];
+    let mut params = vec![param("x", true), param("w", true), param("b", true)];
     if s.residual {
         body.push(assign("u", var("u") + load("r", var("dst"), 1)));
-        params.push(p("r", true));
+        params.push(param("r", true));
     }
     if s.relu {
         body.push(assign("u", max(var("u"), float(0.0))));
     }
     body.push(store("y", var("dst"), var("u"), 1));
-    params.push(p("y", false));
+    params.push(param("y", false));
     Kernel {
         name: name.to_string(),
         params,

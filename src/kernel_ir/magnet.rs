@@ -14,7 +14,7 @@
 //! - `repack`: the kernel scaled per output channel into the conv's packed layout.
 
 use super::build::*;
-use super::{Func, Kernel, Param, Stmt, Ty};
+use super::{Func, Kernel, Stmt, Ty};
 
 /// Sizes of one synthesis: `D` axes, `H` hidden units, `N` grid points, `R = Cout·Cin`
 /// output rows, `vector` lanes along the points.
@@ -35,13 +35,6 @@ impl MagnetSpec {
 
     fn vectors(&self) -> usize {
         self.padded() / self.vector as usize
-    }
-}
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
     }
 }
 
@@ -86,11 +79,11 @@ pub fn gabor_layer(name: &str, s: &MagnetSpec, first: bool) -> Kernel {
         call(Func::Exp, float(-0.5) * var("sq")) * call(Func::Sin, var("arg")),
     ));
     let mut params = vec![
-        p("grid", true),
-        p("wg", true),
-        p("bg", true),
-        p("gamma", true),
-        p("mu", true),
+        param("grid", true),
+        param("wg", true),
+        param("bg", true),
+        param("gamma", true),
+        param("mu", true),
     ];
     if !first {
         body.push(let_("acc", Ty::f32x(v), splat(load("c", j.clone(), 1), v)));
@@ -109,10 +102,10 @@ pub fn gabor_layer(name: &str, s: &MagnetSpec, first: bool) -> Kernel {
             )],
         ));
         body.push(assign("g", var("g") * var("acc")));
-        params.extend([p("u", true), p("c", true), p("hin", true)]);
+        params.extend([param("u", true), param("c", true), param("hin", true)]);
     }
     body.push(store("hout", j * np + var("p0"), var("g"), v));
-    params.push(p("hout", false));
+    params.push(param("hout", false));
     let per_point = 6 * d_n + 2 + if first { 0 } else { 2 * h_n + 1 };
     Kernel {
         name: name.to_string(),
@@ -151,7 +144,7 @@ pub fn gauss_mask(name: &str, s: &MagnetSpec, scale: f32) -> Kernel {
     body.push(store("m", var("p0"), var("mv"), v));
     Kernel {
         name: name.to_string(),
-        params: vec![p("grid", true), p("mp", true), p("m", false)],
+        params: vec![param("grid", true), param("mp", true), param("m", false)],
         body,
         grid: vec![s.vectors()],
         local: None,
@@ -211,11 +204,11 @@ pub fn magnet_output(name: &str, s: &MagnetSpec, masked: bool, scale: f32) -> Ke
     } else {
         body.push(if_(le(var("p0") + vw, int(n)), full, lanes));
     }
-    let mut params = vec![p("h", true), p("v", true), p("vb", true)];
+    let mut params = vec![param("h", true), param("v", true), param("vb", true)];
     if masked {
-        params.push(p("m", true));
+        params.push(param("m", true));
     }
-    params.push(p("y", false));
+    params.push(param("y", false));
     Kernel {
         name: name.to_string(),
         params,
@@ -250,7 +243,7 @@ pub fn repack(name: &str, co: usize, ci: usize, taps: usize, t: usize) -> Kernel
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("w", true), p("s", true), p("y", false)],
+        params: vec![param("w", true), param("s", true), param("y", false)],
         body,
         grid: vec![total],
         local: None,
@@ -272,7 +265,7 @@ pub fn scale_rows(name: &str, rows: usize, inner: usize) -> Kernel {
     ];
     Kernel {
         name: name.to_string(),
-        params: vec![p("w", true), p("s", true), p("y", false)],
+        params: vec![param("w", true), param("s", true), param("y", false)],
         body,
         grid: vec![rows * inner],
         local: None,

@@ -14,31 +14,7 @@
 //! filter's four parameter gradients.
 
 use super::build::*;
-use super::{Func, Kernel, Param, Stmt, Ty};
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
-fn kernel(
-    name: &str,
-    params: Vec<Param>,
-    body: Vec<Stmt>,
-    grid: Vec<usize>,
-    flops: usize,
-) -> Kernel {
-    Kernel {
-        name: name.to_string(),
-        params,
-        body,
-        grid,
-        local: None,
-        flops: flops as u64,
-    }
-}
+use super::{Func, Kernel, Ty};
 
 /// Gabor filter `l` at every point, for its backward: reads `grid` `[D, N]`, `wg`,
 /// `gamma`, `mu` `[H, D]`, `bg` `[H]` (then, unless `first`, `u` `[H, H]`, `cb` `[H]`,
@@ -83,11 +59,11 @@ pub fn gabor_parts(name: &str, dims: usize, hidden: usize, n: usize, first: bool
         1,
     ));
     let mut params = vec![
-        p("grid", true),
-        p("wg", true),
-        p("bg", true),
-        p("gamma", true),
-        p("mu", true),
+        param("grid", true),
+        param("wg", true),
+        param("bg", true),
+        param("gamma", true),
+        param("mu", true),
     ];
     if !first {
         body.push(let_("acc", Ty::F32, load("cb", j.clone(), 1)));
@@ -107,11 +83,11 @@ pub fn gabor_parts(name: &str, dims: usize, hidden: usize, n: usize, first: bool
         ));
         body.push(store("z", at.clone(), var("acc"), 1));
         body.push(store("hout", at, var("acc") * var("sv"), 1));
-        params.extend([p("u", true), p("cb", true), p("hin", true)]);
+        params.extend([param("u", true), param("cb", true), param("hin", true)]);
     }
-    params.extend([p("s", false), p("c", false)]);
+    params.extend([param("s", false), param("c", false)]);
     if !first {
-        params.extend([p("z", false), p("hout", false)]);
+        params.extend([param("z", false), param("hout", false)]);
     }
     let per_point = 6 * dims + 6 + if first { 0 } else { 2 * hidden + 1 };
     kernel(name, params, body, vec![n, hidden], per_point * hidden * n)
@@ -168,7 +144,7 @@ pub fn outer(name: &str, rows: usize, cols: usize, n: usize, vector: u8) -> Kern
     body.push(store("out", var("r") * cols + var("c"), var("sum"), 1));
     kernel(
         name,
-        vec![p("a", true), p("b", true), p("out", false)],
+        vec![param("a", true), param("b", true), param("out", false)],
         body,
         vec![cols, rows],
         2 * rows * cols * n,
@@ -194,7 +170,7 @@ pub fn row_sums(name: &str, rows: usize, n: usize) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("a", true), p("out", false)],
+        vec![param("a", true), param("out", false)],
         body,
         vec![rows],
         rows * n,
@@ -237,7 +213,7 @@ pub fn transpose_apply(name: &str, o: usize, i: usize, n: usize, vector: u8) -> 
     }
     kernel(
         name,
-        vec![p("w", true), p("d", true), p("out", false)],
+        vec![param("w", true), param("d", true), param("out", false)],
         body,
         vec![n.div_ceil(w), i],
         2 * o * i * n,
@@ -257,11 +233,11 @@ pub fn split_product(name: &str, len: usize) -> Kernel {
     kernel(
         name,
         vec![
-            p("dh", true),
-            p("z", true),
-            p("s", true),
-            p("dg", false),
-            p("dz", false),
+            param("dh", true),
+            param("z", true),
+            param("s", true),
+            param("dg", false),
+            param("dz", false),
         ],
         body,
         vec![len],
@@ -325,16 +301,16 @@ pub fn gabor_grads(name: &str, dims: usize, hidden: usize, n: usize) -> Kernel {
     kernel(
         name,
         vec![
-            p("grid", true),
-            p("gamma", true),
-            p("mu", true),
-            p("dg", true),
-            p("s", true),
-            p("c", true),
-            p("dwg", false),
-            p("dbg", false),
-            p("dgamma", false),
-            p("dmu", false),
+            param("grid", true),
+            param("gamma", true),
+            param("mu", true),
+            param("dg", true),
+            param("s", true),
+            param("c", true),
+            param("dwg", false),
+            param("dbg", false),
+            param("dgamma", false),
+            param("dmu", false),
         ],
         body,
         vec![hidden],
@@ -389,10 +365,10 @@ pub fn gauss_mask_backward(name: &str, dims: usize, n: usize) -> Kernel {
     kernel(
         name,
         vec![
-            p("grid", true),
-            p("mp", true),
-            p("dm", true),
-            p("out", false),
+            param("grid", true),
+            param("mp", true),
+            param("dm", true),
+            param("out", false),
         ],
         body,
         vec![dims],
@@ -421,7 +397,7 @@ pub fn mask_mul_backward_mask(name: &str, rows: usize, n: usize) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("dy", true), p("k", true), p("out", false)],
+        vec![param("dy", true), param("k", true), param("out", false)],
         body,
         vec![n],
         2 * rows * n,
@@ -443,7 +419,7 @@ pub fn mask_mul(name: &str, rows: usize, n: usize) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("k", true), p("m", true), p("y", false)],
+        vec![param("k", true), param("m", true), param("y", false)],
         body,
         vec![n, rows],
         rows * n,

@@ -3,25 +3,7 @@
 //! elementwise kernels handle `V` elements per work-item with vector loads and stores.
 
 use super::build::*;
-use super::{Expr, Func, Kernel, Param, Stmt, Ty};
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
-fn kernel(name: &str, params: Vec<Param>, body: Vec<Stmt>, grid: Vec<usize>, flops: u64) -> Kernel {
-    Kernel {
-        name: name.to_string(),
-        params,
-        body,
-        grid,
-        local: None,
-        flops,
-    }
-}
+use super::{Expr, Func, Kernel, Stmt, Ty};
 
 /// Elementwise maps of one or two inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,11 +65,11 @@ pub fn map(name: &str, kind: MapKind, n: usize, vector: u8) -> Kernel {
         body.push(let_("v", ty, load("x", i.clone(), w)));
     }
     body.push(store("y", i, value, w));
-    let mut params = vec![p("x", true)];
+    let mut params = vec![param("x", true)];
     if kind.arity() == 2 {
-        params.push(p("z", true));
+        params.push(param("z", true));
     }
-    params.push(p("y", false));
+    params.push(param("y", false));
     kernel(name, params, body, vec![n / w as usize], n as u64)
 }
 
@@ -116,7 +98,12 @@ pub fn affine_channel(
     ];
     kernel(
         name,
-        vec![p("x", true), p("s", true), p("t", true), p("y", false)],
+        vec![
+            param("x", true),
+            param("s", true),
+            param("t", true),
+            param("y", false),
+        ],
         body,
         vec![inner / w as usize, outer * c],
         2 * (outer * c * inner) as u64,
@@ -181,7 +168,7 @@ pub fn pool(
     ];
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![out[1], out[0], planes],
         (planes * out[0] * out[1] * k[0] * k[1]) as u64,
@@ -216,7 +203,7 @@ pub fn row_mean(name: &str, planes: usize, inner: usize, vector: u8) -> Kernel {
     body.push(store("y", var("pl"), total * float(1.0 / inner as f32), 1));
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![planes],
         (planes * inner) as u64,
@@ -261,7 +248,12 @@ pub fn linear(name: &str, batch: usize, features: usize, outputs: usize, vector:
     ));
     kernel(
         name,
-        vec![p("x", true), p("w", true), p("bias", true), p("y", false)],
+        vec![
+            param("x", true),
+            param("w", true),
+            param("bias", true),
+            param("y", false),
+        ],
         body,
         vec![outputs, batch],
         2 * (batch * features * outputs) as u64,
@@ -299,7 +291,7 @@ pub fn shortcut_a(
     ];
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![out[1], out[0], n * co],
         0,
@@ -317,7 +309,7 @@ pub fn copy_block(name: &str, outer: usize, chunk: usize, total: usize, offset: 
     )];
     kernel(
         name,
-        vec![p("x", true), p("y", false)],
+        vec![param("x", true), param("y", false)],
         body,
         vec![chunk, outer],
         0,
@@ -332,7 +324,13 @@ pub fn strided_take(name: &str, n: usize, stride: usize, offset: usize) -> Kerne
         load("x", gid(0) * stride + offset, 1),
         1,
     )];
-    kernel(name, vec![p("x", true), p("y", false)], body, vec![n], 0)
+    kernel(
+        name,
+        vec![param("x", true), param("y", false)],
+        body,
+        vec![n],
+        0,
+    )
 }
 
 /// Batch statistics of `[outer, c, inner]` per channel, turned into the (scale, shift)
@@ -380,10 +378,10 @@ pub fn channel_stats(
         store("s", var("c"), var("sc"), 1),
         store("t", var("c"), beta - var("mean") * var("sc"), 1),
     ];
-    let mut params = vec![p("x", true)];
+    let mut params = vec![param("x", true)];
     if affine {
-        params.extend([p("g", true), p("bt", true)]);
+        params.extend([param("g", true), param("bt", true)]);
     }
-    params.extend([p("s", false), p("t", false)]);
+    params.extend([param("s", false), param("t", false)]);
     kernel(name, params, body, vec![c], 3 * (outer * c * inner) as u64)
 }

@@ -8,35 +8,7 @@
 //! every gradient (`plan::lower_regularizers`).
 
 use super::build::*;
-use super::{BinOp, Expr, Func, Kernel, Param, Stmt, Ty};
-
-fn p(name: &str, read_only: bool) -> Param {
-    Param {
-        name: name.to_string(),
-        read_only,
-    }
-}
-
-fn kernel(
-    name: &str,
-    params: Vec<Param>,
-    body: Vec<Stmt>,
-    grid: Vec<usize>,
-    flops: usize,
-) -> Kernel {
-    Kernel {
-        name: name.to_string(),
-        params,
-        body,
-        grid,
-        local: None,
-        flops: flops as u64,
-    }
-}
-
-fn eq(a: Expr, b: Expr) -> Expr {
-    bin(BinOp::Eq, a, b)
-}
+use super::{BinOp, Expr, Func, Kernel, Ty};
 
 /// `|x|` as `max(x, −x)`: the IR has no `fabs`.
 fn abs(x: Expr) -> Expr {
@@ -63,7 +35,7 @@ pub fn transpose(name: &str, n: usize, len: usize) -> Kernel {
     )];
     kernel(
         name,
-        vec![p("b", true), p("bt", false)],
+        vec![param("b", true), param("bt", false)],
         body,
         vec![n, len],
         0,
@@ -118,7 +90,12 @@ pub fn ortho_mask(name: &str, n: usize, s: usize, factor: f32) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("g", true), p("blk", true), p("e", false), p("sym", false)],
+        vec![
+            param("g", true),
+            param("blk", true),
+            param("e", false),
+            param("sym", false),
+        ],
         body,
         vec![n, n],
         6 * n * n,
@@ -144,7 +121,7 @@ pub fn sum_of_squares_scaled(name: &str, count: usize, scale: f32) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("e", true), p("out", false)],
+        vec![param("e", true), param("out", false)],
         body,
         vec![1],
         2 * count,
@@ -179,17 +156,20 @@ pub fn antialias(name: &str, a: &Antialias) -> Kernel {
     let nf = a.sizes.len() as f32;
     let mut params = Vec::new();
     for l in 0..a.sizes.len() {
-        params.extend([p(&format!("w{l}"), true), p(&format!("g{l}"), true)]);
+        params.extend([param(&format!("w{l}"), true), param(&format!("g{l}"), true)]);
     }
     if a.mask_axes.is_some() {
-        params.push(p("m", true));
+        params.push(param("m", true));
     }
-    params.push(p("value", false));
+    params.push(param("value", false));
     for l in 0..a.sizes.len() {
-        params.extend([p(&format!("dw{l}"), false), p(&format!("dg{l}"), false)]);
+        params.extend([
+            param(&format!("dw{l}"), false),
+            param(&format!("dg{l}"), false),
+        ]);
     }
     if a.mask_axes.is_some() {
-        params.push(p("dm", false));
+        params.push(param("dm", false));
     }
     let mut body = vec![
         let_("fm", Ty::F32, float(0.0)),
@@ -390,7 +370,7 @@ pub fn partial_squares(name: &str, n: usize, parts: usize) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("x", true), p("out", false)],
+        vec![param("x", true), param("out", false)],
         body,
         vec![parts],
         2 * n,
@@ -414,7 +394,11 @@ pub fn norm_finish(name: &str, parts: usize, weight: f32) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("partial", true), p("nrm", false), p("value", false)],
+        vec![
+            param("partial", true),
+            param("nrm", false),
+            param("value", false),
+        ],
         body,
         vec![1],
         parts + 2,
@@ -440,7 +424,7 @@ pub fn norm_grad(name: &str, n: usize, weight: f32) -> Kernel {
     ];
     kernel(
         name,
-        vec![p("x", true), p("nrm", true), p("out", false)],
+        vec![param("x", true), param("nrm", true), param("out", false)],
         body,
         vec![n],
         2 * n,

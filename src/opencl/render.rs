@@ -258,6 +258,7 @@ pub fn program(kernels: &[&Kernel]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::kernel;
     use super::*;
     use crate::kernel_ir::build::*;
     use crate::kernel_ir::Param;
