@@ -193,8 +193,10 @@ impl Builder<'_> {
         Ok(y)
     }
 
+    /// The shape of a host-known operand: a constant, or (in a training plan) a
+    /// parameter's value when the plan is built, whose shape every step keeps.
     fn const_shape(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
-        Ok(self.const_tensor(id)?.shape.clone())
+        Ok(self.crop_value(id)?.shape.clone())
     }
 
     /// A batch norm folded into a synthesised weight: `w[o, …]·γ_o/√(var_o + eps)`,
