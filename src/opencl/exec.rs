@@ -233,6 +233,23 @@ impl Executable {
             .map_err(|e| cl_err("waiting for the queue", e))
     }
 
+    /// [`Executable::launch`], waiting after every launch: the wall time of each step,
+    /// in `plan.steps` order. For profiling only: the waits cost what a pipelined
+    /// queue hides (PoCL's per-launch overhead), so the sum exceeds a `launch`.
+    pub fn launch_timed(&self) -> Result<Vec<std::time::Duration>, RunError> {
+        let mut times = Vec::with_capacity(self.launches.len());
+        for (k, step) in self.launches.iter().zip(&self.plan.steps) {
+            let t = std::time::Instant::now();
+            // SAFETY: as in `launch`.
+            unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
+            self.queue
+                .finish()
+                .map_err(|e| cl_err("waiting for the queue", e))?;
+            times.push(t.elapsed());
+        }
+        Ok(times)
+    }
+
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
         let mut out = Vec::with_capacity(self.plan.outputs.len());
         for (buf, shape) in &self.plan.outputs {
