@@ -44,19 +44,34 @@ fn live_at_peak(plan: &fnet::kernel_ir::plan::Plan) {
             last[a] = i;
         }
     }
-    for &(o, _) in plan.outputs.iter().chain(&plan.updates.iter().map(|&(u, _)| (u, vec![])).collect::<Vec<_>>()) {
+    let kept = plan.updates.iter().map(|&(u, _)| u);
+    for o in plan.outputs.iter().map(|(o, _)| *o).chain(kept) {
         last[o] = plan.steps.len();
     }
     let temp = |b: usize| plan.buffers[b].kind == BufKind::Temp && first[b] != usize::MAX;
     let at = (0..plan.steps.len())
-        .max_by_key(|&i| (0..n).filter(|&b| temp(b) && first[b] <= i && i <= last[b]).map(|b| plan.buffers[b].len).sum::<usize>())
+        .max_by_key(|&i| {
+            (0..n)
+                .filter(|&b| temp(b) && first[b] <= i && i <= last[b])
+                .map(|b| plan.buffers[b].len)
+                .sum::<usize>()
+        })
         .unwrap_or(0);
     println!("\nlive at launch {at} ({}):", plan.steps[at].layer);
-    let mut live: Vec<usize> = (0..n).filter(|&b| temp(b) && first[b] <= at && at <= last[b]).collect();
+    let mut live: Vec<usize> = (0..n)
+        .filter(|&b| temp(b) && first[b] <= at && at <= last[b])
+        .collect();
     live.sort_by_key(|&b| std::cmp::Reverse(plan.buffers[b].len));
     for b in live {
         let s = &plan.steps[first[b]];
-        println!("  {:>7.2} MiB  launches {}..{}  {} {}", mib(plan.buffers[b].len), first[b], last[b], plan.kernels[s.kernel].name, s.layer);
+        println!(
+            "  {:>7.2} MiB  launches {}..{}  {} {}",
+            mib(plan.buffers[b].len),
+            first[b],
+            last[b],
+            plan.kernels[s.kernel].name,
+            s.layer
+        );
     }
 }
 
