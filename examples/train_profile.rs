@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (b, s) in plan.buffers.iter().zip(&plan.slot) {
         let kind = match (&b.kind, s) {
             (BufKind::Temp, Some(_)) => continue,
-            (BufKind::Temp, None) => "temporaries no launch touches (one element each on the device)",
+            (BufKind::Temp, None) => "temporaries in no slot (setup only, or idle)",
             (BufKind::Const(_), _) => "constants and parameters",
             (BufKind::Input(_), _) => "inputs",
             (BufKind::Derived, _) => "derived",
