@@ -30,7 +30,8 @@ pub enum TrainOp {
     LinearBackwardData,
     /// (x `[B, F]`, dy `[B, O]`) → dweight `[O, F]`.
     LinearBackwardFilter,
-    /// (x, dy) → dx: `dy` where `x > 0`.
+    /// (x, dy) → dx: `dy` where `x > 0`. The autodiff rule passes the ReLU's output as
+    /// `x` (positive exactly where its input is), so the input need not be kept.
     ReluBackward,
     /// (x, dy) → dx of max pooling (through its argmax) or average pooling.
     PoolBackward(PoolSpec),

@@ -41,9 +41,12 @@ mod lower_flex_train;
 mod lower_grouped;
 mod lower_regularizers;
 mod lower_train;
+mod slots;
 mod target;
 
 pub use lower_fft::transform_plan;
+use slots::assign_slots;
+pub use slots::live_peak;
 pub use target::Target;
 
 use lower_conv::lift;
@@ -407,59 +410,6 @@ fn evaluate_constants(
     })?;
     out.extend(computed.into_iter().zip(result.outputs));
     Ok(out)
-}
-
-/// Gives each temporary buffer a storage slot, reusing slots whose buffers are dead.
-fn assign_slots(plan: &mut Plan) {
-    let n = plan.buffers.len();
-    let mut last = vec![None; n];
-    for (i, s) in plan.steps.iter().enumerate() {
-        for &a in &s.args {
-            last[a] = Some(i);
-        }
-    }
-    // Outputs, and running-statistic updates copied after the run, live to the end.
-    for &o in plan
-        .outputs
-        .iter()
-        .map(|(o, _)| o)
-        .chain(plan.updates.iter().map(|(u, _)| u))
-    {
-        last[o] = Some(usize::MAX);
-    }
-    plan.slot = vec![None; n];
-    let mut free: Vec<usize> = Vec::new();
-    for (i, s) in plan.steps.iter().enumerate() {
-        for &a in &s.args {
-            if plan.buffers[a].kind != BufKind::Temp || plan.slot[a].is_some() {
-                continue;
-            }
-            let len = plan.buffers[a].len;
-            let fit = free
-                .iter()
-                .enumerate()
-                .filter(|(_, &s)| plan.slot_len[s] >= len)
-                .min_by_key(|(_, &s)| plan.slot_len[s])
-                .map(|(k, _)| k);
-            let slot = match fit {
-                Some(k) => free.swap_remove(k),
-                None => {
-                    plan.slot_len.push(len);
-                    plan.slot_len.len() - 1
-                }
-            };
-            plan.slot[a] = Some(slot);
-        }
-        let mut dead: Vec<usize> = s
-            .args
-            .iter()
-            .filter(|&&a| last[a] == Some(i))
-            .filter_map(|&a| plan.slot[a])
-            .collect();
-        dead.sort();
-        dead.dedup();
-        free.extend(dead);
-    }
 }
 
 impl Builder<'_> {

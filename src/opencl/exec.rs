@@ -34,6 +34,26 @@ fn dims(grid: &[usize]) -> SpatialDims {
     }
 }
 
+/// Temporaries that no launch (step or setup) reads or writes and that are no output,
+/// update or parameter: a lowering allocated them and then took another path (FlexTCN-6's
+/// training plan has 63 MiB of them). They get a one-element buffer, not their length.
+fn idle_temps(plan: &Plan) -> Vec<bool> {
+    let mut idle: Vec<bool> = plan
+        .buffers
+        .iter()
+        .map(|b| b.kind == BufKind::Temp)
+        .collect();
+    let used = (plan.steps.iter().chain(&plan.setup)).flat_map(|s| s.args.iter().copied());
+    let kept = (plan.outputs.iter().map(|(o, _)| *o))
+        .chain(plan.updates.iter().flat_map(|&(u, to)| [u, to]))
+        .chain(plan.params.values().copied())
+        .chain(plan.seed);
+    for b in used.chain(kept) {
+        idle[b] = false;
+    }
+    idle
+}
+
 /// The program source of a plan: every distinct kernel, in launch order.
 pub fn plan_source(plan: &Plan) -> String {
     render::program(&plan.kernels.iter().collect::<Vec<_>>())
@@ -60,10 +80,12 @@ impl Executable {
             .map(|&len| alloc(len, None))
             .collect::<Result<Vec<_>, _>>()?;
         let mut buffers = Vec::with_capacity(plan.buffers.len());
+        let idle = idle_temps(&plan);
         for (i, b) in plan.buffers.iter().enumerate() {
             buffers.push(match (&b.kind, plan.slot[i]) {
                 (BufKind::Temp, Some(s)) => slots[s].clone(),
                 (BufKind::Const(data), _) => alloc(b.len, Some(data))?,
+                _ if idle[i] => alloc(1, None)?,
                 _ => alloc(b.len, None)?,
             });
         }
@@ -108,9 +130,10 @@ impl Executable {
     /// (inputs, outputs, parameters, constants), as `new` allocates them.
     pub fn device_bytes(&self) -> u64 {
         let slots: usize = self.plan.slot_len.iter().map(|&l| l.max(1)).sum();
-        let own: usize = (self.plan.buffers.iter().zip(&self.plan.slot))
-            .filter(|(b, s)| !(matches!(b.kind, BufKind::Temp) && s.is_some()))
-            .map(|(b, _)| b.len.max(1))
+        let idle = idle_temps(&self.plan);
+        let own: usize = (self.plan.buffers.iter().zip(&self.plan.slot).zip(idle))
+            .filter(|((b, s), _)| !(matches!(b.kind, BufKind::Temp) && s.is_some()))
+            .map(|((b, _), idle)| if idle { 1 } else { b.len.max(1) })
             .sum();
         ((slots + own) * std::mem::size_of::<f32>()) as u64
     }
@@ -231,6 +254,23 @@ impl Executable {
         self.queue
             .finish()
             .map_err(|e| cl_err("waiting for the queue", e))
+    }
+
+    /// [`Executable::launch`], waiting after every launch: the wall time of each step,
+    /// in `plan.steps` order. For profiling only: the waits cost what a pipelined
+    /// queue hides (PoCL's per-launch overhead), so the sum exceeds a `launch`.
+    pub fn launch_timed(&self) -> Result<Vec<std::time::Duration>, RunError> {
+        let mut times = Vec::with_capacity(self.launches.len());
+        for (k, step) in self.launches.iter().zip(&self.plan.steps) {
+            let t = std::time::Instant::now();
+            // SAFETY: as in `launch`.
+            unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
+            self.queue
+                .finish()
+                .map_err(|e| cl_err("waiting for the queue", e))?;
+            times.push(t.elapsed());
+        }
+        Ok(times)
     }
 
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
