@@ -776,7 +776,30 @@ model mixed {
     ] {
         let report = run_plot(&run, Some(layer)).unwrap();
         assert!(names(&report.written).contains(&png.to_string()), "{layer}");
+        assert!(
+            !report.notes.iter().any(|n| n.contains("older")),
+            "{:?}",
+            report.notes
+        );
     }
+
+    // Weights newer than model.fnc (a resumed run that checkpointed since): the
+    // FlexConv kernel is still drawn, with a note that it is from the last finish.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let weights = std::fs::File::options()
+        .append(true)
+        .open(run.join("final.safetensors"))
+        .unwrap();
+    weights.set_modified(later).unwrap();
+    let report = run_plot(&run, None).unwrap();
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("model.fnc is older than")),
+        "{:?}",
+        report.notes
+    );
 
     let o = Command::new(env!("CARGO_BIN_EXE_fnetc"))
         .args([

@@ -54,6 +54,15 @@ fn sources(weights: Option<&Path>, model: &Path) -> String {
     files.join(" and ")
 }
 
+/// Whether `a` was modified before `b` (false when either time is unknown).
+fn older(a: &Path, b: Option<&Path>) -> bool {
+    let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (time(a), b.and_then(time)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
+}
+
 /// A file name made from a tensor name: letters, digits, `.`, `-` and `_` kept, the
 /// rest `_`, so any name gives a plain file in the output directory.
 pub fn file_stem(name: &str) -> String {
@@ -156,6 +165,18 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
         _ => {
             let sources = sources(weights.as_deref(), &model);
             let chosen = kernels::choose(&known, args.layer.as_deref(), &sources)?;
+            if chosen.horizon.is_some() && older(&model, weights.as_deref()) {
+                // A resumed run checkpointed after its last finish: the folded kernel
+                // is from the weights of that finish, not the newest ones.
+                report.notes.push(format!(
+                    "{} is older than {}: the FlexConv kernel drawn is from the run's last \
+                     finish",
+                    model.display(),
+                    weights
+                        .as_deref()
+                        .map_or_else(String::new, |w| w.display().to_string())
+                ));
+            }
             let canvas = kernels::render(&chosen.title(), chosen.tensor)?;
             kernel_plot = Some((format!("kernels_{}.png", file_stem(chosen.name)), canvas));
         }
