@@ -3,61 +3,14 @@
 //! must show: sizes, content, curves that move with the data, the kernel grid's
 //! colours in the proportions of the weights; and every malformed input a named error.
 
+mod common;
+
+use common::png_image::Image;
 use fnet::plot::curves::{SMOOTHED, TEST};
 use fnet::plot::kernels::diverging;
 use fnet::plot::{plot, PlotArgs, PlotReport};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// A decoded RGB image.
-struct Image {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
-
-impl Image {
-    fn read(path: &Path) -> Image {
-        let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut dec = png::Decoder::new(std::io::BufReader::new(file))
-            .read_info()
-            .unwrap();
-        let mut buf = vec![0; dec.output_buffer_size()];
-        let info = dec.next_frame(&mut buf).unwrap();
-        assert_eq!(info.color_type, png::ColorType::Rgb);
-        buf.truncate(info.buffer_size());
-        Image {
-            width: info.width as usize,
-            height: info.height as usize,
-            rgb: buf,
-        }
-    }
-
-    fn pixels(&self) -> impl Iterator<Item = (usize, usize, [u8; 3])> + '_ {
-        self.rgb
-            .chunks_exact(3)
-            .enumerate()
-            .map(|(i, p)| (i % self.width, i / self.width, [p[0], p[1], p[2]]))
-    }
-
-    fn count(&self, rgb: [u8; 3]) -> usize {
-        self.pixels().filter(|p| p.2 == rgb).count()
-    }
-
-    fn non_white(&self) -> usize {
-        self.pixels().filter(|p| p.2 != [255, 255, 255]).count()
-    }
-
-    /// Mean row of the pixels of colour `rgb` with `x` in `[x0, x1)`; `None` if none.
-    fn mean_row(&self, rgb: [u8; 3], x0: usize, x1: usize) -> Option<f64> {
-        let rows: Vec<usize> = self
-            .pixels()
-            .filter(|&(x, _, c)| c == rgb && x >= x0 && x < x1)
-            .map(|p| p.1)
-            .collect();
-        (!rows.is_empty()).then(|| rows.iter().sum::<usize>() as f64 / rows.len() as f64)
-    }
-}
 
 fn rgb(c: plotters::style::RGBColor) -> [u8; 3] {
     [c.0, c.1, c.2]
@@ -455,7 +408,10 @@ fn an_unknown_layer_lists_the_known_ones_and_writes_nothing() {
     )
     .unwrap();
     let e = run_plot(bare.path(), Some("conv1")).unwrap_err();
-    assert!(e.contains("no final.safetensors and no checkpoint"), "{e}");
+    assert!(
+        e.contains("no final.safetensors, no checkpoint and no model.fnc"),
+        "{e}"
+    );
 
     // Weights without a kernel to draw (FlexConvs only): a note without --layer, an
     // error naming the file with it.

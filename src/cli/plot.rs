@@ -14,8 +14,9 @@ pub struct PlotCmd {
     /// Where the PNGs go (created if missing). Defaults to RUN_DIR/plots.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The convolution whose kernels to draw, e.g. `conv1` or `conv1.weight`.
-    /// Defaults to the first in name order.
+    /// The convolution whose kernels to draw, e.g. `conv1`, `conv1.weight`, or a
+    /// FlexConv layer (`flexconv1`, drawn from RUN_DIR/model.fnc). Defaults to the
+    /// first FlexConv, else the first stored kernel in name order.
     #[arg(long)]
     pub layer: Option<String>,
 }

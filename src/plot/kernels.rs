@@ -22,16 +22,18 @@ pub const MAX_IN: usize = 32;
 /// The grid's largest side in pixels.
 pub const MAX_SIDE: u32 = 2400;
 
-const MARGIN_TOP: u32 = 80;
-const MARGIN_LEFT: u32 = 70;
+/// Where the first tile's top-left pixel is (public so tests can find the tiles).
+pub const MARGIN_TOP: u32 = 80;
+pub const MARGIN_LEFT: u32 = 70;
 const MARGIN_RIGHT: u32 = 110;
 const MARGIN_BOTTOM: u32 = 20;
-const GAP: u32 = 3;
+/// White pixels between tiles.
+pub const GAP: u32 = 3;
 
 /// The tensors of `file` that are convolution kernels: rank 3 or 4 with more than
 /// one tap, optimiser state (in checkpoints) left out. A FlexConv's kernel network
 /// has only 1-tap (pointwise) weights, so it is not listed: its kernel is synthesised
-/// at run time and is not in the file.
+/// at run time and is not in the file (see [`super::folded`] for where it is).
 pub fn kernel_names(file: &WeightFile<f32>) -> Vec<&str> {
     file.tensors
         .iter()
@@ -44,44 +46,95 @@ pub fn kernel_names(file: &WeightFile<f32>) -> Vec<&str> {
         .collect()
 }
 
-/// The tensor `--layer` names: the exact tensor name, or a layer name to which
-/// `.weight` is added. Without `--layer`, the first kernel in name order.
-pub fn choose<'f>(
-    file: &'f WeightFile<f32>,
-    layer: Option<&str>,
-) -> Result<(&'f str, &'f Tensor<f32>), RunError> {
-    let known = kernel_names(file);
-    let found = match layer {
-        None => known.first().copied(),
-        Some(l) => {
-            let with_weight = format!("{l}.weight");
-            known.iter().copied().find(|&n| n == l || n == with_weight)
-        }
-    };
-    match found {
-        Some(name) => Ok((name, &file.tensors[name])),
-        None => {
-            let listed = if known.is_empty() {
-                "it has none".to_string()
-            } else {
-                format!("it has: {}", known.join(", "))
-            };
-            let message = match layer {
-                Some(l) => format!(
-                    "{}: no convolution kernel named '{l}'; {listed}",
-                    file.path.display()
-                ),
-                None => format!(
-                    "{}: no convolution kernel to draw (a tensor [out, in, k] or [out, in, kh, kw])",
-                    file.path.display()
-                ),
-            };
-            Err(RunError::new(message).hint(
-                "give --layer one of the names listed (with or without `.weight`); a FlexConv's \
-                 kernel is synthesised from its kernel network and is not stored in the weights",
-            ))
+/// One kernel `--layer` can name: a stored convolution weight, or a FlexConv's
+/// kernel folded into the run's `model.fnc`.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The tensor's name (`conv1.weight`), or the FlexConv layer's (`flexconv1`).
+    pub name: &'a str,
+    pub tensor: &'a Tensor<f32>,
+    /// A FlexConv's full horizon when this is its folded kernel (cropped from it).
+    pub horizon: Option<&'a [u64]>,
+}
+
+impl Candidate<'_> {
+    /// `--layer` names a weight with or without `.weight`, a FlexConv by its layer
+    /// name or its constant's (`flexconv1.kernel`).
+    fn is(&self, layer: &str) -> bool {
+        match self.horizon {
+            Some(_) => self.name == layer || layer.strip_suffix(".kernel") == Some(self.name),
+            None => self.name == layer || self.name.strip_suffix(".weight") == Some(layer),
         }
     }
+
+    /// How the name is listed in errors.
+    fn listed(&self) -> String {
+        match self.horizon {
+            Some(_) => format!("{} (FlexConv)", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// The name in the plot's title: a FlexConv's says the kernel is cropped and from
+    /// what horizon.
+    pub fn title(&self) -> String {
+        match self.horizon {
+            Some(h) => {
+                let h: Vec<String> = h.iter().map(|d| d.to_string()).collect();
+                format!("{} (FlexConv, cropped from {})", self.name, h.join("×"))
+            }
+            None => self.name.to_string(),
+        }
+    }
+}
+
+/// The stored kernels of `file` as candidates, in name order.
+pub fn stored(file: &WeightFile<f32>) -> Vec<Candidate<'_>> {
+    kernel_names(file)
+        .into_iter()
+        .map(|name| Candidate {
+            name,
+            tensor: &file.tensors[name],
+            horizon: None,
+        })
+        .collect()
+}
+
+/// The kernel `--layer` names among `known`. Without `--layer`, the first FlexConv
+/// kernel (the learned shape is what these models are about), else the first.
+/// `sources` names the files the candidates came from, for the error.
+pub fn choose<'a, 'c>(
+    known: &'c [Candidate<'a>],
+    layer: Option<&str>,
+    sources: &str,
+) -> Result<&'c Candidate<'a>, RunError> {
+    let found = match layer {
+        None => known
+            .iter()
+            .find(|c| c.horizon.is_some())
+            .or_else(|| known.first()),
+        Some(l) => known.iter().find(|c| c.is(l)),
+    };
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let listed = if known.is_empty() {
+        "it has none".to_string()
+    } else {
+        let names: Vec<String> = known.iter().map(Candidate::listed).collect();
+        format!("it has: {}", names.join(", "))
+    };
+    let message = match layer {
+        Some(l) => format!("{sources}: no convolution kernel named '{l}'; {listed}"),
+        None => format!(
+            "{sources}: no convolution kernel to draw (a tensor [out, in, k] or [out, in, kh, kw])"
+        ),
+    };
+    Err(RunError::new(message).hint(
+        "give --layer one of the names listed (with or without `.weight`); a FlexConv's \
+         kernel is synthesised from its kernel network, and is drawn from the run's \
+         model.fnc, which `fnetc train` writes when it finishes",
+    ))
 }
 
 /// The diverging colour of `t` in [-1, 1]: blue, white at 0, red (ColorBrewer RdBu).
@@ -258,6 +311,41 @@ mod tests {
         // 784-px strips: 3 columns fit in 2400 px; 32 rows of 17 px.
         assert_eq!(c.width, 70 + 3 * (784 + 3) + 110);
         assert_eq!(c.height, 80 + 32 * 17 + 20);
+    }
+
+    #[test]
+    fn layers_are_named_with_or_without_their_suffix_and_flexconvs_come_first() {
+        let t = Tensor {
+            shape: vec![1, 1, 3],
+            data: vec![1.0; 3],
+        };
+        let known = [
+            Candidate {
+                name: "a.weight",
+                tensor: &t,
+                horizon: None,
+            },
+            Candidate {
+                name: "flex",
+                tensor: &t,
+                horizon: Some(&[7]),
+            },
+        ];
+        let pick = |l: Option<&str>| choose(&known, l, "f").map(|c| c.name);
+        assert_eq!(pick(None).unwrap(), "flex");
+        assert_eq!(pick(Some("a")).unwrap(), "a.weight");
+        assert_eq!(pick(Some("a.weight")).unwrap(), "a.weight");
+        assert_eq!(pick(Some("flex.kernel")).unwrap(), "flex");
+        let e = pick(Some("flex.weight")).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "f: no convolution kernel named 'flex.weight'; it has: a.weight, flex (FlexConv)"
+            ),
+            "{e}"
+        );
+        assert_eq!(pick(Some("a.kernel")).ok(), None);
+        assert_eq!(choose(&known[..1], None, "f").unwrap().name, "a.weight");
+        assert_eq!(known[1].title(), "flex (FlexConv, cropped from 7)");
     }
 
     #[test]

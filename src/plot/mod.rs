@@ -1,14 +1,15 @@
 //! `fnetc plot RUN_DIR`: PNG plots of a training run (see docs/training.md, "Plots").
 //!
 //! From `metrics.jsonl`: `loss.png`, `accuracy.png`, `kernel_sizes.png`,
-//! `regularizers.png`. From `final.safetensors` (or the newest checkpoint):
-//! `kernels_<layer>.png`. A plot whose data the run does not have is skipped with a
+//! `regularizers.png`. From `final.safetensors` (or the newest checkpoint) and the
+//! FlexConv kernels folded into `model.fnc`: `kernels_<layer>.png`. A plot whose data the run does not have is skipped with a
 //! note rather than failing the others; a run directory with nothing to plot, a
 //! damaged metrics line or an unknown `--layer` is an error.
 
 pub mod canvas;
 pub mod chart;
 pub mod curves;
+pub mod folded;
 pub mod kernels;
 pub mod records;
 
@@ -21,7 +22,8 @@ pub struct PlotArgs {
     pub run: PathBuf,
     /// Defaults to `RUN_DIR/plots`.
     pub out: Option<PathBuf>,
-    /// The kernel tensor to draw (`conv1` or `conv1.weight`); default the first.
+    /// The kernel to draw (`conv1`, `conv1.weight`, or a FlexConv layer); default the
+    /// first FlexConv, else the first stored kernel.
     pub layer: Option<String>,
 }
 
@@ -41,6 +43,24 @@ pub fn weights_path(run: &Path) -> Option<PathBuf> {
     crate::train::checkpoint::list(run)
         .pop()
         .map(|(_, path)| path)
+}
+
+/// The files kernels are read from, for messages: the weights and/or `model.fnc`.
+fn sources(weights: Option<&Path>, model: &Path) -> String {
+    let mut files: Vec<String> = weights.iter().map(|w| w.display().to_string()).collect();
+    if model.is_file() {
+        files.push(model.display().to_string());
+    }
+    files.join(" and ")
+}
+
+/// Whether `a` was modified before `b` (false when either time is unknown).
+fn older(a: &Path, b: Option<&Path>) -> bool {
+    let time = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (time(a), b.and_then(time)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
+    }
 }
 
 /// A file name made from a tensor name: letters, digits, `.`, `-` and `_` kept, the
@@ -76,9 +96,11 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
     }
     let metrics = crate::train::metrics::path(run);
     let weights = weights_path(run);
-    if !metrics.is_file() && weights.is_none() {
+    let model = folded::model_path(run);
+    if !metrics.is_file() && weights.is_none() && !model.is_file() {
         return Err(RunError::new(format!(
-            "{} holds no metrics.jsonl, final.safetensors or checkpoint: nothing to plot",
+            "{} holds no metrics.jsonl, final.safetensors, checkpoint or model.fnc: nothing to \
+             plot",
             run.display()
         ))
         .hint(hint));
@@ -93,39 +115,71 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
     })?;
 
     let mut report = PlotReport::default();
-    let mut inputs: Vec<&Path> = vec![&metrics];
+    let mut inputs: Vec<&Path> = vec![&metrics, &model];
     if let Some(w) = &weights {
         inputs.push(w);
     }
 
     // The kernel grid first: an unknown --layer is an error before anything is written.
+    let file = match &weights {
+        Some(w) => Some(crate::io::weights::read_weights::<f32>(w)?),
+        None => None,
+    };
+    let folded = if model.is_file() {
+        folded::flex_kernels(&model)?
+    } else {
+        Vec::new()
+    };
+    let mut known: Vec<kernels::Candidate> = file.as_ref().map(kernels::stored).unwrap_or_default();
+    known.extend(folded.iter().map(|f| kernels::Candidate {
+        name: &f.layer,
+        tensor: &f.tensor,
+        horizon: Some(&f.horizon),
+    }));
     let mut kernel_plot = None;
-    match &weights {
-        Some(w) => {
-            let file = crate::io::weights::read_weights::<f32>(w)?;
-            if args.layer.is_none() && kernels::kernel_names(&file).is_empty() {
-                // A model of FlexConvs and pointwise convs only: nothing stored to draw.
-                report.notes.push(format!(
-                    "kernels_*.png skipped: {} holds no convolution kernel (a FlexConv's is \
-                     synthesised at run time and not stored)",
-                    w.display()
-                ));
-            } else {
-                let (name, tensor) = kernels::choose(&file, args.layer.as_deref())?;
-                let canvas = kernels::render(name, tensor)?;
-                kernel_plot = Some((format!("kernels_{}.png", file_stem(name)), canvas));
-            }
-        }
-        None if args.layer.is_some() => {
+    match (&weights, model.is_file()) {
+        (None, false) if args.layer.is_some() => {
             return Err(RunError::new(format!(
-                "--layer: {} has no final.safetensors and no checkpoint to read kernels from",
+                "--layer: {} has no final.safetensors, no checkpoint and no model.fnc to read \
+                 kernels from",
                 run.display()
             ))
             .hint("plot the kernels once the run has written a checkpoint"));
         }
-        None => report
+        (None, false) => report
             .notes
-            .push("kernels_*.png skipped: no final.safetensors or checkpoint".into()),
+            .push("kernels_*.png skipped: no final.safetensors, checkpoint or model.fnc".into()),
+        _ if args.layer.is_none() && known.is_empty() => {
+            // Pointwise convs only, and no folded FlexConv kernel: nothing to draw.
+            report.notes.push(format!(
+                "kernels_*.png skipped: {} holds no convolution kernel{}",
+                sources(weights.as_deref(), &model),
+                if model.is_file() {
+                    ""
+                } else {
+                    " (a FlexConv's is synthesised at run time; model.fnc, which holds it \
+                     folded, is written when training finishes)"
+                }
+            ));
+        }
+        _ => {
+            let sources = sources(weights.as_deref(), &model);
+            let chosen = kernels::choose(&known, args.layer.as_deref(), &sources)?;
+            if chosen.horizon.is_some() && older(&model, weights.as_deref()) {
+                // A resumed run checkpointed after its last finish: the folded kernel
+                // is from the weights of that finish, not the newest ones.
+                report.notes.push(format!(
+                    "{} is older than {}: the FlexConv kernel drawn is from the run's last \
+                     finish",
+                    model.display(),
+                    weights
+                        .as_deref()
+                        .map_or_else(String::new, |w| w.display().to_string())
+                ));
+            }
+            let canvas = kernels::render(&chosen.title(), chosen.tensor)?;
+            kernel_plot = Some((format!("kernels_{}.png", file_stem(chosen.name)), canvas));
+        }
     }
 
     let records = if metrics.is_file() {
