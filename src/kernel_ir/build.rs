@@ -187,18 +187,6 @@ arith!(Mul, mul, BinOp::Mul);
 arith!(Div, div, BinOp::Div);
 arith!(Rem, rem, BinOp::Rem);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn folds_constants() {
-        assert_eq!(int(2) * int(3) + 0usize, int(6));
-        assert_eq!(var("x") * 1usize + 0usize, var("x"));
-        assert_eq!(var("x") * 2usize, bin(BinOp::Mul, var("x"), Expr::Int(2)));
-    }
-}
-
 /// A kernel parameter: buffer `name`, read-only or written.
 pub fn param(name: &str, read_only: bool) -> Param {
     Param {
@@ -227,4 +215,16 @@ pub fn kernel(
 
 pub fn eq(a: Expr, b: Expr) -> Expr {
     bin(BinOp::Eq, a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_constants() {
+        assert_eq!(int(2) * int(3) + 0usize, int(6));
+        assert_eq!(var("x") * 1usize + 0usize, var("x"));
+        assert_eq!(var("x") * 2usize, bin(BinOp::Mul, var("x"), Expr::Int(2)));
+    }
 }
