@@ -167,22 +167,31 @@ impl fmt::Display for BenchReport {
     }
 }
 
+/// The model checked against the memory budget at the bench batch, and its weights:
+/// the given file's or the seeded initial ones.
+fn load(
+    args: &BenchArgs,
+) -> Result<(crate::diag::Source, crate::eval::Module, ParamStore<f32>), CliError> {
+    let (source, module) = compile_file(&args.model, &args.options)?;
+    let batch = crate::runtime::budget::Need::Run {
+        batch: args.batch as u64,
+    };
+    super::memory::guard(&source, &module.graph, batch)?;
+    let store = match &args.weights {
+        Some(path) => super::read_bound_weights(&module.graph, path)?,
+        None => initialise::<f32>(&module.graph, module.graph.seed)?,
+    };
+    Ok((source, module, store))
+}
+
 /// Compiles for inference with `store` bound, as `fnetc compile --weights` does, with
 /// `cost`'s table choosing conv algorithms.
 pub fn compile_bound(
     args: &BenchArgs,
     cost: CostTableId,
 ) -> Result<(Graph, ParamStore<f32>), CliError> {
-    let (source, module) = compile_file(&args.model, &args.options)?;
-    let batch = crate::runtime::budget::Need::Run {
-        batch: args.batch as u64,
-    };
-    super::memory::guard(&source, &module.graph, batch)?;
+    let (_, module, store) = load(args)?;
     let mut graph = module.graph;
-    let store = match &args.weights {
-        Some(path) => super::read_bound_weights(&graph, path)?,
-        None => initialise::<f32>(&graph, graph.seed)?,
-    };
     let mut ctx = PassContext::new(CompileMode::Inference);
     ctx.batch = args.batch as u64;
     ctx.cost_backend = cost;
@@ -202,16 +211,8 @@ pub fn compile_training(
     args: &BenchArgs,
     cost: CostTableId,
 ) -> Result<(Graph, ParamStore<f32>, usize), CliError> {
-    let (source, module) = compile_file(&args.model, &args.options)?;
-    let batch = crate::runtime::budget::Need::Run {
-        batch: args.batch as u64,
-    };
-    super::memory::guard(&source, &module.graph, batch)?;
+    let (source, module, store) = load(args)?;
     let mut graph = module.graph;
-    let store = match &args.weights {
-        Some(path) => super::read_bound_weights(&graph, path)?,
-        None => initialise::<f32>(&graph, graph.seed)?,
-    };
     let classes = (graph.outputs.first())
         .and_then(|&o| graph.node(o).ty.shape.get(1).and_then(|d| d.known()))
         .unwrap_or(1) as usize;
