@@ -2,43 +2,11 @@
 //! crafted IDX data set: the loss falls, the model learns, a resumed run ends with the
 //! same bytes as an uninterrupted one, and every bad input is a named error.
 
-use fnet::backend::BackendKind;
-use fnet::eval::Options;
-use fnet::train::settings::Overrides;
-use fnet::train::{train, Event, Summary, TrainArgs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// 6×6 images of three classes: a bright band in the top, middle or bottom rows, with
-/// pixel noise; labels in the IDX1 file.
-fn write_idx(dir: &Path, n: usize) {
-    let mut img = vec![0, 0, 8, 3];
-    img.extend((n as u32).to_be_bytes());
-    img.extend(6u32.to_be_bytes());
-    img.extend(6u32.to_be_bytes());
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend((n as u32).to_be_bytes());
-    let mut s = 12345u64;
-    for i in 0..n {
-        let class = (i * 7 + i / 3) % 3;
-        for r in 0..6 {
-            for _ in 0..6 {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = (s >> 58) as u8;
-                img.push(if r / 2 == class {
-                    180 + noise
-                } else {
-                    noise * 2
-                });
-            }
-        }
-        lab.push(class as u8);
-    }
-    std::fs::write(dir.join("images.idx"), img).unwrap();
-    std::fs::write(dir.join("labels.idx"), lab).unwrap();
-}
+mod common;
+use common::train_data::{args, metrics, quiet, write_idx};
 
 const MODEL: &str = r#"
 model tiny {
@@ -60,40 +28,10 @@ train {
 /// A directory with the data and the model, its optimiser replaced by `opt`.
 fn setup(opt: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    write_idx(dir.path(), 64);
+    write_idx(dir.path(), 64, 6);
     let model = dir.path().join("tiny.fnet");
     std::fs::write(&model, MODEL.replace("OPT", opt)).unwrap();
     (dir, model)
-}
-
-fn args(model: &Path, out: &Path) -> TrainArgs {
-    TrainArgs {
-        model: model.to_path_buf(),
-        options: Options::default(),
-        overrides: Overrides::default(),
-        backend: BackendKind::Reference,
-        device: None,
-        out: out.to_path_buf(),
-        resume: false,
-        force: false,
-        eval_every: None,
-        checkpoint_every: None,
-        keep: 2,
-        stop_after: None,
-    }
-}
-
-fn quiet(a: &TrainArgs) -> Result<Summary, String> {
-    train(a, &mut |_: Event| {}).map_err(|e| e.to_string())
-}
-
-fn metrics(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == kind)
-        .collect()
 }
 
 #[test]
@@ -242,7 +180,7 @@ fn bad_data_is_a_named_error() {
         "{e}"
     );
     // A label the model has no class for.
-    write_idx(dir.path(), 64);
+    write_idx(dir.path(), 64, 6);
     let mut lab = std::fs::read(dir.path().join("labels.idx")).unwrap();
     lab[8 + 5] = 7;
     std::fs::write(dir.path().join("labels.idx"), lab).unwrap();
@@ -252,7 +190,7 @@ fn bad_data_is_a_named_error() {
         "{e}"
     );
     // Images of another size than the model's input.
-    write_idx(dir.path(), 64);
+    write_idx(dir.path(), 64, 6);
     std::fs::write(
         &model,
         MODEL
