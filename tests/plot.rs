@@ -482,38 +482,13 @@ fn the_command_prints_the_paths_and_fails_cleanly() {
     );
 }
 
-/// 6×6 images of three classes (a bright band in the top, middle or bottom rows) as
-/// IDX files, for a real training run.
-fn write_idx(dir: &Path, n: usize) {
-    let mut img = vec![0, 0, 8, 3];
-    img.extend((n as u32).to_be_bytes());
-    img.extend(6u32.to_be_bytes());
-    img.extend(6u32.to_be_bytes());
-    let mut lab = vec![0, 0, 8, 1];
-    lab.extend((n as u32).to_be_bytes());
-    for i in 0..n {
-        let class = (i * 7 + i / 3) % 3;
-        for p in 0..36 {
-            let noise = ((i * 31 + p * 17) % 40) as u8;
-            img.push(if (p / 6) / 2 == class {
-                180 + noise
-            } else {
-                noise
-            });
-        }
-        lab.push(class as u8);
-    }
-    std::fs::write(dir.join("images.idx"), img).unwrap();
-    std::fs::write(dir.join("labels.idx"), lab).unwrap();
-}
-
 #[test]
 fn a_run_written_by_fnetc_train_plots() {
     // The contract with the trainer: what `fnetc train` writes today is read, and its
     // plots are drawn (this model has no FlexConv and no regulariser: those two are
     // skipped with notes).
     let dir = tempfile::tempdir().unwrap();
-    write_idx(dir.path(), 64);
+    common::train_data::write_idx(dir.path(), 64, 6);
     let model = dir.path().join("tiny.fnet");
     std::fs::write(
         &model,
