@@ -14,6 +14,7 @@ use common::{assert_close, input_shape, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss, TrainingGraph};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
 use fnet::ir::graph::Graph;
+use fnet::ir::op::Op;
 use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 
@@ -24,6 +25,70 @@ fn labels(batch: usize, classes: usize, seed: u64) -> Tensor<f32> {
         .map(|r| ((r.abs() * classes as f64) as usize).min(classes - 1) as f32)
         .collect();
     Tensor::from_vec(vec![batch], data).expect("shape")
+}
+
+/// The parameters, input and labels of a test step of `graph` at `seed`.
+fn step_data(graph: &Graph, batch: usize, seed: u64) -> (ParamStore<f32>, Vec<Tensor<f32>>) {
+    let params: ParamStore<f32> = perturbed_weights(graph, seed);
+    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
+    let x = input(&input_shape(graph, batch), seed + 1);
+    (params, vec![x, labels(batch, classes, seed + 2)])
+}
+
+fn to_f64(params: &ParamStore<f32>) -> ParamStore<f64> {
+    params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.cast::<f64>()))
+        .collect()
+}
+
+fn to_f64_all(inputs: &[Tensor<f32>]) -> Vec<Tensor<f64>> {
+    inputs.iter().map(|t| t.cast::<f64>()).collect()
+}
+
+/// How close the step at `seed` brings any ReLU input to its kink: the smallest
+/// nonzero |input| over every ReLU of `graph` run in training mode in f64. A gradient
+/// is discontinuous there, so an input within f32 rounding of zero lets any correct
+/// f32 backend land on either side (see [`check_training_loss`]). Exact zeros (a
+/// causal conv's padding, an all-zero input row) are exact in f32 too.
+fn kink_margin(graph: &Graph, batch: usize, seed: u64) -> f64 {
+    let mut probe = graph.clone();
+    let relu_inputs: Vec<_> = probe
+        .node_ids()
+        .filter(|&n| matches!(probe.node(n).op, Op::Relu))
+        .map(|n| probe.operands(n)[0])
+        .collect();
+    if relu_inputs.is_empty() {
+        return f64::INFINITY;
+    }
+    probe.outputs = relu_inputs;
+    let (params, inputs) = step_data(graph, batch, seed);
+    let x = to_f64_all(&inputs[..1]);
+    let mut reference = ReferenceBackend
+        .prepare_f64(probe, to_f64(&params), &[x[0].shape.clone()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    reference.set_mode(Mode::Train).unwrap();
+    reference.set_seed(seed + 3).unwrap();
+    let values = reference.forward(&x).unwrap_or_else(|e| panic!("{e}"));
+    values
+        .iter()
+        .flat_map(|t| t.data.iter())
+        .filter(|v| **v != 0.0)
+        .fold(f64::INFINITY, |m, v| m.min(v.abs()))
+}
+
+/// The first of a few seeds from `first` whose step keeps every ReLU input at least
+/// `4e-7` from its kink: several times f32's rounding of activations near 1 (over a
+/// million ReLU inputs, as FlexNet-7's at batch 2, the smallest is near 1e-6).
+fn seed_clear_of_kinks(graph: &Graph, batch: usize, first: u64) -> u64 {
+    (0..8)
+        .map(|k| first + 1000 * k)
+        .find(|&s| {
+            let m = kink_margin(graph, batch, s);
+            eprintln!("seed {s}: smallest ReLU input {m:e}");
+            m >= 4e-7
+        })
+        .unwrap_or_else(|| panic!("no seed from {first} keeps the ReLU inputs off their kinks"))
 }
 
 /// Runs one training step of `graph`'s training graph on both backends and compares
@@ -45,20 +110,15 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
 /// the exact step, which OpenCL's f32 must round to. Against the f32 interpreter two
 /// roundings meet, and one ReLU input rounded across zero by either one moves whole
 /// gradients (LC-ResNet-20 at seed 104: the f32 interpreter's `conv1.coeff` gradient
-/// is 7.7e-3 from the f64 one, OpenCL's 7e-7).
+/// is 7.7e-3 from the f64 one, OpenCL's 7e-7, until a change of OpenCL's summation
+/// order flipped it too: its smallest ReLU input is 3.4e-7). Whole examples therefore
+/// run at a seed clear of the kinks ([`seed_clear_of_kinks`]).
 #[track_caller]
 fn check_training_loss(graph: &Graph, loss: &Loss, batch: usize, seed: u64) -> TrainingGraph {
     let tg = differentiate(graph, loss).unwrap_or_else(|e| panic!("{e}"));
-    let params: ParamStore<f32> = perturbed_weights(graph, seed);
-    let classes = graph.node(graph.outputs[0]).ty.shape[1].known().unwrap() as usize;
-    let x = input(&input_shape(graph, batch), seed + 1);
-    let inputs = vec![x, labels(batch, classes, seed + 2)];
+    let (params, inputs) = step_data(graph, batch, seed);
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-    let params64: ParamStore<f64> = params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.cast::<f64>()))
-        .collect();
-    let inputs64: Vec<Tensor<f64>> = inputs.iter().map(|t| t.cast::<f64>()).collect();
+    let (params64, inputs64) = (to_f64(&params), to_f64_all(&inputs));
     let mut reference = ReferenceBackend
         .prepare_f64(tg.graph.clone(), params64.clone(), &shapes)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -380,7 +440,8 @@ fn every_example_trains_on_opencl() {
             Some(r) => Loss::from_recipe(r, 0).unwrap_or_else(|e| panic!("{f}: {e}")),
             None => Loss::default(),
         };
-        let tg = check_training_loss(&m.graph, &loss, 2, 100 + i as u64);
+        let seed = seed_clear_of_kinks(&m.graph, 2, 100 + i as u64);
+        let tg = check_training_loss(&m.graph, &loss, 2, seed);
         assert_eq!(
             tg.terms.len(),
             loss.regularizers.len() + usize::from(!loss.regularizers.is_empty()),

@@ -217,6 +217,43 @@ pub fn eq(a: Expr, b: Expr) -> Expr {
     bin(BinOp::Eq, a, b)
 }
 
+/// The widest of 8, 4, 1 lanes that divides `n`.
+pub fn width_for(n: usize, max: u8) -> u8 {
+    [8u8, 4, 1]
+        .into_iter()
+        .find(|&w| w <= max && n.is_multiple_of(w as usize))
+        .unwrap_or(1)
+}
+
+/// The sum of a vector's lanes (the value itself for a scalar).
+pub fn lanes_sum(e: Expr, w: u8) -> Expr {
+    if w == 1 {
+        return e;
+    }
+    (0..w)
+        .map(|l| lane(e.clone(), l))
+        .reduce(|a, b| a + b)
+        .expect("lanes")
+}
+
+/// A loop over channel `c` of `[outer, channels, inner]` in vectors of `w`: `body`
+/// sees the element index in `at`.
+pub fn channel_sweep(outer: usize, channels: usize, inner: usize, w: u8, body: Vec<Stmt>) -> Stmt {
+    let mut inside = vec![let_(
+        "at",
+        Ty::I32,
+        (var("n") * channels + var("c")) * inner + var("j") * w as usize,
+    )];
+    inside.extend(body);
+    for_(
+        "n",
+        int(0),
+        int(outer),
+        false,
+        vec![for_("j", int(0), int(inner / w as usize), false, inside)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //! is applied before the only store, so fusing them costs no memory traffic.
 //!
 //! The input is read from a zero-padded copy whose rows are long enough for the last
-//! tile's vector loads, so the inner loop has no bounds checks. Weights are repacked
+//! tile's vector loads, so the inner loop has no bounds checks; a strided conv's copy
+//! is split into phase planes ([`phase_kernel`]) so its loads are contiguous too. Weights are repacked
 //! on the host to `[Co/T][Ci][Kh][Kw][T]` (zero rows pad `Co` to a multiple of `T`).
 
 use super::build::*;
@@ -65,7 +66,75 @@ impl ConvSpec {
 
     /// Whether the input must be copied into a padded buffer first.
     pub fn needs_pad(&self, tile: ConvTile) -> bool {
-        self.padded(tile) != [self.h, self.w]
+        self.strided() || self.padded(tile) != [self.h, self.w]
+    }
+
+    /// A stride above 1: the input is read in its polyphase layout ([`phase_kernel`]).
+    pub fn strided(&self) -> bool {
+        self.stride != [1, 1]
+    }
+
+    /// The (height, width) of each phase plane of a strided conv's input: the padded
+    /// input split into `stride[0] × stride[1]` planes, plane `(p, q)` holding rows
+    /// `p, p + s₀, …` and columns `q, q + s₁, …`. Tap `(kh, kw)` of output pixel
+    /// `(oh, ow)` is then element `(oh + kh·d₀/s₀, ow + kw·d₁/s₁)` of plane
+    /// `(kh·d₀ mod s₀, kw·d₁ mod s₁)`: consecutive output columns read consecutive
+    /// elements. With `tile`, rows are long enough for the last tile's vector loads.
+    pub fn phase_plane(&self, tile: Option<ConvTile>) -> [usize; 2] {
+        let [s0, s1] = self.stride;
+        let hp = self.h + self.pad[0].0 + self.pad[0].1;
+        let wp = self.w + self.pad[1].0 + self.pad[1].1;
+        let mut wq = wp.div_ceil(s1);
+        if let Some(t) = tile {
+            let v = t.vector as usize;
+            let last = self.out()[1].div_ceil(v) * v;
+            wq = wq.max(last + self.dilation[1] * (self.k[1] - 1) / s1);
+        }
+        [hp.div_ceil(s0), wq]
+    }
+}
+
+/// A strided conv's input `[planes, h, w]`, zero-padded at (top, left), in the
+/// polyphase layout of [`ConvSpec::phase_plane`]: `[planes, s₀, s₁, hq, wq]`. Read
+/// with stride-`s` gathers, ResNet-20's stride-2 convs ran at a fifth of the
+/// stride-1 convs' rate in the filter gradient and under half in the forward.
+pub fn phase_kernel(
+    name: &str,
+    planes: usize,
+    [h, w]: [usize; 2],
+    [hq, wq]: [usize; 2],
+    [s0, s1]: [usize; 2],
+    [top, left]: [usize; 2],
+) -> Kernel {
+    let ih = var("r") * s0 + var("p") - top;
+    let iw = var("q") * s1 + var("t") - left;
+    let inside = and(
+        and(le(int(0), ih.clone()), lt(ih.clone(), int(h))),
+        and(le(int(0), iw.clone()), lt(iw.clone(), int(w))),
+    );
+    Kernel {
+        name: name.to_string(),
+        params: vec![param("x", true), param("y", false)],
+        body: vec![
+            let_("q", Ty::I32, gid(0)),
+            let_("r", Ty::I32, gid(1)),
+            let_("pl", Ty::I32, gid(2) / (s0 * s1)),
+            let_("p", Ty::I32, gid(2) % (s0 * s1) / s1),
+            let_("t", Ty::I32, gid(2) % s1),
+            store(
+                "y",
+                (gid(2) * hq + var("r")) * wq + var("q"),
+                select(
+                    inside,
+                    load("x", (var("pl") * h + ih) * w + iw, 1),
+                    float(0.0),
+                ),
+                1,
+            ),
+        ],
+        grid: vec![wq, hq, planes * s0 * s1],
+        local: None,
+        flops: 0,
     }
 }
 
@@ -119,11 +188,18 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
     let vw = v as usize;
     let t = tile.tile_co;
     let [oh_n, ow_n] = s.out();
-    let [hp, wp] = if s.needs_pad(tile) {
+    let [hp, wp] = if s.strided() {
+        s.phase_plane(Some(tile))
+    } else if s.needs_pad(tile) {
         s.padded(tile)
     } else {
         [s.h, s.w]
     };
+    // Strided: each input channel is `s₀·s₁` phase planes of `hp × wp`.
+    let [s0, s1] = s.stride;
+    let [d0, d1] = s.dilation;
+    let strided = s.strided();
+    let channel = if strided { s0 * s1 * hp * wp } else { hp * wp };
     let tiles = ow_n.div_ceil(vw);
     let cob_n = s.co.div_ceil(t);
     let acc = |j: usize| format!("acc{j}");
@@ -135,7 +211,11 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
         let_(
             "xb",
             Ty::I32,
-            var("n") * (s.ci * hp * wp) + var("oh") * (s.stride[0] * wp) + var("ow0") * s.stride[1],
+            if strided {
+                var("n") * (s.ci * channel) + var("oh") * wp + var("ow0")
+            } else {
+                var("n") * (s.ci * channel) + var("oh") * (s0 * wp) + var("ow0") * s1
+            },
         ),
         let_("wb", Ty::I32, var("cob") * (s.ci * s.k[0] * s.k[1] * t)),
     ];
@@ -146,16 +226,14 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
     // weight is a scalar load splatted (a broadcast from memory on x86, a load port):
     // loading the `t` weights as one vector and splatting its lanes made every FMA
     // wait on a lane shuffle, and ran ResNet-20 at batch 64 on PoCL 1.5× slower.
-    let mut tap = vec![let_(
-        "xv",
-        Ty::f32x(v),
-        gather(
-            "x",
-            var("xr") + var("kw") * s.dilation[1],
-            s.stride[1] as i64,
-            v,
-        ),
-    )];
+    let xv = if strided {
+        let kw = var("kw") * d1;
+        let at = var("xr") + (kw.clone() % s1) * (hp * wp) + kw / s1;
+        load("x", at, v)
+    } else {
+        gather("x", var("xr") + var("kw") * d1, s1 as i64, v)
+    };
+    let mut tap = vec![let_("xv", Ty::f32x(v), xv)];
     let by_lane = !tile.broadcast_weights && t > 1;
     if by_lane {
         let wty = Ty::f32x(t as u8);
@@ -175,7 +253,16 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
     }
     let small = s.k[0] * s.k[1] <= 49;
     let kh_body = vec![
-        let_("xr", Ty::I32, var("xc") + var("kh") * (s.dilation[0] * wp)),
+        let_(
+            "xr",
+            Ty::I32,
+            if strided {
+                let kh = var("kh") * d0;
+                var("xc") + (kh.clone() % s0) * (s1 * hp * wp) + kh / s0 * wp
+            } else {
+                var("xc") + var("kh") * (d0 * wp)
+            },
+        ),
         let_("wr", Ty::I32, var("wc") + var("kh") * (s.k[1] * t)),
         for_("kw", int(0), int(s.k[1]), small, tap),
     ];
@@ -185,7 +272,7 @@ pub fn conv_kernel(name: &str, s: &ConvSpec, tile: ConvTile) -> Kernel {
         int(s.ci),
         false,
         vec![
-            let_("xc", Ty::I32, var("xb") + var("ci") * (hp * wp)),
+            let_("xc", Ty::I32, var("xb") + var("ci") * channel),
             let_("wc", Ty::I32, var("wb") + var("ci") * (s.k[0] * s.k[1] * t)),
             for_("kh", int(0), int(s.k[0]), small, kh_body),
         ],

@@ -243,7 +243,8 @@ pub fn flip_repack(name: &str, co: usize, ci: usize, taps: usize, t: usize) -> K
     }
 }
 
-/// `dw [co, ci/groups, kh, kw]` from the zero-padded input `x [n, ci, hp, wp]` and
+/// `dw [co, ci/groups, kh, kw]` from the zero-padded input `x [n, ci, hp, wp]` (for a
+/// strided conv, its phase planes of `hp × wp` each: `conv::phase_kernel`) and
 /// `dy [n, co, oh, ow]`, with `vector` lanes over output columns. With `chunks > 1`
 /// the batch is split into that many chunks, each writing its partial sums to its own
 /// copy of `dw` (`[chunks][co][ci/groups][kh][kw]`) for [`sum_chunks`] to add: the
@@ -289,6 +290,18 @@ pub fn filter_kernel(
         let_("nc", Ty::I32, gid(2) / (s.co / tc)),
         let_("ic", Ty::I32, var("co") / cog * cig + var("c")),
     ];
+    // A strided conv's `x` is in phase planes of `hp × wp` (`conv::phase_kernel`):
+    // `col{j}` is where tap `j` starts in its plane, `khr` the row offset of tap row `kh`.
+    let strided = s.strided();
+    let channel = if strided { st[0] * st[1] * hp * wp } else { hp * wp };
+    if strided {
+        let kh = var("kh") * dil[0];
+        body.push(let_(
+            "khr",
+            Ty::I32,
+            (kh.clone() % st[0]) * (st[1] * hp * wp) + kh / st[0] * wp,
+        ));
+    }
     for j in 0..tk {
         // Past the row's end, recompute the last tap (its store is skipped).
         body.push(let_(
@@ -296,6 +309,14 @@ pub fn filter_kernel(
             Ty::I32,
             bin(super::BinOp::Min, var("kb") * tk + j, int(kw_n - 1)),
         ));
+        if strided {
+            let kw = var(&tap(j)) * dil[1];
+            body.push(let_(
+                &format!("col{j}"),
+                Ty::I32,
+                (kw.clone() % st[1]) * (hp * wp) + kw / st[1],
+            ));
+        }
         for c in 0..tc {
             body.push(let_(&acc(c, j), Ty::f32x(v), splat(float(0.0), v)));
             body.push(let_(&rest(c, j), Ty::F32, float(0.0)));
@@ -309,9 +330,14 @@ pub fn filter_kernel(
         vec_step.push(let_(&format!("g{c}"), Ty::f32x(v), load("dy", at, v)));
     }
     for j in 0..tk {
-        let xi = var("xr") + var("q") * (vw * st[1]) + var(&tap(j)) * dil[1];
         let xv = format!("xv{j}");
-        vec_step.push(let_(&xv, Ty::f32x(v), gather("x", xi, st[1] as i64, v)));
+        let x = if strided {
+            load("x", var("xr") + var("q") * vw + var(&format!("col{j}")), v)
+        } else {
+            let xi = var("xr") + var("q") * vw + var(&tap(j)) * dil[1];
+            gather("x", xi, 1, v)
+        };
+        vec_step.push(let_(&xv, Ty::f32x(v), x));
         for c in 0..tc {
             vec_step.push(assign(
                 &acc(c, j),
@@ -323,7 +349,11 @@ pub fn filter_kernel(
     // Columns past the last full vector: scalar accumulators of their own.
     let mut tail = Vec::new();
     for j in 0..tk {
-        let xi = var("xr") + var("q") * st[1] + var(&tap(j)) * dil[1];
+        let xi = if strided {
+            var("xr") + var("q") + var(&format!("col{j}"))
+        } else {
+            var("xr") + var("q") + var(&tap(j)) * dil[1]
+        };
         let xs = format!("xs{j}");
         tail.push(let_(&xs, Ty::F32, load("x", xi, 1)));
         for c in 0..tc {
@@ -337,7 +367,11 @@ pub fn filter_kernel(
         let_(
             "xr",
             Ty::I32,
-            var("xc") + (var("oh") * st[0] + var("kh") * dil[0]) * wp,
+            if strided {
+                var("xc") + var("khr") + var("oh") * wp
+            } else {
+                var("xc") + (var("oh") + var("kh") * dil[0]) * wp
+            },
         ),
         for_("q", int(0), int(full), full <= 4, vec_step),
     ];
@@ -355,7 +389,7 @@ pub fn filter_kernel(
         false,
         vec![
             let_("yc", Ty::I32, (var("n") * s.co + var("co")) * plane),
-            let_("xc", Ty::I32, (var("n") * s.ci + var("ic")) * (hp * wp)),
+            let_("xc", Ty::I32, (var("n") * s.ci + var("ic")) * channel),
             for_("oh", int(0), int(oh_n), false, inner),
         ],
     ));

@@ -14,6 +14,7 @@
 use std::fmt;
 
 pub mod backward_ops;
+pub mod batch_norm;
 pub mod build;
 pub mod conv;
 pub mod conv_backward;

@@ -3,7 +3,7 @@
 //! elementwise kernels handle `V` elements per work-item with vector loads and stores.
 
 use super::build::*;
-use super::{Expr, Func, Kernel, Stmt, Ty};
+use super::{Expr, Func, Kernel, Ty};
 
 /// Elementwise maps of one or two inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,14 +22,6 @@ impl MapKind {
             _ => 1,
         }
     }
-}
-
-/// The widest of 8, 4, 1 lanes that divides `n`.
-fn width_for(n: usize, max: u8) -> u8 {
-    [8u8, 4, 1]
-        .into_iter()
-        .find(|&w| w <= max && n.is_multiple_of(w as usize))
-        .unwrap_or(1)
 }
 
 /// `y = f(x[, z])` over `n` elements.
@@ -333,55 +325,3 @@ pub fn strided_take(name: &str, n: usize, stride: usize, offset: usize) -> Kerne
     )
 }
 
-/// Batch statistics of `[outer, c, inner]` per channel, turned into the (scale, shift)
-/// of a batch norm: `s = γ/√(var + eps)`, `t = β − mean·s` (biased variance, two
-/// passes). With `affine` false, γ = 1 and β = 0 and `g`/`bt` are not read.
-pub fn channel_stats(
-    name: &str,
-    outer: usize,
-    c: usize,
-    inner: usize,
-    eps: f32,
-    affine: bool,
-) -> Kernel {
-    let count = (outer * inner) as f32;
-    let at = var("n") * (c * inner) + var("c") * inner + var("j");
-    let sweep = |body: Vec<Stmt>| {
-        for_(
-            "n",
-            int(0),
-            int(outer),
-            false,
-            vec![for_("j", int(0), int(inner), false, body)],
-        )
-    };
-    let (gamma, beta) = if affine {
-        (load("g", var("c"), 1), load("bt", var("c"), 1))
-    } else {
-        (float(1.0), float(0.0))
-    };
-    let body = vec![
-        let_("c", Ty::I32, gid(0)),
-        let_("acc", Ty::F32, float(0.0)),
-        sweep(vec![assign("acc", var("acc") + load("x", at.clone(), 1))]),
-        let_("mean", Ty::F32, var("acc") / float(count)),
-        let_("sq", Ty::F32, float(0.0)),
-        sweep(vec![
-            let_("d", Ty::F32, load("x", at, 1) - var("mean")),
-            assign("sq", fma(var("d"), var("d"), var("sq"))),
-        ]),
-        let_(
-            "sc",
-            Ty::F32,
-            gamma / call(Func::Sqrt, var("sq") / float(count) + float(eps)),
-        ),
-        store("s", var("c"), var("sc"), 1),
-        store("t", var("c"), beta - var("mean") * var("sc"), 1),
-    ];
-    let mut params = vec![param("x", true)];
-    if affine {
-        params.extend([param("g", true), param("bt", true)]);
-    }
-    params.extend([param("s", false), param("t", false)]);
-    kernel(name, params, body, vec![c], 3 * (outer * c * inner) as u64)
-}

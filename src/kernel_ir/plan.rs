@@ -23,6 +23,7 @@
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::ops::{self, MapKind};
+use super::batch_norm;
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
@@ -140,6 +141,8 @@ struct Builder<'a> {
     update_running: bool,
     /// The per-channel sums of batch norm backwards, by (x, dy, eps bits).
     bn_sums: BTreeMap<(NodeIndex, NodeIndex, u64), BufId>,
+    /// Batch moments by the batch norm input they describe (`lower_train::moments`).
+    moments: BTreeMap<NodeIndex, BufId>,
     /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
     /// device buffers, never a host constant (`const_tensor` refuses them, so every
     /// lowering reads them from their buffers); [`Builder::host_value`] reads them to
@@ -228,6 +231,7 @@ pub fn build_plan_in(
                 .iter()
                 .any(|&n| matches!(graph.node(n).op, Op::Train(_))),
         bn_sums: BTreeMap::new(),
+        moments: BTreeMap::new(),
         params_now,
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),
@@ -579,22 +583,23 @@ impl Builder<'_> {
                 let (outer, c) = (x.shape[0], x.shape[1]);
                 let inner: usize = x.shape[2..].iter().product();
                 if self.update_running {
-                    self.bn_running_updates(id, &x)?;
+                    self.bn_running_updates(id)?;
                 }
                 let (sb, tb) = if *running_stats && !self.training {
                     let (s, t) = self.bn_fold(&operands, *eps, *affine)?;
                     (self.constant(s), self.constant(t))
                 } else {
                     // Batch statistics, in evaluation too.
+                    let m = self.moments(operands[0], &layer)?;
                     let (s, t) = (self.temp(vec![c]).buf, self.temp(vec![c]).buf);
-                    let mut args = vec![x.buf];
+                    let mut args = vec![m];
                     if *affine {
                         args.push(self.val(operands[1])?.buf);
                         args.push(self.val(operands[2])?.buf);
                     }
                     args.extend([s, t]);
-                    let k = ops::channel_stats("bn_stats", outer, c, inner, *eps as f32, *affine);
-                    self.emit("bn_stats", k, args, &layer);
+                    let k = batch_norm::scale_shift("bn_scale", c, *eps as f32, *affine);
+                    self.emit("bn_scale", k, args, &layer);
                     (s, t)
                 };
                 let y = self.temp(x.shape.clone());

@@ -2,10 +2,10 @@
 //! batch norm, residual add and ReLU (a `conv` chain or a `fused_conv`).
 
 use super::fusion::Chain;
-use super::{Builder, Val};
+use super::{BufId, Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
-use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
+use crate::kernel_ir::conv::{conv_kernel, pad_kernel, phase_kernel, ConvSpec};
 use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
@@ -184,7 +184,9 @@ impl Builder<'_> {
                 return Ok(y);
             }
         }
-        let input = if spec.needs_pad(tile) {
+        let input = if spec.strided() {
+            self.phased_input(x.buf, &spec, spec.phase_plane(Some(tile)), &layer)
+        } else if spec.needs_pad(tile) {
             let [hp, wp] = spec.padded(tile);
             let padded = self.temp(vec![spec.n * spec.ci * hp * wp]);
             let k = pad_kernel(
@@ -288,5 +290,25 @@ pub(super) fn lift(shape: &[usize], stride: [usize; 2]) -> ([usize; 2], [usize; 
         ([1, shape[2]], [1, stride[1]])
     } else {
         ([shape[2], shape[3]], stride)
+    }
+}
+
+impl Builder<'_> {
+    /// A strided conv's input `x` zero-padded in phase planes of `plane` each
+    /// (`conv::phase_kernel`), as the forward and filter-gradient kernels read it.
+    pub(super) fn phased_input(
+        &mut self,
+        x: BufId,
+        spec: &ConvSpec,
+        plane: [usize; 2],
+        layer: &str,
+    ) -> BufId {
+        let planes = spec.n * spec.ci;
+        let [s0, s1] = spec.stride;
+        let y = self.temp(vec![planes * s0 * s1 * plane[0] * plane[1]]);
+        let top_left = [spec.pad[0].0, spec.pad[1].0];
+        let k = phase_kernel("phase", planes, [spec.h, spec.w], plane, spec.stride, top_left);
+        self.emit("phase", k, vec![x, y.buf], layer);
+        y.buf
     }
 }

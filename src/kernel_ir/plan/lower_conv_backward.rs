@@ -174,9 +174,12 @@ impl Builder<'_> {
                 return Ok(self.fft_filter(&g, &x, &dy, w_shape, &layer));
             }
         }
-        let hp = s.h + s.pad[0].0 + s.pad[0].1;
-        let wp = s.w + s.pad[1].0 + s.pad[1].1;
-        let input = if [hp, wp] != [s.h, s.w] {
+        let mut hp = s.h + s.pad[0].0 + s.pad[0].1;
+        let mut wp = s.w + s.pad[1].0 + s.pad[1].1;
+        let input = if s.strided() {
+            [hp, wp] = s.phase_plane(None);
+            self.phased_input(x.buf, &s, [hp, wp], &layer)
+        } else if [hp, wp] != [s.h, s.w] {
             let padded = self.temp(vec![s.n * s.ci * hp * wp]);
             let k = pad_kernel("pad", s.n * s.ci, s.h, s.w, hp, wp, s.pad[0].0, s.pad[1].0);
             self.emit("pad", k, vec![x.buf, padded.buf], &layer);

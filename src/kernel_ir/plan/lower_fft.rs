@@ -163,6 +163,7 @@ pub fn transform_plan(
         training: false,
         update_running: false,
         bn_sums: BTreeMap::new(),
+        moments: BTreeMap::new(),
         params_now: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),

@@ -10,7 +10,7 @@ use super::lower_conv::lift;
 use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
-use crate::kernel_ir::{backward_ops as bw, ops};
+use crate::kernel_ir::{backward_ops as bw, batch_norm as bn, ops};
 use crate::runtime::dropout;
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
@@ -153,7 +153,7 @@ impl Builder<'_> {
                 }
                 let dx = self.temp(x.shape.clone());
                 args.push(dx.buf);
-                let kern = bw::bn_backward_data("bn_backward", outer, c, inner, *affine, v);
+                let kern = bn::bn_backward_data("bn_backward", outer, c, inner, *affine, v);
                 self.emit("bn_backward", kern, args, &layer);
                 Ok(dx)
             }
@@ -228,9 +228,8 @@ impl Builder<'_> {
                 self.dropout(None, x.shape, *p, dropout::layer_of(&layer), &layer)
             }
             TrainOp::RunningStatUpdate { momentum, var } => {
-                let x = self.val(operands[0])?;
                 let r = self.val(operands[1 + usize::from(*var)])?;
-                let y = self.running_stat(&x, r.buf, *momentum, *var, &layer);
+                let y = self.running_stat(operands[0], r.buf, *momentum, *var, &layer)?;
                 if self.graph.outputs.contains(&id) {
                     self.plan.updates.push((y.buf, r.buf));
                 }
@@ -247,7 +246,23 @@ impl Builder<'_> {
         }
     }
 
-    /// The per-channel sums of a batch norm's backward (`bw::bn_sums`) of `x` and
+    /// The batch moments of `x` (`bn::batch_moments`), computed once per step for
+    /// everything that reads them: the forward's scale and shift, the running
+    /// statistics and the backward's sums.
+    pub(super) fn moments(&mut self, x: NodeIndex, layer: &str) -> Result<BufId, RunError> {
+        if let Some(&m) = self.moments.get(&x) {
+            return Ok(m);
+        }
+        let xv = self.val(x)?;
+        let (outer, c, inner) = channel_layout(&xv.shape);
+        let m = self.temp(vec![2 * c]).buf;
+        let kern = bn::batch_moments("bn_moments", outer, c, inner, self.target.vector);
+        self.emit("bn_moments", kern, vec![xv.buf, m], layer);
+        self.moments.insert(x, m);
+        Ok(m)
+    }
+
+    /// The per-channel sums of a batch norm's backward (`bn::bn_sums`) of `x` and
     /// `dy`, computed once for the data and the γ gradient.
     fn bn_sums(
         &mut self,
@@ -260,34 +275,37 @@ impl Builder<'_> {
         if let Some(&st) = self.bn_sums.get(&key) {
             return Ok(st);
         }
+        let m = self.moments(x, layer)?;
         let (xv, dyv) = (self.val(x)?, self.val(dy)?);
         let (outer, c, inner) = channel_layout(&xv.shape);
         let st = self.temp(vec![4 * c]).buf;
-        let kern = bw::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
-        self.emit("bn_sums", kern, vec![xv.buf, dyv.buf, st], layer);
+        let kern = bn::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
+        self.emit("bn_sums", kern, vec![xv.buf, dyv.buf, m, st], layer);
         self.bn_sums.insert(key, st);
         Ok(st)
     }
 
-    fn running_stat(&mut self, x: &Val, r: BufId, momentum: f64, var: bool, layer: &str) -> Val {
-        let (outer, c, inner) = channel_layout(&x.shape);
+    /// The running statistic `r` (the variance with `var`) updated by the batch
+    /// moments of `x`.
+    fn running_stat(
+        &mut self,
+        x: NodeIndex,
+        r: BufId,
+        momentum: f64,
+        var: bool,
+        layer: &str,
+    ) -> Result<Val, RunError> {
+        let m = self.moments(x, layer)?;
+        let (outer, c, inner) = channel_layout(&self.val(x)?.shape);
         let y = self.temp(vec![c]);
         let name = if var {
             "running_var_update"
         } else {
             "running_mean_update"
         };
-        let kern = bw::running_stat(
-            name,
-            outer,
-            c,
-            inner,
-            momentum as f32,
-            var,
-            self.target.vector,
-        );
-        self.emit(name, kern, vec![x.buf, r, y.buf], layer);
-        y
+        let kern = bn::running_stat(name, c, outer * inner, momentum as f32, var);
+        self.emit(name, kern, vec![m, r, y.buf], layer);
+        Ok(y)
     }
 
     /// A dropout mask shaped as `shape` (`x` none), or `x` times it, for the dropout
@@ -330,7 +348,7 @@ impl Builder<'_> {
 
     /// A model graph run in training mode updates its batch norms' running statistics
     /// itself (a training graph has `running_*_update` outputs for them instead).
-    pub(super) fn bn_running_updates(&mut self, id: NodeIndex, x: &Val) -> Result<(), RunError> {
+    pub(super) fn bn_running_updates(&mut self, id: NodeIndex) -> Result<(), RunError> {
         let Op::BatchNorm {
             momentum,
             affine,
@@ -345,7 +363,7 @@ impl Builder<'_> {
         let at = if affine { 3 } else { 1 };
         for var in [false, true] {
             let r = self.val(operands[at + usize::from(var)])?.buf;
-            let y = self.running_stat(x, r, momentum, var, &layer);
+            let y = self.running_stat(operands[0], r, momentum, var, &layer)?;
             self.plan.updates.push((y.buf, r));
         }
         Ok(())
