@@ -143,6 +143,8 @@ struct Builder<'a> {
     bn_sums: BTreeMap<(NodeIndex, NodeIndex, u64), BufId>,
     /// Batch moments by the batch norm input they describe (`lower_train::moments`).
     moments: BTreeMap<NodeIndex, BufId>,
+    /// ReLUs applied by the kernel of their operand ([`Builder::relu_after`]).
+    fused_relu: BTreeSet<NodeIndex>,
     /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
     /// device buffers, never a host constant (`const_tensor` refuses them, so every
     /// lowering reads them from their buffers); [`Builder::host_value`] reads them to
@@ -232,6 +234,7 @@ pub fn build_plan_in(
                 .any(|&n| matches!(graph.node(n).op, Op::Train(_))),
         bn_sums: BTreeMap::new(),
         moments: BTreeMap::new(),
+        fused_relu: BTreeSet::new(),
         params_now,
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),
@@ -505,6 +508,21 @@ impl Builder<'_> {
             .ok_or_else(|| unsupported(node, "a data-dependent shape"))
     }
 
+    /// Whether the kernel of `id` applies the ReLU that is its only user, so that the
+    /// ReLU needs no kernel of its own (it aliases `id`'s buffer). A training step's
+    /// batch norms and residual adds feed ReLUs this way: a sweep of the activation
+    /// and a launch fewer each. `id`'s own value is then never seen, so it must have
+    /// no other user and not be an output.
+    fn relu_after(&mut self, id: NodeIndex) -> bool {
+        let users = self.graph.users(id);
+        let fuses = matches!(users[..], [u] if matches!(self.graph.node(u).op, Op::Relu))
+            && !self.graph.outputs.contains(&id);
+        if fuses {
+            self.fused_relu.insert(users[0]);
+        }
+        fuses
+    }
+
     fn lower(&mut self, id: NodeIndex) -> Result<Val, RunError> {
         let node = self.graph.node(id);
         let operands = self.graph.operands(id);
@@ -538,12 +556,16 @@ impl Builder<'_> {
                 Ok(y)
             }
             Op::Conv { .. } => unreachable!("every conv heads a chain"),
+            // Its operand's kernel wrote max(·, 0) already.
+            Op::Relu if self.fused_relu.contains(&id) => self.val(operands[0]),
             Op::Scale { .. } | Op::Relu | Op::Gelu | Op::Add | Op::Mul => {
                 let kind = match &node.op {
                     Op::Scale { factor } => MapKind::Scale(*factor as f32),
                     Op::Relu => MapKind::Relu,
                     Op::Gelu => MapKind::Gelu,
-                    Op::Add => MapKind::Add { relu: false },
+                    Op::Add => MapKind::Add {
+                        relu: self.relu_after(id),
+                    },
                     _ => MapKind::Mul,
                 };
                 let mut args = Vec::new();
@@ -603,7 +625,8 @@ impl Builder<'_> {
                     (s, t)
                 };
                 let y = self.temp(x.shape.clone());
-                let k = ops::affine_channel("batchnorm", outer, c, inner, false, v);
+                let relu = self.relu_after(id);
+                let k = ops::affine_channel("batchnorm", outer, c, inner, relu, v);
                 self.emit("batchnorm", k, vec![x.buf, sb, tb, y.buf], &layer);
                 Ok(y)
             }

@@ -164,6 +164,7 @@ pub fn transform_plan(
         update_running: false,
         bn_sums: BTreeMap::new(),
         moments: BTreeMap::new(),
+        fused_relu: Default::default(),
         params_now: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),
