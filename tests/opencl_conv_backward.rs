@@ -137,6 +137,12 @@ fn conv2d_backward_strided_padded_dilated() {
     conv_case("3x3 stride 2", a, &[2, 3, 9, 8], &[5, 3, 3, 3]);
     let a = attrs(&[2, 2], ex(&[(0, 0), (0, 0)]), &[1, 1], 1);
     conv_case("1x1 stride 2", a, &[2, 4, 8, 8], &[6, 4, 1, 1]);
+    // By phases (`kernel_ir::strided_data`): 1–2 taps per phase and axis.
+    let a = attrs(&[3, 3], ex(&[(2, 2), (2, 2)]), &[1, 1], 1);
+    conv_case("5x5 stride 3 pad 2", a, &[1, 2, 11, 10], &[3, 2, 5, 5]);
+    // A phase whose window starts inside dy: spread instead.
+    let a = attrs(&[3, 3], ex(&[(1, 1), (1, 1)]), &[1, 1], 1);
+    conv_case("2x2 stride 3 pad 1", a, &[1, 2, 7, 8], &[2, 2, 2, 2]);
     let a = attrs(&[1, 2], ex(&[(0, 2), (1, 0)]), &[1, 1], 1);
     conv_case("asymmetric padding", a, &[1, 2, 6, 7], &[3, 2, 3, 2]);
     let a = attrs(&[1, 1], Padding::Same, &[2, 2], 1);

@@ -72,7 +72,11 @@ pub fn scale_shift(name: &str, c: usize, eps: f32, affine: bool) -> Kernel {
         let_(
             "sc",
             Ty::F32,
-            gamma / call(Func::Sqrt, load("m", var("c") * 2usize + 1usize, 1) + float(eps)),
+            gamma
+                / call(
+                    Func::Sqrt,
+                    load("m", var("c") * 2usize + 1usize, 1) + float(eps),
+                ),
         ),
         store("s", var("c"), var("sc"), 1),
         store("t", var("c"), beta - var("mean") * var("sc"), 1),
@@ -130,7 +134,11 @@ pub fn bn_sums(name: &str, outer: usize, c: usize, inner: usize, eps: f32, vecto
         let_(
             "inv",
             Ty::F32,
-            float(1.0) / call(Func::Sqrt, load("m", var("c") * 2usize + 1usize, 1) + float(eps)),
+            float(1.0)
+                / call(
+                    Func::Sqrt,
+                    load("m", var("c") * 2usize + 1usize, 1) + float(eps),
+                ),
         ),
         let_("sdy", Ty::f32x(w), splat(float(0.0), w)),
         let_("sdx", Ty::f32x(w), splat(float(0.0), w)),
@@ -165,7 +173,12 @@ pub fn bn_sums(name: &str, outer: usize, c: usize, inner: usize, eps: f32, vecto
     ];
     kernel(
         name,
-        vec![param("x", true), param("dy", true), param("m", true), param("st", false)],
+        vec![
+            param("x", true),
+            param("dy", true),
+            param("m", true),
+            param("st", false),
+        ],
         body,
         vec![c],
         4 * (outer * c * inner) as u64,
@@ -223,4 +236,3 @@ pub fn bn_backward_data(
         5 * (outer * c * inner) as u64,
     )
 }
-

@@ -293,7 +293,11 @@ pub fn filter_kernel(
     // A strided conv's `x` is in phase planes of `hp × wp` (`conv::phase_kernel`):
     // `col{j}` is where tap `j` starts in its plane, `khr` the row offset of tap row `kh`.
     let strided = s.strided();
-    let channel = if strided { st[0] * st[1] * hp * wp } else { hp * wp };
+    let channel = if strided {
+        st[0] * st[1] * hp * wp
+    } else {
+        hp * wp
+    };
     if strided {
         let kh = var("kh") * dil[0];
         body.push(let_(

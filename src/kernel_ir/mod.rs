@@ -28,6 +28,7 @@ pub mod magnet_backward;
 pub mod ops;
 pub mod plan;
 pub mod regularizer_kernels;
+pub mod strided_data;
 pub mod typecheck;
 
 /// Element type of a value.

@@ -324,4 +324,3 @@ pub fn strided_take(name: &str, n: usize, stride: usize, offset: usize) -> Kerne
         0,
     )
 }
-

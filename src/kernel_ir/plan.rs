@@ -22,8 +22,8 @@
 //! once. Running-statistic updates are copied into their buffers after a run
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
-use super::ops::{self, MapKind};
 use super::batch_norm;
+use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;

@@ -307,7 +307,14 @@ impl Builder<'_> {
         let [s0, s1] = spec.stride;
         let y = self.temp(vec![planes * s0 * s1 * plane[0] * plane[1]]);
         let top_left = [spec.pad[0].0, spec.pad[1].0];
-        let k = phase_kernel("phase", planes, [spec.h, spec.w], plane, spec.stride, top_left);
+        let k = phase_kernel(
+            "phase",
+            planes,
+            [spec.h, spec.w],
+            plane,
+            spec.stride,
+            top_left,
+        );
         self.emit("phase", k, vec![x, y.buf], layer);
         y.buf
     }

@@ -15,7 +15,7 @@
 //!   (`kernel_ir::fft_backward`);
 //! - linear backward and the LC fold: `gemm::matmul` with transposes as strides.
 
-use super::{Builder, Val};
+use super::{BufId, Builder, Val};
 use crate::cost::{CostTable, CostTableId};
 use crate::ir::conv_cost::ConvShape;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
@@ -27,6 +27,7 @@ use crate::kernel_ir::conv_backward::{
 use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
 use crate::kernel_ir::fft_conv::FftConv;
 use crate::kernel_ir::gemm::{matmul, Strides};
+use crate::kernel_ir::strided_data;
 use crate::passes::choose_conv_algo::{decide, env_override};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
@@ -115,6 +116,12 @@ impl Builder<'_> {
             let b = self.constant(vec![0.0; g.co]);
             return Ok(self.fft_conv_spectrum(&g, &dy, kf, b, None, &layer));
         }
+        if groups == 1 {
+            if let Some(phases) = strided_data::phases(&s) {
+                self.data_by_phases(&s, &phases, &dy, w.buf, dx.buf, &layer);
+                return Ok(dx);
+            }
+        }
         let Some(f) = fwd else {
             let k = data_kernel("conv_bwd_data", &s, groups);
             self.emit("conv_bwd_data", k, vec![dy.buf, w.buf, dx.buf], &layer);
@@ -154,6 +161,48 @@ impl Builder<'_> {
         let k = conv_kernel("conv_bwd_data", &f, tile);
         self.emit("conv", k, vec![input, packed.buf, bias, dx.buf], &layer);
         Ok(dx)
+    }
+
+    /// `dx` of a strided conv, phase by phase (`kernel_ir::strided_data`): per phase
+    /// its taps packed, `dy` padded as its correlation reads it, the forward's conv
+    /// kernel, and a scatter into `dx`.
+    fn data_by_phases(
+        &mut self,
+        s: &ConvSpec,
+        phases: &[strided_data::Phase],
+        dy: &Val,
+        w: BufId,
+        dx: BufId,
+        layer: &str,
+    ) {
+        for p in phases {
+            let Some(f) = &p.conv else {
+                let k = strided_data::unphase_kernel("unphase", s, p, [0, 0]);
+                self.emit("unphase", k, vec![dx], layer);
+                continue;
+            };
+            let tile = self.target.conv_tile(f.out()[1]);
+            let t = tile.tile_co;
+            let packed = self.temp(vec![f.co.div_ceil(t) * t * f.ci * f.k[0] * f.k[1]]);
+            let k = strided_data::phase_repack("phase_repack", s, p, t);
+            self.emit("phase_repack", k, vec![w, packed.buf], layer);
+            let bias = self.constant(vec![0.0; f.co.div_ceil(t) * t]);
+            let input = if f.needs_pad(tile) {
+                let [hp, wp] = f.padded(tile);
+                let padded = self.temp(vec![f.n * f.ci * hp * wp]);
+                let k = pad_kernel("pad", f.n * f.ci, f.h, f.w, hp, wp, f.pad[0].0, f.pad[1].0);
+                self.emit("pad", k, vec![dy.buf, padded.buf], layer);
+                padded.buf
+            } else {
+                dy.buf
+            };
+            let out = f.out();
+            let y = self.temp(vec![f.n * f.co * out[0] * out[1]]);
+            let k = conv_kernel("conv_bwd_data", f, tile);
+            self.emit("conv", k, vec![input, packed.buf, bias, y.buf], layer);
+            let k = strided_data::unphase_kernel("unphase", s, p, out);
+            self.emit("unphase", k, vec![y.buf, dx], layer);
+        }
     }
 
     /// `dweight` of a conv: operands (x, dy, weight), the weight read for its shape.
