@@ -287,13 +287,29 @@ impl Run<'_> {
             if taken {
                 // --force: start over, removing only what a run writes.
                 let _ = std::fs::remove_dir_all(checkpoint::dir(out));
-                for f in [super::metrics::FILE, FINAL, MODEL, RECIPE] {
+                for f in [
+                    super::metrics::FILE,
+                    FINAL,
+                    MODEL,
+                    RECIPE,
+                    super::source::FILE,
+                ] {
                     let _ = std::fs::remove_file(out.join(f));
                 }
             }
             std::fs::create_dir_all(out).map_err(|e| crate::io::IoError::os(out, &e, "create"))?;
             // Fail now, not after an epoch, when the directory cannot be written.
             self.metrics.write(out)?;
+        }
+        // The model as trained, for `fnetc plot` (a run resumed from before this file
+        // existed gets it now: the resume checked that the model matches).
+        if !self.args.resume || !super::source::path(out).is_file() {
+            super::source::ModelSource::new(
+                &self.args.model,
+                &self.source.text,
+                &self.args.options,
+            )
+            .write(out)?;
         }
         self.optim = Some(optim);
         self.schedule = Some(schedule);
