@@ -112,6 +112,7 @@ fn run_plot(run: &Path, layer: Option<&str>) -> Result<PlotReport, String> {
         run: run.to_path_buf(),
         out: None,
         layer: layer.map(str::to_string),
+        checkpoint: None,
     })
     .map_err(|e| e.to_string())
 }

@@ -16,6 +16,7 @@ fn run_plot(run: &Path, layer: Option<&str>) -> Result<PlotReport, String> {
         run: run.to_path_buf(),
         out: None,
         layer: layer.map(str::to_string),
+        checkpoint: None,
     })
     .map_err(|e| e.to_string())
 }
@@ -228,5 +229,98 @@ model mixed {
             && stderr.contains("conv1.weight")
             && stderr.contains("flexconv1 (FlexConv)"),
         "{stderr}"
+    );
+}
+
+/// `fnet plot --checkpoint N --out DIR` (or without `--checkpoint` when `N` is `None`).
+fn plot_at(run: &Path, step: Option<u64>, out: &Path) -> Result<PlotReport, String> {
+    plot(&PlotArgs {
+        run: run.to_path_buf(),
+        out: Some(out.to_path_buf()),
+        layer: None,
+        checkpoint: step,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A run killed before it finished has checkpoints but no `model.fnc`: the FlexConv
+/// kernel is drawn from the newest checkpoint, through the model the run recorded
+/// (`source.json`), exactly as `model.fnc` would have drawn it; `--checkpoint N`
+/// draws an earlier one, as a `model.fnc` compiled (`fnetc compile -w`) from that
+/// checkpoint's weights draws it.
+#[test]
+fn a_killed_runs_flexconv_kernel_is_drawn_from_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/train_golden/flex.fnet");
+    let run = train_flex(dir.path(), &std::fs::read_to_string(fixture).unwrap());
+    let steps: Vec<u64> = fnet::train::checkpoint::list(&run)
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(steps, [3, 6], "a checkpoint at each epoch's end");
+    let png = |out: &Path| Image::read(&out.join("kernels_flexconv1.png"));
+
+    // The reference: the finished run's plot, from model.fnc.
+    let finished = dir.path().join("finished");
+    plot_at(&run, None, &finished).unwrap();
+    // Killed after its last checkpoint: no model.fnc, no final weights.
+    std::fs::remove_file(run.join("model.fnc")).unwrap();
+    std::fs::remove_file(run.join("final.safetensors")).unwrap();
+    let killed = dir.path().join("killed");
+    let report = plot_at(&run, None, &killed).unwrap();
+    assert!(
+        report.notes.iter().any(|n| n.contains("step-00000006")),
+        "{:?}",
+        report.notes
+    );
+    let (a, b) = (png(&finished), png(&killed));
+    assert!(a.non_white() > 0);
+    assert!(
+        (a.width, a.height) == (b.width, b.height) && a.rgb == b.rgb,
+        "the newest checkpoint draws what model.fnc drew"
+    );
+
+    // --checkpoint 3 against `fnetc compile -w` of that checkpoint's weights.
+    let c =
+        fnet::train::checkpoint::load(&run.join("checkpoints/step-00000003.safetensors")).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    fnet::io::weights::write_weights(&other.join("w.safetensors"), &c.params).unwrap();
+    fnetc_ok(
+        dir.path(),
+        &[
+            "compile".as_ref(),
+            "flex.fnet".as_ref(),
+            "-w".as_ref(),
+            other.join("w.safetensors").as_os_str(),
+            "-o".as_ref(),
+            other.join("model.fnc").as_os_str(),
+        ],
+    );
+    let want = dir.path().join("want");
+    plot_at(&other, None, &want).unwrap();
+    let early = dir.path().join("early");
+    plot_at(&run, Some(3), &early).unwrap();
+    let (w, e) = (png(&want), png(&early));
+    assert!((w.width, w.height) == (e.width, e.height) && w.rgb == e.rgb);
+    assert!(e.rgb != b.rgb, "step 3's kernel is not step 6's");
+
+    // --checkpoint of a step the run does not keep lists those it does.
+    let err = plot_at(&run, Some(4), &early).unwrap_err();
+    assert!(
+        err.contains("no checkpoint of step 4") && err.contains("it has steps 3, 6"),
+        "{err}"
+    );
+    // A run without source.json (from before it was recorded): no FlexConv to draw
+    // from a checkpoint, said in a note, and the other plots are still written.
+    std::fs::remove_file(run.join("source.json")).unwrap();
+    let report = plot_at(&run, None, &dir.path().join("old")).unwrap();
+    assert!(!names(&report.written).contains(&"kernels_flexconv1.png".to_string()));
+    assert!(names(&report.written).contains(&"loss.png".to_string()));
+    assert!(
+        report.notes.iter().any(|n| n.contains("source.json")),
+        "{:?}",
+        report.notes
     );
 }

@@ -69,6 +69,11 @@ fn the_tiny_model_learns_and_the_run_directory_is_complete() {
         recipe.contains("\"schedule\"") && recipe.contains("\"kind\": \"constant\""),
         "{recipe}"
     );
+    // The model as trained, for `fnetc plot`: its text, not its path.
+    let src = fnet::train::source::ModelSource::read(&out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(src.text, std::fs::read_to_string(&model).unwrap());
     // The last two checkpoints are kept.
     let ckpts = fnet::train::checkpoint::list(&out);
     assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), [15, 20]);

@@ -74,6 +74,7 @@ fn regulariser_terms_are_logged_and_steer_training() {
         assert_eq!(term(&s, "reg.orthogonality"), 0.0);
         assert_eq!(term(&s, "loss.ce"), s["loss"].as_f64().unwrap());
     }
+    epoch_term_means(&none, &zero, &some, &steps);
     let weights = |run: &Path| std::fs::read(run.join("final.safetensors")).unwrap();
     assert!(
         weights(&none) == weights(&zero),
@@ -92,6 +93,66 @@ fn regulariser_terms_are_logged_and_steer_training() {
         term(&zero_steps[7], "loss.ce"),
         "the trajectories part"
     );
+}
+
+/// Each epoch record carries every term's mean over the epoch's steps (each step
+/// weighted by its samples; here all have 10), and the means sum to `train_loss`; no
+/// terms without regularisers; λ = 0 averages to a zero term.
+fn epoch_term_means(none: &Path, zero: &Path, some: &Path, steps: &[serde_json::Value]) {
+    let epochs = metrics(some, "epoch");
+    assert_eq!(epochs.len(), 2);
+    for (e, record) in epochs.iter().enumerate() {
+        let of_epoch: Vec<&serde_json::Value> =
+            (steps.iter()).filter(|s| s["epoch"] == e as u64).collect();
+        assert_eq!(of_epoch.len(), 4);
+        let mut total = 0.0;
+        for name in ["loss.ce", "reg.orthogonality"] {
+            let want = of_epoch.iter().map(|s| term(s, name)).sum::<f64>() / 4.0;
+            let got = term(record, name);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs(),
+                "epoch {e} {name}: {got} vs the steps' mean {want}"
+            );
+            total += got;
+        }
+        let loss = record["train_loss"].as_f64().unwrap();
+        // The terms are f32 outputs of the graph, as the loss is: they sum to it
+        // within f32 rounding, as each step's do.
+        assert!((total - loss).abs() <= 1e-5 * loss, "{total} vs {loss}");
+        assert_eq!(record["terms"].as_object().unwrap().len(), 2, "{record}");
+    }
+    assert!(metrics(none, "epoch")
+        .iter()
+        .all(|e| e.get("terms").is_none()));
+    for e in metrics(zero, "epoch") {
+        assert_eq!(term(&e, "reg.orthogonality"), 0.0);
+    }
+}
+
+/// A run stopped mid-epoch and resumed writes the same epoch term means as one that
+/// ran straight through: the checkpoint keeps the epoch's running term sums.
+#[test]
+fn epoch_term_means_survive_a_resume_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let regs = "regularizers: [orthogonality(weight: 0.5)]";
+    let model = setup(dir.path(), "m", &SHARED.replace("REGS", regs));
+    let straight = dir.path().join("straight");
+    quiet(&args(&model, &straight)).unwrap();
+    let resumed = dir.path().join("resumed");
+    let mut a = args(&model, &resumed);
+    a.stop_after = Some(6);
+    quiet(&a).unwrap();
+    let mut r = args(&model, &resumed);
+    r.resume = true;
+    quiet(&r).unwrap();
+    let terms = |run: &Path| -> Vec<serde_json::Value> {
+        (metrics(run, "epoch").into_iter())
+            .map(|e| e["terms"].clone())
+            .collect()
+    };
+    assert_eq!(terms(&straight).len(), 2);
+    assert!(terms(&straight)[1].is_object());
+    assert_eq!(terms(&resumed), terms(&straight));
 }
 
 /// The interpreter's own record of each FlexConv's kernel size (`RunResult::

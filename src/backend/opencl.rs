@@ -23,7 +23,9 @@
 //! (`runtime::flex_kernel::mask_crop_size`, cheap) and, only if they changed, switches
 //! to the plan built for the new crops: plans are cached by crop sizes (the last
 //! [`CACHED_PLANS`]), so a crop that comes back costs no planning or program build,
-//! and a new one builds once. A run never silently uses a plan of other crops.
+//! and a new one is lowered once and compiles only the kernels the context has not
+//! built before (`ClContext::kernels`: those of the layers whose crop changed). A run
+//! never silently uses a plan of other crops.
 //! f32 only.
 
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};

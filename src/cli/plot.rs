@@ -15,10 +15,16 @@ pub struct PlotCmd {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The convolution whose kernels to draw, e.g. `conv1`, `conv1.weight`, or a
-    /// FlexConv layer (`flexconv1`, drawn from RUN_DIR/model.fnc). Defaults to the
+    /// FlexConv layer (`flexconv1`, drawn from RUN_DIR/model.fnc, else from the newest
+    /// checkpoint with RUN_DIR/source.json). Defaults to the
     /// first FlexConv, else the first stored kernel in name order.
     #[arg(long)]
     pub layer: Option<String>,
+    /// Draw the kernels from the checkpoint of step N (checkpoints/step-N), FlexConvs
+    /// included, instead of final.safetensors and model.fnc. Without model.fnc (a run
+    /// killed before it finished) the newest checkpoint is used anyway.
+    #[arg(long, value_name = "N")]
+    pub checkpoint: Option<u64>,
 }
 
 impl PlotCmd {
@@ -27,6 +33,7 @@ impl PlotCmd {
             run: self.run.clone(),
             out: self.out.clone(),
             layer: self.layer.clone(),
+            checkpoint: self.checkpoint,
         }
     }
 }

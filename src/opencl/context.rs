@@ -3,6 +3,13 @@
 //! program binaries, on disk, keyed on the device, platform and driver version; a
 //! binary reloads in milliseconds where a build from source takes a second or more.
 //! A failed build reports the compiler's log.
+//!
+//! Kernels are cached one level finer too (`kernels`): each kernel's text, less its
+//! name, maps to the program that holds it, so a plan that differs from an earlier one
+//! in a few kernels (a FlexConv whose crop changed) builds a program of only those and
+//! takes the rest from the programs built before. A first plan's batch is all of its
+//! distinct kernels, so its program source, and hence its disk-cache file, is the
+//! plan's whole source (less any repeated kernel).
 
 use super::device::{select, DeviceInfoSummary, DeviceSel};
 use crate::runtime::params::fnv1a;
@@ -17,12 +24,16 @@ use std::sync::Mutex;
 /// Options passed to the OpenCL C compiler.
 const BUILD_OPTIONS: &str = "-cl-mad-enable";
 
-/// How the programs a context handed out were obtained.
+/// How the programs a context handed out were obtained: whole programs (`program`)
+/// from memory, disk or a build, and kernels (`kernels`) put into a new
+/// program (built or loaded from disk) or reused from one built before.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub memory_hits: u32,
     pub disk_hits: u32,
     pub builds: u32,
+    pub kernels_built: u32,
+    pub kernels_reused: u32,
 }
 
 pub struct ClContext {
@@ -31,6 +42,10 @@ pub struct ClContext {
     pub context: Context,
     pub queue: Queue,
     programs: Mutex<HashMap<u64, Program>>,
+    /// The program holding each kernel built so far and its name there, by the
+    /// kernel's text without its name (`render::anonymous`): the text itself, not a
+    /// hash, so two different kernels never share an entry.
+    kernels: Mutex<HashMap<String, (Program, String)>>,
     cache_dir: Option<PathBuf>,
     stats: Mutex<CacheStats>,
 }
@@ -74,6 +89,7 @@ impl ClContext {
             context,
             queue,
             programs: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
             cache_dir,
             stats: Mutex::new(CacheStats::default()),
         })
@@ -144,6 +160,38 @@ impl ClContext {
             .expect("cache lock")
             .insert(key, program.clone());
         Ok(program)
+    }
+
+    /// The kernels `named` lists (each kernel's name and its text as `render::kernel`
+    /// writes it), index for index, each as a program and the name it has there. A
+    /// kernel built before on this context, under any name, comes from the program
+    /// that holds it; the others, one per distinct text, are built together as one
+    /// program (through [`ClContext::program`], so from memory or disk where it can).
+    /// Every kernel asked for counts as built or reused.
+    pub fn kernels(&self, named: &[(&str, &str)]) -> Result<Vec<(Program, String)>, RunError> {
+        let keys: Vec<String> = (named.iter())
+            .map(|(name, text)| super::render::anonymous(text, name))
+            .collect();
+        // Held across the build, so that two threads never build the same kernel.
+        let mut known = self.kernels.lock().expect("kernel cache lock");
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<usize> = (0..named.len())
+            .filter(|&i| !known.contains_key(&keys[i]) && seen.insert(keys[i].as_str()))
+            .collect();
+        if !fresh.is_empty() {
+            let texts: Vec<&str> = fresh.iter().map(|&i| named[i].1).collect();
+            let program = self.program(&super::render::assemble(&texts))?;
+            for &i in &fresh {
+                let entry = (program.clone(), named[i].0.to_string());
+                known.insert(keys[i].clone(), entry);
+            }
+        }
+        {
+            let mut stats = self.stats.lock().expect("stats lock");
+            stats.kernels_built += fresh.len() as u32;
+            stats.kernels_reused += (named.len() - fresh.len()) as u32;
+        }
+        Ok(keys.iter().map(|k| known[k].clone()).collect())
     }
 
     /// A cache file is the device key, the source, then the binary, each prefixed by

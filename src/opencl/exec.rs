@@ -1,5 +1,7 @@
-//! Running a plan on an OpenCL device: one program for all of the plan's kernels,
-//! device buffers for inputs, constants and storage slots, and one kernel object per
+//! Running a plan on an OpenCL device: the plan's kernels, each from the program
+//! that holds it (`ClContext::kernels`: kernels built for an earlier plan are reused,
+//! under the name they were built with, the new ones built as one program), device
+//! buffers for inputs, constants and storage slots, and one kernel object per
 //! launch with its buffers bound, so a run is writes, launches and reads only.
 //!
 //! An `Executable` holds its own handle on the queue (OpenCL objects are reference
@@ -16,6 +18,8 @@ use ocl::{Buffer, Kernel, MemFlags, Queue, SpatialDims};
 pub struct Executable {
     queue: Queue,
     pub plan: Plan,
+    /// The plan's whole program source, for inspection; the programs its kernels
+    /// come from may each hold only some of them.
     pub source: String,
     buffers: Vec<Buffer<f32>>,
     launches: Vec<Kernel>,
@@ -60,10 +64,14 @@ pub fn plan_source(plan: &Plan) -> String {
 }
 
 impl Executable {
-    /// Builds (or loads from the cache) the program and uploads the constants.
+    /// Builds (or takes from the caches) the plan's kernels and uploads the constants.
     pub fn new(ctx: &ClContext, plan: Plan) -> Result<Executable, RunError> {
-        let source = plan_source(&plan);
-        let program = ctx.program(&source)?;
+        let bodies: Vec<String> = plan.kernels.iter().map(render::kernel).collect();
+        let named: Vec<(&str, &str)> = (plan.kernels.iter().zip(&bodies))
+            .map(|(k, b)| (k.name.as_str(), b.as_str()))
+            .collect();
+        let built = ctx.kernels(&named)?;
+        let source = render::assemble(&bodies);
         let alloc = |len: usize, data: Option<&[f32]>| -> Result<Buffer<f32>, RunError> {
             let mut b = Buffer::<f32>::builder()
                 .queue(ctx.queue.clone())
@@ -94,8 +102,8 @@ impl Executable {
             let k = &plan.kernels[step.kernel];
             let mut builder = Kernel::builder();
             builder
-                .program(&program)
-                .name(k.name.as_str())
+                .program(&built[step.kernel].0)
+                .name(built[step.kernel].1.as_str())
                 .queue(ctx.queue.clone())
                 .global_work_size(dims(&k.grid));
             if let Some(l) = k

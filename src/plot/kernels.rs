@@ -187,7 +187,12 @@ pub fn render(name: &str, tensor: &Tensor<f32>) -> Result<Canvas, RunError> {
     let (rows, cols) = (outs.min(MAX_OUT).min(fit(th)), ins.min(MAX_IN).min(fit(tw)));
     let grid_w = cols as u32 * (tw + GAP);
     let grid_h = rows as u32 * (th + GAP);
-    let width = (MARGIN_LEFT + grid_w + MARGIN_RIGHT).max(640);
+    let shape: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    let title = format!("Kernels of {name} [{}]", shape.join(", "));
+    // Wide enough for the title too (a FlexConv's names its horizon): DejaVu Sans at
+    // 22 px averages under 11 px a character.
+    let title_w = 24 + 11 * title.chars().count() as u32;
+    let width = (MARGIN_LEFT + grid_w + MARGIN_RIGHT).max(640).max(title_w);
     let bar_h = grid_h.clamp(120, 300);
     let height = MARGIN_TOP + grid_h.max(bar_h) + MARGIN_BOTTOM;
     let taps = kh * kw;
@@ -207,8 +212,6 @@ pub fn render(name: &str, tensor: &Tensor<f32>) -> Result<Canvas, RunError> {
     }
     let scale = if vmax > 0.0 { vmax } else { 1.0 };
 
-    let shape: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-    let title = format!("Kernels of {name} [{}]", shape.join(", "));
     let sub = format!(
         "rows: output channels ({} of {outs}), columns: input channels ({} of {ins}){}",
         rows,
@@ -311,6 +314,26 @@ mod tests {
         // 784-px strips: 3 columns fit in 2400 px; 32 rows of 17 px.
         assert_eq!(c.width, 70 + 3 * (784 + 3) + 110);
         assert_eq!(c.height, 80 + 32 * 17 + 20);
+    }
+
+    /// A FlexConv's long title on a one-column grid ends inside the image: the last
+    /// columns of the title band are background, and the title reaches past 640 px.
+    #[test]
+    fn long_titles_are_not_clipped() {
+        let t = Tensor {
+            shape: vec![6, 1, 11, 11],
+            data: vec![0.5; 6 * 121],
+        };
+        let c = render("flexconv1 (FlexConv, cropped from 15×15)", &t).unwrap();
+        let inked = |x: u32| {
+            (8..36u32).any(|y| {
+                let p = ((y * c.width + x) * 3) as usize;
+                c.rgb[p..p + 3].iter().any(|&v| v < 200)
+            })
+        };
+        let last = (0..c.width).rev().find(|&x| inked(x)).expect("a title");
+        assert!(last > 640, "the title ends at {last}");
+        assert!(last + 8 < c.width, "clipped: ink at {last} of {}", c.width);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `fnetc plot RUN_DIR`: PNG plots of a training run (see docs/training.md, "Plots").
 //!
 //! From `metrics.jsonl`: `loss.png`, `accuracy.png`, `kernel_sizes.png`,
-//! `regularizers.png`. From `final.safetensors` (or the newest checkpoint) and the
-//! FlexConv kernels folded into `model.fnc`: `kernels_<layer>.png`. A plot whose data the run does not have is skipped with a
+//! `regularizers.png`. From `final.safetensors` (or the newest checkpoint, or the one
+//! `--checkpoint` names) and the FlexConv kernels folded into `model.fnc` (or, without
+//! it, into the recorded model compiled with those weights): `kernels_<layer>.png`. A plot whose data the run does not have is skipped with a
 //! note rather than failing the others; a run directory with nothing to plot, a
 //! damaged metrics line or an unknown `--layer` is an error.
 
@@ -25,6 +26,9 @@ pub struct PlotArgs {
     /// The kernel to draw (`conv1`, `conv1.weight`, or a FlexConv layer); default the
     /// first FlexConv, else the first stored kernel.
     pub layer: Option<String>,
+    /// Draw the kernels from the checkpoint of this step rather than the final weights
+    /// (or the newest checkpoint) and `model.fnc`.
+    pub checkpoint: Option<u64>,
 }
 
 /// The files written and the plots skipped (with why).
@@ -32,6 +36,26 @@ pub struct PlotArgs {
 pub struct PlotReport {
     pub written: Vec<PathBuf>,
     pub notes: Vec<String>,
+}
+
+/// The weights of checkpoint `step`, or an error listing the steps there are.
+fn checkpoint_path(run: &Path, step: u64) -> Result<PathBuf, RunError> {
+    let all = crate::train::checkpoint::list(run);
+    if let Some((_, p)) = all.iter().find(|(s, _)| *s == step) {
+        return Ok(p.clone());
+    }
+    let steps: Vec<String> = all.iter().map(|(s, _)| s.to_string()).collect();
+    let dir = crate::train::checkpoint::dir(run);
+    Err(RunError::new(format!(
+        "--checkpoint {step}: {} holds no checkpoint of step {step}; {}",
+        dir.display(),
+        if steps.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has steps {}", steps.join(", "))
+        }
+    ))
+    .hint("give one of the steps listed (a run keeps its last --keep checkpoints)"))
 }
 
 /// The weights to draw kernels from: `final.safetensors`, else the newest checkpoint.
@@ -95,7 +119,10 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
         Ok(_) => {}
     }
     let metrics = crate::train::metrics::path(run);
-    let weights = weights_path(run);
+    let weights = match args.checkpoint {
+        Some(step) => Some(checkpoint_path(run, step)?),
+        None => weights_path(run),
+    };
     let model = folded::model_path(run);
     if !metrics.is_file() && weights.is_none() && !model.is_file() {
         return Err(RunError::new(format!(
@@ -125,10 +152,31 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
         Some(w) => Some(crate::io::weights::read_weights::<f32>(w)?),
         None => None,
     };
-    let folded = if model.is_file() {
-        folded::flex_kernels(&model)?
+    // FlexConv kernels from model.fnc, or, with --checkpoint or without a model.fnc
+    // (a killed run), from the recorded model compiled against the weights.
+    let recorded = crate::train::source::ModelSource::read(run)?;
+    let from_fnc = model.is_file() && args.checkpoint.is_none();
+    let folded = match (&file, &weights, &recorded) {
+        _ if from_fnc => folded::flex_kernels(&model)?,
+        (Some(f), Some(w), Some(src)) => {
+            let k = folded::flex_kernels_of(src, &f.tensors, w)?;
+            if !k.is_empty() {
+                report.notes.push(format!(
+                    "FlexConv kernels from {} (the model in {} compiled with them bound)",
+                    w.display(),
+                    crate::train::source::path(run).display()
+                ));
+            }
+            k
+        }
+        _ => Vec::new(),
+    };
+    let model_used = from_fnc || !folded.is_empty();
+    // What messages name as the source of kernels: model.fnc only when it is read.
+    let fnc = if from_fnc {
+        model.clone()
     } else {
-        Vec::new()
+        PathBuf::new()
     };
     let mut known: Vec<kernels::Candidate> = file.as_ref().map(kernels::stored).unwrap_or_default();
     known.extend(folded.iter().map(|f| kernels::Candidate {
@@ -137,7 +185,7 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
         horizon: Some(&f.horizon),
     }));
     let mut kernel_plot = None;
-    match (&weights, model.is_file()) {
+    match (&weights, model_used || model.is_file()) {
         (None, false) if args.layer.is_some() => {
             return Err(RunError::new(format!(
                 "--layer: {} has no final.safetensors, no checkpoint and no model.fnc to read \
@@ -153,19 +201,20 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
             // Pointwise convs only, and no folded FlexConv kernel: nothing to draw.
             report.notes.push(format!(
                 "kernels_*.png skipped: {} holds no convolution kernel{}",
-                sources(weights.as_deref(), &model),
-                if model.is_file() {
+                sources(weights.as_deref(), &fnc),
+                if from_fnc {
                     ""
                 } else {
                     " (a FlexConv's is synthesised at run time; model.fnc, which holds it \
-                     folded, is written when training finishes)"
+                     folded, is written when training finishes, and source.json, which \
+                     lets a checkpoint's be drawn, when it starts)"
                 }
             ));
         }
         _ => {
-            let sources = sources(weights.as_deref(), &model);
+            let sources = sources(weights.as_deref(), &fnc);
             let chosen = kernels::choose(&known, args.layer.as_deref(), &sources)?;
-            if chosen.horizon.is_some() && older(&model, weights.as_deref()) {
+            if from_fnc && chosen.horizon.is_some() && older(&model, weights.as_deref()) {
                 // A resumed run checkpointed after its last finish: the folded kernel
                 // is from the weights of that finish, not the newest ones.
                 report.notes.push(format!(

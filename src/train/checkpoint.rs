@@ -45,6 +45,12 @@ pub struct Progress {
     pub epoch_loss_bits: u64,
     pub epoch_correct: u64,
     pub epoch_seen: u64,
+    /// The epoch's running sums of the loss's terms (each step's value times its
+    /// samples, f64 bits), in the training graph's order; absent in checkpoints
+    /// written before epoch records carried term means (an epoch resumed from one
+    /// then averages its terms over the steps since).
+    #[serde(default)]
+    pub epoch_term_bits: Vec<(String, u64)>,
     /// Lines of `metrics.jsonl` that this checkpoint has seen; later ones are dropped
     /// on resume.
     pub metrics_lines: u64,
@@ -280,6 +286,7 @@ mod tests {
                 epoch_loss_bits: 0.3f64.to_bits(),
                 epoch_correct: 5,
                 epoch_seen: 8,
+                epoch_term_bits: vec![("loss.ce".to_string(), 0.25f64.to_bits())],
                 metrics_lines: 4,
                 recipe: recipe_text(&Recipe::default()),
                 params: BTreeMap::from([("fc.weight".to_string(), vec![2])]),

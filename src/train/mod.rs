@@ -4,7 +4,8 @@
 //! keys refused), [`data`] (loading, shuffling, augmentation, prefetch),
 //! [`optimizer`] (SGD, Adam, AdamW with groups), [`schedule`] (learning-rate
 //! schedules), [`checkpoint`] (atomic, resumable bit for bit), [`metrics`]
-//! (`metrics.jsonl`, loss and accuracy), [`flex_sizes`] (FlexConv kernel sizes), [`graphs`] (the training and evaluation
+//! (`metrics.jsonl`, loss and accuracy), [`flex_sizes`] (FlexConv kernel sizes), [`source`] (the model as trained, for
+//! `fnetc plot`), [`graphs`] (the training and evaluation
 //! graphs) and [`trainer`] (the loop). See
 //! `docs/training.md`.
 
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod schedule;
 pub mod settings;
+pub mod source;
 pub mod trainer;
 
 pub use trainer::{train, Event, Summary, TrainArgs};

@@ -152,6 +152,7 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
         batch_in_epoch: 0,
         step: 0,
         sums: (0.0, 0, 0),
+        term_sums: Vec::new(),
     };
     run.start()?;
     run.train(observe)
@@ -203,6 +204,9 @@ struct Run<'a> {
     step: u64,
     /// The epoch's running loss sum (per sample), correct predictions and samples.
     sums: (f64, u64, u64),
+    /// The epoch's running sums of the loss's terms, weighted by samples as the loss
+    /// is, so that their means sum to the epoch's training loss.
+    term_sums: Vec<(String, f64)>,
 }
 
 impl Run<'_> {
@@ -266,6 +270,9 @@ impl Run<'_> {
                 p.epoch_correct,
                 p.epoch_seen,
             );
+            self.term_sums = (p.epoch_term_bits.iter())
+                .map(|(k, bits)| (k.clone(), f64::from_bits(*bits)))
+                .collect();
             self.metrics = Metrics::resume(out, p.metrics_lines as usize);
         } else {
             let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
@@ -280,13 +287,29 @@ impl Run<'_> {
             if taken {
                 // --force: start over, removing only what a run writes.
                 let _ = std::fs::remove_dir_all(checkpoint::dir(out));
-                for f in [super::metrics::FILE, FINAL, MODEL, RECIPE] {
+                for f in [
+                    super::metrics::FILE,
+                    FINAL,
+                    MODEL,
+                    RECIPE,
+                    super::source::FILE,
+                ] {
                     let _ = std::fs::remove_file(out.join(f));
                 }
             }
             std::fs::create_dir_all(out).map_err(|e| crate::io::IoError::os(out, &e, "create"))?;
             // Fail now, not after an epoch, when the directory cannot be written.
             self.metrics.write(out)?;
+        }
+        // The model as trained, for `fnetc plot` (a run resumed from before this file
+        // existed gets it now: the resume checked that the model matches).
+        if !self.args.resume || !super::source::path(out).is_file() {
+            super::source::ModelSource::new(
+                &self.args.model,
+                &self.source.text,
+                &self.args.options,
+            )
+            .write(out)?;
         }
         self.optim = Some(optim);
         self.schedule = Some(schedule);
@@ -329,6 +352,7 @@ impl Run<'_> {
                 self.sums.0 += loss * n as f64;
                 self.sums.1 += correct;
                 self.sums.2 += n;
+                self.add_terms(&terms, n);
                 self.step += 1;
                 self.batch_in_epoch += 1;
                 samples += n;
@@ -394,6 +418,15 @@ impl Run<'_> {
             if !sizes.is_empty() {
                 record["kernel_sizes"] = json!(sizes);
             }
+            // With regularisers, each term's mean over the epoch's samples, as
+            // `train_loss` is (they sum to it).
+            if !self.term_sums.is_empty() {
+                let seen = self.sums.2.max(1) as f64;
+                let means: serde_json::Map<String, serde_json::Value> = (self.term_sums.iter())
+                    .map(|(k, v)| (k.clone(), json!(v / seen)))
+                    .collect();
+                record["terms"] = serde_json::Value::Object(means);
+            }
             self.metrics.push(record);
             let test_words = test.map_or(String::from("no test split"), |(l, a)| {
                 format!("test loss {l:.4} accuracy {:.2}%", 100.0 * a)
@@ -408,6 +441,7 @@ impl Run<'_> {
             self.epoch += 1;
             self.batch_in_epoch = 0;
             self.sums = (0.0, 0, 0);
+            self.term_sums.clear();
             self.save()?;
         }
         self.finish()?;
@@ -575,6 +609,16 @@ impl Run<'_> {
         Ok(Some((loss / n, correct as f64 / n)))
     }
 
+    /// Adds a step's loss terms, over `n` samples, to the epoch's sums.
+    fn add_terms(&mut self, terms: &[(String, f64)], n: u64) {
+        for (name, v) in terms {
+            match self.term_sums.iter_mut().find(|(k, _)| k == name) {
+                Some((_, sum)) => *sum += v * n as f64,
+                None => self.term_sums.push((name.clone(), v * n as f64)),
+            }
+        }
+    }
+
     /// Writes the metrics, then a checkpoint of the state after the last step.
     fn save(&mut self) -> Result<(), RunError> {
         let out = &self.args.out;
@@ -594,6 +638,9 @@ impl Run<'_> {
                 epoch_loss_bits: self.sums.0.to_bits(),
                 epoch_correct: self.sums.1,
                 epoch_seen: self.sums.2,
+                epoch_term_bits: (self.term_sums.iter())
+                    .map(|(k, v)| (k.clone(), v.to_bits()))
+                    .collect(),
                 metrics_lines: self.metrics.lines.len() as u64,
                 recipe: checkpoint::recipe_text(&self.settings.recipe),
                 params: self.shapes.clone(),
