@@ -1,0 +1,46 @@
+//! Helpers for the JIT tests: one shared backend (so one compiled-kernel cache), and
+//! the differential check against the reference interpreter through `fnet::backend`,
+//! on every JIT target worth testing.
+
+use fnet::backend::{Backend, JitBackend, ReferenceBackend};
+use fnet::eval::Module;
+use fnet::kernel_ir::plan::Target;
+use fnet::runtime::ParamStore;
+use fnet::tensor::Tensor;
+use std::sync::OnceLock;
+
+pub fn backend() -> &'static JitBackend {
+    static BACKEND: OnceLock<JitBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| JitBackend::new().unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The targets the JIT is tested with: its default (4 lanes) and the 8- and 16-lane
+/// tiles (two and four `f32x4` parts per value), so every part count is exercised.
+pub fn targets() -> Vec<Target> {
+    vec![
+        JitBackend::default_target(),
+        Target::cpu(),
+        Target::cpu_wide(),
+    ]
+}
+
+/// Runs `m` on the interpreter and on the JIT with every target, and compares, the
+/// tolerance scaled to the magnitude.
+pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
+    let shapes = vec![x.shape.clone()];
+    let want = ReferenceBackend
+        .prepare(m.graph.clone(), store.clone(), &shapes)
+        .and_then(|mut p| p.forward(std::slice::from_ref(&x)))
+        .unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+    for target in targets() {
+        let got = backend()
+            .with_target(target)
+            .prepare(m.graph.clone(), store.clone(), &shapes)
+            .and_then(|mut p| p.forward(std::slice::from_ref(&x)))
+            .unwrap_or_else(|e| panic!("{what} ({target:?}): jit: {e}"));
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(&want) {
+            super::assert_close(&format!("{what} ({target:?})"), g, w, 2e-5);
+        }
+    }
+}
