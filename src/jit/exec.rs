@@ -255,3 +255,37 @@ impl JitExecutable {
             .collect()
     }
 }
+
+/// Compiles `k` with `compiler` and runs it on `bufs` (one per kernel parameter, in
+/// order), its grid split into `chunks` ranges run one after another: for tests and
+/// micro-benchmarks of single kernels.
+///
+/// # Safety
+///
+/// Every index `k` reads or writes lies within its buffer, as a plan's lowering
+/// guarantees for the plan's kernels; a kernel that indexes past a buffer is undefined
+/// behaviour, as in OpenCL.
+pub unsafe fn run_kernel(
+    compiler: &Compiler,
+    k: &crate::kernel_ir::Kernel,
+    bufs: &mut [Vec<f32>],
+    chunks: usize,
+) -> Result<(), RunError> {
+    if bufs.len() != k.params.len() {
+        return Err(RunError::new(format!(
+            "kernel `{}` takes {} buffers, got {}",
+            k.name,
+            k.params.len(),
+            bufs.len()
+        )));
+    }
+    let (fns, _) = compiler.compile(std::slice::from_ref(k))?;
+    let args: Vec<*mut f32> = bufs.iter_mut().map(|b| b.as_mut_ptr()).collect();
+    let n: i64 = k.grid.iter().product::<usize>() as i64;
+    let chunks = chunks.max(1) as i64;
+    for c in 0..chunks {
+        // SAFETY: the caller's contract.
+        unsafe { (fns[0].f)(args.as_ptr(), n * c / chunks, n * (c + 1) / chunks) }
+    }
+    Ok(())
+}

@@ -17,4 +17,4 @@ pub mod render;
 pub mod render_expr;
 
 pub use compile::{CompileStats, Compiler, KernelFn};
-pub use exec::JitExecutable;
+pub use exec::{run_kernel, JitExecutable};
