@@ -12,10 +12,11 @@
 //! `jit::Compiler`) compiles only the kernels that changed with them, so no executable
 //! cache is needed beside it.
 //!
-//! The code-generation target is 4-lane vectors × 8 output channels (docs/jit.md:
-//! Cranelift's x86-64 backend has 128-bit vectors only, so wider IR vectors become
-//! several `f32x4` parts and the conv tile's accumulators outgrow the 16 registers).
-//! Its cost table is the OpenCL CPU table until a `jit` table is fitted.
+//! The code-generation target is 16-lane vectors × 4 output channels: Cranelift's
+//! x86-64 backend has 128-bit vectors only, so a 16-lane value is four `f32x4` parts,
+//! and of the tiles measured (4×8, 8×4, 8×8, 16×4) this one ran ResNet-20's convs
+//! fastest at batch 8 and 64 and tied at batch 1 (docs/jit.md). Its cost table is the
+//! OpenCL CPU table until a `jit` table is fitted.
 
 use super::replan::{crop_key, crop_nodes, crop_params, is_training_graph, labels_check};
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
@@ -41,8 +42,8 @@ impl JitBackend {
     /// The default target (see the module doc).
     pub fn default_target() -> Target {
         Target {
-            vector: 4,
-            tile_co: 8,
+            vector: 16,
+            tile_co: 4,
             broadcast_weights: true,
         }
     }

@@ -209,7 +209,20 @@ fn define(module: &mut JITModule, st: &mut State, k: &Kernel) -> Result<FuncId, 
         ctx.clear();
         return Err(e);
     }
+    // `FNET_JIT_DUMP=name` prints the machine code of kernels whose name contains
+    // `name`, to read what Cranelift made of them.
+    let dump = std::env::var("FNET_JIT_DUMP")
+        .ok()
+        .filter(|d| k.name.contains(d.as_str()));
+    ctx.set_disasm(dump.is_some());
     let defined = module.define_function(id, ctx);
+    if let (Some(code), Some(_)) = (ctx.compiled_code(), &dump) {
+        eprintln!(
+            "kernel `{}`:\n{}",
+            k.name,
+            code.vcode.as_deref().unwrap_or("")
+        );
+    }
     let out = defined.map_err(|e| err(&k.name, format!("compiling: {e:?}")));
     ctx.clear();
     out.map(|()| id)

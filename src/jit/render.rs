@@ -54,6 +54,11 @@ pub struct Renderer<'a, 'b> {
     scopes: Vec<HashMap<String, Binding>>,
     /// Where a guard that fails goes: the latch that moves to the next point.
     next_point: Block,
+    /// The read-only buffers, whose loads may be marked pure (`load_flags`).
+    read_only: std::collections::HashSet<String>,
+    /// How many conditionals (if arms, lazy select arms, the rest of a block after a
+    /// guard) enclose the code being rendered inside the innermost loop.
+    pub cond_depth: usize,
 }
 
 /// Fills `func` (whose signature is the kernel's: pointer, lo, hi) with `k`'s code.
@@ -125,6 +130,10 @@ pub fn render(
         funcs,
         scopes: vec![HashMap::new()],
         next_point,
+        read_only: (k.params.iter().filter(|p| p.read_only))
+            .map(|p| p.name.clone())
+            .collect(),
+        cond_depth: 0,
     };
     r.block(&k.body)?;
     r.b.ins().jump(next_point, &[]);
@@ -211,9 +220,28 @@ impl Renderer<'_, '_> {
         Ok(())
     }
 
+    /// The flags of a load from `buf`. A read-only buffer's load outside any
+    /// conditional of its loop is marked pure (`readonly`, `can_move`), so that
+    /// Cranelift schedules it beside its use: an in-order load keeps its place while
+    /// the arithmetic on it sinks to the end of the block, and a conv's tap loop then
+    /// holds every weight it loaded at once (all spilled). Under a conditional the
+    /// load stays in order: loop-invariant code motion would hoist a pure load out of
+    /// the branch that guards its index (a padding test), making it unconditional.
+    pub fn load_flags(&self, buf: &str) -> MemFlagsData {
+        let flags = super::render_expr::mem();
+        if self.cond_depth == 0 && self.read_only.contains(buf) {
+            flags.with_readonly().with_can_move()
+        } else {
+            flags
+        }
+    }
+
     fn block(&mut self, body: &[Stmt]) -> Result<(), RunError> {
         self.scopes.push(HashMap::new());
+        let depth = self.cond_depth;
         let r = body.iter().try_for_each(|s| self.stmt(s));
+        // A guard made the rest of this block conditional, not what follows it.
+        self.cond_depth = depth;
         self.scopes.pop();
         r
     }
@@ -253,10 +281,12 @@ impl Renderer<'_, '_> {
                 self.b.seal_block(then_b);
                 self.b.seal_block(else_b);
                 self.b.switch_to_block(then_b);
+                self.cond_depth += 1;
                 self.block(then)?;
                 self.b.ins().jump(merge, &[]);
                 self.b.switch_to_block(else_b);
                 self.block(otherwise)?;
+                self.cond_depth -= 1;
                 self.b.ins().jump(merge, &[]);
                 self.b.seal_block(merge);
                 self.b.switch_to_block(merge);
@@ -269,6 +299,7 @@ impl Renderer<'_, '_> {
                 self.b.ins().brif(c, cont, &[], self.next_point, &[]);
                 self.b.seal_block(cont);
                 self.b.switch_to_block(cont);
+                self.cond_depth += 1;
                 Ok(())
             }
             Stmt::Store {
@@ -361,7 +392,11 @@ impl Renderer<'_, '_> {
             self.b.ins().brif(more, body_b, &[], exit, &[]);
             self.b.seal_block(body_b);
             self.b.switch_to_block(body_b);
-            self.block(body)?;
+            // Inside a loop, only its own conditionals keep loads in order.
+            let depth = std::mem::replace(&mut self.cond_depth, 0);
+            let body_done = self.block(body);
+            self.cond_depth = depth;
+            body_done?;
             let i = self.b.use_var(iv);
             let i = self.b.ins().iadd_imm_s(i, step);
             self.b.def_var(iv, i);

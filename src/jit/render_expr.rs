@@ -85,11 +85,24 @@ impl Renderer<'_, '_> {
                 let addr = self.address(buf, index)?;
                 let (n, ty) = parts_of(*width);
                 let step = ty.bytes() as i32;
+                let flags = self.load_flags(buf);
                 let parts = (0..n)
-                    .map(|k| self.b.ins().load(ty, mem(), addr, k as i32 * step))
+                    .map(|k| self.b.ins().load(ty, flags, addr, k as i32 * step))
                     .collect();
                 Val::F(*width, parts)
             }
+            // A unit stride is a plain vector load (a conv's input row at stride 1):
+            // one `movups` instead of four loads and three lane inserts per part.
+            Expr::Gather {
+                buf,
+                index,
+                stride: 1,
+                width,
+            } => self.expr(&Expr::Load {
+                buf: buf.clone(),
+                index: index.clone(),
+                width: *width,
+            })?,
             Expr::Gather {
                 buf,
                 index,
@@ -97,12 +110,13 @@ impl Renderer<'_, '_> {
                 width,
             } => {
                 let addr = self.address(buf, index)?;
+                let flags = self.load_flags(buf);
                 let lanes: Vec<Value> = (0..*width as i64)
                     .map(|l| {
                         let off = i32::try_from(l * stride * 4).map_err(|_| {
                             err(&self.kernel, format!("gather stride {stride} out of range"))
                         })?;
-                        Ok(self.b.ins().load(types::F32, mem(), addr, off))
+                        Ok(self.b.ins().load(types::F32, flags, addr, off))
                     })
                     .collect::<Result<_, RunError>>()?;
                 Val::F(*width, self.pack(&lanes))
@@ -400,7 +414,10 @@ impl Renderer<'_, '_> {
         self.b.seal_block(then_b);
         self.b.seal_block(else_b);
         self.b.switch_to_block(then_b);
-        let x = self.expr(a)?;
+        self.cond_depth += 1;
+        let x = self.expr(a);
+        self.cond_depth -= 1;
+        let x = x?;
         let (ints, w, xs) = match &x {
             Val::I(v) => (true, 1, vec![*v]),
             Val::F(w, p) => (false, *w, p.clone()),
@@ -412,7 +429,10 @@ impl Renderer<'_, '_> {
         let args: Vec<_> = xs.iter().map(|&v| v.into()).collect();
         self.b.ins().jump(merge, &args);
         self.b.switch_to_block(else_b);
-        let ys = match (self.expr(b)?, ints) {
+        self.cond_depth += 1;
+        let y = self.expr(b);
+        self.cond_depth -= 1;
+        let ys = match (y?, ints) {
             (Val::I(v), true) => vec![v],
             (Val::F(v, p), false) if v == w => p,
             _ => return Err(err(&self.kernel, "select arms of two types")),

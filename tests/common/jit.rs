@@ -14,13 +14,15 @@ pub fn backend() -> &'static JitBackend {
     BACKEND.get_or_init(|| JitBackend::new().unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// The targets the JIT is tested with: its default (4 lanes) and the 8- and 16-lane
-/// tiles (two and four `f32x4` parts per value), so every part count is exercised.
+/// The targets the JIT is tested with: its default (16 lanes × 4 channels), the CPU
+/// tiles (8 × 8 and 16 × 8) and the GPU's (4 × 2), so values of one, two and four
+/// `f32x4` parts and every tile shape are exercised.
 pub fn targets() -> Vec<Target> {
     vec![
         JitBackend::default_target(),
         Target::cpu(),
         Target::cpu_wide(),
+        Target::gpu(),
     ]
 }
 
