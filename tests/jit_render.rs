@@ -263,7 +263,7 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let h = fnet::runtime::dropout::hash2(i as u32, seed);
-            if h % 11 == 0 {
+            if h.is_multiple_of(11) {
                 special[(h / 11) as usize % special.len()]
             } else {
                 (h as i32) as f32 / 2.0f32.powi(29)

@@ -95,7 +95,7 @@ impl Compiler {
         let isa = cranelift_native::builder()
             .map_err(|e| jit_err(format!("this machine is not supported: {e}")))?
             .finish(settings::Flags::new(flags))
-            .map_err(|e| jit_err(e))?;
+            .map_err(jit_err)?;
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
         for (_, name, ptr) in funcs::symbols() {
             jb.symbol(name, ptr);
@@ -108,7 +108,7 @@ impl Compiler {
         for (f, name, _) in funcs::symbols() {
             let id = module
                 .declare_function(name, Linkage::Import, &sig)
-                .map_err(|e| jit_err(e))?;
+                .map_err(jit_err)?;
             ids.insert(f, id);
         }
         let ctx = module.make_context();

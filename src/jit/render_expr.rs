@@ -140,9 +140,7 @@ impl Renderer<'_, '_> {
                     return Err(err(&self.kernel, format!("lane {l} of a {w}-lane value")));
                 }
                 let v = if w >= 4 {
-                    self.b
-                        .ins()
-                        .extractlane(parts[*l as usize / 4], (*l % 4) as u8)
+                    self.b.ins().extractlane(parts[*l as usize / 4], *l % 4)
                 } else {
                     parts[*l as usize]
                 };
