@@ -7,7 +7,7 @@
 //! - [`compile`]: the JIT module and the in-memory cache of compiled kernels.
 //! - [`exec`]: a plan's buffers and launches, rayon over each launch's grid.
 //!
-//! `crate::backend::jit` puts it behind the `Backend` seam; docs/jit.md says what is
+//! `backend::jit` puts it behind the `Backend` seam; docs/jit.md says what is
 //! measured and what is not done.
 
 pub mod compile;
