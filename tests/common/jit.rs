@@ -46,3 +46,16 @@ pub fn agree(what: &str, m: &Module, store: &ParamStore<f32>, x: Tensor<f32>) {
         }
     }
 }
+
+/// One forward of `graph` on the JIT, through the backend interface.
+pub fn run_jit(
+    graph: &fnet::ir::graph::Graph,
+    store: &ParamStore<f32>,
+    inputs: &[Tensor<f32>],
+) -> Result<Vec<Tensor<f32>>, fnet::runtime::RunError> {
+    use fnet::backend::Prepared;
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    backend()
+        .prepare_plan(graph, store, &shapes)?
+        .forward(inputs)
+}
