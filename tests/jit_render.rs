@@ -596,3 +596,43 @@ fn the_cache_compiles_each_kernel_text_once() {
     unsafe { (fns[0].f)(args.as_ptr(), 0, 4) };
     assert_eq!(bufs[1], [3.0, 6.0, 9.0, 12.0]);
 }
+
+/// Nested loops marked `unroll`: small nests unroll fully, a nest of more copies than
+/// the renderer allows keeps its outer loop rolled; both compute the same sums.
+#[test]
+fn nested_unrolled_loops_small_and_large() {
+    for (outer, inner) in [(3, 3), (6, 5), (40, 2)] {
+        let body = vec![
+            let_("acc", Ty::f32x(4), splat(float(0.0), 4)),
+            for_(
+                "a",
+                int(0),
+                int(outer),
+                true,
+                vec![for_(
+                    "b",
+                    int(0),
+                    int(inner),
+                    true,
+                    vec![assign(
+                        "acc",
+                        fma(
+                            load("x", var("a") * inner + var("b") + gid(0), 4),
+                            splat(to_float(var("a") - var("b")), 4),
+                            var("acc"),
+                        ),
+                    )],
+                )],
+            ),
+            store("y", gid(0) * 4usize, var("acc"), 4),
+        ];
+        let k = kernel(
+            &format!("nest{outer}x{inner}"),
+            vec![param("x", true), param("y", false)],
+            body,
+            vec![5],
+            0,
+        );
+        check_kernel(k, &[outer * inner + 8, 20]);
+    }
+}

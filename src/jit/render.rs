@@ -28,6 +28,48 @@ use std::collections::HashMap;
 /// bodies spill, ../shared/STACK.md).
 const MAX_UNROLL: i64 = 32;
 
+/// The most copies of a body that nested unrolled loops may make: an outer loop whose
+/// trips times its inner unrolled loops' copies exceed it stays a loop (a 7×7 conv
+/// unrolls its `kw` loop only), which bounds code size and compile time.
+const MAX_COPIES: i64 = 16;
+
+/// The constant trip count of a loop the kernel asks to unroll.
+fn unroll_trips(s: &Stmt) -> Option<(i64, &[Stmt])> {
+    match s {
+        Stmt::For {
+            start: Expr::Int(a),
+            end: Expr::Int(b),
+            step,
+            unroll: true,
+            body,
+            ..
+        } if *step > 0 => Some((((b - a).max(0) + step - 1) / step, body)),
+        _ => None,
+    }
+}
+
+/// How many copies of its innermost statements `body` makes when its unrollable
+/// loops are unrolled as [`MAX_UNROLL`] and [`MAX_COPIES`] allow.
+fn copies(body: &[Stmt]) -> i64 {
+    body.iter()
+        .map(|s| match s {
+            Stmt::For { body: inner, .. } => {
+                let c = copies(inner);
+                match unroll_trips(s) {
+                    Some((t, _)) if t <= MAX_UNROLL && t * c <= MAX_COPIES => t * c,
+                    _ => c,
+                }
+            }
+            Stmt::If {
+                then, otherwise, ..
+            } => copies(then).max(copies(otherwise)),
+            Stmt::Block(b) => copies(b),
+            _ => 1,
+        })
+        .max()
+        .unwrap_or(1)
+}
+
 /// An error in a kernel the renderer cannot render: a bug in the lowering (the type
 /// check passes every kernel of a plan), reported, never a panic.
 pub fn err(kernel: &str, what: impl std::fmt::Display) -> RunError {
@@ -368,7 +410,7 @@ impl Renderer<'_, '_> {
         let result = (|| {
             if let (true, Expr::Int(s), Expr::Int(e)) = (unroll, start, end) {
                 let trips = ((e - s).max(0) + step - 1) / step;
-                if trips <= MAX_UNROLL {
+                if trips <= MAX_UNROLL && trips * copies(body) <= MAX_COPIES {
                     let mut i = *s;
                     while i < *e {
                         let c = self.b.ins().iconst(types::I32, i);
