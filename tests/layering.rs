@@ -39,6 +39,13 @@ const RULES: &[Rule] = &[
         policy: Policy::Not(&["opencl", "backend", "cli", "driver"]),
         no_escape: false,
     },
+    // The JIT renders kernel IR and runs plans; it names no OpenCL (so that fnetc can
+    // run it on a machine without the OpenCL loader) and no backend above it.
+    Rule {
+        dir: "src/jit",
+        policy: Policy::Only(&["jit", "kernel_ir", "runtime", "tensor", "reference"]),
+        no_escape: true,
+    },
 ];
 
 /// The top-level modules named after each `crate::` in `text`, with their line, so

@@ -6,7 +6,8 @@
 //! `compile_bytes` under `catch_unwind`; each that passes goes on through the memory
 //! check and, within its limit, the pass pipeline (`fnetc compile`) and the initialiser
 //! (`fnetc init`, without writing a file), and is checked at a batch of 10^8
-//! (`fnetc bench --batch`). Panicking inputs are written to `target/no_panic/` for
+//! (`fnetc bench --batch`); a sample of those is lowered to a plan at batch 1 and
+//! JIT-compiled (`fnetc bench --backend jit`). Panicking inputs are written to `target/no_panic/` for
 //! reproduction.
 
 use fnet::driver::compile_bytes;
@@ -463,6 +464,7 @@ fn downstream(
         "batch 1e8 refused"
     });
     lap("memory check");
+    let mut compiled = None;
     if check(graph, Need::Compile, &limit).is_ok() {
         let mut g = graph.clone();
         let mut ctx = PassContext::new(CompileMode::Inference);
@@ -471,19 +473,69 @@ fn downstream(
             panic!("the passes failed on a checked program: {e}");
         }
         count("compiled");
+        compiled = Some(g);
     } else {
         count("compile refused");
     }
     lap("passes");
+    let mut params = None;
     if check(graph, Need::Init, &limit).is_ok() {
         match fnet::runtime::initialise::<f32>(graph, graph.seed) {
-            Ok(_) => count("initialised"),
+            Ok(p) => {
+                count("initialised");
+                params = Some(p);
+            }
             Err(_) => count("init failed cleanly"),
         }
     } else {
         count("init refused");
     }
     lap("init");
+    if let (Some(g), Some(p)) = (compiled, params) {
+        jit_compile(&g, &p, &limit, &mut count);
+        lap("plan + JIT compile");
+    }
+}
+
+/// At most this many checked variants per test are lowered and JIT-compiled (each
+/// takes milliseconds; all 30 000 would take minutes).
+const JIT_SAMPLE: usize = 150;
+
+thread_local! {
+    static JIT_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(JIT_SAMPLE) };
+    static JIT: fnet::jit::Compiler = fnet::jit::Compiler::new().expect("a JIT for this CPU");
+}
+
+/// What `fnetc bench --backend jit --batch 1` does before it runs: the memory check,
+/// the plan for a batch of 1, and the JIT compile of every kernel. Lowering may refuse
+/// a program cleanly (an op it does not support); the JIT compiling a lowered plan
+/// must not fail, since its kernels are type-checked.
+fn jit_compile(
+    g: &fnet::ir::Graph,
+    params: &fnet::runtime::ParamStore<f32>,
+    limit: &Limit,
+    count: &mut dyn FnMut(&'static str),
+) {
+    let left = JIT_LEFT.with(|n| n.replace(n.get().saturating_sub(1)));
+    if left == 0 {
+        return;
+    }
+    if check(g, Need::Run { batch: 1 }, limit).is_err() {
+        return count("plan refused (memory)");
+    }
+    let Ok(x) = fnet::cli::bench::bench_input(g, 1) else {
+        return count("no single input to plan for");
+    };
+    let target = fnet::backend::JitBackend::default_target();
+    match fnet::kernel_ir::plan::build_plan(g, params, std::slice::from_ref(&x.shape), target) {
+        Ok(plan) => {
+            if let Err(e) = JIT.with(|c| c.compile(&plan.kernels)) {
+                panic!("the JIT failed on a lowered plan: {e}");
+            }
+            count("JIT-compiled");
+        }
+        Err(_) => count("plan refused cleanly"),
+    }
 }
 
 /// Runs every case under `catch_unwind`, timing each.
@@ -616,6 +668,9 @@ fn random_mutations_never_panic() {
         "{unparsed} of {} variants do not parse; the mutations are too blunt",
         cases.len()
     );
+    // The sample reaches the JIT: mutants of working models still lower.
+    let jitted = out.downstream.get("JIT-compiled").copied().unwrap_or(0);
+    assert!(jitted >= 20, "only {jitted} variants were JIT-compiled");
 }
 
 #[test]

@@ -21,9 +21,12 @@
 //! Tensors cross the seam in the precision the model runs in: `f32` everywhere, `f64`
 //! where [`Capabilities::f64`] says so ([`Backend::prepare_f64`]).
 
+pub mod jit;
 pub mod opencl;
 pub mod reference;
+mod replan;
 
+pub use jit::{JitBackend, JitPrepared};
 pub use opencl::{OpenClBackend, OpenClPrepared};
 pub use reference::{ReferenceBackend, ReferencePrepared};
 
@@ -42,6 +45,8 @@ pub enum BackendKind {
     Reference,
     /// Generated OpenCL kernels (PoCL on the CPU, or a GPU driver).
     Opencl,
+    /// The same kernels compiled for this CPU by Cranelift.
+    Jit,
 }
 
 impl BackendKind {
@@ -49,6 +54,7 @@ impl BackendKind {
         match self {
             BackendKind::Reference => "reference",
             BackendKind::Opencl => "opencl",
+            BackendKind::Jit => "jit",
         }
     }
 }
@@ -139,6 +145,11 @@ pub trait Prepared<T: Scalar> {
     fn device_bytes(&self) -> Option<u64> {
         None
     }
+    /// The time spent compiling code when it was prepared, for a backend that
+    /// compiles (the JIT); `fnetc bench` prints it.
+    fn compile_time(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Opens `kind` on `device` (`None`: the backend's default) for running `model`.
@@ -159,6 +170,14 @@ pub fn open(
                 device_arg(sel)
             ))
             .hint("add --backend opencl, or drop --device (the reference interpreter runs on this CPU)")),
+        },
+        BackendKind::Jit => match device {
+            None => Ok(Box::new(JitBackend::new()?)),
+            Some(sel) => Err(RunError::new(format!(
+                "--device {} selects an OpenCL device, but the backend is the JIT",
+                device_arg(sel)
+            ))
+            .hint("add --backend opencl, or drop --device (the JIT runs on this CPU)")),
         },
         BackendKind::Opencl => Ok(Box::new(OpenClBackend::open(
             device.unwrap_or_default(),

@@ -28,9 +28,9 @@
 //! never silently uses a plan of other crops.
 //! f32 only.
 
+use super::replan::{crop_key, crop_nodes, crop_params, is_training_graph, labels_check};
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
 use crate::cost::CostTableId;
-use crate::ir::op::{Op, TrainOp};
 use crate::ir::Graph;
 use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::opencl::{target_for, ClContext, DeviceSel, Executable};
@@ -169,84 +169,8 @@ impl Backend for OpenClBackend {
     }
 }
 
-/// Whether `graph` is a training graph (it holds the loss and backward ops).
-fn is_training_graph(graph: &Graph) -> bool {
-    graph
-        .g
-        .node_indices()
-        .any(|n| matches!(graph.node(n).op, Op::Train(_)))
-}
-
-/// The labels input of a training graph and the number of classes, for the host check.
-fn labels_check(graph: &Graph) -> Option<(usize, usize)> {
-    let at = graph.inputs.iter().position(
-        |&i| matches!(&graph.node(i).op, Op::Input { name } if name == crate::autodiff::LABELS),
-    )?;
-    let loss = graph
-        .g
-        .node_indices()
-        .find(|&n| matches!(graph.node(n).op, Op::Train(TrainOp::CrossEntropy { .. })))?;
-    let logits = graph.operands(loss)[0];
-    let k = graph.node(logits).ty.shape.get(1)?.known()?;
-    Some((at, k as usize))
-}
-
-/// The parameters that decide a FlexConv crop: a new value may change the plan.
-fn crop_params(graph: &Graph) -> BTreeSet<String> {
-    graph
-        .g
-        .node_indices()
-        .filter(|&n| {
-            matches!(
-                graph.node(n).op,
-                Op::MaskCrop { .. } | Op::FlexKernel { .. }
-            )
-        })
-        .flat_map(|n| graph.operands(n))
-        .filter(|&o| matches!(graph.node(o).op, Op::Param { .. }))
-        .map(|o| graph.node(o).name.clone())
-        .collect()
-}
-
 /// How many plans of other crops a prepared training graph keeps.
 pub const CACHED_PLANS: usize = 8;
-
-/// The `mask_crop` nodes whose sizes key a plan; `None` when a crop is decided
-/// elsewhere (a fused, thresholded `flex_kernel` in the graph given), where the plan
-/// itself is rebuilt and compared instead.
-fn crop_nodes(graph: &Graph) -> Option<Vec<NodeIndex>> {
-    let fused = graph.g.node_indices().any(|n| {
-        matches!(
-            graph.node(n).op,
-            Op::FlexKernel {
-                threshold: Some(_),
-                ..
-            }
-        )
-    });
-    (!fused).then(|| {
-        graph
-            .g
-            .node_indices()
-            .filter(|&n| matches!(graph.node(n).op, Op::MaskCrop { .. }))
-            .collect()
-    })
-}
-
-/// Every crop's kernel size with `params`' mask values.
-fn crop_key(
-    graph: &Graph,
-    crops: &[NodeIndex],
-    params: &ParamStore<f32>,
-) -> Result<Vec<Vec<usize>>, RunError> {
-    crops
-        .iter()
-        .map(|&n| {
-            crate::runtime::flex_kernel::mask_crop_size(graph, n, params)
-                .map(Option::unwrap_or_default)
-        })
-        .collect()
-}
 
 /// A plan built on the device.
 pub struct OpenClPrepared {

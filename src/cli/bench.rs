@@ -86,6 +86,8 @@ pub struct BenchReport {
     pub compile: Duration,
     /// Preparing the backend: lowering, program build (or cache load), uploads.
     pub prepare: Duration,
+    /// Of `prepare`, the time a compiling backend (the JIT) spent compiling code.
+    pub jit_compile: Option<Duration>,
     /// Every timed run, in order.
     pub times: Vec<Duration>,
     /// `Some` for a training step (`--training`): its peak memory.
@@ -146,12 +148,16 @@ impl fmt::Display for BenchReport {
                 None => writeln!(f, "memory   measured peak unknown (no /proc/self/status)")?,
             }
         }
-        writeln!(
+        write!(
             f,
             "prepare  compile {:.1} ms, backend {:.1} ms",
             self.compile.as_secs_f64() * 1e3,
             self.prepare.as_secs_f64() * 1e3
         )?;
+        match self.jit_compile {
+            Some(t) => writeln!(f, " (JIT compile {:.1} ms)", t.as_secs_f64() * 1e3)?,
+            None => writeln!(f)?,
+        }
         for (what, t) in [("median", self.median()), ("best", self.best())] {
             let (sps, gflops) = self.rates(t);
             writeln!(
@@ -356,6 +362,7 @@ pub fn bench(
         backend.prepare(graph, store, std::slice::from_ref(&input.shape))
     })?;
     let prepare = t1.elapsed();
+    let jit_compile = prepared.compile_time();
     let total = args.warmup + args.iters;
     let mut times = Vec::with_capacity(args.iters);
     for i in 0..total {
@@ -374,6 +381,7 @@ pub fn bench(
         flops,
         compile,
         prepare,
+        jit_compile,
         times,
         memory: None,
     })
@@ -409,6 +417,7 @@ fn bench_training(
     })?;
     prepared.set_mode(Mode::Train)?;
     let prepare = t1.elapsed();
+    let jit_compile = prepared.compile_time();
     let total = args.warmup + args.iters;
     let mut times = Vec::with_capacity(args.iters);
     let mut measured = None;
@@ -448,6 +457,7 @@ fn bench_training(
         flops,
         compile,
         prepare,
+        jit_compile,
         times,
         memory: Some(StepMemory {
             arena: summary.arena_bytes,
@@ -469,6 +479,7 @@ mod tests {
             flops: 8_000_000,
             compile: Duration::ZERO,
             prepare: Duration::ZERO,
+            jit_compile: None,
             times: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
             memory: None,
         }

@@ -163,7 +163,10 @@ pub fn pool(
         vec![param("x", true), param("y", false)],
         body,
         vec![out[1], out[0], planes],
-        (planes * out[0] * out[1] * k[0] * k[1]) as u64,
+        // Saturating: a pathological pool (a window of 2^63) must not overflow here.
+        [out[0], out[1], k[0], k[1]]
+            .iter()
+            .fold(planes as u64, |a, &b| a.saturating_mul(b as u64)),
     )
 }
 

@@ -119,6 +119,26 @@ impl Plan {
             .map(|s| self.kernels[s.kernel].flops)
             .sum()
     }
+
+    /// Temporaries that no launch (step or setup) reads or writes and that are no output,
+    /// update or parameter: a lowering allocated them and then took another path (FlexTCN-6's
+    /// training plan has 63 MiB of them). Backends give them a one-element buffer, not their length.
+    pub fn idle_temps(&self) -> Vec<bool> {
+        let mut idle: Vec<bool> = self
+            .buffers
+            .iter()
+            .map(|b| b.kind == BufKind::Temp)
+            .collect();
+        let used = (self.steps.iter().chain(&self.setup)).flat_map(|s| s.args.iter().copied());
+        let kept = (self.outputs.iter().map(|(o, _)| *o))
+            .chain(self.updates.iter().flat_map(|&(u, to)| [u, to]))
+            .chain(self.params.values().copied())
+            .chain(self.seed);
+        for b in used.chain(kept) {
+            idle[b] = false;
+        }
+        idle
+    }
 }
 
 #[derive(Clone, Debug)]

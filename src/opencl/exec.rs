@@ -38,26 +38,6 @@ fn dims(grid: &[usize]) -> SpatialDims {
     }
 }
 
-/// Temporaries that no launch (step or setup) reads or writes and that are no output,
-/// update or parameter: a lowering allocated them and then took another path (FlexTCN-6's
-/// training plan has 63 MiB of them). They get a one-element buffer, not their length.
-fn idle_temps(plan: &Plan) -> Vec<bool> {
-    let mut idle: Vec<bool> = plan
-        .buffers
-        .iter()
-        .map(|b| b.kind == BufKind::Temp)
-        .collect();
-    let used = (plan.steps.iter().chain(&plan.setup)).flat_map(|s| s.args.iter().copied());
-    let kept = (plan.outputs.iter().map(|(o, _)| *o))
-        .chain(plan.updates.iter().flat_map(|&(u, to)| [u, to]))
-        .chain(plan.params.values().copied())
-        .chain(plan.seed);
-    for b in used.chain(kept) {
-        idle[b] = false;
-    }
-    idle
-}
-
 /// The program source of a plan: every distinct kernel, in launch order.
 pub fn plan_source(plan: &Plan) -> String {
     render::program(&plan.kernels.iter().collect::<Vec<_>>())
@@ -88,7 +68,7 @@ impl Executable {
             .map(|&len| alloc(len, None))
             .collect::<Result<Vec<_>, _>>()?;
         let mut buffers = Vec::with_capacity(plan.buffers.len());
-        let idle = idle_temps(&plan);
+        let idle = plan.idle_temps();
         for (i, b) in plan.buffers.iter().enumerate() {
             buffers.push(match (&b.kind, plan.slot[i]) {
                 (BufKind::Temp, Some(s)) => slots[s].clone(),
@@ -138,7 +118,7 @@ impl Executable {
     /// (inputs, outputs, parameters, constants), as `new` allocates them.
     pub fn device_bytes(&self) -> u64 {
         let slots: usize = self.plan.slot_len.iter().map(|&l| l.max(1)).sum();
-        let idle = idle_temps(&self.plan);
+        let idle = self.plan.idle_temps();
         let own: usize = (self.plan.buffers.iter().zip(&self.plan.slot).zip(idle))
             .filter(|((b, s), _)| !(matches!(b.kind, BufKind::Temp) && s.is_some()))
             .map(|((b, _), idle)| if idle { 1 } else { b.len.max(1) })

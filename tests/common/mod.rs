@@ -99,6 +99,8 @@ pub fn perturbed_weights<T: Scalar>(graph: &Graph, seed: u64) -> ParamStore<T> {
 }
 pub mod fnetc;
 pub mod golden_weights;
+pub mod jit;
+pub mod kernel_eval;
 pub mod opencl;
 pub mod png_image;
 pub mod train_data;

@@ -1,0 +1,20 @@
+//! The CPU JIT: kernel-IR plans compiled with Cranelift and run on host memory.
+//!
+//! - [`render`]: one typed kernel as one Cranelift function over a range of grid
+//!   points; [`render_expr`]: its expressions, vectors as `f32x4` parts.
+//! - [`funcs`]: the elementwise functions kernels call, as the interpreter computes
+//!   them.
+//! - [`compile`]: the JIT module and the in-memory cache of compiled kernels.
+//! - [`exec`]: a plan's buffers and launches, rayon over each launch's grid.
+//!
+//! `backend::jit` puts it behind the `Backend` seam; docs/jit.md says what is
+//! measured and what is not done.
+
+pub mod compile;
+pub mod exec;
+pub mod funcs;
+pub mod render;
+pub mod render_expr;
+
+pub use compile::{CompileStats, Compiler, KernelFn};
+pub use exec::{run_kernel, JitExecutable};
