@@ -217,9 +217,9 @@ pub fn eq(a: Expr, b: Expr) -> Expr {
     bin(BinOp::Eq, a, b)
 }
 
-/// The widest of 16, 8, 4, 1 lanes (at most `max`) that divides `n`.
+/// The widest of 8, 4, 1 lanes (at most `max`) that divides `n`.
 pub fn width_for(n: usize, max: u8) -> u8 {
-    [16u8, 8, 4, 1]
+    [8u8, 4, 1]
         .into_iter()
         .find(|&w| w <= max && n.is_multiple_of(w as usize))
         .unwrap_or(1)
