@@ -10,6 +10,7 @@ pub mod eval;
 pub mod init;
 pub mod io;
 pub mod ir;
+pub mod jit;
 pub mod kernel_ir;
 pub mod opencl;
 pub mod passes;

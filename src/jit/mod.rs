@@ -1,0 +1,3 @@
+//! The CPU JIT. This branch holds only the hand-written hot loops it calls.
+
+pub mod kernels;
