@@ -192,3 +192,42 @@ fn large_parallel_product() {
         check(&c, &want, m, n, k, n, 0.0, &format!("{isa} large"));
     }
 }
+
+/// The paths only big products take: wide B split by columns across threads and packed
+/// in column blocks (row stride past 4096), a long k split across threads, and a
+/// transposed B wider than one packed block.
+#[test]
+fn wide_and_deep_products_take_their_paths() {
+    let cases: [(usize, usize, usize, bool); 4] = [
+        (16, 4100, 40, false),
+        (10, 20, 2100, false),
+        (9, 1500, 33, true),
+        (70, 2050, 65, false),
+    ];
+    for (ci, &(m, n, k, bt)) in cases.iter().enumerate() {
+        let a = random(m * k, 20 + ci as u64);
+        let b = random(k * n, 30 + ci as u64);
+        let av = MatRef::row_major(&a, k);
+        let bv = if bt {
+            MatRef::transposed(&b, k)
+        } else {
+            MatRef::row_major(&b, n)
+        };
+        let c0 = random(m * n, 40 + ci as u64);
+        let want = naive(m, n, k, 1.5, av, bv, 0.5, &c0, n);
+        for isa in isas() {
+            let mut c = c0.clone();
+            sgemm(isa, m, n, k, 1.5, av, bv, 0.5, &mut c, n, Par::Rayon);
+            check(
+                &c,
+                &want,
+                m,
+                n,
+                k,
+                n,
+                0.0,
+                &format!("{isa} {m}x{n}x{k} bt={bt}"),
+            );
+        }
+    }
+}

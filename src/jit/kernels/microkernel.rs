@@ -24,13 +24,15 @@ pub struct MicroKernel {
     run: unsafe fn(&Tile),
 }
 
-/// One tile's operands. `a` holds `kc·mr` floats, `b` holds `kc·nr`, and `c` points at
-/// the tile's top-left element of a row-major matrix with row stride `rsc`; only the
-/// `rows × cols` corner is written.
+/// One tile's operands. `a` holds `kc·mr` floats; `b` holds `kc` rows of `nr` floats
+/// each `rsb` apart (`rsb = nr` for a packed panel, the matrix's row stride when B is
+/// read in place); `c` points at the tile's top-left element of a row-major matrix
+/// with row stride `rsc`; only the `rows × cols` corner is written.
 pub struct Tile {
     pub kc: usize,
     pub a: *const f32,
     pub b: *const f32,
+    pub rsb: usize,
     pub c: *mut f32,
     pub rsc: usize,
     pub rows: usize,
@@ -66,7 +68,8 @@ impl MicroKernel {
     /// Runs the kernel on one tile.
     ///
     /// # Safety
-    /// `t.a`/`t.b` must hold `kc·mr`/`kc·nr` readable floats, `t.c` must be valid for
+    /// `t.a` must hold `kc·mr` readable floats and `t.b` `kc` rows of `nr` at stride
+    /// `rsb`, `t.c` must be valid for
     /// writes of the `rows × cols` corner at row stride `rsc` (and reads if `β ≠ 0`),
     /// `rows ≤ mr`, `cols ≤ nr`, and the kernel must come from [`MicroKernel::for_isa`]
     /// (the [`Isa`] proves the CPU runs it).
@@ -102,14 +105,11 @@ unsafe fn tile_portable(t: &Tile) {
     const MR: usize = 4;
     const NR: usize = 16;
     let mut acc = [[0f32; NR]; MR];
-    // SAFETY: the panels hold kc·MR and kc·NR floats.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(t.a, t.kc * MR),
-            std::slice::from_raw_parts(t.b, t.kc * NR),
-        )
-    };
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    // SAFETY: the A panel holds kc·MR floats.
+    let a = unsafe { std::slice::from_raw_parts(t.a, t.kc * MR) };
+    for (p, ap) in a.chunks_exact(MR).enumerate() {
+        // SAFETY: row p of the B panel holds NR floats.
+        let bp = unsafe { std::slice::from_raw_parts(t.b.add(p * t.rsb), NR) };
         for r in 0..MR {
             let av = ap[r];
             for j in 0..NR {
@@ -150,7 +150,7 @@ mod x86 {
                     row[1] = _mm512_fmadd_ps(av, b1, row[1]);
                 }
                 a = a.add(MR);
-                b = b.add(NR);
+                b = b.add(t.rsb);
             }
             let alpha = _mm512_set1_ps(t.alpha);
             if t.rows == MR && t.cols == NR {
@@ -197,7 +197,7 @@ mod x86 {
                     row[1] = _mm256_fmadd_ps(av, b1, row[1]);
                 }
                 a = a.add(MR);
-                b = b.add(NR);
+                b = b.add(t.rsb);
             }
             let alpha = _mm256_set1_ps(t.alpha);
             if t.rows == MR && t.cols == NR {

@@ -188,13 +188,185 @@ fn gemm(
         }
         return;
     }
+    let threads = rayon::current_num_threads();
+    let parallel = par == Par::Rayon && threads > 1 && m * n * k >= PAR_MIN_MACS;
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    let nr = MicroKernel::for_isa(isa).nr;
+    if parallel && n >= 2 * threads * NC_SPLIT {
+        // Wide products (an im2col over a batch): each thread takes whole column
+        // chunks, so its packed data stays in its own cache and nothing is shared.
+        let chunk = n.div_ceil(4 * threads).next_multiple_of(nr).max(NC_SPLIT);
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|q| {
+            let j0 = q * chunk;
+            let cols = chunk.min(n - j0);
+            let b = MatRef {
+                data: &b.data[j0 * b.cs..],
+                ..b
+            };
+            let c_ptr = c_ptr;
+            // SAFETY: chunk q owns columns j0..j0+cols of C, disjoint from the
+            // others; the bounds were checked above.
+            unsafe {
+                gemm_raw(
+                    isa,
+                    m,
+                    cols,
+                    k,
+                    alpha,
+                    &a,
+                    b,
+                    beta,
+                    c_ptr.0.add(j0),
+                    ldc,
+                    false,
+                )
+            };
+        });
+    } else if parallel
+        && matches!(a, ASource::Raw(_))
+        && m.div_ceil(MC) * n.div_ceil(nr) < 2 * threads
+        && k >= 2 * threads * KC
+    {
+        // Few tiles but a long k (a filter gradient: k runs over batch × pixels):
+        // each thread sums a slice of k into its own buffer, then the buffers add up.
+        let slice = k.div_ceil(threads).next_multiple_of(KC);
+        let partials: Vec<Vec<f32>> = (0..k.div_ceil(slice))
+            .into_par_iter()
+            .map(|q| {
+                let (p0, len) = (q * slice, slice.min(k - q * slice));
+                let a = match a {
+                    ASource::Raw(v) => ASource::Raw(MatRef {
+                        data: &v.data[p0 * v.cs..],
+                        ..v
+                    }),
+                    // A packed whole cannot be sliced by k cheaply: repack the slice.
+                    ASource::Packed(_) => unreachable!("checked below"),
+                };
+                let b = MatRef {
+                    data: &b.data[p0 * b.rs..],
+                    ..b
+                };
+                let mut part = vec![0.0f32; m * n];
+                // SAFETY: `part` is this task's own m×n buffer.
+                unsafe {
+                    gemm_raw(
+                        isa,
+                        m,
+                        n,
+                        len,
+                        alpha,
+                        &a,
+                        b,
+                        0.0,
+                        part.as_mut_ptr(),
+                        n,
+                        false,
+                    )
+                };
+                part
+            })
+            .collect();
+        for i in 0..m {
+            let row = &mut c[i * ldc..i * ldc + n];
+            for (j, v) in row.iter_mut().enumerate() {
+                let sum: f32 = partials.iter().map(|p| p[i * n + j]).sum();
+                *v = if beta == 0.0 { sum } else { sum + beta * *v };
+            }
+        }
+    } else {
+        // SAFETY: C's m×n corner at stride ldc lies inside `c` (checked above).
+        unsafe { gemm_raw(isa, m, n, k, alpha, &a, b, beta, c_ptr.0, ldc, parallel) };
+    }
+}
+
+/// Columns per chunk below which a wide product is not split by columns.
+const NC_SPLIT: usize = 512;
+
+/// Columns of B packed at once when B must be packed (`KC × NC_PACK` is 1 MiB at most).
+const NC_PACK: usize = 1024;
+
+/// Whether B is read in place: it must be row-major, and its rows close enough that a
+/// panel's rows do not each sit on their own page (the prefetcher stops at pages).
+fn reads_b_in_place(b: &MatRef) -> bool {
+    b.cs == 1 && b.rs <= 4096
+}
+
+/// The product on raw C, in blocks of columns when B is packed.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of an `m × n` matrix at row stride `ldc`
+/// that no one else touches during the call; `b` must fit `k × n`; `m, n, k > 0`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &ASource,
+    b: MatRef,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    parallel: bool,
+) {
+    if reads_b_in_place(&b) || n <= NC_PACK {
+        // SAFETY: forwarded.
+        return unsafe { gemm_block(isa, m, n, k, alpha, a, b, beta, c, ldc, parallel) };
+    }
+    // Several column blocks share A: pack it once.
+    let packed;
+    let a = match a {
+        ASource::Raw(view) => {
+            packed = PackedA::new(isa, m, k, *view);
+            &ASource::Packed(&packed)
+        }
+        ASource::Packed(_) => a,
+    };
+    for j0 in (0..n).step_by(NC_PACK) {
+        let cols = NC_PACK.min(n - j0);
+        let b = MatRef {
+            data: &b.data[j0 * b.cs..],
+            ..b
+        };
+        // SAFETY: columns j0..j0+cols of the caller's C.
+        unsafe { gemm_block(isa, m, cols, k, alpha, a, b, beta, c.add(j0), ldc, parallel) };
+    }
+}
+
+/// The blocked product on raw C.
+///
+/// # Safety
+/// As [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &ASource,
+    b: MatRef,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    parallel: bool,
+) {
     let uk = MicroKernel::for_isa(isa);
     let (mr, nr) = (uk.mr, uk.nr);
     let threads = rayon::current_num_threads();
-    let parallel = par == Par::Rayon && threads > 1 && m * n * k >= PAR_MIN_MACS;
     let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
     let kc_max = KC.min(k);
-    let mut b_pack = vec![0.0f32; np * kc_max * nr];
+    // A row-major B is read in place: with few rows of A per call (conv weights) a
+    // packed copy of B would be used too few times to pay for itself. Only the last,
+    // partial panel is copied, zero-padded, so the kernel never reads past B.
+    let direct_b = reads_b_in_place(&b);
+    let packed_panels = if direct_b {
+        usize::from(n % nr != 0)
+    } else {
+        np
+    };
+    let mut b_pack = vec![0.0f32; packed_panels * kc_max * nr];
     let mut a_pack = match a {
         ASource::Raw(_) => vec![0.0f32; mp * kc_max * mr],
         ASource::Packed(_) => Vec::new(),
@@ -211,13 +383,15 @@ fn gemm(
     };
     let nc_panels = np.div_ceil(n_blocks);
     let n_blocks = np.div_ceil(nc_panels);
-    let c_ptr = SendPtr(c.as_mut_ptr());
+    let c_ptr = SendPtr(c);
 
     for p0 in (0..k).step_by(KC) {
         let kc = KC.min(k - p0);
         let beta_p = if p0 == 0 { beta } else { 1.0 };
-        let b_block = &mut b_pack[..np * kc * nr];
-        let pack_b = |(jp, panel): (usize, &mut [f32])| {
+        let first_packed = np - packed_panels;
+        let b_block = &mut b_pack[..packed_panels * kc * nr];
+        let pack_b = |(q, panel): (usize, &mut [f32])| {
+            let jp = first_packed + q;
             pack_b_panel(b, p0, kc, jp * nr, nr.min(n - jp * nr), nr, panel);
         };
         if parallel {
@@ -229,7 +403,7 @@ fn gemm(
             ASource::Raw(a) => {
                 let block = &mut a_pack[..mp * kc * mr];
                 let pack_a = |(ip, panel): (usize, &mut [f32])| {
-                    pack_a_panel(a, ip * mr, mr.min(m - ip * mr), p0, kc, mr, panel);
+                    pack_a_panel(*a, ip * mr, mr.min(m - ip * mr), p0, kc, mr, panel);
                 };
                 if parallel {
                     block.par_chunks_mut(kc * mr).enumerate().for_each(pack_a);
@@ -247,14 +421,19 @@ fn gemm(
             let jps = nb * nc_panels..((nb + 1) * nc_panels).min(np);
             let c_ptr = c_ptr;
             for jp in jps {
+                let (b_ptr, rsb) = if jp < first_packed {
+                    (b.data[p0 * b.rs + jp * nr..].as_ptr(), b.rs)
+                } else {
+                    (b_block[(jp - first_packed) * kc * nr..].as_ptr(), nr)
+                };
                 for ip in ips.clone() {
                     let (i0, j0) = (ip * mr, jp * nr);
                     let tile = Tile {
                         kc,
                         a: a_block[ip * kc * mr..].as_ptr(),
-                        b: b_block[jp * kc * nr..].as_ptr(),
-                        // SAFETY: i0 < m and j0 < n, so the offset is inside C
-                        // (checked against its length above).
+                        b: b_ptr,
+                        rsb,
+                        // SAFETY: i0 < m and j0 < n, inside the caller's C.
                         c: unsafe { c_ptr.0.add(i0 * ldc + j0) },
                         rsc: ldc,
                         rows: mr.min(m - i0),
@@ -262,9 +441,10 @@ fn gemm(
                         alpha,
                         beta: beta_p,
                     };
-                    // SAFETY: the panels hold kc·mr and kc·nr floats; the tile's
-                    // corner lies inside C; tasks own disjoint tiles; the kernel
-                    // matches the checked `isa`.
+                    // SAFETY: the A panel holds kc·mr floats; the B panel kc rows of
+                    // nr at stride rsb (a full in-place panel of a B that fits k×n,
+                    // or a packed one); the tile's corner lies inside C; tasks own
+                    // disjoint tiles; the kernel matches the checked `isa`.
                     unsafe { uk.run(&tile) };
                 }
             }
