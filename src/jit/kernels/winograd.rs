@@ -108,10 +108,10 @@ pub fn conv2d_winograd(
     if tiles == 0 || p.co == 0 {
         return Ok(());
     }
-    // Chunk: V and M together about 256 KiB, a multiple of 32 columns (a whole number
+    // Chunk: V and M together about 512 KiB (half of L2), a multiple of 32 columns (a whole number
     // of AVX-512 B panels, so the GEMMs read V in place).
     let a2 = filter.tile.alpha().pow(2);
-    let budget = (256 * 1024 / 4) / (a2 * (p.ci + p.co)).max(1);
+    let budget = (512 * 1024 / 4) / (a2 * (p.ci + p.co)).max(1);
     let pb = (budget / 32 * 32)
         .clamp(32, 512)
         .min(tiles.next_multiple_of(32));
@@ -250,18 +250,18 @@ impl Ctx<'_> {
         }
     }
 
-    /// The input-space origin (image, top row, left column) of tile `t`, which may lie
-    /// in the padding (negative).
+    /// Where each of the lanes `g..g+LANES` of the chunk starting at tile `t0` sits:
+    /// (image, top row, left column) of its input tile, which may start in the
+    /// padding (negative). Computed once per group, not per channel.
     #[inline(always)]
-    fn origin(&self, t: usize, m: usize) -> (usize, isize, isize) {
+    fn origins<const M: usize>(&self, t0: usize, g: usize, cnt: usize) -> [(usize, isize, isize); LANES] {
         let per_image = self.th * self.tw;
-        let (b, r) = (t / per_image, t % per_image);
-        let (ty, tx) = (r / self.tw, r % self.tw);
-        (
-            b,
-            (ty * m) as isize - self.p.pad.0 as isize,
-            (tx * m) as isize - self.p.pad.1 as isize,
-        )
+        std::array::from_fn(|l| {
+            let t = (t0 + g + l).min(t0 + cnt - 1);
+            let (b, r) = (t / per_image, t % per_image);
+            let (ty, tx) = (r / self.tw, r % self.tw);
+            (b, (ty * M) as isize - self.p.pad.0 as isize, (tx * M) as isize - self.p.pad.1 as isize)
+        })
     }
 
     /// Step 1: `V[ξ][c][lane] = (Bᵀ d B)[ξ]` for the chunk's tiles.
@@ -275,18 +275,36 @@ impl Ctx<'_> {
     ) {
         let p = self.p;
         let (h, w, pb) = (p.h as isize, p.w as isize, self.pb);
-        for c in 0..p.ci {
-            for g in (0..cnt).step_by(LANES) {
+        let plane = p.h * p.w;
+        for g in (0..cnt).step_by(LANES) {
+            let lanes = LANES.min(cnt - g);
+            let at = self.origins::<M>(t0, g, cnt);
+            // Tiles wholly inside the image read without per-element checks.
+            let inside: [bool; LANES] = std::array::from_fn(|l| {
+                let (_, y0, x0) = at[l];
+                y0 >= 0 && x0 >= 0 && y0 + A as isize <= h && x0 + A as isize <= w
+            });
+            for c in 0..p.ci {
                 let mut d = [[Lanes::ZERO; A]; A];
-                for l in 0..LANES.min(cnt - g) {
-                    let (b, y0, x0) = self.origin(t0 + g + l, M);
-                    let plane = &self.input[(b * p.ci + c) * p.h * p.w..][..p.h * p.w];
+                for l in 0..lanes {
+                    let (b, y0, x0) = at[l];
+                    let img = &self.input[(b * p.ci + c) * plane..][..plane];
+                    if inside[l] {
+                        let start = y0 as usize * p.w + x0 as usize;
+                        let src = &img[start..start + (A - 1) * p.w + A];
+                        for (i, row) in d.iter_mut().enumerate() {
+                            for (j, cell) in row.iter_mut().enumerate() {
+                                cell.0[l] = src[i * p.w + j];
+                            }
+                        }
+                        continue;
+                    }
                     for (i, row) in d.iter_mut().enumerate() {
                         let y = y0 + i as isize;
                         if y < 0 || y >= h {
                             continue;
                         }
-                        let src = &plane[y as usize * p.w..][..p.w];
+                        let src = &img[y as usize * p.w..][..p.w];
                         for (j, cell) in row.iter_mut().enumerate() {
                             let x = x0 + j as isize;
                             if x >= 0 && x < w {
@@ -318,9 +336,16 @@ impl Ctx<'_> {
         let p = self.p;
         let (ho, wo, pb) = (self.ho, self.wo, self.pb);
         let epi = self.epi;
-        for o in 0..p.co {
-            let bias = epi.bias.map_or(0.0, |b| b[o]);
-            for g in (0..cnt).step_by(LANES) {
+        for g in (0..cnt).step_by(LANES) {
+            let lanes = LANES.min(cnt - g);
+            // Per lane: the offset of its top-left output in channel 0, and how many
+            // of its rows and columns are inside the output (the rest is cropped).
+            let at = self.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
+                let (oy, ox) = ((y0 + p.pad.0 as isize) as usize, (x0 + p.pad.1 as isize) as usize);
+                (b * p.co * ho * wo + oy * wo + ox, M.min(ho - oy), M.min(wo - ox))
+            });
+            for o in 0..p.co {
+                let bias = epi.bias.map_or(0.0, |b| b[o]);
                 let mut mt = [[Lanes::ZERO; A]; A];
                 for (x, row) in mt.iter_mut().enumerate() {
                     for (y, cell) in row.iter_mut().enumerate() {
@@ -328,26 +353,24 @@ impl Ctx<'_> {
                         cell.0.copy_from_slice(&mm[at..at + LANES]);
                     }
                 }
-                let y = T::output(&mt);
-                for l in 0..LANES.min(cnt - g) {
-                    let (b, y0, x0) = self.origin(t0 + g + l, M);
-                    let (oy0, ox0) = (
-                        (y0 + p.pad.0 as isize) as usize,
-                        (x0 + p.pad.1 as isize) as usize,
-                    );
-                    let base = (b * p.co + o) * ho * wo;
-                    for (r, row) in y.iter().enumerate().take(ho - oy0.min(ho)) {
-                        for (s, val) in row.iter().enumerate().take(wo - ox0.min(wo)) {
-                            let idx = base + (oy0 + r) * wo + ox0 + s;
-                            let mut out = val.0[l] + bias;
+                let mut y = T::output(&mt);
+                if bias != 0.0 {
+                    y.iter_mut().flatten().for_each(|v| *v = *v + Lanes([bias; LANES]));
+                }
+                for (l, &(base, rows, cols)) in at.iter().enumerate().take(lanes) {
+                    let base = base + o * ho * wo;
+                    for (r, row) in y.iter().enumerate().take(rows) {
+                        for (s, val) in row.iter().enumerate().take(cols) {
+                            let idx = base + r * wo + s;
+                            let mut out = val.0[l];
                             if let Some(res) = epi.residual {
                                 out += res[idx];
                             }
                             if epi.relu {
                                 out = out.max(0.0);
                             }
-                            // SAFETY: idx < n·co·ho·wo (checked length); this tile is
-                            // this chunk's alone.
+                            // SAFETY: idx < n·co·ho·wo (the length was checked); the
+                            // tile is this chunk's alone.
                             unsafe { *self.out.0.add(idx) = out };
                         }
                     }
