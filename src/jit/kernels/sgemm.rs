@@ -285,10 +285,12 @@ const NC_SPLIT: usize = 512;
 /// Columns of B packed at once when B must be packed (`KC × NC_PACK` is 1 MiB at most).
 const NC_PACK: usize = 1024;
 
-/// Whether B is read in place: it must be row-major, and its rows close enough that a
-/// panel's rows do not each sit on their own page (the prefetcher stops at pages).
-fn reads_b_in_place(b: &MatRef) -> bool {
-    b.cs == 1 && b.rs <= 4096
+/// Whether B is read in place: it must be row-major, with rows close enough that a
+/// panel's rows do not each sit on their own page (the prefetcher stops at pages),
+/// and few rows of A (a packed copy of B is reused once per `MR` rows of A: with more
+/// than 64 rows, as at 2048³, packing pays).
+fn reads_b_in_place(b: &MatRef, m: usize) -> bool {
+    b.cs == 1 && b.rs <= 4096 && m <= 64
 }
 
 /// The product on raw C, in blocks of columns when B is packed.
@@ -310,7 +312,7 @@ unsafe fn gemm_raw(
     ldc: usize,
     parallel: bool,
 ) {
-    if reads_b_in_place(&b) || n <= NC_PACK {
+    if reads_b_in_place(&b, m) || n <= NC_PACK {
         // SAFETY: forwarded.
         return unsafe { gemm_block(isa, m, n, k, alpha, a, b, beta, c, ldc, parallel) };
     }
@@ -360,7 +362,7 @@ unsafe fn gemm_block(
     // A row-major B is read in place: with few rows of A per call (conv weights) a
     // packed copy of B would be used too few times to pay for itself. Only the last,
     // partial panel is copied, zero-padded, so the kernel never reads past B.
-    let direct_b = reads_b_in_place(&b);
+    let direct_b = reads_b_in_place(&b, m);
     let packed_panels = if direct_b {
         usize::from(n % nr != 0)
     } else {

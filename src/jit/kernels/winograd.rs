@@ -254,13 +254,22 @@ impl Ctx<'_> {
     /// (image, top row, left column) of its input tile, which may start in the
     /// padding (negative). Computed once per group, not per channel.
     #[inline(always)]
-    fn origins<const M: usize>(&self, t0: usize, g: usize, cnt: usize) -> [(usize, isize, isize); LANES] {
+    fn origins<const M: usize>(
+        &self,
+        t0: usize,
+        g: usize,
+        cnt: usize,
+    ) -> [(usize, isize, isize); LANES] {
         let per_image = self.th * self.tw;
         std::array::from_fn(|l| {
             let t = (t0 + g + l).min(t0 + cnt - 1);
             let (b, r) = (t / per_image, t % per_image);
             let (ty, tx) = (r / self.tw, r % self.tw);
-            (b, (ty * M) as isize - self.p.pad.0 as isize, (tx * M) as isize - self.p.pad.1 as isize)
+            (
+                b,
+                (ty * M) as isize - self.p.pad.0 as isize,
+                (tx * M) as isize - self.p.pad.1 as isize,
+            )
         })
     }
 
@@ -341,8 +350,15 @@ impl Ctx<'_> {
             // Per lane: the offset of its top-left output in channel 0, and how many
             // of its rows and columns are inside the output (the rest is cropped).
             let at = self.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
-                let (oy, ox) = ((y0 + p.pad.0 as isize) as usize, (x0 + p.pad.1 as isize) as usize);
-                (b * p.co * ho * wo + oy * wo + ox, M.min(ho - oy), M.min(wo - ox))
+                let (oy, ox) = (
+                    (y0 + p.pad.0 as isize) as usize,
+                    (x0 + p.pad.1 as isize) as usize,
+                );
+                (
+                    b * p.co * ho * wo + oy * wo + ox,
+                    M.min(ho - oy),
+                    M.min(wo - ox),
+                )
             });
             for o in 0..p.co {
                 let bias = epi.bias.map_or(0.0, |b| b[o]);
@@ -355,7 +371,9 @@ impl Ctx<'_> {
                 }
                 let mut y = T::output(&mt);
                 if bias != 0.0 {
-                    y.iter_mut().flatten().for_each(|v| *v = *v + Lanes([bias; LANES]));
+                    y.iter_mut()
+                        .flatten()
+                        .for_each(|v| *v = *v + Lanes([bias; LANES]));
                 }
                 for (l, &(base, rows, cols)) in at.iter().enumerate().take(lanes) {
                     let base = base + o * ho * wo;
