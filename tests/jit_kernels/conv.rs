@@ -82,7 +82,7 @@ fn fused_epilogue_bias_residual_relu() {
         .enumerate()
         .map(|(i, v)| (v + bias[(i / hw) % p.co] as f64 + res[i] as f64).max(0.0))
         .collect();
-    assert!(want.iter().any(|v| *v == 0.0) && want.iter().any(|v| *v > 0.0));
+    assert!(want.contains(&0.0) && want.iter().any(|v| *v > 0.0));
     let scale: Vec<f64> = scale.iter().map(|s| s + 2.0).collect();
     for isa in isas() {
         let mut out = vec![0.0; want.len()];

@@ -35,6 +35,7 @@ fn naive(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Checks C's m×n corner against `want` with an error bound scaled by k, and that the
 /// padding columns between n and ldc were not touched.
 fn check(

@@ -134,7 +134,7 @@ impl Conv2d {
         epi: &Epilogue,
     ) -> Result<(usize, usize), ConvError> {
         let g = self.groups;
-        if g == 0 || self.ci % g != 0 || self.co % g != 0 {
+        if g == 0 || !self.ci.is_multiple_of(g) || !self.co.is_multiple_of(g) {
             return Err(ConvError::Geometry(format!(
                 "{g} groups must divide both {} input and {} output channels",
                 self.ci, self.co

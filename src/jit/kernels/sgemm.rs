@@ -158,6 +158,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer; a method so closures capture the whole (Send) wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     isa: Isa,
@@ -203,7 +210,6 @@ fn gemm(
                 data: &b.data[j0 * b.cs..],
                 ..b
             };
-            let c_ptr = c_ptr;
             // SAFETY: chunk q owns columns j0..j0+cols of C, disjoint from the
             // others; the bounds were checked above.
             unsafe {
@@ -216,7 +222,7 @@ fn gemm(
                     &a,
                     b,
                     beta,
-                    c_ptr.0.add(j0),
+                    c_ptr.get().add(j0),
                     ldc,
                     false,
                 )
@@ -364,7 +370,7 @@ unsafe fn gemm_block(
     // partial panel is copied, zero-padded, so the kernel never reads past B.
     let direct_b = reads_b_in_place(&b, m);
     let packed_panels = if direct_b {
-        usize::from(n % nr != 0)
+        usize::from(!n.is_multiple_of(nr))
     } else {
         np
     };
@@ -421,7 +427,6 @@ unsafe fn gemm_block(
             let (mb, nb) = (task / n_blocks, task % n_blocks);
             let ips = mb * mc_panels..((mb + 1) * mc_panels).min(mp);
             let jps = nb * nc_panels..((nb + 1) * nc_panels).min(np);
-            let c_ptr = c_ptr;
             for jp in jps {
                 let (b_ptr, rsb) = if jp < first_packed {
                     (b.data[p0 * b.rs + jp * nr..].as_ptr(), b.rs)
@@ -436,7 +441,7 @@ unsafe fn gemm_block(
                         b: b_ptr,
                         rsb,
                         // SAFETY: i0 < m and j0 < n, inside the caller's C.
-                        c: unsafe { c_ptr.0.add(i0 * ldc + j0) },
+                        c: unsafe { c_ptr.get().add(i0 * ldc + j0) },
                         rsc: ldc,
                         rows: mr.min(m - i0),
                         cols: nr.min(n - j0),
