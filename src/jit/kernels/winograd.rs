@@ -293,6 +293,46 @@ impl Ctx<'_> {
                 let (_, y0, x0) = at[l];
                 y0 >= 0 && x0 >= 0 && y0 + A as isize <= h && x0 + A as isize <= w
             });
+            // All lanes on one tile row, side by side: each input row of the group is
+            // one contiguous run, copied once into a buffer and split into lanes by
+            // constant-stride reads (which vectorise), instead of lane-by-lane scalar
+            // stores that stall the vector loads after them.
+            let (b0, y0, x0) = at[0];
+            let one_run =
+                lanes == LANES && (1..LANES).all(|l| at[l] == (b0, y0, x0 + (l * M) as isize));
+            if one_run {
+                const RUN: usize = LANES * 4 + 2;
+                let span = (LANES - 1) * M + A;
+                for c in 0..p.ci {
+                    let img = &self.input[(b0 * p.ci + c) * plane..][..plane];
+                    let mut d = [[Lanes::ZERO; A]; A];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let y = y0 + i as isize;
+                        if y < 0 || y >= h {
+                            continue;
+                        }
+                        let src = &img[y as usize * p.w..][..p.w];
+                        let mut buf = [0.0f32; RUN];
+                        let lo = (-x0).clamp(0, span as isize) as usize;
+                        let hi = (w - x0).clamp(0, span as isize) as usize;
+                        if lo < hi {
+                            let s0 = (x0 + lo as isize) as usize;
+                            buf[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        }
+                        for (j, cell) in row.iter_mut().enumerate() {
+                            *cell = Lanes(std::array::from_fn(|l| buf[l * M + j]));
+                        }
+                    }
+                    let t = T::input(&d);
+                    for (x, row) in t.iter().enumerate() {
+                        for (y, val) in row.iter().enumerate() {
+                            let at = ((x * A + y) * p.ci + c) * pb + g;
+                            v[at..at + LANES].copy_from_slice(&val.0);
+                        }
+                    }
+                }
+                continue;
+            }
             for c in 0..p.ci {
                 let mut d = [[Lanes::ZERO; A]; A];
                 for l in 0..lanes {
