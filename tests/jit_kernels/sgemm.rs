@@ -232,3 +232,45 @@ fn wide_and_deep_products_take_their_paths() {
         }
     }
 }
+
+/// The shapes sgemm hands to faer (on the best ISA only) give the same products: a
+/// filter-gradient shape and a large one, with β = 0 over NaN, β = 1 and another β.
+#[test]
+fn faer_shapes_match_naive() {
+    use fnet::jit::kernels::isa::Isa;
+    use fnet::jit::kernels::sgemm::uses_faer;
+    let best = Isa::best();
+    for &(m, n, k) in &[(12usize, 27usize, 1100usize), (100, 420, 400)] {
+        assert!(uses_faer(best, m, n, k), "{m}x{n}x{k} should go to faer");
+        assert!(!uses_faer(Isa::portable(), m, n, k) || best == Isa::portable());
+        let a = random(m * k, 71);
+        let b = random(k * n, 72);
+        let (av, bv) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
+        let c0 = random(m * n, 73);
+        for beta in [0.0f32, 1.0, -0.5] {
+            let want = naive(m, n, k, 0.75, av, bv, beta, &c0, n);
+            for isa in isas() {
+                let mut c = if beta == 0.0 {
+                    vec![f32::NAN; m * n]
+                } else {
+                    c0.clone()
+                };
+                sgemm(isa, m, n, k, 0.75, av, bv, beta, &mut c, n, Par::Rayon);
+                check(
+                    &c,
+                    &want,
+                    m,
+                    n,
+                    k,
+                    n,
+                    0.0,
+                    &format!("{isa} {m}x{n}x{k} β={beta}"),
+                );
+            }
+        }
+    }
+    assert!(
+        !uses_faer(best, 32, 256, 288),
+        "conv forward shapes stay on fnet's kernels"
+    );
+}

@@ -114,7 +114,70 @@ pub fn sgemm(
     par: Par,
 ) {
     assert!(a.fits(m, k), "sgemm: A is shorter than {m}×{k}");
+    if uses_faer(isa, m, n, k) {
+        assert!(b.fits(k, n), "sgemm: B is shorter than {k}×{n}");
+        assert!(
+            ldc >= n && (m - 1) * ldc + n <= c.len(),
+            "sgemm: C is shorter than {m}×{n} at row stride {ldc}"
+        );
+        return faer_gemm(m, n, k, alpha, a, b, beta, c, ldc, par);
+    }
     gemm(isa, m, n, k, alpha, ASource::Raw(a), b, beta, c, ldc, par);
+}
+
+/// Whether [`sgemm`] hands the product to faer's matmul: only on the best ISA (faer
+/// picks its own SIMD path, so a forced `FNET_JIT_ISA` always runs fnet's kernels),
+/// and only for the shapes faer measured faster on in `tools/gemm_compare` (see
+/// docs/jit_kernels.md): a long k against a small output (filter gradients: k runs
+/// over batch × pixels) and large products with every side past 64 (2048³).
+pub fn uses_faer(isa: Isa, m: usize, n: usize, k: usize) -> bool {
+    if isa != Isa::best() || m == 0 || n == 0 || k == 0 {
+        return false;
+    }
+    let deep = m <= 64 && k >= 1024 && k >= 2 * n;
+    let large = m > 64 && n > 64 && k > 64 && m * n * k >= 1 << 24;
+    deep || large
+}
+
+/// `C = α·A·B + β·C` by faer (views already checked against their slices).
+#[allow(clippy::too_many_arguments)]
+fn faer_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    par: Par,
+) {
+    if beta != 0.0 && beta != 1.0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].iter_mut().for_each(|v| *v *= beta);
+        }
+    }
+    // SAFETY: A fits m×k and B fits k×n at their strides (asserted by the caller), C's
+    // m×n corner at row stride ldc lies inside `c`, which is borrowed mutably and so
+    // aliases neither.
+    let (av, bv, cv) = unsafe {
+        (
+            faer::MatRef::from_raw_parts(a.data.as_ptr(), m, k, a.rs as isize, a.cs as isize),
+            faer::MatRef::from_raw_parts(b.data.as_ptr(), k, n, b.rs as isize, b.cs as isize),
+            faer::MatMut::from_raw_parts_mut(c.as_mut_ptr(), m, n, ldc as isize, 1),
+        )
+    };
+    let accum = if beta == 0.0 {
+        faer::Accum::Replace
+    } else {
+        faer::Accum::Add
+    };
+    let par = match par {
+        Par::Serial => faer::Par::Seq,
+        Par::Rayon => faer::Par::rayon(0),
+    };
+    faer::linalg::matmul::matmul(cv, accum, av, bv, alpha, par);
 }
 
 /// [`sgemm`] with a pre-packed A (packed for the same ISA).
