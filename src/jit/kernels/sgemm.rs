@@ -125,6 +125,26 @@ pub fn sgemm(
     gemm(isa, m, n, k, alpha, ASource::Raw(a), b, beta, c, ldc, par);
 }
 
+/// [`sgemm`] on fnet's own kernels only, never faer: what `tools/gemm_compare`
+/// measures against the crates.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_own(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef,
+    b: MatRef,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    par: Par,
+) {
+    assert!(a.fits(m, k), "sgemm: A is shorter than {m}×{k}");
+    gemm(isa, m, n, k, alpha, ASource::Raw(a), b, beta, c, ldc, par);
+}
+
 /// Whether [`sgemm`] hands the product to faer's matmul: only on the best ISA (faer
 /// picks its own SIMD path, so a forced `FNET_JIT_ISA` always runs fnet's kernels),
 /// and only for the shapes faer measured faster on in `tools/gemm_compare` (see

@@ -1,4 +1,4 @@
-//! fnet's sgemm against `gemm`, `nano-gemm`, faer and `matrixmultiply` on the shapes
+//! fnet's own sgemm kernels (`sgemm_own`, never faer) against `gemm`, `nano-gemm`, faer and `matrixmultiply` on the shapes
 //! ResNet-20's im2col convs produce and at 2048³, all on 2 threads (nano-gemm has no
 //! threading and runs on one), interleaved round by round, best of the rounds.
 //!
@@ -11,7 +11,7 @@ mod kernels;
 
 use kernels::isa::Isa;
 use kernels::pack::MatRef;
-use kernels::sgemm::{sgemm, Par};
+use kernels::sgemm::{sgemm_own as sgemm, Par};
 use std::time::Instant;
 
 /// (label, m, n, k) with C = A[m×k]·B[k×n], all row-major.
