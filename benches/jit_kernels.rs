@@ -22,7 +22,9 @@ use fnet::jit::kernels::winograd_transform::WinogradTile;
 use std::time::Instant;
 
 fn data(len: usize, seed: usize) -> Vec<f32> {
-    (0..len).map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 16.0).collect()
+    (0..len)
+        .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 16.0)
+        .collect()
 }
 
 /// Best wall time of `reps` calls, after one warm-up call.
@@ -47,9 +49,15 @@ fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 3] {
     let f2 = WinogradFilter::new(isa, WinogradTile::F2, &w, p.co, p.ci).unwrap();
     let f4 = WinogradFilter::new(isa, WinogradTile::F4, &w, p.co, p.ci).unwrap();
     [
-        best(reps, || conv2d_im2col(isa, p, &x, &w, &epi, &mut out).unwrap()),
-        best(reps, || conv2d_winograd(isa, &f2, p, &x, &epi, &mut out).unwrap()),
-        best(reps, || conv2d_winograd(isa, &f4, p, &x, &epi, &mut out).unwrap()),
+        best(reps, || {
+            conv2d_im2col(isa, p, &x, &w, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_winograd(isa, &f2, p, &x, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_winograd(isa, &f4, p, &x, &epi, &mut out).unwrap()
+        }),
     ]
 }
 
@@ -58,25 +66,38 @@ fn sgemm_secs(isa: Isa, (m, n, k): (usize, usize, usize), reps: usize) -> f64 {
     let b = data(k * n, 4);
     let mut c = vec![0.0; m * n];
     let (av, bv) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
-    best(reps, || sgemm(isa, m, n, k, 1.0, av, bv, 0.0, &mut c, n, Par::Rayon))
+    best(reps, || {
+        sgemm(isa, m, n, k, 1.0, av, bv, 0.0, &mut c, n, Par::Rayon)
+    })
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let isa = Isa::from_env().unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     if args.first().map(String::as_str) == Some("conv") {
         let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
-        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) = (num(1), num(2), num(3), num(4), num(5)) else {
+        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
+            (num(1), num(2), num(3), num(4), num(5))
+        else {
             eprintln!("usage: jit_kernels conv N C H W reps");
             std::process::exit(2)
         };
         let p = Conv2d::simple(n, c, h, w, c, 3, 1);
         let t = pool.install(|| conv_times(isa, &p, reps));
-        println!("{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{}}}", t[0], t[1], t[2]);
+        println!(
+            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{}}}",
+            t[0], t[1], t[2]
+        );
         return;
     }
     let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -84,8 +105,14 @@ fn main() {
     for (ci, co, hw) in [(16, 16, 1024), (32, 32, 256), (64, 64, 64)] {
         for batch in [1, 64] {
             let k = ci * 9;
-            shapes.push((format!("fwd b{batch} {ci}->{co} {hw}px"), (co, batch * hw, k)));
-            shapes.push((format!("dW  b{batch} {ci}->{co} {hw}px"), (co, k, batch * hw)));
+            shapes.push((
+                format!("fwd b{batch} {ci}->{co} {hw}px"),
+                (co, batch * hw, k),
+            ));
+            shapes.push((
+                format!("dW  b{batch} {ci}->{co} {hw}px"),
+                (co, k, batch * hw),
+            ));
         }
     }
     let case = Conv2d::simple(64, 32, 32, 32, 32, 3, 1);
@@ -112,8 +139,19 @@ fn main() {
     let peak = 2.0 * 2048f64.powi(3) / gemm_best[0] / 1e9;
     let flops = 2.0 * case.macs() as f64;
     println!("\n3x3 conv N64 C32 32x32 pad 1: effective GFLOP/s (2·N·Co·Ci·9·H·W / time)");
-    for (name, t) in ["im2col + sgemm", "Winograd F(2x2,3x3)", "Winograd F(4x4,3x3)"].iter().zip(conv_best) {
+    for (name, t) in [
+        "im2col + sgemm",
+        "Winograd F(2x2,3x3)",
+        "Winograd F(4x4,3x3)",
+    ]
+    .iter()
+    .zip(conv_best)
+    {
         let g = flops / t / 1e9;
-        println!("{name:<22} {:>8.2} ms {g:>8.1} GFLOP/s  {:>5.0} % of sgemm 2048^3", t * 1e3, 100.0 * g / peak);
+        println!(
+            "{name:<22} {:>8.2} ms {g:>8.1} GFLOP/s  {:>5.0} % of sgemm 2048^3",
+            t * 1e3,
+            100.0 * g / peak
+        );
     }
 }
