@@ -34,6 +34,13 @@ const RULES: &[Rule] = &[
         policy: Policy::Only(&["ir", "diag", "passes", "recipe"]),
         no_escape: true,
     },
+    // The JIT's micro-kernels are a leaf (std, std::arch and rayon only), so that
+    // tools/gemm_compare can compile them by path outside the crate.
+    Rule {
+        dir: "src/jit/kernels",
+        policy: Policy::Only(&[]),
+        no_escape: true,
+    },
     Rule {
         dir: "src/kernel_ir",
         policy: Policy::Not(&["opencl", "backend", "cli", "driver"]),

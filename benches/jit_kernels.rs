@@ -1,0 +1,157 @@
+//! GFLOP/s of the JIT's CPU micro-kernels on 2 threads (a rayon pool of 2): sgemm at
+//! 2048³ and at the GEMM shapes ResNet-20's im2col convs produce (forward and
+//! backward-to-filter, batch 1 and 64), then the 3×3 conv "N64 C32 32×32" (pad 1) in
+//! effective GFLOP/s = 2·N·Co·Ci·9·H·W / time by im2col + sgemm, Winograd F(2×2) and
+//! Winograd F(4×4), each as a fraction of the 2048³ sgemm rate of the same run.
+//! Winograd's filter transform is left out of the time: it is folded when the
+//! weights are bound.
+//!
+//! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
+//! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
+//! `cargo bench --bench jit_kernels -- conv N C H W reps` times only the conv case
+//! three ways and prints one JSON line (seconds, best of reps): what
+//! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
+
+use fnet::jit::kernels::conv_im2col::conv2d_im2col;
+use fnet::jit::kernels::conv_params::{Conv2d, Epilogue};
+use fnet::jit::kernels::isa::Isa;
+use fnet::jit::kernels::pack::MatRef;
+use fnet::jit::kernels::sgemm::{sgemm, Par};
+use fnet::jit::kernels::winograd::{conv2d_winograd, WinogradFilter};
+use fnet::jit::kernels::winograd_transform::WinogradTile;
+use std::time::Instant;
+
+fn data(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) / 16.0)
+        .collect()
+}
+
+/// Best wall time of `reps` calls, after one warm-up call.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The three conv algorithms on one conv, best of `reps` each: (im2col, F2, F4).
+fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 3] {
+    let x = data(p.n * p.ci * p.h * p.w, 1);
+    let w = data(p.co * p.ci * 9, 2);
+    let (ho, wo) = p.out_hw().unwrap();
+    let mut out = vec![0.0; p.n * p.co * ho * wo];
+    let epi = Epilogue::default();
+    let f2 = WinogradFilter::new(isa, WinogradTile::F2, &w, p.co, p.ci).unwrap();
+    let f4 = WinogradFilter::new(isa, WinogradTile::F4, &w, p.co, p.ci).unwrap();
+    [
+        best(reps, || {
+            conv2d_im2col(isa, p, &x, &w, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_winograd(isa, &f2, p, &x, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_winograd(isa, &f4, p, &x, &epi, &mut out).unwrap()
+        }),
+    ]
+}
+
+fn sgemm_secs(isa: Isa, (m, n, k): (usize, usize, usize), reps: usize) -> f64 {
+    let a = data(m * k, 3);
+    let b = data(k * n, 4);
+    let mut c = vec![0.0; m * n];
+    let (av, bv) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
+    best(reps, || {
+        sgemm(isa, m, n, k, 1.0, av, bv, 0.0, &mut c, n, Par::Rayon)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let isa = Isa::from_env().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    if args.first().map(String::as_str) == Some("conv") {
+        let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
+        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
+            (num(1), num(2), num(3), num(4), num(5))
+        else {
+            eprintln!("usage: jit_kernels conv N C H W reps");
+            std::process::exit(2)
+        };
+        let p = Conv2d::simple(n, c, h, w, c, 3, 1);
+        let t = pool.install(|| conv_times(isa, &p, reps));
+        println!(
+            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{}}}",
+            t[0], t[1], t[2]
+        );
+        return;
+    }
+    let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let mut shapes = vec![("2048^3".to_string(), (2048, 2048, 2048))];
+    for (ci, co, hw) in [(16, 16, 1024), (32, 32, 256), (64, 64, 64)] {
+        for batch in [1, 64] {
+            let k = ci * 9;
+            shapes.push((
+                format!("fwd b{batch} {ci}->{co} {hw}px"),
+                (co, batch * hw, k),
+            ));
+            shapes.push((
+                format!("dW  b{batch} {ci}->{co} {hw}px"),
+                (co, k, batch * hw),
+            ));
+        }
+    }
+    let case = Conv2d::simple(64, 32, 32, 32, 32, 3, 1);
+    let mut gemm_best = vec![f64::INFINITY; shapes.len()];
+    let mut conv_best = [f64::INFINITY; 3];
+    pool.install(|| {
+        for _ in 0..rounds {
+            for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
+                let reps = (2e9 / (2.0 * (m * n * k) as f64)).clamp(1.0, 50.0) as usize;
+                *slot = slot.min(sgemm_secs(isa, (*m, *n, *k), reps));
+            }
+            let t = conv_times(isa, &case, 3);
+            for (b, t) in conv_best.iter_mut().zip(t) {
+                *b = b.min(t);
+            }
+        }
+    });
+    println!("isa {isa}, 2 threads, best of {rounds} rounds");
+    println!("{:<26} {:>16} {:>9}", "sgemm shape", "(m, n, k)", "GFLOP/s");
+    for ((label, (m, n, k)), t) in shapes.iter().zip(&gemm_best) {
+        let g = 2.0 * (m * n * k) as f64 / t / 1e9;
+        println!("{label:<26} {:>16} {g:>9.1}", format!("({m}, {n}, {k})"));
+    }
+    let peak = 2.0 * 2048f64.powi(3) / gemm_best[0] / 1e9;
+    let flops = 2.0 * case.macs() as f64;
+    println!("\n3x3 conv N64 C32 32x32 pad 1: effective GFLOP/s (2·N·Co·Ci·9·H·W / time)");
+    for (name, t) in [
+        "im2col + sgemm",
+        "Winograd F(2x2,3x3)",
+        "Winograd F(4x4,3x3)",
+    ]
+    .iter()
+    .zip(conv_best)
+    {
+        let g = flops / t / 1e9;
+        println!(
+            "{name:<22} {:>8.2} ms {g:>8.1} GFLOP/s  {:>5.0} % of sgemm 2048^3",
+            t * 1e3,
+            100.0 * g / peak
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Hand-written CPU hot loops for the JIT: GEMM micro-kernels per ISA, im2col
+//! convolution and Winograd convolution. See `docs/jit_kernels.md`.
+
+pub mod conv_im2col;
+pub mod conv_params;
+pub mod isa;
+pub mod microkernel;
+pub mod pack;
+pub mod sgemm;
+pub mod winograd;
+pub mod winograd_transform;

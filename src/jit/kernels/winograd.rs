@@ -1,0 +1,466 @@
+//! conv2d by Winograd F(2×2, 3×3) or F(4×4, 3×3), for 3×3, stride-1, dilation-1,
+//! single-group convs with any padding.
+//!
+//! The output is cut into `m × m` tiles (the last row and column of tiles may hang
+//! over the edge and are cropped). Tiles go in chunks of `pb` (sized so a chunk's
+//! transformed inputs and products stay in L2); each chunk, on one thread:
+//! 1. transforms its input tiles, [`LANES`] tiles per vector, into `V[ξ][ci][pb]`;
+//! 2. runs α² GEMMs `M[ξ] = U[ξ] · V[ξ]` (`[co, ci] × [ci, pb]`) with the filter
+//!    pre-packed ([`WinogradFilter`], built once per weight, so it folds at compile
+//!    time when the weight is bound);
+//! 3. transforms the products back and writes the cropped tiles with the epilogue.
+//!
+//! Chunks spread over rayon. The transforms are compiled once per ISA
+//! (`#[target_feature]` wrappers around one inlined body) so they vectorise to zmm,
+//! ymm or the portable target's vectors.
+
+use rayon::prelude::*;
+
+use super::conv_params::{Conv2d, ConvError, Epilogue};
+use super::isa::{Isa, IsaKind};
+use super::pack::MatRef;
+use super::sgemm::{sgemm_packed, PackedA, Par};
+use super::winograd_transform::{
+    filter_transform, input_f2, input_f4, output_f2, output_f4, Lanes, WinogradTile, LANES,
+};
+
+/// A 3×3 filter in the Winograd domain, packed for one ISA's GEMM.
+#[derive(Clone, Debug)]
+pub struct WinogradFilter {
+    tile: WinogradTile,
+    isa: Isa,
+    co: usize,
+    ci: usize,
+    u: Vec<PackedA>,
+}
+
+impl WinogradFilter {
+    /// Transforms and packs a `[co, ci, 3, 3]` weight.
+    pub fn new(
+        isa: Isa,
+        tile: WinogradTile,
+        weight: &[f32],
+        co: usize,
+        ci: usize,
+    ) -> Result<Self, ConvError> {
+        if weight.len() != co * ci * 9 {
+            return Err(ConvError::Buffer {
+                what: "Winograd weight",
+                expected: co * ci * 9,
+                got: weight.len(),
+            });
+        }
+        let u = filter_transform(tile, weight, co, ci)
+            .iter()
+            .map(|m| PackedA::new(isa, co, ci, MatRef::row_major(m, ci)))
+            .collect();
+        Ok(WinogradFilter {
+            tile,
+            isa,
+            co,
+            ci,
+            u,
+        })
+    }
+
+    /// The variant.
+    pub fn tile(&self) -> WinogradTile {
+        self.tile
+    }
+}
+
+/// Whether Winograd covers `p` (3×3, stride 1, dilation 1, one group), or why not.
+pub fn winograd_applies(p: &Conv2d) -> Result<(), ConvError> {
+    let why = if (p.kh, p.kw) != (3, 3) {
+        format!("the kernel is {}×{}", p.kh, p.kw)
+    } else if p.stride != (1, 1) {
+        format!("the stride is {:?}", p.stride)
+    } else if p.dilation != (1, 1) {
+        format!("the dilation is {:?}", p.dilation)
+    } else if p.groups != 1 {
+        format!("there are {} groups", p.groups)
+    } else {
+        return Ok(());
+    };
+    Err(ConvError::NotWinograd(why))
+}
+
+/// `out = epilogue(conv2d(input, weight))` where `filter` holds the weight.
+pub fn conv2d_winograd(
+    isa: Isa,
+    filter: &WinogradFilter,
+    p: &Conv2d,
+    input: &[f32],
+    epi: &Epilogue,
+    out: &mut [f32],
+) -> Result<(), ConvError> {
+    winograd_applies(p)?;
+    if (filter.co, filter.ci) != (p.co, p.ci) || filter.isa != isa {
+        return Err(ConvError::Geometry(format!(
+            "the Winograd filter is [{}, {}] for {}, the conv is [{}, {}] on {isa}",
+            filter.co, filter.ci, filter.isa, p.co, p.ci
+        )));
+    }
+    let (ho, wo) = p.check(input.len(), p.co * p.ci * 9, out.len(), epi)?;
+    let m = filter.tile.m();
+    let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
+    let tiles = p.n * th * tw;
+    if tiles == 0 || p.co == 0 {
+        return Ok(());
+    }
+    // Chunk: V and M together about 512 KiB (half of L2), a multiple of 32 columns (a whole number
+    // of AVX-512 B panels, so the GEMMs read V in place).
+    let a2 = filter.tile.alpha().pow(2);
+    let budget = (512 * 1024 / 4) / (a2 * (p.ci + p.co)).max(1);
+    let pb = (budget / 32 * 32)
+        .clamp(32, 512)
+        .min(tiles.next_multiple_of(32));
+    let ctx = Ctx {
+        isa,
+        p,
+        ho,
+        wo,
+        th,
+        tw,
+        tiles,
+        pb,
+        input,
+        filter,
+        epi,
+        out: SendPtr(out.as_mut_ptr()),
+    };
+    let chunks = tiles.div_ceil(pb);
+    let bufs = || (vec![0.0f32; a2 * p.ci * pb], vec![0.0f32; a2 * p.co * pb]);
+    (0..chunks)
+        .into_par_iter()
+        .for_each_init(bufs, |(v, mm), q| ctx.chunk(q * pb, v, mm));
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: chunks write disjoint output tiles (each output element belongs to one tile).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+struct Ctx<'a> {
+    isa: Isa,
+    p: &'a Conv2d,
+    ho: usize,
+    wo: usize,
+    th: usize,
+    tw: usize,
+    tiles: usize,
+    pb: usize,
+    input: &'a [f32],
+    filter: &'a WinogradFilter,
+    epi: &'a Epilogue<'a>,
+    out: SendPtr,
+}
+
+/// The two transforms of one variant, for static dispatch.
+trait Transforms<const A: usize, const M: usize> {
+    fn input(d: &[[Lanes; A]; A]) -> [[Lanes; A]; A];
+    fn output(m: &[[Lanes; A]; A]) -> [[Lanes; M]; M];
+}
+
+struct F2;
+impl Transforms<4, 2> for F2 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 4]; 4]) -> [[Lanes; 4]; 4] {
+        input_f2(d)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 4]; 4]) -> [[Lanes; 2]; 2] {
+        output_f2(m)
+    }
+}
+
+struct F4;
+impl Transforms<6, 4> for F4 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
+        input_f4(d)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 6]; 6]) -> [[Lanes; 4]; 4] {
+        output_f4(m)
+    }
+}
+
+impl Ctx<'_> {
+    /// Tiles `t0 .. t0 + pb` (fewer at the end): transform, GEMMs, transform back.
+    fn chunk(&self, t0: usize, v: &mut [f32], mm: &mut [f32]) {
+        let cnt = self.pb.min(self.tiles - t0);
+        let tile = self.filter.tile;
+        macro_rules! stage {
+            ($f:ident, $f512:ident, $f2:ident, $t:ty, $a:literal, $m:literal) => {
+                match self.isa.kind() {
+                    // SAFETY: the Isa proves the CPU has the features.
+                    #[cfg(target_arch = "x86_64")]
+                    IsaKind::Avx512 => unsafe { x86::$f512::<$t, $a, $m>(self, t0, cnt, v, mm) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    IsaKind::Avx2 => unsafe { x86::$f2::<$t, $a, $m>(self, t0, cnt, v, mm) },
+                    _ => self.$f::<$t, $a, $m>(t0, cnt, v, mm),
+                }
+            };
+        }
+        match tile {
+            WinogradTile::F2 => stage!(
+                transform_in,
+                transform_in_avx512,
+                transform_in_avx2,
+                F2,
+                4,
+                2
+            ),
+            WinogradTile::F4 => stage!(
+                transform_in,
+                transform_in_avx512,
+                transform_in_avx2,
+                F4,
+                6,
+                4
+            ),
+        }
+        let (ci, co, pb) = (self.p.ci, self.p.co, self.pb);
+        for (xi, u) in self.filter.u.iter().enumerate() {
+            let b = MatRef::row_major(&v[xi * ci * pb..(xi + 1) * ci * pb], pb);
+            let c = &mut mm[xi * co * pb..(xi + 1) * co * pb];
+            sgemm_packed(self.isa, u, cnt, 1.0, b, 0.0, c, pb, Par::Serial);
+        }
+        match tile {
+            WinogradTile::F2 => stage!(
+                transform_out,
+                transform_out_avx512,
+                transform_out_avx2,
+                F2,
+                4,
+                2
+            ),
+            WinogradTile::F4 => stage!(
+                transform_out,
+                transform_out_avx512,
+                transform_out_avx2,
+                F4,
+                6,
+                4
+            ),
+        }
+    }
+
+    /// Where each of the lanes `g..g+LANES` of the chunk starting at tile `t0` sits:
+    /// (image, top row, left column) of its input tile, which may start in the
+    /// padding (negative). Computed once per group, not per channel.
+    #[inline(always)]
+    fn origins<const M: usize>(
+        &self,
+        t0: usize,
+        g: usize,
+        cnt: usize,
+    ) -> [(usize, isize, isize); LANES] {
+        let per_image = self.th * self.tw;
+        std::array::from_fn(|l| {
+            let t = (t0 + g + l).min(t0 + cnt - 1);
+            let (b, r) = (t / per_image, t % per_image);
+            let (ty, tx) = (r / self.tw, r % self.tw);
+            (
+                b,
+                (ty * M) as isize - self.p.pad.0 as isize,
+                (tx * M) as isize - self.p.pad.1 as isize,
+            )
+        })
+    }
+
+    /// Step 1: `V[ξ][c][lane] = (Bᵀ d B)[ξ]` for the chunk's tiles.
+    #[inline(always)]
+    fn transform_in<T: Transforms<A, M>, const A: usize, const M: usize>(
+        &self,
+        t0: usize,
+        cnt: usize,
+        v: &mut [f32],
+        _mm: &mut [f32],
+    ) {
+        let p = self.p;
+        let (h, w, pb) = (p.h as isize, p.w as isize, self.pb);
+        let plane = p.h * p.w;
+        for g in (0..cnt).step_by(LANES) {
+            let lanes = LANES.min(cnt - g);
+            let at = self.origins::<M>(t0, g, cnt);
+            // Tiles wholly inside the image read without per-element checks.
+            let inside: [bool; LANES] = std::array::from_fn(|l| {
+                let (_, y0, x0) = at[l];
+                y0 >= 0 && x0 >= 0 && y0 + A as isize <= h && x0 + A as isize <= w
+            });
+            // All lanes on one tile row, side by side: each input row of the group is
+            // one contiguous run, copied once into a buffer and split into lanes by
+            // constant-stride reads (which vectorise), instead of lane-by-lane scalar
+            // stores that stall the vector loads after them.
+            let (b0, y0, x0) = at[0];
+            let one_run =
+                lanes == LANES && (1..LANES).all(|l| at[l] == (b0, y0, x0 + (l * M) as isize));
+            if one_run {
+                const RUN: usize = LANES * 4 + 2;
+                let span = (LANES - 1) * M + A;
+                for c in 0..p.ci {
+                    let img = &self.input[(b0 * p.ci + c) * plane..][..plane];
+                    let mut d = [[Lanes::ZERO; A]; A];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let y = y0 + i as isize;
+                        if y < 0 || y >= h {
+                            continue;
+                        }
+                        let src = &img[y as usize * p.w..][..p.w];
+                        let mut buf = [0.0f32; RUN];
+                        let lo = (-x0).clamp(0, span as isize) as usize;
+                        let hi = (w - x0).clamp(0, span as isize) as usize;
+                        if lo < hi {
+                            let s0 = (x0 + lo as isize) as usize;
+                            buf[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        }
+                        for (j, cell) in row.iter_mut().enumerate() {
+                            *cell = Lanes(std::array::from_fn(|l| buf[l * M + j]));
+                        }
+                    }
+                    let t = T::input(&d);
+                    for (x, row) in t.iter().enumerate() {
+                        for (y, val) in row.iter().enumerate() {
+                            let at = ((x * A + y) * p.ci + c) * pb + g;
+                            v[at..at + LANES].copy_from_slice(&val.0);
+                        }
+                    }
+                }
+                continue;
+            }
+            for c in 0..p.ci {
+                let mut d = [[Lanes::ZERO; A]; A];
+                for l in 0..lanes {
+                    let (b, y0, x0) = at[l];
+                    let img = &self.input[(b * p.ci + c) * plane..][..plane];
+                    if inside[l] {
+                        let start = y0 as usize * p.w + x0 as usize;
+                        let src = &img[start..start + (A - 1) * p.w + A];
+                        for (i, row) in d.iter_mut().enumerate() {
+                            for (j, cell) in row.iter_mut().enumerate() {
+                                cell.0[l] = src[i * p.w + j];
+                            }
+                        }
+                        continue;
+                    }
+                    for (i, row) in d.iter_mut().enumerate() {
+                        let y = y0 + i as isize;
+                        if y < 0 || y >= h {
+                            continue;
+                        }
+                        let src = &img[y as usize * p.w..][..p.w];
+                        for (j, cell) in row.iter_mut().enumerate() {
+                            let x = x0 + j as isize;
+                            if x >= 0 && x < w {
+                                cell.0[l] = src[x as usize];
+                            }
+                        }
+                    }
+                }
+                let t = T::input(&d);
+                for (x, row) in t.iter().enumerate() {
+                    for (y, val) in row.iter().enumerate() {
+                        let at = ((x * A + y) * p.ci + c) * pb + g;
+                        v[at..at + LANES].copy_from_slice(&val.0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 3: `Y = Aᵀ M A`, cropped, with the epilogue, into the output.
+    #[inline(always)]
+    fn transform_out<T: Transforms<A, M>, const A: usize, const M: usize>(
+        &self,
+        t0: usize,
+        cnt: usize,
+        _v: &mut [f32],
+        mm: &mut [f32],
+    ) {
+        let p = self.p;
+        let (ho, wo, pb) = (self.ho, self.wo, self.pb);
+        let epi = self.epi;
+        for g in (0..cnt).step_by(LANES) {
+            let lanes = LANES.min(cnt - g);
+            // Per lane: the offset of its top-left output in channel 0, and how many
+            // of its rows and columns are inside the output (the rest is cropped).
+            let at = self.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
+                let (oy, ox) = (
+                    (y0 + p.pad.0 as isize) as usize,
+                    (x0 + p.pad.1 as isize) as usize,
+                );
+                (
+                    b * p.co * ho * wo + oy * wo + ox,
+                    M.min(ho - oy),
+                    M.min(wo - ox),
+                )
+            });
+            for o in 0..p.co {
+                let bias = epi.bias.map_or(0.0, |b| b[o]);
+                let mut mt = [[Lanes::ZERO; A]; A];
+                for (x, row) in mt.iter_mut().enumerate() {
+                    for (y, cell) in row.iter_mut().enumerate() {
+                        let at = ((x * A + y) * p.co + o) * pb + g;
+                        cell.0.copy_from_slice(&mm[at..at + LANES]);
+                    }
+                }
+                let mut y = T::output(&mt);
+                if bias != 0.0 {
+                    y.iter_mut()
+                        .flatten()
+                        .for_each(|v| *v = *v + Lanes([bias; LANES]));
+                }
+                for (l, &(base, rows, cols)) in at.iter().enumerate().take(lanes) {
+                    let base = base + o * ho * wo;
+                    for (r, row) in y.iter().enumerate().take(rows) {
+                        for (s, val) in row.iter().enumerate().take(cols) {
+                            let idx = base + r * wo + s;
+                            let mut out = val.0[l];
+                            if let Some(res) = epi.residual {
+                                out += res[idx];
+                            }
+                            if epi.relu {
+                                out = out.max(0.0);
+                            }
+                            // SAFETY: idx < n·co·ho·wo (the length was checked); the
+                            // tile is this chunk's alone.
+                            unsafe { *self.out.0.add(idx) = out };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The transform stages compiled for AVX-512 and for AVX2 + FMA.
+    use super::{Ctx, Transforms};
+
+    macro_rules! isa_stage {
+        ($name:ident, $method:ident, $features:literal) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<T: Transforms<A, M>, const A: usize, const M: usize>(
+                ctx: &Ctx,
+                t0: usize,
+                cnt: usize,
+                v: &mut [f32],
+                mm: &mut [f32],
+            ) {
+                ctx.$method::<T, A, M>(t0, cnt, v, mm)
+            }
+        };
+    }
+    isa_stage!(transform_in_avx512, transform_in, "avx512f");
+    isa_stage!(transform_out_avx512, transform_out, "avx512f");
+    isa_stage!(transform_in_avx2, transform_in, "avx2,fma");
+    isa_stage!(transform_out_avx2, transform_out, "avx2,fma");
+}

@@ -1,0 +1,210 @@
+//! The Winograd transforms for F(2×2, 3×3) and F(4×4, 3×3) (Lavin & Gray 2016,
+//! interpolation points 0, ±1 for F2 and 0, ±1, ±2 for F4).
+//!
+//! A tile of `α × α` inputs (α = m + 2) becomes `V = Bᵀ d B`; the 3×3 filter becomes
+//! `U = G g Gᵀ`; the `m × m` outputs are `Y = Aᵀ (U ⊙ V) A`, summed over channels in the
+//! transformed domain (which is where the GEMMs are). The input and output transforms
+//! work on [`LANES`] tiles at once, one tile per vector lane, written as elementwise
+//! operations on `[f32; LANES]` that the compiler vectorises for whichever ISA the
+//! calling function enables. They are written out by hand (not as products with the
+//! dense matrices) so no multiply by 0 or 1 is spent. The filter transform runs once
+//! per weight, in f64, so its rounding adds nothing to F4's.
+
+use std::ops::{Add, Mul, Sub};
+
+/// Tiles per vector group (one zmm of f32, two ymm).
+pub const LANES: usize = 16;
+
+/// Which Winograd variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WinogradTile {
+    /// F(2×2, 3×3): 4×4 input tiles, 2.25× fewer multiplies than direct.
+    F2,
+    /// F(4×4, 3×3): 6×6 input tiles, 4× fewer multiplies, less accurate.
+    F4,
+}
+
+impl WinogradTile {
+    /// Outputs per tile side (m).
+    pub fn m(self) -> usize {
+        match self {
+            WinogradTile::F2 => 2,
+            WinogradTile::F4 => 4,
+        }
+    }
+
+    /// Inputs per tile side (α = m + 2).
+    pub fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// The filter transform matrix G (α × 3).
+    fn g(self) -> &'static [[f64; 3]] {
+        match self {
+            WinogradTile::F2 => &[
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.5],
+                [0.5, -0.5, 0.5],
+                [0.0, 0.0, 1.0],
+            ],
+            WinogradTile::F4 => &[
+                [1.0 / 4.0, 0.0, 0.0],
+                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                [0.0, 0.0, 1.0],
+            ],
+        }
+    }
+}
+
+/// `U = G g Gᵀ` for every (co, ci) pair of a `[co, ci, 3, 3]` weight, laid out as α²
+/// matrices `[co, ci]` (`u[ξ·α + ν][o·ci + i]`), ready to be GEMM left operands.
+pub fn filter_transform(tile: WinogradTile, weight: &[f32], co: usize, ci: usize) -> Vec<Vec<f32>> {
+    assert_eq!(
+        weight.len(),
+        co * ci * 9,
+        "filter_transform: weight is not [co, ci, 3, 3]"
+    );
+    let g = tile.g();
+    let a = tile.alpha();
+    let mut u = vec![vec![0.0f32; co * ci]; a * a];
+    for (oi, w) in weight.chunks_exact(9).enumerate() {
+        // t = G w (α × 3), then G t ᵀ.
+        let mut t = [[0.0f64; 3]; 6];
+        for (x, row) in t.iter_mut().enumerate().take(a) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (0..3).map(|q| g[x][q] * w[q * 3 + j] as f64).sum();
+            }
+        }
+        for x in 0..a {
+            for y in 0..a {
+                let v: f64 = (0..3).map(|q| t[x][q] * g[y][q]).sum();
+                u[x * a + y][oi] = v as f32;
+            }
+        }
+    }
+    u
+}
+
+/// A group of [`LANES`] values, one per tile.
+#[derive(Clone, Copy)]
+pub struct Lanes(pub [f32; LANES]);
+
+impl Lanes {
+    pub const ZERO: Lanes = Lanes([0.0; LANES]);
+}
+
+impl Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(mut self, o: Lanes) -> Lanes {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        self
+    }
+}
+
+impl Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(mut self, o: Lanes) -> Lanes {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        self
+    }
+}
+
+impl Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(mut self, s: f32) -> Lanes {
+        for a in self.0.iter_mut() {
+            *a *= s;
+        }
+        self
+    }
+}
+
+/// `Bᵀ d` for one column of an F2 tile.
+#[inline(always)]
+fn input_1d_f2(d: [Lanes; 4]) -> [Lanes; 4] {
+    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+}
+
+/// `Bᵀ d` for one column of an F4 tile.
+#[inline(always)]
+fn input_1d_f4(d: [Lanes; 6]) -> [Lanes; 6] {
+    let (p, q) = (d[4] - d[2], d[3] - d[1]);
+    [
+        d[0] * 4.0 - d[2] * 5.0 + d[4],
+        (d[3] + d[4]) - (d[1] + d[2]) * 4.0,
+        (d[4] - d[3]) + (d[1] - d[2]) * 4.0,
+        p + q * 2.0,
+        p - q * 2.0,
+        d[1] * 4.0 - d[3] * 5.0 + d[5],
+    ]
+}
+
+/// `Aᵀ m` for one column of an F2 tile.
+#[inline(always)]
+fn output_1d_f2(m: [Lanes; 4]) -> [Lanes; 2] {
+    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+}
+
+/// `Aᵀ m` for one column of an F4 tile.
+#[inline(always)]
+fn output_1d_f4(m: [Lanes; 6]) -> [Lanes; 4] {
+    let (s1, d1) = (m[1] + m[2], m[1] - m[2]);
+    let (s2, d2) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s1 + s2,
+        d1 + d2 * 2.0,
+        s1 + s2 * 4.0,
+        d1 + d2 * 8.0 + m[5],
+    ]
+}
+
+/// Applies a 1-D transform to every column, then to every row, of an `A × A` grid:
+/// `T d Tᵀ` for the transform `T` that `f` computes.
+#[inline(always)]
+fn two_d<const A: usize, const O: usize>(
+    d: &[[Lanes; A]; A],
+    f: impl Fn([Lanes; A]) -> [Lanes; O],
+) -> [[Lanes; O]; O] {
+    let mut cols = [[Lanes::ZERO; A]; O]; // cols[x][j] = (T d)[x][j]
+    for j in 0..A {
+        let t = f(std::array::from_fn(|i| d[i][j]));
+        for x in 0..O {
+            cols[x][j] = t[x];
+        }
+    }
+    std::array::from_fn(|x| f(cols[x]))
+}
+
+/// `Bᵀ d B` of an F2 tile group.
+#[inline(always)]
+pub fn input_f2(d: &[[Lanes; 4]; 4]) -> [[Lanes; 4]; 4] {
+    two_d(d, input_1d_f2)
+}
+
+/// `Bᵀ d B` of an F4 tile group.
+#[inline(always)]
+pub fn input_f4(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
+    two_d(d, input_1d_f4)
+}
+
+/// `Aᵀ m A` of an F2 tile group.
+#[inline(always)]
+pub fn output_f2(m: &[[Lanes; 4]; 4]) -> [[Lanes; 2]; 2] {
+    two_d(m, output_1d_f2)
+}
+
+/// `Aᵀ m A` of an F4 tile group.
+#[inline(always)]
+pub fn output_f4(m: &[[Lanes; 6]; 6]) -> [[Lanes; 4]; 4] {
+    two_d(m, output_1d_f4)
+}

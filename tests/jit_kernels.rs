@@ -1,0 +1,12 @@
+//! The JIT's CPU micro-kernels against naive loops, on every ISA path this CPU runs.
+
+#[path = "jit_kernels/common.rs"]
+mod common;
+#[path = "jit_kernels/conv.rs"]
+mod conv;
+#[path = "jit_kernels/isa.rs"]
+mod isa;
+#[path = "jit_kernels/sgemm.rs"]
+mod sgemm;
+#[path = "jit_kernels/winograd.rs"]
+mod winograd;
