@@ -11,7 +11,7 @@
 mod common;
 
 use common::opencl::{backend, program};
-use common::{assert_close, input_shape, perturbed_weights, random};
+use common::{assert_close, input_shape, kinks, perturbed_weights, random};
 use fnet::autodiff::{differentiate, Loss, Regularizer, TrainingGraph};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
 use fnet::ir::graph::Graph;
@@ -283,7 +283,16 @@ fn flexnet7_with_antialias_and_kernel_norm() {
         ..Loss::default()
     };
     let params = perturbed_weights(&m.graph, 61);
-    let (tg, out, names) = check(&m.graph, &loss, &params, 2, 62);
+    // The first input seed that keeps every ReLU input clear of its kink (62 put
+    // one 3.4e-8 from it).
+    let seed = (0..8)
+        .map(|k| 62 + 1000 * k)
+        .find(|&s| {
+            let x = &inputs(&m.graph, 2, s)[0];
+            kinks::relu_margin(&m.graph, &params, x, 0) >= kinks::CLEAR
+        })
+        .expect("an input seed clear of the ReLU kinks");
+    let (tg, out, names) = check(&m.graph, &loss, &params, 2, seed);
     assert!(value(&out, &names, "reg.antialias") > 0.0);
     assert!(value(&out, &names, "reg.weight_decay") > 0.0);
     let penalties = |op: &str| {

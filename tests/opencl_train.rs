@@ -10,11 +10,10 @@
 mod common;
 
 use common::opencl::{backend, example, input, program};
-use common::{assert_close, input_shape, noise, perturbed_weights};
+use common::{assert_close, input_shape, kinks, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss, TrainingGraph};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
 use fnet::ir::graph::Graph;
-use fnet::ir::op::Op;
 use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 
@@ -46,47 +45,16 @@ fn to_f64_all(inputs: &[Tensor<f32>]) -> Vec<Tensor<f64>> {
     inputs.iter().map(|t| t.cast::<f64>()).collect()
 }
 
-/// How close the step at `seed` brings any ReLU input to its kink: the smallest
-/// nonzero |input| over every ReLU of `graph` run in training mode in f64. A gradient
-/// is discontinuous there, so an input within f32 rounding of zero lets any correct
-/// f32 backend land on either side (see [`check_training_loss`]). Exact zeros (a
-/// causal conv's padding, an all-zero input row) are exact in f32 too.
-fn kink_margin(graph: &Graph, batch: usize, seed: u64) -> f64 {
-    let mut probe = graph.clone();
-    let relu_inputs: Vec<_> = probe
-        .node_ids()
-        .filter(|&n| matches!(probe.node(n).op, Op::Relu))
-        .map(|n| probe.operands(n)[0])
-        .collect();
-    if relu_inputs.is_empty() {
-        return f64::INFINITY;
-    }
-    probe.outputs = relu_inputs;
-    let (params, inputs) = step_data(graph, batch, seed);
-    let x = to_f64_all(&inputs[..1]);
-    let mut reference = ReferenceBackend
-        .prepare_f64(probe, to_f64(&params), &[x[0].shape.clone()])
-        .unwrap_or_else(|e| panic!("{e}"));
-    reference.set_mode(Mode::Train).unwrap();
-    reference.set_seed(seed + 3).unwrap();
-    let values = reference.forward(&x).unwrap_or_else(|e| panic!("{e}"));
-    values
-        .iter()
-        .flat_map(|t| t.data.iter())
-        .filter(|v| **v != 0.0)
-        .fold(f64::INFINITY, |m, v| m.min(v.abs()))
-}
-
-/// The first of a few seeds from `first` whose step keeps every ReLU input at least
-/// `4e-7` from its kink: several times f32's rounding of activations near 1 (over a
-/// million ReLU inputs, as FlexNet-7's at batch 2, the smallest is near 1e-6).
+/// The first of a few seeds from `first` whose step keeps every ReLU input clear of
+/// its kink (`common::kinks`).
 fn seed_clear_of_kinks(graph: &Graph, batch: usize, first: u64) -> u64 {
     (0..8)
         .map(|k| first + 1000 * k)
         .find(|&s| {
-            let m = kink_margin(graph, batch, s);
+            let (params, inputs) = step_data(graph, batch, s);
+            let m = kinks::relu_margin(graph, &params, &inputs[0], s + 3);
             eprintln!("seed {s}: smallest ReLU input {m:e}");
-            m >= 4e-7
+            m >= kinks::CLEAR
         })
         .unwrap_or_else(|| panic!("no seed from {first} keeps the ReLU inputs off their kinks"))
 }
@@ -111,8 +79,8 @@ fn check_training(graph: &Graph, batch: usize, smoothing: f64, seed: u64) -> Tra
 /// roundings meet, and one ReLU input rounded across zero by either one moves whole
 /// gradients (LC-ResNet-20 at seed 104: the f32 interpreter's `conv1.coeff` gradient
 /// is 7.7e-3 from the f64 one, OpenCL's 7e-7, until a change of OpenCL's summation
-/// order flipped it too: its smallest ReLU input is 3.4e-7). Whole examples therefore
-/// run at a seed clear of the kinks ([`seed_clear_of_kinks`]).
+/// order flipped it too: `common::kinks`). Whole examples therefore run at a seed
+/// clear of the kinks ([`seed_clear_of_kinks`]).
 #[track_caller]
 fn check_training_loss(graph: &Graph, loss: &Loss, batch: usize, seed: u64) -> TrainingGraph {
     let tg = differentiate(graph, loss).unwrap_or_else(|e| panic!("{e}"));

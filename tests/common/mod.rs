@@ -101,6 +101,7 @@ pub mod fnetc;
 pub mod golden_weights;
 pub mod jit;
 pub mod kernel_eval;
+pub mod kinks;
 pub mod opencl;
 pub mod png_image;
 pub mod train_data;
