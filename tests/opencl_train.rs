@@ -45,18 +45,13 @@ fn to_f64_all(inputs: &[Tensor<f32>]) -> Vec<Tensor<f64>> {
     inputs.iter().map(|t| t.cast::<f64>()).collect()
 }
 
-/// The first of a few seeds from `first` whose step keeps every ReLU input clear of
-/// its kink (`common::kinks`).
+/// The first seed from `first` whose step keeps every ReLU input clear of its kink
+/// (`common::kinks`).
 fn seed_clear_of_kinks(graph: &Graph, batch: usize, first: u64) -> u64 {
-    (0..8)
-        .map(|k| first + 1000 * k)
-        .find(|&s| {
-            let (params, inputs) = step_data(graph, batch, s);
-            let m = kinks::relu_margin(graph, &params, &inputs[0], s + 3);
-            eprintln!("seed {s}: smallest ReLU input {m:e}");
-            m >= kinks::CLEAR
-        })
-        .unwrap_or_else(|| panic!("no seed from {first} keeps the ReLU inputs off their kinks"))
+    kinks::first_clear_seed(first, |s| {
+        let (params, inputs) = step_data(graph, batch, s);
+        kinks::relu_margin(graph, &params, &inputs[0], s + 3)
+    })
 }
 
 /// Runs one training step of `graph`'s training graph on both backends and compares

@@ -49,3 +49,16 @@ pub fn relu_margin(graph: &Graph, params: &ParamStore<f32>, x: &Tensor<f32>, see
         .filter(|v| **v != 0.0)
         .fold(f64::INFINITY, |m, v| m.min(v.abs()))
 }
+
+/// The first of `first`, `first + 1000`, … (eight tries) whose step keeps every ReLU
+/// input clear of its kink; `margin_at(seed)` is [`relu_margin`] of that seed's step.
+pub fn first_clear_seed(first: u64, margin_at: impl Fn(u64) -> f64) -> u64 {
+    (0..8)
+        .map(|k| first + 1000 * k)
+        .find(|&s| {
+            let m = margin_at(s);
+            eprintln!("seed {s}: smallest ReLU input {m:e}");
+            m >= CLEAR
+        })
+        .unwrap_or_else(|| panic!("no seed from {first} keeps the ReLU inputs off their kinks"))
+}
