@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use fnet::backend::{Backend, Prepared, ReferenceBackend};
+use fnet::backend::{Backend, ReferenceBackend};
 use fnet::ir::graph::Graph;
 use fnet::ir::op::Op;
 use fnet::runtime::{Mode, ParamStore};
