@@ -10,7 +10,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # System packages: a C toolchain for crates with build scripts, and pkg-config; the
-# OpenCL ICD loader (fnetc links libOpenCL.so.1 and will not start without it), its
+# OpenCL ICD loader (a default build links libOpenCL.so.1; one with
+# `--no-default-features` does not, and runs the JIT and reference backends only), its
 # headers, clinfo, and PoCL, the CPU OpenCL driver the OpenCL backend runs on.
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)

@@ -1,7 +1,7 @@
 //! `fnetc`: the command-line front end.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fnet::backend::BackendKind;
+use fnet::backend::{default_kind, BackendKind};
 use fnet::cli::compile::{compile, write_compiled, CompileArgs};
 use fnet::cli::run::{run_model, RunArgs};
 use fnet::cli::{parse_set, CliError};
@@ -89,9 +89,9 @@ enum Command {
         /// Override a model-level constant, e.g. `--set E=8` (repeatable).
         #[arg(long = "set", value_parser = parse_set)]
         set: Vec<(String, String)>,
-        /// Execution backend.
-        #[arg(long, value_enum, default_value_t = BackendKind::Reference)]
-        backend: BackendKind,
+        /// Execution backend [default: jit; opencl with --device; reference with --f64].
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
         /// OpenCL device (with `--backend opencl`): a number (see `fnetc devices`), `cpu`
         /// or `gpu`; the first GPU, else the first device, by default.
         #[arg(long)]
@@ -165,9 +165,9 @@ enum Command {
         /// Weights (.safetensors); the model's seeded initial weights by default.
         #[arg(short, long)]
         weights: Option<PathBuf>,
-        /// Execution backend.
-        #[arg(long, value_enum, default_value_t = BackendKind::Opencl)]
-        backend: BackendKind,
+        /// Execution backend [default: jit; opencl with --device].
+        #[arg(long, value_enum)]
+        backend: Option<BackendKind>,
         /// OpenCL device (see `run --help`).
         #[arg(long)]
         device: Option<fnet::opencl::DeviceSel>,
@@ -227,7 +227,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        #[cfg(feature = "opencl")]
         Command::Devices => print!("{}", fnet::opencl::device::device_table()?),
+        #[cfg(not(feature = "opencl"))]
+        Command::Devices => return Err(fnet::opencl::not_built().into()),
         Command::Check {
             file,
             json,
@@ -298,7 +301,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 options,
                 f64,
                 unoptimised: opt_level.is_some(),
-                backend,
+                backend: backend.unwrap_or_else(|| default_kind(device, f64)),
                 device,
             };
             let summary = run_model(&args)?;
@@ -439,7 +442,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     slot_config: config,
                     overrides: set,
                 },
-                backend,
+                backend: backend.unwrap_or_else(|| default_kind(device, false)),
                 device,
                 batch: batch as usize,
                 iters: iters as usize,

@@ -8,6 +8,7 @@
 //!
 //! The OpenCL parts need a platform (PoCL is installed by `scripts/setup.sh`); they
 //! run on the default device (`FNET_TEST_DEVICE` overrides).
+#![cfg(feature = "opencl")]
 
 mod common;
 
@@ -359,7 +360,14 @@ fn run_on_opencl_names_its_device_on_stderr() {
         "{err}"
     );
     assert_close("opencl", &read_f32(&out), &want, 2e-5);
+    // Without --backend the JIT runs it; with --f64, the reference interpreter.
     let o = run_two(&model, &weights, &a, &b, &[]);
+    let (_, err) = text(&o);
+    assert!(
+        o.status.success() && err.contains("running on jit (Cranelift"),
+        "{err}"
+    );
+    let o = run_two(&model, &weights, &a, &b, &["--f64"]);
     let (_, err) = text(&o);
     assert!(
         o.status.success() && err.contains("running on reference interpreter"),

@@ -46,6 +46,15 @@ fn bench_reports_times_and_throughput() {
         .and_then(|v| v.parse().ok())
         .expect("a flops line");
     assert!((0.5..1.5).contains(&mflop), "{out}");
+    // The forward's measured peak: LeNet's weights (~0.25 MB) and more, far under 1 GB.
+    let peak: u64 = out
+        .lines()
+        .find(|l| l.starts_with("memory   measured peak"))
+        .and_then(|l| l.rsplit("; ").next())
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no measured peak in {out}"));
+    assert!(peak > 0 && peak < 1 << 30, "{out}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use common::jit::agree;
-use common::opencl::{example, input, program, weights};
+use common::models::{example, input, program, weights};
 
 include!("shared/op_cases.rs");
 

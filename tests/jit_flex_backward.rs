@@ -30,7 +30,7 @@ fn a_written_mask_parameter_sets_the_next_steps_crop() {
     use fnet::autodiff::{differentiate, Loss};
     use fnet::backend::{Backend, Prepared, ReferenceBackend};
     use fnet::runtime::Mode;
-    let m = common::opencl::program(
+    let m = common::models::program(
         "model t {
   input x: f32[B, 2, 8, 8]
   seed 3

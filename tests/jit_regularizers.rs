@@ -5,5 +5,5 @@
 mod common;
 
 use common::jit::backend;
-use common::opencl::program;
+use common::models::program;
 include!("shared/regularizer_steps.rs");

@@ -9,7 +9,7 @@
 mod common;
 
 use common::jit::backend;
-use common::opencl::{example, input, program};
+use common::models::{example, input, program};
 use fnet::backend::JitBackend;
 include!("shared/train_steps.rs");
 

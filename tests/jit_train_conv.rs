@@ -5,5 +5,5 @@
 mod common;
 
 use common::jit::backend;
-use common::opencl::{example, input, program};
+use common::models::{example, input, program};
 include!("shared/train_conv_steps.rs");

@@ -185,6 +185,7 @@ fn fft_transform_kernels_type_check() {
 
 /// Every broadcast written as a splat: what a renderer without implicit widening sees
 /// (OpenCL prints a splat as a `(floatN)(x)` cast).
+#[cfg(feature = "opencl")]
 fn spelled_out(plan: &mut Plan) -> usize {
     let mut n = 0;
     for k in &mut plan.kernels {
@@ -203,6 +204,7 @@ fn spelled_out(plan: &mut Plan) -> usize {
 /// reference interpreter's outputs: the check put each broadcast where the lowering
 /// meant one.
 #[test]
+#[cfg(feature = "opencl")]
 fn plans_with_spelled_out_broadcasts_match_the_reference() {
     use common::opencl::{ctx, input};
     use fnet::opencl::{plan_source, Executable};

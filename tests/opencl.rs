@@ -5,6 +5,7 @@
 //!
 //! These tests need an OpenCL platform; `scripts/setup.sh` installs PoCL. They run on
 //! the default device (`FNET_TEST_DEVICE` overrides: a number, `cpu` or `gpu`).
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! graph inputs, so every weight is read from a device buffer, as in training.
 //!
 //! Needs an OpenCL platform (PoCL: `scripts/setup.sh`); `FNET_TEST_DEVICE` picks one.
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! the default pipeline (its 784-tap convs by FFT), and grouped / depthwise convs.
 //!
 //! Needs an OpenCL platform (PoCL: `scripts/setup.sh`); `FNET_TEST_DEVICE` picks one.
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! on the device; only the (cropped) grid is a host constant, as in a training plan.
 //!
 //! These tests need an OpenCL platform (`scripts/setup.sh` installs PoCL).
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //!
 //! Each test opens its own context (the shared test context's counts would mix with
 //! other tests'). They need an OpenCL platform, as `tests/opencl.rs` does.
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! Every example with its recipe's loss is in `tests/opencl_train.rs`.
 //!
 //! These tests need an OpenCL platform (PoCL); see `tests/opencl.rs`.
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! backends store after the step agree too. Dropout masks are bit-equal.
 //!
 //! These tests need an OpenCL platform (PoCL); see `tests/opencl.rs`.
+#![cfg(feature = "opencl")]
 
 mod common;
 

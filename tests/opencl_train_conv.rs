@@ -7,6 +7,7 @@
 //! and `kernel_ir::fft_backward` (`tests/opencl_conv_backward.rs` checks them alone).
 //!
 //! Needs an OpenCL platform (PoCL: `scripts/setup.sh`); `FNET_TEST_DEVICE` picks one.
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! interpreter ends with the same weights within f32 tolerance — LeNet on a few
 //! shipped MNIST digits, and a FlexConv whose mask learns fast enough that its crop
 //! changes (the OpenCL plan switches with it, cached by crop size).
+#![cfg(feature = "opencl")]
 
 mod common;
 

@@ -32,7 +32,10 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_bytes() {
     let model = dir.path().join("tiny.fnet");
     std::fs::write(&model, MODEL).unwrap();
     let straight = dir.path().join("straight");
-    quiet(&args(&model, &straight)).unwrap();
+    // On the backend `fnetc train` takes without --backend, as the runs below.
+    let mut uninterrupted = args(&model, &straight);
+    uninterrupted.backend = fnet::backend::default_kind(None, false);
+    quiet(&uninterrupted).unwrap();
 
     let run = dir.path().join("killed");
     let fnetc = env!("CARGO_BIN_EXE_fnetc");

@@ -22,11 +22,13 @@
 //! where [`Capabilities::f64`] says so ([`Backend::prepare_f64`]).
 
 pub mod jit;
+#[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod reference;
 mod replan;
 
 pub use jit::{JitBackend, JitPrepared};
+#[cfg(feature = "opencl")]
 pub use opencl::{OpenClBackend, OpenClPrepared};
 pub use reference::{ReferenceBackend, ReferencePrepared};
 
@@ -35,17 +37,18 @@ use crate::ir::Graph;
 use crate::opencl::DeviceSel;
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::{Scalar, Tensor};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The backends, as `--backend` names them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum BackendKind {
     /// The reference interpreter: naive, obviously correct loops.
-    #[default]
     Reference,
     /// Generated OpenCL kernels (PoCL on the CPU, or a GPU driver).
     Opencl,
-    /// The same kernels compiled for this CPU by Cranelift.
+    /// The same kernels compiled for this CPU by Cranelift (the default: see
+    /// [`default_kind`]).
+    #[default]
     Jit,
 }
 
@@ -152,6 +155,17 @@ pub trait Prepared<T: Scalar> {
     }
 }
 
+/// The backend when `--backend` is not given: the JIT, on this CPU; OpenCL when
+/// `--device` names an OpenCL device; the reference interpreter for `--f64`, the one
+/// backend that computes in `f64`.
+pub fn default_kind(device: Option<DeviceSel>, f64: bool) -> BackendKind {
+    match (device, f64) {
+        (_, true) => BackendKind::Reference,
+        (Some(_), false) => BackendKind::Opencl,
+        (None, false) => BackendKind::Jit,
+    }
+}
+
 /// Opens `kind` on `device` (`None`: the backend's default) for running `model`.
 /// A device is refused for the reference interpreter rather than ignored. OpenCL
 /// programs built for a compiled artifact `X.fnc` are cached beside it in
@@ -179,15 +193,22 @@ pub fn open(
             ))
             .hint("add --backend opencl, or drop --device (the JIT runs on this CPU)")),
         },
+        #[cfg(feature = "opencl")]
         BackendKind::Opencl => Ok(Box::new(OpenClBackend::open(
             device.unwrap_or_default(),
             program_cache(model),
         )?)),
+        #[cfg(not(feature = "opencl"))]
+        BackendKind::Opencl => {
+            let _ = model;
+            Err(crate::opencl::not_built())
+        }
     }
 }
 
 /// Where OpenCL programs built for `model` are kept (see [`open`]).
-pub fn program_cache(model: &Path) -> Option<PathBuf> {
+#[cfg(feature = "opencl")]
+pub fn program_cache(model: &Path) -> Option<std::path::PathBuf> {
     if model.extension().is_some_and(|e| e == "fnc") {
         Some(model.with_extension("fnc.clcache"))
     } else {

@@ -92,6 +92,8 @@ pub struct BenchReport {
     pub times: Vec<Duration>,
     /// `Some` for a training step (`--training`): its peak memory.
     pub memory: Option<StepMemory>,
+    /// A forward bench's measured peak: bytes, and how they were measured.
+    pub forward_peak: Option<(u64, &'static str)>,
 }
 
 impl BenchReport {
@@ -147,6 +149,13 @@ impl fmt::Display for BenchReport {
                 )?,
                 None => writeln!(f, "memory   measured peak unknown (no /proc/self/status)")?,
             }
+        }
+        if let Some((bytes, how)) = self.forward_peak {
+            writeln!(
+                f,
+                "memory   measured peak {} ({how}; {bytes} bytes)",
+                human(bytes)
+            )?;
         }
         write!(
             f,
@@ -356,23 +365,47 @@ pub fn bench(
     let compile = t0.elapsed();
     let input = bench_input(&graph, args.batch)?;
     let flops = graph_flops(&graph, std::slice::from_ref(&input.shape))?;
-    let t1 = Instant::now();
-    let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
-    let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
-        backend.prepare(graph, store, std::slice::from_ref(&input.shape))
-    })?;
-    let prepare = t1.elapsed();
-    let jit_compile = prepared.compile_time();
-    let total = args.warmup + args.iters;
-    let mut times = Vec::with_capacity(args.iters);
-    for i in 0..total {
-        let t = Instant::now();
-        prepared.forward(std::slice::from_ref(&input))?;
-        if i >= args.warmup {
-            times.push(t.elapsed());
+    // The peak covers preparing and every run: what holding and running the model
+    // takes, as tools/infer_peers.py measures ONNX Runtime's session and runs.
+    let (timed, peak) = super::peak_rss::peak_growth(|| {
+        let t1 = Instant::now();
+        let preparing = format!("preparing `{}` for {}", graph.name, backend.kind().name());
+        let mut prepared = with_spinner(SPINNER_DELAY, &preparing, || {
+            backend.prepare(graph, store, std::slice::from_ref(&input.shape))
+        })?;
+        let prepare = t1.elapsed();
+        let total = args.warmup + args.iters;
+        let mut times = Vec::with_capacity(args.iters);
+        for i in 0..total {
+            let t = Instant::now();
+            prepared.forward(std::slice::from_ref(&input))?;
+            if i >= args.warmup {
+                times.push(t.elapsed());
+            }
+            progress(i + 1, total);
         }
-        progress(i + 1, total);
-    }
+        Ok::<_, CliError>((
+            prepare,
+            prepared.compile_time(),
+            times,
+            prepared.device_bytes(),
+        ))
+    });
+    let (prepare, jit_compile, times, device_bytes) = timed?;
+    let forward_peak = match device_bytes {
+        Some(bytes) => Some((bytes, "device buffers the prepared model holds")),
+        None => peak.map(|(bytes, how)| {
+            let how = match how {
+                super::peak_rss::PeakMethod::ResetHighWaterMark => {
+                    "growth of the peak RSS over preparing and the runs"
+                }
+                super::peak_rss::PeakMethod::HighWaterMarkGrowth => {
+                    "growth of the unreset peak RSS over preparing and the runs"
+                }
+            };
+            (bytes, how)
+        }),
+    };
     let backend = format!("{}, cost table {}", backend.device(), cost.name());
     Ok(BenchReport {
         model: args.model.display().to_string(),
@@ -384,6 +417,7 @@ pub fn bench(
         jit_compile,
         times,
         memory: None,
+        forward_peak,
     })
 }
 
@@ -459,6 +493,7 @@ fn bench_training(
         prepare,
         jit_compile,
         times,
+        forward_peak: None,
         memory: Some(StepMemory {
             arena: summary.arena_bytes,
             weights: summary.weight_bytes,
@@ -482,6 +517,7 @@ mod tests {
             jit_compile: None,
             times: ms.iter().map(|&m| Duration::from_millis(m)).collect(),
             memory: None,
+            forward_peak: None,
         }
     }
 

@@ -32,9 +32,10 @@ pub struct TrainCmd {
     /// Pooling-slot configuration to train (see `check --help`).
     #[arg(long, value_delimiter = ',')]
     pub config: Option<Vec<u64>>,
-    /// Execution backend; it must run training graphs.
-    #[arg(long, value_enum, default_value_t = BackendKind::Reference)]
-    pub backend: BackendKind,
+    /// Execution backend; it must run training graphs [default: jit; opencl with
+    /// --device].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
     /// OpenCL device (with `--backend opencl`; see `run --help`).
     #[arg(long)]
     pub device: Option<crate::opencl::DeviceSel>,
@@ -88,7 +89,9 @@ impl TrainCmd {
                 lr: self.lr,
                 seed: self.seed,
             },
-            backend: self.backend,
+            backend: self
+                .backend
+                .unwrap_or_else(|| crate::backend::default_kind(self.device, false)),
             device: self.device,
             out,
             resume,

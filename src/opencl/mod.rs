@@ -3,16 +3,36 @@
 //! the `ocl` crate, on PoCL (CPU) or any GPU driver. Models run through
 //! `crate::backend::OpenClBackend`, which wraps the context and an `Executable`.
 
+//!
+//! Only the OpenCL C generation and the device description build without the
+//! `opencl` cargo feature; everything that calls the OpenCL library needs it.
+
+#[cfg(feature = "opencl")]
 pub mod context;
+#[cfg(feature = "opencl")]
 pub mod conv_timing;
+#[cfg(feature = "opencl")]
 pub mod device;
+pub mod device_sel;
+#[cfg(feature = "opencl")]
 pub mod exec;
 pub mod local;
 pub mod render;
 
+#[cfg(feature = "opencl")]
 pub use context::{default_cache_dir, CacheStats, ClContext};
-pub use device::{list_devices, probe_platforms, DeviceInfoSummary, DeviceSel};
+#[cfg(feature = "opencl")]
+pub use device::{list_devices, probe_platforms};
+pub use device_sel::{DeviceInfoSummary, DeviceSel};
+#[cfg(feature = "opencl")]
 pub use exec::{plan_source, Executable};
+
+/// The error every OpenCL entry point gives in a build without the `opencl` feature.
+#[cfg(not(feature = "opencl"))]
+pub fn not_built() -> crate::runtime::RunError {
+    crate::runtime::RunError::new("this fnetc was built without OpenCL (the `opencl` cargo feature is off)")
+        .hint("use --backend jit or --backend reference, or rebuild with the default features: `cargo build --release`")
+}
 
 use crate::kernel_ir::plan::Target;
 
@@ -50,7 +70,7 @@ fn tile_override() -> Option<(u8, usize)> {
         .then_some((vector, tile_co))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "opencl"))]
 mod tests {
     use super::*;
     use crate::driver::compile_str;

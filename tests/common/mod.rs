@@ -102,6 +102,8 @@ pub mod golden_weights;
 pub mod jit;
 pub mod kernel_eval;
 pub mod kinks;
+pub mod models;
+#[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod png_image;
 pub mod train_data;

@@ -2,10 +2,12 @@
 //! differential check against the reference interpreter, both through
 //! `fnet::backend`.
 
-use super::{noise, perturbed_weights};
+// Re-exported so each OpenCL test imports its helpers from one module; a test crate
+// that uses none of them would warn.
+#[allow(unused_imports)]
+pub use super::models::{example, input, noise_f32, program, weights};
 use fnet::backend::{Backend, OpenClBackend, Prepared, ReferenceBackend};
-use fnet::driver::{compile_file, compile_str};
-use fnet::eval::{Module, Options};
+use fnet::eval::Module;
 use fnet::ir::graph::Graph;
 use fnet::kernel_ir::plan::Target;
 use fnet::opencl::{target_for, ClContext, DeviceSel};
@@ -30,35 +32,6 @@ pub fn backend() -> &'static OpenClBackend {
 /// The test device's context.
 pub fn ctx() -> &'static ClContext {
     backend().context()
-}
-
-pub fn program(src: &str) -> Module {
-    compile_str("t.fnet", src, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
-
-/// An example by file name (`resnet20_cifar10.fnet`).
-pub fn example(file: &str) -> Module {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(file);
-    compile_file(&path, &Options::default())
-        .map(|(_, m)| m)
-        .unwrap_or_else(|r| panic!("{}", r.render()))
-}
-
-pub fn input(shape: &[usize], seed: u64) -> Tensor<f32> {
-    super::random(shape, seed)
-}
-
-pub fn noise_f32(n: usize, seed: u64) -> Vec<f32> {
-    noise(n, seed).into_iter().map(|v| v as f32).collect()
-}
-
-/// Seeded weights with every vector moved off its initial value.
-pub fn weights(m: &Module, seed: u64) -> ParamStore<f32> {
-    perturbed_weights(&m.graph, seed)
 }
 
 /// One forward of `graph` on the test device, through the backend interface.

@@ -372,7 +372,7 @@ fn check_training_step(
     use fnet::backend::{Backend, Prepared, ReferenceBackend};
     use fnet::passes::{CompileMode, PassContext};
     use fnet::runtime::Mode;
-    let m = common::opencl::program(src);
+    let m = common::models::program(src);
     let mut graph = m.graph.clone();
     if fused {
         let mut pc = PassContext::new(CompileMode::Training);
