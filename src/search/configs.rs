@@ -67,6 +67,13 @@ pub fn literal_family(text: &str) -> Option<(u64, u64)> {
     Some((arg("count", 0)?, arg("active", 1)?))
 }
 
+/// The byte range of the `train { … }` section, to tell an error of the section
+/// (the same for every configuration) from one of a configuration.
+pub fn train_span(text: &str) -> Option<(usize, usize)> {
+    let program = crate::syntax::parser::parse_program(text).ok()?;
+    program.train.map(|t| (t.span.start, t.span.end))
+}
+
 /// `[2, 4]` as `--config` takes it: `2,4`.
 pub fn config_words(c: &[u64]) -> String {
     c.iter().map(u64::to_string).collect::<Vec<_>>().join(",")

@@ -132,17 +132,33 @@ pub fn search(args: &SearchArgs, observe: &mut dyn FnMut(Event)) -> Result<Summa
         // The default configuration may be one that cannot be built: elaborate the
         // first that can, for the family, the recipe and the shapes.
         Err(report) => {
+            // An error in the train section is the same for every configuration:
+            // that one is reported.
             let text = std::fs::read_to_string(&args.model).unwrap_or_default();
-            let other = configs::literal_family(&text).and_then(|(count, active)| {
-                combinations(count, active).into_iter().find_map(|c| {
+            let section = configs::train_span(&text);
+            let in_section = |r: &crate::diag::Report| {
+                let d = r.diagnostics.first();
+                let at = d.and_then(|d| d.labels.first()).map(|l| l.span.start);
+                matches!((at, section), (Some(a), Some((lo, hi))) if a >= lo && a < hi)
+            };
+            let mut found = None;
+            if let Some((count, active)) = configs::literal_family(&text) {
+                for c in combinations(count, active) {
                     let o = Options {
                         slot_config: Some(c),
                         overrides: args.set.clone(),
                     };
-                    compile_file(&args.model, &o).ok()
-                })
-            });
-            other.ok_or(report)?
+                    match compile_file(&args.model, &o) {
+                        Ok(x) => {
+                            found = Some(x);
+                            break;
+                        }
+                        Err(r) if in_section(&r) => return Err(r.into()),
+                        Err(_) => {}
+                    }
+                }
+            }
+            found.ok_or(report)?
         }
     };
     crate::driver::eprint_warnings(&source, &module);
@@ -288,7 +304,14 @@ pub fn search(args: &SearchArgs, observe: &mut dyn FnMut(Event)) -> Result<Summa
     let members = (0..mix.models)
         .map(|m| {
             Ok(Member {
-                params: initialise::<f32>(&graph, graph.seed.wrapping_add(m))?,
+                // Each supernet its own draw; `seed:` moves them all, so searches
+                // with other seeds start from other weights too.
+                params: initialise::<f32>(
+                    &graph,
+                    (graph.seed)
+                        .wrapping_add(settings.seed.wrapping_mul(1_000_003))
+                        .wrapping_add(m),
+                )?,
                 optim: Optim::new(settings.optimizer.clone()),
             })
         })
@@ -529,8 +552,10 @@ impl Search<'_> {
                 let lr = self.schedule.lr(self.step, self.epoch);
                 let (a, m) = self.mixture.sample(self.settings.seed, self.step);
                 let (loss, correct) = self.train_step(a, m, &b, lr)?;
+                let train_s = t0.elapsed().as_secs_f64();
                 let val = self.val_batch(self.step);
                 let (vc, vn) = self.evaluate(a, m, &val)?;
+                let validate_s = t0.elapsed().as_secs_f64() - train_s;
                 let val_acc = vc as f64 / vn as f64;
                 self.mixture.update(a, m, val_acc);
                 let n = b.labels.data.len() as u64;
@@ -543,7 +568,8 @@ impl Search<'_> {
                 let sps = n as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 self.metrics.push(json!({"kind": "step", "step": self.step, "epoch": self.epoch,
                     "loss": loss, "accuracy": correct as f64 / n as f64, "lr": lr, "samples_per_s": sps,
-                    "config": self.built[a].slots, "model": m, "val_accuracy": val_acc}));
+                    "config": self.built[a].slots, "model": m, "val_accuracy": val_acc,
+                    "train_s": train_s, "validate_s": validate_s}));
                 observe(Event::Step {
                     loss,
                     val_accuracy: val_acc,
