@@ -34,6 +34,7 @@ WORK=${WORK:-out/search_kendall}
 OVERHEAD_STEPS=${OVERHEAD_STEPS:-120}
 [[ -x "$FNETC" ]] || cargo build --release --locked
 mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
 ROOT=$(pwd)
 
 # The model at PX pixels, with absolute data paths.
@@ -42,8 +43,8 @@ if [[ "$PX" == 28 ]]; then
   LABELS="$ROOT/data/mnist10k/labels.idx1-ubyte.gz"
 elif [[ "$PX" == 16 ]]; then
   [[ -f "$WORK/data16/images.idx3-ubyte" ]] || python3 tools/mnist16.py data/mnist10k "$WORK/data16"
-  IMAGES="$ROOT/$WORK/data16/images.idx3-ubyte"
-  LABELS="$ROOT/$WORK/data16/labels.idx1-ubyte"
+  IMAGES="$WORK/data16/images.idx3-ubyte"
+  LABELS="$WORK/data16/labels.idx1-ubyte"
 else
   echo "PX must be 28 or 16" >&2; exit 2
 fi

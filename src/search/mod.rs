@@ -3,13 +3,15 @@
 //!
 //! One concept per file: [`mixture`] (W, temperature, balancing, sampling, the EMA),
 //! [`kendall`] (τ-b, to judge a ranking), [`configs`] (the configurations, each
-//! compiled once), [`state`] (resumable checkpoints), [`run`] (the loop) and
+//! compiled once), [`state`] (the checkpoint file), [`resume`] (starting, resuming
+//! and checkpointing a run), [`run`] (the loop) and
 //! [`outputs`] (final evaluation, ranking, result files).
 
 pub mod configs;
 pub mod kendall;
 pub mod mixture;
 pub mod outputs;
+pub mod resume;
 pub mod run;
 pub mod state;
 

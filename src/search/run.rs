@@ -11,7 +11,6 @@
 
 use super::configs::{self, combinations, config_words, Built, Excluded};
 use super::mixture::{temperature, Mixture};
-use super::state::{self, bits, from_bits, SearchCheckpoint, SearchProgress};
 use crate::backend::{open, Backend, BackendKind};
 use crate::cli::CliError;
 use crate::driver::compile_file;
@@ -379,144 +378,6 @@ impl Search<'_> {
         (self.train.len() as u64).div_ceil(self.settings.batch)
     }
 
-    /// A fresh run directory, or the state of its newest checkpoint.
-    fn start(&mut self) -> Result<(), CliError> {
-        let out = self.args.out.clone();
-        if self.args.resume {
-            crate::train::checkpoint::remove_temporaries(&out);
-            let Some((_, path)) = crate::train::checkpoint::list(&out).pop() else {
-                return Err(RunError::new(format!(
-                    "--resume {}: no checkpoint in `{}`",
-                    out.display(),
-                    crate::train::checkpoint::dir(&out).display()
-                ))
-                .hint("a search writes one at each epoch's end (and every --checkpoint-every steps); start a new one with --out")
-                .into());
-            };
-            let c = state::load(&path)?;
-            self.restore(c, &path)?;
-        } else {
-            let taken = std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some());
-            if taken && !self.args.force {
-                return Err(RunError::new(format!(
-                    "the run directory `{}` already exists and is not empty",
-                    out.display()
-                ))
-                .hint("continue it with --resume, choose another --out, or pass --force to start over in it")
-                .into());
-            }
-            if taken {
-                let _ = std::fs::remove_dir_all(crate::train::checkpoint::dir(&out));
-                for f in super::outputs::FILES {
-                    let _ = std::fs::remove_file(out.join(f));
-                }
-                let _ = std::fs::remove_file(crate::train::metrics::path(&out));
-            }
-            std::fs::create_dir_all(&out)
-                .map_err(|e| crate::io::IoError::os(&out, &e, "create"))?;
-            self.metrics.write(&out)?;
-        }
-        Ok(())
-    }
-
-    fn configs(&self) -> Vec<Vec<u64>> {
-        self.built.iter().map(|b| b.slots.clone()).collect()
-    }
-
-    fn recipe_text(&self) -> (String, String) {
-        (
-            crate::train::checkpoint::recipe_text(&self.settings.recipe),
-            serde_json::to_string(&self.mix_settings).expect("plain data"),
-        )
-    }
-
-    fn restore(&mut self, c: SearchCheckpoint, path: &std::path::Path) -> Result<(), RunError> {
-        let p = &c.progress;
-        let mismatch = |what: String| {
-            RunError::new(format!(
-                "cannot resume from `{}`: it belongs to another {what}",
-                path.display()
-            ))
-            .hint(
-                "resume with the model file, --set, --models and flags the search was started with",
-            )
-        };
-        if p.configs != self.configs() {
-            return Err(mismatch("set of configurations".into()));
-        }
-        if p.models != self.mix_settings.models {
-            return Err(mismatch(format!(
-                "mixture: {} models, not {}",
-                p.models, self.mix_settings.models
-            )));
-        }
-        if let Some(m) = crate::train::checkpoint::first_param_mismatch(&p.params, &self.shapes) {
-            return Err(mismatch(format!("model: {m}")));
-        }
-        let (recipe, search) = self.recipe_text();
-        if p.recipe != recipe || p.search != search {
-            return Err(mismatch(
-                "recipe (the train section or its flags differ)".into(),
-            ));
-        }
-        self.mixture.w = from_bits(&p.w_bits);
-        self.mixture.t = f64::from_bits(p.t_bits);
-        self.mixture.divisions = p.divisions_bits.iter().map(|d| from_bits(d)).collect();
-        for (m, member) in self.members.iter_mut().enumerate() {
-            member.params = c.params[m].clone();
-            member.optim.state = c.optimizer[m].clone();
-            member.optim.steps = p.optim_steps[m];
-        }
-        self.schedule.plateau.scale = f64::from_bits(p.plateau_scale_bits);
-        self.schedule.plateau.best = p.plateau_best_bits.map(f64::from_bits);
-        self.schedule.plateau.bad_epochs = p.plateau_bad_epochs;
-        self.step = p.step;
-        self.epoch = p.epoch;
-        self.batch_in_epoch = p.batch_in_epoch;
-        self.sums = (
-            f64::from_bits(p.epoch_loss_bits),
-            p.epoch_correct,
-            p.epoch_seen,
-        );
-        self.metrics = Metrics::resume(&self.args.out, p.metrics_lines as usize);
-        Ok(())
-    }
-
-    fn save(&mut self) -> Result<(), RunError> {
-        let out = self.args.out.clone();
-        self.metrics.write(&out)?;
-        let (recipe, search) = self.recipe_text();
-        let plateau = &self.schedule.plateau;
-        let c = SearchCheckpoint {
-            progress: SearchProgress {
-                format: state::format_tag(),
-                step: self.step,
-                epoch: self.epoch,
-                batch_in_epoch: self.batch_in_epoch,
-                models: self.mix_settings.models,
-                configs: self.configs(),
-                w_bits: bits(&self.mixture.w),
-                t_bits: self.mixture.t.to_bits(),
-                divisions_bits: self.mixture.divisions.iter().map(|d| bits(d)).collect(),
-                optim_steps: self.members.iter().map(|m| m.optim.steps).collect(),
-                plateau_scale_bits: plateau.scale.to_bits(),
-                plateau_best_bits: plateau.best.map(f64::to_bits),
-                plateau_bad_epochs: plateau.bad_epochs,
-                epoch_loss_bits: self.sums.0.to_bits(),
-                epoch_correct: self.sums.1,
-                epoch_seen: self.sums.2,
-                metrics_lines: self.metrics.lines.len() as u64,
-                recipe,
-                search,
-                params: self.shapes.clone(),
-            },
-            params: self.members.iter().map(|m| m.params.clone()).collect(),
-            optimizer: self.members.iter().map(|m| m.optim.state.clone()).collect(),
-        };
-        state::save(&out, &c, self.args.keep)?;
-        Ok(())
-    }
-
     fn run(&mut self, observe: &mut dyn FnMut(Event)) -> Result<Summary, CliError> {
         let epochs = self.settings.epochs;
         let steps = self.steps_per_epoch();
@@ -710,19 +571,16 @@ impl Search<'_> {
         let (mut correct, mut seen) = (0u64, 0u64);
         for b in data::in_order(&self.val, batch) {
             let n = b.labels.data.len();
-            if !plans.contains_key(&n) {
-                let p = self.built[a].eval_plan(
+            let plan = match plans.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(self.built[a].eval_plan(
                     &*self.backend,
                     n,
                     &self.sample,
                     &self.members[m].params,
-                )?;
-                plans.insert(n, p);
-            }
-            let out = plans
-                .get_mut(&n)
-                .expect("prepared")
-                .forward(std::slice::from_ref(&b.x))?;
+                )?),
+            };
+            let out = plan.forward(std::slice::from_ref(&b.x))?;
             let (_, c) = loss_and_correct(&out[0].data, &b.labels.data, 0.0);
             correct += c;
             seen += n as u64;
