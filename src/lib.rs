@@ -18,6 +18,7 @@ pub mod plot;
 pub mod recipe;
 pub mod reference;
 pub mod runtime;
+pub mod search;
 pub mod summary;
 pub mod syntax;
 pub mod tensor;

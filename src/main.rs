@@ -197,6 +197,9 @@ enum Command {
     Train(fnet::cli::train::TrainCmd),
     /// Draw PNG plots of a training run; see docs/training.md, "Plots".
     Plot(fnet::cli::plot::PlotCmd),
+    /// Search the pooling-slot configurations with a balanced mixture of supernets;
+    /// see docs/search.md.
+    Search(fnet::cli::search::SearchCmd),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -458,6 +461,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Plot(cmd) => {
             fnet::cli::plot::run(&cmd)?;
+        }
+        Command::Search(cmd) => {
+            fnet::cli::search::run(&cmd)?;
         }
     }
     Ok(())

@@ -53,6 +53,13 @@ const RULES: &[Rule] = &[
         policy: Policy::Only(&["jit", "kernel_ir", "runtime", "tensor", "reference"]),
         no_escape: true,
     },
+    // The search runs every configuration through the backend seam only: no kernel IR,
+    // no JIT or interpreter internals.
+    Rule {
+        dir: "src/search",
+        policy: Policy::Not(&["jit", "kernel_ir", "reference"]),
+        no_escape: false,
+    },
 ];
 
 /// The top-level modules named after each `crate::` in `text`, with their line, so

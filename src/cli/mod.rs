@@ -14,6 +14,7 @@ pub mod peak_rss;
 pub mod plot;
 pub mod progress;
 pub mod run;
+pub mod search;
 pub mod train;
 
 use crate::diag::Report;

@@ -13,6 +13,7 @@ pub mod curves;
 pub mod folded;
 pub mod kernels;
 pub mod records;
+pub mod search;
 
 use crate::runtime::RunError;
 use std::path::{Path, PathBuf};
@@ -255,6 +256,8 @@ pub fn plot(args: &PlotArgs) -> Result<PlotReport, RunError> {
     if let Some((name, canvas)) = kernel_plot {
         plots.push((name, Ok(canvas)));
     }
+    // An `fnetc search` run: p(m|a), W over time, accuracy per configuration.
+    plots.extend(search::plots(run)?);
     for (name, plot) in plots {
         match plot {
             Ok(canvas) => {

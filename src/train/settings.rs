@@ -40,9 +40,9 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
     let mut r = section.cloned().unwrap_or_default();
     if r.search.is_some() {
         return Err(RunError::new(
-            "train { search: mixture(...) }: fnetc train trains one model; the architecture search over pooling slots is not built yet",
+            "train { search: mixture(...) }: fnetc train trains one configuration, and none was chosen",
         )
-        .hint("remove `search` and pick a configuration with --config to train it"));
+        .hint("run the search with `fnetc search FILE`, or train one configuration with --config (e.g. the search's choice)"));
     }
     let Some(data) = r.data.clone() else {
         return Err(RunError::new("the train section names no `data`").hint(
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn unsupported_and_missing_settings_are_named() {
         // Regularisers are kept in the recipe (the loss is built from it); the
-        // search is not built.
+        // search belongs to `fnetc search` (train refuses it without --config).
         let mut r = section();
         r.regularizers = Some(vec![Regularizer::KernelL2 { weight: 0.1 }]);
         let s = resolve(Some(&r), &Overrides::default()).unwrap();

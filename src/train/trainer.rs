@@ -103,7 +103,13 @@ pub struct Summary {
 pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
     crate::driver::eprint_warnings(&source, &module);
-    let settings = resolve(module.recipe.as_ref(), &args.overrides)?;
+    // `search:` belongs to `fnetc search`; with `--config` the configuration is
+    // chosen, and training it is what the search's result asks for (docs/search.md).
+    let mut section = module.recipe.clone();
+    if let (Some(r), Some(_)) = (section.as_mut(), &args.options.slot_config) {
+        r.search = None;
+    }
+    let settings = resolve(section.as_ref(), &args.overrides)?;
     let graph = module.graph;
     let (sample_shape, classes) = io_shape(&graph)?;
     let model_dir = args.model.parent().unwrap_or(Path::new(".")).to_path_buf();
