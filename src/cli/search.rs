@@ -31,10 +31,10 @@ pub struct SearchCmd {
     /// Override a model-level constant, e.g. `--set E=8` (repeatable).
     #[arg(long = "set", value_parser = super::parse_set)]
     pub set: Vec<(String, String)>,
-    /// Execution backend; it must run training graphs (the JIT is the fastest on a
-    /// CPU).
-    #[arg(long, value_enum, default_value_t = BackendKind::Jit)]
-    pub backend: BackendKind,
+    /// Execution backend; it must run training graphs [default: jit; opencl with
+    /// --device].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
     /// OpenCL device (with `--backend opencl`).
     #[arg(long)]
     pub device: Option<crate::opencl::DeviceSel>,
@@ -81,7 +81,9 @@ impl SearchCmd {
                 seed: self.seed,
             },
             models: self.models,
-            backend: self.backend,
+            backend: self
+                .backend
+                .unwrap_or_else(|| crate::backend::default_kind(self.device, false)),
             device: self.device,
             out,
             resume,
