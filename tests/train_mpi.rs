@@ -247,7 +247,9 @@ fn a_resumed_two_rank_run_ends_with_the_same_bytes() {
     // A rank's error (here rank 0 refusing a directory that holds a run) ends the
     // job at once rather than leaving rank 1 waiting in its first all-reduce.
     let t = Instant::now();
-    let o = mpirun(&train_args(&model, &straight, &[])).output().unwrap();
+    let o = mpirun(&train_args(&model, &straight, &[]))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
