@@ -3,6 +3,8 @@
 # its recipe: SGD momentum, random crop and flip) on synthetic CIFAR-shaped data,
 #   A: one process, RAYON_NUM_THREADS=2         (fnetc train --backend B)
 #   B: mpirun -np 2, RAYON_NUM_THREADS=1 each   (the same global batch, split in two)
+# (with BACKEND=opencl, PoCL's thread count is set the same way:
+# POCL_CPU_MAX_CU_COUNT / POCL_MAX_PTHREAD_COUNT)
 # interleaved round by round; each side's samples/s over the steps after the first SKIP
 # (batch / step time, from metrics.jsonl), and for B the share of a step spent in the
 # collectives (the step records' comm_s): what overlapping them with the backward could
@@ -56,10 +58,12 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(c
 echo "ResNet-20, backend $BACKEND, global batch $BATCH, $STEPS steps (first $SKIP skipped)"
 for r in $(seq 1 "$ROUNDS"); do
   rm -rf "$TMP/a" "$TMP/b"
-  RAYON_NUM_THREADS=2 "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
+  RAYON_NUM_THREADS=2 POCL_CPU_MAX_CU_COUNT=2 POCL_MAX_PTHREAD_COUNT=2 "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
     --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/a" >/dev/null
   a=$(rate "$TMP/a/metrics.jsonl")
-  mpirun -np 2 --oversubscribe --bind-to none -x RAYON_NUM_THREADS=1 \
+  RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
+    mpirun -np 2 --oversubscribe --bind-to none \
+    -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
     "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
     --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
   b=$(rate "$TMP/b/metrics.jsonl")

@@ -68,7 +68,9 @@ impl Group for Solo {
 /// disjoint, together all of `0..n`, sizes differing by at most one, the larger ones
 /// first (so rank 0 has a sample whenever the batch has one).
 pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {
-    let start = |r: usize| (r * n).div_ceil(size);
+    // The first n % size ranks get one sample more than the rest.
+    let (q, extra) = (n / size, n % size);
+    let start = |r: usize| r * q + r.min(extra);
     start(rank)..start(rank + 1)
 }
 
@@ -317,6 +319,23 @@ mod tests {
         assert_eq!(outs[1].data, [1.0, -2.0]);
         assert_eq!(outs[2].data, [3.0]);
         assert_eq!((r.loss, r.correct, r.terms), (0.5, 3, vec![0.25]));
+    }
+
+    #[test]
+    fn a_numbered_device_is_offset_by_the_local_rank() {
+        use crate::opencl::DeviceSel;
+        assert_eq!(
+            rank_device(Some(DeviceSel::Index(0)), 0).unwrap(),
+            DeviceSel::Index(0)
+        );
+        assert_eq!(
+            rank_device(Some(DeviceSel::Index(1)), 2).unwrap(),
+            DeviceSel::Index(3)
+        );
+        assert_eq!(
+            rank_device(Some(DeviceSel::Cpu), 3).unwrap(),
+            DeviceSel::Cpu
+        );
     }
 
     #[test]
