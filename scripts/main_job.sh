@@ -16,7 +16,7 @@ fnetc=target/release/fnetc
 run=out/lenet_run
 BACKEND_DEFAULT=opencl
 backend=${TRAIN_BACKEND:-$BACKEND_DEFAULT}
-cargo build --locked --release --bin fnetc
+cargo build --locked --release --features mpi --bin fnetc  # as scripts/setup.sh builds it
 mkdir -p out
 
 start=$(date +%s)

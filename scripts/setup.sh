@@ -12,11 +12,14 @@ fi
 # System packages: a C toolchain for crates with build scripts, and pkg-config; the
 # OpenCL ICD loader (a default build links libOpenCL.so.1; one with
 # `--no-default-features` does not, and runs the JIT and reference backends only), its
-# headers, clinfo, and PoCL, the CPU OpenCL driver the OpenCL backend runs on.
+# headers, clinfo, and PoCL, the CPU OpenCL driver the OpenCL backend runs on; Open
+# MPI and libclang (the `mpi` crate's bindgen) for data-parallel training
+# (docs/distributed.md), which the build below and CI turn on with `--features mpi`.
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-for pkg in ocl-icd-opencl-dev opencl-headers clinfo pocl-opencl-icd; do
+for pkg in ocl-icd-opencl-dev opencl-headers clinfo pocl-opencl-icd \
+    libopenmpi-dev openmpi-bin libclang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,5 +30,5 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo_cmd apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-cargo build --locked --release --bin fnetc
-echo "setup: built target/release/fnetc"
+cargo build --locked --release --features mpi --bin fnetc
+echo "setup: built target/release/fnetc (with MPI: mpirun -np N target/release/fnetc train ...)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it (README: `bash scripts/setup.sh && bash scripts/test.sh`):
-#  1. `cargo test` with the default features (OpenCL on PoCL, the JIT with the best
-#     micro-kernel ISA this CPU has);
+#  1. `cargo test --features mpi`: the default features (OpenCL on PoCL, the JIT with
+#     the best micro-kernel ISA this CPU has) and data-parallel training over MPI
+#     (scripts/setup.sh installs Open MPI);
 #  2. the JIT's tests again under each narrower micro-kernel path this CPU can run,
 #     forced with FNET_JIT_ISA (AVX2+FMA, portable), so every path is tested;
 #  3. fnetc built without the `opencl` feature: it starts without the OpenCL loader
@@ -10,9 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --locked "$@"
+cargo test --locked --features mpi "$@"
 
-# The JIT test files; jit_kernels loops over the ISAs itself.
+# The JIT test files (built with the same features, so nothing is rebuilt);
+# jit_kernels loops over the ISAs itself.
 jit_tests=()
 for f in tests/jit*.rs; do
     name=$(basename "$f" .rs)
@@ -28,7 +30,7 @@ elif has avx2 && has fma; then
 fi
 for isa in "${narrower[@]}"; do
     echo "test.sh: the JIT tests with FNET_JIT_ISA=$isa"
-    FNET_JIT_ISA=$isa cargo test --locked "${jit_tests[@]}"
+    FNET_JIT_ISA=$isa cargo test --locked --features mpi "${jit_tests[@]}"
 done
 
 echo "test.sh: fnetc without the opencl feature"

@@ -46,6 +46,10 @@ pub struct Recipe {
     /// `search:` an architecture search over the model's pooling slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
+    /// `sync_bn:` under data-parallel training, average the BatchNorm running
+    /// statistics over the ranks rather than keep rank 0's (docs/distributed.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_bn: Option<bool>,
 }
 
 impl Recipe {
@@ -62,6 +66,7 @@ impl Recipe {
             ("schedule", self.schedule.is_some()),
             ("search", self.search.is_some()),
             ("seed", self.seed.is_some()),
+            ("sync_bn", self.sync_bn.is_some()),
         ];
         set.into_iter()
             .filter(|(_, s)| *s)

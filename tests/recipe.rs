@@ -224,3 +224,15 @@ fn values_the_trainer_cannot_use_are_out_of_range_at_the_argument() {
         "{err}"
     );
 }
+
+#[test]
+fn sync_bn_is_a_bool() {
+    assert_eq!(recipe(TINY, "sync_bn: true").unwrap().sync_bn, Some(true));
+    assert_eq!(recipe(TINY, "sync_bn: false").unwrap().sync_bn, Some(false));
+    assert_eq!(recipe(TINY, "epochs: 2").unwrap().sync_bn, None);
+    let err = recipe(TINY, "sync_bn: 1").expect_err("an int");
+    assert!(err.starts_with("error[E0202]"), "{err}");
+    assert!(err.contains("`sync_bn` must be `true` or `false`"), "{err}");
+    let err = recipe(TINY, "sync_b: true").expect_err("a typo");
+    assert!(err.contains("sync_bn"), "suggests the key: {err}");
+}

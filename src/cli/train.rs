@@ -4,8 +4,9 @@
 use super::CliError;
 use crate::backend::BackendKind;
 use crate::eval::Options;
+use crate::train::distributed::{join, rank_device, Group};
 use crate::train::settings::Overrides;
-use crate::train::{train, Event, Summary, TrainArgs};
+use crate::train::{train_in, Event, Summary, TrainArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -36,7 +37,9 @@ pub struct TrainCmd {
     /// --device].
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
-    /// OpenCL device (with `--backend opencl`; see `run --help`).
+    /// OpenCL device (with `--backend opencl`; see `run --help`). Under mpirun each
+    /// rank adds its index on its host: `--device 0` gives ranks 0, 1, … devices 0,
+    /// 1, …; the default and `gpu` give each rank a GPU of its own.
     #[arg(long)]
     pub device: Option<crate::opencl::DeviceSel>,
     /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, model.fnc,
@@ -105,9 +108,34 @@ impl TrainCmd {
 }
 
 /// Runs the command: a progress bar on a terminal, one line per epoch otherwise.
+/// Under `mpirun` (built with the `mpi` feature) this process is one data-parallel
+/// rank: rank 0 shows the progress and writes the run; a rank that fails prints its
+/// error and ends the whole job.
 pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
-    let args = cmd.args();
-    let terminal = std::io::stderr().is_terminal();
+    let group = join()?;
+    if group.size() == 1 {
+        return run_rank(cmd, group.as_ref());
+    }
+    match run_rank(cmd, group.as_ref()) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            eprintln!(
+                "fnetc train: rank {} of {} failed; ending the job\n{e}",
+                group.rank(),
+                group.size()
+            );
+            group.abort(1)
+        }
+    }
+}
+
+fn run_rank(cmd: &TrainCmd, group: &dyn Group) -> Result<Summary, CliError> {
+    let mut args = cmd.args();
+    if group.size() > 1 && args.backend == BackendKind::Opencl {
+        args.device = Some(rank_device(args.device, group.local_rank())?);
+    }
+    let root = group.rank() == 0;
+    let terminal = root && std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::hidden();
     if terminal {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -120,6 +148,7 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
         .progress_chars("#> "),
     );
     let mut observe = |e: Event| match e {
+        _ if !root => {}
         Event::EpochStart {
             epoch,
             epochs,
@@ -152,9 +181,12 @@ pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
             }
         }
     };
-    let summary = train(&args, &mut observe);
+    let summary = train_in(&args, group, &mut observe);
     bar.finish_and_clear();
     let summary = summary?;
+    if !root {
+        return Ok(summary);
+    }
     let dir = summary.run_dir.display();
     if summary.stopped {
         println!(

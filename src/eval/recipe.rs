@@ -28,6 +28,7 @@ const KEYS: &[(&str, &str)] = &[
     ("data", "data"),
     ("augment", "augment"),
     ("search", "search"),
+    ("sync_bn", "bool"),
 ];
 
 /// A constructor call bound to its signature and range-checked.
@@ -65,6 +66,7 @@ pub fn validate(section: &TrainSection, graph: &Graph) -> Result<Recipe, Diagnos
             "epochs" => out.epochs = Some(count(&key.name, expr, 1)?),
             "batch" => out.batch = Some(count(&key.name, expr, 1)?),
             "seed" => out.seed = Some(count(&key.name, expr, 0)?),
+            "sync_bn" => out.sync_bn = Some(flag(&key.name, expr)?),
             "loss" => out.loss = Some(loss(&call(expr, kind, graph)?)),
             "optimizer" => out.optimizer = Some(optimizer(call(expr, kind, graph)?)),
             "schedule" => out.schedule = Some(schedule(&call(expr, kind, graph)?)),
@@ -93,6 +95,19 @@ fn count(key: &str, expr: &Expr, min: i64) -> Result<u64, Diagnostic> {
             expr.span,
             format!("`{key}` must be a positive int"),
             "expected a positive int",
+        )),
+    }
+}
+
+/// `sync_bn`: `true` or `false`.
+fn flag(key: &str, expr: &Expr) -> Result<bool, Diagnostic> {
+    match constant(expr)? {
+        Value::Bool(b) => Ok(b),
+        _ => Err(Diagnostic::at(
+            "E0202",
+            expr.span,
+            format!("`{key}` must be `true` or `false`"),
+            "expected a bool",
         )),
     }
 }

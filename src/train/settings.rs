@@ -33,6 +33,8 @@ pub struct Settings {
     pub batch: u64,
     pub seed: u64,
     pub augment: Vec<Augment>,
+    /// Average BatchNorm running statistics over data-parallel ranks.
+    pub sync_bn: bool,
 }
 
 /// Applies `flags` over `section` (the model's `train {}`, if any).
@@ -90,7 +92,6 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
     r.batch = Some(batch);
     r.seed = Some(seed);
     Ok(Settings {
-        recipe: r,
         data,
         label_smoothing,
         optimizer,
@@ -99,6 +100,8 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
         batch,
         seed,
         augment,
+        sync_bn: r.sync_bn.unwrap_or(false),
+        recipe: r,
     })
 }
 

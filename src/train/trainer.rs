@@ -11,6 +11,7 @@
 
 use super::checkpoint::{self, Checkpoint, Progress};
 use super::data::{self, in_order, DataSet, Prefetch};
+use super::distributed::{self, Group, Solo, StepParts};
 use super::graphs::{add_logits_output, inference_graph, io_shape};
 use super::metrics::{loss_and_correct, Metrics};
 use super::optimizer::Optim;
@@ -99,8 +100,18 @@ pub struct Summary {
     pub stopped: bool,
 }
 
-/// Trains as `args` says.
+/// Trains as `args` says, in this process alone.
 pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary, CliError> {
+    train_in(args, &Solo, observe)
+}
+
+/// Trains as `args` says as one rank of `group` (data-parallel, docs/distributed.md):
+/// every rank calls it with the same arguments; rank 0 alone writes the run directory.
+pub fn train_in(
+    args: &TrainArgs,
+    group: &dyn Group,
+    observe: &mut dyn FnMut(Event),
+) -> Result<Summary, CliError> {
     let (source, module) = compile_file(&args.model, &args.options)?;
     crate::driver::eprint_warnings(&source, &module);
     // `search:` belongs to `fnetc search`; with `--config` the configuration is
@@ -141,6 +152,7 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
         .collect();
     let mut run = Run {
         args,
+        group,
         settings,
         source,
         graph,
@@ -159,6 +171,7 @@ pub fn train(args: &TrainArgs, observe: &mut dyn FnMut(Event)) -> Result<Summary
         step: 0,
         sums: (0.0, 0, 0),
         term_sums: Vec::new(),
+        comm_s: 0.0,
     };
     run.start()?;
     run.train(observe)
@@ -189,6 +202,8 @@ type Synced = (Box<dyn Prepared<f32>>, Option<u64>);
 
 struct Run<'a> {
     args: &'a TrainArgs,
+    /// The data-parallel ranks; [`Solo`] trains alone.
+    group: &'a dyn Group,
     settings: Settings,
     source: Source,
     graph: Graph,
@@ -213,6 +228,8 @@ struct Run<'a> {
     /// The epoch's running sums of the loss's terms, weighted by samples as the loss
     /// is, so that their means sum to the epoch's training loss.
     term_sums: Vec<(String, f64)>,
+    /// Seconds the last data-parallel step spent in its collectives.
+    comm_s: f64,
 }
 
 impl Run<'_> {
@@ -231,8 +248,11 @@ impl Run<'_> {
             s.epochs,
             self.steps_per_epoch(),
         );
+        let root = self.group.rank() == 0;
         if self.args.resume {
-            checkpoint::remove_temporaries(out);
+            if root {
+                checkpoint::remove_temporaries(out);
+            }
             let Some((_, path)) = checkpoint::list(out).pop() else {
                 return Err(RunError::new(format!(
                     "--resume {}: no checkpoint in `{}`",
@@ -280,7 +300,8 @@ impl Run<'_> {
                 .map(|(k, bits)| (k.clone(), f64::from_bits(*bits)))
                 .collect();
             self.metrics = Metrics::resume(out, p.metrics_lines as usize);
-        } else {
+        } else if root {
+            // Rank 0 alone prepares (and checks) the directory of a fresh run.
             let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
             if taken && !self.args.force {
                 return Err(RunError::new(format!(
@@ -309,7 +330,7 @@ impl Run<'_> {
         }
         // The model as trained, for `fnetc plot` (a run resumed from before this file
         // existed gets it now: the resume checked that the model matches).
-        if !self.args.resume || !super::source::path(out).is_file() {
+        if root && (!self.args.resume || !super::source::path(out).is_file()) {
             super::source::ModelSource::new(
                 &self.args.model,
                 &self.source.text,
@@ -369,6 +390,10 @@ impl Run<'_> {
                     let t: serde_json::Map<String, serde_json::Value> =
                         terms.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
                     record["terms"] = serde_json::Value::Object(t);
+                }
+                if self.group.size() > 1 {
+                    record["ranks"] = json!(self.group.size());
+                    record["comm_s"] = json!(self.comm_s);
                 }
                 self.metrics.push(record);
                 last_terms.clone_from(&terms);
@@ -474,6 +499,9 @@ impl Run<'_> {
     /// One optimiser step on batch `b`: its loss, correct predictions and the loss's
     /// terms.
     fn step(&mut self, b: &data::Batch, lr: f64) -> Result<StepOut, CliError> {
+        if self.group.size() > 1 {
+            return self.step_shard(b, lr);
+        }
         let n = b.labels.data.len();
         let outputs = {
             let prepared = self.prepared_for_training(n)?;
@@ -481,6 +509,85 @@ impl Run<'_> {
             prepared.run()?;
             prepared.read_outputs()?
         };
+        let logits = self.check_outputs(&outputs)?;
+        let (_, correct) = loss_and_correct(&logits.data, &b.labels.data, 0.0);
+        let (loss, terms) = self.apply(&outputs, lr)?;
+        Ok((loss, correct, terms))
+    }
+
+    /// One data-parallel step: this rank's shard of the global batch `b`, its outputs
+    /// reduced over the ranks (`distributed::reduce_step`), then the same update as on
+    /// every rank.
+    fn step_shard(&mut self, b: &data::Batch, lr: f64) -> Result<StepOut, CliError> {
+        let global = b.labels.data.len();
+        let range = distributed::shard(global, self.group.rank(), self.group.size());
+        let n = range.len();
+        let (mut outputs, correct) = if n > 0 {
+            let local = distributed::slice_batch(b, range);
+            let outputs = {
+                let prepared = self.prepared_for_training(n)?;
+                prepared.write_inputs(&[local.x, local.labels.clone()])?;
+                prepared.run()?;
+                prepared.read_outputs()?
+            };
+            let logits = self.check_outputs(&outputs)?;
+            let (_, correct) = loss_and_correct(&logits.data, &local.labels.data, 0.0);
+            (outputs, correct)
+        } else {
+            // A last batch smaller than the rank count leaves this rank no sample: it
+            // contributes zeros (weight 0) to the reduction.
+            (self.empty_outputs(), 0)
+        };
+        let (ng, nb, nt) = (
+            self.tg.grads.len(),
+            self.tg.buffers.len(),
+            self.tg.terms.len(),
+        );
+        let r = distributed::reduce_step(
+            self.group,
+            StepParts {
+                outputs: &mut outputs,
+                ng,
+                nb,
+                nt,
+                n,
+                global,
+                correct,
+            },
+            self.settings.sync_bn,
+        );
+        self.comm_s = r.comm_s;
+        outputs[0].data[0] = r.loss as f32;
+        for (t, v) in outputs[1 + ng + nb..1 + ng + nb + nt]
+            .iter_mut()
+            .zip(&r.terms)
+        {
+            t.data[0] = *v as f32;
+        }
+        let (_, terms) = self.apply(&outputs, lr)?;
+        let terms = terms
+            .into_iter()
+            .zip(&r.terms)
+            .map(|((k, _), v)| (k, *v))
+            .collect();
+        Ok((r.loss, r.correct, terms))
+    }
+
+    /// Outputs of no samples: zero loss, gradients and terms, the buffers as they are.
+    fn empty_outputs(&self) -> Vec<Tensor<f32>> {
+        let zeros = |shape: &[usize]| Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        };
+        let mut out = vec![zeros(&[1])];
+        out.extend(self.tg.grads.iter().map(|g| zeros(&self.params[g].shape)));
+        out.extend(self.tg.buffers.iter().map(|b| self.params[b].clone()));
+        out.extend(self.tg.terms.iter().map(|_| zeros(&[1])));
+        out
+    }
+
+    /// Checks the output count of a training-graph run; its logits.
+    fn check_outputs<'o>(&self, outputs: &'o [Tensor<f32>]) -> Result<&'o Tensor<f32>, CliError> {
         let (ng, nb, nt) = (
             self.tg.grads.len(),
             self.tg.buffers.len(),
@@ -494,6 +601,22 @@ impl Run<'_> {
             ))
             .into());
         }
+        Ok(&outputs[1 + ng + nb + nt])
+    }
+
+    /// Checks the loss and gradients of `outputs` (those of the whole global batch)
+    /// for NaN and infinity, steps the optimiser and takes the updated buffers: the
+    /// loss and its terms.
+    fn apply(
+        &mut self,
+        outputs: &[Tensor<f32>],
+        lr: f64,
+    ) -> Result<(f64, Vec<(String, f64)>), CliError> {
+        let (ng, nb, nt) = (
+            self.tg.grads.len(),
+            self.tg.buffers.len(),
+            self.tg.terms.len(),
+        );
         let loss = f64::from(outputs[0].data[0]);
         if !loss.is_finite() {
             return Err(self.non_finite("the loss", None).into());
@@ -527,9 +650,7 @@ impl Run<'_> {
             .zip(&outputs[1 + ng + nb..1 + ng + nb + nt])
             .map(|(name, t)| (name.clone(), f64::from(t.data[0])))
             .collect();
-        let logits = &outputs[1 + ng + nb + nt];
-        let (_, correct) = loss_and_correct(&logits.data, &b.labels.data, 0.0);
-        Ok((loss, correct, terms))
+        Ok((loss, terms))
     }
 
     /// The error for a NaN or infinity at this step, naming the parameter's layer and
@@ -591,7 +712,13 @@ impl Run<'_> {
             .collect();
         let mut prepared: HashMap<usize, Box<dyn Prepared<f32>>> = HashMap::new();
         let (mut loss, mut correct) = (0.0, 0u64);
-        for b in in_order(test, self.settings.batch as usize) {
+        let (rank, size) = (self.group.rank(), self.group.size());
+        // Data-parallel ranks score every size-th batch each, then sum.
+        let batches = in_order(test, self.settings.batch as usize)
+            .enumerate()
+            .filter(|(k, _)| k % size == rank)
+            .map(|(_, b)| b);
+        for b in batches {
             let n = b.labels.data.len();
             let p = match prepared.entry(n) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -611,6 +738,11 @@ impl Run<'_> {
             loss += l * n as f64;
             correct += c;
         }
+        if size > 1 {
+            let mut sums = [loss, correct as f64];
+            self.group.sum_f64(&mut sums);
+            (loss, correct) = (sums[0], sums[1] as u64);
+        }
         let n = test.len() as f64;
         Ok(Some((loss / n, correct as f64 / n)))
     }
@@ -627,6 +759,21 @@ impl Run<'_> {
 
     /// Writes the metrics, then a checkpoint of the state after the last step.
     fn save(&mut self) -> Result<(), RunError> {
+        if self.group.size() > 1 {
+            // The ranks apply the same updates to the same weights; a checkpoint is
+            // where that is verified (cheaply: one hash per rank).
+            let sums = self.group.gather_u64(distributed::checksum(&self.params));
+            if let Some(r) = sums.iter().position(|&h| h != sums[0]) {
+                return Err(RunError::new(format!(
+                    "data-parallel ranks diverged: after step {} rank {r}'s weights differ from rank 0's",
+                    self.step
+                ))
+                .hint("the MPI library's all-reduce gave the ranks different sums; please report it with the mpirun command"));
+            }
+            if self.group.rank() != 0 {
+                return Ok(());
+            }
+        }
         let out = &self.args.out;
         self.metrics.write(out)?;
         let optim = self.optim.as_ref().expect("started");
@@ -662,6 +809,9 @@ impl Run<'_> {
     /// with the trained weights bound, compiled as `fnetc compile -w` compiles it (for
     /// the training backend's cost table).
     fn finish(&self) -> Result<(), CliError> {
+        if self.group.rank() != 0 {
+            return Ok(());
+        }
         let out = &self.args.out;
         let weights = out.join(FINAL);
         crate::io::weights::write_weights(&weights, &self.params)?;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Data-parallel training throughput on the CPU: ResNet-20 (examples/resnet20_cifar10.fnet,
+# its recipe: SGD momentum, random crop and flip) on synthetic CIFAR-shaped data,
+#   A: one process, RAYON_NUM_THREADS=2         (fnetc train --backend B)
+#   B: mpirun -np 2, RAYON_NUM_THREADS=1 each   (the same global batch, split in two)
+# (with BACKEND=opencl, PoCL's thread count is set the same way:
+# POCL_CPU_MAX_CU_COUNT / POCL_MAX_PTHREAD_COUNT)
+# interleaved round by round; each side's samples/s over the steps after the first SKIP
+# (batch / step time, from metrics.jsonl), and for B the share of a step spent in the
+# collectives (the step records' comm_s): what overlapping them with the backward could
+# save at most.
+#
+#   scripts/bench_mpi.sh [ROUNDS]     (default 2)
+#
+# Environment: FNETC (a prebuilt fnetc with the mpi feature; else cargo builds the
+# release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-2}
+BACKEND=${BACKEND:-jit}
+BATCH=${BATCH:-64}
+STEPS=${STEPS:-10}
+SKIP=${SKIP:-2}
+SAMPLES=${SAMPLES:-1024}
+if [ -z "${FNETC:-}" ]; then
+  cargo build --locked --release --quiet --features mpi --bin fnetc
+  FNETC=target/release/fnetc
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+python3 - "$TMP" "$SAMPLES" <<'EOF'
+import sys, numpy as np
+out, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+np.save(out + "/x.npy", rng.random((n, 3, 32, 32), dtype=np.float32))
+np.save(out + "/y.npy", rng.integers(0, 10, n).astype(np.int64))
+EOF
+sed "s|^ *data:.*|  data: npy(inputs: \"$TMP/x.npy\", labels: \"$TMP/y.npy\")|" \
+  examples/resnet20_cifar10.fnet >"$TMP/resnet20.fnet"
+grep -q 'data: npy' "$TMP/resnet20.fnet"
+
+rate() { # metrics.jsonl → "samples/s comm-share"
+  python3 - "$1" "$SKIP" "$BATCH" <<'EOF'
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1])]
+steps = [s for s in steps if s.get("kind") == "step"][int(sys.argv[2]):]
+b = int(sys.argv[3])
+# A step's wall time is batch / samples_per_s (the global batch on every side).
+wall = sum(b / s["samples_per_s"] for s in steps)
+comm = sum(s.get("comm_s", 0.0) for s in steps)
+print(f"{len(steps) * b / wall:.1f} {100 * comm / wall:.1f}%")
+EOF
+}
+
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ResNet-20, backend $BACKEND, global batch $BATCH, $STEPS steps (first $SKIP skipped)"
+for r in $(seq 1 "$ROUNDS"); do
+  rm -rf "$TMP/a" "$TMP/b"
+  RAYON_NUM_THREADS=2 POCL_CPU_MAX_CU_COUNT=2 POCL_MAX_PTHREAD_COUNT=2 "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
+    --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/a" >/dev/null
+  a=$(rate "$TMP/a/metrics.jsonl")
+  RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
+    mpirun -np 2 --oversubscribe --bind-to none \
+    -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
+    "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
+    --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
+  b=$(rate "$TMP/b/metrics.jsonl")
+  echo "round $r: 1 rank x 2 threads ${a% *} samples/s;" \
+    "2 ranks x 1 thread ${b% *} samples/s (collectives ${b#* } of the step); load $(cut -d' ' -f1 /proc/loadavg)"
+done
