@@ -23,6 +23,7 @@ use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities,
 use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::jit::{CompileStats, Compiler, JitExecutable};
+use crate::kernel_ir::native::NativeConvs;
 use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
@@ -45,13 +46,20 @@ impl JitBackend {
             vector: 16,
             tile_co: 4,
             broadcast_weights: true,
+            native: NativeConvs::Auto,
         }
     }
 
+    /// The default target with the convs `FNET_JIT_CONV` asks for (auto when unset).
     pub fn new() -> Result<JitBackend, RunError> {
+        let native = NativeConvs::from_env()
+            .map_err(|e| RunError::new(e).hint("unset it to let the cost table choose"))?;
         Ok(JitBackend {
             compiler: Arc::new(Compiler::new()?),
-            target: JitBackend::default_target(),
+            target: Target {
+                native,
+                ..JitBackend::default_target()
+            },
         })
     }
 
