@@ -11,6 +11,8 @@ mod common;
 
 use common::opencl::{input, program, weights};
 use fnet::backend::{Backend, ReferenceBackend};
+use fnet::ir::op::ConvAlgo;
+use fnet::ir::op::ConvAlgo::Auto;
 use fnet::kernel_ir::native::{choose, ConvGeometry, JitConv, NativeConvs, NativeOp};
 use fnet::kernel_ir::plan::{build_plan_in, Target};
 use fnet::runtime::Mode;
@@ -279,12 +281,40 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
         groups,
     };
     let w4 = NativeConvs::Force(JitConv::Winograd4);
-    assert_eq!(choose(w4, &g(3, 1, 1), true), JitConv::Winograd4);
-    assert_eq!(choose(w4, &g(3, 2, 1), true), JitConv::Im2col);
-    assert_eq!(choose(w4, &g(3, 1, 2), true), JitConv::Im2col);
-    assert_eq!(choose(w4, &g(5, 1, 1), true), JitConv::Im2col);
-    assert_eq!(choose(w4, &g(3, 1, 1), false), JitConv::Direct);
-    assert_eq!(choose(NativeConvs::Off, &g(3, 1, 1), true), JitConv::Direct);
+    assert_eq!(choose(w4, &g(3, 1, 1), true, Auto), JitConv::Winograd4);
+    assert_eq!(choose(w4, &g(3, 2, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(w4, &g(3, 1, 2), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(w4, &g(5, 1, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(w4, &g(3, 1, 1), false, Auto), JitConv::Direct);
+    assert_eq!(
+        choose(NativeConvs::Off, &g(3, 1, 1), true, Auto),
+        JitConv::Direct
+    );
+    // Auto follows the conv's `algo` (the cost table's choice), falling back where
+    // the written algorithm does not apply; `auto` (no pass ran) takes the rule.
+    let auto = NativeConvs::Auto;
+    assert_eq!(
+        choose(auto, &g(3, 1, 1), true, ConvAlgo::Direct),
+        JitConv::Direct
+    );
+    assert_eq!(
+        choose(auto, &g(3, 1, 1), true, ConvAlgo::Fft),
+        JitConv::Direct
+    );
+    assert_eq!(
+        choose(auto, &g(3, 1, 1), true, ConvAlgo::Im2col),
+        JitConv::Im2col
+    );
+    assert_eq!(
+        choose(auto, &g(3, 1, 1), true, ConvAlgo::Winograd4),
+        JitConv::Winograd4
+    );
+    assert_eq!(
+        choose(auto, &g(3, 2, 1), true, ConvAlgo::Winograd2),
+        JitConv::Im2col
+    );
+    assert_eq!(choose(auto, &g(3, 1, 1), true, Auto), JitConv::Winograd2);
+    assert_eq!(choose(auto, &g(5, 1, 1), true, Auto), JitConv::Im2col);
     for (body, shape) in [
         (
             "return x |> conv1d(5, 5, padding: causal, dilation: 2)",

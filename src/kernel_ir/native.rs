@@ -12,6 +12,8 @@
 //! `[co, ci/groups, kh, kw]` (the model's layout, no packing), the bias `[co]` when
 //! `bias`, the residual (shaped like the output) when `residual`, and the output.
 
+use crate::ir::op::ConvAlgo;
+
 /// How the JIT runs a forward conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JitConv {
@@ -161,18 +163,27 @@ impl NativeOp {
     }
 }
 
-/// The algorithm a forward conv runs under `mode`. `Auto` takes Winograd F(2×2) for
-/// 3×3 stride-1 single-group convs with at least 8 input and output channels (below
-/// that the transforms cost more than the multiplies they save), im2col for the rest;
-/// a forced algorithm that does not cover the conv falls back to F(2×2) (from F(4×4)),
-/// then im2col. Geometry the routines do not take (asymmetric padding) is direct.
-pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool) -> JitConv {
+/// The algorithm a forward conv runs under `mode`. `Auto` follows the conv's `algo`
+/// (`written`: what `choose-conv-algo` decided with the backend's cost table, or the
+/// program's `algo:`); an `fft` conv is direct here (the lowering tries its FFT path
+/// first). A conv nothing decided (`auto`: no pass ran) takes Winograd F(2×2) when it
+/// is 3×3, stride 1, one group, with at least 8 input and output channels (below that
+/// the transforms cost more than the multiplies they save), else im2col. A forced or
+/// written algorithm that does not cover the conv falls back to im2col; geometry the
+/// routines do not take (asymmetric padding) is direct.
+pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: ConvAlgo) -> JitConv {
     let wanted = match mode {
         NativeConvs::Off => return JitConv::Direct,
         _ if !symmetric => return JitConv::Direct,
         NativeConvs::Force(a) => a,
-        NativeConvs::Auto if g.winograd_applies() && g.ci >= 8 && g.co >= 8 => JitConv::Winograd2,
-        NativeConvs::Auto => JitConv::Im2col,
+        NativeConvs::Auto => match written {
+            ConvAlgo::Direct | ConvAlgo::Fft => JitConv::Direct,
+            ConvAlgo::Im2col => JitConv::Im2col,
+            ConvAlgo::Winograd2 => JitConv::Winograd2,
+            ConvAlgo::Winograd4 => JitConv::Winograd4,
+            ConvAlgo::Auto if g.winograd_applies() && g.ci >= 8 && g.co >= 8 => JitConv::Winograd2,
+            ConvAlgo::Auto => JitConv::Im2col,
+        },
     };
     match wanted {
         JitConv::Winograd2 | JitConv::Winograd4 if !g.winograd_applies() => JitConv::Im2col,

@@ -176,6 +176,7 @@ impl Builder<'_> {
                 bias: *bias,
                 b: &b,
                 scale: &scale,
+                algo: *algo,
             };
             if let Some(y) = self.native_conv(native, &layer)? {
                 return Ok(y);
@@ -259,6 +260,8 @@ struct NativeConvInput<'a> {
     b: &'a [f32],
     /// A folded batch norm's scale (evaluation plans; ones otherwise).
     scale: &'a [f32],
+    /// The conv's `algo` attribute.
+    algo: ConvAlgo,
 }
 
 impl Builder<'_> {
@@ -290,7 +293,7 @@ impl Builder<'_> {
             groups: c.groups,
         };
         let symmetric = spec.pad.iter().all(|&(lo, hi)| lo == hi);
-        let algo = native::choose(self.target.native, &geometry, symmetric);
+        let algo = native::choose(self.target.native, &geometry, symmetric, c.algo);
         if algo == native::JitConv::Direct {
             return Ok(None);
         }
