@@ -331,3 +331,51 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
         );
     }
 }
+
+/// `fnetc compile --explain --cost-model jit` prints each conv's choice among the
+/// JIT's algorithms, Winograd's estimates beside the others for 3×3 stride-1 convs
+/// and `n/a` for a strided one; other tables' explanations do not list Winograd.
+#[test]
+fn explain_prints_the_jit_tables_choice() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let run = |table: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+            .args([
+                "compile",
+                "examples/resnet20_cifar10.fnet",
+                "--explain",
+                "--cost-model",
+                table,
+                "--batch",
+                "64",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("fnetc runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+    let jit = run("jit");
+    assert!(jit.contains("costed for the CPU JIT by cost table `jit`"), "{jit}");
+    let algos: Vec<&str> = jit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("algorithm: "))
+        .collect();
+    assert_eq!(algos.len(), 19, "{jit}");
+    for a in &algos {
+        for name in ["direct", "im2col", "fft", "winograd2", "winograd4"] {
+            assert!(a.contains(name), "{a}");
+        }
+        let chosen = a.split(' ').next().unwrap_or("");
+        assert!(a.contains(&format!("{chosen}* ")), "{a}");
+    }
+    // The 3×3 stride-1 convs have Winograd estimates; the stride-2 ones do not.
+    assert!(algos.iter().any(|a| a.contains("winograd2 n/a")), "{jit}");
+    assert!(algos.iter().any(|a| !a.contains("winograd2 n/a")), "{jit}");
+    let cpu = run("opencl-cpu");
+    assert!(!cpu.contains("winograd"), "{cpu}");
+}

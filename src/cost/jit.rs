@@ -6,7 +6,7 @@
 //!
 //! | algorithm | f₁ | f₂ | f₃ |
 //! |---|---|---|---|
-//! | direct | multiply-adds as the kernel runs them (output rows rounded up to 16-lane tiles, channels to 4) | floats moved (input, output, weights) | |
+//! | direct | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
 //! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) |
 //! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | |
 //!
@@ -35,20 +35,24 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
         ConvAlgo::Direct => {
             let wo = *out.last()?;
             let rows = plane / wo.max(1);
-            let co = if groups == 1 {
-                shape.co.div_ceil(TILE_CO) * TILE_CO
-            } else {
-                shape.co
-            };
             let padded: u64 = shape
                 .input
                 .iter()
                 .zip(&pads)
                 .map(|(&n, (lo, hi))| n + lo + hi)
                 .product();
+            let moved =
+                b * (shape.ci * padded + shape.co * plane) as f64 + (shape.co * cig * taps) as f64;
+            // A grouped conv runs the scalar grouped kernel (`kernel_ir::grouped`),
+            // several times slower per multiply-add than the tiled one.
+            if groups > 1 {
+                return Some(vec![0.0, moved, b * (shape.co * plane * cig * taps) as f64]);
+            }
+            let co = shape.co.div_ceil(TILE_CO) * TILE_CO;
             Some(vec![
                 b * (co * rows * wo.div_ceil(LANES) * LANES * cig * taps) as f64,
-                b * (shape.ci * padded + shape.co * plane) as f64 + (shape.co * cig * taps) as f64,
+                moved,
+                0.0,
             ])
         }
         ConvAlgo::Im2col if symmetric => {
