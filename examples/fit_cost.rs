@@ -1,20 +1,22 @@
 //! Re-measures a backend's conv kernels and rewrites its cost table:
 //!
 //! ```text
-//! cargo run --release --example fit_cost -- [--backend reference|opencl-cpu|opencl-gpu]
+//! cargo run --release --example fit_cost -- [--backend reference|opencl-cpu|opencl-gpu|jit]
 //!     [--device D] [--out src/cost/BACKEND.json] [--quick]
 //! ```
 //!
 //! Writes the fitted constants to `--out` (by default `src/cost/BACKEND.json`) and
 //! every measured point (shape, features, measured and predicted seconds) to the same
 //! path with `_points.csv` in place of `.json`, so the fit can be checked. The
-//! reference takes about 20 seconds on the project's 2-core machine, PoCL a few
-//! minutes (every point builds its program); `--quick` times a third of the grid
+//! reference takes about 20 seconds on the project's 2-core machine, the JIT about a
+//! minute, PoCL a few minutes (every point builds its program); `--quick` times a third of the grid
 //! (for a smoke test). `--from-points FILE` refits on points measured before (after a
 //! change of features) instead of measuring (`--machine TEXT` names where they were
 //! measured). The OpenCL tables time the device `--device` picks (by default
 //! the first of the table's kind).
 
+use fnet::backend::jit_timing::time_conv as time_conv_jit;
+use fnet::backend::Backend;
 use fnet::cost::fit::{fit, grid, measurable, measure, Sample};
 use fnet::cost::points::{read_points, write_points};
 use fnet::cost::{fmt_seconds, ConvShape, CostTable, CostTableId, ALGOS};
@@ -81,9 +83,13 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 /// Times every measurable (shape, algorithm) of the grid on `backend`; the samples
 /// and a line naming the machine.
 fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Sample>, String) {
+    let jit = (backend == CostTableId::Jit)
+        .then(|| fnet::backend::JitBackend::new().unwrap_or_else(|e| panic!("{e}")));
     let (ctx, machine) = if backend == CostTableId::Reference {
         compare_gemms();
         (None, machine())
+    } else if let Some(jit) = &jit {
+        (None, format!("{}, {}", machine(), jit.device()))
     } else {
         let sel = match flag(args, "--device") {
             Some(d) => d.parse().unwrap_or_else(|e| panic!("--device: {e}")),
@@ -113,9 +119,11 @@ fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Samp
             if !measurable(shape, backend, algo) {
                 continue;
             }
-            let seconds = match &ctx {
-                None => measure(shape, algo, i as u64).expect("grid shapes are valid"),
-                Some(ctx) => time_conv(ctx, shape, algo, i as u64)
+            let seconds = match (&ctx, &jit) {
+                (None, Some(jit)) => time_conv_jit(jit, shape, algo, i as u64)
+                    .unwrap_or_else(|e| panic!("{shape:?} {algo:?}: {e}")),
+                (None, None) => measure(shape, algo, i as u64).expect("grid shapes are valid"),
+                (Some(ctx), _) => time_conv(ctx, shape, algo, i as u64)
                     .unwrap_or_else(|e| panic!("{shape:?} {algo:?}: {e}")),
             };
             samples.push(Sample {

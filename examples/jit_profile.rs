@@ -68,14 +68,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let total: Duration = best.iter().sum();
     let mut kinds: BTreeMap<String, (Duration, u64)> = BTreeMap::new();
+    // A native step (`kernel_ir::native`) is named after its routine.
+    let name = |s: &fnet::kernel_ir::plan::Step| match &s.native {
+        Some(op) => op.name(),
+        None => exe.plan.kernels[s.kernel].name.clone(),
+    };
     for (s, t) in exe.plan.steps.iter().zip(&best) {
-        let k = &exe.plan.kernels[s.kernel];
-        let kind = k
-            .name
-            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
+        let n = name(s);
+        let kind = n.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_');
         let e = kinds.entry(kind.to_string()).or_default();
         e.0 += *t;
-        e.1 += k.flops;
+        e.1 += exe.plan.step_flops(s);
     }
     println!(
         "total {:.3} ms over {} launches",
@@ -97,14 +100,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("slowest launches:");
     for &i in order.iter().take(10) {
         let s = &exe.plan.steps[i];
-        let k = &exe.plan.kernels[s.kernel];
+        let grid = match s.native {
+            Some(_) => vec![],
+            None => exe.plan.kernels[s.kernel].grid.clone(),
+        };
         println!(
             "  {:<24} {:<24} grid {:?}  {:.3} ms  {:.2} GFLOP/s",
             s.layer,
-            k.name,
-            k.grid,
+            name(s),
+            grid,
             best[i].as_secs_f64() * 1e3,
-            k.flops as f64 / best[i].as_secs_f64() / 1e9
+            exe.plan.step_flops(s) as f64 / best[i].as_secs_f64() / 1e9
         );
     }
     Ok(())

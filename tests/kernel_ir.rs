@@ -9,6 +9,7 @@ mod common;
 
 use common::{example_module, input_shape, perturbed_weights, EXAMPLES};
 use fnet::ir::graph::Graph;
+use fnet::kernel_ir::native::NativeConvs;
 use fnet::kernel_ir::plan::{build_plan, transform_plan, Plan, Target};
 use fnet::kernel_ir::typecheck::verify;
 use fnet::kernel_ir::{Expr, Kernel, Stmt};
@@ -20,16 +21,19 @@ const TARGETS: [Target; 3] = [
         vector: 8,
         tile_co: 8,
         broadcast_weights: true,
+        native: NativeConvs::Off,
     },
     Target {
         vector: 16,
         tile_co: 8,
         broadcast_weights: true,
+        native: NativeConvs::Off,
     },
     Target {
         vector: 4,
         tile_co: 2,
         broadcast_weights: false,
+        native: NativeConvs::Off,
     },
 ];
 

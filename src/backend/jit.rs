@@ -15,14 +15,16 @@
 //! The code-generation target is 16-lane vectors × 4 output channels: Cranelift's
 //! x86-64 backend has 128-bit vectors only, so a 16-lane value is four `f32x4` parts,
 //! and of the tiles measured (4×8, 8×4, 8×8, 16×4) this one ran ResNet-20's convs
-//! fastest at batch 8 and 64 and tied at batch 1 (docs/jit.md). Its cost table is the
-//! OpenCL CPU table until a `jit` table is fitted.
+//! fastest at batch 8 and 64 and tied at batch 1 (docs/jit.md). Convs may also run as
+//! native steps on `jit::kernels` (im2col + sgemm, Winograd), as the `jit` cost table
+//! chooses (`FNET_JIT_CONV` forces one).
 
 use super::replan::{crop_key, crop_nodes, crop_params, is_training_graph, labels_check};
 use super::{check_param, no_param_or_buffer, Backend, BackendKind, Capabilities, Prepared};
 use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::jit::{CompileStats, Compiler, JitExecutable};
+use crate::kernel_ir::native::NativeConvs;
 use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
@@ -45,13 +47,20 @@ impl JitBackend {
             vector: 16,
             tile_co: 4,
             broadcast_weights: true,
+            native: NativeConvs::Auto,
         }
     }
 
+    /// The default target with the convs `FNET_JIT_CONV` asks for (auto when unset).
     pub fn new() -> Result<JitBackend, RunError> {
+        let native = NativeConvs::from_env()
+            .map_err(|e| RunError::new(e).hint("unset it to let the cost table choose"))?;
         Ok(JitBackend {
             compiler: Arc::new(Compiler::new()?),
-            target: JitBackend::default_target(),
+            target: Target {
+                native,
+                ..JitBackend::default_target()
+            },
         })
     }
 
@@ -149,9 +158,9 @@ impl Backend for JitBackend {
     }
 
     fn cost_table(&self) -> CostTableId {
-        // No `jit` table is fitted yet: the OpenCL CPU table (same machine, same
-        // kernels) stands in.
-        CostTableId::opencl(false)
+        // Fitted on the JIT itself (`fit_cost --backend jit`): direct, im2col,
+        // Winograd F2/F4 and the FFT as this backend runs them.
+        CostTableId::Jit
     }
 
     fn prepare(

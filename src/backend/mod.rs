@@ -22,6 +22,7 @@
 //! where [`Capabilities::f64`] says so ([`Backend::prepare_f64`]).
 
 pub mod jit;
+pub mod jit_timing;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod reference;

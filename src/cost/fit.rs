@@ -63,6 +63,25 @@ pub fn grid() -> Vec<ConvShape> {
         ));
     }
     // Geometry the FFT cannot run.
+    // ResNet-like 3×3 convs (explicit padding 1), where the JIT weighs Winograd
+    // against im2col and its direct kernel.
+    for &(b, ci, co, hw) in &[
+        (1u64, 16u64, 16u64, 32u64),
+        (8, 16, 32, 16),
+        (8, 32, 64, 8),
+        (2, 8, 8, 32),
+        (16, 3, 16, 32),
+        (64, 64, 64, 8),
+    ] {
+        g.push(ConvShape::plain(
+            b,
+            ci,
+            co,
+            &[hw, hw],
+            &[3, 3],
+            Padding::Explicit(vec![(1, 1); 2]),
+        ));
+    }
     let mut strided = ConvShape::plain(
         4,
         16,
@@ -109,6 +128,7 @@ pub fn measurable(shape: &ConvShape, backend: CostTableId, algo: ConvAlgo) -> bo
         // PoCL runs a direct conv at tens of GFLOP/s: the largest long-kernel points
         // would take seconds each.
         (CostTableId::OpenclCpu, ConvAlgo::Direct, Some(f)) => f[0] <= 8.0 * MAX_DIRECT_TAPS,
+        (CostTableId::Jit, ConvAlgo::Direct, Some(f)) => f[0] <= 3.0 * MAX_DIRECT_TAPS,
         (_, _, Some(_)) => true,
     }
 }
@@ -292,7 +312,7 @@ pub fn fit(
             .collect();
         (!pts.is_empty()).then(|| fit_algo(&pts))
     };
-    let [direct, im2col, fft] = ALGOS.map(per);
+    let [direct, im2col, fft, winograd2, winograd4] = ALGOS.map(per);
     let need = |c: Option<AlgoCost>, a: ConvAlgo| {
         c.ok_or_else(|| format!("no {} points measured on {}", a.name(), backend.name()))
     };
@@ -304,6 +324,8 @@ pub fn fit(
         direct: need(direct, ConvAlgo::Direct)?,
         im2col,
         fft: need(fft, ConvAlgo::Fft)?,
+        winograd2,
+        winograd4,
     })
 }
 
@@ -349,6 +371,10 @@ mod tests {
         let g = grid();
         for a in ALGOS {
             let n = |b| g.iter().filter(|s| measurable(s, b, a)).count();
+            assert!(n(CostTableId::Jit) >= 20, "{a:?}");
+            if matches!(a, ConvAlgo::Winograd2 | ConvAlgo::Winograd4) {
+                continue;
+            }
             assert!(n(CostTableId::Reference) >= 20, "{a:?}");
             if a != ConvAlgo::Im2col {
                 assert!(n(CostTableId::OpenclCpu) >= 20, "{a:?}");

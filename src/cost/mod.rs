@@ -31,8 +31,10 @@
 
 pub mod fit;
 pub mod flops;
+pub mod jit;
 pub mod opencl;
 pub mod points;
+pub mod source;
 
 pub use crate::ir::conv_cost::{fmt_seconds, ConvCost, ConvShape, Decider, Estimate, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
@@ -59,13 +61,16 @@ pub enum CostTableId {
     Reference,
     OpenclCpu,
     OpenclGpu,
+    /// The Cranelift JIT with its micro-kernels (`cost::jit`).
+    Jit,
 }
 
 impl CostTableId {
-    pub const ALL: [CostTableId; 3] = [
+    pub const ALL: [CostTableId; 4] = [
         CostTableId::Reference,
         CostTableId::OpenclCpu,
         CostTableId::OpenclGpu,
+        CostTableId::Jit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +78,7 @@ impl CostTableId {
             CostTableId::Reference => "reference",
             CostTableId::OpenclCpu => "opencl-cpu",
             CostTableId::OpenclGpu => "opencl-gpu",
+            CostTableId::Jit => "jit",
         }
     }
 
@@ -82,6 +88,7 @@ impl CostTableId {
             CostTableId::Reference => "the reference interpreter",
             CostTableId::OpenclCpu => "OpenCL on a CPU",
             CostTableId::OpenclGpu => "OpenCL on a GPU",
+            CostTableId::Jit => "the CPU JIT",
         }
     }
 
@@ -102,7 +109,9 @@ impl std::str::FromStr for CostTableId {
         CostTableId::ALL
             .into_iter()
             .find(|b| b.name() == s)
-            .ok_or_else(|| format!("expected one of reference, opencl-cpu, opencl-gpu, got `{s}`"))
+            .ok_or_else(|| {
+                format!("expected one of reference, opencl-cpu, opencl-gpu, jit, got `{s}`")
+            })
     }
 }
 
@@ -142,6 +151,7 @@ impl ConvShape {
             CostTableId::Reference => self.features(algo),
             CostTableId::OpenclCpu => opencl::features(self, algo, false),
             CostTableId::OpenclGpu => opencl::features(self, algo, true),
+            CostTableId::Jit => jit::features(self, algo),
         }
     }
 
@@ -207,7 +217,7 @@ impl ConvShape {
                     transforms * calls as f64,
                 ])
             }
-            ConvAlgo::Auto => None,
+            ConvAlgo::Winograd2 | ConvAlgo::Winograd4 | ConvAlgo::Auto => None,
         }
     }
 
@@ -264,6 +274,11 @@ pub struct CostTable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub im2col: Option<AlgoCost>,
     pub fft: AlgoCost,
+    /// Only the JIT has Winograd convs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winograd2: Option<AlgoCost>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub winograd4: Option<AlgoCost>,
 }
 
 impl CostTable {
@@ -274,12 +289,13 @@ impl CostTable {
 
     /// `backend`'s committed table.
     pub fn of(backend: CostTableId) -> &'static CostTable {
-        static TABLES: OnceLock<[CostTable; 3]> = OnceLock::new();
+        static TABLES: OnceLock<[CostTable; 4]> = OnceLock::new();
         let tables = TABLES.get_or_init(|| {
             [
                 include_str!("reference.json"),
                 include_str!("opencl-cpu.json"),
                 include_str!("opencl-gpu.json"),
+                include_str!("jit.json"),
             ]
             .map(|json| serde_json::from_str(json).expect("src/cost/*.json are valid cost tables"))
         });
@@ -295,6 +311,8 @@ impl CostTable {
             ConvAlgo::Direct => Some(&self.direct),
             ConvAlgo::Im2col => self.im2col.as_ref(),
             ConvAlgo::Fft => Some(&self.fft),
+            ConvAlgo::Winograd2 => self.winograd2.as_ref(),
+            ConvAlgo::Winograd4 => self.winograd4.as_ref(),
             ConvAlgo::Auto => None,
         }
     }
@@ -308,6 +326,8 @@ impl CostTable {
                 direct: f64::INFINITY,
                 im2col: f64::INFINITY,
                 fft: f64::INFINITY,
+                winograd2: f64::INFINITY,
+                winograd4: f64::INFINITY,
             };
         }
         let est = |a: ConvAlgo| match (shape.features_on(self.backend, a), self.algo(a)) {
@@ -318,6 +338,8 @@ impl CostTable {
             direct: est(ConvAlgo::Direct),
             im2col: est(ConvAlgo::Im2col),
             fft: est(ConvAlgo::Fft),
+            winograd2: est(ConvAlgo::Winograd2),
+            winograd4: est(ConvAlgo::Winograd4),
         }
     }
 }

@@ -107,7 +107,11 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo, gpu: bool) -> Option<Vec<f64>
             let launches = 3 + 2 * (stages(n1) + stages(n2));
             Some(vec![transform_flops, spectral, launches as f64])
         }
-        ConvAlgo::Fft | ConvAlgo::Im2col | ConvAlgo::Auto => None,
+        ConvAlgo::Fft
+        | ConvAlgo::Im2col
+        | ConvAlgo::Winograd2
+        | ConvAlgo::Winograd4
+        | ConvAlgo::Auto => None,
     }
 }
 

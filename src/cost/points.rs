@@ -96,6 +96,8 @@ pub fn read_points(csv: &str) -> Result<Vec<Sample>, String> {
                 "direct" => ConvAlgo::Direct,
                 "im2col" => ConvAlgo::Im2col,
                 "fft" => ConvAlgo::Fft,
+                "winograd2" => ConvAlgo::Winograd2,
+                "winograd4" => ConvAlgo::Winograd4,
                 other => return Err(at(format!("unknown algorithm `{other}`"))),
             };
             Ok(Sample {

@@ -40,7 +40,7 @@ pub struct Builtin {
 }
 
 const PADDING_WORDS: &[&str] = &["same", "valid", "causal"];
-const ALGO_WORDS: &[&str] = &["auto", "direct", "im2col", "fft"];
+const ALGO_WORDS: &[&str] = &["auto", "direct", "im2col", "fft", "winograd2", "winograd4"];
 
 fn w(s: &str) -> Value {
     Value::Word(s.into())

@@ -33,7 +33,7 @@ pub fn params() -> Vec<ParamSpec> {
         opt("sampling_rate_norm", Ty::Float, Value::Float(1.0)),
         opt(
             "algo",
-            Ty::Word(&["auto", "direct", "im2col", "fft"]),
+            Ty::Word(&["auto", "direct", "im2col", "fft", "winograd2", "winograd4"]),
             Value::Word("auto".into()),
         ),
     ]

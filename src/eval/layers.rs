@@ -43,6 +43,8 @@ pub fn algo(args: &Bound) -> ConvAlgo {
         Some("direct") => ConvAlgo::Direct,
         Some("im2col") => ConvAlgo::Im2col,
         Some("fft") => ConvAlgo::Fft,
+        Some("winograd2") => ConvAlgo::Winograd2,
+        Some("winograd4") => ConvAlgo::Winograd4,
         _ => ConvAlgo::Auto,
     }
 }

@@ -32,7 +32,7 @@ pub fn params() -> Vec<ParamSpec> {
         opt("learnable", Ty::Bool, Value::Bool(false)),
         opt(
             "algo",
-            Ty::Word(&["auto", "direct", "im2col", "fft"]),
+            Ty::Word(&["auto", "direct", "im2col", "fft", "winograd2", "winograd4"]),
             Value::Word("auto".into()),
         ),
     ]

@@ -8,7 +8,13 @@ use super::op::{ConvAlgo, Padding};
 use serde::{Deserialize, Serialize};
 
 /// The algorithms the model compares, in tie-break order.
-pub const ALGOS: [ConvAlgo; 3] = [ConvAlgo::Direct, ConvAlgo::Im2col, ConvAlgo::Fft];
+pub const ALGOS: [ConvAlgo; 5] = [
+    ConvAlgo::Direct,
+    ConvAlgo::Im2col,
+    ConvAlgo::Fft,
+    ConvAlgo::Winograd2,
+    ConvAlgo::Winograd4,
+];
 
 /// Everything about a conv the model needs, with every size known.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,6 +100,20 @@ pub struct Estimate {
     pub im2col: f64,
     #[serde(with = "infinite_as_null")]
     pub fft: f64,
+    /// Only the JIT's table has the Winograd algorithms; elsewhere they are infinite,
+    /// left out of the JSON and of the IR comment.
+    #[serde(default = "infinite", skip_serializing_if = "is_infinite")]
+    pub winograd2: f64,
+    #[serde(default = "infinite", skip_serializing_if = "is_infinite")]
+    pub winograd4: f64,
+}
+
+fn infinite() -> f64 {
+    f64::INFINITY
+}
+
+fn is_infinite(v: &f64) -> bool {
+    !v.is_finite()
 }
 
 /// JSON has no infinity (serde_json writes `null` and cannot read it back as f64), so
@@ -120,6 +140,8 @@ impl Estimate {
             ConvAlgo::Direct => self.direct,
             ConvAlgo::Im2col => self.im2col,
             ConvAlgo::Fft => self.fft,
+            ConvAlgo::Winograd2 => self.winograd2,
+            ConvAlgo::Winograd4 => self.winograd4,
             ConvAlgo::Auto => f64::INFINITY,
         }
     }
@@ -135,10 +157,14 @@ impl Estimate {
         best
     }
 
-    /// `est direct 41.2ms im2col 9.81ms fft n/a`.
+    /// `est direct 41.2ms im2col 9.81ms fft n/a` (the Winograd algorithms only where
+    /// they have an estimate: the JIT's table, on 3×3 stride-1 convs).
     pub fn summary(&self) -> String {
         let parts: Vec<String> = ALGOS
             .iter()
+            .filter(|&&a| {
+                !matches!(a, ConvAlgo::Winograd2 | ConvAlgo::Winograd4) || self.get(a).is_finite()
+            })
             .map(|&a| format!("{} {}", a.name(), fmt_seconds(self.get(a))))
             .collect();
         format!("est {}", parts.join(" "))

@@ -151,6 +151,10 @@ pub enum ConvAlgo {
     Direct,
     Im2col,
     Fft,
+    /// Winograd F(2×2, 3×3) (the JIT's micro-kernels; the interpreter runs it direct).
+    Winograd2,
+    /// Winograd F(4×4, 3×3) (the same).
+    Winograd4,
 }
 
 impl ConvAlgo {
@@ -160,6 +164,8 @@ impl ConvAlgo {
             ConvAlgo::Direct => "direct",
             ConvAlgo::Im2col => "im2col",
             ConvAlgo::Fft => "fft",
+            ConvAlgo::Winograd2 => "winograd2",
+            ConvAlgo::Winograd4 => "winograd4",
         }
     }
 }

@@ -10,6 +10,8 @@
 //! OpenCL contract the lowering keeps), so chunks never race.
 
 use super::compile::{CompileStats, Compiler, KernelFn};
+use super::kernels::isa::Isa;
+use super::native::NativeCall;
 use crate::kernel_ir::plan::{BufKind, Plan};
 use crate::runtime::RunError;
 use crate::tensor::Tensor;
@@ -22,13 +24,21 @@ use rayon::prelude::*;
 const SERIAL_FLOPS: u64 = 1_000_000;
 const SERIAL_POINTS: usize = 4096;
 
-/// One launch: the kernel, its argument addresses, and its grid's point count.
+/// One step: a kernel launch or a native routine call.
 struct Launch {
-    f: KernelFn,
-    args: Vec<*mut f32>,
-    points: usize,
-    chunks: usize,
+    work: Work,
     layer: String,
+}
+
+enum Work {
+    /// The kernel, its argument addresses, and its grid's point count.
+    Kernel {
+        f: KernelFn,
+        args: Vec<*mut f32>,
+        points: usize,
+        chunks: usize,
+    },
+    Native(NativeCall),
 }
 
 pub struct JitExecutable {
@@ -90,24 +100,49 @@ impl JitExecutable {
             })
             .collect();
         let threads = rayon::current_num_threads();
-        let launches = (plan.steps.iter().chain(&plan.setup))
-            .map(|step| {
-                let k = &plan.kernels[step.kernel];
-                let points: usize = k.grid.iter().product();
-                let serial = k.flops < SERIAL_FLOPS && points < SERIAL_POINTS;
-                Launch {
-                    f: fns[step.kernel].clone(),
-                    args: step.args.iter().map(|&a| ptrs[a]).collect(),
-                    points,
-                    chunks: if serial || threads == 1 {
-                        1
-                    } else {
-                        points.min(4 * threads)
-                    },
-                    layer: step.layer.clone(),
+        let natives = (plan.steps.iter().chain(&plan.setup)).any(|s| s.native.is_some());
+        let isa = if natives {
+            Some(Isa::from_env().map_err(|e| RunError::new(e.to_string()))?)
+        } else {
+            None
+        };
+        let param_bufs: std::collections::BTreeSet<usize> = plan.params.values().copied().collect();
+        let mut launches = Vec::new();
+        for step in plan.steps.iter().chain(&plan.setup) {
+            let work = match (&step.native, isa) {
+                (Some(op), Some(isa)) => {
+                    let args = step
+                        .args
+                        .iter()
+                        .map(|&a| (ptrs[a], plan.buffers[a].len))
+                        .collect();
+                    let w = step.args.get(1).copied().unwrap_or(usize::MAX);
+                    let constant = w < plan.buffers.len()
+                        && matches!(plan.buffers[w].kind, BufKind::Const(_))
+                        && !param_bufs.contains(&w);
+                    Work::Native(NativeCall::new(*op, isa, args, constant, &step.layer)?)
                 }
-            })
-            .collect();
+                _ => {
+                    let k = &plan.kernels[step.kernel];
+                    let points: usize = k.grid.iter().product();
+                    let serial = k.flops < SERIAL_FLOPS && points < SERIAL_POINTS;
+                    Work::Kernel {
+                        f: fns[step.kernel].clone(),
+                        args: step.args.iter().map(|&a| ptrs[a]).collect(),
+                        points,
+                        chunks: if serial || threads == 1 {
+                            1
+                        } else {
+                            points.min(4 * threads)
+                        },
+                    }
+                }
+            };
+            launches.push(Launch {
+                work,
+                layer: step.layer.clone(),
+            });
+        }
         let exe = JitExecutable {
             plan,
             _memory: memory,
@@ -126,9 +161,18 @@ impl JitExecutable {
     }
 
     fn run(launch: &Launch) {
-        let args = Args(launch.args.as_ptr());
-        let (n, chunks) = (launch.points as i64, launch.chunks as i64);
-        let f = launch.f.f;
+        let (f, args, points, chunks) = match &launch.work {
+            Work::Native(call) => return call.run(),
+            Work::Kernel {
+                f,
+                args,
+                points,
+                chunks,
+            } => (f, args, points, chunks),
+        };
+        let args = Args(args.as_ptr());
+        let (n, chunks) = (*points as i64, *chunks as i64);
+        let f = f.f;
         let call = |c: i64| {
             let a = &args;
             // SAFETY: the kernel indexes its buffers within the lengths the plan gave

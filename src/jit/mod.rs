@@ -6,8 +6,8 @@
 //!   them.
 //! - [`compile`]: the JIT module and the in-memory cache of compiled kernels.
 //! - [`exec`]: a plan's buffers and launches, rayon over each launch's grid.
-//! - [`kernels`]: hand-written hot loops (sgemm, im2col and Winograd convs) per ISA,
-//!   not yet called by the JIT (docs/jit_kernels.md).
+//! - [`kernels`]: hand-written hot loops (sgemm, im2col and Winograd convs) per ISA
+//!   (docs/jit_kernels.md); [`native`]: a plan's native steps mapped onto them.
 //!
 //! `backend::jit` puts it behind the `Backend` seam; docs/jit.md says what is
 //! measured and what is not done.
@@ -16,6 +16,7 @@ pub mod compile;
 pub mod exec;
 pub mod funcs;
 pub mod kernels;
+pub mod native;
 pub mod render;
 pub mod render_expr;
 

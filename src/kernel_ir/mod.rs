@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod grouped;
 pub mod magnet;
 pub mod magnet_backward;
+pub mod native;
 pub mod ops;
 pub mod plan;
 pub mod regularizer_kernels;

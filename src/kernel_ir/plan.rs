@@ -23,6 +23,7 @@
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::batch_norm;
+use super::native::NativeOp;
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
@@ -56,6 +57,9 @@ use fusion::conv_chains_in;
 
 pub type BufId = usize;
 
+/// The `kernel` of a native step: it indexes no kernel.
+pub const NATIVE: usize = usize::MAX;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum BufKind {
     /// The i-th model input.
@@ -78,8 +82,11 @@ pub struct Buffer {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
-    /// Index into `Plan::kernels`.
+    /// Index into `Plan::kernels`; [`NATIVE`] for a native step.
     pub kernel: usize,
+    /// A native routine call instead of a kernel launch (only where the target allows
+    /// them, `Target::native`): its arguments are `args`, as `NativeOp` lists them.
+    pub native: Option<NativeOp>,
     /// One buffer per kernel parameter, in order.
     pub args: Vec<BufId>,
     /// The layer this launch computes.
@@ -114,10 +121,15 @@ pub struct Plan {
 impl Plan {
     /// Floating-point operations of one run.
     pub fn flops(&self) -> u64 {
-        self.steps
-            .iter()
-            .map(|s| self.kernels[s.kernel].flops)
-            .sum()
+        self.steps.iter().map(|s| self.step_flops(s)).sum()
+    }
+
+    /// Floating-point operations of one step, a launch or a native call.
+    pub fn step_flops(&self, s: &Step) -> u64 {
+        match &s.native {
+            Some(op) => op.flops(),
+            None => self.kernels[s.kernel].flops,
+        }
     }
 
     /// Temporaries that no launch (step or setup) reads or writes and that are no output,
@@ -470,6 +482,17 @@ impl Builder<'_> {
         };
         self.plan.steps.push(Step {
             kernel: index,
+            native: None,
+            args,
+            layer: layer.to_string(),
+        });
+    }
+
+    /// Adds a native step (the target must allow them: `Target::native`).
+    fn emit_native(&mut self, op: NativeOp, args: Vec<BufId>, layer: &str) {
+        self.plan.steps.push(Step {
+            kernel: NATIVE,
+            native: Some(op),
             args,
             layer: layer.to_string(),
         });

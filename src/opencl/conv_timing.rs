@@ -7,44 +7,14 @@
 
 use super::{target_for, ClContext, Executable};
 use crate::cost::fit::best_seconds;
+pub use crate::cost::source::conv_source;
 use crate::cost::ConvShape;
 use crate::driver::compile_str;
 use crate::eval::Options;
-use crate::ir::op::{ConvAlgo, Padding};
+use crate::ir::op::ConvAlgo;
 use crate::kernel_ir::plan::build_plan;
 use crate::runtime::{initialise, RunError};
 use crate::tensor::Tensor;
-
-fn ints(v: &[u64]) -> String {
-    let parts: Vec<String> = v.iter().map(u64::to_string).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-/// The one-conv program of `shape` with `algo` fixed; `None` for padding the language
-/// cannot write (explicit and uneven).
-pub fn conv_source(shape: &ConvShape, algo: ConvAlgo) -> Option<String> {
-    let padding = match &shape.padding {
-        Padding::Same => "same".to_string(),
-        Padding::Causal => "causal".to_string(),
-        Padding::Explicit(p) if p.iter().all(|(lo, hi)| lo == hi) => {
-            ints(&p.iter().map(|(lo, _)| *lo).collect::<Vec<_>>())
-        }
-        Padding::Explicit(_) => return None,
-    };
-    let mut dims = vec![shape.batch.to_string(), shape.ci.to_string()];
-    dims.extend(shape.input.iter().map(u64::to_string));
-    Some(format!(
-        "model conv_timing {{\n  input x: f32[{}]\n  return x |> conv{}d({}, {}, stride: {}, dilation: {}, groups: {}, padding: {padding}, bias: false, algo: {})\n}}\n",
-        dims.join(", "),
-        shape.input.len(),
-        shape.co,
-        ints(&shape.kernel),
-        ints(&shape.stride),
-        ints(&shape.dilation),
-        shape.groups,
-        algo.name(),
-    ))
-}
 
 /// Best-of-N seconds of the launches `shape` lowers to with `algo` on `ctx`'s device
 /// (inputs already on the device; at least 3 runs, more while the total stays under
@@ -79,6 +49,7 @@ pub fn time_conv(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::op::Padding;
 
     #[test]
     fn sources_compile_to_one_conv_with_the_algorithm_fixed() {

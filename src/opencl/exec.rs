@@ -79,6 +79,15 @@ impl Executable {
         }
         let mut launches = Vec::with_capacity(plan.steps.len() + plan.setup.len());
         for step in plan.steps.iter().chain(&plan.setup) {
+            if let Some(op) = &step.native {
+                // OpenCL targets never allow native steps (`Target::native` is `Off`).
+                return Err(RunError::new(format!(
+                    "`{}`: the plan calls the native routine {}, which OpenCL cannot run",
+                    step.layer,
+                    op.name()
+                ))
+                .hint("lower the plan for an OpenCL target (its `native` is `Off`)"));
+            }
             let k = &plan.kernels[step.kernel];
             let mut builder = Kernel::builder();
             builder

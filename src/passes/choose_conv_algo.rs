@@ -50,8 +50,10 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
         "direct" => Ok(Some(ConvAlgo::Direct)),
         "im2col" => Ok(Some(ConvAlgo::Im2col)),
         "fft" => Ok(Some(ConvAlgo::Fft)),
+        "winograd2" => Ok(Some(ConvAlgo::Winograd2)),
+        "winograd4" => Ok(Some(ConvAlgo::Winograd4)),
         other => Err(format!(
-            "{ENV}={other}: expected one of direct, im2col, fft, auto"
+            "{ENV}={other}: expected one of direct, im2col, fft, winograd2, winograd4, auto"
         )),
     }
 }

@@ -135,6 +135,9 @@ pub fn rank_device(
     Ok(match sel.unwrap_or_default() {
         DeviceSel::Index(i) => DeviceSel::Index(i + local),
         DeviceSel::Cpu => DeviceSel::Cpu,
+        #[cfg(not(feature = "opencl"))]
+        DeviceSel::Gpu | DeviceSel::Default => return Err(crate::opencl::not_built()),
+        #[cfg(feature = "opencl")]
         s @ (DeviceSel::Gpu | DeviceSel::Default) => {
             let all = crate::opencl::list_devices()?;
             let gpus: Vec<usize> = all

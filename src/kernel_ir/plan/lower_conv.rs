@@ -6,6 +6,7 @@ use super::{BufId, Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, phase_kernel, ConvSpec};
+use crate::kernel_ir::native::{self, ConvGeometry, NativeConvs, NativeEpilogue, NativeOp};
 use crate::kernel_ir::ops::{self, MapKind};
 use crate::runtime::RunError;
 use petgraph::stable_graph::NodeIndex;
@@ -164,6 +165,23 @@ impl Builder<'_> {
         };
         let tile = self.target.conv_tile(spec.out()[1]);
         let layer = node.name.clone();
+        let fft = *algo == ConvAlgo::Fft && self.target.native == NativeConvs::Auto;
+        if !fft {
+            let native = NativeConvInput {
+                chain,
+                spec: &spec,
+                groups: *groups as usize,
+                x: &x,
+                operands: &operands,
+                bias: *bias,
+                b: &b,
+                scale: &scale,
+                algo: *algo,
+            };
+            if let Some(y) = self.native_conv(native, &layer)? {
+                return Ok(y);
+            }
+        }
         if *groups != 1 {
             let g = *groups as usize;
             let y = self.grouped_conv(chain, &spec, g, &x, operands[1], &b, &scale, &layer)?;
@@ -226,6 +244,113 @@ impl Builder<'_> {
         args.push(y.buf);
         self.emit("conv", conv_kernel("conv", &spec, tile), args, &layer);
         Ok(y)
+    }
+}
+
+/// What [`Builder::native_conv`] needs of the conv [`Builder::conv`] lowers.
+struct NativeConvInput<'a> {
+    chain: &'a Chain,
+    spec: &'a ConvSpec,
+    groups: usize,
+    x: &'a Val,
+    operands: &'a [NodeIndex],
+    /// Whether the conv has a bias operand.
+    bias: bool,
+    /// The bias with a folded batch norm's shift (evaluation plans).
+    b: &'a [f32],
+    /// A folded batch norm's scale (evaluation plans; ones otherwise).
+    scale: &'a [f32],
+    /// The conv's `algo` attribute.
+    algo: ConvAlgo,
+}
+
+impl Builder<'_> {
+    /// The conv as a native step (`kernel_ir::native`), when the target allows one and
+    /// picks a routine for it; `None` leaves it to the generated kernel.
+    ///
+    /// An evaluation plan's constant weight is scaled by the folded batch norm on the
+    /// host, into a constant of the step's own (so a Winograd filter can be transformed
+    /// once, when the plan is loaded); a weight computed at run time (a parameter
+    /// buffer in training, a synthesised FlexConv kernel) is read as it is, so a conv
+    /// with a batch norm to fold into such a weight stays direct.
+    fn native_conv(
+        &mut self,
+        c: NativeConvInput<'_>,
+        layer: &str,
+    ) -> Result<Option<Val>, RunError> {
+        let spec = c.spec;
+        let geometry = ConvGeometry {
+            n: spec.n,
+            ci: spec.ci,
+            h: spec.h,
+            w: spec.w,
+            co: spec.co,
+            kh: spec.k[0],
+            kw: spec.k[1],
+            stride: (spec.stride[0], spec.stride[1]),
+            pad: (spec.pad[0].0, spec.pad[1].0),
+            dilation: (spec.dilation[0], spec.dilation[1]),
+            groups: c.groups,
+        };
+        let symmetric = spec.pad.iter().all(|&(lo, hi)| lo == hi);
+        let algo = native::choose(self.target.native, &geometry, symmetric, c.algo);
+        if algo == native::JitConv::Direct {
+            return Ok(None);
+        }
+        let w_id = c.operands[1];
+        let computed = self.training || self.values.contains_key(&w_id);
+        let w = if computed {
+            if c.scale.iter().any(|&s| s != 1.0) {
+                return Ok(None);
+            }
+            self.val(w_id)?.buf
+        } else {
+            let w = self.const_tensor(w_id)?;
+            let per_co = w.data.len() / spec.co.max(1);
+            let scaled: Vec<f32> = w
+                .data
+                .chunks(per_co.max(1))
+                .zip(c.scale)
+                .flat_map(|(row, &s)| row.iter().map(move |&v| v * s))
+                .collect();
+            self.constant(scaled)
+        };
+        let mut args = vec![c.x.buf, w];
+        let has_bias = if self.training {
+            if c.bias {
+                args.push(self.val(c.operands[2])?.buf);
+            }
+            c.bias
+        } else {
+            let any = c.bias || c.chain.bn.is_some();
+            if any {
+                let b = self.constant(c.b[..spec.co].to_vec());
+                args.push(b);
+            }
+            any
+        };
+        if let Some(r) = c.chain.residual {
+            args.push(self.val(r)?.buf);
+        }
+        let [oh, ow] = spec.out();
+        let shape = if c.x.shape.len() == 3 {
+            vec![spec.n, spec.co, ow]
+        } else {
+            vec![spec.n, spec.co, oh, ow]
+        };
+        let y = self.temp(shape);
+        args.push(y.buf);
+        let op = NativeOp::Conv2d {
+            geometry,
+            algo,
+            epilogue: NativeEpilogue {
+                bias: has_bias,
+                residual: c.chain.residual.is_some(),
+                relu: c.chain.relu,
+            },
+        };
+        self.emit_native(op, args, layer);
+        Ok(Some(y))
     }
 }
 

@@ -111,6 +111,7 @@ mod tests {
                 .iter()
                 .map(|a| Step {
                     kernel: 0,
+                    native: None,
                     args: a.to_vec(),
                     layer: String::new(),
                 })

@@ -1,5 +1,7 @@
 //! The device a plan is lowered for: vector width and tiling of the kernels.
 
+use crate::kernel_ir::native::NativeConvs;
+
 /// Device-dependent code generation choices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -12,6 +14,9 @@ pub struct Target {
     /// splatted (a shuffle per FMA). CPUs take the former: 1.5× on PoCL. GPUs keep
     /// the vector load, the form measured on the H100.
     pub broadcast_weights: bool,
+    /// Which convs may run as native steps (`kernel_ir::native`): only a backend with
+    /// the routines (the JIT) allows them; OpenCL's targets are `Off`.
+    pub native: NativeConvs,
 }
 
 impl Target {
@@ -23,6 +28,7 @@ impl Target {
             vector: 8,
             tile_co: 8,
             broadcast_weights: true,
+            native: NativeConvs::Off,
         }
     }
 
@@ -34,6 +40,7 @@ impl Target {
             vector: 16,
             tile_co: 8,
             broadcast_weights: true,
+            native: NativeConvs::Off,
         }
     }
 
@@ -44,6 +51,7 @@ impl Target {
             vector: 4,
             tile_co: 2,
             broadcast_weights: false,
+            native: NativeConvs::Off,
         }
     }
 

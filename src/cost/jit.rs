@@ -1,0 +1,128 @@
+//! The CPU JIT's work counts (`--backend jit`): its generated direct kernel (the
+//! kernel IR's register-tiled conv, 16 lanes × 4 output channels), and the native
+//! steps it runs on `jit::kernels` (im2col + sgemm, Winograd F(2×2,3×3) and
+//! F(4×4,3×3), `kernel_ir::native`). The FFT is the kernel IR's, as on OpenCL, so it
+//! takes OpenCL's CPU work counts.
+//!
+//! | algorithm | f₁ | f₂ | f₃ |
+//! |---|---|---|---|
+//! | direct | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
+//! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) |
+//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | |
+//!
+//! The native steps take symmetric padding only (`kernel_ir::native::choose`), and
+//! Winograd 3×3, stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
+//! Winograd filter transform is left out: with weights bound it is done once, when the
+//! plan is loaded.
+
+use super::ConvShape;
+use crate::ir::op::ConvAlgo;
+
+/// The JIT target's register tile (`backend::JitBackend::default_target`).
+const LANES: u64 = 16;
+const TILE_CO: u64 = 4;
+
+pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
+    let out = shape.output()?;
+    let plane: u64 = out.iter().product();
+    let taps: u64 = shape.kernel.iter().product();
+    let groups = shape.groups.max(1);
+    let cig = shape.ci / groups;
+    let b = shape.batch as f64;
+    let pads = shape.pads();
+    let symmetric = pads.iter().all(|(lo, hi)| lo == hi);
+    match algo {
+        ConvAlgo::Direct => {
+            let wo = *out.last()?;
+            let rows = plane / wo.max(1);
+            let padded: u64 = shape
+                .input
+                .iter()
+                .zip(&pads)
+                .map(|(&n, (lo, hi))| n + lo + hi)
+                .product();
+            let moved =
+                b * (shape.ci * padded + shape.co * plane) as f64 + (shape.co * cig * taps) as f64;
+            // A grouped conv runs the scalar grouped kernel (`kernel_ir::grouped`),
+            // several times slower per multiply-add than the tiled one.
+            if groups > 1 {
+                return Some(vec![0.0, moved, b * (shape.co * plane * cig * taps) as f64]);
+            }
+            let co = shape.co.div_ceil(TILE_CO) * TILE_CO;
+            Some(vec![
+                b * (co * rows * wo.div_ceil(LANES) * LANES * cig * taps) as f64,
+                moved,
+                0.0,
+            ])
+        }
+        ConvAlgo::Im2col if symmetric => {
+            let pointwise = taps == 1
+                && shape.stride.iter().all(|&s| s == 1)
+                && pads.iter().all(|&(lo, _)| lo == 0);
+            let cols = if pointwise {
+                0
+            } else {
+                shape.ci * taps * plane
+            };
+            Some(vec![
+                b * (shape.co * plane * cig * taps) as f64,
+                b * cols as f64,
+                b * (shape.co * plane) as f64,
+            ])
+        }
+        ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
+            let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
+            let alpha2 = (m + 2) * (m + 2);
+            let tiles = out[0].div_ceil(m) * out[1].div_ceil(m);
+            Some(vec![
+                b * (tiles * alpha2 * shape.ci * shape.co) as f64,
+                b * (tiles * alpha2 * (shape.ci + shape.co)) as f64,
+            ])
+        }
+        ConvAlgo::Fft => super::opencl::features(shape, ConvAlgo::Fft, false),
+        _ => None,
+    }
+}
+
+/// 3×3, stride 1, dilation 1, one group, 2-D.
+fn winograd_applies(shape: &ConvShape) -> bool {
+    shape.kernel == [3, 3]
+        && shape.stride.iter().all(|&s| s == 1)
+        && shape.dilation.iter().all(|&d| d == 1)
+        && shape.groups == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::Padding;
+
+    #[test]
+    fn work_counts_by_hand() {
+        // 2 × 8 → 16, 10×10, 3×3 same: output 10×10.
+        let s = ConvShape::plain(2, 8, 16, &[10, 10], &[3, 3], Padding::Same);
+        let im2col = features(&s, ConvAlgo::Im2col).unwrap();
+        assert_eq!(
+            im2col,
+            vec![2.0 * 16.0 * 100.0 * 72.0, 2.0 * 72.0 * 100.0, 3200.0]
+        );
+        // F2: 5×5 tiles of 16 points; F4: 3×3 tiles of 36.
+        let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
+        assert_eq!(
+            w2,
+            vec![2.0 * 25.0 * 16.0 * 128.0, 2.0 * 25.0 * 16.0 * 24.0]
+        );
+        let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
+        assert_eq!(w4, vec![2.0 * 9.0 * 36.0 * 128.0, 2.0 * 9.0 * 36.0 * 24.0]);
+        // Direct: rows of 10 rounded to 16 lanes; 16 channels are whole tiles.
+        let d = features(&s, ConvAlgo::Direct).unwrap();
+        assert_eq!(d[0], 2.0 * (16 * 10 * 16 * 8 * 9) as f64);
+        let mut strided = s.clone();
+        strided.stride = vec![2, 2];
+        assert!(features(&strided, ConvAlgo::Winograd2).is_none());
+        assert!(features(&strided, ConvAlgo::Im2col).is_some());
+        let causal = ConvShape::plain(1, 4, 4, &[50], &[3], Padding::Causal);
+        assert!(features(&causal, ConvAlgo::Im2col).is_none());
+        assert!(features(&causal, ConvAlgo::Direct).is_some());
+    }
+}

@@ -1,0 +1,154 @@
+//! Native steps of a plan (`kernel_ir::native`) mapped onto the micro-kernels of
+//! [`super::kernels`]: a conv step runs `conv2d_im2col` or `conv2d_winograd` with the
+//! executor's [`Isa`] (`FNET_JIT_ISA` forces one) and the step's epilogue fused.
+//!
+//! A Winograd conv whose weight is a constant of the plan (an evaluation plan's bound
+//! weight, never rewritten) has its filter transformed and packed once, when the
+//! executable is built; one whose weight is a buffer written at run time (a training
+//! parameter, a synthesised FlexConv kernel) is transformed in every run.
+
+use super::kernels::conv_im2col::conv2d_im2col;
+use super::kernels::conv_params::{Conv2d, Epilogue};
+use super::kernels::isa::Isa;
+use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
+use super::kernels::winograd_transform::WinogradTile;
+use crate::kernel_ir::native::{ConvGeometry, JitConv, NativeOp};
+use crate::runtime::RunError;
+
+/// One native step with its buffers resolved.
+pub(super) struct NativeCall {
+    op: NativeOp,
+    isa: Isa,
+    /// Address and length of each argument, in the order `NativeOp` lists them.
+    args: Vec<(*mut f32, usize)>,
+    /// The Winograd filter of a constant weight, transformed once.
+    filter: Option<WinogradFilter>,
+}
+
+fn conv2d(g: &ConvGeometry) -> Conv2d {
+    Conv2d {
+        n: g.n,
+        ci: g.ci,
+        h: g.h,
+        w: g.w,
+        co: g.co,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.stride,
+        pad: g.pad,
+        dilation: g.dilation,
+        groups: g.groups,
+    }
+}
+
+fn tile(algo: JitConv) -> Option<WinogradTile> {
+    match algo {
+        JitConv::Winograd2 => Some(WinogradTile::F2),
+        JitConv::Winograd4 => Some(WinogradTile::F4),
+        JitConv::Direct | JitConv::Im2col => None,
+    }
+}
+
+fn conv_error(layer: &str, e: impl std::fmt::Display) -> RunError {
+    RunError::new(format!("`{layer}`: native conv: {e}"))
+        .hint("set FNET_JIT_CONV=direct to run every conv as a generated kernel")
+}
+
+impl NativeCall {
+    /// Resolves `op`'s arguments; `constant_weight` says whether the weight (the second
+    /// argument) is a constant of the plan, whose Winograd filter can be built now.
+    pub(super) fn new(
+        op: NativeOp,
+        isa: Isa,
+        args: Vec<(*mut f32, usize)>,
+        constant_weight: bool,
+        layer: &str,
+    ) -> Result<NativeCall, RunError> {
+        let NativeOp::Conv2d {
+            geometry,
+            algo,
+            epilogue,
+        } = op;
+        let want = 3 + usize::from(epilogue.bias) + usize::from(epilogue.residual);
+        if args.len() != want {
+            return Err(conv_error(
+                layer,
+                format!("{} arguments, expected {want}", args.len()),
+            ));
+        }
+        if algo == JitConv::Direct {
+            return Err(conv_error(layer, "a native step cannot be direct"));
+        }
+        let filter = match tile(algo) {
+            Some(t) if constant_weight => {
+                // SAFETY: the weight buffer holds `len` floats and nothing writes a
+                // constant.
+                let w = unsafe { std::slice::from_raw_parts(args[1].0, args[1].1) };
+                Some(
+                    WinogradFilter::new(isa, t, w, geometry.co, geometry.ci)
+                        .map_err(|e| conv_error(layer, e))?,
+                )
+            }
+            _ => None,
+        };
+        let call = NativeCall {
+            op,
+            isa,
+            args,
+            filter,
+        };
+        // Geometry and lengths are checked once here, so a run cannot fail.
+        let p = conv2d(&geometry);
+        let (x, w, epi, out) = call.parts();
+        p.check(x.len(), w.len(), out.len(), &epi)
+            .map_err(|e| conv_error(layer, e))?;
+        if tile(algo).is_some() {
+            super::kernels::winograd::winograd_applies(&p).map_err(|e| conv_error(layer, e))?;
+        }
+        Ok(call)
+    }
+
+    /// The input, weight, epilogue and output views.
+    #[allow(clippy::mut_from_ref)]
+    fn parts(&self) -> (&[f32], &[f32], Epilogue<'_>, &mut [f32]) {
+        let NativeOp::Conv2d { epilogue, .. } = self.op;
+        // SAFETY: each address holds its length in floats (the executor's buffers,
+        // never reallocated); the plan never gives a step's output as one of its inputs,
+        // and no other step runs meanwhile.
+        let view = |i: usize| unsafe { std::slice::from_raw_parts(self.args[i].0, self.args[i].1) };
+        let mut at = 2;
+        let bias = epilogue.bias.then(|| {
+            at += 1;
+            view(at - 1)
+        });
+        let residual = epilogue.residual.then(|| {
+            at += 1;
+            view(at - 1)
+        });
+        let (ptr, len) = self.args[at];
+        // SAFETY: as above; the output is written by this step only.
+        let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let epi = Epilogue {
+            bias,
+            residual,
+            relu: epilogue.relu,
+        };
+        (view(0), view(1), epi, out)
+    }
+
+    /// Runs the step.
+    pub(super) fn run(&self) {
+        let NativeOp::Conv2d { geometry, algo, .. } = self.op;
+        let p = conv2d(&geometry);
+        let (x, w, epi, out) = self.parts();
+        let done = match (tile(algo), &self.filter) {
+            (None, _) => conv2d_im2col(self.isa, &p, x, w, &epi, out),
+            (Some(_), Some(f)) => conv2d_winograd(self.isa, f, &p, x, &epi, out),
+            (Some(t), None) => WinogradFilter::new(self.isa, t, w, p.co, p.ci)
+                .and_then(|f| conv2d_winograd(self.isa, &f, &p, x, &epi, out)),
+        };
+        // `new` checked the geometry and every length, which is all the routines
+        // check.
+        done.expect("a native conv checked when the executable was built");
+    }
+}

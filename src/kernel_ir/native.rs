@@ -1,0 +1,192 @@
+//! Native plan steps: a call of a hand-written routine described as data, beside the
+//! kernel launches of a plan.
+//!
+//! A backend that has such routines (the JIT: `jit::kernels`' im2col + sgemm and
+//! Winograd convs) lets its [`Target`](super::plan::Target) allow them; the lowering
+//! then emits a [`NativeOp`] step where a routine beats the generated kernel. The
+//! kernel IR stays backend-neutral: this module names no backend, and a backend that
+//! meets a native step it cannot run refuses the plan (the OpenCL executor does, and
+//! its targets never allow them).
+//!
+//! A conv step's arguments are, in order: input `[n, ci, h, w]`, weight
+//! `[co, ci/groups, kh, kw]` (the model's layout, no packing), the bias `[co]` when
+//! `bias`, the residual (shaped like the output) when `residual`, and the output.
+
+use crate::ir::op::ConvAlgo;
+
+/// How the JIT runs a forward conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JitConv {
+    /// The generated kernel (kernel IR, `conv::conv_kernel`).
+    Direct,
+    /// im2col + the sgemm micro-kernels.
+    Im2col,
+    /// Winograd F(2×2, 3×3).
+    Winograd2,
+    /// Winograd F(4×4, 3×3).
+    Winograd4,
+}
+
+impl JitConv {
+    pub const ALL: [JitConv; 4] = [
+        JitConv::Direct,
+        JitConv::Im2col,
+        JitConv::Winograd2,
+        JitConv::Winograd4,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JitConv::Direct => "direct",
+            JitConv::Im2col => "im2col",
+            JitConv::Winograd2 => "winograd2",
+            JitConv::Winograd4 => "winograd4",
+        }
+    }
+}
+
+/// Which native conv steps a target allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NativeConvs {
+    /// None: every conv is a generated kernel (OpenCL).
+    Off,
+    /// Each conv runs the algorithm [`choose`] picks for it.
+    Auto,
+    /// Every conv the algorithm covers runs it; the others fall back as [`choose`]
+    /// does (Winograd → im2col → direct).
+    Force(JitConv),
+}
+
+/// The environment variable that forces the JIT's conv algorithm.
+pub const ENV: &str = "FNET_JIT_CONV";
+
+impl NativeConvs {
+    /// `FNET_JIT_CONV=auto|direct|im2col|winograd2|winograd4` (unset or empty: auto).
+    pub fn from_env() -> Result<NativeConvs, String> {
+        match std::env::var(ENV) {
+            Err(_) => Ok(NativeConvs::Auto),
+            Ok(v) => NativeConvs::parse(&v),
+        }
+    }
+
+    pub fn parse(v: &str) -> Result<NativeConvs, String> {
+        match v.trim() {
+            "" | "auto" => Ok(NativeConvs::Auto),
+            name => JitConv::ALL
+                .into_iter()
+                .find(|a| a.name() == name)
+                .map(NativeConvs::Force)
+                .ok_or_else(|| {
+                    format!(
+                        "{ENV}={name}: expected one of auto, direct, im2col, winograd2, winograd4"
+                    )
+                }),
+        }
+    }
+}
+
+/// A 2-D conv's geometry as the native routines take it (NCHW, symmetric padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGeometry {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub pad: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    pub fn out(&self) -> (usize, usize) {
+        let dim = |size: usize, k: usize, s: usize, p: usize, d: usize| {
+            (size + 2 * p).saturating_sub(d * (k - 1) + 1) / s + 1
+        };
+        (
+            dim(self.h, self.kh, self.stride.0, self.pad.0, self.dilation.0),
+            dim(self.w, self.kw, self.stride.1, self.pad.1, self.dilation.1),
+        )
+    }
+
+    /// Whether Winograd F(m×m, 3×3) covers it: 3×3, stride 1, dilation 1, one group.
+    pub fn winograd_applies(&self) -> bool {
+        (self.kh, self.kw) == (3, 3)
+            && self.stride == (1, 1)
+            && self.dilation == (1, 1)
+            && self.groups == 1
+    }
+
+    /// Multiply-adds of the direct algorithm.
+    pub fn macs(&self) -> u64 {
+        let (ho, wo) = self.out();
+        (self.n * self.co * (self.ci / self.groups.max(1)) * self.kh * self.kw * ho * wo) as u64
+    }
+}
+
+/// The epilogue a native conv applies: `relu(sum + bias[co] + residual)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NativeEpilogue {
+    pub bias: bool,
+    pub residual: bool,
+    pub relu: bool,
+}
+
+/// A routine call of a native step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NativeOp {
+    /// A forward conv (`algo` is never `Direct`).
+    Conv2d {
+        geometry: ConvGeometry,
+        algo: JitConv,
+        epilogue: NativeEpilogue,
+    },
+}
+
+impl NativeOp {
+    /// Floating-point operations of the direct algorithm (as the generated kernel
+    /// counts them), so that plans compare whatever runs them.
+    pub fn flops(&self) -> u64 {
+        match self {
+            NativeOp::Conv2d { geometry, .. } => 2 * geometry.macs(),
+        }
+    }
+
+    /// `conv2d_winograd2` and the like, for profiles.
+    pub fn name(&self) -> String {
+        match self {
+            NativeOp::Conv2d { algo, .. } => format!("conv2d_{}", algo.name()),
+        }
+    }
+}
+
+/// The algorithm a forward conv runs under `mode`. `Auto` follows the conv's `algo`
+/// (`written`: what `choose-conv-algo` decided with the backend's cost table, or the
+/// program's `algo:`); an `fft` conv is direct here (the lowering tries its FFT path
+/// first). A conv nothing decided (`auto`: no pass ran) takes Winograd F(2×2) when it
+/// is 3×3, stride 1, one group, with at least 8 input and output channels (below that
+/// the transforms cost more than the multiplies they save), else im2col. A forced or
+/// written algorithm that does not cover the conv falls back to im2col; geometry the
+/// routines do not take (asymmetric padding) is direct.
+pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: ConvAlgo) -> JitConv {
+    let wanted = match mode {
+        NativeConvs::Off => return JitConv::Direct,
+        _ if !symmetric => return JitConv::Direct,
+        NativeConvs::Force(a) => a,
+        NativeConvs::Auto => match written {
+            ConvAlgo::Direct | ConvAlgo::Fft => JitConv::Direct,
+            ConvAlgo::Im2col => JitConv::Im2col,
+            ConvAlgo::Winograd2 => JitConv::Winograd2,
+            ConvAlgo::Winograd4 => JitConv::Winograd4,
+            ConvAlgo::Auto if g.winograd_applies() && g.ci >= 8 && g.co >= 8 => JitConv::Winograd2,
+            ConvAlgo::Auto => JitConv::Im2col,
+        },
+    };
+    match wanted {
+        JitConv::Winograd2 | JitConv::Winograd4 if !g.winograd_applies() => JitConv::Im2col,
+        a => a,
+    }
+}
