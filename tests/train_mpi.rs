@@ -84,6 +84,8 @@ fn mpirun(args: &[&str]) -> Command {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // Shared memory and loopback only: no network probing on CI machines.
         .env("OMPI_MCA_btl", "self,vader")
+        // Containers often forbid the cross-memory attach vader copies with.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
         .env("RAYON_NUM_THREADS", "1");
     c
 }
