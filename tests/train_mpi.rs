@@ -412,6 +412,78 @@ fn a_killed_rank_ends_the_job_within_seconds_and_the_run_resumes() {
 }
 
 #[test]
+fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
+    if skip() {
+        return;
+    }
+    let (dir, model) = setup(&bn_model(400, 420, ""), 420);
+    let run = dir.path().join("run");
+    let mut child = mpirun(&train_args(
+        &model,
+        &run,
+        &[
+            "--checkpoint-every",
+            "1",
+            "--epochs",
+            "50",
+            "--collective-timeout",
+            "2",
+        ],
+    ))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while fnet::train::checkpoint::list(&run)
+        .last()
+        .is_none_or(|c| c.0 < 3)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ranks = ranks_of(child.id());
+    let (victim, _) = *ranks.iter().find(|(_, r)| *r == 1).expect("rank 1");
+    // Stopped, not dead: mpirun sees nothing; rank 0 waits in its next all-reduce.
+    let stopped = Instant::now();
+    Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if stopped.elapsed() > Duration::from_secs(30) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &victim.to_string()])
+                .status();
+            let _ = child.kill();
+            panic!("the job still runs 30 s after rank 1 stopped");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ended = stopped.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    println!("the job ended {ended:?} after the stop, saying:\n{text}");
+    assert!(!status.success());
+    assert!(
+        ended >= Duration::from_secs(2),
+        "not before the timeout: {ended:?}"
+    );
+    assert!(
+        text.contains("rank 0 of 2 has waited") && text.contains("stopped responding"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_launcher_without_mpi_support_is_refused() {
     if cfg!(feature = "mpi") {
         println!("skipped: this build has MPI support; the refusal is for builds without it");
