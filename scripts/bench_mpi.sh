@@ -26,7 +26,8 @@ if [ -z "${FNETC:-}" ]; then
   cargo build --locked --release --quiet --features mpi --bin fnetc
   FNETC=target/release/fnetc
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
+  OMPI_MCA_btl_vader_single_copy_mechanism=none
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 

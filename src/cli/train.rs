@@ -66,6 +66,10 @@ pub struct TrainCmd {
     /// --resume.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Under mpirun: end the job when a collective waits this many seconds for the
+    /// other ranks (a rank that hangs without dying); 0 turns the check off.
+    #[arg(long, default_value_t = 600)]
+    pub collective_timeout: u64,
 }
 
 impl TrainCmd {
@@ -112,7 +116,9 @@ impl TrainCmd {
 /// rank: rank 0 shows the progress and writes the run; a rank that fails prints its
 /// error and ends the whole job.
 pub fn run(cmd: &TrainCmd) -> Result<Summary, CliError> {
-    let group = join()?;
+    let timeout = (cmd.collective_timeout > 0)
+        .then(|| std::time::Duration::from_secs(cmd.collective_timeout));
+    let group = join(timeout)?;
     if group.size() == 1 {
         return run_rank(cmd, group.as_ref());
     }

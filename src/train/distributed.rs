@@ -103,16 +103,18 @@ pub fn launcher_size() -> Option<(usize, &'static str)> {
 }
 
 /// The group this process trains in: MPI's world when a launcher started several
-/// processes, otherwise [`Solo`] (MPI is not even initialised then).
-pub fn join() -> Result<Box<dyn Group>, RunError> {
+/// processes, otherwise [`Solo`] (MPI is not even initialised then). With `timeout`,
+/// a collective that waits longer ends the job (`super::watchdog`).
+pub fn join(timeout: Option<std::time::Duration>) -> Result<Box<dyn Group>, RunError> {
     match launcher_size() {
         Some((n, _var)) if n > 1 => {
             #[cfg(feature = "mpi")]
             {
-                Ok(Box::new(super::mpi_group::MpiGroup::init()?))
+                Ok(Box::new(super::mpi_group::MpiGroup::init(timeout)?))
             }
             #[cfg(not(feature = "mpi"))]
             {
+                let _ = timeout;
                 Err(RunError::new(format!(
                     "fnetc was started as one of {n} processes ({_var}={n}), but it was built without MPI support, so each process would train the same run on its own"
                 ))

@@ -4,7 +4,8 @@
 //! keys refused), [`data`] (loading, shuffling, augmentation, prefetch),
 //! [`optimizer`] (SGD, Adam, AdamW with groups), [`schedule`] (learning-rate
 //! schedules), [`checkpoint`] (atomic, resumable bit for bit), [`distributed`] (data-parallel
-//! training over MPI, with `mpi_group` behind the `mpi` feature), [`metrics`]
+//! training over MPI, with `mpi_group` behind the `mpi` feature, and [`watchdog`], a
+//! timeout around its collectives), [`metrics`]
 //! (`metrics.jsonl`, loss and accuracy), [`flex_sizes`] (FlexConv kernel sizes), [`source`] (the model as trained, for
 //! `fnetc plot`), [`graphs`] (the training and evaluation
 //! graphs) and [`trainer`] (the loop). See
@@ -23,5 +24,6 @@ pub mod schedule;
 pub mod settings;
 pub mod source;
 pub mod trainer;
+pub mod watchdog;
 
 pub use trainer::{train, train_in, Event, Summary, TrainArgs};
