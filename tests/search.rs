@@ -173,6 +173,17 @@ fn a_search_writes_consistent_results() {
         prev = here;
     }
     assert_eq!(r["chosen"], ranking[0]["config"]);
+    // `fnetc plot` draws the search's three plots beside the training ones.
+    let plotted = ok(&fnetc(&["plot", "run"], d));
+    for f in [
+        "search_p.png",
+        "search_w.png",
+        "search_accuracy.png",
+        "loss.png",
+    ] {
+        assert!(plotted.contains(f), "{f}: {plotted}");
+        assert!(run.join("plots").join(f).is_file(), "{f}");
+    }
     let table = std::fs::read_to_string(run.join("ranking.txt")).unwrap();
     assert!(table.contains("excluded"), "{table}");
 

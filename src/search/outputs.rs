@@ -308,7 +308,7 @@ mod tests {
             out.contains("pool_slots(count: 5, active: 2, pool: maxpool(2), default: [2, 4])"),
             "{out}"
         );
-        assert!(!out.contains("search"), "{out}");
+        assert!(!out.contains("mixture"), "{out}");
         assert!(
             out.contains("  optimizer: sgd(lr: 0.1)\n  epochs: 1\n"),
             "{out}"
