@@ -52,9 +52,15 @@ fn setup(text: &str, n: usize) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Searches here run on the JIT: it needs no OpenCL driver and compiles these small
+/// plans fast (the default, OpenCL, is the faster one for real searches).
 fn fnetc(args: &[&str], cwd: &Path) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    if args.first() == Some(&"search") {
+        all.extend(["--backend", "jit"]);
+    }
     Command::new(FNETC)
-        .args(args)
+        .args(&all)
         .current_dir(cwd)
         .output()
         .unwrap()
@@ -284,6 +290,8 @@ fn a_killed_search_resumes_from_its_last_checkpoint() {
             "killed",
             "--checkpoint-every",
             "1",
+            "--backend",
+            "jit",
         ])
         .current_dir(d)
         .stdout(Stdio::null())

@@ -31,9 +31,9 @@ pub struct SearchCmd {
     /// Override a model-level constant, e.g. `--set E=8` (repeatable).
     #[arg(long = "set", value_parser = super::parse_set)]
     pub set: Vec<(String, String)>,
-    /// Execution backend; it must run training graphs (the JIT is the fastest on a
-    /// CPU).
-    #[arg(long, value_enum, default_value_t = BackendKind::Jit)]
+    /// Execution backend; it must run training graphs. OpenCL is the default, the
+    /// fastest measured (docs/search.md); `jit` needs no OpenCL driver.
+    #[arg(long, value_enum, default_value_t = BackendKind::Opencl)]
     pub backend: BackendKind,
     /// OpenCL device (with `--backend opencl`).
     #[arg(long)]

@@ -333,7 +333,10 @@ mod tests {
         for step in 0..4000 {
             per_model[uniform.sample(3, step).1] += 1;
         }
-        assert!(per_model.iter().all(|&n| (n - 1000).abs() < 140), "{per_model:?}");
+        assert!(
+            per_model.iter().all(|&n| (n - 1000).abs() < 140),
+            "{per_model:?}"
+        );
         assert_eq!(x.most_likely(), vec![0, 0, 1, 1]);
     }
 }
