@@ -345,6 +345,8 @@ fn errors_name_the_place() {
     let good = model((0, 64), "search: mixture(models: 2)", 1);
     let e = fails(&good, &["--models", "0"]);
     assert!(e.contains("--models 0"), "{e}");
+    let e = fails(&good, &["--models", "100000"]);
+    assert!(e.contains("at most 256"), "{e}");
     // Impossible values in the entry point at it (line 15 of the file).
     for (bad, word) in [
         ("search: mixture(t_max: -1)", "t_max"),
@@ -377,6 +379,19 @@ fn errors_name_the_place() {
     // Resuming a directory without checkpoints.
     let (dir, _) = setup(&good, 64);
     std::fs::create_dir(dir.path().join("empty")).unwrap();
+    // A damaged checkpoint, and a `fnetc train` one, are named.
+    std::fs::create_dir_all(dir.path().join("bad/checkpoints")).unwrap();
+    std::fs::write(
+        dir.path().join("bad/checkpoints/step-00000003.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    let o = fnetc(&["search", "tiny.fnet", "--resume", "bad"], dir.path());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not a usable search checkpoint"),
+        "{e}"
+    );
     let o = fnetc(&["search", "tiny.fnet", "--resume", "empty"], dir.path());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("no checkpoint"), "{e}");
