@@ -28,7 +28,7 @@ GT_SEEDS=${GT_SEEDS:-"0 1"}
 SEARCH_EPOCHS=${SEARCH_EPOCHS:-10}
 SEEDS=${SEEDS:-"0 1 2"}
 MODELS=${MODELS:-"1 2 4"}
-BACKEND=${BACKEND:-jit}
+BACKEND=${BACKEND:-opencl}
 FNETC=${FNETC:-target/release/fnetc}
 WORK=${WORK:-out/search_kendall}
 OVERHEAD_STEPS=${OVERHEAD_STEPS:-120}
@@ -133,14 +133,15 @@ for m in models:
 def steps(run):
     recs = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
     return [r for r in recs if r["kind"] == "step"]
-print("\nOverhead, configuration [2,4], ms per step (the first 5 steps, which prepare plans, left out):")
-print("plain training step vs the search's steps on [2,4]: their training part, their validation batch, the whole step")
+print("\nOverhead, configuration [2,4], median ms per step (plain: the first 5 steps left out; search: its steps")
+print("that drew [2,4], the first left out, as it prepares the plan): plain training step; the search's training part,")
+print("validation batch and whole step")
 for rnd in (1, 2):
-    t = statistics.mean(r["batch_s"] if "batch_s" in r else 64 / r["samples_per_s"] for r in steps(f"{work}/overhead/train{rnd}")[5:])
-    ss = [r for r in steps(f"{work}/overhead/search{rnd}")[5:] if r["config"] == [2, 4]]
-    tr = statistics.mean(r["train_s"] for r in ss)
-    va = statistics.mean(r["validate_s"] for r in ss)
-    whole = statistics.mean(64 / r["samples_per_s"] for r in ss)
-    print(f"round {rnd}: train {1000 * t:.1f}; search ({len(ss)} steps) training {1000 * tr:.1f} ({100 * (tr / t - 1):+.1f}%), "
+    t = statistics.median(64 / r["samples_per_s"] for r in steps(f"{work}/overhead/train{rnd}")[5:])
+    ss = [r for r in steps(f"{work}/overhead/search{rnd}") if r["config"] == [2, 4]][1:]
+    tr = statistics.median(r["train_s"] for r in ss)
+    va = statistics.median(r["validate_s"] for r in ss)
+    whole = statistics.median(64 / r["samples_per_s"] for r in ss)
+    print(f"round {rnd}: plain {1000 * t:.1f}; search ({len(ss)} steps) training {1000 * tr:.1f} ({100 * (tr / t - 1):+.1f}%), "
           f"validation {1000 * va:.1f}, whole {1000 * whole:.1f} ({100 * (whole / t - 1):+.1f}%)")
 PY

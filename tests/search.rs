@@ -52,9 +52,15 @@ fn setup(text: &str, n: usize) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Searches here run on the JIT: it needs no OpenCL driver and compiles these small
+/// plans fast (the default, OpenCL, is the faster one for real searches).
 fn fnetc(args: &[&str], cwd: &Path) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    if args.first() == Some(&"search") {
+        all.extend(["--backend", "jit"]);
+    }
     Command::new(FNETC)
-        .args(args)
+        .args(&all)
         .current_dir(cwd)
         .output()
         .unwrap()
@@ -173,6 +179,17 @@ fn a_search_writes_consistent_results() {
         prev = here;
     }
     assert_eq!(r["chosen"], ranking[0]["config"]);
+    // `fnetc plot` draws the search's three plots beside the training ones.
+    let plotted = ok(&fnetc(&["plot", "run"], d));
+    for f in [
+        "search_p.png",
+        "search_w.png",
+        "search_accuracy.png",
+        "loss.png",
+    ] {
+        assert!(plotted.contains(f), "{f}: {plotted}");
+        assert!(run.join("plots").join(f).is_file(), "{f}");
+    }
     let table = std::fs::read_to_string(run.join("ranking.txt")).unwrap();
     assert!(table.contains("excluded"), "{table}");
 
@@ -273,6 +290,8 @@ fn a_killed_search_resumes_from_its_last_checkpoint() {
             "killed",
             "--checkpoint-every",
             "1",
+            "--backend",
+            "jit",
         ])
         .current_dir(d)
         .stdout(Stdio::null())
@@ -326,6 +345,8 @@ fn errors_name_the_place() {
     let good = model((0, 64), "search: mixture(models: 2)", 1);
     let e = fails(&good, &["--models", "0"]);
     assert!(e.contains("--models 0"), "{e}");
+    let e = fails(&good, &["--models", "100000"]);
+    assert!(e.contains("at most 256"), "{e}");
     // Impossible values in the entry point at it (line 15 of the file).
     for (bad, word) in [
         ("search: mixture(t_max: -1)", "t_max"),
@@ -358,6 +379,19 @@ fn errors_name_the_place() {
     // Resuming a directory without checkpoints.
     let (dir, _) = setup(&good, 64);
     std::fs::create_dir(dir.path().join("empty")).unwrap();
+    // A damaged checkpoint, and a `fnetc train` one, are named.
+    std::fs::create_dir_all(dir.path().join("bad/checkpoints")).unwrap();
+    std::fs::write(
+        dir.path().join("bad/checkpoints/step-00000003.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    let o = fnetc(&["search", "tiny.fnet", "--resume", "bad"], dir.path());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not a usable search checkpoint"),
+        "{e}"
+    );
     let o = fnetc(&["search", "tiny.fnet", "--resume", "empty"], dir.path());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("no checkpoint"), "{e}");

@@ -326,6 +326,17 @@ mod tests {
         assert!(seen.iter().all(|&n| n > 60), "{seen:?}");
         // Reproducible from (seed, step).
         assert_eq!(x.sample(7, 11), x.sample(7, 11));
+        // With W of ones the draws are uniform over models too: 4,000 draws, each
+        // model within 5 standard deviations (27) of 1,000.
+        let uniform = Mixture::new(10, 4, 0.9);
+        let mut per_model = [0i64; 4];
+        for step in 0..4000 {
+            per_model[uniform.sample(3, step).1] += 1;
+        }
+        assert!(
+            per_model.iter().all(|&n| (n - 1000).abs() < 140),
+            "{per_model:?}"
+        );
         assert_eq!(x.most_likely(), vec![0, 0, 1, 1]);
     }
 }

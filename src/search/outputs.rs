@@ -17,6 +17,7 @@ use crate::cli::CliError;
 use crate::io::write_output;
 use crate::tensor::Tensor;
 use serde_json::json;
+use std::path::Path;
 
 pub const RANKING_TXT: &str = "ranking.txt";
 pub const RANKING_JSON: &str = "ranking.json";
@@ -133,7 +134,9 @@ pub(crate) fn finish(
         .model
         .file_name()
         .map_or("model.fnet".into(), |n| n.to_string_lossy().into_owned());
-    let fnet = chosen_source(&s.source_text, &chosen.slots, &model_name, chosen.accuracy)
+    let model_dir = s.args.model.parent().unwrap_or(Path::new("."));
+    let text = absolute_data_paths(&s.source_text, model_dir);
+    let fnet = chosen_source(&text, &chosen.slots, &model_name, chosen.accuracy)
         .map_err(|e| crate::runtime::RunError::new(format!("writing {CHOSEN}: {e}")))?;
     write_output(&out.join(CHOSEN), &[], |w| w.write_all(fnet.as_bytes()))?;
     s.metrics.push(
@@ -178,6 +181,36 @@ pub fn table(ranked: &[Ranked], excluded: &[super::configs::Excluded]) -> String
         );
     }
     t
+}
+
+/// The source with each string in its `train {}` section that names a file relative
+/// to the model's directory (and not to the working directory) made absolute: the
+/// chosen `.fnet` lives in the run directory, where the data paths written relative to
+/// the model file would not resolve.
+pub fn absolute_data_paths(text: &str, model_dir: &Path) -> String {
+    let Some(start) = text.find("train") else {
+        return text.to_string();
+    };
+    let (head, tail) = text.split_at(start);
+    let mut out = String::from(head);
+    let mut rest = tail;
+    while let Some(open) = rest.find('"') {
+        let Some(len) = rest[open + 1..].find('"') else {
+            break;
+        };
+        let lit = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..=open]);
+        let p = Path::new(lit);
+        let beside = model_dir.join(p);
+        match (p.is_absolute() || p.exists(), beside.canonicalize()) {
+            (false, Ok(abs)) => out.push_str(&abs.to_string_lossy()),
+            _ => out.push_str(lit),
+        }
+        out.push('"');
+        rest = &rest[open + 1 + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The end of the parenthesised text that opens at byte `open` (a `(`), skipping
@@ -284,6 +317,12 @@ pub fn chosen_source(
 mod tests {
     use super::*;
 
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("fnet-chosen-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
     #[test]
     fn ranking_by_most_likely_and_best_model() {
         // Three configurations, two models.
@@ -308,11 +347,24 @@ mod tests {
             out.contains("pool_slots(count: 5, active: 2, pool: maxpool(2), default: [2, 4])"),
             "{out}"
         );
-        assert!(!out.contains("search"), "{out}");
+        assert!(!out.contains("mixture"), "{out}");
         assert!(
             out.contains("  optimizer: sgd(lr: 0.1)\n  epochs: 1\n"),
             "{out}"
         );
+        // Data paths relative to the model's directory become absolute.
+        let dir = tempfile_dir();
+        std::fs::write(dir.join("d.idx"), b"x").unwrap();
+        let text =
+            "model m {}\ntrain {\n  data: idx(images: \"d.idx\", labels: \"/abs/l.idx\")\n}\n";
+        let abs = dir.canonicalize().unwrap().join("d.idx");
+        let out = absolute_data_paths(text, &dir);
+        assert!(
+            out.contains(&format!("images: \"{}\"", abs.display())),
+            "{out}"
+        );
+        assert!(out.contains("labels: \"/abs/l.idx\""), "{out}");
+        let _ = std::fs::remove_dir_all(&dir);
         let src2 = "slots s = pool_slots(count: 5, active: 2, default: [1, 2])\ntrain { search: mixture(), epochs: 1 }";
         let out = chosen_source(src2, &[3, 5], "m.fnet", 0.5).unwrap();
         assert!(out.contains("default: [3, 5])"), "{out}");

@@ -89,6 +89,18 @@ impl Search<'_> {
                 "recipe (the train section or its flags differ)".into(),
             ));
         }
+        let (a, m) = (self.mixture.configs, self.mixture.models);
+        if p.w_bits.len() != a * m
+            || p.optim_steps.len() != m
+            || p.divisions_bits.iter().any(|d| d.len() != m)
+            || c.params.len() != m
+        {
+            return Err(RunError::new(format!(
+                "`{}` is not a usable search checkpoint: its W, divisions or models do not match {a} configurations × {m} models",
+                path.display()
+            ))
+            .hint("delete it to resume from the previous checkpoint, or start a new search"));
+        }
         self.mixture.w = from_bits(&p.w_bits);
         self.mixture.t = f64::from_bits(p.t_bits);
         self.mixture.divisions = p.divisions_bits.iter().map(|d| from_bits(d)).collect();

@@ -31,6 +31,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Most supernets one search keeps.
+pub const MAX_MODELS: u64 = 256;
+
 /// What `fnetc search` was asked to do.
 #[derive(Clone, Debug)]
 pub struct SearchArgs {
@@ -214,6 +217,14 @@ pub fn search(args: &SearchArgs, observe: &mut dyn FnMut(Event)) -> Result<Summa
                 .hint("pass --models 1 or more (the paper uses 4)")
                 .into(),
         );
+    }
+    if mix.models > MAX_MODELS {
+        return Err(RunError::new(format!(
+            "{} supernets: a mixture here has at most {MAX_MODELS} (each is a whole weight set and its optimiser state in memory)",
+            mix.models
+        ))
+        .hint("the paper uses 1 to 8")
+        .into());
     }
     let settings = resolve(Some(&recipe), &args.overrides)?;
     let (sample, classes) = io_shape(&module.graph)?;
@@ -508,6 +519,13 @@ impl Search<'_> {
         let outputs = built.train_run(&*self.backend, &self.sample, &member.params, b)?;
         let tg = &built.tg;
         let (ng, nb, nt) = (tg.grads.len(), tg.buffers.len(), tg.terms.len());
+        if outputs.len() != 2 + ng + nb + nt {
+            return Err(RunError::new(format!(
+                "internal error: the training graph gave {} outputs, expected {}",
+                outputs.len(),
+                2 + ng + nb + nt
+            )));
+        }
         let loss = f64::from(outputs[0].data[0]);
         let where_ = || {
             format!(
