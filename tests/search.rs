@@ -396,3 +396,44 @@ fn errors_name_the_place() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("no checkpoint"), "{e}");
 }
+
+/// The default backend, OpenCL, searches too: the first step (W all ones, so the same
+/// draw) has the JIT's loss, and W is the EMA of its own logged scores.
+#[test]
+fn the_default_backend_searches_as_the_jit_does() {
+    let text = model((0, 160), "search: mixture(models: 2, t_max: 10)", 1);
+    let (dir, _) = setup(&text, 160);
+    let d = dir.path();
+    ok(&fnetc(&["search", "tiny.fnet", "--out", "jit"], d));
+    let o = Command::new(FNETC)
+        .args(["search", "tiny.fnet", "--out", "cl", "--backend", "opencl"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    ok(&o);
+    let (jit, cl) = (
+        metrics(&d.join("jit"), "step"),
+        metrics(&d.join("cl"), "step"),
+    );
+    assert_eq!(jit.len(), cl.len());
+    assert_eq!(jit[0]["config"], cl[0]["config"]);
+    assert_eq!(jit[0]["model"], cl[0]["model"]);
+    let (a, b) = (
+        jit[0]["loss"].as_f64().unwrap(),
+        cl[0]["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+    let r = json(&d.join("cl/ranking.json"));
+    let configs: Vec<Vec<u64>> = r["configs"].as_array().unwrap().iter().map(slots).collect();
+    let mut replay = [1.0f64; 4];
+    for s in &cl {
+        let a = configs
+            .iter()
+            .position(|c| *c == slots(&s["config"]))
+            .unwrap();
+        let m = s["model"].as_u64().unwrap() as usize;
+        replay[a * 2 + m] = 0.9 * replay[a * 2 + m] + 0.1 * s["val_accuracy"].as_f64().unwrap();
+    }
+    let w = read_npy::<f64>(&d.join("cl/w.npy")).unwrap();
+    assert_eq!(w.data, replay.to_vec());
+}
