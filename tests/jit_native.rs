@@ -360,7 +360,10 @@ fn explain_prints_the_jit_tables_choice() {
         text
     };
     let jit = run("jit");
-    assert!(jit.contains("costed for the CPU JIT by cost table `jit`"), "{jit}");
+    assert!(
+        jit.contains("costed for the CPU JIT by cost table `jit`"),
+        "{jit}"
+    );
     let algos: Vec<&str> = jit
         .lines()
         .filter_map(|l| l.trim().strip_prefix("algorithm: "))
