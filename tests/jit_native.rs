@@ -128,10 +128,7 @@ fn native_steps(src: &str, shape: &[usize], native: NativeConvs) -> Vec<JitConv>
     .unwrap_or_else(|e| panic!("{src}: {e}"));
     plan.steps
         .iter()
-        .filter_map(|s| match s.native {
-            Some(NativeOp::Conv2d { algo, .. }) => Some(algo),
-            None => None,
-        })
+        .filter_map(|s| s.native.map(|NativeOp::Conv2d { algo, .. }| algo))
         .collect()
 }
 
@@ -360,7 +357,10 @@ fn explain_prints_the_jit_tables_choice() {
         text
     };
     let jit = run("jit");
-    assert!(jit.contains("costed for the CPU JIT by cost table `jit`"), "{jit}");
+    assert!(
+        jit.contains("costed for the CPU JIT by cost table `jit`"),
+        "{jit}"
+    );
     let algos: Vec<&str> = jit
         .lines()
         .filter_map(|l| l.trim().strip_prefix("algorithm: "))

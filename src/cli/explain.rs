@@ -91,7 +91,8 @@ pub fn explain(graph: &Graph, ctx: &PassContext) -> String {
                 let alts: Vec<String> = ALGOS
                     .iter()
                     .filter(|&&a| {
-                        table.algo(a).is_some() || !matches!(a, ConvAlgo::Winograd2 | ConvAlgo::Winograd4)
+                        table.algo(a).is_some()
+                            || !matches!(a, ConvAlgo::Winograd2 | ConvAlgo::Winograd4)
                     })
                     .map(|&a| {
                         let mark = if a == c.chosen { "*" } else { "" };
