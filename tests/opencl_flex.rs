@@ -310,7 +310,7 @@ fn generated_opencl_source_snapshots() {
             .filter(|f| f.ends_with(".fnet"))
             .collect();
     files.sort();
-    assert_eq!(files.len(), 7);
+    assert_eq!(files.len(), 8);
     for file in files {
         let m = example(&file);
         let node = m.graph.node(m.graph.inputs[0]);
