@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::opencl::{example, input, program};
+use common::models::{example, input, program};
 use fnet::backend::JitBackend;
 use fnet::kernel_ir::native::{JitConv, NativeConvs};
 use fnet::kernel_ir::plan::Target;
