@@ -52,8 +52,9 @@ fn setup(text: &str, n: usize) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Searches here run on the JIT: it needs no OpenCL driver and compiles these small
-/// plans fast (the default, OpenCL, is the faster one for real searches).
+/// Searches here run on the JIT (the default backend; named anyway, so the tests do
+/// not depend on the default): it needs no OpenCL driver and compiles these small plans
+/// fast.
 fn fnetc(args: &[&str], cwd: &Path) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     if args.first() == Some(&"search") {
@@ -397,10 +398,10 @@ fn errors_name_the_place() {
     assert!(!o.status.success() && e.contains("no checkpoint"), "{e}");
 }
 
-/// The default backend, OpenCL, searches too: the first step (W all ones, so the same
-/// draw) has the JIT's loss, and W is the EMA of its own logged scores.
+/// OpenCL searches too: the first step (W all ones, so the same draw) has the JIT's
+/// loss, and W is the EMA of its own logged scores.
 #[test]
-fn the_default_backend_searches_as_the_jit_does() {
+fn opencl_searches_as_the_jit_does() {
     let text = model((0, 160), "search: mixture(models: 2, t_max: 10)", 1);
     let (dir, _) = setup(&text, 160);
     let d = dir.path();
