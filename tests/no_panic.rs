@@ -507,7 +507,8 @@ thread_local! {
 }
 
 /// What `fnetc bench --backend jit --batch 1` does before it runs: the memory check,
-/// the plan for a batch of 1, and the JIT compile of every kernel. Lowering may refuse
+/// the plan for a batch of 1 (native conv steps included), and loading it on the JIT:
+/// the compile of every kernel and the checks of every native step. Lowering may refuse
 /// a program cleanly (an op it does not support); the JIT compiling a lowered plan
 /// must not fail, since its kernels are type-checked.
 fn jit_compile(
@@ -529,7 +530,9 @@ fn jit_compile(
     let target = fnet::backend::JitBackend::default_target();
     match fnet::kernel_ir::plan::build_plan(g, params, std::slice::from_ref(&x.shape), target) {
         Ok(plan) => {
-            if let Err(e) = JIT.with(|c| c.compile(&plan.kernels)) {
+            // Loading compiles every kernel and checks every native step's geometry
+            // and buffers against the micro-kernels' rules.
+            if let Err(e) = JIT.with(|c| fnet::jit::JitExecutable::new(c, plan)) {
                 panic!("the JIT failed on a lowered plan: {e}");
             }
             count("JIT-compiled");
