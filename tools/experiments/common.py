@@ -183,3 +183,47 @@ def bar_chart(path, groups, w=480, h=300, lo=None):
                 for xx in range(x, min(x + bw - 1, w - 10)):
                     img[yy][xx] = COLOURS[bi % 8]
     _png(path, img)
+
+
+def safetensors(path):
+    """{name: numpy array} of a safetensors file (F32/F64 only)."""
+    b = open(path, "rb").read()
+    n = int.from_bytes(b[:8], "little")
+    head = json.loads(b[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__":
+            continue
+        dt = {"F32": np.float32, "F64": np.float64}.get(v["dtype"])
+        if dt is None:
+            continue
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dt).reshape(v["shape"])
+    return out
+
+
+def ortho_residual(w):
+    """The orthogonality residual as fnet's `orthogonality` computes it (docs/autodiff.md):
+    one mean over all stages' counted entries of (B B^T - I)^2, from fnet weight names:
+    basis `stageN.shared.P.weight`, and the `.unique.weight` of every conv under `layerN.`."""
+    total_sim, total_cnt = 0.0, 0
+    for name in sorted(k for k in w if ".shared." in k and k.startswith("stage")):
+        stage = name.split(".")[0]
+        layer = "layer" + stage[len("stage"):] + "."
+        shared = [w[k] for k in sorted(w) if k.startswith(stage + ".shared.")]
+        if name != sorted(k for k in w if k.startswith(stage + ".shared."))[0]:
+            continue
+        uniques = [w[k] for k in sorted(w) if k.startswith(layer) and k.endswith(".unique.weight")]
+        ns = sum(s.shape[0] for s in shared)
+        nu = uniques[0].shape[0] if uniques else 0
+        B = np.concatenate([s.reshape(s.shape[0], -1) for s in shared + uniques]).astype(np.float64)
+        n = B.shape[0]
+        D = (B @ B.T - np.eye(n)) ** 2
+        sim, cnt = D[:ns].sum(), ns * n
+        for i in range(len(uniques)):
+            o = ns + i * nu
+            sim += D[o:o + nu, o:o + nu].sum()
+            cnt += nu * nu
+        total_sim += sim
+        total_cnt += cnt
+    return total_sim / max(total_cnt, 1)

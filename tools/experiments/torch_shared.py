@@ -11,8 +11,8 @@ orthogonality regulariser at --lam (10 or 0), or the plain resnet14_mnist.fnet
 
 Recipe as the .fnet: SGD lr 0.05, momentum 0.9, weight decay 5e-4, cosine per
 iteration. The regulariser is SEEDS §3.2's (tools/golden_regularizers.py `ortho`):
-per stage, mean over shared rows x all rows and each conv's unique block of
-(B B^T - I)^2, summed over stages. Prints one JSON line (acc, wall_s, params, and the
+shared rows x all rows and each conv's unique block of (B B^T - I)^2, one mean
+over all stages' counted entries (as fnet's `orthogonality`, docs/autodiff.md). Prints one JSON line (acc, wall_s, params, and the
 final residual and basis gradient norms).
 """
 import argparse, os, sys
@@ -88,7 +88,8 @@ class Net(nn.Module):
         return self.fc(self.blocks(F.relu(self.bn(self.stem(x)))).mean(dim=(2, 3)))
 
     def residual(self):
-        total = 0.0
+        """One mean over all stages' counted entries, as fnet's `orthogonality`."""
+        tsim, tcnt = 0.0, 0
         for b in self.bases:
             ns, nu = b.weight.shape[0], b.uniques[0].shape[0]
             n = ns + nu * len(b.uniques)
@@ -99,8 +100,8 @@ class Net(nn.Module):
                 o = ns + i * nu
                 sim = sim + D[o:o + nu, o:o + nu].sum()
                 cnt += nu * nu
-            total = total + sim / cnt
-        return total
+            tsim, tcnt = tsim + sim, tcnt + cnt
+        return tsim / tcnt
 
 
 def main():
