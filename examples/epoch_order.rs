@@ -18,7 +18,10 @@ fn main() {
     }
     let num = |i: usize, what: &str| -> u64 {
         args[i].parse().unwrap_or_else(|_| {
-            eprintln!("epoch_order: {what} `{}` is not a non-negative integer; {usage}", args[i]);
+            eprintln!(
+                "epoch_order: {what} `{}` is not a non-negative integer; {usage}",
+                args[i]
+            );
             std::process::exit(2)
         })
     };
