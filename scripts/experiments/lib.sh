@@ -55,12 +55,18 @@ model() {
   echo "$dst"
 }
 
-# fnet_train ARM SEED MODEL [fnetc flags...]: trains, appends a JSON line (arm, seed,
+# fnet_train ARM SEED MODEL [fnetc flags...]: trains MODEL with its `seed` set to SEED,
+# appends a JSON line (arm, seed,
 # acc, wall_s, run) to $RESULTS; extra fields come from $EXTRA (JSON members, no braces).
 fnet_train() {
   local arm=$1 seed=$2 m=$3; shift 3
   local run="$OUT/runs/$arm-seed$seed"
   local t0 t1
+  # The seed sets the model's initialisation (`seed N`, frozen LC bases included) as
+  # well as the data order (--seed), so seeds differ as PyTorch's do.
+  local ms="${m%.fnet}-seed$seed.fnet"
+  sed -e "s|^  seed [0-9]*\$|  seed $seed|" "$m" > "$ms"
+  m=$ms
   t0=$(date +%s.%N)
   "$FNETC" train "$m" --seed "$seed" --backend "$BACKEND" --out "$run" --force "$@" > "$run.log" 2>&1 \
     || { echo "fnetc train $m failed; see $run.log" >&2; tail -5 "$run.log" >&2; exit 1; }
