@@ -92,7 +92,9 @@ mod tests {
         // Row of [0, 1, 2]: 0.25 → 0.25, 1.75 → 1.75.
         let x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         let y = resize_plane(&x, 3, 3, 2);
-        // Rows are 3 apart: value = 3·ry + rx.
+        // Rows are 3 apart: value = 3·ry + rx, i.e. [1, 2.5, 5.5, 7], which is what
+        // F.interpolate(arange(9.).view(1, 1, 3, 3), size=(2, 2), mode="bilinear",
+        // align_corners=False) gives.
         let want = [
             3.0 * 0.25 + 0.25,
             3.0 * 0.25 + 1.75,
