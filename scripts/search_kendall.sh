@@ -16,7 +16,8 @@
 # Full version (one command):   scripts/search_kendall.sh
 # Reduced (shared CPU):         QUICK=1 scripts/search_kendall.sh
 # Knobs: PX (28 or 16), GT_EPOCHS, GT_SEEDS, SEARCH_EPOCHS, SEEDS, MODELS, BACKEND,
-# FNETC (the binary), WORK (scratch directory, default out/search_kendall).
+# FNETC (the binary), WORK (scratch directory, default out/search_kendall), TRAIN and
+# TEST (the splits, default 0,8000 and 8000,10000), OVERHEAD=0 (skip step 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${QUICK:-0}" == 1 ]]; then
@@ -32,6 +33,9 @@ BACKEND=${BACKEND:-opencl}
 FNETC=${FNETC:-target/release/fnetc}
 WORK=${WORK:-out/search_kendall}
 OVERHEAD_STEPS=${OVERHEAD_STEPS:-120}
+OVERHEAD=${OVERHEAD:-1}
+TRAIN=${TRAIN:-0,8000}
+TEST=${TEST:-8000,10000}
 [[ -x "$FNETC" ]] || cargo build --release --locked
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
@@ -51,6 +55,7 @@ fi
 sed -e "s|f32\[B, 1, 28, 28\]|f32[B, 1, $PX, $PX]|" \
     -e "s|\"../data/mnist10k/images.idx3-ubyte.gz\"|\"$IMAGES\"|" \
     -e "s|\"../data/mnist10k/labels.idx1-ubyte.gz\"|\"$LABELS\"|" \
+    -e "s|train: \[0, 8000\], test: \[8000, 10000\]|train: [$TRAIN], test: [$TEST]|" \
     examples/slots_mnist.fnet > "$WORK/model.fnet"
 MODEL="$WORK/model.fnet"
 CONFIGS=$(python3 -c 'import itertools; print(" ".join(f"{a},{b}" for a, b in itertools.combinations(range(1, 6), 2)))')
@@ -78,16 +83,17 @@ done
 
 # 3. Overhead: the search's steps on configuration [2,4] (M = 4) against plain
 #    training steps of [2,4], interleaved, twice.
-for round in 1 2; do
+for round in $( [[ "$OVERHEAD" == 1 ]] && echo 1 2); do
   "$FNETC" train "$MODEL" --config 2,4 --backend "$BACKEND" --stop-after "$OVERHEAD_STEPS" \
     --out "$WORK/overhead/train$round" --force > /dev/null
   "$FNETC" search "$MODEL" --models 4 --backend "$BACKEND" --stop-after "$OVERHEAD_STEPS" \
     --out "$WORK/overhead/search$round" --force > /dev/null
 done
 
-python3 - "$WORK" "$MODELS" "$SEEDS" "$GT_SEEDS" <<'PY'
+python3 - "$WORK" "$MODELS" "$SEEDS" "$GT_SEEDS" "$OVERHEAD" <<'PY'
 import json, sys, os, itertools, statistics
 work, models, seeds, gt_seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+overhead = sys.argv[5] == "1"
 configs = [f"{a},{b}" for a, b in itertools.combinations(range(1, 6), 2)]
 
 def test_acc(run):
@@ -133,6 +139,8 @@ for m in models:
 def steps(run):
     recs = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
     return [r for r in recs if r["kind"] == "step"]
+if not overhead:
+    sys.exit(0)
 print("\nOverhead, configuration [2,4], median ms per step (plain: the first 5 steps left out; search: its steps")
 print("that drew [2,4], the first left out, as it prepares the plan): plain training step; the search's training part,")
 print("validation batch and whole step")

@@ -50,6 +50,11 @@ pub struct Recipe {
     /// statistics over the ranks rather than keep rank 0's (docs/distributed.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_bn: Option<bool>,
+    /// `resize:` resample every image (train and test splits) to this height and width,
+    /// bilinearly (PyTorch's `align_corners=False`), before training; e.g. 14 to train
+    /// on 14×14 MNIST for the cross-resolution experiment (docs/experiments.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize: Option<u64>,
 }
 
 impl Recipe {
@@ -63,6 +68,7 @@ impl Recipe {
             ("loss", self.loss.is_some()),
             ("optimizer", self.optimizer.is_some()),
             ("regularizers", self.regularizers.is_some()),
+            ("resize", self.resize.is_some()),
             ("schedule", self.schedule.is_some()),
             ("search", self.search.is_some()),
             ("seed", self.seed.is_some()),

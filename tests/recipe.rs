@@ -236,3 +236,50 @@ fn sync_bn_is_a_bool() {
     let err = recipe(TINY, "sync_b: true").expect_err("a typo");
     assert!(err.contains("sync_bn"), "suggests the key: {err}");
 }
+
+#[test]
+fn resize_is_a_positive_int_with_its_place_in_errors() {
+    assert_eq!(recipe(TINY, "resize: 14").unwrap().resize, Some(14));
+    assert_eq!(recipe(TINY, "epochs: 2").unwrap().resize, None);
+    for bad in ["resize: 0", "resize: -3", "resize: 1.5", "resize: \"14\""] {
+        let err = recipe(TINY, bad).expect_err(bad);
+        assert!(err.starts_with("error[E0202]"), "{bad}: {err}");
+        assert!(
+            err.contains("`resize` must be a positive int"),
+            "{bad}: {err}"
+        );
+        // The value's place: line 6 (the train section's first line), after `resize: `.
+        assert!(err.contains("t.fnet:6:9"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn an_input_dimension_may_name_a_constant_declared_above() {
+    let model = |set: &[(&str, &str)]| {
+        let text = "model m {\n  R = 14\n  input x: f32[B, 1, R, R]\n  return x |> conv2d(4, 3, padding: 1) |> global_avg_pool |> linear(10)\n}\n";
+        let options = Options {
+            overrides: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Options::default()
+        };
+        compile_str("t.fnet", text, &options).map_err(|r| r.render())
+    };
+    let shape = |set: &[(&str, &str)]| {
+        let (_, m) = model(set).unwrap();
+        let x = m.graph.inputs[0];
+        format!("{:?}", m.graph.node(x).ty.shape)
+    };
+    assert!(shape(&[]).contains("Known(14)"), "{}", shape(&[]));
+    assert!(
+        shape(&[("R", "28")]).contains("Known(28)"),
+        "{}",
+        shape(&[("R", "28")])
+    );
+    let err = model(&[("R", "0")]).unwrap_err();
+    assert!(
+        err.contains("E0204") && err.contains("t.fnet:3:22"),
+        "{err}"
+    );
+}

@@ -97,7 +97,22 @@ pub fn elaborate(program: &Program, options: &Options) -> Result<Module, Diagnos
                             .hint("a tensor with a zero-sized dimension holds no data"))
                         }
                         DimAst::Known { value, .. } => Dim::Known(*value),
-                        DimAst::Symbol(s) => Dim::sym(&s.name),
+                        // A model-level int constant declared above the input gives
+                        // its value (after `--set`), so `--set R=28` resizes the
+                        // input; any other name is a symbol.
+                        DimAst::Symbol(s) => match env.get(&s.name).map(|v| &v.value) {
+                            Some(Value::Int(v)) if *v >= 1 => Dim::Known(*v as u64),
+                            Some(Value::Int(_)) => {
+                                return Err(Diagnostic::at(
+                                    "E0204",
+                                    s.span,
+                                    format!("input dimension `{}` is a constant below 1", s.name),
+                                    "must be at least 1",
+                                )
+                                .hint("dimensions must be at least 1"))
+                            }
+                            _ => Dim::sym(&s.name),
+                        },
                     });
                 }
                 if !(2..=4).contains(&shape.len()) {

@@ -29,6 +29,7 @@ const KEYS: &[(&str, &str)] = &[
     ("augment", "augment"),
     ("search", "search"),
     ("sync_bn", "bool"),
+    ("resize", "int"),
 ];
 
 /// A constructor call bound to its signature and range-checked.
@@ -67,6 +68,7 @@ pub fn validate(section: &TrainSection, graph: &Graph) -> Result<Recipe, Diagnos
             "batch" => out.batch = Some(count(&key.name, expr, 1)?),
             "seed" => out.seed = Some(count(&key.name, expr, 0)?),
             "sync_bn" => out.sync_bn = Some(flag(&key.name, expr)?),
+            "resize" => out.resize = Some(count(&key.name, expr, 1)?),
             "loss" => out.loss = Some(loss(&call(expr, kind, graph)?)),
             "optimizer" => out.optimizer = Some(optimizer(call(expr, kind, graph)?)),
             "schedule" => out.schedule = Some(schedule(&call(expr, kind, graph)?)),

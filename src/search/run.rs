@@ -233,7 +233,13 @@ pub fn search(args: &SearchArgs, observe: &mut dyn FnMut(Event)) -> Result<Summa
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
-    let data = data::load(&settings.data, &model_dir, &sample, classes)?;
+    let data = data::load_resized(
+        &settings.data,
+        settings.recipe.resize,
+        &model_dir,
+        &sample,
+        classes,
+    )?;
     data::check_augment(&settings.augment, &sample)?;
     let (train, val) = split_samples(&data.train, mix.split)?;
     let backend = open(args.backend, args.device, &args.model)?;

@@ -96,7 +96,19 @@ pub fn load(
     sample_shape: &[usize],
     classes: usize,
 ) -> Result<DataSet, RunError> {
-    let set = match data {
+    load_resized(data, None, model_dir, sample_shape, classes)
+}
+
+/// [`load`], with every image of both splits first resampled to `resize`×`resize`
+/// when the recipe's `resize:` asks for it (`super::resize`).
+pub fn load_resized(
+    data: &Data,
+    resize: Option<u64>,
+    model_dir: &Path,
+    sample_shape: &[usize],
+    classes: usize,
+) -> Result<DataSet, RunError> {
+    let mut set = match data {
         Data::Idx {
             images,
             labels,
@@ -106,6 +118,13 @@ pub fn load(
         Data::Cifar10 { dir } => load_cifar10(dir, model_dir)?,
         Data::Npy { inputs, labels } => load_npy(inputs, labels, model_dir)?,
     };
+    if let Some(n) = resize {
+        set.train = super::resize::resize_samples(&set.train, n as usize)?;
+        if let Some(t) = &set.test {
+            set.test = Some(super::resize::resize_samples(t, n as usize)?);
+        }
+        set.about = format!("{} resized to {n}×{n}", set.about);
+    }
     for (name, split) in [("train", Some(&set.train)), ("test", set.test.as_ref())] {
         let Some(s) = split else { continue };
         if s.sample_shape() != sample_shape {

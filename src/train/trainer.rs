@@ -124,7 +124,13 @@ pub fn train_in(
     let graph = module.graph;
     let (sample_shape, classes) = io_shape(&graph)?;
     let model_dir = args.model.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let data = data::load(&settings.data, &model_dir, &sample_shape, classes)?;
+    let data = data::load_resized(
+        &settings.data,
+        settings.recipe.resize,
+        &model_dir,
+        &sample_shape,
+        classes,
+    )?;
     data::check_augment(&settings.augment, &sample_shape)?;
     // The section's loss: cross-entropy and its regularisers, each term also its own
     // output (`loss.ce`, `reg.<kind>`), logged per step.
