@@ -18,6 +18,8 @@ fi
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# Python 3 with NumPy: the experiment scripts' tables and plots (tests/experiments_smoke.rs).
+python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3 python3-numpy)
 for pkg in ocl-icd-opencl-dev opencl-headers clinfo pocl-opencl-icd \
     libopenmpi-dev openmpi-bin libclang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
