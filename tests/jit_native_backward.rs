@@ -199,3 +199,20 @@ fn every_algorithm_and_isa_agrees() {
         }
     }
 }
+
+/// A bad `FNET_JIT_CONV_BWD` is an error that names the variable, not a panic.
+#[test]
+fn a_bad_variable_is_an_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .args(["bench", "--training", "--backend", "jit", "--batch", "2"])
+        .args(["--iters", "1"])
+        .arg(common::example_path("lenet_mnist"))
+        .env("FNET_JIT_CONV_BWD", "sideways")
+        .output()
+        .expect("fnetc runs");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("FNET_JIT_CONV_BWD=sideways"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
