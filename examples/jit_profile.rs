@@ -1,7 +1,7 @@
 //! Where a JIT forward's time goes: per kernel kind, and the slowest launches.
 //!
 //! ```text
-//! cargo run --release --example jit_profile -- MODEL.fnet [--batch N] [--iters K] [--vector V] [--tile T]
+//! cargo run --release --example jit_profile -- MODEL.fnet [--batch N] [--iters K] [--vector V] [--tile T] [--training]
 //! ```
 //!
 //! Compiles `MODEL` as `fnetc bench --backend jit` does (`cli::bench::compile_bound`,
@@ -10,10 +10,12 @@
 //! backend's), runs one warm-up forward, then `K` (default 5) forwards launch by launch
 //! (`JitExecutable::launch_timed`), keeping each launch's best time. Prints the compile
 //! time, then the time per kernel kind (the kernel's name without its number) and the
-//! ten slowest launches with their grid and GFLOP/s.
+//! ten slowest launches with their grid and GFLOP/s. With `--training` it profiles a
+//! training step instead (the training graph as `fnetc bench --training` compiles it,
+//! with its fixed labels).
 
 use fnet::backend::{Backend, BackendKind, JitBackend};
-use fnet::cli::bench::{bench_input, compile_bound, BenchArgs};
+use fnet::cli::bench::{bench_input, compile_bound, compile_training, training_inputs, BenchArgs};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -46,11 +48,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         iters,
         warmup: 1,
         unoptimised: false,
-        training: false,
+        training: args.iter().any(|a| a == "--training"),
     };
-    let (graph, store) = compile_bound(&bench, jit.cost_table()).map_err(|e| e.to_string())?;
-    let x = bench_input(&graph, batch)?;
-    let prepared = jit.prepare_plan(&graph, &store, std::slice::from_ref(&x.shape))?;
+    let (graph, store, inputs) = if bench.training {
+        let (g, store, classes) =
+            compile_training(&bench, jit.cost_table()).map_err(|e| e.to_string())?;
+        let inputs = training_inputs(&g, batch, classes)?;
+        (g, store, inputs)
+    } else {
+        let (g, store) = compile_bound(&bench, jit.cost_table()).map_err(|e| e.to_string())?;
+        let x = bench_input(&g, batch)?;
+        (g, store, vec![x])
+    };
+    let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+    let prepared = jit.prepare_plan(&graph, &store, &shapes)?;
     let exe = prepared.executable();
     let stats = prepared.compile_stats();
     println!(
@@ -58,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.compiled,
         stats.time.as_secs_f64() * 1e3
     );
-    exe.write_inputs(std::slice::from_ref(&x))?;
+    exe.write_inputs(&inputs)?;
     exe.launch();
     let mut best = vec![Duration::MAX; exe.plan.steps.len()];
     for _ in 0..iters {

@@ -128,7 +128,10 @@ fn native_steps(src: &str, shape: &[usize], native: NativeConvs) -> Vec<JitConv>
     .unwrap_or_else(|e| panic!("{src}: {e}"));
     plan.steps
         .iter()
-        .filter_map(|s| s.native.map(|NativeOp::Conv2d { algo, .. }| algo))
+        .filter_map(|s| match s.native {
+            Some(NativeOp::Conv2d { algo, .. }) => Some(algo),
+            _ => None,
+        })
         .collect()
 }
 

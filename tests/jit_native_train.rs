@@ -50,9 +50,9 @@ fn native_convs(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<JitConv>
         .plan
         .steps
         .iter()
-        .filter_map(|s| {
-            s.native
-                .map(|fnet::kernel_ir::native::NativeOp::Conv2d { algo, .. }| algo)
+        .filter_map(|s| match s.native {
+            Some(fnet::kernel_ir::native::NativeOp::Conv2d { algo, .. }) => Some(algo),
+            _ => None,
         })
         .collect()
 }

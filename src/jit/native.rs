@@ -7,12 +7,16 @@
 //! executable is built; one whose weight is a buffer written at run time (a training
 //! parameter, a synthesised FlexConv kernel) is transformed in every run.
 
+use super::kernels::conv_backward::{
+    conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
+    data_as_forward,
+};
 use super::kernels::conv_im2col::conv2d_im2col;
-use super::kernels::conv_params::{Conv2d, Epilogue};
+use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
 use super::kernels::isa::Isa;
 use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
 use super::kernels::winograd_transform::WinogradTile;
-use crate::kernel_ir::native::{ConvGeometry, JitConv, NativeOp};
+use crate::kernel_ir::native::{ConvGeometry, JitConv, JitConvData, NativeOp};
 use crate::runtime::RunError;
 
 /// One native step with its buffers resolved.
@@ -49,6 +53,14 @@ fn tile(algo: JitConv) -> Option<WinogradTile> {
     }
 }
 
+fn data_tile(algo: JitConvData) -> Option<WinogradTile> {
+    match algo {
+        JitConvData::Winograd2 => Some(WinogradTile::F2),
+        JitConvData::Winograd4 => Some(WinogradTile::F4),
+        JitConvData::Col2im | JitConvData::Im2col => None,
+    }
+}
+
 fn conv_error(layer: &str, e: impl std::fmt::Display) -> RunError {
     RunError::new(format!("`{layer}`: native conv: {e}"))
         .hint("set FNET_JIT_CONV=direct to run every conv as a generated kernel")
@@ -64,11 +76,17 @@ impl NativeCall {
         constant_weight: bool,
         layer: &str,
     ) -> Result<NativeCall, RunError> {
-        let NativeOp::Conv2d {
-            geometry,
-            algo,
-            epilogue,
-        } = op;
+        let (geometry, algo, epilogue) = match op {
+            NativeOp::Conv2d {
+                geometry,
+                algo,
+                epilogue,
+            } => (geometry, algo, epilogue),
+            NativeOp::ConvBackwardFilter { geometry }
+            | NativeOp::ConvBackwardData { geometry, .. } => {
+                return NativeCall::backward(op, geometry, isa, args, layer);
+            }
+        };
         let want = 3 + usize::from(epilogue.bias) + usize::from(epilogue.residual);
         if args.len() != want {
             return Err(conv_error(
@@ -108,10 +126,67 @@ impl NativeCall {
         Ok(call)
     }
 
+    /// A backward conv step: three arguments whose lengths the routine checks once
+    /// here (on zero buffers of the same lengths), so a run cannot fail.
+    fn backward(
+        op: NativeOp,
+        geometry: ConvGeometry,
+        isa: Isa,
+        args: Vec<(*mut f32, usize)>,
+        layer: &str,
+    ) -> Result<NativeCall, RunError> {
+        if args.len() != 3 {
+            return Err(conv_error(
+                layer,
+                format!("{} arguments, expected 3", args.len()),
+            ));
+        }
+        let p = conv2d(&geometry);
+        let [a, b, c] = [args[0].1, args[1].1, args[2].1];
+        let checked = match op {
+            NativeOp::ConvBackwardFilter { .. } => {
+                p.check(a, c, b, &Epilogue::default()).map(|_| ())
+            }
+            NativeOp::ConvBackwardData { algo, .. } => p
+                .check(c, b, a, &Epilogue::default())
+                .map(|_| ())
+                .and_then(|()| match data_tile(algo) {
+                    _ if algo == JitConvData::Col2im => Ok(()),
+                    Some(_) => data_as_forward(&p)
+                        .ok_or_else(|| ConvError::Geometry("not stride 1".into()))
+                        .and_then(|f| super::kernels::winograd::winograd_applies(&f)),
+                    None => data_as_forward(&p)
+                        .map(|_| ())
+                        .ok_or_else(|| ConvError::Geometry("not stride 1".into())),
+                }),
+            NativeOp::Conv2d { .. } => unreachable!("a forward conv is not a backward one"),
+        };
+        checked.map_err(|e| conv_error(layer, e))?;
+        Ok(NativeCall {
+            op,
+            isa,
+            args,
+            filter: None,
+        })
+    }
+
+    /// A backward step's `(a, b, out)` views.
+    #[allow(clippy::mut_from_ref)]
+    fn backward_parts(&self) -> (&[f32], &[f32], &mut [f32]) {
+        // SAFETY: as in `parts`.
+        let view = |i: usize| unsafe { std::slice::from_raw_parts(self.args[i].0, self.args[i].1) };
+        let (ptr, len) = self.args[2];
+        // SAFETY: as in `parts`; the output is written by this step only.
+        let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        (view(0), view(1), out)
+    }
+
     /// The input, weight, epilogue and output views.
     #[allow(clippy::mut_from_ref)]
     fn parts(&self) -> (&[f32], &[f32], Epilogue<'_>, &mut [f32]) {
-        let NativeOp::Conv2d { epilogue, .. } = self.op;
+        let NativeOp::Conv2d { epilogue, .. } = self.op else {
+            unreachable!("parts of a forward conv only");
+        };
         // SAFETY: each address holds its length in floats (the executor's buffers,
         // never reallocated); the plan never gives a step's output as one of its inputs,
         // and no other step runs meanwhile.
@@ -138,7 +213,25 @@ impl NativeCall {
 
     /// Runs the step.
     pub(super) fn run(&self) {
-        let NativeOp::Conv2d { geometry, algo, .. } = self.op;
+        let (geometry, algo) = match self.op {
+            NativeOp::Conv2d { geometry, algo, .. } => (geometry, algo),
+            NativeOp::ConvBackwardFilter { geometry } => {
+                let (x, dy, dw) = self.backward_parts();
+                conv2d_backward_filter(self.isa, &conv2d(&geometry), x, dy, dw)
+                    .expect("a native conv checked when the executable was built");
+                return;
+            }
+            NativeOp::ConvBackwardData { geometry, algo } => {
+                let (dy, w, dx) = self.backward_parts();
+                let p = conv2d(&geometry);
+                let done = match algo {
+                    JitConvData::Col2im => conv2d_backward_data_col2im(self.isa, &p, dy, w, dx),
+                    a => conv2d_backward_data_as_forward(self.isa, &p, data_tile(a), dy, w, dx),
+                };
+                done.expect("a native conv checked when the executable was built");
+                return;
+            }
+        };
         let p = conv2d(&geometry);
         let (x, w, epi, out) = self.parts();
         let done = match (tile(algo), &self.filter) {

@@ -135,6 +135,95 @@ pub struct NativeEpilogue {
     pub relu: bool,
 }
 
+/// How the JIT runs the data gradient (backward to the input) of a conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JitConvData {
+    /// `col = Wᵀ·dY` by sgemm, then col2im: any geometry.
+    Col2im,
+    /// The forward conv of `dY` with the flipped, transposed weight, by im2col (stride
+    /// 1, padding at most `d·(k−1)`).
+    Im2col,
+    /// The same forward conv by Winograd F(2×2, 3×3) (also 3×3, dilation 1, one group).
+    Winograd2,
+    /// The same by Winograd F(4×4, 3×3).
+    Winograd4,
+}
+
+impl JitConvData {
+    pub const ALL: [JitConvData; 4] = [
+        JitConvData::Col2im,
+        JitConvData::Im2col,
+        JitConvData::Winograd2,
+        JitConvData::Winograd4,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JitConvData::Col2im => "col2im",
+            JitConvData::Im2col => "im2col",
+            JitConvData::Winograd2 => "winograd2",
+            JitConvData::Winograd4 => "winograd4",
+        }
+    }
+}
+
+/// The environment variable that forces the JIT's data-gradient algorithm:
+/// `auto|direct|col2im|im2col|winograd2|winograd4` (`direct`: the generated kernels
+/// for both backward convs).
+pub const BACKWARD_ENV: &str = "FNET_JIT_CONV_BWD";
+
+/// What `FNET_JIT_CONV_BWD` asks for: `Ok(None)` for the generated kernels, `Ok(Some
+/// (None))` for the rule of [`choose_data`], `Ok(Some(Some(a)))` to force `a`.
+pub fn backward_from_env() -> Result<Option<Option<JitConvData>>, String> {
+    let v = std::env::var(BACKWARD_ENV).unwrap_or_default();
+    match v.trim() {
+        "" | "auto" => Ok(Some(None)),
+        "direct" => Ok(None),
+        name => JitConvData::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .map(|a| Some(Some(a)))
+            .ok_or_else(|| {
+                format!(
+                    "{BACKWARD_ENV}={name}: expected one of auto, direct, col2im, im2col, \
+                     winograd2, winograd4"
+                )
+            }),
+    }
+}
+
+impl ConvGeometry {
+    /// Whether the data gradient is a stride-1 forward conv: stride 1, padding at most
+    /// `d·(k−1)` on each axis.
+    pub fn data_as_forward(&self) -> bool {
+        self.stride == (1, 1)
+            && self.pad.0 <= self.dilation.0 * (self.kh.max(1) - 1)
+            && self.pad.1 <= self.dilation.1 * (self.kw.max(1) - 1)
+    }
+}
+
+/// The data-gradient algorithm of the conv `g`: `forced` when it covers the conv
+/// (falling back Winograd → im2col → col2im), else the rule: a conv whose gradient
+/// is a forward conv takes Winograd F(2×2) where it applies with at least 8 channels
+/// each way (as [`choose`] does for the forward), else im2col; every other conv
+/// (strided, or padded past `d·(k−1)`) takes col2im.
+pub fn choose_data(g: &ConvGeometry, forced: Option<JitConvData>) -> JitConvData {
+    let forward = g.data_as_forward();
+    let wino = forward && g.winograd_applies();
+    let wanted = forced.unwrap_or(if wino && g.ci >= 8 && g.co >= 8 {
+        JitConvData::Winograd2
+    } else if forward {
+        JitConvData::Im2col
+    } else {
+        JitConvData::Col2im
+    });
+    match wanted {
+        _ if !forward => JitConvData::Col2im,
+        JitConvData::Winograd2 | JitConvData::Winograd4 if !wino => JitConvData::Im2col,
+        a => a,
+    }
+}
+
 /// A routine call of a native step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NativeOp {
@@ -144,6 +233,13 @@ pub enum NativeOp {
         algo: JitConv,
         epilogue: NativeEpilogue,
     },
+    /// The filter gradient of a conv, `dW = Σ dY·col(x)ᵀ`. Arguments: `x`, `dy`, `dw`.
+    ConvBackwardFilter { geometry: ConvGeometry },
+    /// The data gradient of a conv. Arguments: `dy`, the weight, `dx`.
+    ConvBackwardData {
+        geometry: ConvGeometry,
+        algo: JitConvData,
+    },
 }
 
 impl NativeOp {
@@ -151,7 +247,9 @@ impl NativeOp {
     /// counts them), so that plans compare whatever runs them.
     pub fn flops(&self) -> u64 {
         match self {
-            NativeOp::Conv2d { geometry, .. } => 2 * geometry.macs(),
+            NativeOp::Conv2d { geometry, .. }
+            | NativeOp::ConvBackwardFilter { geometry }
+            | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
         }
     }
 
@@ -159,6 +257,8 @@ impl NativeOp {
     pub fn name(&self) -> String {
         match self {
             NativeOp::Conv2d { algo, .. } => format!("conv2d_{}", algo.name()),
+            NativeOp::ConvBackwardFilter { .. } => "conv2d_bwd_filter_gemm".to_string(),
+            NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
         }
     }
 }

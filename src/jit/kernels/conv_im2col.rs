@@ -95,7 +95,7 @@ fn image_conv(
 }
 
 /// Unfolds `x` (`cg` channels of `h × w`) into `col` (`[cg·kh·kw, ho·wo]`).
-fn im2col(p: &Conv2d, (ho, wo): (usize, usize), x: &[f32], col: &mut [f32]) {
+pub(super) fn im2col(p: &Conv2d, (ho, wo): (usize, usize), x: &[f32], col: &mut [f32]) {
     let (sh, sw) = p.stride;
     let (ph, pw) = p.pad;
     let (dh, dw) = p.dilation;

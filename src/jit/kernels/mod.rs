@@ -1,6 +1,7 @@
 //! Hand-written CPU hot loops for the JIT: GEMM micro-kernels per ISA, im2col
 //! convolution and Winograd convolution. See `docs/jit_kernels.md`.
 
+pub mod conv_backward;
 pub mod conv_im2col;
 pub mod conv_params;
 pub mod isa;

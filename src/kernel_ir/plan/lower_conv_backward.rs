@@ -27,6 +27,7 @@ use crate::kernel_ir::conv_backward::{
 use crate::kernel_ir::fft_backward::{filter_crop, filter_mac, pack_rows, FftFilter};
 use crate::kernel_ir::fft_conv::FftConv;
 use crate::kernel_ir::gemm::{matmul, Strides};
+use crate::kernel_ir::native::{self, ConvGeometry, NativeConvs, NativeOp};
 use crate::kernel_ir::strided_data;
 use crate::passes::choose_conv_algo::{decide, env_override};
 use crate::runtime::RunError;
@@ -107,9 +108,14 @@ impl Builder<'_> {
         let groups = attrs.groups as usize;
         let fwd = data_as_forward(&s).filter(|_| groups == 1);
         let strided = s.stride != [1, 1];
-        let fft = fwd
-            .as_ref()
-            .filter(|_| !strided && self.backward_algo(attrs, &s) == ConvAlgo::Fft);
+        let fft_algo = self.backward_algo(attrs, &s) == ConvAlgo::Fft;
+        if let Some(g) = self.native_backward(&s, groups, fft_algo && !strided && fwd.is_some())? {
+            let algo = native::choose_data(&g, self.native_data_forced()?);
+            let op = NativeOp::ConvBackwardData { geometry: g, algo };
+            self.emit_native(op, vec![dy.buf, w.buf, dx.buf], &layer);
+            return Ok(dx);
+        }
+        let fft = fwd.as_ref().filter(|_| !strided && fft_algo);
         if let Some(g) = fft.and_then(|f| FftConv::new(f, self.target.vector)) {
             // The forward FFT conv of dy with the flipped, transposed weight's spectrum.
             let kf = self.device_spectrum(&g, w.buf, true, &layer);
@@ -218,7 +224,14 @@ impl Builder<'_> {
         let w_shape = self.shape_of(operands[2])?;
         let s = conv_spec(attrs, &x.shape, &w_shape);
         let groups = attrs.groups as usize;
-        if groups == 1 && self.backward_algo(attrs, &s) == ConvAlgo::Fft {
+        let fft_algo = groups == 1 && self.backward_algo(attrs, &s) == ConvAlgo::Fft;
+        if let Some(geometry) = self.native_backward(&s, groups, fft_algo)? {
+            let dw = self.temp(w_shape);
+            let op = NativeOp::ConvBackwardFilter { geometry };
+            self.emit_native(op, vec![x.buf, dy.buf, dw.buf], &layer);
+            return Ok(dw);
+        }
+        if fft_algo {
             if let Some(g) = FftFilter::new(&s, self.target.vector) {
                 return Ok(self.fft_filter(&g, &x, &dy, w_shape, &layer));
             }
@@ -292,6 +305,53 @@ impl Builder<'_> {
             layer,
         );
         dw
+    }
+
+    /// The geometry of a backward conv to run as a native step (`kernel_ir::native`),
+    /// when the target allows native convs (not `Off`, not forced `direct`), the
+    /// padding is symmetric, `FNET_JIT_CONV_BWD` is not `direct`, and the op is not
+    /// to run as an FFT (`fft`: the JIT keeps the FFT path where it was chosen, as
+    /// the forward does).
+    fn native_backward(
+        &self,
+        s: &ConvSpec,
+        groups: usize,
+        fft: bool,
+    ) -> Result<Option<ConvGeometry>, RunError> {
+        let on = !matches!(
+            self.target.native,
+            NativeConvs::Off | NativeConvs::Force(native::JitConv::Direct)
+        );
+        let symmetric = s.pad.iter().all(|&(lo, hi)| lo == hi);
+        if !on || !symmetric || fft || s.k.contains(&0) {
+            return Ok(None);
+        }
+        if native::backward_from_env()
+            .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(ConvGeometry {
+            n: s.n,
+            ci: s.ci,
+            h: s.h,
+            w: s.w,
+            co: s.co,
+            kh: s.k[0],
+            kw: s.k[1],
+            stride: (s.stride[0], s.stride[1]),
+            pad: (s.pad[0].0, s.pad[1].0),
+            dilation: (s.dilation[0], s.dilation[1]),
+            groups,
+        }))
+    }
+
+    /// The data-gradient algorithm `FNET_JIT_CONV_BWD` forces, if any.
+    fn native_data_forced(&self) -> Result<Option<native::JitConvData>, RunError> {
+        Ok(native::backward_from_env()
+            .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?
+            .flatten())
     }
 
     /// Direct or FFT for a backward conv of the forward `s`: the op's `algo` (copied by

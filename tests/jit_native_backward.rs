@@ -1,0 +1,218 @@
+//! The JIT's native backward convs (`NativeOp::ConvBackwardFilter` / `ConvBackwardData`,
+//! `jit::kernels::conv_backward`) against the f64 interpreter's training step: each
+//! data-gradient algorithm forced (`FNET_JIT_CONV_BWD`, read when the plan is lowered,
+//! so each runs in a child process, as each ISA does with `FNET_JIT_ISA`), on awkward
+//! convs: odd sizes, stride 2, padding 0/1/2, groups, dilation, channel counts that are
+//! no multiple of 8 or 16, 1-D. Each model is a 1×1 conv (so the awkward conv's input
+//! has a gradient), the awkward conv, a global average pool and a linear layer: no
+//! ReLU, so no kink can move a gradient. Each case also checks the plan's native
+//! steps, so a lowering that fell back to the generated kernels would fail.
+
+mod common;
+
+use common::models::{input, program};
+use common::{assert_close, noise, perturbed_weights};
+use fnet::autodiff::{differentiate, Loss};
+use fnet::backend::{Backend, Prepared, ReferenceBackend};
+use fnet::kernel_ir::native::{JitConvData, NativeOp};
+use fnet::runtime::{Mode, ParamStore};
+use fnet::tensor::Tensor;
+
+/// Set in the child processes.
+const CHILD: &str = "FNET_JIT_BWD_CHILD";
+
+/// (awkward conv, input shape, whether its data gradient is a stride-1 forward conv,
+/// whether Winograd covers that conv).
+const CASES: &[(&str, &[usize], bool, bool)] = &[
+    ("conv2d(7, 3, padding: 1)", &[2, 5, 9, 7], true, true),
+    (
+        "conv2d(17, 3, padding: 2, bias: false)",
+        &[2, 3, 6, 5],
+        true,
+        true,
+    ),
+    ("conv2d(4, 2, padding: 2)", &[2, 3, 6, 5], false, false),
+    ("conv2d(9, 3)", &[1, 11, 11, 13], true, true),
+    (
+        "conv2d(10, 3, stride: 2, padding: 1)",
+        &[2, 6, 9, 9],
+        false,
+        false,
+    ),
+    ("conv2d(5, 3, stride: 2)", &[3, 3, 8, 7], false, false),
+    (
+        "conv2d(6, 3, padding: 1, groups: 2)",
+        &[2, 4, 9, 7],
+        true,
+        false,
+    ),
+    (
+        "conv2d(6, 3, stride: 2, padding: 1, groups: 3)",
+        &[2, 9, 7, 8],
+        false,
+        false,
+    ),
+    (
+        "conv2d(4, 3, dilation: 2, padding: 2)",
+        &[1, 2, 11, 13],
+        true,
+        false,
+    ),
+    ("conv2d(5, 1)", &[2, 9, 6, 6], true, false),
+    ("conv2d(5, 1, stride: 2)", &[2, 9, 7, 6], false, false),
+    (
+        "conv2d(6, [5, 3], padding: [2, 1])",
+        &[2, 3, 9, 8],
+        true,
+        false,
+    ),
+    ("conv2d(18, 3, padding: 1)", &[2, 17, 6, 6], true, true),
+    (
+        "conv1d(8, 3, stride: 2, padding: 1)",
+        &[2, 3, 37],
+        false,
+        false,
+    ),
+    ("conv1d(5, 5, padding: 2)", &[2, 3, 21], true, false),
+];
+
+fn source(conv: &str, shape: &[usize]) -> String {
+    let (dims, one) = match shape.len() {
+        3 => (format!("[B, {}, {}]", shape[1], shape[2]), "conv1d"),
+        _ => (
+            format!("[B, {}, {}, {}]", shape[1], shape[2], shape[3]),
+            "conv2d",
+        ),
+    };
+    format!(
+        "model t {{\n  input x: f32{dims}\n  h = x |> {one}({}, 1)\n  \
+         return h |> {conv} |> global_avg_pool |> linear(3)\n}}",
+        shape[1]
+    )
+}
+
+fn labels(batch: usize, seed: u64) -> Tensor<f32> {
+    let data = noise(batch, seed)
+        .iter()
+        .map(|r| ((r.abs() * 3.0) as usize).min(2) as f32)
+        .collect();
+    Tensor::from_vec(vec![batch], data).expect("shape")
+}
+
+/// The forced algorithm of this process (`None`: the rule).
+fn forced() -> Option<JitConvData> {
+    fnet::kernel_ir::native::backward_from_env()
+        .expect("a valid FNET_JIT_CONV_BWD")
+        .expect("not direct")
+}
+
+/// One training step of each case equals the f64 interpreter's, and the plan holds
+/// the native backward steps the forced algorithm gives.
+#[test]
+fn backward_convs_match_the_reference() {
+    let forced = forced();
+    for (i, &(conv, shape, forward, wino)) in CASES.iter().enumerate() {
+        let src = source(conv, shape);
+        let m = program(&src);
+        let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+        let seed = 40 + i as u64;
+        let params: ParamStore<f32> = perturbed_weights(&m.graph, seed);
+        let inputs = vec![input(shape, seed + 1), labels(shape[0], seed + 2)];
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let params64: ParamStore<f64> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.cast::<f64>()))
+            .collect();
+        let inputs64: Vec<Tensor<f64>> = inputs.iter().map(|t| t.cast::<f64>()).collect();
+        let mut reference = ReferenceBackend
+            .prepare_f64(tg.graph.clone(), params64, &shapes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut run = common::jit::backend()
+            .prepare_plan(&tg.graph, &params, &shapes)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        reference.set_mode(Mode::Train).unwrap();
+        run.set_mode(Mode::Train).unwrap();
+        let want = reference
+            .forward(&inputs64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = run.forward(&inputs).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = std::iter::once("loss".to_string())
+            .chain(tg.grads.iter().map(|g| format!("grad.{g}")))
+            .chain(tg.buffers.iter().map(|b| format!("update.{b}")))
+            .collect();
+        for ((name, want), got) in names.iter().zip(&want).zip(&got) {
+            assert_close(&format!("{src} ({forced:?}): {name}"), got, want, 1e-4);
+        }
+        let steps = &run.executable().plan.steps;
+        let filters = steps
+            .iter()
+            .filter(|s| matches!(s.native, Some(NativeOp::ConvBackwardFilter { .. })))
+            .count();
+        assert_eq!(filters, 2, "{src}: two native filter gradients");
+        let data: Vec<JitConvData> = steps
+            .iter()
+            .filter_map(|s| match s.native {
+                Some(NativeOp::ConvBackwardData { algo, .. }) => Some(algo),
+                _ => None,
+            })
+            .collect();
+        let expect = match forced {
+            _ if !forward => JitConvData::Col2im,
+            Some(JitConvData::Winograd2 | JitConvData::Winograd4) if !wino => JitConvData::Im2col,
+            Some(a) => a,
+            None => data[0],
+        };
+        assert_eq!(
+            data,
+            vec![expect],
+            "{src} ({forced:?}): data gradient steps"
+        );
+    }
+}
+
+/// Every data-gradient algorithm under every ISA this CPU has, each pair in a child
+/// process running [`backward_convs_match_the_reference`].
+#[test]
+fn every_algorithm_and_isa_agrees() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    for isa in fnet::jit::kernels::isa::Isa::available() {
+        for algo in ["auto", "col2im", "im2col", "winograd2", "winograd4"] {
+            let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "backward_convs_match_the_reference",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("FNET_JIT_ISA", isa.to_string())
+                .env("FNET_JIT_CONV_BWD", algo)
+                .env(CHILD, "1")
+                .output()
+                .expect("the test binary runs");
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let what = format!("FNET_JIT_ISA={isa} FNET_JIT_CONV_BWD={algo}");
+            assert!(out.status.success(), "{what}:\n{text}");
+            assert!(text.contains("1 passed"), "{what}: ran nothing:\n{text}");
+        }
+    }
+}
+
+/// A bad `FNET_JIT_CONV_BWD` is an error that names the variable, not a panic.
+#[test]
+fn a_bad_variable_is_an_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .args(["bench", "--training", "--backend", "jit", "--batch", "2"])
+        .args(["--iters", "1"])
+        .arg(common::example_path("lenet_mnist"))
+        .env("FNET_JIT_CONV_BWD", "sideways")
+        .output()
+        .expect("fnetc runs");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("FNET_JIT_CONV_BWD=sideways"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}
