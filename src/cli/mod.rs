@@ -14,6 +14,7 @@ pub mod peak_rss;
 pub mod plot;
 pub mod progress;
 pub mod run;
+pub mod run_flags;
 pub mod search;
 pub mod train;
 

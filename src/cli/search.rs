@@ -1,10 +1,9 @@
 //! `fnetc search FILE`: the flags and the progress display of the architecture search
 //! over pooling slots. The work is in [`crate::search`]; see docs/search.md.
 
+use super::run_flags::RunFlags;
 use super::CliError;
-use crate::backend::BackendKind;
 use crate::search::{search, Event, SearchArgs, Summary};
-use crate::train::settings::Overrides;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -16,81 +15,26 @@ pub struct SearchCmd {
     /// Supernets in the mixture (overrides `search: mixture(models: …)`).
     #[arg(long)]
     pub models: Option<u64>,
-    /// Passes over the search's training part (overrides `epochs:`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub epochs: Option<u64>,
-    /// Samples per step (overrides `batch:`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch: Option<u64>,
-    /// Base learning rate (overrides the optimiser's `lr`).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Seed of the data order and the sampling (overrides `seed:`).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Override a model-level constant, e.g. `--set E=8` (repeatable).
-    #[arg(long = "set", value_parser = super::parse_set)]
-    pub set: Vec<(String, String)>,
-    /// Execution backend; it must run training graphs [default: jit; opencl with
-    /// --device].
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendKind>,
-    /// OpenCL device (with `--backend opencl`).
-    #[arg(long)]
-    pub device: Option<crate::opencl::DeviceSel>,
-    /// The run directory (default runs/<model file name>-search).
-    #[arg(long, conflicts_with = "resume")]
-    pub out: Option<PathBuf>,
-    /// Continue the search in this directory from its newest checkpoint.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Start over in an --out directory that already holds a run.
-    #[arg(long)]
-    pub force: bool,
-    /// Write a checkpoint every N steps too (always at each epoch's end).
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
-    /// Checkpoints kept.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    pub keep: u64,
-    /// End after this many steps in all, with a checkpoint, to be continued with
-    /// --resume.
-    #[arg(long)]
-    pub stop_after: Option<u64>,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 impl SearchCmd {
     pub fn args(&self) -> SearchArgs {
-        let stem = self
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        let (out, resume) = match (&self.resume, &self.out) {
-            (Some(r), _) => (r.clone(), true),
-            (None, Some(o)) => (o.clone(), false),
-            (None, None) => (PathBuf::from("runs").join(format!("{stem}-search")), false),
-        };
+        let (out, resume) = self.run.run_dir(&self.file, "-search");
         SearchArgs {
             model: self.file.clone(),
-            set: self.set.clone(),
-            overrides: Overrides {
-                epochs: self.epochs,
-                batch: self.batch,
-                lr: self.lr,
-                seed: self.seed,
-            },
+            set: self.run.set.clone(),
+            overrides: self.run.overrides(),
             models: self.models,
-            backend: self
-                .backend
-                .unwrap_or_else(|| crate::backend::default_kind(self.device, false)),
-            device: self.device,
+            backend: self.run.backend(),
+            device: self.run.device,
             out,
             resume,
-            force: self.force,
-            checkpoint_every: self.checkpoint_every,
-            keep: self.keep as usize,
-            stop_after: self.stop_after,
+            force: self.run.force,
+            checkpoint_every: self.run.checkpoint_every,
+            keep: self.run.keep as usize,
+            stop_after: self.run.stop_after,
         }
     }
 }

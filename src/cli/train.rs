@@ -1,11 +1,11 @@
 //! `fnetc train FILE`: the command-line flags, and the progress display. The work is
 //! in [`crate::train`].
 
+use super::run_flags::RunFlags;
 use super::CliError;
 use crate::backend::BackendKind;
 use crate::eval::Options;
 use crate::train::distributed::{join, rank_device, Group};
-use crate::train::settings::Overrides;
 use crate::train::{train_in, Event, Summary, TrainArgs};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,57 +15,14 @@ use std::path::PathBuf;
 pub struct TrainCmd {
     /// The .fnet model file with a `train {}` section.
     pub file: PathBuf,
-    /// Passes over the training split (overrides `epochs:`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub epochs: Option<u64>,
-    /// Samples per step (overrides `batch:`).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch: Option<u64>,
-    /// Base learning rate (overrides the optimiser's `lr`).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Training seed: shuffling and augmentation (overrides `seed:`).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Override a model-level constant, e.g. `--set E=8` (repeatable).
-    #[arg(long = "set", value_parser = super::parse_set)]
-    pub set: Vec<(String, String)>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Pooling-slot configuration to train (see `check --help`).
     #[arg(long, value_delimiter = ',')]
     pub config: Option<Vec<u64>>,
-    /// Execution backend; it must run training graphs [default: jit; opencl with
-    /// --device].
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendKind>,
-    /// OpenCL device (with `--backend opencl`; see `run --help`). Under mpirun each
-    /// rank adds its index on its host: `--device 0` gives ranks 0, 1, … devices 0,
-    /// 1, …; the default and `gpu` give each rank a GPU of its own.
-    #[arg(long)]
-    pub device: Option<crate::opencl::DeviceSel>,
-    /// The run directory: metrics.jsonl, checkpoints/, final.safetensors, model.fnc,
-    /// recipe.json.
-    /// Defaults to runs/<model file name>.
-    #[arg(long, conflicts_with = "resume")]
-    pub out: Option<PathBuf>,
-    /// Continue the run in this directory from its newest checkpoint.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    /// Start over in an --out directory that already holds a run.
-    #[arg(long)]
-    pub force: bool,
     /// Evaluate on the test split every N steps too (always at each epoch's end).
     #[arg(long)]
     pub eval_every: Option<u64>,
-    /// Write a checkpoint every N steps too (always at each epoch's end).
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
-    /// Checkpoints kept in the run directory.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
-    pub keep: u64,
-    /// End after this many steps in all, with a checkpoint, to be continued with
-    /// --resume.
-    #[arg(long)]
-    pub stop_after: Option<u64>,
     /// Under mpirun: end the job when a collective waits this many seconds for the
     /// other ranks (a rank that hangs without dying); 0 turns the check off.
     #[arg(long, default_value_t = 600)]
@@ -74,39 +31,23 @@ pub struct TrainCmd {
 
 impl TrainCmd {
     pub fn args(&self) -> TrainArgs {
-        let stem = self
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "run".into());
-        let (out, resume) = match (&self.resume, &self.out) {
-            (Some(r), _) => (r.clone(), true),
-            (None, Some(o)) => (o.clone(), false),
-            (None, None) => (PathBuf::from("runs").join(stem), false),
-        };
+        let (out, resume) = self.run.run_dir(&self.file, "");
         TrainArgs {
             model: self.file.clone(),
             options: Options {
                 slot_config: self.config.clone(),
-                overrides: self.set.clone(),
+                overrides: self.run.set.clone(),
             },
-            overrides: Overrides {
-                epochs: self.epochs,
-                batch: self.batch,
-                lr: self.lr,
-                seed: self.seed,
-            },
-            backend: self
-                .backend
-                .unwrap_or_else(|| crate::backend::default_kind(self.device, false)),
-            device: self.device,
+            overrides: self.run.overrides(),
+            backend: self.run.backend(),
+            device: self.run.device,
             out,
             resume,
-            force: self.force,
+            force: self.run.force,
             eval_every: self.eval_every,
-            checkpoint_every: self.checkpoint_every,
-            keep: self.keep as usize,
-            stop_after: self.stop_after,
+            checkpoint_every: self.run.checkpoint_every,
+            keep: self.run.keep as usize,
+            stop_after: self.run.stop_after,
         }
     }
 }
