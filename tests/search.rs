@@ -438,3 +438,28 @@ fn opencl_searches_as_the_jit_does() {
     let w = read_npy::<f64>(&d.join("cl/w.npy")).unwrap();
     assert_eq!(w.data, replay.to_vec());
 }
+
+/// A model named like an output, searched into its own directory with `--force`, is
+/// neither removed (`--force` clears the output names) nor overwritten: the search
+/// refuses before it starts, naming the file, and the model is intact. Before this
+/// check, `--force` deleted the model and the search then wrote `chosen.fnet` over it.
+#[test]
+fn the_chosen_file_never_lands_on_the_model() {
+    let text = model((0, 64), "search: mixture(models: 2)", 1);
+    let (dir, tiny) = setup(&text, 64);
+    let d = dir.path();
+    let model = d.join("chosen.fnet");
+    std::fs::rename(&tiny, &model).unwrap();
+    let o = fnetc(&["search", "chosen.fnet", "--out", ".", "--force"], d);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "{}{err}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.contains("chosen.fnet") && err.contains("input"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&model).unwrap(), text);
+}

@@ -122,11 +122,13 @@ pub(crate) fn finish(
         "steps": s.step,
     });
     let text = serde_json::to_string_pretty(&doc).expect("plain data") + "\n";
-    write_output(&out.join(RANKING_JSON), &[], |w| {
+    // The model file may sit in the run directory under one of these names.
+    let inputs = [s.args.model.as_path()];
+    write_output(&out.join(RANKING_JSON), &inputs, |w| {
         w.write_all(text.as_bytes())
     })?;
     let table = table(&ranked, &s.excluded);
-    write_output(&out.join(RANKING_TXT), &[], |w| {
+    write_output(&out.join(RANKING_TXT), &inputs, |w| {
         w.write_all(table.as_bytes())
     })?;
     let model_name = s
@@ -138,7 +140,7 @@ pub(crate) fn finish(
     let text = absolute_data_paths(&s.source_text, model_dir);
     let fnet = chosen_source(&text, &chosen.slots, &model_name, chosen.accuracy)
         .map_err(|e| crate::runtime::RunError::new(format!("writing {CHOSEN}: {e}")))?;
-    write_output(&out.join(CHOSEN), &[], |w| w.write_all(fnet.as_bytes()))?;
+    write_output(&out.join(CHOSEN), &inputs, |w| w.write_all(fnet.as_bytes()))?;
     s.metrics.push(
         json!({"kind": "search", "configs": slots, "val_accuracy": acc
         .chunks(m_n).map(<[f64]>::to_vec).collect::<Vec<_>>(), "chosen": chosen.slots}),

@@ -35,6 +35,13 @@ impl Search<'_> {
                 .hint("continue it with --resume, choose another --out, or pass --force to start over in it")
                 .into());
             }
+            std::fs::create_dir_all(&out)
+                .map_err(|e| crate::io::IoError::os(&out, &e, "create"))?;
+            // Refused before anything is removed or searched: `--force` clears these
+            // names, and the search writes them at its end.
+            for f in super::outputs::FILES {
+                crate::io::check_output(&out.join(f), &[self.args.model.as_path()])?;
+            }
             if taken {
                 let _ = std::fs::remove_dir_all(crate::train::checkpoint::dir(&out));
                 for f in super::outputs::FILES {
@@ -42,8 +49,6 @@ impl Search<'_> {
                 }
                 let _ = std::fs::remove_file(crate::train::metrics::path(&out));
             }
-            std::fs::create_dir_all(&out)
-                .map_err(|e| crate::io::IoError::os(&out, &e, "create"))?;
             self.metrics.write(&out)?;
         }
         Ok(())
