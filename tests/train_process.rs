@@ -104,3 +104,25 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_bytes() {
     let y = std::fs::read(run.join("final.safetensors")).unwrap();
     assert!(x == y, "the resumed run's weights differ");
 }
+
+/// `--force` starts a run directory over by removing what a run writes; a model kept
+/// there under one of those names (here `source.json`) is refused, not deleted.
+#[test]
+fn force_never_removes_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_idx(dir.path(), 640, 6);
+    let model = dir.path().join("source.json");
+    std::fs::write(&model, MODEL).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fnetc"))
+        .args(["train", "source.json", "--out", ".", "--force"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("source.json") && err.contains("input"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&model).unwrap(), MODEL);
+}

@@ -11,7 +11,7 @@ pub mod npy;
 pub mod output;
 pub mod weights;
 
-pub use output::{check_output, write_output};
+pub use output::{check_output, clear_outputs, write_output};
 
 use std::fmt;
 use std::fs;

@@ -71,6 +71,29 @@ pub fn check_output(path: &Path, inputs: &[&Path]) -> Result<(), IoError> {
     Ok(())
 }
 
+/// Starts a run directory over (`--force`): removes the files `names` inside `dir`
+/// that an earlier run wrote, and the `subdirs` (checkpoints). Each name is first
+/// checked against `inputs` as [`check_output`] does, so a model or data file that a
+/// user keeps in the run directory under one of those names is refused, never
+/// deleted. `dir` must exist.
+pub fn clear_outputs(
+    dir: &Path,
+    names: &[&str],
+    subdirs: &[&Path],
+    inputs: &[&Path],
+) -> Result<(), IoError> {
+    for name in names {
+        check_output(&dir.join(name), inputs)?;
+    }
+    for sub in subdirs {
+        let _ = fs::remove_dir_all(sub);
+    }
+    for name in names {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    Ok(())
+}
+
 /// Checks `path` against `inputs` as [`check_output`] does, then writes what `write`
 /// produces to it atomically: into a temporary file beside it, synced, then renamed.
 /// On any error the temporary file is removed and the old `path` is left as it was.

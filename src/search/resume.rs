@@ -39,15 +39,16 @@ impl Search<'_> {
                 .map_err(|e| crate::io::IoError::os(&out, &e, "create"))?;
             // Refused before anything is removed or searched: `--force` clears these
             // names, and the search writes them at its end.
-            for f in super::outputs::FILES {
-                crate::io::check_output(&out.join(f), &[self.args.model.as_path()])?;
-            }
+            let mut names = super::outputs::FILES.to_vec();
+            names.push(crate::train::metrics::FILE);
+            let model = [self.args.model.as_path()];
             if taken {
-                let _ = std::fs::remove_dir_all(crate::train::checkpoint::dir(&out));
-                for f in super::outputs::FILES {
-                    let _ = std::fs::remove_file(out.join(f));
+                let checkpoints = crate::train::checkpoint::dir(&out);
+                crate::io::clear_outputs(&out, &names, &[&checkpoints], &model)?;
+            } else {
+                for f in names {
+                    crate::io::check_output(&out.join(f), &model)?;
                 }
-                let _ = std::fs::remove_file(crate::train::metrics::path(&out));
             }
             self.metrics.write(&out)?;
         }

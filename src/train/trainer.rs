@@ -317,20 +317,20 @@ impl Run<'_> {
                 .hint("continue it with --resume, choose another --out, or pass --force to start over in it")
                 .into());
             }
+            std::fs::create_dir_all(out).map_err(|e| crate::io::IoError::os(out, &e, "create"))?;
             if taken {
-                // --force: start over, removing only what a run writes.
-                let _ = std::fs::remove_dir_all(checkpoint::dir(out));
-                for f in [
+                // --force: start over, removing only what a run writes, and never the
+                // model itself if it is kept there under one of those names.
+                let names = [
                     super::metrics::FILE,
                     FINAL,
                     MODEL,
                     RECIPE,
                     super::source::FILE,
-                ] {
-                    let _ = std::fs::remove_file(out.join(f));
-                }
+                ];
+                let checkpoints = checkpoint::dir(out);
+                crate::io::clear_outputs(out, &names, &[&checkpoints], &[&self.args.model])?;
             }
-            std::fs::create_dir_all(out).map_err(|e| crate::io::IoError::os(out, &e, "create"))?;
             // Fail now, not after an epoch, when the directory cannot be written.
             self.metrics.write(out)?;
         }
