@@ -2,9 +2,10 @@
 #   SEEDS     seeds of every arm (default "1 2"; SMOKE: "1")
 #   SMOKE=1   CI size: one seed, TRAIN=0,256 TEST=8000,8128, one epoch
 #   TRAIN, TEST, EPOCHS   the split and epochs (defaults: the models' own, 0,8000 / 8000,10000 / 5)
-#   BACKEND   fnetc's backend (default opencl; the smoke tests pass jit)
+#   BACKEND   fnetc's backend (default jit, fnetc's own default and the faster here)
 #   FNETC     the binary (default target/release/fnetc, built if missing)
 #   CONTROL=0 skip the PyTorch controls (default: run them when torch imports)
+#   THREADS   threads of fnetc (RAYON_NUM_THREADS) and of PyTorch (set_num_threads), default 2
 #   OUT       where the table, PNG and runs go (default out/experiments/NAME)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -16,8 +17,11 @@ SEEDS=${SEEDS:-"1 2"}
 TRAIN=${TRAIN:-0,8000}
 TEST=${TEST:-8000,10000}
 EPOCHS=${EPOCHS:-5}
-BACKEND=${BACKEND:-opencl}
+BACKEND=${BACKEND:-jit}
 FNETC=${FNETC:-target/release/fnetc}
+# Both sides get the same thread count (PyTorch's controls read THREADS).
+export THREADS=${THREADS:-2}
+export RAYON_NUM_THREADS=$THREADS
 if [[ ! -x "$FNETC" ]]; then cargo build --release --locked; fi
 if [[ -z "${CONTROL:-}" ]]; then
   if python3 -c 'import torch' 2>/dev/null; then CONTROL=1; else CONTROL=0; fi
@@ -26,7 +30,7 @@ OUT=${OUT:-out/experiments/$NAME}
 mkdir -p "$OUT/models" "$OUT/runs"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
-echo "SEEDS='$SEEDS' TRAIN=$TRAIN TEST=$TEST EPOCHS=$EPOCHS BACKEND=$BACKEND CONTROL=$CONTROL FNETC=$FNETC" | tee "$OUT/settings.txt"
+echo "SEEDS='$SEEDS' TRAIN=$TRAIN TEST=$TEST EPOCHS=$EPOCHS BACKEND=$BACKEND CONTROL=$CONTROL THREADS=$THREADS FNETC=$FNETC" | tee "$OUT/settings.txt"
 
 # The data order fnetc train uses, for the PyTorch controls: ORDER_BIN writes it from
 # fnet's own epoch_order. Built here for full runs; a smoke run uses it if present.

@@ -96,7 +96,7 @@ def main():
     ap.add_argument("--out")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     tr = tuple(map(int, a.train.split(",")))
     te = tuple(map(int, a.test.split(",")))
     d14 = common.mnist(tr, te, resize=14)
