@@ -158,10 +158,10 @@ fn an_unknown_skipped_pass_is_an_error_naming_the_passes() {
         skip: &["fold-base".to_string()],
         params: None,
     };
-    let err = training_graph(&graph, &Loss::default(), &how)
-        .err()
-        .expect("an unknown pass")
-        .to_string();
+    let Err(err) = training_graph(&graph, &Loss::default(), &how) else {
+        panic!("an unknown pass compiled");
+    };
+    let err = err.to_string();
     assert!(err.contains("unknown pass `fold-base`"), "{err}");
     assert!(err.contains("did you mean `fold-bases`"), "{err}");
 }

@@ -141,8 +141,10 @@ fn kept_passes(skip: &[String]) -> Result<Vec<Box<dyn Pass>>, RunError> {
         .collect())
 }
 
+type Passes = Vec<Box<dyn Pass>>;
+
 /// The passes up to and including [`AUTODIFF_AFTER`], and those after it.
-fn split_at_autodiff(passes: Vec<Box<dyn Pass>>) -> (Vec<Box<dyn Pass>>, Vec<Box<dyn Pass>>) {
+fn split_at_autodiff(passes: Passes) -> (Passes, Passes) {
     let order: Vec<&str> = registry().iter().map(|p| p.name()).collect();
     let slot = order.iter().position(|&n| n == AUTODIFF_AFTER).unwrap_or(0);
     passes
