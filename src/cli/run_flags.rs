@@ -53,6 +53,11 @@ pub struct RunFlags {
     /// --resume.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Leave this compiler pass out of the training and evaluation graphs (repeatable;
+    /// `fnetc compile --list-passes` names them), e.g. `--skip-pass fold-bases` to
+    /// train LC layers unfolded.
+    #[arg(long = "skip-pass", value_name = "PASS")]
+    pub skip_passes: Vec<String>,
 }
 
 impl RunFlags {

@@ -48,6 +48,7 @@ impl TrainCmd {
             checkpoint_every: self.run.checkpoint_every,
             keep: self.run.keep as usize,
             stop_after: self.run.stop_after,
+            skip_passes: self.run.skip_passes.clone(),
         }
     }
 }

@@ -4,14 +4,15 @@
 //! that cannot be built (a map shrunk below a kernel, parameters of another shape) is
 //! recorded with the reason and left out of the search.
 
-use crate::autodiff::{differentiate, Loss, TrainingGraph};
+use crate::autodiff::{Loss, TrainingGraph};
 use crate::backend::{Backend, Prepared};
+use crate::cost::CostTableId;
 use crate::driver::compile_file;
 use crate::eval::Options;
 use crate::ir::graph::Graph;
 use crate::recipe::Recipe;
-use crate::runtime::{Mode, ParamStore, RunError};
-use crate::train::graphs::{add_logits_output, inference_graph};
+use crate::runtime::{initialise, Mode, ParamStore, RunError};
+use crate::train::graphs::{inference_graph, training_graph, Compilation};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -98,14 +99,16 @@ pub struct Excluded {
     pub reason: String,
 }
 
-/// Elaborates configuration `slots` of the model and differentiates it; the error is
-/// the first diagnostic's message, for the exclusion report.
+/// Elaborates configuration `slots` of the model and compiles its training graph
+/// (`train::graphs::training_graph`, at `batch` for `cost`'s table, without the
+/// passes `skip` names); the error is the first diagnostic's message, for the
+/// exclusion report.
 pub fn build(
     model: &Path,
     set: &[(String, String)],
     slots: &[u64],
     recipe: &Recipe,
-    batch: u64,
+    (batch, cost, skip): (u64, CostTableId, &[String]),
 ) -> Result<Built, String> {
     let options = Options {
         slot_config: Some(slots.to_vec()),
@@ -118,9 +121,15 @@ pub fn build(
     })?;
     let graph = module.graph;
     let loss = Loss::from_recipe(recipe, 0).map_err(|e| e.to_diagnostic().message)?;
-    let mut tg = differentiate(&graph, &loss).map_err(|e| e.to_diagnostic().message)?;
-    add_logits_output(&mut tg).map_err(|e| e.to_string())?;
-    let inference = inference_graph(&graph, batch).map_err(|e| e.to_string())?;
+    let initial = initialise::<f32>(&graph, graph.seed).map_err(|e| e.to_string())?;
+    let how = Compilation {
+        batch,
+        cost,
+        skip,
+        params: Some(&initial),
+    };
+    let tg = training_graph(&graph, &loss, &how).map_err(|e| e.to_string())?;
+    let inference = inference_graph(&graph, &how).map_err(|e| e.to_string())?;
     let eval_params = graph.params().map(|(_, n, _)| n.name.clone()).collect();
     Ok(Built {
         slots: slots.to_vec(),

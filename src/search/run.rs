@@ -51,6 +51,8 @@ pub struct SearchArgs {
     pub checkpoint_every: Option<u64>,
     pub keep: usize,
     pub stop_after: Option<u64>,
+    /// Passes left out of every configuration's compilations (`--skip-pass`).
+    pub skip_passes: Vec<String>,
 }
 
 /// The search settings with flags applied.
@@ -263,7 +265,7 @@ pub fn search(args: &SearchArgs, observe: &mut dyn FnMut(Event)) -> Result<Summa
             &args.set,
             &slots,
             &settings.recipe,
-            settings.batch,
+            (settings.batch, backend.cost_table(), &args.skip_passes),
         ) {
             Ok(b) => b,
             Err(reason) => {

@@ -12,12 +12,12 @@
 use super::checkpoint::{self, Checkpoint, Progress};
 use super::data::{self, in_order, DataSet, Prefetch};
 use super::distributed::{self, Group, Solo, StepParts};
-use super::graphs::{add_logits_output, inference_graph, io_shape};
+use super::graphs::{inference_graph, io_shape, training_graph, Compilation, GraphError};
 use super::metrics::{loss_and_correct, Metrics};
 use super::optimizer::Optim;
 use super::schedule::LrSchedule;
 use super::settings::{resolve, Overrides, Settings};
-use crate::autodiff::{differentiate, Loss, TrainingGraph};
+use crate::autodiff::{Loss, TrainingGraph};
 use crate::backend::{open, Backend, BackendKind, Prepared};
 use crate::cli::compile::{compile, write_compiled, CompileArgs};
 use crate::cli::CliError;
@@ -63,6 +63,8 @@ pub struct TrainArgs {
     pub keep: usize,
     /// End the run after this many steps in all (with a checkpoint), as if stopped.
     pub stop_after: Option<u64>,
+    /// Passes left out of the training and evaluation compilations (`--skip-pass`).
+    pub skip_passes: Vec<String>,
 }
 
 /// What the loop reports as it goes, for a progress display.
@@ -139,9 +141,6 @@ pub fn train_in(
         diagnostics: vec![e.to_diagnostic()],
     };
     let loss = Loss::from_recipe(&settings.recipe, 0).map_err(report)?;
-    let mut tg = differentiate(&graph, &loss).map_err(report)?;
-    add_logits_output(&mut tg)?;
-    let inference = inference_graph(&graph, settings.batch)?;
     let backend = open(args.backend, args.device, &args.model)?;
     if !backend.capabilities().training {
         return Err(RunError::new(format!(
@@ -152,6 +151,24 @@ pub fn train_in(
         .into());
     }
     let initial = initialise::<f32>(&graph, graph.seed)?;
+    let how = Compilation {
+        batch: settings.batch,
+        cost: backend.cost_table(),
+        skip: &args.skip_passes,
+        params: Some(&initial),
+    };
+    let graph_error = |e: GraphError| -> CliError {
+        match e {
+            GraphError::Model(d) => Report {
+                source: source.clone(),
+                diagnostics: vec![d],
+            }
+            .into(),
+            GraphError::Internal(e) => e.into(),
+        }
+    };
+    let tg = training_graph(&graph, &loss, &how).map_err(graph_error)?;
+    let inference = inference_graph(&graph, &how).map_err(graph_error)?;
     let shapes: BTreeMap<String, Vec<usize>> = initial
         .iter()
         .map(|(n, t)| (n.clone(), t.shape.clone()))

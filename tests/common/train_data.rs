@@ -53,6 +53,7 @@ pub fn args(model: &Path, out: &Path) -> TrainArgs {
         checkpoint_every: None,
         keep: 2,
         stop_after: None,
+        skip_passes: Vec::new(),
     }
 }
 
