@@ -106,9 +106,14 @@ fn largest_difference(a: &Path, b: &Path) -> (f32, String) {
     worst
 }
 
-/// One process and two ranks on `ntrain` samples in batches of `batch`, with and
-/// without `sync_bn`: the largest differences from the one-process weights.
-fn compare(ntrain: usize, batch: usize, sync_only: bool) -> ((f32, String), Option<(f32, String)>) {
+/// One process and two ranks on `ntrain` samples in batches of `batch` on `backend`,
+/// with and without `sync_bn`: the largest differences from the one-process weights.
+fn compare(
+    ntrain: usize,
+    batch: usize,
+    sync_only: bool,
+    backend: &str,
+) -> ((f32, String), Option<(f32, String)>) {
     let dir = tempfile::tempdir().unwrap();
     write_idx(dir.path(), 48, 6);
     let model = |sync: &str| {
@@ -122,15 +127,22 @@ fn compare(ntrain: usize, batch: usize, sync_only: bool) -> ((f32, String), Opti
     };
     let run = |m: &Path, out: &str, ranks: usize| {
         let out = dir.path().join(out);
-        let args = ["train", m.to_str().unwrap(), "--out", out.to_str().unwrap()];
-        let o = if ranks == 1 {
-            Command::new(FNETC)
-                .args(args)
-                .env("RAYON_NUM_THREADS", "1")
-                .output()
+        let args = [
+            "train",
+            m.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ];
+        let mut c = if ranks == 1 {
+            let mut c = Command::new(FNETC);
+            c.args(args).env("RAYON_NUM_THREADS", "1");
+            c
         } else {
-            mpirun(&args).output()
+            mpirun(&args)
         };
+        let o = c.env("POCL_MAX_PTHREAD_COUNT", "1").output();
         ok(&format!("{ranks} rank(s), {}", m.display()), o.unwrap());
         out
     };
@@ -151,7 +163,7 @@ fn two_synced_ranks_train_what_one_process_trains() {
         return;
     }
     // 40 samples in batches of 10: four steps, shards of 5 and 5.
-    let (with, without) = compare(40, 10, false);
+    let (with, without) = compare(40, 10, false, "jit");
     let without = without.unwrap();
     eprintln!("largest differences from one process: sync_bn {with:?}, without {without:?}");
     assert!(with.0 <= 1e-4, "sync_bn: {} differs by {}", with.1, with.0);
@@ -172,7 +184,23 @@ fn uneven_shards_and_a_stand_in_rank_train_what_one_process_trains() {
     }
     // 37 samples in batches of 9: shards of 5 and 4 in four steps, then a last batch
     // of one sample, which rank 0 trains while rank 1 runs a stand-in of weight 0.
-    let (with, _) = compare(37, 9, true);
+    let (with, _) = compare(37, 9, true, "jit");
     eprintln!("largest difference from one process: sync_bn {with:?}");
     assert!(with.0 <= 1e-4, "sync_bn: {} differs by {}", with.1, with.0);
+}
+
+#[test]
+fn opencl_runs_the_statistics_steps_on_the_host_between_launches() {
+    if skip() {
+        return;
+    }
+    // The same on PoCL: each statistics step reads its buffers back, combines them
+    // and writes them before the next launch. Uneven shards, then the one-sample last
+    // batch with rank 1's stand-in. That last step (batch norms over one sample's 9
+    // values) amplifies f32 summation differences: one process on the JIT and one on
+    // PoCL differ by 1.4e-4 on `basic2.conv1.weight` here, so the bound is looser than
+    // the JIT's (two ranks measured 2.0e-4; without sync_bn the JIT's differ by 11).
+    let (with, _) = compare(37, 9, true, "opencl");
+    eprintln!("opencl: largest difference from one process: sync_bn {with:?}");
+    assert!(with.0 <= 1e-3, "sync_bn: {} differs by {}", with.1, with.0);
 }
