@@ -132,8 +132,9 @@ fn one_and_two(
     }
     // Both ranks hold the same running statistics when synchronised.
     if sync {
-        for i in 1 + ng..1 + ng + nb {
-            assert_eq!(outs[0][i].data, outs[1][i].data, "rank 1's buffer {i}");
+        let buffers = |r: usize| &outs[r][1 + ng..1 + ng + nb];
+        for (i, (a, b)) in buffers(0).iter().zip(buffers(1)).enumerate() {
+            assert_eq!(a.data, b.data, "rank 1's buffer {i}");
         }
     }
     (one, two, tg)
