@@ -3,6 +3,8 @@
 # its recipe: SGD momentum, random crop and flip) on synthetic CIFAR-shaped data,
 #   A: one process, RAYON_NUM_THREADS=2         (fnetc train --backend B)
 #   B: mpirun -np 2, RAYON_NUM_THREADS=1 each   (the same global batch, split in two)
+#   C: as B with `sync_bn: true` (SyncBatchNorm: two small all-reduces per batch norm
+#      inside each step), when SYNC_BN=1
 # (with BACKEND=opencl, PoCL's thread count is set the same way:
 # POCL_CPU_MAX_CU_COUNT / POCL_MAX_PTHREAD_COUNT)
 # interleaved round by round; each side's samples/s over the steps after the first SKIP
@@ -13,7 +15,8 @@
 #   scripts/bench_mpi.sh [ROUNDS]     (default 2)
 #
 # Environment: FNETC (a prebuilt fnetc with the mpi feature; else cargo builds the
-# release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024).
+# release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024),
+# SYNC_BN (0; 1 adds side C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
@@ -22,6 +25,7 @@ BATCH=${BATCH:-64}
 STEPS=${STEPS:-10}
 SKIP=${SKIP:-2}
 SAMPLES=${SAMPLES:-1024}
+SYNC_BN=${SYNC_BN:-0}
 if [ -z "${FNETC:-}" ]; then
   cargo build --locked --release --quiet --features mpi --bin fnetc
   FNETC=target/release/fnetc
@@ -41,6 +45,8 @@ EOF
 sed "s|^ *data:.*|  data: npy(inputs: \"$TMP/x.npy\", labels: \"$TMP/y.npy\")|" \
   examples/resnet20_cifar10.fnet >"$TMP/resnet20.fnet"
 grep -q 'data: npy' "$TMP/resnet20.fnet"
+sed 's|^ *batch:.*|&\n  sync_bn: true|' "$TMP/resnet20.fnet" >"$TMP/resnet20_sync.fnet"
+grep -q 'sync_bn: true' "$TMP/resnet20_sync.fnet"
 
 rate() { # metrics.jsonl → "samples/s comm-share"
   python3 - "$1" "$SKIP" "$BATCH" <<'EOF'
@@ -68,6 +74,17 @@ for r in $(seq 1 "$ROUNDS"); do
     "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
     --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
   b=$(rate "$TMP/b/metrics.jsonl")
+  c=""
+  if [ "$SYNC_BN" = 1 ]; then
+    rm -rf "$TMP/c"
+    RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
+      mpirun -np 2 --oversubscribe --bind-to none \
+      -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
+      "$FNETC" train "$TMP/resnet20_sync.fnet" --backend "$BACKEND" \
+      --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/c" >/dev/null
+    c=$(rate "$TMP/c/metrics.jsonl")
+    c="; with sync_bn ${c% *} samples/s (collectives ${c#* })"
+  fi
   echo "round $r: 1 rank x 2 threads ${a% *} samples/s;" \
-    "2 ranks x 1 thread ${b% *} samples/s (collectives ${b#* } of the step); load $(cut -d' ' -f1 /proc/loadavg)"
+    "2 ranks x 1 thread ${b% *} samples/s (collectives ${b#* } of the step)$c; load $(cut -d' ' -f1 /proc/loadavg)"
 done

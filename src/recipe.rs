@@ -46,8 +46,8 @@ pub struct Recipe {
     /// `search:` an architecture search over the model's pooling slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<Search>,
-    /// `sync_bn:` under data-parallel training, average the BatchNorm running
-    /// statistics over the ranks rather than keep rank 0's (docs/distributed.md).
+    /// `sync_bn:` under data-parallel training, SyncBatchNorm: batch norms use the
+    /// global batch's statistics inside the step (docs/distributed.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_bn: Option<bool>,
     /// `resize:` resample every image (train and test splits) to this height and width,

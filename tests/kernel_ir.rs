@@ -22,18 +22,21 @@ const TARGETS: [Target; 3] = [
         tile_co: 8,
         broadcast_weights: true,
         native: NativeConvs::Off,
+        sync_batch_stats: false,
     },
     Target {
         vector: 16,
         tile_co: 8,
         broadcast_weights: true,
         native: NativeConvs::Off,
+        sync_batch_stats: false,
     },
     Target {
         vector: 4,
         tile_co: 2,
         broadcast_weights: false,
         native: NativeConvs::Off,
+        sync_batch_stats: false,
     },
 ];
 

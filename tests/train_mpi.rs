@@ -1,7 +1,8 @@
 //! Data-parallel `fnetc train` under `mpirun -np 2 --oversubscribe` (the `mpi`
 //! feature; docs/distributed.md): two ranks at global batch B train the weights one
 //! rank trains at B; BatchNorm keeps rank 0's shard statistics, or with `sync_bn` the
-//! global batch's running mean; a resumed two-rank run ends with the bytes of an
+//! global batch's running mean and variance (tests/train_mpi_sync_bn.rs: the whole
+//! step); a resumed two-rank run ends with the bytes of an
 //! uninterrupted one; a rank killed mid-run ends the job within seconds, naming it,
 //! and the last checkpoint resumes. Without the feature, the tests that need MPI are
 //! skipped with a printed reason, and a launcher's environment is refused.
@@ -243,13 +244,13 @@ fn batchnorm_keeps_rank_0s_statistics_and_sync_bn_the_global_batchs() {
             rank0,
             global
         );
-        if !expect_global {
-            let want_var = 0.9 + 0.1 * rank0.1;
-            assert!(
-                (var - want_var).abs() < 1e-6,
-                "running var {var} vs {want_var}"
-            );
-        }
+        // And the unbiased variance: rank 0's shard's, or with sync_bn (true
+        // SyncBatchNorm) the global batch's, from the global count.
+        let want_var = 0.9 + 0.1 * if expect_global { global.1 } else { rank0.1 };
+        assert!(
+            (var - want_var).abs() < 1e-6,
+            "{sync:?}: running var {var} vs {want_var}"
+        );
     }
 }
 

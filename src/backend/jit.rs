@@ -26,6 +26,7 @@ use crate::ir::Graph;
 use crate::jit::{CompileStats, Compiler, JitExecutable};
 use crate::kernel_ir::native::NativeConvs;
 use crate::kernel_ir::plan::{build_plan_in, Target};
+use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
@@ -48,6 +49,7 @@ impl JitBackend {
             tile_co: 4,
             broadcast_weights: true,
             native: NativeConvs::Auto,
+            sync_batch_stats: false,
         }
     }
 
@@ -335,6 +337,25 @@ impl Prepared<f32> for JitPrepared {
 
     fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
         self.exe.read_outputs()
+    }
+
+    fn run_synced(&mut self, collective: &dyn StatsCollective) -> Result<(), RunError> {
+        if self.stale {
+            self.stale = false;
+            self.recrop()?;
+        }
+        self.exe.launch_synced(Some(collective));
+        Ok(())
+    }
+
+    fn set_sync_stats(&mut self, on: bool) -> Result<(), RunError> {
+        if self.backend.target.sync_batch_stats == on {
+            return Ok(());
+        }
+        // This prepared model's own copy of the backend: the plans it builds from now
+        // on (a re-crop too) keep the steps.
+        self.backend.target.sync_batch_stats = on;
+        self.replan(self.mode, true)
     }
 
     fn set_mode(&mut self, mode: Mode) -> Result<(), RunError> {

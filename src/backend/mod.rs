@@ -36,6 +36,7 @@ pub use reference::{ReferenceBackend, ReferencePrepared};
 use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::opencl::DeviceSel;
+use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::{Scalar, Tensor};
 use std::path::Path;
@@ -126,6 +127,26 @@ pub trait Prepared<T: Scalar> {
         self.write_inputs(inputs)?;
         self.run()?;
         self.read_outputs()
+    }
+    /// [`Prepared::run`] with the statistics steps of a synchronised training plan
+    /// ([`Prepared::set_sync_stats`]) combining over `collective`: SyncBatchNorm under
+    /// data-parallel training. A plan without those steps runs as `run` does.
+    fn run_synced(&mut self, collective: &dyn StatsCollective) -> Result<(), RunError> {
+        let _ = collective;
+        self.run()
+    }
+    /// Lowers the training plan with (`true`) or without cross-rank batch statistics:
+    /// with them every batch norm's moments and backward sums pass through a host
+    /// step that [`Prepared::run_synced`]'s collective combines (and that a plain
+    /// `run` leaves as they are). A backend that cannot refuses `true`.
+    fn set_sync_stats(&mut self, on: bool) -> Result<(), RunError> {
+        if on {
+            return Err(RunError::new(
+                "this backend cannot combine batch statistics over data-parallel ranks (sync_bn)",
+            )
+            .hint("train with --backend jit or --backend opencl, or drop `sync_bn: true`"));
+        }
+        Ok(())
     }
     /// Evaluation (the default) or training mode for the next runs.
     fn set_mode(&mut self, mode: Mode) -> Result<(), RunError>;

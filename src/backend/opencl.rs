@@ -34,6 +34,7 @@ use crate::cost::CostTableId;
 use crate::ir::Graph;
 use crate::kernel_ir::plan::{build_plan_in, Target};
 use crate::opencl::{target_for, ClContext, DeviceSel, Executable};
+use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
@@ -365,6 +366,24 @@ impl Prepared<f32> for OpenClPrepared {
             self.recrop()?;
         }
         self.exe.launch()
+    }
+
+    fn run_synced(&mut self, collective: &dyn StatsCollective) -> Result<(), RunError> {
+        if self.stale {
+            self.stale = false;
+            self.recrop()?;
+        }
+        self.exe.launch_synced(Some(collective))
+    }
+
+    fn set_sync_stats(&mut self, on: bool) -> Result<(), RunError> {
+        if self.backend.target.sync_batch_stats == on {
+            return Ok(());
+        }
+        // This prepared model's own copy of the backend: the plans it builds from now
+        // on (for other crops too) keep the steps; `replan` drops the cached ones.
+        self.backend.target.sync_batch_stats = on;
+        self.replan(self.mode, true)
     }
 
     fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {

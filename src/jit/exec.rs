@@ -12,7 +12,9 @@
 use super::compile::{CompileStats, Compiler, KernelFn};
 use super::kernels::isa::Isa;
 use super::native::NativeCall;
+use crate::kernel_ir::native::{NativeOp, SyncStats};
 use crate::kernel_ir::plan::{BufKind, Plan};
+use crate::runtime::sync_stats::{self, StatsCollective};
 use crate::runtime::RunError;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -39,6 +41,9 @@ enum Work {
         chunks: usize,
     },
     Native(NativeCall),
+    /// A host step combining batch statistics over the ranks (`runtime::sync_stats`):
+    /// its buffers' addresses and lengths.
+    Sync(SyncStats, Vec<(*mut f32, usize)>),
 }
 
 pub struct JitExecutable {
@@ -100,7 +105,10 @@ impl JitExecutable {
             })
             .collect();
         let threads = rayon::current_num_threads();
-        let natives = (plan.steps.iter().chain(&plan.setup)).any(|s| s.native.is_some());
+        let natives = (plan.steps.iter().chain(&plan.setup)).any(|s| {
+            s.native
+                .is_some_and(|op| !matches!(op, NativeOp::SyncStats(_)))
+        });
         let isa = if natives {
             Some(Isa::from_env().map_err(|e| RunError::new(e.to_string()))?)
         } else {
@@ -110,6 +118,12 @@ impl JitExecutable {
         let mut launches = Vec::new();
         for step in plan.steps.iter().chain(&plan.setup) {
             let work = match (&step.native, isa) {
+                (Some(NativeOp::SyncStats(op)), _) => Work::Sync(
+                    *op,
+                    (step.args.iter())
+                        .map(|&a| (ptrs[a], plan.buffers[a].len))
+                        .collect(),
+                ),
                 (Some(op), Some(isa)) => {
                     let args = step
                         .args
@@ -160,9 +174,12 @@ impl JitExecutable {
         (n * std::mem::size_of::<f32>()) as u64
     }
 
-    fn run(launch: &Launch) {
+    /// Runs one step; a statistics step combines over `collective` (`None`: this
+    /// process alone, which leaves the statistics as they are).
+    fn run(launch: &Launch, collective: Option<&dyn StatsCollective>) {
         let (f, args, points, chunks) = match &launch.work {
             Work::Native(call) => return call.run(),
+            Work::Sync(op, bufs) => return Self::sync(*op, bufs, collective),
             Work::Kernel {
                 f,
                 args,
@@ -187,9 +204,24 @@ impl JitExecutable {
         }
     }
 
+    fn sync(op: SyncStats, bufs: &[(*mut f32, usize)], collective: Option<&dyn StatsCollective>) {
+        // SAFETY: each address holds its buffer's length (or one element for an idle
+        // temporary, which no step reads or writes); the lowering gives a statistics
+        // step distinct buffers, and no launch runs beside this one.
+        let view = |i: usize| unsafe { std::slice::from_raw_parts_mut(bufs[i].0, bufs[i].1) };
+        match op {
+            SyncStats::Moments { c, count } => {
+                sync_stats::combine_moments(view(0), c, count, collective)
+            }
+            SyncStats::BackwardSums { c } => {
+                sync_stats::combine_backward_sums(view(0), view(1), c, collective)
+            }
+        }
+    }
+
     fn run_setup(&self) {
         for l in &self.launches[self.plan.steps.len()..] {
-            Self::run(l);
+            Self::run(l, None);
         }
     }
 
@@ -267,8 +299,14 @@ impl JitExecutable {
     /// Runs every step; a training plan then copies its running-statistic updates into
     /// the statistics' buffers.
     pub fn launch(&self) {
+        self.launch_synced(None)
+    }
+
+    /// [`JitExecutable::launch`] with the statistics steps of a synchronised plan
+    /// (SyncBatchNorm) combining over `collective`.
+    pub fn launch_synced(&self, collective: Option<&dyn StatsCollective>) {
         for l in &self.launches[..self.plan.steps.len()] {
-            Self::run(l);
+            Self::run(l, collective);
         }
         for &(from, to) in &self.plan.updates {
             let len = self.plan.buffers[to].len.min(self.plan.buffers[from].len);
@@ -284,7 +322,7 @@ impl JitExecutable {
             .iter()
             .map(|l| {
                 let t = std::time::Instant::now();
-                Self::run(l);
+                Self::run(l, None);
                 t.elapsed()
             })
             .collect()

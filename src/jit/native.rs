@@ -86,6 +86,12 @@ impl NativeCall {
             | NativeOp::ConvBackwardData { geometry, .. } => {
                 return NativeCall::backward(op, geometry, isa, args, layer);
             }
+            NativeOp::SyncStats(_) => {
+                return Err(conv_error(
+                    layer,
+                    "a statistics step is the executor's, not a routine call",
+                ))
+            }
         };
         let want = 3 + usize::from(epilogue.bias) + usize::from(epilogue.residual);
         if args.len() != want {
@@ -159,7 +165,9 @@ impl NativeCall {
                         .map(|_| ())
                         .ok_or_else(|| ConvError::Geometry("not stride 1".into())),
                 }),
-            NativeOp::Conv2d { .. } => unreachable!("a forward conv is not a backward one"),
+            NativeOp::Conv2d { .. } | NativeOp::SyncStats(_) => {
+                unreachable!("only backward convs get here")
+            }
         };
         checked.map_err(|e| conv_error(layer, e))?;
         Ok(NativeCall {
@@ -231,6 +239,7 @@ impl NativeCall {
                 done.expect("a native conv checked when the executable was built");
                 return;
             }
+            NativeOp::SyncStats(_) => unreachable!("`NativeCall::new` refuses it"),
         };
         let p = conv2d(&geometry);
         let (x, w, epi, out) = self.parts();

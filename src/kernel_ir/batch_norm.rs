@@ -135,6 +135,34 @@ pub fn running_stat(name: &str, c: usize, count: usize, momentum: f32, variance:
     )
 }
 
+/// [`running_stat`] of a synchronised plan (SyncBatchNorm): the moments `m` are the
+/// global batch's, followed by the rank's weight and the unbiasing factor
+/// (`runtime::sync_stats::combine_moments`), which the variance reads from `m[2c + 1]`
+/// since the global count is known only when the step runs.
+pub fn running_stat_synced(name: &str, c: usize, momentum: f32, variance: bool) -> Kernel {
+    let batch = if variance {
+        float(momentum) * load("m", var("c") * 2usize + 1usize, 1) * load("m", int(2 * c + 1), 1)
+    } else {
+        float(momentum) * load("m", var("c") * 2usize, 1)
+    };
+    let body = vec![
+        let_("c", Ty::I32, gid(0)),
+        store(
+            "y",
+            var("c"),
+            float(1.0 - momentum) * load("r", var("c"), 1) + batch,
+            1,
+        ),
+    ];
+    kernel(
+        name,
+        vec![param("m", true), param("r", true), param("y", false)],
+        body,
+        vec![c],
+        3 * c as u64,
+    )
+}
+
 /// The sums a batch norm's backward needs, per channel of `x`, `dy` `[outer, c,
 /// inner]` with the moments `m` of `x`: `st[4c..4c+4] = [mean, 1/√(var + eps), Σ dy,
 /// Σ dy·x̂]` with x̂ the normalised input. Both the data and the γ gradient read them.

@@ -240,6 +240,22 @@ pub enum NativeOp {
         geometry: ConvGeometry,
         algo: JitConvData,
     },
+    /// A host step of a synchronised training plan (SyncBatchNorm): a batch norm's
+    /// per-channel statistics combined over the data-parallel ranks
+    /// (`runtime::sync_stats`). Unlike the convs, every executor runs it (OpenCL with a
+    /// read and a write of the small buffers), whatever its target's `native`.
+    SyncStats(SyncStats),
+}
+
+/// Which statistics a [`NativeOp::SyncStats`] step combines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyncStats {
+    /// The batch moments of `c` channels of `count` values each. Argument: the moments
+    /// buffer (`runtime::sync_stats::synced_moments_len(c)` long), in place.
+    Moments { c: usize, count: usize },
+    /// A batch norm backward's sums. Arguments: the moments buffer (combined), the
+    /// sums `[4c]`, the latter in place.
+    BackwardSums { c: usize },
 }
 
 impl NativeOp {
@@ -250,6 +266,7 @@ impl NativeOp {
             NativeOp::Conv2d { geometry, .. }
             | NativeOp::ConvBackwardFilter { geometry }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
+            NativeOp::SyncStats(_) => 0,
         }
     }
 
@@ -259,6 +276,8 @@ impl NativeOp {
             NativeOp::Conv2d { algo, .. } => format!("conv2d_{}", algo.name()),
             NativeOp::ConvBackwardFilter { .. } => "conv2d_bwd_filter_gemm".to_string(),
             NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
+            NativeOp::SyncStats(SyncStats::Moments { .. }) => "bn_sync_moments".to_string(),
+            NativeOp::SyncStats(SyncStats::BackwardSums { .. }) => "bn_sync_sums".to_string(),
         }
     }
 }

@@ -10,7 +10,9 @@
 
 use super::context::ClContext;
 use super::render;
-use crate::kernel_ir::plan::{BufKind, Plan};
+use crate::kernel_ir::native::{NativeOp, SyncStats};
+use crate::kernel_ir::plan::{BufKind, Plan, Step};
+use crate::runtime::sync_stats::{self, StatsCollective};
 use crate::runtime::RunError;
 use crate::tensor::Tensor;
 use ocl::{Buffer, Kernel, MemFlags, Queue, SpatialDims};
@@ -22,7 +24,9 @@ pub struct Executable {
     /// come from may each hold only some of them.
     pub source: String,
     buffers: Vec<Buffer<f32>>,
-    launches: Vec<Kernel>,
+    /// One per step of `plan.steps`, then of `plan.setup`: `None` for a statistics
+    /// step (SyncBatchNorm), which the host runs between launches.
+    launches: Vec<Option<Kernel>>,
 }
 
 fn cl_err(what: &str, e: impl std::fmt::Display) -> RunError {
@@ -79,6 +83,10 @@ impl Executable {
         }
         let mut launches = Vec::with_capacity(plan.steps.len() + plan.setup.len());
         for step in plan.steps.iter().chain(&plan.setup) {
+            if let Some(NativeOp::SyncStats(_)) = step.native {
+                launches.push(None);
+                continue;
+            }
             if let Some(op) = &step.native {
                 // OpenCL targets never allow native steps (`Target::native` is `Off`).
                 return Err(RunError::new(format!(
@@ -105,11 +113,9 @@ impl Executable {
             for &a in &step.args {
                 builder.arg(&buffers[a]);
             }
-            launches.push(
-                builder
-                    .build()
-                    .map_err(|e| cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e))?,
-            );
+            launches.push(Some(builder.build().map_err(|e| {
+                cl_err(&format!("kernel `{}` for `{}`", k.name, step.layer), e)
+            })?));
         }
         let exe = Executable {
             queue: ctx.queue.clone(),
@@ -139,6 +145,7 @@ impl Executable {
     fn run_setup(&self) -> Result<(), RunError> {
         let setup = &self.launches[self.plan.steps.len()..];
         for (k, step) in setup.iter().zip(&self.plan.setup) {
+            let Some(k) = k else { continue };
             // SAFETY: as in `launch`.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("setting up `{}`", step.layer), e))?;
         }
@@ -236,7 +243,19 @@ impl Executable {
     /// Enqueues every launch and waits for them; a training plan then copies its
     /// running-statistic updates into the statistics' buffers.
     pub fn launch(&self) -> Result<(), RunError> {
+        self.launch_synced(None)
+    }
+
+    /// [`Executable::launch`] with the statistics steps of a synchronised plan
+    /// (SyncBatchNorm) combining over `collective`: each reads its small buffers back
+    /// (a blocking read, after the launches before it), combines on the host and
+    /// writes them again before the next launch is enqueued.
+    pub fn launch_synced(&self, collective: Option<&dyn StatsCollective>) -> Result<(), RunError> {
         for (k, step) in self.launches.iter().zip(&self.plan.steps) {
+            let Some(k) = k else {
+                self.sync(step, collective)?;
+                continue;
+            };
             // SAFETY: every argument is a buffer of the length the kernel indexes, by
             // construction of the plan.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
@@ -253,6 +272,39 @@ impl Executable {
             .map_err(|e| cl_err("waiting for the queue", e))
     }
 
+    /// Runs the statistics step `step` on the host (`runtime::sync_stats`).
+    fn sync(&self, step: &Step, collective: Option<&dyn StatsCollective>) -> Result<(), RunError> {
+        let Some(NativeOp::SyncStats(op)) = step.native else {
+            unreachable!("only statistics steps have no kernel")
+        };
+        let mut bufs = Vec::with_capacity(step.args.len());
+        for &a in &step.args {
+            let mut data = vec![0.0f32; self.plan.buffers[a].len];
+            // Blocking (ocl's default): the queue is in order, so this waits for the
+            // launches that wrote the buffer.
+            self.buffers[a]
+                .read(&mut data[..])
+                .enq()
+                .map_err(|e| cl_err(&format!("reading `{}`'s statistics", step.layer), e))?;
+            bufs.push(data);
+        }
+        let written = match op {
+            SyncStats::Moments { c, count } => {
+                sync_stats::combine_moments(&mut bufs[0], c, count, collective);
+                0
+            }
+            SyncStats::BackwardSums { c } => {
+                let (m, st) = bufs.split_at_mut(1);
+                sync_stats::combine_backward_sums(&m[0], &mut st[0], c, collective);
+                1
+            }
+        };
+        self.buffers[step.args[written]]
+            .write(&bufs[written][..])
+            .enq()
+            .map_err(|e| cl_err(&format!("writing `{}`'s statistics", step.layer), e))
+    }
+
     /// [`Executable::launch`], waiting after every launch: the wall time of each step,
     /// in `plan.steps` order. For profiling only: the waits cost what a pipelined
     /// queue hides (PoCL's per-launch overhead), so the sum exceeds a `launch`.
@@ -260,8 +312,12 @@ impl Executable {
         let mut times = Vec::with_capacity(self.launches.len());
         for (k, step) in self.launches.iter().zip(&self.plan.steps) {
             let t = std::time::Instant::now();
-            // SAFETY: as in `launch`.
-            unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
+            match k {
+                // SAFETY: as in `launch`.
+                Some(k) => unsafe { k.enq() }
+                    .map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?,
+                None => self.sync(step, None)?,
+            }
             self.queue
                 .finish()
                 .map_err(|e| cl_err("waiting for the queue", e))?;

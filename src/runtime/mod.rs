@@ -8,6 +8,7 @@ pub mod flex_kernel;
 pub mod fused;
 pub mod interp;
 pub mod params;
+pub mod sync_stats;
 pub mod train_ops;
 
 pub use error::RunError;

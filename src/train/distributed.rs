@@ -17,8 +17,10 @@
 //! of the same run write the same directory.
 
 use super::data::Batch;
+use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{ParamStore, RunError};
 use crate::tensor::Tensor;
+use std::cell::Cell;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -179,6 +181,43 @@ pub fn checksum(params: &ParamStore<f32>) -> u64 {
     h
 }
 
+/// SyncBatchNorm's collective (`sync_bn: true`): the batch statistics a synchronised
+/// training plan combines inside its step (`runtime::sync_stats`, where the weighting
+/// is derived) are summed over `group`, in f64, from the thread that runs the plan.
+/// Counts the collectives and the seconds spent in them for the step's `comm_s`.
+pub struct RankStats<'a> {
+    pub group: &'a dyn Group,
+    /// False on a rank with no sample of the global batch, which runs a stand-in
+    /// sample only to take part in the collectives.
+    pub contributes: bool,
+    pub calls: Cell<u64>,
+    pub seconds: Cell<f64>,
+}
+
+impl<'a> RankStats<'a> {
+    pub fn new(group: &'a dyn Group, contributes: bool) -> RankStats<'a> {
+        RankStats {
+            group,
+            contributes,
+            calls: Cell::new(0),
+            seconds: Cell::new(0.0),
+        }
+    }
+}
+
+impl StatsCollective for RankStats<'_> {
+    fn sum_f64(&self, buf: &mut [f64]) {
+        let t = Instant::now();
+        self.group.sum_f64(buf);
+        self.calls.set(self.calls.get() + 1);
+        self.seconds
+            .set(self.seconds.get() + t.elapsed().as_secs_f64());
+    }
+    fn contributes(&self) -> bool {
+        self.contributes
+    }
+}
+
 /// One step's training-graph outputs on one rank: the loss, `ng` gradients, `nb`
 /// updated buffers, `nt` loss terms (the logits are not needed here), computed on
 /// `n` samples of a global batch of `global`, with `correct` right predictions.
@@ -203,9 +242,10 @@ pub struct Reduced {
 
 /// Turns one rank's outputs into the global batch's, in place: the gradients become
 /// `Σ_r (n_r / B) g_r` (one flat all-reduce), the buffers (BatchNorm running
-/// statistics) rank 0's, or with `sync_bn` their shard-weighted mean; the loss,
-/// accuracy and terms the global batch's.
-pub fn reduce_step(group: &dyn Group, p: StepParts<'_>, sync_bn: bool) -> Reduced {
+/// statistics) rank 0's (with `sync_bn` every rank's are already the global batch's,
+/// [`RankStats`]; the broadcast keeps them bit-identical); the loss, accuracy and terms
+/// the global batch's.
+pub fn reduce_step(group: &dyn Group, p: StepParts<'_>) -> Reduced {
     let t = Instant::now();
     let w = p.n as f32 / p.global as f32;
     let flat_sum = |tensors: &mut [Tensor<f32>], weigh: bool| {
@@ -230,7 +270,7 @@ pub fn reduce_step(group: &dyn Group, p: StepParts<'_>, sync_bn: bool) -> Reduce
         }
     };
     flat_sum(&mut p.outputs[1..1 + p.ng], true);
-    flat_sum(&mut p.outputs[1 + p.ng..1 + p.ng + p.nb], sync_bn);
+    flat_sum(&mut p.outputs[1 + p.ng..1 + p.ng + p.nb], false);
     let nf = p.n as f64;
     let mut scalars = vec![nf * f64::from(p.outputs[0].data[0]), p.correct as f64];
     let terms = &p.outputs[1 + p.ng + p.nb..1 + p.ng + p.nb + p.nt];
@@ -319,7 +359,6 @@ mod tests {
                 global: 4,
                 correct: 3,
             },
-            false,
         );
         assert_eq!(outs[1].data, [1.0, -2.0]);
         assert_eq!(outs[2].data, [3.0]);

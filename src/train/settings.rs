@@ -33,7 +33,7 @@ pub struct Settings {
     pub batch: u64,
     pub seed: u64,
     pub augment: Vec<Augment>,
-    /// Average BatchNorm running statistics over data-parallel ranks.
+    /// SyncBatchNorm over data-parallel ranks (`runtime::sync_stats`).
     pub sync_bn: bool,
 }
 

@@ -545,12 +545,19 @@ impl Run<'_> {
         let global = b.labels.data.len();
         let range = distributed::shard(global, self.group.rank(), self.group.size());
         let n = range.len();
+        let group = self.group;
+        let sync = self.settings.sync_bn;
+        let stats = distributed::RankStats::new(group, n > 0);
         let (mut outputs, correct) = if n > 0 {
             let local = distributed::slice_batch(b, range);
             let outputs = {
                 let prepared = self.prepared_for_training(n)?;
                 prepared.write_inputs(&[local.x, local.labels.clone()])?;
-                prepared.run()?;
+                if sync {
+                    prepared.run_synced(&stats)?;
+                } else {
+                    prepared.run()?;
+                }
                 prepared.read_outputs()?
             };
             let logits = self.check_outputs(&outputs)?;
@@ -558,7 +565,15 @@ impl Run<'_> {
             (outputs, correct)
         } else {
             // A last batch smaller than the rank count leaves this rank no sample: it
-            // contributes zeros (weight 0) to the reduction.
+            // contributes zeros (weight 0) to the reduction. With sync_bn the other
+            // ranks' plans wait in the statistics' collectives, so this rank runs the
+            // batch's first sample as a stand-in that adds nothing to them.
+            if sync {
+                let stand_in = distributed::slice_batch(b, 0..1);
+                let prepared = self.prepared_for_training(1)?;
+                prepared.write_inputs(&[stand_in.x, stand_in.labels])?;
+                prepared.run_synced(&stats)?;
+            }
             (self.empty_outputs(), 0)
         };
         let (ng, nb, nt) = (
@@ -577,9 +592,8 @@ impl Run<'_> {
                 global,
                 correct,
             },
-            self.settings.sync_bn,
         );
-        self.comm_s = r.comm_s;
+        self.comm_s = r.comm_s + stats.seconds.get();
         outputs[0].data[0] = r.loss as f32;
         for (t, v) in outputs[1 + ng + nb..1 + ng + nb + nt]
             .iter_mut()
@@ -706,6 +720,11 @@ impl Run<'_> {
                 &[shape, vec![n]],
             )?;
             p.set_mode(Mode::Train)?;
+            if self.settings.sync_bn && self.group.size() > 1 {
+                // SyncBatchNorm: the plan combines its batch statistics over the
+                // ranks (docs/distributed.md); one process keeps the plain plan.
+                p.set_sync_stats(true)?;
+            }
             self.train_cache.insert(n, (p, Some(self.step)));
         }
         let (p, synced) = self.train_cache.get_mut(&n).expect("inserted");

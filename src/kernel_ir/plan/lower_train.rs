@@ -10,9 +10,10 @@ use super::lower_conv::lift;
 use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
+use crate::kernel_ir::native::{NativeOp, SyncStats};
 use crate::kernel_ir::{backward_ops as bw, batch_norm as bn, ops};
-use crate::runtime::dropout;
 use crate::runtime::RunError;
+use crate::runtime::{dropout, sync_stats};
 use petgraph::stable_graph::NodeIndex;
 
 /// `[outer, channels, inner]` of a `[B, C, …]` shape.
@@ -246,6 +247,12 @@ impl Builder<'_> {
         }
     }
 
+    /// Whether batch statistics are combined over the ranks (SyncBatchNorm): a
+    /// training plan lowered with `Target::sync_batch_stats`.
+    fn synced(&self) -> bool {
+        self.training && self.target.sync_batch_stats
+    }
+
     /// The batch moments of `x` (`bn::batch_moments`), computed once per step for
     /// everything that reads them: the forward's scale and shift, the running
     /// statistics and the backward's sums.
@@ -255,9 +262,23 @@ impl Builder<'_> {
         }
         let xv = self.val(x)?;
         let (outer, c, inner) = channel_layout(&xv.shape);
-        let m = self.temp(vec![2 * c]).buf;
+        let sync = self.synced();
+        let len = if sync {
+            sync_stats::synced_moments_len(c)
+        } else {
+            2 * c
+        };
+        let m = self.temp(vec![len]).buf;
         let kern = bn::batch_moments("bn_moments", outer, c, inner, self.target.vector);
         self.emit("bn_moments", kern, vec![xv.buf, m], layer);
+        if sync {
+            // The global batch's moments replace this rank's before anything reads
+            // them: the forward's scale and shift, the running statistics and the
+            // backward's sums all see the global ones.
+            let count = outer * inner;
+            let op = NativeOp::SyncStats(SyncStats::Moments { c, count });
+            self.emit_native(op, vec![m], layer);
+        }
         self.moments.insert(x, m);
         Ok(m)
     }
@@ -281,6 +302,12 @@ impl Builder<'_> {
         let st = self.temp(vec![4 * c]).buf;
         let kern = bn::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
         self.emit("bn_sums", kern, vec![xv.buf, dyv.buf, m, st], layer);
+        if self.synced() {
+            // Σ dy and Σ dy·x̂ over every rank's values, weighted so that the step's
+            // gradients come out as the single process's (`runtime::sync_stats`).
+            let op = NativeOp::SyncStats(SyncStats::BackwardSums { c });
+            self.emit_native(op, vec![m, st], layer);
+        }
         self.bn_sums.insert(key, st);
         Ok(st)
     }
@@ -303,7 +330,11 @@ impl Builder<'_> {
         } else {
             "running_mean_update"
         };
-        let kern = bn::running_stat(name, c, outer * inner, momentum as f32, var);
+        let kern = if self.synced() {
+            bn::running_stat_synced(name, c, momentum as f32, var)
+        } else {
+            bn::running_stat(name, c, outer * inner, momentum as f32, var)
+        };
         self.emit(name, kern, vec![m, r, y.buf], layer);
         Ok(y)
     }

@@ -17,6 +17,12 @@ pub struct Target {
     /// Which convs may run as native steps (`kernel_ir::native`): only a backend with
     /// the routines (the JIT) allows them; OpenCL's targets are `Off`.
     pub native: NativeConvs,
+    /// Not a device choice but a lowering one: training plans combine every batch
+    /// norm's batch statistics and backward sums over the data-parallel ranks
+    /// (SyncBatchNorm, `sync_bn: true`) in `NativeOp::SyncStats` host steps, which
+    /// every executor runs. Off everywhere but in a prepared plan the trainer asks for
+    /// it (`Prepared::set_sync_stats`), so no other plan holds those steps.
+    pub sync_batch_stats: bool,
 }
 
 impl Target {
@@ -29,6 +35,7 @@ impl Target {
             tile_co: 8,
             broadcast_weights: true,
             native: NativeConvs::Off,
+            sync_batch_stats: false,
         }
     }
 
@@ -41,6 +48,7 @@ impl Target {
             tile_co: 8,
             broadcast_weights: true,
             native: NativeConvs::Off,
+            sync_batch_stats: false,
         }
     }
 
@@ -52,6 +60,7 @@ impl Target {
             tile_co: 2,
             broadcast_weights: false,
             native: NativeConvs::Off,
+            sync_batch_stats: false,
         }
     }
 
