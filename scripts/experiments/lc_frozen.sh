@@ -4,8 +4,8 @@
 # against learnable LC, plus the plain baseline; every arm over SEEDS, fnet and the
 # PyTorch control (tools/experiments/torch_lc.py) side by side, with trainable and
 # frozen parameter counts from `fnetc check`. Training speed with the fold against
-# without it is not measured here: fnetc has no switch that turns the fold off (see
-# docs/experiments.md).
+# without it: the frozen arm at the largest E is trained once more (first seed) with
+# `--skip-pass fold-bases`, the row `unfolded`.
 #
 #   scripts/experiments/lc_frozen.sh                  # full: 7 arms × 2 seeds, 5 epochs
 #   SMOKE=1 BACKEND=jit scripts/experiments/lc_frozen.sh
@@ -39,5 +39,12 @@ for seed in $SEEDS; do
     done
   done
 done
+# The fold's speed: the same training as frozen-E<max>-seed<first>, the LC layers
+# left unfolded (basis conv, then the 1×1 combination).
+read -r first _ <<< "$SEEDS"
+emax=$(tr ' ' '\n' <<< "$EXPANSIONS" | sort -n | tail -1)
+read -r t f < <(params "$LC" --set "E=$emax" --set "LEARN=false")
+EXTRA="\"E\": $emax, \"trainable\": $t, \"frozen\": $f" \
+  fnet_train "unfolded-E$emax" "$first" "$LC" --set "E=$emax" --set "LEARN=false" --skip-pass fold-bases
 python3 tools/experiments/tables.py lc "$OUT"
 echo "wrote $OUT/table.md"

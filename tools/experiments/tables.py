@@ -110,9 +110,19 @@ def lc(out):
     es = sorted(e for e in bars if e)
     groups = [[bars[e].get("frozen", float("nan")), bars[e].get("learnable", float("nan")), base[0]] for e in es]
     common.bar_chart(f"{out}/accuracy.png", groups)
-    open(f"{out}/table.md", "w").write("\n".join(lines + [
-        "", f"accuracy.png: one group per E ({', '.join(map(str, es))}), fnet means; " +
-        legend(["frozen random LC", "learnable LC", "plain baseline"])]) + "\n")
+    notes = ["", f"accuracy.png: one group per E ({', '.join(map(str, es))}), fnet means; " +
+             legend(["frozen random LC", "learnable LC", "plain baseline"])]
+    unfolded = [r for r in rs if r["arm"] == "unfolded"]
+    if unfolded:
+        u = unfolded[0]
+        folded = [r for r in rs if r["arm"] == "frozen" and r.get("E") == u["E"] and r["impl"] == "fnet"
+                  and r["seed"] == u["seed"]]
+        if folded:
+            notes += ["", f"The fold's speed (frozen, E = {u['E']}, seed {u['seed']}): {folded[0]['wall_s']:.1f} s "
+                      f"folded against {u['wall_s']:.1f} s with `--skip-pass fold-bases` "
+                      f"({u['wall_s'] / folded[0]['wall_s']:.2f}×); accuracy {100 * folded[0]['acc']:.2f} % "
+                      f"and {100 * u['acc']:.2f} %."]
+    open(f"{out}/table.md", "w").write("\n".join(lines + notes) + "\n")
 
 
 def shared(out):
