@@ -66,7 +66,10 @@ fn lc_frozen_writes_its_table() {
     assert!(t.contains("| frozen | 1 | fnet | 3,322 | 18,504 |"), "{t}");
     assert!(t.contains("| learnable | 1 | fnet | 21,826 | 0 |"), "{t}");
     // The same frozen training timed unfolded (`--skip-pass fold-bases`).
-    assert!(t.contains("| unfolded | 1 | fnet | 3,322 | 18,504 |"), "{t}");
+    assert!(
+        t.contains("| unfolded | 1 | fnet | 3,322 | 18,504 |"),
+        "{t}"
+    );
     assert!(t.contains("with `--skip-pass fold-bases`"), "{t}");
     png(out.path(), "accuracy.png");
 }

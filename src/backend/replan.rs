@@ -48,29 +48,31 @@ pub(crate) fn crop_params(graph: &Graph) -> BTreeSet<String> {
         .collect()
 }
 
-/// The `mask_crop` nodes whose sizes key a plan; `None` when a crop is decided
-/// elsewhere (a fused, thresholded `flex_kernel` in the graph given), where the plan
-/// itself is rebuilt and compared instead.
+/// The nodes whose crop sizes key a plan: every `mask_crop`, and every fused,
+/// thresholded `flex_kernel` (`fuse-mask`'s form, which crops inside the op). The
+/// plan depends on the parameters only through these sizes (the kernels synthesise
+/// the FlexConv kernel from the parameter buffers at run time), so equal sizes mean
+/// an equal plan. `None` when the graph crops nothing.
 pub(crate) fn crop_nodes(graph: &Graph) -> Option<Vec<NodeIndex>> {
-    let fused = graph.g.node_indices().any(|n| {
-        matches!(
-            graph.node(n).op,
-            Op::FlexKernel {
-                threshold: Some(_),
-                ..
-            }
-        )
-    });
-    (!fused).then(|| {
-        graph
-            .g
-            .node_indices()
-            .filter(|&n| matches!(graph.node(n).op, Op::MaskCrop { .. }))
-            .collect()
-    })
+    let nodes: Vec<NodeIndex> = graph
+        .g
+        .node_indices()
+        .filter(|&n| {
+            matches!(
+                graph.node(n).op,
+                Op::MaskCrop { .. }
+                    | Op::FlexKernel {
+                        threshold: Some(_),
+                        ..
+                    }
+            )
+        })
+        .collect();
+    (!nodes.is_empty()).then_some(nodes)
 }
 
-/// Every crop's kernel size with `params`' mask values.
+/// Every crop's kernel size with `params`' mask values (a crop whose mask is not a
+/// parameter has a fixed size, keyed as empty).
 pub(crate) fn crop_key(
     graph: &Graph,
     crops: &[NodeIndex],
@@ -78,9 +80,26 @@ pub(crate) fn crop_key(
 ) -> Result<Vec<Vec<usize>>, RunError> {
     crops
         .iter()
-        .map(|&n| {
-            crate::runtime::flex_kernel::mask_crop_size(graph, n, params)
-                .map(Option::unwrap_or_default)
+        .map(|&n| match &graph.node(n).op {
+            Op::FlexKernel {
+                threshold: Some(t),
+                horizon,
+                causal,
+                ..
+            } => {
+                let mask = graph.operands(n)[0];
+                match params.get(&graph.node(mask).name) {
+                    Some(values) => Ok(crate::runtime::flex_kernel::crop_extent(
+                        horizon, values, *t, *causal,
+                    )?
+                    .into_iter()
+                    .map(|e| e as usize)
+                    .collect()),
+                    None => Ok(Vec::new()),
+                }
+            }
+            _ => crate::runtime::flex_kernel::mask_crop_size(graph, n, params)
+                .map(Option::unwrap_or_default),
         })
         .collect()
 }

@@ -19,7 +19,7 @@
 //! spatial size is costed at `NOMINAL_LEN`. These are forward convs only: the
 //! backward convs (dX, dW) get their own choice when autodiff exists.
 
-use super::manager::{Pass, PassContext};
+use super::manager::{CompileMode, Pass, PassContext};
 use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
 use crate::ir::graph::Graph;
 use crate::ir::op::ConvAlgo;
@@ -139,6 +139,13 @@ impl Pass for ChooseConvAlgo {
             let Some((shape, bound, nominal)) = conv_shape(graph, id, ctx.batch) else {
                 continue;
             };
+            // A training graph's FlexConv kernel changes size as its mask learns: the
+            // costing at the horizon (its largest size) would pick the FFT for crops
+            // that run a few taps wide, so the plan, built for the current crops,
+            // decides each time instead.
+            if bound && ctx.mode == CompileMode::Training {
+                continue;
+            }
             let name = graph.node(id).name.clone();
             // A conv this pass already decided counts as `auto` again (idempotence).
             let written = match (graph.conv_costs.get(&name), graph.node(id).op.conv_attrs()) {
