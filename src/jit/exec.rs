@@ -49,6 +49,10 @@ pub struct JitExecutable {
     ptrs: Vec<*mut f32>,
     /// Launches of `plan.steps`, then of `plan.setup`.
     launches: Vec<Launch>,
+    /// When each output is final, as a count of steps run: 0 before the first step,
+    /// `k` after step `k - 1`, `steps + 1` after the running-statistic updates
+    /// ([`output_ready`]).
+    ready: Vec<usize>,
     /// What building this executable compiled.
     pub compile: CompileStats,
 }
@@ -144,6 +148,7 @@ impl JitExecutable {
             });
         }
         let exe = JitExecutable {
+            ready: output_ready(&plan),
             plan,
             _memory: memory,
             ptrs,
@@ -270,6 +275,11 @@ impl JitExecutable {
         for l in &self.launches[..self.plan.steps.len()] {
             Self::run(l);
         }
+        self.apply_updates();
+    }
+
+    /// Copies a training plan's running-statistic updates into the statistics' buffers.
+    fn apply_updates(&self) {
         for &(from, to) in &self.plan.updates {
             let len = self.plan.buffers[to].len.min(self.plan.buffers[from].len);
             // SAFETY: both buffers hold at least `len` elements; an update never
@@ -291,16 +301,70 @@ impl JitExecutable {
     }
 
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
-        self.plan
-            .outputs
-            .iter()
-            .map(|(buf, shape)| {
-                let n: usize = shape.iter().product();
-                let data = self.slice(*buf)[..n].to_vec();
-                Ok(Tensor::from_vec(shape.clone(), data)?)
-            })
+        (0..self.plan.outputs.len())
+            .map(|i| self.read_output(i))
             .collect()
     }
+
+    fn read_output(&self, i: usize) -> Result<Tensor<f32>, RunError> {
+        let (buf, shape) = &self.plan.outputs[i];
+        let n: usize = shape.iter().product();
+        let data = self.slice(*buf)[..n].to_vec();
+        Ok(Tensor::from_vec(shape.clone(), data)?)
+    }
+
+    /// When each output is final, as a count of steps run (see `ready`): the
+    /// earliest point [`JitExecutable::launch_streaming`] hands it out.
+    pub fn output_ready(&self) -> &[usize] {
+        &self.ready
+    }
+
+    /// [`JitExecutable::launch`], handing each output to `on_ready` (with its index)
+    /// as soon as the last step that touches its buffer has run, while the later
+    /// steps are still to come: each output exactly once, with the value
+    /// [`JitExecutable::read_outputs`] reads after `launch`.
+    pub fn launch_streaming(
+        &self,
+        on_ready: &mut dyn FnMut(usize, Tensor<f32>),
+    ) -> Result<(), RunError> {
+        let steps = self.plan.steps.len();
+        let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
+        for (i, &at) in self.ready.iter().enumerate() {
+            due[at].push(i);
+        }
+        let mut hand = |at: usize| -> Result<(), RunError> {
+            for &i in &due[at] {
+                on_ready(i, self.read_output(i)?);
+            }
+            Ok(())
+        };
+        hand(0)?;
+        for (k, l) in self.launches[..steps].iter().enumerate() {
+            Self::run(l);
+            hand(k + 1)?;
+        }
+        self.apply_updates();
+        hand(steps + 1)
+    }
+}
+
+/// Each output's `ready` point (see [`JitExecutable::output_ready`]): after the last
+/// step whose arguments include its buffer (a read after the final write only delays
+/// it); before the first step for a buffer no step touches (an input, a parameter);
+/// after the updates for the buffer of a running statistic they write. Outputs live to
+/// the end of the run (`slots`), so no later step writes their storage through
+/// another buffer sharing its slot.
+fn output_ready(plan: &Plan) -> Vec<usize> {
+    let mut last = vec![0; plan.buffers.len()];
+    for (k, s) in plan.steps.iter().enumerate() {
+        for &a in &s.args {
+            last[a] = k + 1;
+        }
+    }
+    for &(_, to) in &plan.updates {
+        last[to] = plan.steps.len() + 1;
+    }
+    plan.outputs.iter().map(|(b, _)| last[*b]).collect()
 }
 
 /// Compiles `k` with `compiler` and runs it on `bufs` (one per kernel parameter, in
