@@ -9,6 +9,9 @@ use crate::runtime::RunError;
 pub const DEFAULT_EPOCHS: u64 = 1;
 pub const DEFAULT_BATCH: u64 = 32;
 pub const DEFAULT_SEED: u64 = 0;
+/// `bucket_kb:` when the section leaves it out (docs/distributed.md: measured on
+/// ResNet-20, two ranks).
+pub const DEFAULT_BUCKET_KB: u64 = 256;
 
 /// Flags that override the section.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +38,9 @@ pub struct Settings {
     pub augment: Vec<Augment>,
     /// Average BatchNorm running statistics over data-parallel ranks.
     pub sync_bn: bool,
+    /// The size in KiB of the gradient buckets whose all-reduce overlaps the
+    /// backward (data-parallel training); 0: one all-reduce after the backward.
+    pub bucket_kb: u64,
 }
 
 /// Applies `flags` over `section` (the model's `train {}`, if any).
@@ -101,6 +107,7 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
         seed,
         augment,
         sync_bn: r.sync_bn.unwrap_or(false),
+        bucket_kb: r.bucket_kb.unwrap_or(DEFAULT_BUCKET_KB),
         recipe: r,
     })
 }
