@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Data-parallel training throughput on the CPU: ResNet-20 (examples/resnet20_cifar10.fnet,
 # its recipe: SGD momentum, random crop and flip) on synthetic CIFAR-shaped data,
-#   A: one process, RAYON_NUM_THREADS=2         (fnetc train --backend B)
-#   B: mpirun -np 2, RAYON_NUM_THREADS=1 each   (the same global batch, split in two)
+#   A:   one process, RAYON_NUM_THREADS=2         (fnetc train --backend B)
+#   B/K: mpirun -np 2, RAYON_NUM_THREADS=1 each   (the same global batch, split in two),
+#        with `bucket_kb: K` for each K in BUCKETS: 0 is one all-reduce after the
+#        backward, K > 0 the overlapped all-reduce in buckets of K KiB
 # (with BACKEND=opencl, PoCL's thread count is set the same way:
 # POCL_CPU_MAX_CU_COUNT / POCL_MAX_PTHREAD_COUNT)
 # interleaved round by round; each side's samples/s over the steps after the first SKIP
-# (batch / step time, from metrics.jsonl), and for B the share of a step spent in the
-# collectives (the step records' comm_s): what overlapping them with the backward could
-# save at most.
+# (batch / step time, from metrics.jsonl), and for B/K the mean per-step seconds the
+# step waited in collectives (comm_s: with overlap, only the part the backward did not
+# hide) and, with overlap, the seconds the all-reduce thread spent in its all-reduces
+# (allreduce_s), and comm_s as a share of the step.
 #
 #   scripts/bench_mpi.sh [ROUNDS]     (default 2)
 #
 # Environment: FNETC (a prebuilt fnetc with the mpi feature; else cargo builds the
-# release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024).
+# release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024),
+# BUCKETS ("0 256").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
@@ -22,6 +26,7 @@ BATCH=${BATCH:-64}
 STEPS=${STEPS:-10}
 SKIP=${SKIP:-2}
 SAMPLES=${SAMPLES:-1024}
+BUCKETS=${BUCKETS:-0 256}
 if [ -z "${FNETC:-}" ]; then
   cargo build --locked --release --quiet --features mpi --bin fnetc
   FNETC=target/release/fnetc
@@ -41,8 +46,12 @@ EOF
 sed "s|^ *data:.*|  data: npy(inputs: \"$TMP/x.npy\", labels: \"$TMP/y.npy\")|" \
   examples/resnet20_cifar10.fnet >"$TMP/resnet20.fnet"
 grep -q 'data: npy' "$TMP/resnet20.fnet"
+for k in $BUCKETS; do
+  sed "s|^\( *data:.*\)|\1\n  bucket_kb: $k|" "$TMP/resnet20.fnet" >"$TMP/resnet20_b$k.fnet"
+  grep -q "bucket_kb: $k" "$TMP/resnet20_b$k.fnet"
+done
 
-rate() { # metrics.jsonl → "samples/s comm-share"
+rate() { # metrics.jsonl → "samples/s" or "samples/s (waited …)"
   python3 - "$1" "$SKIP" "$BATCH" <<'EOF'
 import json, sys
 steps = [json.loads(l) for l in open(sys.argv[1])]
@@ -50,8 +59,15 @@ steps = [s for s in steps if s.get("kind") == "step"][int(sys.argv[2]):]
 b = int(sys.argv[3])
 # A step's wall time is batch / samples_per_s (the global batch on every side).
 wall = sum(b / s["samples_per_s"] for s in steps)
-comm = sum(s.get("comm_s", 0.0) for s in steps)
-print(f"{len(steps) * b / wall:.1f} {100 * comm / wall:.1f}%")
+out = f"{len(steps) * b / wall:.1f} samples/s"
+if "comm_s" in steps[0]:
+    comm = sum(s["comm_s"] for s in steps)
+    out += f" (waited {1000 * comm / len(steps):.1f} ms/step = {100 * comm / wall:.1f}%"
+    if "allreduce_s" in steps[0]:
+        ar = sum(s["allreduce_s"] for s in steps)
+        out += f", all-reduce thread {1000 * ar / len(steps):.1f} ms/step"
+    out += ")"
+print(out)
 EOF
 }
 
@@ -62,12 +78,14 @@ for r in $(seq 1 "$ROUNDS"); do
   RAYON_NUM_THREADS=2 POCL_CPU_MAX_CU_COUNT=2 POCL_MAX_PTHREAD_COUNT=2 "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
     --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/a" >/dev/null
   a=$(rate "$TMP/a/metrics.jsonl")
-  RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
-    mpirun -np 2 --oversubscribe --bind-to none \
-    -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
-    "$FNETC" train "$TMP/resnet20.fnet" --backend "$BACKEND" \
-    --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
-  b=$(rate "$TMP/b/metrics.jsonl")
-  echo "round $r: 1 rank x 2 threads ${a% *} samples/s;" \
-    "2 ranks x 1 thread ${b% *} samples/s (collectives ${b#* } of the step); load $(cut -d' ' -f1 /proc/loadavg)"
+  echo "round $r: 1 rank x 2 threads $a; load $(cut -d' ' -f1 /proc/loadavg)"
+  for k in $BUCKETS; do
+    rm -rf "$TMP/b"
+    RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
+      mpirun -np 2 --oversubscribe --bind-to none \
+      -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
+      "$FNETC" train "$TMP/resnet20_b$k.fnet" --backend "$BACKEND" \
+      --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
+    echo "round $r: 2 ranks x 1 thread, bucket_kb $k: $(rate "$TMP/b/metrics.jsonl"); load $(cut -d' ' -f1 /proc/loadavg)"
+  done
 done

@@ -367,6 +367,18 @@ impl Prepared<f32> for OpenClPrepared {
         self.exe.launch()
     }
 
+    fn run_streaming(
+        &mut self,
+        on_ready: &mut dyn FnMut(usize, Tensor<f32>),
+    ) -> Result<(), RunError> {
+        if self.stale {
+            // As in `run`.
+            self.stale = false;
+            self.recrop()?;
+        }
+        self.exe.launch_streaming(on_ready)
+    }
+
     fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
         self.exe.read_outputs()
     }

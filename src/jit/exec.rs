@@ -49,9 +49,7 @@ pub struct JitExecutable {
     ptrs: Vec<*mut f32>,
     /// Launches of `plan.steps`, then of `plan.setup`.
     launches: Vec<Launch>,
-    /// When each output is final, as a count of steps run: 0 before the first step,
-    /// `k` after step `k - 1`, `steps + 1` after the running-statistic updates
-    /// ([`output_ready`]).
+    /// When each output is final (`Plan::output_ready`).
     ready: Vec<usize>,
     /// What building this executable compiled.
     pub compile: CompileStats,
@@ -148,7 +146,7 @@ impl JitExecutable {
             });
         }
         let exe = JitExecutable {
-            ready: output_ready(&plan),
+            ready: plan.output_ready(),
             plan,
             _memory: memory,
             ptrs,
@@ -346,25 +344,6 @@ impl JitExecutable {
         self.apply_updates();
         hand(steps + 1)
     }
-}
-
-/// Each output's `ready` point (see [`JitExecutable::output_ready`]): after the last
-/// step whose arguments include its buffer (a read after the final write only delays
-/// it); before the first step for a buffer no step touches (an input, a parameter);
-/// after the updates for the buffer of a running statistic they write. Outputs live to
-/// the end of the run (`slots`), so no later step writes their storage through
-/// another buffer sharing its slot.
-fn output_ready(plan: &Plan) -> Vec<usize> {
-    let mut last = vec![0; plan.buffers.len()];
-    for (k, s) in plan.steps.iter().enumerate() {
-        for &a in &s.args {
-            last[a] = k + 1;
-        }
-    }
-    for &(_, to) in &plan.updates {
-        last[to] = plan.steps.len() + 1;
-    }
-    plan.outputs.iter().map(|(b, _)| last[*b]).collect()
 }
 
 /// Compiles `k` with `compiler` and runs it on `bufs` (one per kernel parameter, in

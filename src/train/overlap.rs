@@ -104,7 +104,11 @@ impl Overlap {
     /// Starts the communication thread on a reducer of `group`'s (a collective: every
     /// rank calls it at the same point), for gradients of `sizes` elements in buckets
     /// of `bucket_bytes`.
-    pub fn start(group: &dyn Group, sizes: &[usize], bucket_bytes: usize) -> Result<Overlap, RunError> {
+    pub fn start(
+        group: &dyn Group,
+        sizes: &[usize],
+        bucket_bytes: usize,
+    ) -> Result<Overlap, RunError> {
         let mut reducer: Box<dyn Reducer> = group.reducer()?;
         let layout = Layout::new(sizes, bucket_bytes / std::mem::size_of::<f32>());
         let (to_comm, jobs) = channel::<(usize, Vec<f32>)>();
@@ -147,7 +151,10 @@ impl Overlap {
         self.weight = weight;
         for (b, grads) in self.layout.buckets.iter().enumerate() {
             self.filling[b] = Some(Vec::with_capacity(self.layout.lens[b]));
-            self.filling[b].as_mut().expect("just set").resize(self.layout.lens[b], 0.0);
+            self.filling[b]
+                .as_mut()
+                .expect("just set")
+                .resize(self.layout.lens[b], 0.0);
             self.missing[b] = grads.len();
         }
         self.sent = 0;
@@ -282,10 +289,13 @@ mod tests {
         let mut ov = Overlap::start(&Solo, &[2, 2], 4).unwrap();
         ov.begin(1.0);
         ov.add(1, &[1.0, 1.0]).unwrap();
-        let mut grads = vec![Tensor {
-            shape: vec![2],
-            data: vec![0.0; 2],
-        }; 2];
+        let mut grads = vec![
+            Tensor {
+                shape: vec![2],
+                data: vec![0.0; 2],
+            };
+            2
+        ];
         let e = ov.finish(&mut grads).unwrap_err();
         assert!(e.to_string().contains("never handed out gradient 0"), "{e}");
     }
