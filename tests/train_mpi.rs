@@ -211,13 +211,17 @@ fn two_ranks_train_the_weights_one_rank_trains() {
 /// The overlapped all-reduce (gradients bucket by bucket on a thread of their own,
 /// during the backward) gives the bytes of the one flat all-reduce after it: with two
 /// ranks each element is the same sum of the same two products. Also when the last
-/// batch leaves rank 1 without a sample (46 = 5 × 9 + 1).
+/// batch leaves rank 1 without a sample (46 = 5 × 9 + 1), and on OpenCL too.
 #[test]
 fn overlapped_buckets_give_the_bytes_of_one_all_reduce() {
     if skip() {
         return;
     }
-    for ntrain in [48, 46] {
+    let mut cases = vec![("jit", 48), ("jit", 46)];
+    if cfg!(feature = "opencl") {
+        cases.push(("opencl", 46));
+    }
+    for (backend, ntrain) in cases {
         let run = |bucket: &str| {
             let text = LAYERS
                 .replace("NTRAIN", &ntrain.to_string())
@@ -226,7 +230,11 @@ fn overlapped_buckets_give_the_bytes_of_one_all_reduce() {
             let out = dir.path().join("run");
             ok(
                 bucket,
-                mpirun(&train_args(&model, &out, &["--checkpoint-every", "3"]))
+                mpirun(&train_args(
+                    &model,
+                    &out,
+                    &["--checkpoint-every", "3", "--backend", backend],
+                ))
                     .output()
                     .unwrap(),
             );
@@ -237,13 +245,13 @@ fn overlapped_buckets_give_the_bytes_of_one_all_reduce() {
         let bytes = |d: &Path| std::fs::read(d.join("final.safetensors")).unwrap();
         assert!(
             bytes(&flat) == bytes(&overlapped),
-            "{ntrain}: final weights differ"
+            "{backend} {ntrain}: final weights differ"
         );
         let (a, b) = (metrics(&flat, "step"), metrics(&overlapped, "step"));
         assert_eq!(a.len(), 12);
         for (x, y) in a.iter().zip(&b) {
-            assert_eq!(x["loss"], y["loss"], "{ntrain}");
-            assert_eq!(x["accuracy"], y["accuracy"], "{ntrain}");
+            assert_eq!(x["loss"], y["loss"], "{backend} {ntrain}");
+            assert_eq!(x["accuracy"], y["accuracy"], "{backend} {ntrain}");
             // Only the overlapped run has an all-reduce thread to time.
             assert!(x.get("allreduce_s").is_none());
             assert!(y["allreduce_s"].as_f64().unwrap() >= 0.0);
