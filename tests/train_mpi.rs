@@ -235,8 +235,8 @@ fn overlapped_buckets_give_the_bytes_of_one_all_reduce() {
                     &out,
                     &["--checkpoint-every", "3", "--backend", backend],
                 ))
-                    .output()
-                    .unwrap(),
+                .output()
+                .unwrap(),
             );
             (dir, out)
         };
@@ -492,7 +492,15 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     if skip() {
         return;
     }
-    let (dir, model) = setup(&bn_model(400, 420, ""), 420);
+    // Also with the overlapped all-reduce, whose thread has a watchdog of its own:
+    // rank 0 then waits there (or in the main thread's reductions after the run).
+    for setting in ["", "bucket_kb: 1"] {
+        hung_rank_ends_the_job(setting);
+    }
+}
+
+fn hung_rank_ends_the_job(setting: &str) {
+    let (dir, model) = setup(&bn_model(400, 420, setting), 420);
     let run = dir.path().join("run");
     let mut child = mpirun(&train_args(
         &model,
@@ -547,7 +555,7 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     let out = child.wait_with_output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    println!("the job ended {ended:?} after the stop, saying:\n{text}");
+    println!("{setting:?}: the job ended {ended:?} after the stop, saying:\n{text}");
     assert!(!status.success());
     assert!(
         ended >= Duration::from_secs(2),
