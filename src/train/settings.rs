@@ -107,7 +107,10 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
         seed,
         augment,
         sync_bn: r.sync_bn.unwrap_or(false),
-        bucket_kb: r.bucket_kb.unwrap_or(DEFAULT_BUCKET_KB),
+        // A setting of speed, not of what is trained (with two ranks the sums are
+        // the same bytes either way): left out of the recipe checkpoints record, so
+        // a run may resume with another bucket size.
+        bucket_kb: r.bucket_kb.take().unwrap_or(DEFAULT_BUCKET_KB),
         recipe: r,
     })
 }
@@ -193,5 +196,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("--batch 0"), "{e}");
+    }
+
+    #[test]
+    fn the_bucket_size_is_a_setting_the_recipe_does_not_record() {
+        let s = resolve(Some(&section()), &Overrides::default()).unwrap();
+        assert_eq!(s.bucket_kb, DEFAULT_BUCKET_KB);
+        let mut r = section();
+        r.bucket_kb = Some(64);
+        let s = resolve(Some(&r), &Overrides::default()).unwrap();
+        assert_eq!(s.bucket_kb, 64);
+        // Checkpoints compare the recipe on resume: another bucket size still resumes.
+        assert_eq!(s.recipe.bucket_kb, None);
+        assert_eq!(
+            s.recipe,
+            resolve(Some(&section()), &Overrides::default())
+                .unwrap()
+                .recipe
+        );
     }
 }
