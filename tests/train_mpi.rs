@@ -494,7 +494,7 @@ fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
     }
     // Also with the overlapped all-reduce, whose thread has a watchdog of its own:
     // rank 0 then waits there (or in the main thread's reductions after the run).
-    for setting in ["", "bucket_kb: 1"] {
+    for setting in ["bucket_kb: 0", "bucket_kb: 1"] {
         hung_rank_ends_the_job(setting);
     }
 }

@@ -99,12 +99,34 @@ struct MpiReducer {
 // before the group finalises MPI (`train::overlap` joins its thread first).
 unsafe impl Send for MpiReducer {}
 
+/// Between two polls of a posted all-reduce, the waiting thread sleeps this long.
+const POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The element-wise sum of `buf` over `comm`'s ranks, in place: a non-blocking
+/// all-reduce polled with sleeps between the polls. A blocking one spins (Open MPI's
+/// default) while it waits for the slower ranks, on a core that the ranks' compute
+/// threads (and the overlapped all-reduce) need when they fill the machine
+/// (docs/distributed.md measures both).
+fn sum_polled<T: Equivalence + Clone>(comm: &SimpleCommunicator, buf: &mut [T]) {
+    let send = buf.to_vec();
+    mpi::request::scope(|scope| {
+        let mut req = comm.immediate_all_reduce_into(scope, &send[..], buf, SystemOperation::sum());
+        loop {
+            match req.test() {
+                Ok(_) => break,
+                Err(r) => {
+                    req = r;
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+    });
+}
+
 impl Reducer for MpiReducer {
     fn sum_f32(&mut self, buf: &mut [f32]) {
         let _w = self.watchdog.as_ref().map(Watchdog::guard);
-        let send = buf.to_vec();
-        self.comm
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        sum_polled(&self.comm, buf);
     }
 }
 
@@ -126,15 +148,11 @@ impl Group for MpiGroup {
     }
     fn sum_f32(&self, buf: &mut [f32]) {
         let _w = self.watch();
-        let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        sum_polled(&self.world, buf);
     }
     fn sum_f64(&self, buf: &mut [f64]) {
         let _w = self.watch();
-        let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        sum_polled(&self.world, buf);
     }
     fn broadcast_f32(&self, buf: &mut [f32]) {
         let _w = self.watch();

@@ -11,7 +11,7 @@ pub const DEFAULT_BATCH: u64 = 32;
 pub const DEFAULT_SEED: u64 = 0;
 /// `bucket_kb:` when the section leaves it out (docs/distributed.md: measured on
 /// ResNet-20, two ranks).
-pub const DEFAULT_BUCKET_KB: u64 = 0;
+pub const DEFAULT_BUCKET_KB: u64 = 1024;
 
 /// Flags that override the section.
 #[derive(Clone, Debug, Default, PartialEq)]
