@@ -13,8 +13,11 @@
 //! Threads: MPI is initialised with `MPI_THREAD_MULTIPLE` where the library provides
 //! it, since the overlap's communication thread calls collectives (on a duplicated
 //! communicator) while the main thread may call its own (SyncBatchNorm's, during a
-//! run). A library that provides less still trains, without overlap: asking for the
-//! reducer then fails with an error that says so.
+//! run). A library that provides less trains only with `bucket_kb: 0`: asking for the
+//! reducer fails with an error that says so.
+//!
+//! Sums are non-blocking all-reduces polled with short sleeps ([`sum_polled`]), not
+//! blocking ones, which spin while they wait for the slower rank.
 
 use super::distributed::{Group, Reducer};
 use super::watchdog::{Guard, Watchdog};
