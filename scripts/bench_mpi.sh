@@ -17,7 +17,7 @@
 #
 # Environment: FNETC (a prebuilt fnetc with the mpi feature; else cargo builds the
 # release one), BACKEND (jit), BATCH (64), STEPS (10), SKIP (2), SAMPLES (1024),
-# BUCKETS ("0 256"), YIELD (unset; 1 sets OMPI_MCA_mpi_yield_when_idle=1: Open MPI's
+# BUCKETS ("0 256 1024"), YIELD (unset; 1 sets OMPI_MCA_mpi_yield_when_idle=1: Open MPI's
 # waits then yield the core instead of spinning on it, which matters when the ranks'
 # compute and all-reduce threads outnumber the cores, as here).
 set -euo pipefail
@@ -28,7 +28,7 @@ BATCH=${BATCH:-64}
 STEPS=${STEPS:-10}
 SKIP=${SKIP:-2}
 SAMPLES=${SAMPLES:-1024}
-BUCKETS=${BUCKETS:-0 256}
+BUCKETS=${BUCKETS:-0 256 1024}
 if [ -z "${FNETC:-}" ]; then
   cargo build --locked --release --quiet --features mpi --bin fnetc
   FNETC=target/release/fnetc
