@@ -55,7 +55,15 @@ pub struct Recipe {
     /// on 14×14 MNIST for the cross-resolution experiment (docs/experiments.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resize: Option<u64>,
+    /// `bucket_kb:` under data-parallel training, the size in KiB of the gradient
+    /// buckets whose all-reduce overlaps the backward; 0 reduces all gradients in one
+    /// all-reduce after the backward (docs/distributed.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_kb: Option<u64>,
 }
+
+/// The largest `bucket_kb:` (1 GiB): a bucket that large holds any model's gradients.
+pub const MAX_BUCKET_KB: u64 = 1 << 20;
 
 impl Recipe {
     /// The keys the section sets, in alphabetical order (the order `check` lists them).
@@ -63,6 +71,7 @@ impl Recipe {
         let set = [
             ("augment", self.augment.is_some()),
             ("batch", self.batch.is_some()),
+            ("bucket_kb", self.bucket_kb.is_some()),
             ("data", self.data.is_some()),
             ("epochs", self.epochs.is_some()),
             ("loss", self.loss.is_some()),

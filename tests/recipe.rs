@@ -254,6 +254,34 @@ fn resize_is_a_positive_int_with_its_place_in_errors() {
 }
 
 #[test]
+fn bucket_kb_is_an_int_from_zero_with_its_place_in_errors() {
+    assert_eq!(recipe(TINY, "bucket_kb: 0").unwrap().bucket_kb, Some(0));
+    assert_eq!(recipe(TINY, "bucket_kb: 64").unwrap().bucket_kb, Some(64));
+    assert_eq!(
+        recipe(TINY, "bucket_kb: 1048576").unwrap().bucket_kb,
+        Some(1 << 20)
+    );
+    assert_eq!(recipe(TINY, "epochs: 2").unwrap().bucket_kb, None);
+    for bad in [
+        "bucket_kb: -1",
+        "bucket_kb: 1048577",
+        "bucket_kb: 2.5",
+        "bucket_kb: true",
+    ] {
+        let err = recipe(TINY, bad).expect_err(bad);
+        assert!(err.starts_with("error[E0202]"), "{bad}: {err}");
+        assert!(
+            err.contains("`bucket_kb` must be an int from 0 (no overlap) to 1048576"),
+            "{bad}: {err}"
+        );
+        // The value's place: line 6 (the train section's first line), after `bucket_kb: `.
+        assert!(err.contains("t.fnet:6:12"), "{bad}: {err}");
+    }
+    let err = recipe(TINY, "bucket_k: 4").expect_err("a typo");
+    assert!(err.contains("bucket_kb"), "suggests the key: {err}");
+}
+
+#[test]
 fn an_input_dimension_may_name_a_constant_declared_above() {
     let model = |set: &[(&str, &str)]| {
         let text = "model m {\n  R = 14\n  input x: f32[B, 1, R, R]\n  return x |> conv2d(4, 3, padding: 1) |> global_avg_pool |> linear(10)\n}\n";

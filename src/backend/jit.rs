@@ -335,6 +335,18 @@ impl Prepared<f32> for JitPrepared {
         Ok(())
     }
 
+    fn run_streaming(
+        &mut self,
+        collective: Option<&dyn StatsCollective>,
+        on_ready: &mut dyn FnMut(usize, Tensor<f32>),
+    ) -> Result<(), RunError> {
+        if self.stale {
+            self.stale = false;
+            self.recrop()?;
+        }
+        self.exe.launch_streaming(collective, on_ready)
+    }
+
     fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
         self.exe.read_outputs()
     }

@@ -122,6 +122,28 @@ pub trait Prepared<T: Scalar> {
     fn run(&mut self) -> Result<(), RunError>;
     /// The outputs of the last run, in the graph's output order.
     fn read_outputs(&self) -> Result<Vec<Tensor<T>>, RunError>;
+    /// Runs the graph on the inputs last written, handing each output (with its index
+    /// in the graph's output order) to `on_ready` exactly once, as soon as the backend
+    /// knows it is final: a backend that can (the JIT) does so while the later steps
+    /// are still to run, so a data-parallel trainer can all-reduce the last layers'
+    /// gradients while the backward of the first ones still computes
+    /// (`train::overlap`). With `collective`, a synchronised plan's statistics steps
+    /// combine over it as in [`Prepared::run_synced`]. The default runs, then hands
+    /// the outputs out in order.
+    fn run_streaming(
+        &mut self,
+        collective: Option<&dyn StatsCollective>,
+        on_ready: &mut dyn FnMut(usize, Tensor<T>),
+    ) -> Result<(), RunError> {
+        match collective {
+            Some(c) => self.run_synced(c)?,
+            None => self.run()?,
+        }
+        for (i, t) in self.read_outputs()?.into_iter().enumerate() {
+            on_ready(i, t);
+        }
+        Ok(())
+    }
     /// Writes, runs and reads: one forward.
     fn forward(&mut self, inputs: &[Tensor<T>]) -> Result<Vec<Tensor<T>>, RunError> {
         self.write_inputs(inputs)?;

@@ -30,6 +30,7 @@ const KEYS: &[(&str, &str)] = &[
     ("search", "search"),
     ("sync_bn", "bool"),
     ("resize", "int"),
+    ("bucket_kb", "int"),
 ];
 
 /// A constructor call bound to its signature and range-checked.
@@ -69,6 +70,7 @@ pub fn validate(section: &TrainSection, graph: &Graph) -> Result<Recipe, Diagnos
             "seed" => out.seed = Some(count(&key.name, expr, 0)?),
             "sync_bn" => out.sync_bn = Some(flag(&key.name, expr)?),
             "resize" => out.resize = Some(count(&key.name, expr, 1)?),
+            "bucket_kb" => out.bucket_kb = Some(bucket_kb(expr)?),
             "loss" => out.loss = Some(loss(&call(expr, kind, graph)?)),
             "optimizer" => out.optimizer = Some(optimizer(call(expr, kind, graph)?)),
             "schedule" => out.schedule = Some(schedule(&call(expr, kind, graph)?)),
@@ -97,6 +99,21 @@ fn count(key: &str, expr: &Expr, min: i64) -> Result<u64, Diagnostic> {
             expr.span,
             format!("`{key}` must be a positive int"),
             "expected a positive int",
+        )),
+    }
+}
+
+/// `bucket_kb`: the gradient bucket size in KiB of the overlapped all-reduce, from 0
+/// (no overlap) to [`crate::recipe::MAX_BUCKET_KB`].
+fn bucket_kb(expr: &Expr) -> Result<u64, Diagnostic> {
+    let max = crate::recipe::MAX_BUCKET_KB;
+    match constant(expr)? {
+        Value::Int(i) if (0..=max as i64).contains(&i) => Ok(i as u64),
+        _ => Err(Diagnostic::at(
+            "E0202",
+            expr.span,
+            format!("`bucket_kb` must be an int from 0 (no overlap) to {max} (KiB)"),
+            "expected an int from 0 to 1048576",
         )),
     }
 }

@@ -54,6 +54,8 @@ pub struct JitExecutable {
     ptrs: Vec<*mut f32>,
     /// Launches of `plan.steps`, then of `plan.setup`.
     launches: Vec<Launch>,
+    /// When each output is final (`Plan::output_ready`).
+    ready: Vec<usize>,
     /// What building this executable compiled.
     pub compile: CompileStats,
 }
@@ -158,6 +160,7 @@ impl JitExecutable {
             });
         }
         let exe = JitExecutable {
+            ready: plan.output_ready(),
             plan,
             _memory: memory,
             ptrs,
@@ -308,6 +311,11 @@ impl JitExecutable {
         for l in &self.launches[..self.plan.steps.len()] {
             Self::run(l, collective);
         }
+        self.apply_updates();
+    }
+
+    /// Copies a training plan's running-statistic updates into the statistics' buffers.
+    fn apply_updates(&self) {
         for &(from, to) in &self.plan.updates {
             let len = self.plan.buffers[to].len.min(self.plan.buffers[from].len);
             // SAFETY: both buffers hold at least `len` elements; an update never
@@ -329,15 +337,53 @@ impl JitExecutable {
     }
 
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
-        self.plan
-            .outputs
-            .iter()
-            .map(|(buf, shape)| {
-                let n: usize = shape.iter().product();
-                let data = self.slice(*buf)[..n].to_vec();
-                Ok(Tensor::from_vec(shape.clone(), data)?)
-            })
+        (0..self.plan.outputs.len())
+            .map(|i| self.read_output(i))
             .collect()
+    }
+
+    fn read_output(&self, i: usize) -> Result<Tensor<f32>, RunError> {
+        let (buf, shape) = &self.plan.outputs[i];
+        let n: usize = shape.iter().product();
+        let data = self.slice(*buf)[..n].to_vec();
+        Ok(Tensor::from_vec(shape.clone(), data)?)
+    }
+
+    /// When each output is final, as a count of steps run (see `ready`): the
+    /// earliest point [`JitExecutable::launch_streaming`] hands it out.
+    pub fn output_ready(&self) -> &[usize] {
+        &self.ready
+    }
+
+    /// [`JitExecutable::launch`], handing each output to `on_ready` (with its index)
+    /// as soon as the last step that touches its buffer has run, while the later
+    /// steps are still to come: each output exactly once, with the value
+    /// [`JitExecutable::read_outputs`] reads after `launch`.
+    /// Statistics steps (SyncBatchNorm) combine over `collective` as in
+    /// [`JitExecutable::launch_synced`].
+    pub fn launch_streaming(
+        &self,
+        collective: Option<&dyn StatsCollective>,
+        on_ready: &mut dyn FnMut(usize, Tensor<f32>),
+    ) -> Result<(), RunError> {
+        let steps = self.plan.steps.len();
+        let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
+        for (i, &at) in self.ready.iter().enumerate() {
+            due[at].push(i);
+        }
+        let mut hand = |at: usize| -> Result<(), RunError> {
+            for &i in &due[at] {
+                on_ready(i, self.read_output(i)?);
+            }
+            Ok(())
+        };
+        hand(0)?;
+        for (k, l) in self.launches[..steps].iter().enumerate() {
+            Self::run(l, collective);
+            hand(k + 1)?;
+        }
+        self.apply_updates();
+        hand(steps + 1)
     }
 }
 

@@ -132,6 +132,27 @@ impl Plan {
         }
     }
 
+    /// When each output is final, as a count of steps run: 0 before the first step,
+    /// `k` after step `k - 1`, `steps.len() + 1` after the running-statistic updates.
+    /// That is after the last step whose arguments include its buffer (a read after
+    /// the final write only delays it); before the first step for a buffer no step
+    /// touches (an input, a parameter); after the updates for a statistic's buffer
+    /// they write. Outputs live to the end of the run (`slots`), so no later step
+    /// writes their storage through another buffer sharing its slot. Backends that
+    /// hand outputs out during a run (`Prepared::run_streaming`) read each one here.
+    pub fn output_ready(&self) -> Vec<usize> {
+        let mut last = vec![0; self.buffers.len()];
+        for (k, s) in self.steps.iter().enumerate() {
+            for &a in &s.args {
+                last[a] = k + 1;
+            }
+        }
+        for &(_, to) in &self.updates {
+            last[to] = self.steps.len() + 1;
+        }
+        self.outputs.iter().map(|(b, _)| last[*b]).collect()
+    }
+
     /// Temporaries that no launch (step or setup) reads or writes and that are no output,
     /// update or parameter: a lowering allocated them and then took another path (FlexTCN-6's
     /// training plan has 63 MiB of them). Backends give them a one-element buffer, not their length.

@@ -17,6 +17,16 @@ use crate::runtime::RunError;
 use crate::tensor::Tensor;
 use ocl::{Buffer, Kernel, MemFlags, Queue, SpatialDims};
 
+/// Waits for a queue when dropped: host memory that enqueued non-blocking reads
+/// write is freed only after them.
+struct Drain<'q>(&'q Queue);
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.finish();
+    }
+}
+
 pub struct Executable {
     queue: Queue,
     pub plan: Plan,
@@ -260,6 +270,15 @@ impl Executable {
             // construction of the plan.
             unsafe { k.enq() }.map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?;
         }
+        self.enqueue_updates()?;
+        self.queue
+            .finish()
+            .map_err(|e| cl_err("waiting for the queue", e))
+    }
+
+    /// Enqueues the copies of a training plan's running-statistic updates into the
+    /// statistics' buffers.
+    fn enqueue_updates(&self) -> Result<(), RunError> {
         for &(from, to) in &self.plan.updates {
             let len = self.plan.buffers[to].len;
             self.buffers[from]
@@ -267,9 +286,7 @@ impl Executable {
                 .enq()
                 .map_err(|e| cl_err("updating a running statistic", e))?;
         }
-        self.queue
-            .finish()
-            .map_err(|e| cl_err("waiting for the queue", e))
+        Ok(())
     }
 
     /// Runs the statistics step `step` on the host (`runtime::sync_stats`).
@@ -324,6 +341,77 @@ impl Executable {
             times.push(t.elapsed());
         }
         Ok(times)
+    }
+
+    /// [`Executable::launch`], handing each output to `on_ready` (with its index) as
+    /// soon as it is final (`Plan::output_ready`): every launch is enqueued with a
+    /// non-blocking read of each output after its last writer, and the host waits on
+    /// the reads in that order while the device runs the later launches. Each output
+    /// exactly once, with the value [`Executable::read_outputs`] reads after `launch`.
+    /// Statistics steps (SyncBatchNorm) combine over `collective` as in
+    /// [`Executable::launch_synced`].
+    pub fn launch_streaming(
+        &self,
+        collective: Option<&dyn StatsCollective>,
+        on_ready: &mut dyn FnMut(usize, Tensor<f32>),
+    ) -> Result<(), RunError> {
+        let steps = self.plan.steps.len();
+        let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
+        for (i, at) in self.plan.output_ready().into_iter().enumerate() {
+            due[at].push(i);
+        }
+        // The reads' host memory: allocated before any read is enqueued, and neither
+        // moved nor freed while a read may still write it. `_drain` (dropped before
+        // `host`, also on an error or a panic in `on_ready`) waits for the queue.
+        let mut host: Vec<Vec<f32>> = (self.plan.outputs.iter())
+            .map(|(_, shape)| vec![0.0f32; shape.iter().product()])
+            .collect();
+        let _drain = Drain(&self.queue);
+        let mut events: Vec<Option<ocl::Event>> = vec![None; host.len()];
+        for (at, outputs) in due.iter().enumerate() {
+            if (1..=steps).contains(&at) {
+                let step = &self.plan.steps[at - 1];
+                match &self.launches[at - 1] {
+                    // SAFETY: as in `launch`.
+                    Some(k) => unsafe { k.enq() }
+                        .map_err(|e| cl_err(&format!("running `{}`", step.layer), e))?,
+                    None => self.sync(step, collective)?,
+                }
+            } else if at == steps + 1 {
+                self.enqueue_updates()?;
+            }
+            for &i in outputs {
+                if host[i].is_empty() {
+                    continue;
+                }
+                let mut ev = ocl::Event::empty();
+                // SAFETY: `host[i]` outlives the read (see `_drain`), and nothing
+                // touches it until its event has completed.
+                unsafe {
+                    self.buffers[self.plan.outputs[i].0]
+                        .read(&mut host[i][..])
+                        .block(false)
+                        .enew(&mut ev)
+                        .enq()
+                }
+                .map_err(|e| cl_err("reading an output", e))?;
+                events[i] = Some(ev);
+            }
+        }
+        self.queue
+            .flush()
+            .map_err(|e| cl_err("flushing the queue", e))?;
+        for i in due.into_iter().flatten() {
+            if let Some(ev) = &events[i] {
+                ev.wait_for()
+                    .map_err(|e| cl_err("waiting for an output", e))?;
+            }
+            let data = std::mem::take(&mut host[i]);
+            on_ready(i, Tensor::from_vec(self.plan.outputs[i].1.clone(), data)?);
+        }
+        self.queue
+            .finish()
+            .map_err(|e| cl_err("waiting for the queue", e))
     }
 
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {

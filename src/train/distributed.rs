@@ -40,6 +40,24 @@ pub trait Group {
     /// Ends every rank of the job now (a rank that returned an error would otherwise
     /// leave the others waiting in a collective).
     fn abort(&self, code: i32) -> !;
+    /// Sums over the same ranks for another thread (the overlapped all-reduce's,
+    /// `super::overlap`), on a communicator of its own, so its collectives never
+    /// pair with the ones this thread calls meanwhile (SyncBatchNorm's, during a run).
+    /// A collective: every rank calls it at the same point.
+    fn reducer(&self) -> Result<Box<dyn Reducer>, RunError>;
+}
+
+/// A sum over the ranks that one thread of its own calls (see [`Group::reducer`]).
+pub trait Reducer: Send {
+    /// Element-wise sum over the ranks, in place; every rank gets the result.
+    fn sum_f32(&mut self, buf: &mut [f32]);
+}
+
+/// One rank's sum is its own value.
+struct SoloReducer;
+
+impl Reducer for SoloReducer {
+    fn sum_f32(&mut self, _: &mut [f32]) {}
 }
 
 /// One process: no communication at all.
@@ -63,6 +81,9 @@ impl Group for Solo {
     }
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
+    }
+    fn reducer(&self) -> Result<Box<dyn Reducer>, RunError> {
+        Ok(Box::new(SoloReducer))
     }
 }
 
@@ -221,7 +242,10 @@ impl StatsCollective for RankStats<'_> {
 /// One step's training-graph outputs on one rank: the loss, `ng` gradients, `nb`
 /// updated buffers, `nt` loss terms (the logits are not needed here), computed on
 /// `n` samples of a global batch of `global`, with `correct` right predictions.
+/// With `grads_reduced` the gradients already are the global batch's (the overlapped
+/// all-reduce, `super::overlap`, summed them during the run).
 pub struct StepParts<'a> {
+    pub grads_reduced: bool,
     pub outputs: &'a mut [Tensor<f32>],
     pub ng: usize,
     pub nb: usize,
@@ -241,10 +265,10 @@ pub struct Reduced {
 }
 
 /// Turns one rank's outputs into the global batch's, in place: the gradients become
-/// `Σ_r (n_r / B) g_r` (one flat all-reduce), the buffers (BatchNorm running
-/// statistics) rank 0's (with `sync_bn` every rank's are already the global batch's,
-/// [`RankStats`]; the broadcast keeps them bit-identical); the loss, accuracy and terms
-/// the global batch's.
+/// `Σ_r (n_r / B) g_r` (one flat all-reduce, unless `grads_reduced`: the overlapped
+/// buckets did it), the buffers (BatchNorm running statistics) rank 0's (with
+/// `sync_bn` every rank's are already the global batch's, [`RankStats`]; the broadcast
+/// keeps them bit-identical); the loss, accuracy and terms the global batch's.
 pub fn reduce_step(group: &dyn Group, p: StepParts<'_>) -> Reduced {
     let t = Instant::now();
     let w = p.n as f32 / p.global as f32;
@@ -269,7 +293,9 @@ pub fn reduce_step(group: &dyn Group, p: StepParts<'_>) -> Reduced {
             at += k;
         }
     };
-    flat_sum(&mut p.outputs[1..1 + p.ng], true);
+    if !p.grads_reduced {
+        flat_sum(&mut p.outputs[1..1 + p.ng], true);
+    }
     flat_sum(&mut p.outputs[1 + p.ng..1 + p.ng + p.nb], false);
     let nf = p.n as f64;
     let mut scalars = vec![nf * f64::from(p.outputs[0].data[0]), p.correct as f64];
@@ -351,6 +377,7 @@ mod tests {
         let r = reduce_step(
             &Solo,
             StepParts {
+                grads_reduced: false,
                 outputs: &mut outs,
                 ng: 1,
                 nb: 1,

@@ -20,6 +20,7 @@ pub mod metrics;
 #[cfg(feature = "mpi")]
 pub mod mpi_group;
 pub mod optimizer;
+pub mod overlap;
 pub mod resize;
 pub mod schedule;
 pub mod settings;

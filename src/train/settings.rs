@@ -9,6 +9,9 @@ use crate::runtime::RunError;
 pub const DEFAULT_EPOCHS: u64 = 1;
 pub const DEFAULT_BATCH: u64 = 32;
 pub const DEFAULT_SEED: u64 = 0;
+/// `bucket_kb:` when the section leaves it out (docs/distributed.md: measured on
+/// ResNet-20, two ranks).
+pub const DEFAULT_BUCKET_KB: u64 = 1024;
 
 /// Flags that override the section.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +38,9 @@ pub struct Settings {
     pub augment: Vec<Augment>,
     /// SyncBatchNorm over data-parallel ranks (`runtime::sync_stats`).
     pub sync_bn: bool,
+    /// The size in KiB of the gradient buckets whose all-reduce overlaps the
+    /// backward (data-parallel training); 0: one all-reduce after the backward.
+    pub bucket_kb: u64,
 }
 
 /// Applies `flags` over `section` (the model's `train {}`, if any).
@@ -101,6 +107,10 @@ pub fn resolve(section: Option<&Recipe>, flags: &Overrides) -> Result<Settings, 
         seed,
         augment,
         sync_bn: r.sync_bn.unwrap_or(false),
+        // A setting of speed, not of what is trained (with two ranks the sums are
+        // the same bytes either way): left out of the recipe checkpoints record, so
+        // a run may resume with another bucket size.
+        bucket_kb: r.bucket_kb.take().unwrap_or(DEFAULT_BUCKET_KB),
         recipe: r,
     })
 }
@@ -186,5 +196,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("--batch 0"), "{e}");
+    }
+
+    #[test]
+    fn the_bucket_size_is_a_setting_the_recipe_does_not_record() {
+        let s = resolve(Some(&section()), &Overrides::default()).unwrap();
+        assert_eq!(s.bucket_kb, DEFAULT_BUCKET_KB);
+        let mut r = section();
+        r.bucket_kb = Some(64);
+        let s = resolve(Some(&r), &Overrides::default()).unwrap();
+        assert_eq!(s.bucket_kb, 64);
+        // Checkpoints compare the recipe on resume: another bucket size still resumes.
+        assert_eq!(s.recipe.bucket_kb, None);
+        assert_eq!(
+            s.recipe,
+            resolve(Some(&section()), &Overrides::default())
+                .unwrap()
+                .recipe
+        );
     }
 }

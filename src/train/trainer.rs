@@ -15,6 +15,7 @@ use super::distributed::{self, Group, Solo, StepParts};
 use super::graphs::{inference_graph, io_shape, training_graph, Compilation, GraphError};
 use super::metrics::{loss_and_correct, Metrics};
 use super::optimizer::Optim;
+use super::overlap::Overlap;
 use super::schedule::LrSchedule;
 use super::settings::{resolve, Overrides, Settings};
 use crate::autodiff::{Loss, TrainingGraph};
@@ -28,6 +29,7 @@ use crate::ir::graph::Graph;
 use crate::ir::types::DType;
 use crate::opencl::DeviceSel;
 use crate::passes::CompileMode;
+use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{initialise, Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
 use serde_json::json;
@@ -195,6 +197,8 @@ pub fn train_in(
         sums: (0.0, 0, 0),
         term_sums: Vec::new(),
         comm_s: 0.0,
+        overlap: None,
+        allreduce_s: None,
     };
     run.start()?;
     run.train(observe)
@@ -251,8 +255,14 @@ struct Run<'a> {
     /// The epoch's running sums of the loss's terms, weighted by samples as the loss
     /// is, so that their means sum to the epoch's training loss.
     term_sums: Vec<(String, f64)>,
-    /// Seconds the last data-parallel step spent in its collectives.
+    /// Seconds the last data-parallel step spent in its collectives (with overlap:
+    /// those it waited for after the run).
     comm_s: f64,
+    /// The overlapped gradient all-reduce (`bucket_kb` > 0 under data parallelism),
+    /// started at the first data-parallel step.
+    overlap: Option<Overlap>,
+    /// Seconds the last step's overlapped all-reduces took on their thread.
+    allreduce_s: Option<f64>,
 }
 
 impl Run<'_> {
@@ -417,6 +427,9 @@ impl Run<'_> {
                 if self.group.size() > 1 {
                     record["ranks"] = json!(self.group.size());
                     record["comm_s"] = json!(self.comm_s);
+                    if let Some(a) = self.allreduce_s {
+                        record["allreduce_s"] = json!(a);
+                    }
                 }
                 self.metrics.push(record);
                 last_terms.clone_from(&terms);
@@ -539,12 +552,34 @@ impl Run<'_> {
     }
 
     /// One data-parallel step: this rank's shard of the global batch `b`, its outputs
-    /// reduced over the ranks (`distributed::reduce_step`), then the same update as on
-    /// every rank.
+    /// reduced over the ranks (`distributed::reduce_step`; the gradients bucket by
+    /// bucket during the run with `bucket_kb` > 0, `super::overlap`), then the same
+    /// update as on every rank.
     fn step_shard(&mut self, b: &data::Batch, lr: f64) -> Result<StepOut, CliError> {
         let global = b.labels.data.len();
         let range = distributed::shard(global, self.group.rank(), self.group.size());
         let n = range.len();
+        let (ng, nb, nt) = (
+            self.tg.grads.len(),
+            self.tg.buffers.len(),
+            self.tg.terms.len(),
+        );
+        if self.settings.bucket_kb > 0 && self.overlap.is_none() {
+            let sizes: Vec<usize> = self
+                .tg
+                .grads
+                .iter()
+                .map(|g| self.params[g].numel())
+                .collect();
+            let bytes = (self.settings.bucket_kb * 1024) as usize;
+            self.overlap = Some(Overlap::start(self.group, &sizes, bytes)?);
+        }
+        // Taken out for the step, so the run can fill its buckets while borrowing the
+        // prepared graph; put back only after a whole step (see `Overlap`'s drop).
+        let mut overlap = self.overlap.take();
+        if let Some(ov) = &mut overlap {
+            ov.begin(n as f32 / global as f32);
+        }
         let group = self.group;
         let sync = self.settings.sync_bn;
         let stats = distributed::RankStats::new(group, n > 0);
@@ -553,12 +588,43 @@ impl Run<'_> {
             let outputs = {
                 let prepared = self.prepared_for_training(n)?;
                 prepared.write_inputs(&[local.x, local.labels.clone()])?;
-                if sync {
-                    prepared.run_synced(&stats)?;
-                } else {
-                    prepared.run()?;
+                match &mut overlap {
+                    None => {
+                        if sync {
+                            prepared.run_synced(&stats)?;
+                        } else {
+                            prepared.run()?;
+                        }
+                        prepared.read_outputs()?
+                    }
+                    Some(ov) => {
+                        let mut got: Vec<Option<Tensor<f32>>> = Vec::new();
+                        let mut failed = None;
+                        let collective = sync.then_some(&stats as &dyn StatsCollective);
+                        prepared.run_streaming(collective, &mut |i, t| {
+                            if (1..=ng).contains(&i) && failed.is_none() {
+                                failed = ov.add(i - 1, &t.data).err();
+                            }
+                            if got.len() <= i {
+                                got.resize(i + 1, None);
+                            }
+                            got[i] = Some(t);
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(e.into());
+                        }
+                        got.into_iter()
+                            .enumerate()
+                            .map(|(i, t)| {
+                                t.ok_or_else(|| {
+                                    RunError::new(format!(
+                                        "internal error: the run never handed out output {i}"
+                                    ))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
                 }
-                prepared.read_outputs()?
             };
             let logits = self.check_outputs(&outputs)?;
             let (_, correct) = loss_and_correct(&logits.data, &local.labels.data, 0.0);
@@ -574,16 +640,23 @@ impl Run<'_> {
                 prepared.write_inputs(&[stand_in.x, stand_in.labels])?;
                 prepared.run_synced(&stats)?;
             }
-            (self.empty_outputs(), 0)
+            let outputs = self.empty_outputs();
+            if let Some(ov) = &mut overlap {
+                for (g, t) in outputs[1..1 + ng].iter().enumerate() {
+                    ov.add(g, &t.data)?;
+                }
+            }
+            (outputs, 0)
         };
-        let (ng, nb, nt) = (
-            self.tg.grads.len(),
-            self.tg.buffers.len(),
-            self.tg.terms.len(),
-        );
+        let spent = match &mut overlap {
+            Some(ov) => Some(ov.finish(&mut outputs[1..1 + ng])?),
+            None => None,
+        };
+        self.overlap = overlap;
         let r = distributed::reduce_step(
             self.group,
             StepParts {
+                grads_reduced: spent.is_some(),
                 outputs: &mut outputs,
                 ng,
                 nb,
@@ -593,7 +666,8 @@ impl Run<'_> {
                 correct,
             },
         );
-        self.comm_s = r.comm_s + stats.seconds.get();
+        self.comm_s = r.comm_s + stats.seconds.get() + spent.map_or(0.0, |s| s.wait_s);
+        self.allreduce_s = spent.map(|s| s.allreduce_s);
         outputs[0].data[0] = r.loss as f32;
         for (t, v) in outputs[1 + ng + nb..1 + ng + nb + nt]
             .iter_mut()
