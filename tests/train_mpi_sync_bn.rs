@@ -106,6 +106,42 @@ fn largest_difference(a: &Path, b: &Path) -> (f32, String) {
     worst
 }
 
+/// The test model in `dir` with `ntrain` samples in batches of `batch`, and `extra`
+/// (train-section lines, e.g. `sync_bn: true`).
+fn model(dir: &Path, ntrain: usize, batch: usize, extra: &str) -> std::path::PathBuf {
+    let tag: String = extra.chars().filter(char::is_ascii_alphanumeric).collect();
+    let path = dir.join(format!("m-{tag}.fnet"));
+    let text = RESNET
+        .replace("NTRAIN", &ntrain.to_string())
+        .replace("BATCH", &batch.to_string())
+        .replace("SYNC", extra);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Trains `m` on `ranks` processes (1: fnetc alone) into `dir/out`.
+fn run(dir: &Path, m: &Path, out: &str, ranks: usize, backend: &str) -> std::path::PathBuf {
+    let out = dir.join(out);
+    let args = [
+        "train",
+        m.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        backend,
+    ];
+    let mut c = if ranks == 1 {
+        let mut c = Command::new(FNETC);
+        c.args(args).env("RAYON_NUM_THREADS", "1");
+        c
+    } else {
+        mpirun(&args)
+    };
+    let o = c.env("POCL_MAX_PTHREAD_COUNT", "1").output();
+    ok(&format!("{ranks} rank(s), {}", m.display()), o.unwrap());
+    out
+}
+
 /// One process and two ranks on `ntrain` samples in batches of `batch` on `backend`,
 /// with and without `sync_bn`: the largest differences from the one-process weights.
 fn compare(
@@ -115,46 +151,39 @@ fn compare(
     backend: &str,
 ) -> ((f32, String), Option<(f32, String)>) {
     let dir = tempfile::tempdir().unwrap();
-    write_idx(dir.path(), 48, 6);
-    let model = |sync: &str| {
-        let path = dir.path().join(format!("m{}.fnet", sync.len()));
-        let text = RESNET
-            .replace("NTRAIN", &ntrain.to_string())
-            .replace("BATCH", &batch.to_string())
-            .replace("SYNC", sync);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let run = |m: &Path, out: &str, ranks: usize| {
-        let out = dir.path().join(out);
-        let args = [
-            "train",
-            m.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-        ];
-        let mut c = if ranks == 1 {
-            let mut c = Command::new(FNETC);
-            c.args(args).env("RAYON_NUM_THREADS", "1");
-            c
-        } else {
-            mpirun(&args)
-        };
-        let o = c.env("POCL_MAX_PTHREAD_COUNT", "1").output();
-        ok(&format!("{ranks} rank(s), {}", m.display()), o.unwrap());
-        out
-    };
-    let synced = model("sync_bn: true");
-    let one = run(&synced, "one", 1);
-    let two = run(&synced, "two", 2);
+    let d = dir.path();
+    write_idx(d, 48, 6);
+    let synced = model(d, ntrain, batch, "sync_bn: true");
+    let one = run(d, &synced, "one", 1, backend);
+    let two = run(d, &synced, "two", 2, backend);
     let with = largest_difference(&one, &two);
     let without = (!sync_only).then(|| {
-        let plain = run(&model(""), "plain", 2);
+        let plain = run(d, &model(d, ntrain, batch, ""), "plain", 2, backend);
         largest_difference(&one, &plain)
     });
     (with, without)
+}
+
+#[test]
+fn synced_statistics_and_the_overlapped_all_reduce_run_together() {
+    if skip() {
+        return;
+    }
+    // Buckets of 1 KiB (several, all-reduced on their own thread while the backward
+    // runs its statistics collectives on the world communicator) against one
+    // all-reduce after the backward: the same bytes, uneven shards included.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_idx(d, 48, 6);
+    let flat = model(d, 37, 9, "sync_bn: true\n  bucket_kb: 0");
+    let buckets = model(d, 37, 9, "sync_bn: true\n  bucket_kb: 1");
+    let a = run(d, &flat, "flat", 2, "jit");
+    let b = run(d, &buckets, "buckets", 2, "jit");
+    let bytes = |r: &Path| std::fs::read(r.join("final.safetensors")).unwrap();
+    assert!(
+        bytes(&a) == bytes(&b),
+        "overlapped sync_bn training differs from flat"
+    );
 }
 
 #[test]
