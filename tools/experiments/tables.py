@@ -35,6 +35,26 @@ def metrics(run):
     return [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
 
 
+def loop_s(r):
+    """Seconds in the training loop: PyTorch's timed loop; for fnet the sum of its
+    steps' wall times from metrics.jsonl (batch / samples_per_s, the batch from the
+    run's recipe.json), without compilation, evaluations and checkpoints."""
+    if r["impl"] != "fnet":
+        return r["wall_s"]
+    batch = json.load(open(f"{r['run']}/recipe.json"))["batch"]
+    return sum(batch / m["samples_per_s"] for m in metrics(r["run"]) if m["kind"] == "step")
+
+
+def times(sel):
+    """The table's two time cells: the training loop, and fnet's whole process."""
+    loop = ms([loop_s(r) for r in sel], False)
+    whole = ms([r["wall_s"] for r in sel], False) if sel[0]["impl"] == "fnet" else "—"
+    return f"{loop} | {whole}"
+
+
+TIME_COLUMNS = "loop s | process s"
+
+
 def deploy_acc(run):
     t = open(f"{run}/deploy28.txt").read()
     m = re.search(r"accuracy ([0-9.]+)%", t)
@@ -45,8 +65,8 @@ def xres(out):
     rs = rows(out)
     arms = ["aa", "noaa", "cnn3"]
     names = {"aa": "FlexNet + anti-aliasing (λ 0.1)", "noaa": "FlexNet, no regulariser", "cnn3": "3×3 CNN"}
-    lines = ["| arm | params | impl | 14 px acc % | 28 px acc % (no fine-tuning) | change | wall s | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | params | impl | 14 px acc % | 28 px acc % (no fine-tuning) | change | {TIME_COLUMNS} | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     bars = []
     for a in arms:
         for impl in ("fnet", "pytorch"):
@@ -57,7 +77,7 @@ def xres(out):
             a28 = [deploy_acc(r["run"]) if impl == "fnet" else r["acc28"] for r in sel]
             ch = [y - x for x, y in zip(a14, a28) if y is not None]
             lines.append(f"| {names[a]} | {sel[0]['params']:,} | {impl} | {ms(a14)} | {ms(a28)} | {ms(ch)} | "
-                         f"{ms([r['wall_s'] for r in sel], False)} | {len(sel)} |")
+                         f"{times(sel)} | {len(sel)} |")
             if impl == "fnet":
                 bars.append([statistics.mean(a14), statistics.mean([v for v in a28 if v is not None] or [0])])
     common.bar_chart(f"{out}/accuracy.png", bars, lo=0.0)
@@ -88,7 +108,8 @@ def lc(out):
         r["arm"] = r["arm"].split("-E")[0]
         if r["impl"] == "pytorch" and r["arm"] == "baseline":
             r["E"] = 0
-    lines = ["| arm | E | impl | trainable | frozen | test acc % | wall s | seeds |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | E | impl | trainable | frozen | test acc % | {TIME_COLUMNS} | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     keys = []
     for r in rs:
         k = (r["arm"], r.get("E", 0))
@@ -102,7 +123,7 @@ def lc(out):
                 continue
             lines.append(f"| {arm} | {e if arm != 'baseline' else '—'} | {impl} | {sel[0]['trainable']:,} | "
                          f"{sel[0]['frozen']:,} | {ms([r['acc'] for r in sel])} | "
-                         f"{ms([r['wall_s'] for r in sel], False)} | {len(sel)} |")
+                         f"{times(sel)} | {len(sel)} |")
             if impl == "fnet":
                 bars.setdefault(e, {})[arm] = statistics.mean(r["acc"] for r in sel)
     base = [statistics.mean(r["acc"] for r in rs if r["arm"] == "baseline" and r["impl"] == "fnet")] \
@@ -118,17 +139,18 @@ def lc(out):
         folded = [r for r in rs if r["arm"] == "frozen" and r.get("E") == u["E"] and r["impl"] == "fnet"
                   and r["seed"] == u["seed"]]
         if folded:
-            notes += ["", f"The fold's speed (frozen, E = {u['E']}, seed {u['seed']}): {folded[0]['wall_s']:.1f} s "
-                      f"folded against {u['wall_s']:.1f} s with `--skip-pass fold-bases` "
-                      f"({u['wall_s'] / folded[0]['wall_s']:.2f}×); accuracy {100 * folded[0]['acc']:.2f} % "
+            f, uf = loop_s(folded[0]), loop_s(u)
+            notes += ["", f"The fold's speed (frozen, E = {u['E']}, seed {u['seed']}, training loop): {f:.1f} s "
+                      f"folded against {uf:.1f} s with `--skip-pass fold-bases` "
+                      f"({uf / f:.2f}×); accuracy {100 * folded[0]['acc']:.2f} % "
                       f"and {100 * u['acc']:.2f} %."]
     open(f"{out}/table.md", "w").write("\n".join(lines + notes) + "\n")
 
 
 def shared(out):
     rs = rows(out)
-    lines = ["| arm | impl | params | test acc % | final ortho residual | wall s | seeds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| arm | impl | params | test acc % | final ortho residual | {TIME_COLUMNS} | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     series, names = [], []
     for arm in ("plain", "shared_l10", "shared_l0"):
         for impl in ("fnet", "pytorch"):
@@ -138,7 +160,7 @@ def shared(out):
             res = [r.get("residual") for r in sel]
             lines.append(f"| {arm} | {impl} | {sel[0]['params']:,} | {ms([r['acc'] for r in sel])} | "
                          f"{ms(res, False) if any(v is not None for v in res) else '—'} | "
-                         f"{ms([r['wall_s'] for r in sel], False)} | {len(sel)} |")
+                         f"{times(sel)} | {len(sel)} |")
             if impl == "fnet" and arm != "plain" and sel[0].get("trace"):
                 series.append([(t["step"], t["residual"]) for t in sel[0]["trace"]])
                 names.append(f"{arm} residual")
