@@ -183,6 +183,7 @@ fn two_synchronised_shards_give_the_whole_batchs_gradients_on_the_jit() {
     assert!(without.0 > 1e-2, "per-shard statistics: only {without:?}");
 }
 
+#[cfg(feature = "opencl")]
 #[test]
 fn two_synchronised_shards_give_the_whole_batchs_gradients_on_opencl() {
     let (one, two, tg) = one_and_two(&|| Box::new(common::opencl::backend().clone()), true);
