@@ -86,6 +86,19 @@ fn shared_bases_writes_its_table_and_residual_trace() {
         // A residual was computed from the checkpoints (a number, not "—").
         assert!(!row.contains("| — |"), "{row}");
     }
+    // Each shared run's basis gradient norm per step, from `--log-grad-norm`.
+    let results = std::fs::read_to_string(out.path().join("results.jsonl")).unwrap();
+    for line in results
+        .lines()
+        .filter(|l| l.contains("\"fnet\"") && l.contains("\"shared_"))
+    {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let trace = r["grad_trace"].as_array().expect("grad_trace");
+        assert!(
+            !trace.is_empty() && trace.iter().all(|p| p[1].as_f64().unwrap() > 0.0),
+            "{line}"
+        );
+    }
     png(out.path(), "residual.png");
 }
 

@@ -266,3 +266,52 @@ fn the_run_leaves_an_artifact_that_scores_the_last_evaluation() {
     let a = fnet::io::artifact::read_artifact(&artifact).unwrap();
     assert!(a.header.layout.iter().any(|e| e.bound), "weights bound");
 }
+
+/// `--log-grad-norm`: each step record carries the L2 norm of every matching
+/// parameter's gradient. Independent check: the first step of SGD with momentum moves
+/// a weight by exactly `lr · g` (the momentum buffer starts as the gradient), so the
+/// logged norm is ‖w₁ − w₀‖ / lr, from the seeded initial weights and the checkpoint
+/// after one step.
+#[test]
+fn gradient_norms_are_logged_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = setup(dir.path(), "norms", &SHARED.replace("REGS", ""));
+    let out = dir.path().join("norms");
+    let mut a = args(&model, &out);
+    a.stop_after = Some(1);
+    a.log_grad_norms = vec!["b1.*".into(), "linear*.weight".into()];
+    quiet(&a).unwrap();
+    let steps = metrics(&out, "step");
+    let norms = steps[0]["grad_norms"].as_object().expect("grad_norms");
+    let names: Vec<&String> = norms.keys().collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("b1."))
+            && names
+                .iter()
+                .all(|n| n.starts_with("b1.") || n.starts_with("linear")),
+        "{names:?}"
+    );
+    let module = fnet::driver::compile_file(&model, &Default::default())
+        .unwrap()
+        .1;
+    let w0 = fnet::runtime::initialise::<f32>(&module.graph, module.graph.seed).unwrap();
+    let ckpt = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .expect("a checkpoint");
+    let w1 = fnet::io::weights::read_weights::<f32>(&ckpt).unwrap();
+    for (name, logged) in norms {
+        let (a, b) = (&w0[name], w1.get(name, None).unwrap());
+        let moved: f64 = (a.data.iter().zip(&b.data))
+            .map(|(x, y)| f64::from(y - x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let want = moved / 0.1;
+        let got = logged.as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-3 * want.max(1e-6),
+            "{name}: logged {got}, from the step {want}"
+        );
+    }
+}

@@ -4,8 +4,8 @@
 # shared-basis version (single sharing, s = c, u = 1) with λ_R = 10 and λ_R = 0; every
 # arm over SEEDS, fnet and the PyTorch control (tools/experiments/torch_shared.py).
 # The orthogonality residual over training is computed from fnet's checkpoints (every
-# CKPT_EVERY steps, all kept); fnet does not log gradient norms, so the basis update
-# norm ‖ΔB‖ between checkpoints stands in for them (PyTorch logs the true norms).
+# CKPT_EVERY steps, all kept); the shared bases' gradient norm per step comes from
+# `fnetc train --log-grad-norm 'stage*.shared.*'` (metrics.jsonl's grad_norms).
 #
 #   scripts/experiments/shared_bases.sh               # full: 3 arms × 2 seeds, 5 epochs
 #   SMOKE=1 BACKEND=jit scripts/experiments/shared_bases.sh
@@ -22,7 +22,9 @@ for seed in $SEEDS; do
   for arm in plain shared_l10 shared_l0; do
     case $arm in plain) m=$PLAIN lam=0 ;; shared_l10) m=$L10 lam=10 ;; shared_l0) m=$L0 lam=0 ;; esac
     read -r t _ < <(params "$m")
-    EXTRA="\"params\": $t" fnet_train "$arm" "$seed" "$m" --checkpoint-every "$CKPT_EVERY" --keep 100000
+    norms=(); [[ $arm != plain ]] && norms=(--log-grad-norm 'stage*.shared.*')
+    EXTRA="\"params\": $t" fnet_train "$arm" "$seed" "$m" --checkpoint-every "$CKPT_EVERY" --keep 100000 \
+      "${norms[@]}"
     if [[ "$CONTROL" == 1 ]]; then
       carm=shared; [[ $arm == plain ]] && carm=plain
       # shellcheck disable=SC2046
@@ -59,6 +61,13 @@ for r in rows:
         trace.append(t)
     r["trace"] = trace
     r["residual"] = trace[-1]["residual"] if trace else None
+    # The shared bases' gradient norm per step: the norm over every shared basis.
+    grads = []
+    for line in open(f"{r['run']}/metrics.jsonl"):
+        m = json.loads(line)
+        if m["kind"] == "step" and "grad_norms" in m:
+            grads.append([m["step"], float(np.sqrt(sum(v * v for v in m["grad_norms"].values())))])
+    r["grad_trace"] = grads
 with open(path + ".tmp", "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
 os.replace(path + ".tmp", path)

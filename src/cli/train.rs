@@ -27,6 +27,11 @@ pub struct TrainCmd {
     /// other ranks (a rank that hangs without dying); 0 turns the check off.
     #[arg(long, default_value_t = 600)]
     pub collective_timeout: u64,
+    /// Log the L2 norm of the gradient of every trainable parameter whose name matches
+    /// this pattern (`*` any run of characters), each step, under `grad_norms` in
+    /// metrics.jsonl (repeatable), e.g. `--log-grad-norm 'stage*.shared.*'`.
+    #[arg(long = "log-grad-norm", value_name = "PATTERN")]
+    pub log_grad_norms: Vec<String>,
 }
 
 impl TrainCmd {
@@ -49,6 +54,7 @@ impl TrainCmd {
             keep: self.run.keep as usize,
             stop_after: self.run.stop_after,
             skip_passes: self.run.skip_passes.clone(),
+            log_grad_norms: self.log_grad_norms.clone(),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::ir::graph::Graph;
 use crate::ir::types::DType;
 use crate::opencl::DeviceSel;
 use crate::passes::CompileMode;
+use crate::recipe::glob;
 use crate::runtime::sync_stats::StatsCollective;
 use crate::runtime::{initialise, Mode, ParamStore, RunError};
 use crate::tensor::Tensor;
@@ -67,6 +68,9 @@ pub struct TrainArgs {
     pub stop_after: Option<u64>,
     /// Passes left out of the training and evaluation compilations (`--skip-pass`).
     pub skip_passes: Vec<String>,
+    /// Patterns (`recipe::glob`) of the parameters whose gradient norms each step
+    /// record carries (`--log-grad-norm`).
+    pub log_grad_norms: Vec<String>,
 }
 
 /// What the loop reports as it goes, for a progress display.
@@ -170,6 +174,20 @@ pub fn train_in(
         }
     };
     let tg = training_graph(&graph, &loss, &how).map_err(graph_error)?;
+    for p in &args.log_grad_norms {
+        if !tg.grads.iter().any(|g| glob(p, g)) {
+            let some: Vec<&str> = tg.grads.iter().take(6).map(String::as_str).collect();
+            return Err(RunError::new(format!(
+                "--log-grad-norm `{p}` matches no trainable parameter of {}",
+                args.model.display()
+            ))
+            .hint(format!(
+                "`*` matches any run of characters; the trainable parameters include {}",
+                some.join(", ")
+            ))
+            .into());
+        }
+    }
     let inference = inference_graph(&graph, &how).map_err(graph_error)?;
     let shapes: BTreeMap<String, Vec<usize>> = initial
         .iter()
@@ -199,6 +217,7 @@ pub fn train_in(
         comm_s: 0.0,
         overlap: None,
         allreduce_s: None,
+        grad_norms: Vec::new(),
     };
     run.start()?;
     run.train(observe)
@@ -263,6 +282,8 @@ struct Run<'a> {
     overlap: Option<Overlap>,
     /// Seconds the last step's overlapped all-reduces took on their thread.
     allreduce_s: Option<f64>,
+    /// The last step's gradient norms of the `--log-grad-norm` parameters.
+    grad_norms: Vec<(String, f64)>,
 }
 
 impl Run<'_> {
@@ -430,6 +451,14 @@ impl Run<'_> {
                     if let Some(a) = self.allreduce_s {
                         record["allreduce_s"] = json!(a);
                     }
+                }
+                if !self.grad_norms.is_empty() {
+                    let norms: serde_json::Map<String, serde_json::Value> = self
+                        .grad_norms
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect();
+                    record["grad_norms"] = serde_json::Value::Object(norms);
                 }
                 self.metrics.push(record);
                 last_terms.clone_from(&terms);
@@ -740,6 +769,14 @@ impl Run<'_> {
                     .into());
             }
         }
+        let logged = |name: &str| (self.args.log_grad_norms.iter()).any(|p| glob(p, name));
+        self.grad_norms = (self.tg.grads.iter().zip(grads))
+            .filter(|(name, _)| logged(name))
+            .map(|(name, g)| {
+                let sq: f64 = g.data.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+                (name.clone(), sq.sqrt())
+            })
+            .collect();
         let pairs: Vec<(&str, &Tensor<f32>)> = self
             .tg
             .grads

@@ -54,6 +54,7 @@ pub fn args(model: &Path, out: &Path) -> TrainArgs {
         keep: 2,
         stop_after: None,
         skip_passes: Vec::new(),
+        log_grad_norms: Vec::new(),
     }
 }
 

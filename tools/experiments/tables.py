@@ -164,13 +164,13 @@ def shared(out):
             if impl == "fnet" and arm != "plain" and sel[0].get("trace"):
                 series.append([(t["step"], t["residual"]) for t in sel[0]["trace"]])
                 names.append(f"{arm} residual")
-                series.append([(t["step"], t["update_norm"]) for t in sel[0]["trace"] if "update_norm" in t])
-                names.append(f"{arm} basis update norm")
+                series.append([tuple(g) for g in sel[0].get("grad_trace", [])])
+                names.append(f"{arm} basis gradient norm")
     common.line_chart(f"{out}/residual.png", series, logy=True)
     open(f"{out}/table.md", "w").write("\n".join(lines + [
         "", "residual.png (log y, over training steps, fnet, first seed): " + legend(names),
-        "", "The basis gradient norms are not in fnet's metrics.jsonl: the update norm ‖ΔB‖ between checkpoints "
-        "stands in for them (PyTorch's rows carry the true gradient norms in results.jsonl)."]) + "\n")
+        "", "The basis gradient norm is the L2 norm over every shared basis's gradient at each step "
+        "(`fnetc train --log-grad-norm 'stage*.shared.*'`; PyTorch's rows carry theirs in results.jsonl)."]) + "\n")
 
 
 if __name__ == "__main__":
