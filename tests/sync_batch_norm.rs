@@ -17,25 +17,6 @@ use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 use std::sync::{Barrier, Mutex};
 
-/// A ResNet in miniature (as tests/train_mpi_sync_bn.rs): five batch norms.
-const RESNET: &str = r#"
-model tiny_resnet {
-  input x: f32[B, 1, 8, 8]
-  seed 3
-
-  def conv(c, stride = 1) = conv2d(c, 3, stride: stride, padding: 1, bias: false)
-
-  block basic(c: int, stride: int = 1) (h) {
-    y = h |> conv(c, stride) |> batchnorm |> relu |> conv(c) |> batchnorm
-    return relu(y + shortcut(h, c, stride: stride))
-  }
-
-  h = x |> conv(4) |> batchnorm |> relu
-  h = h |> basic(4) |> basic(8, stride: 2)
-  return h |> global_avg_pool |> linear(3)
-}
-"#;
-
 /// Two threads' element-wise sum: each adds its buffer in, both wait, both read the
 /// total, and the last to leave clears it for the next collective.
 struct Pair {
@@ -66,7 +47,7 @@ impl StatsCollective for Side<'_> {
 }
 
 fn setup() -> (TrainingGraph, ParamStore<f32>, Tensor<f32>, Tensor<f32>) {
-    let m = common::models::program(RESNET);
+    let m = common::models::program(&common::mpi::tiny_resnet(8));
     let tg = differentiate(&m.graph, &Loss::default()).unwrap();
     let params = perturbed_weights::<f32>(&m.graph, 11);
     let x = random::<f32>(&[7, 1, 8, 8], 12);

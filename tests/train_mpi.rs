@@ -9,12 +9,11 @@
 
 mod common;
 
+use common::mpi::{mpirun, ok, skip, FNETC};
 use common::train_data::{metrics, write_idx};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const FNETC: &str = env!("CARGO_BIN_EXE_fnetc");
 
 /// No BatchNorm: the two-rank gradients are the one-rank ones up to summation order.
 const PLAIN: &str = r#"
@@ -72,14 +71,6 @@ train {
 }
 "#;
 
-fn skip() -> bool {
-    if cfg!(feature = "mpi") {
-        return false;
-    }
-    println!("skipped: fnetc was built without the `mpi` feature (cargo test --features mpi)");
-    true
-}
-
 /// A directory holding `n` samples and the model `text`.
 fn setup(text: &str, n: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -93,33 +84,6 @@ fn bn_model(ntrain: usize, nall: usize, sync: &str) -> String {
     BN.replace("NTRAIN", &ntrain.to_string())
         .replace("NALL", &nall.to_string())
         .replace("SYNC", sync)
-}
-
-/// `mpirun -np 2` of fnetc with `args`, one thread per rank.
-fn mpirun(args: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["-np", "2", "--oversubscribe", "--bind-to", "none"])
-        .args(["-x", "RAYON_NUM_THREADS=1", FNETC])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        // Shared memory and loopback only: no network probing on CI machines.
-        .env("OMPI_MCA_btl", "self,vader")
-        // Containers often forbid the cross-memory attach vader copies with.
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .env("RAYON_NUM_THREADS", "1");
-    c
-}
-
-fn ok(what: &str, o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 fn train_args<'a>(model: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {

@@ -9,31 +9,13 @@
 
 mod common;
 
+use common::mpi::{mpirun, ok, skip, tiny_resnet, FNETC};
 use common::train_data::write_idx;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const FNETC: &str = env!("CARGO_BIN_EXE_fnetc");
-
-/// A ResNet in miniature: a stem conv-BN-ReLU, a basic block and a downsampling one
-/// (option-A shortcut), global pooling, a linear head: five batch norms, on 1×6×6.
-const RESNET: &str = r#"
-model tiny_resnet {
-  input x: f32[B, 1, 6, 6]
-  seed 3
-
-  def conv(c, stride = 1) = conv2d(c, 3, stride: stride, padding: 1, bias: false)
-
-  block basic(c: int, stride: int = 1) (h) {
-    y = h |> conv(c, stride) |> batchnorm |> relu |> conv(c) |> batchnorm
-    return relu(y + shortcut(h, c, stride: stride))
-  }
-
-  h = x |> conv(4) |> batchnorm |> relu
-  h = h |> basic(4) |> basic(8, stride: 2)
-  return h |> global_avg_pool |> linear(3)
-}
-
+/// The train section of the tests' runs (after `common::mpi::tiny_resnet(6)`).
+const TRAIN: &str = r#"
 train {
   data: idx(images: "images.idx", labels: "labels.idx", train: [0, NTRAIN], test: [NTRAIN, 48])
   optimizer: sgd(lr: 0.1, momentum: 0.9)
@@ -43,38 +25,6 @@ train {
   SYNC
 }
 "#;
-
-fn skip() -> bool {
-    if cfg!(feature = "mpi") {
-        return false;
-    }
-    println!("skipped: fnetc was built without the `mpi` feature (cargo test --features mpi)");
-    true
-}
-
-/// `mpirun -np 2` of fnetc with `args`, one thread per rank (as tests/train_mpi.rs).
-fn mpirun(args: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["-np", "2", "--oversubscribe", "--bind-to", "none"])
-        .args(["-x", "RAYON_NUM_THREADS=1", FNETC])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_btl", "self,vader")
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .env("RAYON_NUM_THREADS", "1");
-    c
-}
-
-fn ok(what: &str, o: Output) {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// The largest relative difference `|a − b| / (1e-3 + |a|)` over every tensor of the
 /// two runs' final weights (parameters and running statistics), with its name.
@@ -111,7 +61,7 @@ fn largest_difference(a: &Path, b: &Path) -> (f32, String) {
 fn model(dir: &Path, ntrain: usize, batch: usize, extra: &str) -> std::path::PathBuf {
     let tag: String = extra.chars().filter(char::is_ascii_alphanumeric).collect();
     let path = dir.join(format!("m-{tag}.fnet"));
-    let text = RESNET
+    let text = (tiny_resnet(6) + TRAIN)
         .replace("NTRAIN", &ntrain.to_string())
         .replace("BATCH", &batch.to_string())
         .replace("SYNC", extra);

@@ -8,7 +8,7 @@
 //! vectors: ResNet-20's channels hold 16–64 of them, enough for a CPU's cores.
 
 use super::build::*;
-use super::{Func, Kernel, Stmt, Ty};
+use super::{Expr, Func, Kernel, Stmt, Ty};
 
 /// The lanes a channel's sweep reads at once: up to 16 (on AVX-512 one register),
 /// which ran ResNet-20's batch-norm reductions about 1.7× faster than 8 on PoCL; the
@@ -105,34 +105,14 @@ pub fn scale_shift(name: &str, c: usize, eps: f32, affine: bool) -> Kernel {
 /// variance) from the moments `m` of `count` values per channel: `(1 − momentum)·r +
 /// momentum·batch`.
 pub fn running_stat(name: &str, c: usize, count: usize, momentum: f32, variance: bool) -> Kernel {
-    let batch = if variance {
-        // PyTorch's unbiased variance; with one value per channel the biased one, as
-        // the interpreter does, rather than poison the statistics.
-        let unbias = if count > 1 {
-            count as f32 / (count - 1) as f32
-        } else {
-            1.0
-        };
-        float(momentum) * load("m", var("c") * 2usize + 1usize, 1) * float(unbias)
+    // PyTorch's unbiased variance; with one value per channel the biased one, as the
+    // interpreter does, rather than poison the statistics.
+    let unbias = if count > 1 {
+        count as f32 / (count - 1) as f32
     } else {
-        float(momentum) * load("m", var("c") * 2usize, 1)
+        1.0
     };
-    let body = vec![
-        let_("c", Ty::I32, gid(0)),
-        store(
-            "y",
-            var("c"),
-            float(1.0 - momentum) * load("r", var("c"), 1) + batch,
-            1,
-        ),
-    ];
-    kernel(
-        name,
-        vec![param("m", true), param("r", true), param("y", false)],
-        body,
-        vec![c],
-        3 * c as u64,
-    )
+    running_stat_kernel(name, c, momentum, variance.then(|| float(unbias)))
 }
 
 /// [`running_stat`] of a synchronised plan (SyncBatchNorm): the moments `m` are the
@@ -140,10 +120,20 @@ pub fn running_stat(name: &str, c: usize, count: usize, momentum: f32, variance:
 /// (`runtime::sync_stats::combine_moments`), which the variance reads from `m[2c + 1]`
 /// since the global count is known only when the step runs.
 pub fn running_stat_synced(name: &str, c: usize, momentum: f32, variance: bool) -> Kernel {
-    let batch = if variance {
-        float(momentum) * load("m", var("c") * 2usize + 1usize, 1) * load("m", int(2 * c + 1), 1)
-    } else {
-        float(momentum) * load("m", var("c") * 2usize, 1)
+    running_stat_kernel(
+        name,
+        c,
+        momentum,
+        variance.then(|| load("m", int(2 * c + 1), 1)),
+    )
+}
+
+/// `y = (1 − momentum)·r + momentum·batch` per channel, the batch statistic being the
+/// mean `m[2c]`, or with `unbias` the variance `m[2c + 1]` times it.
+fn running_stat_kernel(name: &str, c: usize, momentum: f32, unbias: Option<Expr>) -> Kernel {
+    let batch = match unbias {
+        Some(u) => float(momentum) * load("m", var("c") * 2usize + 1usize, 1) * u,
+        None => float(momentum) * load("m", var("c") * 2usize, 1),
     };
     let body = vec![
         let_("c", Ty::I32, gid(0)),

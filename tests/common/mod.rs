@@ -103,6 +103,7 @@ pub mod jit;
 pub mod kernel_eval;
 pub mod kinks;
 pub mod models;
+pub mod mpi;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod png_image;
