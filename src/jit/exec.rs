@@ -367,10 +367,7 @@ impl JitExecutable {
         on_ready: &mut dyn FnMut(usize, Tensor<f32>),
     ) -> Result<(), RunError> {
         let steps = self.plan.steps.len();
-        let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
-        for (i, &at) in self.ready.iter().enumerate() {
-            due[at].push(i);
-        }
+        let due = crate::kernel_ir::plan::due_after(&self.ready, steps);
         let mut hand = |at: usize| -> Result<(), RunError> {
             for &i in &due[at] {
                 on_ready(i, self.read_output(i)?);

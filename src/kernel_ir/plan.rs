@@ -153,6 +153,12 @@ impl Plan {
         self.outputs.iter().map(|(b, _)| last[*b]).collect()
     }
 
+    /// [`Plan::output_ready`] turned around: for each count of steps run (0 to
+    /// `steps.len() + 1`), the outputs final from then on.
+    pub fn outputs_due(&self) -> Vec<Vec<usize>> {
+        due_after(&self.output_ready(), self.steps.len())
+    }
+
     /// Temporaries that no launch (step or setup) reads or writes and that are no output,
     /// update or parameter: a lowering allocated them and then took another path (FlexTCN-6's
     /// training plan has 63 MiB of them). Backends give them a one-element buffer, not their length.
@@ -753,4 +759,14 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// For each count of steps run (0 to `steps + 1`), the outputs that `ready` (each
+/// output's count, as [`Plan::output_ready`] gives it) makes final then.
+pub fn due_after(ready: &[usize], steps: usize) -> Vec<Vec<usize>> {
+    let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
+    for (i, &at) in ready.iter().enumerate() {
+        due[at].push(i);
+    }
+    due
 }

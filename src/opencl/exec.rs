@@ -356,10 +356,7 @@ impl Executable {
         on_ready: &mut dyn FnMut(usize, Tensor<f32>),
     ) -> Result<(), RunError> {
         let steps = self.plan.steps.len();
-        let mut due: Vec<Vec<usize>> = vec![Vec::new(); steps + 2];
-        for (i, at) in self.plan.output_ready().into_iter().enumerate() {
-            due[at].push(i);
-        }
+        let due = self.plan.outputs_due();
         // The reads' host memory: allocated before any read is enqueued, and neither
         // moved nor freed while a read may still write it. `_drain` (dropped before
         // `host`, also on an error or a panic in `on_ready`) waits for the queue.
