@@ -227,14 +227,17 @@ const TWO: &str =
     "model two {\n  input p: f32[B, 4]\n  input q: f32[B, 4]\n  return (p * q) |> linear(3)\n}\n";
 
 /// A two-input model, its weights and an input per name; the interpreter's output.
-fn two_inputs() -> (String, String, String, String, Tensor<f32>) {
-    let model = tmp("two.fnet");
+/// The two-input model, its weights and inputs in files named after `tag` (each test
+/// its own: the tests run in parallel, and one writing a file another reads truncates
+/// it under the reader), and the interpreter's output.
+fn two_inputs(tag: &str) -> (String, String, String, String, Tensor<f32>) {
+    let model = tmp(&format!("{tag}-two.fnet"));
     std::fs::write(&model, TWO).expect("write model");
-    let weights = tmp("two.safetensors");
+    let weights = tmp(&format!("{tag}-two.safetensors"));
     let o = fnetc(&["init", &model, "-o", &weights, "--seed", "3"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let (a, b) = (random::<f32>(&[2, 4], 1), random::<f32>(&[2, 4], 2));
-    let (pa, pb) = (tmp("a.npy"), tmp("b.npy"));
+    let (pa, pb) = (tmp(&format!("{tag}-a.npy")), tmp(&format!("{tag}-b.npy")));
     write_npy(Path::new(&pa), &a).expect("a");
     write_npy(Path::new(&pb), &b).expect("b");
     let graph = program(TWO);
@@ -266,7 +269,7 @@ fn read_f32(path: &str) -> Tensor<f32> {
 
 #[test]
 fn run_takes_each_input_by_name() {
-    let (model, weights, a, b, want) = two_inputs();
+    let (model, weights, a, b, want) = two_inputs("by_name");
     // Given in either order, by name.
     for (i, order) in [[("p", &a), ("q", &b)], [("q", &b), ("p", &a)]]
         .iter()
@@ -319,7 +322,7 @@ fn run_takes_each_input_by_name() {
 
 #[test]
 fn a_device_with_the_reference_backend_is_an_error() {
-    let (model, weights, a, b, _) = two_inputs();
+    let (model, weights, a, b, _) = two_inputs("reference_device");
     let o = run_two(
         &model,
         &weights,
@@ -342,7 +345,7 @@ fn a_device_with_the_reference_backend_is_an_error() {
 
 #[test]
 fn run_on_opencl_names_its_device_on_stderr() {
-    let (model, weights, a, b, want) = two_inputs();
+    let (model, weights, a, b, want) = two_inputs("opencl");
     let out = tmp("two_opencl.npy");
     let device = std::env::var("FNET_TEST_DEVICE").unwrap_or_else(|_| "default".into());
     let o = run_two(
