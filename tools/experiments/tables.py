@@ -27,6 +27,15 @@ def ms(vals, pct=True):
     return f"{m:.2f} ± {s:.2f}" if pct else f"{m:.1f} ± {s:.1f}"
 
 
+def sci(vals):
+    """Mean ± sample standard deviation in scientific notation ("—" for none)."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "—"
+    m = statistics.mean(vals)
+    return f"{m:.2e} ± {statistics.stdev(vals):.1e}" if len(vals) > 1 else f"{m:.2e}"
+
+
 def legend(names):
     return "Colours: " + ", ".join(f"{c} = {n}" for c, n in zip(common.COLOUR_NAMES, names)) + "."
 
@@ -159,7 +168,7 @@ def shared(out):
                 continue
             res = [r.get("residual") for r in sel]
             lines.append(f"| {arm} | {impl} | {sel[0]['params']:,} | {ms([r['acc'] for r in sel])} | "
-                         f"{ms(res, False) if any(v is not None for v in res) else '—'} | "
+                         f"{sci(res)} | "
                          f"{times(sel)} | {len(sel)} |")
             if impl == "fnet" and arm != "plain" and sel[0].get("trace"):
                 series.append([(t["step"], t["residual"]) for t in sel[0]["trace"]])
