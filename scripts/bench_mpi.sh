@@ -81,6 +81,16 @@ print(out)
 EOF
 }
 
+two_ranks() { # MODEL → its rate on 2 ranks × 1 thread
+  rm -rf "$TMP/b"
+  RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
+    mpirun -np 2 --oversubscribe --bind-to none \
+    -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
+    "$FNETC" train "$1" --backend "$BACKEND" \
+    --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
+  rate "$TMP/b/metrics.jsonl"
+}
+
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ResNet-20, backend $BACKEND, global batch $BATCH, $STEPS steps (first $SKIP skipped), yield_when_idle ${OMPI_MCA_mpi_yield_when_idle:-0}"
 for r in $(seq 1 "$ROUNDS"); do
@@ -90,21 +100,9 @@ for r in $(seq 1 "$ROUNDS"); do
   a=$(rate "$TMP/a/metrics.jsonl")
   echo "round $r: 1 rank x 2 threads $a; load $(cut -d' ' -f1 /proc/loadavg)"
   for k in $BUCKETS; do
-    rm -rf "$TMP/b"
-    RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
-      mpirun -np 2 --oversubscribe --bind-to none \
-      -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
-      "$FNETC" train "$TMP/resnet20_b$k.fnet" --backend "$BACKEND" \
-      --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/b" >/dev/null
-    echo "round $r: 2 ranks x 1 thread, bucket_kb $k: $(rate "$TMP/b/metrics.jsonl"); load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "round $r: 2 ranks x 1 thread, bucket_kb $k: $(two_ranks "$TMP/resnet20_b$k.fnet"); load $(cut -d' ' -f1 /proc/loadavg)"
   done
   if [ "$SYNC_BN" = 1 ]; then
-    rm -rf "$TMP/c"
-    RAYON_NUM_THREADS=1 POCL_CPU_MAX_CU_COUNT=1 POCL_MAX_PTHREAD_COUNT=1 \
-      mpirun -np 2 --oversubscribe --bind-to none \
-      -x RAYON_NUM_THREADS -x POCL_CPU_MAX_CU_COUNT -x POCL_MAX_PTHREAD_COUNT \
-      "$FNETC" train "$TMP/resnet20_sync.fnet" --backend "$BACKEND" \
-      --batch "$BATCH" --stop-after "$STEPS" --out "$TMP/c" >/dev/null
-    echo "round $r: 2 ranks x 1 thread, sync_bn: $(rate "$TMP/c/metrics.jsonl"); load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "round $r: 2 ranks x 1 thread, sync_bn: $(two_ranks "$TMP/resnet20_sync.fnet"); load $(cut -d' ' -f1 /proc/loadavg)"
   fi
 done
