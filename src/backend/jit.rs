@@ -247,6 +247,16 @@ impl JitPrepared {
         Ok(())
     }
 
+    /// Before a run: the crop is a constant of the step, decided anew from the mask
+    /// parameters written since the plan was built ([`Self::recrop`]).
+    fn recrop_if_stale(&mut self) -> Result<(), RunError> {
+        if self.stale {
+            self.stale = false;
+            self.recrop()?;
+        }
+        Ok(())
+    }
+
     /// Before a run after a crop parameter was written: a new plan if the crops the
     /// parameters now decide differ from the executable's.
     fn recrop(&mut self) -> Result<(), RunError> {
@@ -327,10 +337,7 @@ impl Prepared<f32> for JitPrepared {
     }
 
     fn run(&mut self) -> Result<(), RunError> {
-        if self.stale {
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch();
         Ok(())
     }
@@ -340,10 +347,7 @@ impl Prepared<f32> for JitPrepared {
         collective: Option<&dyn StatsCollective>,
         on_ready: &mut dyn FnMut(usize, Tensor<f32>),
     ) -> Result<(), RunError> {
-        if self.stale {
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch_streaming(collective, on_ready)
     }
 
@@ -352,10 +356,7 @@ impl Prepared<f32> for JitPrepared {
     }
 
     fn run_synced(&mut self, collective: &dyn StatsCollective) -> Result<(), RunError> {
-        if self.stale {
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch_synced(Some(collective));
         Ok(())
     }

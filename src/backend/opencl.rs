@@ -245,6 +245,16 @@ impl OpenClPrepared {
         Ok(())
     }
 
+    /// Before a run: the crop is a constant of the step, decided anew from the mask
+    /// parameters written since the plan was built ([`Self::recrop`]).
+    fn recrop_if_stale(&mut self) -> Result<(), RunError> {
+        if self.stale {
+            self.stale = false;
+            self.recrop()?;
+        }
+        Ok(())
+    }
+
     /// Before a run after a crop parameter was written: the executable of the crops
     /// the parameters now decide, from the cache or built, with the current parameter
     /// values and inputs.
@@ -359,20 +369,12 @@ impl Prepared<f32> for OpenClPrepared {
     }
 
     fn run(&mut self) -> Result<(), RunError> {
-        if self.stale {
-            // The crop is a constant of the step: decided anew from the mask
-            // parameters written since the plan was built.
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch()
     }
 
     fn run_synced(&mut self, collective: &dyn StatsCollective) -> Result<(), RunError> {
-        if self.stale {
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch_synced(Some(collective))
     }
 
@@ -391,11 +393,7 @@ impl Prepared<f32> for OpenClPrepared {
         collective: Option<&dyn StatsCollective>,
         on_ready: &mut dyn FnMut(usize, Tensor<f32>),
     ) -> Result<(), RunError> {
-        if self.stale {
-            // As in `run`.
-            self.stale = false;
-            self.recrop()?;
-        }
+        self.recrop_if_stale()?;
         self.exe.launch_streaming(collective, on_ready)
     }
 
