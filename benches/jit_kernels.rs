@@ -12,6 +12,7 @@
 //! three ways and prints one JSON line (seconds, best of reps): what
 //! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
 
+use fnet::jit::kernels::conv_direct::conv2d_direct;
 use fnet::jit::kernels::conv_im2col::conv2d_im2col;
 use fnet::jit::kernels::conv_params::{Conv2d, Epilogue};
 use fnet::jit::kernels::isa::Isa;
@@ -39,8 +40,9 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// The three conv algorithms on one conv, best of `reps` each: (im2col, F2, F4).
-fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 3] {
+/// The four conv algorithms on one conv, best of `reps` each: (im2col, F2, F4,
+/// sliding-window direct).
+fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
     let x = data(p.n * p.ci * p.h * p.w, 1);
     let w = data(p.co * p.ci * 9, 2);
     let (ho, wo) = p.out_hw().unwrap();
@@ -57,6 +59,9 @@ fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 3] {
         }),
         best(reps, || {
             conv2d_winograd(isa, &f4, p, &x, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_direct(isa, p, &x, &w, &epi, &mut out).unwrap()
         }),
     ]
 }
@@ -95,8 +100,8 @@ fn main() {
         let p = Conv2d::simple(n, c, h, w, c, 3, 1);
         let t = pool.install(|| conv_times(isa, &p, reps));
         println!(
-            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{}}}",
-            t[0], t[1], t[2]
+            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{}}}",
+            t[0], t[1], t[2], t[3]
         );
         return;
     }
@@ -117,7 +122,12 @@ fn main() {
     }
     let case = Conv2d::simple(64, 32, 32, 32, 32, 3, 1);
     let mut gemm_best = vec![f64::INFINITY; shapes.len()];
-    let mut conv_best = [f64::INFINITY; 3];
+    let mut conv_best = [f64::INFINITY; 4];
+    let stages: Vec<Conv2d> = [(16, 32), (32, 16), (64, 8)]
+        .iter()
+        .flat_map(|&(c, hw)| [1, 64].map(|n| Conv2d::simple(n, c, hw, hw, c, 3, 1)))
+        .collect();
+    let mut stage_best = vec![[f64::INFINITY; 4]; stages.len()];
     pool.install(|| {
         for _ in 0..rounds {
             for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
@@ -127,6 +137,12 @@ fn main() {
             let t = conv_times(isa, &case, 3);
             for (b, t) in conv_best.iter_mut().zip(t) {
                 *b = b.min(t);
+            }
+            for (best, p) in stage_best.iter_mut().zip(&stages) {
+                let reps = (2e8 / (2.0 * p.macs() as f64)).clamp(3.0, 200.0) as usize;
+                for (b, t) in best.iter_mut().zip(conv_times(isa, p, reps)) {
+                    *b = b.min(t);
+                }
             }
         }
     });
@@ -143,6 +159,7 @@ fn main() {
         "im2col + sgemm",
         "Winograd F(2x2,3x3)",
         "Winograd F(4x4,3x3)",
+        "direct (sliding)",
     ]
     .iter()
     .zip(conv_best)
@@ -152,6 +169,22 @@ fn main() {
             "{name:<22} {:>8.2} ms {g:>8.1} GFLOP/s  {:>5.0} % of sgemm 2048^3",
             t * 1e3,
             100.0 * g / peak
+        );
+    }
+    println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s");
+    println!(
+        "{:<22} {:>8} {:>8} {:>8} {:>8}",
+        "conv", "im2col", "F(2x2)", "F(4x4)", "direct"
+    );
+    for (p, t) in stages.iter().zip(&stage_best) {
+        let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
+        println!(
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            format!("N{} C{} {}x{}", p.n, p.ci, p.h, p.w),
+            g[0],
+            g[1],
+            g[2],
+            g[3]
         );
     }
 }

@@ -4,6 +4,8 @@
 mod common;
 #[path = "jit_kernels/conv.rs"]
 mod conv;
+#[path = "jit_kernels/direct.rs"]
+mod direct;
 #[path = "jit_kernels/isa.rs"]
 mod isa;
 #[path = "jit_kernels/sgemm.rs"]

@@ -157,8 +157,15 @@ fn all_cases_agree(native: NativeConvs, rel: f64) {
             common::assert_close(&format!("{src} ({native:?})"), g, w, rel);
         }
         let steps = native_steps(&src, shape, native);
+        // The sliding-window direct conv covers stride 1.
+        let direct = if body.contains("stride: 2") { 0 } else { convs };
         let expect = match native {
-            NativeConvs::Force(JitConv::Direct) | NativeConvs::Off => vec![],
+            NativeConvs::Force(JitConv::Generated) | NativeConvs::Off => vec![],
+            NativeConvs::Force(JitConv::Direct) => {
+                let mut e = vec![JitConv::Direct; direct];
+                e.extend(vec![JitConv::Im2col; convs - direct]);
+                e
+            }
             NativeConvs::Force(JitConv::Im2col) => vec![JitConv::Im2col; convs],
             NativeConvs::Force(w) => {
                 let mut e = vec![w; winograd];
@@ -180,6 +187,7 @@ fn every_mode_agrees() {
         NativeConvs::Force(JitConv::Im2col),
         NativeConvs::Force(JitConv::Winograd2),
         NativeConvs::Force(JitConv::Direct),
+        NativeConvs::Force(JitConv::Generated),
         NativeConvs::Auto,
     ] {
         all_cases_agree(native, 2e-5);
@@ -264,7 +272,7 @@ fn a_bad_isa_is_an_error() {
 }
 
 /// The forced choice falls back where the algorithm does not apply, and asymmetric
-/// padding (causal, `same` with an even kernel) stays direct.
+/// padding (causal, `same` with an even kernel) stays a generated kernel.
 #[test]
 fn choice_falls_back_where_an_algorithm_does_not_apply() {
     let g = |k: usize, stride: usize, groups: usize| ConvGeometry {
@@ -285,11 +293,14 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
     assert_eq!(choose(w4, &g(3, 2, 1), true, Auto), JitConv::Im2col);
     assert_eq!(choose(w4, &g(3, 1, 2), true, Auto), JitConv::Im2col);
     assert_eq!(choose(w4, &g(5, 1, 1), true, Auto), JitConv::Im2col);
-    assert_eq!(choose(w4, &g(3, 1, 1), false, Auto), JitConv::Direct);
+    assert_eq!(choose(w4, &g(3, 1, 1), false, Auto), JitConv::Generated);
     assert_eq!(
         choose(NativeConvs::Off, &g(3, 1, 1), true, Auto),
-        JitConv::Direct
+        JitConv::Generated
     );
+    let direct = NativeConvs::Force(JitConv::Direct);
+    assert_eq!(choose(direct, &g(5, 1, 2), true, Auto), JitConv::Direct);
+    assert_eq!(choose(direct, &g(3, 2, 1), true, Auto), JitConv::Im2col);
     // Auto follows the conv's `algo` (the cost table's choice), falling back where
     // the written algorithm does not apply; `auto` (no pass ran) takes the rule.
     let auto = NativeConvs::Auto;
@@ -297,9 +308,14 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
         choose(auto, &g(3, 1, 1), true, ConvAlgo::Direct),
         JitConv::Direct
     );
+    // A program's `direct` on a stride: the direct algorithm, generated.
+    assert_eq!(
+        choose(auto, &g(3, 2, 1), true, ConvAlgo::Direct),
+        JitConv::Generated
+    );
     assert_eq!(
         choose(auto, &g(3, 1, 1), true, ConvAlgo::Fft),
-        JitConv::Direct
+        JitConv::Generated
     );
     assert_eq!(
         choose(auto, &g(3, 1, 1), true, ConvAlgo::Im2col),
@@ -313,8 +329,9 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
         choose(auto, &g(3, 2, 1), true, ConvAlgo::Winograd2),
         JitConv::Im2col
     );
-    assert_eq!(choose(auto, &g(3, 1, 1), true, Auto), JitConv::Winograd2);
-    assert_eq!(choose(auto, &g(5, 1, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(auto, &g(3, 1, 1), true, Auto), JitConv::Direct);
+    assert_eq!(choose(auto, &g(5, 1, 2), true, Auto), JitConv::Direct);
+    assert_eq!(choose(auto, &g(3, 2, 1), true, Auto), JitConv::Im2col);
     for (body, shape) in [
         (
             "return x |> conv1d(5, 5, padding: causal, dilation: 2)",

@@ -103,7 +103,7 @@ fn labels(batch: usize, seed: u64) -> Tensor<f32> {
 fn forced() -> Option<JitConvData> {
     fnet::kernel_ir::native::backward_from_env()
         .expect("a valid FNET_JIT_CONV_BWD")
-        .expect("not direct")
+        .expect("not generated")
 }
 
 /// One training step of each case equals the f64 interpreter's, and the plan holds
@@ -160,7 +160,9 @@ fn backward_convs_match_the_reference() {
             _ if !forward => JitConvData::Col2im,
             Some(JitConvData::Winograd2 | JitConvData::Winograd4) if !wino => JitConvData::Im2col,
             Some(a) => a,
-            None => data[0],
+            // The rule: the sliding-window direct conv wherever the gradient is a
+            // forward conv.
+            None => JitConvData::Direct,
         };
         assert_eq!(
             data,
@@ -178,7 +180,14 @@ fn every_algorithm_and_isa_agrees() {
         return;
     }
     for isa in fnet::jit::kernels::isa::Isa::available() {
-        for algo in ["auto", "col2im", "im2col", "winograd2", "winograd4"] {
+        for algo in [
+            "auto",
+            "col2im",
+            "direct",
+            "im2col",
+            "winograd2",
+            "winograd4",
+        ] {
             let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
                 .args([
                     "--exact",

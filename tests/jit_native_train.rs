@@ -1,6 +1,6 @@
 //! The JIT training tests (`tests/shared/train_steps.rs`, as `tests/jit_train.rs` runs
-//! them) with every forward conv forced onto a native step, plus Winograd training
-//! steps. Training weights are parameter buffers, so a Winograd filter is transformed
+//! them) with every forward conv forced onto a native step, plus Winograd and
+//! sliding-window direct training steps. Training weights are parameter buffers, so a Winograd filter is transformed
 //! in every run, and a conv's bias is read from its buffer by the step's epilogue.
 //! Loss, gradients and updates must equal the f64 interpreter's.
 //!
@@ -57,11 +57,11 @@ fn native_convs(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<JitConv>
         .collect()
 }
 
-/// Training steps with every 3×3 stride-1 conv on Winograd F(2×2) and F(4×4) (the
-/// others on im2col): ResNet-20 (batch norms, residual adds, strided convs) and a
-/// conv with a bias parameter and a residual.
+/// Training steps with every 3×3 stride-1 conv on Winograd F(2×2) and F(4×4), and on
+/// the sliding-window direct conv (the others on im2col): ResNet-20 (batch norms,
+/// residual adds, strided convs) and a conv with a bias parameter and a residual.
 #[test]
-fn winograd_training_steps_match_the_reference() {
+fn winograd_and_direct_training_steps_match_the_reference() {
     let small = program(
         "model t {
            input x: f32[B, 5, 9, 7]
@@ -70,7 +70,7 @@ fn winograd_training_steps_match_the_reference() {
          }",
     );
     let resnet = example("resnet20_cifar10.fnet");
-    for algo in [JitConv::Winograd2, JitConv::Winograd4] {
+    for algo in [JitConv::Winograd2, JitConv::Winograd4, JitConv::Direct] {
         FORCED.set(algo);
         let tg = check_training(&small.graph, 2, 0.0, 11);
         assert_eq!(native_convs(&small.graph, &tg, 2), vec![algo], "{algo:?}");

@@ -6,11 +6,14 @@
 //!
 //! | algorithm | f₁ | f₂ | f₃ |
 //! |---|---|---|---|
-//! | direct | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
+//! | direct, stride 1 (native) | multiply-adds as the sliding-window tiles run them (positions `ho·wp` rounded up to 48, each group's channels to 8) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
+//! | direct, strided (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
 //! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) |
 //! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | |
 //!
-//! The native steps take symmetric padding only (`kernel_ir::native::choose`), and
+//! A stride-1 direct conv runs the native sliding-window routine
+//! (`jit::kernels::conv_direct`), a strided one the generated kernel: separate
+//! features, so each gets its own constants. The native steps take symmetric padding only (`kernel_ir::native::choose`), and
 //! Winograd 3×3, stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
 //! Winograd filter transform is left out: with weights bound it is done once, when the
 //! plan is loaded.
@@ -21,6 +24,9 @@ use crate::ir::op::ConvAlgo;
 /// The JIT target's register tile (`backend::JitBackend::default_target`).
 const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
+/// The sliding-window routine's AVX-512 tile: 8 output channels × 3 vectors of 16.
+const DIRECT_CO: u64 = 8;
+const DIRECT_POSITIONS: u64 = 48;
 
 pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
     let out = shape.output()?;
@@ -43,13 +49,29 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
                 .product();
             let moved =
                 b * (shape.ci * padded + shape.co * plane) as f64 + (shape.co * cig * taps) as f64;
+            if symmetric && shape.stride.iter().all(|&s| s == 1) {
+                // Positions on the padded plane: output rows of the padded width.
+                let wp = *shape.input.last()? + pads.last()?.0 + pads.last()?.1;
+                let positions = (rows * wp).div_ceil(DIRECT_POSITIONS) * DIRECT_POSITIONS;
+                let cog = (shape.co / groups).div_ceil(DIRECT_CO) * DIRECT_CO;
+                let macs = b * (groups * cog * positions * cig * taps) as f64;
+                return Some(vec![macs, moved, 0.0, 0.0, 0.0]);
+            }
             // A grouped conv runs the scalar grouped kernel (`kernel_ir::grouped`),
             // several times slower per multiply-add than the tiled one.
             if groups > 1 {
-                return Some(vec![0.0, moved, b * (shape.co * plane * cig * taps) as f64]);
+                return Some(vec![
+                    0.0,
+                    0.0,
+                    0.0,
+                    moved,
+                    b * (shape.co * plane * cig * taps) as f64,
+                ]);
             }
             let co = shape.co.div_ceil(TILE_CO) * TILE_CO;
             Some(vec![
+                0.0,
+                0.0,
                 b * (co * rows * wo.div_ceil(LANES) * LANES * cig * taps) as f64,
                 moved,
                 0.0,
@@ -114,11 +136,16 @@ mod tests {
         );
         let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
         assert_eq!(w4, vec![2.0 * 9.0 * 36.0 * 128.0, 2.0 * 9.0 * 36.0 * 24.0]);
-        // Direct: rows of 10 rounded to 16 lanes; 16 channels are whole tiles.
+        // Direct at stride 1, the sliding windows: 10 rows of the padded width 12 are
+        // 120 positions, 144 in tiles of 48; 16 channels are whole tiles of 8.
         let d = features(&s, ConvAlgo::Direct).unwrap();
-        assert_eq!(d[0], 2.0 * (16 * 10 * 16 * 8 * 9) as f64);
+        assert_eq!(d[0], 2.0 * (16 * 144 * 8 * 9) as f64);
+        assert_eq!(d[2], 0.0);
         let mut strided = s.clone();
         strided.stride = vec![2, 2];
+        // Strided, the generated kernel: rows of 5 rounded to 16 lanes.
+        let d = features(&strided, ConvAlgo::Direct).unwrap();
+        assert_eq!((d[0], d[2]), (0.0, 2.0 * (16 * 5 * 16 * 8 * 9) as f64));
         assert!(features(&strided, ConvAlgo::Winograd2).is_none());
         assert!(features(&strided, ConvAlgo::Im2col).is_some());
         let causal = ConvShape::plain(1, 4, 4, &[50], &[3], Padding::Causal);

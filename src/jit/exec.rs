@@ -58,6 +58,9 @@ pub struct JitExecutable {
     ready: Vec<usize>,
     /// What building this executable compiled.
     pub compile: CompileStats,
+    /// Whether runs go onto a worker of rayon's pool ([`in_pool`]): when at least two
+    /// steps run in parallel.
+    pooled: bool,
 }
 
 // SAFETY: the raw pointers address `_memory`, owned by the executable and never
@@ -66,6 +69,10 @@ pub struct JitExecutable {
 // seam ensures.
 unsafe impl Send for JitExecutable {}
 unsafe impl Sync for JitExecutable {}
+
+/// A native step of at least this many flops is taken to run in parallel (the routines'
+/// own serial thresholds are 2¹⁸ multiply-adds).
+const PARALLEL_NATIVE_FLOPS: u64 = 1 << 19;
 
 struct Args(*const *mut f32);
 // SAFETY: see `JitExecutable`; chunks write disjoint elements.
@@ -159,7 +166,16 @@ impl JitExecutable {
                 layer: step.layer.clone(),
             });
         }
+        let parallel = launches[..plan.steps.len()]
+            .iter()
+            .filter(|l| match &l.work {
+                Work::Kernel { chunks, .. } => *chunks > 1,
+                Work::Native(call) => call.flops() >= PARALLEL_NATIVE_FLOPS,
+                Work::Sync(..) => false,
+            })
+            .count();
         let exe = JitExecutable {
+            pooled: parallel >= 2 && threads > 1,
             ready: plan.output_ready(),
             plan,
             _memory: memory,
@@ -308,9 +324,13 @@ impl JitExecutable {
     /// [`JitExecutable::launch`] with the statistics steps of a synchronised plan
     /// (SyncBatchNorm) combining over `collective`.
     pub fn launch_synced(&self, collective: Option<&dyn StatsCollective>) {
-        for l in &self.launches[..self.plan.steps.len()] {
-            Self::run(l, collective);
-        }
+        let steps = InPool((self, collective));
+        in_pool(self.pooled, move || {
+            let (exe, collective) = steps.get();
+            for l in &exe.launches[..exe.plan.steps.len()] {
+                Self::run(l, collective);
+            }
+        });
         self.apply_updates();
     }
 
@@ -326,14 +346,18 @@ impl JitExecutable {
 
     /// [`JitExecutable::launch`] step by step: the wall time of each step.
     pub fn launch_timed(&self) -> Vec<std::time::Duration> {
-        self.launches[..self.plan.steps.len()]
-            .iter()
-            .map(|l| {
-                let t = std::time::Instant::now();
-                Self::run(l, None);
-                t.elapsed()
-            })
-            .collect()
+        let exe = InPool(self);
+        in_pool(self.pooled, move || {
+            let exe = exe.get();
+            exe.launches[..exe.plan.steps.len()]
+                .iter()
+                .map(|l| {
+                    let t = std::time::Instant::now();
+                    Self::run(l, None);
+                    t.elapsed()
+                })
+                .collect()
+        })
     }
 
     pub fn read_outputs(&self) -> Result<Vec<Tensor<f32>>, RunError> {
@@ -366,21 +390,25 @@ impl JitExecutable {
         collective: Option<&dyn StatsCollective>,
         on_ready: &mut dyn FnMut(usize, Tensor<f32>),
     ) -> Result<(), RunError> {
-        let steps = self.plan.steps.len();
-        let due = crate::kernel_ir::plan::due_after(&self.ready, steps);
-        let mut hand = |at: usize| -> Result<(), RunError> {
-            for &i in &due[at] {
-                on_ready(i, self.read_output(i)?);
+        let args = InPool((self, collective, on_ready));
+        in_pool(self.pooled, move || {
+            let (exe, collective, on_ready) = args.get();
+            let steps = exe.plan.steps.len();
+            let due = crate::kernel_ir::plan::due_after(&exe.ready, steps);
+            let mut hand = |at: usize| -> Result<(), RunError> {
+                for &i in &due[at] {
+                    on_ready(i, exe.read_output(i)?);
+                }
+                Ok(())
+            };
+            hand(0)?;
+            for (k, l) in exe.launches[..steps].iter().enumerate() {
+                Self::run(l, collective);
+                hand(k + 1)?;
             }
-            Ok(())
-        };
-        hand(0)?;
-        for (k, l) in self.launches[..steps].iter().enumerate() {
-            Self::run(l, collective);
-            hand(k + 1)?;
-        }
-        self.apply_updates();
-        hand(steps + 1)
+            exe.apply_updates();
+            hand(steps + 1)
+        })
     }
 }
 
@@ -416,4 +444,31 @@ pub unsafe fn run_kernel(
         unsafe { (fns[0].f)(args.as_ptr(), n * c / chunks, n * (c + 1) / chunks) }
     }
     Ok(())
+}
+
+/// A value handed to a rayon worker of this process's pool.
+struct InPool<T>(T);
+// SAFETY: the executor's buffers and the collective are used by one step at a time,
+// whichever thread runs the steps; the caller waits for the pool to finish.
+unsafe impl<T> Send for InPool<T> {}
+
+impl<T> InPool<T> {
+    /// The value (a method, so a closure captures the whole wrapper, not its field).
+    fn get(self) -> T {
+        self.0
+    }
+}
+
+/// Runs `f` on a worker of rayon's global pool when `pooled`, so that every parallel
+/// step inside forks and joins within the pool: from outside it, each would be
+/// injected and the calling thread put to sleep until a worker finished it (two thread
+/// wake-ups per step, which at batch 1 cost more than the step). Entering the pool
+/// costs those two wake-ups once, so a plan with fewer than two parallel steps stays
+/// on the calling thread.
+fn in_pool<R: Send>(pooled: bool, f: impl FnOnce() -> R + Send) -> R {
+    if pooled && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
 }

@@ -1,5 +1,6 @@
 //! Native steps of a plan (`kernel_ir::native`) mapped onto the micro-kernels of
-//! [`super::kernels`]: a conv step runs `conv2d_im2col` or `conv2d_winograd` with the
+//! [`super::kernels`]: a conv step runs `conv2d_direct`, `conv2d_im2col` or
+//! `conv2d_winograd` with the
 //! executor's [`Isa`] (`FNET_JIT_ISA` forces one) and the step's epilogue fused.
 //!
 //! A Winograd conv whose weight is a constant of the plan (an evaluation plan's bound
@@ -9,7 +10,10 @@
 
 use super::kernels::conv_backward::{
     conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
-    data_as_forward,
+    data_as_forward, AsForward,
+};
+use super::kernels::conv_direct::{
+    conv2d_direct, conv2d_direct_packed, direct_applies, DirectFilter,
 };
 use super::kernels::conv_im2col::conv2d_im2col;
 use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
@@ -27,6 +31,8 @@ pub(super) struct NativeCall {
     args: Vec<(*mut f32, usize)>,
     /// The Winograd filter of a constant weight, transformed once.
     filter: Option<WinogradFilter>,
+    /// The direct conv's packing of a constant weight, done once.
+    direct: Option<DirectFilter>,
 }
 
 fn conv2d(g: &ConvGeometry) -> Conv2d {
@@ -49,7 +55,7 @@ fn tile(algo: JitConv) -> Option<WinogradTile> {
     match algo {
         JitConv::Winograd2 => Some(WinogradTile::F2),
         JitConv::Winograd4 => Some(WinogradTile::F4),
-        JitConv::Direct | JitConv::Im2col => None,
+        JitConv::Generated | JitConv::Direct | JitConv::Im2col => None,
     }
 }
 
@@ -57,13 +63,13 @@ fn data_tile(algo: JitConvData) -> Option<WinogradTile> {
     match algo {
         JitConvData::Winograd2 => Some(WinogradTile::F2),
         JitConvData::Winograd4 => Some(WinogradTile::F4),
-        JitConvData::Col2im | JitConvData::Im2col => None,
+        JitConvData::Col2im | JitConvData::Direct | JitConvData::Im2col => None,
     }
 }
 
 fn conv_error(layer: &str, e: impl std::fmt::Display) -> RunError {
     RunError::new(format!("`{layer}`: native conv: {e}"))
-        .hint("set FNET_JIT_CONV=direct to run every conv as a generated kernel")
+        .hint("set FNET_JIT_CONV=generated to run every conv as a generated kernel")
 }
 
 impl NativeCall {
@@ -86,6 +92,21 @@ impl NativeCall {
             | NativeOp::ConvBackwardData { geometry, .. } => {
                 return NativeCall::backward(op, geometry, isa, args, layer);
             }
+            NativeOp::ReluBackward { n } => {
+                if args.len() != 3 || args.iter().any(|&(_, len)| len < n) {
+                    return Err(conv_error(
+                        layer,
+                        format!("relu_backward of {n} elements: buffers {args:?}"),
+                    ));
+                }
+                return Ok(NativeCall {
+                    op,
+                    isa,
+                    args,
+                    filter: None,
+                    direct: None,
+                });
+            }
             NativeOp::SyncStats(_) => {
                 return Err(conv_error(
                     layer,
@@ -100,8 +121,11 @@ impl NativeCall {
                 format!("{} arguments, expected {want}", args.len()),
             ));
         }
-        if algo == JitConv::Direct {
-            return Err(conv_error(layer, "a native step cannot be direct"));
+        if algo == JitConv::Generated {
+            return Err(conv_error(
+                layer,
+                "a native step cannot be a generated kernel",
+            ));
         }
         let filter = match tile(algo) {
             Some(t) if constant_weight => {
@@ -115,11 +139,23 @@ impl NativeCall {
             }
             _ => None,
         };
+        let direct = match algo {
+            JitConv::Direct if constant_weight => {
+                // SAFETY: as for the Winograd filter above.
+                let w = unsafe { std::slice::from_raw_parts(args[1].0, args[1].1) };
+                Some(
+                    DirectFilter::new(isa, &conv2d(&geometry), w)
+                        .map_err(|e| conv_error(layer, e))?,
+                )
+            }
+            _ => None,
+        };
         let call = NativeCall {
             op,
             isa,
             args,
             filter,
+            direct,
         };
         // Geometry and lengths are checked once here, so a run cannot fail.
         let p = conv2d(&geometry);
@@ -128,6 +164,9 @@ impl NativeCall {
             .map_err(|e| conv_error(layer, e))?;
         if tile(algo).is_some() {
             super::kernels::winograd::winograd_applies(&p).map_err(|e| conv_error(layer, e))?;
+        }
+        if algo == JitConv::Direct {
+            direct_applies(&p).map_err(|e| conv_error(layer, e))?;
         }
         Ok(call)
     }
@@ -165,7 +204,7 @@ impl NativeCall {
                         .map(|_| ())
                         .ok_or_else(|| ConvError::Geometry("not stride 1".into())),
                 }),
-            NativeOp::Conv2d { .. } | NativeOp::SyncStats(_) => {
+            NativeOp::Conv2d { .. } | NativeOp::ReluBackward { .. } | NativeOp::SyncStats(_) => {
                 unreachable!("only backward convs get here")
             }
         };
@@ -175,6 +214,7 @@ impl NativeCall {
             isa,
             args,
             filter: None,
+            direct: None,
         })
     }
 
@@ -219,6 +259,11 @@ impl NativeCall {
         (view(0), view(1), epi, out)
     }
 
+    /// The step's flops, as [`NativeOp::flops`] counts them.
+    pub(super) fn flops(&self) -> u64 {
+        self.op.flops()
+    }
+
     /// Runs the step.
     pub(super) fn run(&self) {
         let (geometry, algo) = match self.op {
@@ -234,9 +279,20 @@ impl NativeCall {
                 let p = conv2d(&geometry);
                 let done = match algo {
                     JitConvData::Col2im => conv2d_backward_data_col2im(self.isa, &p, dy, w, dx),
-                    a => conv2d_backward_data_as_forward(self.isa, &p, data_tile(a), dy, w, dx),
+                    JitConvData::Direct => {
+                        conv2d_backward_data_as_forward(self.isa, &p, AsForward::Direct, dy, w, dx)
+                    }
+                    a => {
+                        let how = data_tile(a).map_or(AsForward::Im2col, AsForward::Winograd);
+                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, dx)
+                    }
                 };
                 done.expect("a native conv checked when the executable was built");
+                return;
+            }
+            NativeOp::ReluBackward { n } => {
+                let (x, dy, dx) = self.backward_parts();
+                relu_backward(&x[..n], &dy[..n], &mut dx[..n]);
                 return;
             }
             NativeOp::SyncStats(_) => unreachable!("`NativeCall::new` refuses it"),
@@ -244,6 +300,10 @@ impl NativeCall {
         let p = conv2d(&geometry);
         let (x, w, epi, out) = self.parts();
         let done = match (tile(algo), &self.filter) {
+            (None, _) if algo == JitConv::Direct => match &self.direct {
+                Some(f) => conv2d_direct_packed(f, &p, x, &epi, out),
+                None => conv2d_direct(self.isa, &p, x, w, &epi, out),
+            },
             (None, _) => conv2d_im2col(self.isa, &p, x, w, &epi, out),
             (Some(_), Some(f)) => conv2d_winograd(self.isa, f, &p, x, &epi, out),
             (Some(t), None) => WinogradFilter::new(self.isa, t, w, p.co, p.ci)
@@ -252,5 +312,24 @@ impl NativeCall {
         // `new` checked the geometry and every length, which is all the routines
         // check.
         done.expect("a native conv checked when the executable was built");
+    }
+}
+
+/// `dx = x ≤ 0 ? 0 : dy` (the interpreter's rule: a NaN `x` passes `dy`), in chunks
+/// over rayon; a loop the compiler vectorises.
+fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    const CHUNK: usize = 1 << 14;
+    let part = |(dx, (x, dy)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *d = if x <= 0.0 { 0.0 } else { g };
+        }
+    };
+    if dx.len() <= CHUNK {
+        part((dx, (x, dy)));
+    } else {
+        use rayon::prelude::*;
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(part);
     }
 }

@@ -17,7 +17,10 @@ use crate::ir::op::ConvAlgo;
 /// How the JIT runs a forward conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JitConv {
-    /// The generated kernel (kernel IR, `conv::conv_kernel`).
+    /// The generated kernel (kernel IR, `conv::conv_kernel`): what covers every conv.
+    Generated,
+    /// The direct algorithm on sliding windows of the padded input, with register
+    /// tiles (`jit::kernels::conv_direct`; stride 1).
     Direct,
     /// im2col + the sgemm micro-kernels.
     Im2col,
@@ -28,7 +31,8 @@ pub enum JitConv {
 }
 
 impl JitConv {
-    pub const ALL: [JitConv; 4] = [
+    pub const ALL: [JitConv; 5] = [
+        JitConv::Generated,
         JitConv::Direct,
         JitConv::Im2col,
         JitConv::Winograd2,
@@ -37,6 +41,7 @@ impl JitConv {
 
     pub fn name(self) -> &'static str {
         match self {
+            JitConv::Generated => "generated",
             JitConv::Direct => "direct",
             JitConv::Im2col => "im2col",
             JitConv::Winograd2 => "winograd2",
@@ -53,7 +58,7 @@ pub enum NativeConvs {
     /// Each conv runs the algorithm [`choose`] picks for it.
     Auto,
     /// Every conv the algorithm covers runs it; the others fall back as [`choose`]
-    /// does (Winograd → im2col → direct).
+    /// does (Winograd or direct → im2col; asymmetric padding: generated).
     Force(JitConv),
 }
 
@@ -61,7 +66,8 @@ pub enum NativeConvs {
 pub const ENV: &str = "FNET_JIT_CONV";
 
 impl NativeConvs {
-    /// `FNET_JIT_CONV=auto|direct|im2col|winograd2|winograd4` (unset or empty: auto).
+    /// `FNET_JIT_CONV=auto|generated|direct|im2col|winograd2|winograd4` (unset or
+    /// empty: auto).
     pub fn from_env() -> Result<NativeConvs, String> {
         match std::env::var(ENV) {
             Err(_) => Ok(NativeConvs::Auto),
@@ -78,7 +84,8 @@ impl NativeConvs {
                 .map(NativeConvs::Force)
                 .ok_or_else(|| {
                     format!(
-                        "{ENV}={name}: expected one of auto, direct, im2col, winograd2, winograd4"
+                        "{ENV}={name}: expected one of auto, generated, direct, im2col, winograd2, \
+                         winograd4"
                     )
                 }),
         }
@@ -120,6 +127,11 @@ impl ConvGeometry {
             && self.groups == 1
     }
 
+    /// Whether the sliding-window direct routine covers it: stride 1.
+    pub fn direct_applies(&self) -> bool {
+        self.stride == (1, 1)
+    }
+
     /// Multiply-adds of the direct algorithm.
     pub fn macs(&self) -> u64 {
         let (ho, wo) = self.out();
@@ -140,8 +152,10 @@ pub struct NativeEpilogue {
 pub enum JitConvData {
     /// `col = Wᵀ·dY` by sgemm, then col2im: any geometry.
     Col2im,
-    /// The forward conv of `dY` with the flipped, transposed weight, by im2col (stride
-    /// 1, padding at most `d·(k−1)`).
+    /// The forward conv of `dY` with the flipped, transposed weight, by the
+    /// sliding-window direct routine (stride 1, padding at most `d·(k−1)`).
+    Direct,
+    /// The same forward conv by im2col.
     Im2col,
     /// The same forward conv by Winograd F(2×2, 3×3) (also 3×3, dilation 1, one group).
     Winograd2,
@@ -150,8 +164,9 @@ pub enum JitConvData {
 }
 
 impl JitConvData {
-    pub const ALL: [JitConvData; 4] = [
+    pub const ALL: [JitConvData; 5] = [
         JitConvData::Col2im,
+        JitConvData::Direct,
         JitConvData::Im2col,
         JitConvData::Winograd2,
         JitConvData::Winograd4,
@@ -160,6 +175,7 @@ impl JitConvData {
     pub fn name(self) -> &'static str {
         match self {
             JitConvData::Col2im => "col2im",
+            JitConvData::Direct => "direct",
             JitConvData::Im2col => "im2col",
             JitConvData::Winograd2 => "winograd2",
             JitConvData::Winograd4 => "winograd4",
@@ -168,8 +184,8 @@ impl JitConvData {
 }
 
 /// The environment variable that forces the JIT's data-gradient algorithm:
-/// `auto|direct|col2im|im2col|winograd2|winograd4` (`direct`: the generated kernels
-/// for both backward convs).
+/// `auto|generated|col2im|direct|im2col|winograd2|winograd4` (`generated`: the
+/// generated kernels for both backward convs).
 pub const BACKWARD_ENV: &str = "FNET_JIT_CONV_BWD";
 
 /// What `FNET_JIT_CONV_BWD` asks for: `Ok(None)` for the generated kernels, `Ok(Some
@@ -178,15 +194,15 @@ pub fn backward_from_env() -> Result<Option<Option<JitConvData>>, String> {
     let v = std::env::var(BACKWARD_ENV).unwrap_or_default();
     match v.trim() {
         "" | "auto" => Ok(Some(None)),
-        "direct" => Ok(None),
+        "generated" => Ok(None),
         name => JitConvData::ALL
             .into_iter()
             .find(|a| a.name() == name)
             .map(|a| Some(Some(a)))
             .ok_or_else(|| {
                 format!(
-                    "{BACKWARD_ENV}={name}: expected one of auto, direct, col2im, im2col, \
-                     winograd2, winograd4"
+                    "{BACKWARD_ENV}={name}: expected one of auto, generated, col2im, direct, \
+                     im2col, winograd2, winograd4"
                 )
             }),
     }
@@ -203,21 +219,14 @@ impl ConvGeometry {
 }
 
 /// The data-gradient algorithm of the conv `g`: `forced` when it covers the conv
-/// (falling back Winograd → im2col → col2im), else the rule: a conv whose gradient
-/// is a forward conv takes Winograd F(2×2) where it applies with at least 8 channels
-/// each way (as [`choose`] does for the forward), else im2col; every other conv
-/// (strided, or padded past `d·(k−1)`) takes col2im.
+/// (falling back Winograd → im2col → col2im, direct → col2im), else the rule: a conv
+/// whose gradient is a forward conv takes the sliding-window direct routine (as
+/// [`choose`] does for a forward nothing decided), every other conv (strided, or
+/// padded past `d·(k−1)`) col2im.
 pub fn choose_data(g: &ConvGeometry, forced: Option<JitConvData>) -> JitConvData {
     let forward = g.data_as_forward();
     let wino = forward && g.winograd_applies();
-    let wanted = forced.unwrap_or(if wino && g.ci >= 8 && g.co >= 8 {
-        JitConvData::Winograd2
-    } else if forward {
-        JitConvData::Im2col
-    } else {
-        JitConvData::Col2im
-    });
-    match wanted {
+    match forced.unwrap_or(JitConvData::Direct) {
         _ if !forward => JitConvData::Col2im,
         JitConvData::Winograd2 | JitConvData::Winograd4 if !wino => JitConvData::Im2col,
         a => a,
@@ -227,7 +236,7 @@ pub fn choose_data(g: &ConvGeometry, forced: Option<JitConvData>) -> JitConvData
 /// A routine call of a native step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NativeOp {
-    /// A forward conv (`algo` is never `Direct`).
+    /// A forward conv (`algo` is never `Generated`).
     Conv2d {
         geometry: ConvGeometry,
         algo: JitConv,
@@ -240,6 +249,10 @@ pub enum NativeOp {
         geometry: ConvGeometry,
         algo: JitConvData,
     },
+    /// ReLU's backward over `n` elements, `dx = x ≤ 0 ? 0 : dy`. Arguments: `x`, `dy`,
+    /// `dx`. The kernel IR's select has a scalar condition, so the generated kernel
+    /// runs one element at a time with a branch each; this is vectorised.
+    ReluBackward { n: usize },
     /// A host step of a synchronised training plan (SyncBatchNorm): a batch norm's
     /// per-channel statistics combined over the data-parallel ranks
     /// (`runtime::sync_stats`). Unlike the convs, every executor runs it (OpenCL with a
@@ -266,6 +279,7 @@ impl NativeOp {
             NativeOp::Conv2d { geometry, .. }
             | NativeOp::ConvBackwardFilter { geometry }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
+            NativeOp::ReluBackward { n } => *n as u64,
             NativeOp::SyncStats(_) => 0,
         }
     }
@@ -276,6 +290,7 @@ impl NativeOp {
             NativeOp::Conv2d { algo, .. } => format!("conv2d_{}", algo.name()),
             NativeOp::ConvBackwardFilter { .. } => "conv2d_bwd_filter_gemm".to_string(),
             NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
+            NativeOp::ReluBackward { .. } => "relu_backward".to_string(),
             NativeOp::SyncStats(SyncStats::Moments { .. }) => "bn_sync_moments".to_string(),
             NativeOp::SyncStats(SyncStats::BackwardSums { .. }) => "bn_sync_sums".to_string(),
         }
@@ -284,28 +299,33 @@ impl NativeOp {
 
 /// The algorithm a forward conv runs under `mode`. `Auto` follows the conv's `algo`
 /// (`written`: what `choose-conv-algo` decided with the backend's cost table, or the
-/// program's `algo:`); an `fft` conv is direct here (the lowering tries its FFT path
-/// first). A conv nothing decided (`auto`: no pass ran) takes Winograd F(2×2) when it
-/// is 3×3, stride 1, one group, with at least 8 input and output channels (below that
-/// the transforms cost more than the multiplies they save), else im2col. A forced or
-/// written algorithm that does not cover the conv falls back to im2col; geometry the
-/// routines do not take (asymmetric padding) is direct.
+/// program's `algo:`); an `fft` conv is generated here (the lowering tries its FFT
+/// path first). A conv nothing decided (`auto`: no pass ran) takes the sliding-window
+/// direct routine at stride 1, else im2col. A written `direct` that the routine does
+/// not cover (a stride) is the generated kernel; any other algorithm, written or
+/// forced, that does not cover the conv falls back to im2col. Geometry the routines
+/// do not take (asymmetric padding) is generated.
 pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: ConvAlgo) -> JitConv {
     let wanted = match mode {
-        NativeConvs::Off => return JitConv::Direct,
-        _ if !symmetric => return JitConv::Direct,
+        NativeConvs::Off => return JitConv::Generated,
+        _ if !symmetric => return JitConv::Generated,
         NativeConvs::Force(a) => a,
         NativeConvs::Auto => match written {
-            ConvAlgo::Direct | ConvAlgo::Fft => JitConv::Direct,
+            ConvAlgo::Fft => JitConv::Generated,
+            // A program's `algo: direct` on a stride the routine does not take is
+            // still the direct algorithm: the generated kernel.
+            ConvAlgo::Direct if g.direct_applies() => JitConv::Direct,
+            ConvAlgo::Direct => JitConv::Generated,
             ConvAlgo::Im2col => JitConv::Im2col,
             ConvAlgo::Winograd2 => JitConv::Winograd2,
             ConvAlgo::Winograd4 => JitConv::Winograd4,
-            ConvAlgo::Auto if g.winograd_applies() && g.ci >= 8 && g.co >= 8 => JitConv::Winograd2,
+            ConvAlgo::Auto if g.direct_applies() => JitConv::Direct,
             ConvAlgo::Auto => JitConv::Im2col,
         },
     };
     match wanted {
         JitConv::Winograd2 | JitConv::Winograd4 if !g.winograd_applies() => JitConv::Im2col,
+        JitConv::Direct if !g.direct_applies() => JitConv::Im2col,
         a => a,
     }
 }

@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::conv_direct::conv2d_direct;
 use super::conv_im2col::{conv2d_im2col, im2col};
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::isa::Isa;
@@ -221,12 +222,21 @@ pub fn flip_transpose(p: &Conv2d, w: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by Winograd
-/// (`tile`, which needs 3×3, dilation 1, one group) or im2col (`None`).
+/// Which forward routine runs a data gradient that is a forward conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsForward {
+    /// The sliding-window direct conv.
+    Direct,
+    Im2col,
+    /// Winograd, which needs 3×3, dilation 1, one group.
+    Winograd(WinogradTile),
+}
+
+/// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by `how`.
 pub fn conv2d_backward_data_as_forward(
     isa: Isa,
     p: &Conv2d,
-    tile: Option<WinogradTile>,
+    how: AsForward,
     dy: &[f32],
     w: &[f32],
     dx: &mut [f32],
@@ -241,9 +251,10 @@ pub fn conv2d_backward_data_as_forward(
     })?;
     let wt = flip_transpose(p, w);
     let epi = Epilogue::default();
-    match tile {
-        None => conv2d_im2col(isa, &f, dy, &wt, &epi, dx),
-        Some(t) => {
+    match how {
+        AsForward::Direct => conv2d_direct(isa, &f, dy, &wt, &epi, dx),
+        AsForward::Im2col => conv2d_im2col(isa, &f, dy, &wt, &epi, dx),
+        AsForward::Winograd(t) => {
             let filter = WinogradFilter::new(isa, t, &wt, f.co, f.ci)?;
             conv2d_winograd(isa, &filter, &f, dy, &epi, dx)
         }

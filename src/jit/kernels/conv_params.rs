@@ -36,6 +36,8 @@ pub enum ConvError {
     },
     /// Winograd was asked for a conv it does not cover.
     NotWinograd(String),
+    /// The sliding-window direct conv was asked for a conv it does not cover.
+    NotDirect(String),
 }
 
 impl fmt::Display for ConvError {
@@ -54,6 +56,11 @@ impl fmt::Display for ConvError {
             ConvError::NotWinograd(why) => write!(
                 f,
                 "conv2d: Winograd covers 3×3, stride 1, dilation 1, groups 1 only, but {why} \
+                 (hint: use conv2d_im2col for this conv)"
+            ),
+            ConvError::NotDirect(why) => write!(
+                f,
+                "conv2d: the sliding-window direct conv covers stride 1 only, but {why} \
                  (hint: use conv2d_im2col for this conv)"
             ),
         }

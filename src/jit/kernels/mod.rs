@@ -2,8 +2,10 @@
 //! convolution and Winograd convolution. See `docs/jit_kernels.md`.
 
 pub mod conv_backward;
+pub mod conv_direct;
 pub mod conv_im2col;
 pub mod conv_params;
+pub mod direct_tile;
 pub mod isa;
 pub mod microkernel;
 pub mod pack;

@@ -294,7 +294,7 @@ impl Builder<'_> {
         };
         let symmetric = spec.pad.iter().all(|&(lo, hi)| lo == hi);
         let algo = native::choose(self.target.native, &geometry, symmetric, c.algo);
-        if algo == native::JitConv::Direct {
+        if algo == native::JitConv::Generated {
             return Ok(None);
         }
         let w_id = c.operands[1];

@@ -308,8 +308,8 @@ impl Builder<'_> {
     }
 
     /// The geometry of a backward conv to run as a native step (`kernel_ir::native`),
-    /// when the target allows native convs (not `Off`, not forced `direct`), the
-    /// padding is symmetric, `FNET_JIT_CONV_BWD` is not `direct`, and the op is not
+    /// when the target allows native convs (not `Off`, not forced `generated`), the
+    /// padding is symmetric, `FNET_JIT_CONV_BWD` is not `generated`, and the op is not
     /// to run as an FFT (`fft`: the JIT keeps the FFT path where it was chosen, as
     /// the forward does).
     fn native_backward(
@@ -320,7 +320,7 @@ impl Builder<'_> {
     ) -> Result<Option<ConvGeometry>, RunError> {
         let on = !matches!(
             self.target.native,
-            NativeConvs::Off | NativeConvs::Force(native::JitConv::Direct)
+            NativeConvs::Off | NativeConvs::Force(native::JitConv::Generated)
         );
         let symmetric = s.pad.iter().all(|&(lo, hi)| lo == hi);
         if !on || !symmetric || fft || s.k.contains(&0) {

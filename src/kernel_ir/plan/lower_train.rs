@@ -10,7 +10,7 @@ use super::lower_conv::lift;
 use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
-use crate::kernel_ir::native::{NativeOp, SyncStats};
+use crate::kernel_ir::native::{NativeConvs, NativeOp, SyncStats};
 use crate::kernel_ir::{backward_ops as bw, batch_norm as bn, ops};
 use crate::runtime::RunError;
 use crate::runtime::{dropout, sync_stats};
@@ -100,8 +100,14 @@ impl Builder<'_> {
             TrainOp::ReluBackward => {
                 let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
                 let dx = self.temp(x.shape.clone());
-                let kern = bw::relu_backward("relu_backward", dx.shape.iter().product());
-                self.emit("relu_backward", kern, vec![x.buf, dy.buf, dx.buf], &layer);
+                let n = dx.shape.iter().product();
+                let args = vec![x.buf, dy.buf, dx.buf];
+                if self.target.native == NativeConvs::Off {
+                    let kern = bw::relu_backward("relu_backward", n);
+                    self.emit("relu_backward", kern, args, &layer);
+                } else {
+                    self.emit_native(NativeOp::ReluBackward { n }, args, &layer);
+                }
                 Ok(dx)
             }
             TrainOp::GeluBackward => {
