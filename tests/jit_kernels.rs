@@ -8,6 +8,8 @@ mod conv;
 mod direct;
 #[path = "jit_kernels/isa.rs"]
 mod isa;
+#[path = "jit_kernels/pool.rs"]
+mod pool;
 #[path = "jit_kernels/sgemm.rs"]
 mod sgemm;
 #[path = "jit_kernels/winograd.rs"]

@@ -18,9 +18,12 @@ use super::kernels::conv_direct::{
 use super::kernels::conv_im2col::conv2d_im2col;
 use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
 use super::kernels::isa::Isa;
+use super::kernels::pack::MatRef;
+use super::kernels::pool::{pool2d, Pool2d};
+use super::kernels::sgemm::{sgemm_linear, Par};
 use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
 use super::kernels::winograd_transform::WinogradTile;
-use crate::kernel_ir::native::{ConvGeometry, JitConv, JitConvData, NativeOp};
+use crate::kernel_ir::native::{ConvGeometry, JitConv, JitConvData, NativeOp, PoolGeometry};
 use crate::runtime::RunError;
 
 /// One native step with its buffers resolved.
@@ -48,6 +51,18 @@ fn conv2d(g: &ConvGeometry) -> Conv2d {
         pad: g.pad,
         dilation: g.dilation,
         groups: g.groups,
+    }
+}
+
+fn pool(g: &PoolGeometry) -> Pool2d {
+    Pool2d {
+        planes: g.planes,
+        hw: g.hw,
+        out: g.out,
+        k: g.k,
+        stride: g.stride,
+        pad: g.pad,
+        max: g.max,
     }
 }
 
@@ -92,20 +107,8 @@ impl NativeCall {
             | NativeOp::ConvBackwardData { geometry, .. } => {
                 return NativeCall::backward(op, geometry, isa, args, layer);
             }
-            NativeOp::ReluBackward { n } => {
-                if args.len() != 3 || args.iter().any(|&(_, len)| len < n) {
-                    return Err(conv_error(
-                        layer,
-                        format!("relu_backward of {n} elements: buffers {args:?}"),
-                    ));
-                }
-                return Ok(NativeCall {
-                    op,
-                    isa,
-                    args,
-                    filter: None,
-                    direct: None,
-                });
+            NativeOp::ReluBackward { .. } | NativeOp::Linear { .. } | NativeOp::Pool(_) => {
+                return NativeCall::dense(op, isa, args, layer);
             }
             NativeOp::SyncStats(_) => {
                 return Err(conv_error(
@@ -171,6 +174,46 @@ impl NativeCall {
         Ok(call)
     }
 
+    /// A step that is no conv: its buffers must hold what it reads and writes.
+    fn dense(
+        op: NativeOp,
+        isa: Isa,
+        args: Vec<(*mut f32, usize)>,
+        layer: &str,
+    ) -> Result<NativeCall, RunError> {
+        let lens: Vec<usize> = args.iter().map(|&(_, len)| len).collect();
+        let fits = match op {
+            NativeOp::ReluBackward { n } => lens.len() == 3 && lens.iter().all(|&l| l >= n),
+            NativeOp::Linear {
+                batch,
+                features,
+                outputs,
+            } => {
+                lens == [
+                    batch * features,
+                    outputs * features,
+                    outputs,
+                    batch * outputs,
+                ]
+            }
+            NativeOp::Pool(g) => lens.len() == 2 && pool(&g).fits(lens[0], lens[1]),
+            _ => false,
+        };
+        if !fits {
+            return Err(RunError::new(format!(
+                "`{layer}`: native {}: buffers of {lens:?} floats do not fit {op:?}",
+                op.name()
+            )));
+        }
+        Ok(NativeCall {
+            op,
+            isa,
+            args,
+            filter: None,
+            direct: None,
+        })
+    }
+
     /// A backward conv step: three arguments whose lengths the routine checks once
     /// here (on zero buffers of the same lengths), so a run cannot fail.
     fn backward(
@@ -204,9 +247,7 @@ impl NativeCall {
                         .map(|_| ())
                         .ok_or_else(|| ConvError::Geometry("not stride 1".into())),
                 }),
-            NativeOp::Conv2d { .. } | NativeOp::ReluBackward { .. } | NativeOp::SyncStats(_) => {
-                unreachable!("only backward convs get here")
-            }
+            _ => unreachable!("only backward convs get here"),
         };
         checked.map_err(|e| conv_error(layer, e))?;
         Ok(NativeCall {
@@ -293,6 +334,45 @@ impl NativeCall {
             NativeOp::ReluBackward { n } => {
                 let (x, dy, dx) = self.backward_parts();
                 relu_backward(&x[..n], &dy[..n], &mut dx[..n]);
+                return;
+            }
+            NativeOp::Linear {
+                batch,
+                features,
+                outputs,
+            } => {
+                // SAFETY: as in `parts`; `dense` checked the lengths.
+                let view = |i: usize| unsafe {
+                    std::slice::from_raw_parts(self.args[i].0, self.args[i].1)
+                };
+                let (ptr, len) = self.args[3];
+                // SAFETY: as above; the output is written by this step only.
+                let y = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+                let (x, w, bias) = (view(0), view(1), view(2));
+                sgemm_linear(
+                    self.isa,
+                    batch,
+                    outputs,
+                    features,
+                    MatRef::row_major(x, features),
+                    MatRef::transposed(w, features),
+                    y,
+                    outputs,
+                    Par::Rayon,
+                );
+                for row in y.chunks_exact_mut(outputs.max(1)) {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+                return;
+            }
+            NativeOp::Pool(g) => {
+                let (ptr, len) = self.args[0];
+                // SAFETY: as in `parts`; the input and output are distinct buffers.
+                let x = unsafe { std::slice::from_raw_parts(ptr, len) };
+                let (ptr, len) = self.args[1];
+                // SAFETY: as above; the output is written by this step only.
+                let y = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+                pool2d(&pool(&g), x, y);
                 return;
             }
             NativeOp::SyncStats(_) => unreachable!("`NativeCall::new` refuses it"),

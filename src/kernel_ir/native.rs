@@ -249,6 +249,16 @@ pub enum NativeOp {
         geometry: ConvGeometry,
         algo: JitConvData,
     },
+    /// A linear layer, `y[b, o] = Σ_f x[b, f]·w[o, f] + bias[o]`, on sgemm. Arguments:
+    /// `x`, `w`, `bias`, `y`.
+    Linear {
+        batch: usize,
+        features: usize,
+        outputs: usize,
+    },
+    /// A 2-D max or average pool over `planes` planes (the kernel IR's pool, its
+    /// arithmetic in the same order). Arguments: `x`, `y`.
+    Pool(PoolGeometry),
     /// ReLU's backward over `n` elements, `dx = x ≤ 0 ? 0 : dy`. Arguments: `x`, `dy`,
     /// `dx`. The kernel IR's select has a scalar condition, so the generated kernel
     /// runs one element at a time with a branch each; this is vectorised.
@@ -258,6 +268,19 @@ pub enum NativeOp {
     /// (`runtime::sync_stats`). Unlike the convs, every executor runs it (OpenCL with a
     /// read and a write of the small buffers), whatever its target's `native`.
     SyncStats(SyncStats),
+}
+
+/// A [`NativeOp::Pool`]'s geometry: input and output plane sizes, window, stride and
+/// zero padding (`[height, width]` each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolGeometry {
+    pub planes: usize,
+    pub hw: [usize; 2],
+    pub out: [usize; 2],
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub max: bool,
 }
 
 /// Which statistics a [`NativeOp::SyncStats`] step combines.
@@ -280,6 +303,12 @@ impl NativeOp {
             | NativeOp::ConvBackwardFilter { geometry }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
             NativeOp::ReluBackward { n } => *n as u64,
+            NativeOp::Linear {
+                batch,
+                features,
+                outputs,
+            } => (2 * batch * features * outputs) as u64,
+            NativeOp::Pool(g) => (g.planes * g.out[0] * g.out[1] * g.k[0] * g.k[1]) as u64,
             NativeOp::SyncStats(_) => 0,
         }
     }
@@ -291,6 +320,8 @@ impl NativeOp {
             NativeOp::ConvBackwardFilter { .. } => "conv2d_bwd_filter_gemm".to_string(),
             NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
             NativeOp::ReluBackward { .. } => "relu_backward".to_string(),
+            NativeOp::Linear { .. } => "linear_gemm".to_string(),
+            NativeOp::Pool(g) => if g.max { "maxpool" } else { "avgpool" }.to_string(),
             NativeOp::SyncStats(SyncStats::Moments { .. }) => "bn_sync_moments".to_string(),
             NativeOp::SyncStats(SyncStats::BackwardSums { .. }) => "bn_sync_sums".to_string(),
         }

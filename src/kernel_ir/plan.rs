@@ -23,7 +23,7 @@
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::batch_norm;
-use super::native::NativeOp;
+use super::native::{NativeConvs, NativeOp};
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
@@ -661,8 +661,18 @@ impl Builder<'_> {
                     self.constant(vec![0.0; o])
                 };
                 let y = self.temp(vec![x.shape[0], o]);
-                let k = ops::linear("linear", x.shape[0], f, o, v);
-                self.emit("linear", k, vec![x.buf, w.buf, bias_buf, y.buf], &layer);
+                let args = vec![x.buf, w.buf, bias_buf, y.buf];
+                if self.target.native == NativeConvs::Off {
+                    let k = ops::linear("linear", x.shape[0], f, o, v);
+                    self.emit("linear", k, args, &layer);
+                } else {
+                    let op = NativeOp::Linear {
+                        batch: x.shape[0],
+                        features: f,
+                        outputs: o,
+                    };
+                    self.emit_native(op, args, &layer);
+                }
                 Ok(y)
             }
             Op::BatchNorm {

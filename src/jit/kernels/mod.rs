@@ -9,6 +9,7 @@ pub mod direct_tile;
 pub mod isa;
 pub mod microkernel;
 pub mod pack;
+pub mod pool;
 pub mod sgemm;
 pub mod winograd;
 pub mod winograd_transform;

@@ -159,6 +159,35 @@ pub fn uses_faer(isa: Isa, m: usize, n: usize, k: usize) -> bool {
     deep || large
 }
 
+/// [`sgemm`] for a linear layer, `y = x·Wᵀ` with `W` row-major (B column-major): on
+/// the best ISA by faer, which reads such operands in place (fnet's kernels pack the
+/// whole of B in every call, which dominates at small batches); otherwise as
+/// [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_linear(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    ldc: usize,
+    par: Par,
+) {
+    assert!(a.fits(m, k), "sgemm: A is shorter than {m}×{k}");
+    assert!(b.fits(k, n), "sgemm: B is shorter than {k}×{n}");
+    assert!(
+        m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n,
+        "sgemm: C too short"
+    );
+    if isa == Isa::best() && m > 0 && n > 0 && k > 0 {
+        faer_gemm(m, n, k, 1.0, a, b, 0.0, c, ldc, par);
+    } else {
+        sgemm(isa, m, n, k, 1.0, a, b, 0.0, c, ldc, par);
+    }
+}
+
 /// `C = α·A·B + β·C` by faer (views already checked against their slices).
 #[allow(clippy::too_many_arguments)]
 fn faer_gemm(

@@ -47,8 +47,21 @@ impl Builder<'_> {
         let y = self.temp(shape);
         let max = spec.kind == PoolKind::Max;
         let name = if max { "maxpool" } else { "avgpool" };
-        let kern = ops::pool(name, max, planes, hw, out, k, st, pad);
-        self.emit(name, kern, vec![x.buf, y.buf], layer);
+        if self.target.native == NativeConvs::Off {
+            let kern = ops::pool(name, max, planes, hw, out, k, st, pad);
+            self.emit(name, kern, vec![x.buf, y.buf], layer);
+        } else {
+            let g = native::PoolGeometry {
+                planes,
+                hw,
+                out,
+                k,
+                stride: st,
+                pad,
+                max,
+            };
+            self.emit_native(NativeOp::Pool(g), vec![x.buf, y.buf], layer);
+        }
         Ok(y)
     }
 
