@@ -399,3 +399,37 @@ fn explain_prints_the_jit_tables_choice() {
     let cpu = run("opencl-cpu");
     assert!(!cpu.contains("winograd"), "{cpu}");
 }
+
+/// The data gradient's rule follows the forward's pick where the gradient is a
+/// forward conv, falls back where the pick does not cover it, takes col2im where it is
+/// not one, and yields to a forced algorithm.
+#[test]
+fn data_gradient_choice_follows_the_forward_pick() {
+    use fnet::kernel_ir::native::{choose_data, JitConvData};
+    let g = |k: usize, stride: usize| ConvGeometry {
+        n: 2,
+        ci: 16,
+        h: 8,
+        w: 8,
+        co: 16,
+        kh: k,
+        kw: k,
+        stride: (stride, stride),
+        pad: (k / 2, k / 2),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let pick = |geo: &ConvGeometry, forward| choose_data(geo, None, forward);
+    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd4), JitConvData::Winograd4);
+    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd2), JitConvData::Winograd2);
+    assert_eq!(pick(&g(3, 1), ConvAlgo::Im2col), JitConvData::Im2col);
+    for other in [ConvAlgo::Direct, ConvAlgo::Fft, ConvAlgo::Auto] {
+        assert_eq!(pick(&g(3, 1), other), JitConvData::Direct);
+    }
+    assert_eq!(pick(&g(5, 1), ConvAlgo::Winograd2), JitConvData::Im2col);
+    assert_eq!(pick(&g(3, 2), ConvAlgo::Direct), JitConvData::Col2im);
+    assert_eq!(
+        choose_data(&g(3, 1), Some(JitConvData::Col2im), ConvAlgo::Winograd4),
+        JitConvData::Col2im
+    );
+}

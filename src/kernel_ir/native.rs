@@ -220,14 +220,25 @@ impl ConvGeometry {
 
 /// The data-gradient algorithm of the conv `g`: `forced` when it covers the conv
 /// (falling back Winograd → im2col → col2im, direct → col2im), else the rule: a conv
-/// whose gradient is a forward conv takes the sliding-window direct routine (as
-/// [`choose`] does for a forward nothing decided), every other conv (strided, or
-/// padded past `d·(k−1)`) col2im.
-pub fn choose_data(g: &ConvGeometry, forced: Option<JitConvData>) -> JitConvData {
-    let forward = g.data_as_forward();
-    let wino = forward && g.winograd_applies();
-    match forced.unwrap_or(JitConvData::Direct) {
-        _ if !forward => JitConvData::Col2im,
+/// whose gradient is a forward conv (the same spatial size, its channels swapped)
+/// takes what the cost table picks for its forward (`forward`): Winograd or im2col as
+/// picked, the sliding-window direct conv otherwise; every other conv (strided, or
+/// padded past `d·(k−1)`) takes col2im.
+pub fn choose_data(
+    g: &ConvGeometry,
+    forced: Option<JitConvData>,
+    forward: ConvAlgo,
+) -> JitConvData {
+    let as_forward = g.data_as_forward();
+    let wino = as_forward && g.winograd_applies();
+    let rule = match forward {
+        ConvAlgo::Winograd2 => JitConvData::Winograd2,
+        ConvAlgo::Winograd4 => JitConvData::Winograd4,
+        ConvAlgo::Im2col => JitConvData::Im2col,
+        ConvAlgo::Direct | ConvAlgo::Fft | ConvAlgo::Auto => JitConvData::Direct,
+    };
+    match forced.unwrap_or(rule) {
+        _ if !as_forward => JitConvData::Col2im,
         JitConvData::Winograd2 | JitConvData::Winograd4 if !wino => JitConvData::Im2col,
         a => a,
     }

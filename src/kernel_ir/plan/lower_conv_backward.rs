@@ -80,6 +80,29 @@ pub(super) fn conv_spec(attrs: &ConvAttrs, x_shape: &[usize], w_shape: &[usize])
     }
 }
 
+/// The cost model's view of the forward conv `s`.
+fn forward_shape(attrs: &ConvAttrs, s: &ConvSpec) -> ConvShape {
+    let one_d = attrs.stride.len() == 1;
+    let dims = |v: [usize; 2]| -> Vec<u64> {
+        if one_d {
+            vec![v[1] as u64]
+        } else {
+            v.iter().map(|&d| d as u64).collect()
+        }
+    };
+    ConvShape {
+        batch: s.n as u64,
+        ci: s.ci as u64,
+        co: s.co as u64,
+        input: dims([s.h, s.w]),
+        kernel: dims(s.k),
+        stride: attrs.stride.clone(),
+        dilation: attrs.dilation.clone(),
+        groups: attrs.groups,
+        padding: attrs.padding.clone(),
+    }
+}
+
 impl Builder<'_> {
     /// The shape of an operand, whether computed, uploaded or constant.
     fn shape_of(&self, id: NodeIndex) -> Result<Vec<usize>, RunError> {
@@ -110,7 +133,8 @@ impl Builder<'_> {
         let strided = s.stride != [1, 1];
         let fft_algo = self.backward_algo(attrs, &s) == ConvAlgo::Fft;
         if let Some(g) = self.native_backward(&s, groups, fft_algo && !strided && fwd.is_some())? {
-            let algo = native::choose_data(&g, self.native_data_forced()?);
+            let hint = self.native_forward_algo(attrs, &s);
+            let algo = native::choose_data(&g, self.native_data_forced()?, hint);
             let op = NativeOp::ConvBackwardData { geometry: g, algo };
             self.emit_native(op, vec![dy.buf, w.buf, dx.buf], &layer);
             return Ok(dx);
@@ -361,31 +385,20 @@ impl Builder<'_> {
     /// products for the direct form, the same transforms and spectral products for
     /// the FFT, so the forward's estimate ranks the backward's algorithms too.
     fn backward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
-        let one_d = attrs.stride.len() == 1;
-        let dims = |v: [usize; 2]| -> Vec<u64> {
-            if one_d {
-                vec![v[1] as u64]
-            } else {
-                v.iter().map(|&d| d as u64).collect()
-            }
-        };
-        let shape = ConvShape {
-            batch: s.n as u64,
-            ci: s.ci as u64,
-            co: s.co as u64,
-            input: dims([s.h, s.w]),
-            kernel: dims(s.k),
-            stride: attrs.stride.clone(),
-            dilation: attrs.dilation.clone(),
-            groups: attrs.groups,
-            padding: attrs.padding.clone(),
-        };
         let table = CostTable::of(CostTableId::opencl(!self.target.broadcast_weights));
         let env = env_override().ok().flatten();
-        match decide(attrs.algo, env, &shape, table).0 {
+        match decide(attrs.algo, env, &forward_shape(attrs, s), table).0 {
             ConvAlgo::Fft => ConvAlgo::Fft,
             _ => ConvAlgo::Direct,
         }
+    }
+
+    /// What the JIT's cost table picks for the forward of the conv `s` (the op's own
+    /// `algo` when the program wrote one): the hint of [`native::choose_data`].
+    fn native_forward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
+        let env = env_override().ok().flatten();
+        let table = CostTable::of(CostTableId::Jit);
+        decide(attrs.algo, env, &forward_shape(attrs, s), table).0
     }
 
     /// The output of node `id` as the product `a·b` of its operands `ops[0]` and
