@@ -314,12 +314,17 @@ impl NativeOp {
             | NativeOp::ConvBackwardFilter { geometry }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
             NativeOp::ReluBackward { n } => *n as u64,
+            // Saturating: a pathological layer (a window of 2⁶³) must not overflow.
             NativeOp::Linear {
                 batch,
                 features,
                 outputs,
-            } => (2 * batch * features * outputs) as u64,
-            NativeOp::Pool(g) => (g.planes * g.out[0] * g.out[1] * g.k[0] * g.k[1]) as u64,
+            } => [2, *batch, *features, *outputs]
+                .iter()
+                .fold(1u64, |a, &b| a.saturating_mul(b as u64)),
+            NativeOp::Pool(g) => [g.planes, g.out[0], g.out[1], g.k[0], g.k[1]]
+                .iter()
+                .fold(1u64, |a, &b| a.saturating_mul(b as u64)),
             NativeOp::SyncStats(_) => 0,
         }
     }
