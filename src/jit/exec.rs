@@ -40,7 +40,7 @@ enum Work {
         points: usize,
         chunks: usize,
     },
-    Native(NativeCall),
+    Native(Box<NativeCall>),
     /// A host step combining batch statistics over the ranks (`runtime::sync_stats`):
     /// its buffers' addresses and lengths.
     Sync(SyncStats, Vec<(*mut f32, usize)>),
@@ -143,7 +143,13 @@ impl JitExecutable {
                     let constant = w < plan.buffers.len()
                         && matches!(plan.buffers[w].kind, BufKind::Const(_))
                         && !param_bufs.contains(&w);
-                    Work::Native(NativeCall::new(*op, isa, args, constant, &step.layer)?)
+                    Work::Native(Box::new(NativeCall::new(
+                        *op,
+                        isa,
+                        args,
+                        constant,
+                        &step.layer,
+                    )?))
                 }
                 _ => {
                     let k = &plan.kernels[step.kernel];
