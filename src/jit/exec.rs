@@ -454,8 +454,11 @@ pub unsafe fn run_kernel(
 
 /// A value handed to a rayon worker of this process's pool.
 struct InPool<T>(T);
-// SAFETY: the executor's buffers and the collective are used by one step at a time,
-// whichever thread runs the steps; the caller waits for the pool to finish.
+// SAFETY: the calling thread blocks until the pool has run `f`, so nothing touches the
+// wrapped values concurrently; they are used from one thread at a time, which may be
+// another than the caller's. What is wrapped here is the executor (Sync), the
+// statistics collective (MPI, initialised with MPI_THREAD_MULTIPLE) and a streaming
+// run's `on_ready`, whose one caller (`train::overlap`) only sends into a channel.
 unsafe impl<T> Send for InPool<T> {}
 
 impl<T> InPool<T> {

@@ -174,6 +174,17 @@ impl NativeCall {
         Ok(call)
     }
 
+    /// A call with nothing prepared.
+    fn plain(op: NativeOp, isa: Isa, args: Vec<(*mut f32, usize)>) -> NativeCall {
+        NativeCall {
+            op,
+            isa,
+            args,
+            filter: None,
+            direct: None,
+        }
+    }
+
     /// A step that is no conv: its buffers must hold what it reads and writes.
     fn dense(
         op: NativeOp,
@@ -205,13 +216,7 @@ impl NativeCall {
                 op.name()
             )));
         }
-        Ok(NativeCall {
-            op,
-            isa,
-            args,
-            filter: None,
-            direct: None,
-        })
+        Ok(NativeCall::plain(op, isa, args))
     }
 
     /// A backward conv step: three arguments whose lengths the routine checks once
@@ -250,13 +255,7 @@ impl NativeCall {
             _ => unreachable!("only backward convs get here"),
         };
         checked.map_err(|e| conv_error(layer, e))?;
-        Ok(NativeCall {
-            op,
-            isa,
-            args,
-            filter: None,
-            direct: None,
-        })
+        Ok(NativeCall::plain(op, isa, args))
     }
 
     /// A backward step's `(a, b, out)` views.
