@@ -11,8 +11,9 @@
 //! rate, which is why it beats im2col and Winograd on few channels and small batches.
 //!
 //! Work is split over rayon as im2col does: with at least as many images as threads,
-//! by image (one padded buffer per thread); otherwise by tiles of one image. The
-//! epilogue runs when a tile is stored, while it is in registers' reach.
+//! by image (one padded buffer per thread); otherwise by tiles of one image; under
+//! 2¹⁸ multiply-adds, on the calling thread. The epilogue is applied as each tile is
+//! stored, so the output is written once.
 
 use rayon::prelude::*;
 
