@@ -404,7 +404,7 @@ fn explain_prints_the_jit_tables_choice() {
 /// direct conv, where the gradient is a forward conv; col2im where it is not one; a
 /// forced algorithm first, falling back where it does not cover the conv.
 #[test]
-fn data_gradient_choice_follows_the_forward_pick() {
+fn data_gradient_rule_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_data, JitConvData};
     let g = |k: usize, stride: usize| ConvGeometry {
         n: 2,
