@@ -1,15 +1,17 @@
 //! GFLOP/s of the JIT's CPU micro-kernels on 2 threads (a rayon pool of 2): sgemm at
 //! 2048³ and at the GEMM shapes ResNet-20's im2col convs produce (forward and
 //! backward-to-filter, batch 1 and 64), then the 3×3 conv "N64 C32 32×32" (pad 1) in
-//! effective GFLOP/s = 2·N·Co·Ci·9·H·W / time by im2col + sgemm, Winograd F(2×2) and
-//! Winograd F(4×4), each as a fraction of the 2048³ sgemm rate of the same run.
+//! effective GFLOP/s = 2·N·Co·Ci·9·H·W / time by im2col + sgemm, Winograd F(2×2),
+//! Winograd F(4×4) and the sliding-window direct conv, each as a fraction of the 2048³
+//! sgemm rate of the same run, and the four on ResNet-20's 3×3 stride-1 convs at
+//! batch 1 and 64.
 //! Winograd's filter transform is left out of the time: it is folded when the
 //! weights are bound.
 //!
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
 //! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
 //! `cargo bench --bench jit_kernels -- conv N C H W reps` times only the conv case
-//! three ways and prints one JSON line (seconds, best of reps): what
+//! four ways and prints one JSON line (seconds, best of reps): what
 //! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
 
 use fnet::jit::kernels::conv_direct::conv2d_direct;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """One 3x3 conv (pad 1, stride 1, Co = Ci) timed by fnet's JIT kernels (im2col + sgemm,
-Winograd F(2x2,3x3), Winograd F(4x4,3x3)), PyTorch eager `torch.nn.functional.conv2d`
+Winograd F(2x2,3x3), Winograd F(4x4,3x3), the sliding-window direct conv), PyTorch eager `torch.nn.functional.conv2d`
 and ONNX Runtime, all on 2 threads, interleaved: each round runs every contestant in
 turn; the figure is the best of the rounds (each itself the best of `--reps` calls).
 

@@ -13,8 +13,9 @@
 //!
 //! A stride-1 direct conv runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`), a strided one the generated kernel: separate
-//! features, so each gets its own constants. The native steps take symmetric padding only (`kernel_ir::native::choose`), and
-//! Winograd 3×3, stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
+//! features, so each gets its own constants. The native steps take symmetric padding
+//! only (`kernel_ir::native::choose`), and Winograd 3×3, stride-1, dilation-1,
+//! single-group 2-D convs: elsewhere `None`. The
 //! Winograd filter transform is left out: with weights bound it is done once, when the
 //! plan is loaded.
 

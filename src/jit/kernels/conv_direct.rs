@@ -99,18 +99,26 @@ impl Layout {
 pub struct DirectFilter {
     isa: Isa,
     conv: Conv2d,
+    layout: Layout,
     packed: Vec<f32>,
 }
 
 impl DirectFilter {
     /// Packs `weight` (`[co, ci/g, kh, kw]`) for the conv `p` on `isa`.
     pub fn new(isa: Isa, p: &Conv2d, weight: &[f32]) -> Result<DirectFilter, ConvError> {
-        let (ho, wo) = p.out_hw()?;
+        let g = p.groups;
+        if g == 0 || !p.ci.is_multiple_of(g) || !p.co.is_multiple_of(g) {
+            return Err(ConvError::Geometry(format!(
+                "{g} groups must divide both {} input and {} output channels",
+                p.ci, p.co
+            )));
+        }
+        let hw = p.out_hw()?;
         direct_applies(p)?;
-        let l = Layout::new(isa, p, (ho, wo));
+        let l = Layout::new(isa, p, hw);
         let taps = l.offs.len();
         let expected = p.co * l.cig * taps;
-        if weight.len() != expected || !p.co.is_multiple_of(p.groups.max(1)) {
+        if weight.len() != expected {
             return Err(ConvError::Buffer {
                 what: "weight",
                 expected,
@@ -132,6 +140,7 @@ impl DirectFilter {
         Ok(DirectFilter {
             isa,
             conv: *p,
+            layout: l,
             packed,
         })
     }
@@ -209,7 +218,6 @@ fn run_tile(
 /// positions inside one output row, with the epilogue. `chan` is the channel's offset
 /// in the whole output.
 fn store(l: &Layout, sums: &[f32], q0: usize, epi: &Epilogue, out: OutPtr, chan: usize, co: usize) {
-    let bias = epi.bias.map_or(0.0, |b| b[co]);
     let end = q0 + sums.len();
     let mut q = q0;
     while q < end {
@@ -222,21 +230,8 @@ fn store(l: &Layout, sums: &[f32], q0: usize, epi: &Epilogue, out: OutPtr, chan:
             // SAFETY: in bounds (asserted); tiles cover disjoint (channel, position)
             // pairs, so no other thread writes these elements.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
-            let src = &sums[q - q0..q - q0 + len];
-            match epi.residual {
-                Some(r) => {
-                    for ((d, &s), &r) in dst.iter_mut().zip(src).zip(&r[at..at + len]) {
-                        let v = s + bias + r;
-                        *d = if epi.relu { v.max(0.0) } else { v };
-                    }
-                }
-                None => {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        let v = s + bias;
-                        *d = if epi.relu { v.max(0.0) } else { v };
-                    }
-                }
-            }
+            dst.copy_from_slice(&sums[q - q0..q - q0 + len]);
+            epi.apply_channel(dst, co, at);
         }
         q = row_end;
     }
@@ -251,7 +246,6 @@ pub fn conv2d_direct(
     epi: &Epilogue,
     out: &mut [f32],
 ) -> Result<(), ConvError> {
-    p.check(input.len(), weight.len(), out.len(), epi)?;
     let filter = DirectFilter::new(isa, p, weight)?;
     conv2d_direct_packed(&filter, p, input, epi, out)
 }
@@ -270,14 +264,11 @@ pub fn conv2d_direct_packed(
             filter.conv
         )));
     }
-    let isa = filter.isa;
-    let weight_len = p.co * (p.ci / p.groups.max(1)) * p.kh * p.kw;
-    let hw = p.check(input.len(), weight_len, out.len(), epi)?;
+    let (isa, l, packed) = (filter.isa, &filter.layout, &filter.packed);
+    p.check(input.len(), p.co * l.cig * l.offs.len(), out.len(), epi)?;
     if p.n == 0 || out.is_empty() {
         return Ok(());
     }
-    let l = Layout::new(isa, p, hw);
-    let packed = &filter.packed;
     let tiles = l.tiles(p.groups);
     let in_img = p.ci * p.h * p.w;
     let buf_len = p.ci * l.ps;
@@ -285,20 +276,20 @@ pub fn conv2d_direct_packed(
     let threads = rayon::current_num_threads();
     let serial = threads == 1 || p.macs() < SERIAL_MACS;
     let tile_at = |padded: &[f32], n: usize, t: usize| {
-        run_tile(isa, p, &l, padded, packed, epi, out, n, t);
+        run_tile(isa, p, l, padded, packed, epi, out, n, t);
     };
     if !serial && p.n >= threads {
         input.par_chunks(in_img).enumerate().for_each_init(
             || vec![0.0; buf_len],
             |buf, (n, x)| {
-                pad_image(p, &l, x, buf);
+                pad_image(p, l, x, buf);
                 (0..tiles).for_each(|t| tile_at(buf, n, t));
             },
         );
     } else {
         let mut buf = vec![0.0; buf_len];
         for (n, x) in input.chunks(in_img).enumerate() {
-            pad_image(p, &l, x, &mut buf);
+            pad_image(p, l, x, &mut buf);
             if serial {
                 (0..tiles).for_each(|t| tile_at(&buf, n, t));
             } else {

@@ -6,6 +6,7 @@ pub mod conv_direct;
 pub mod conv_im2col;
 pub mod conv_params;
 pub mod direct_tile;
+pub mod elementwise;
 pub mod isa;
 pub mod microkernel;
 pub mod pack;
