@@ -1,12 +1,13 @@
 //! Native steps of a plan (`kernel_ir::native`) mapped onto the micro-kernels of
 //! [`super::kernels`]: a conv step runs `conv2d_direct`, `conv2d_im2col` or
-//! `conv2d_winograd` with the
-//! executor's [`Isa`] (`FNET_JIT_ISA` forces one) and the step's epilogue fused.
+//! `conv2d_winograd` with the executor's [`Isa`] (`FNET_JIT_ISA` forces one) and the
+//! step's epilogue fused; a linear layer, a pool and ReLU's backward run their
+//! routines too.
 //!
-//! A Winograd conv whose weight is a constant of the plan (an evaluation plan's bound
-//! weight, never rewritten) has its filter transformed and packed once, when the
-//! executable is built; one whose weight is a buffer written at run time (a training
-//! parameter, a synthesised FlexConv kernel) is transformed in every run.
+//! A Winograd or direct conv whose weight is a constant of the plan (an evaluation
+//! plan's bound weight, never rewritten) has its filter transformed or packed once,
+//! when the executable is built; one whose weight is a buffer written at run time (a
+//! training parameter, a synthesised FlexConv kernel) is transformed in every run.
 
 use super::kernels::conv_backward::{
     conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
@@ -17,10 +18,11 @@ use super::kernels::conv_direct::{
 };
 use super::kernels::conv_im2col::conv2d_im2col;
 use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
+use super::kernels::elementwise::relu_backward;
 use super::kernels::isa::Isa;
 use super::kernels::pack::MatRef;
 use super::kernels::pool::{pool2d, Pool2d};
-use super::kernels::sgemm::{sgemm_linear, Par};
+use super::kernels::sgemm::{sgemm, Par};
 use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
 use super::kernels::winograd_transform::WinogradTile;
 use crate::kernel_ir::native::{ConvGeometry, JitConv, JitConvData, NativeOp, PoolGeometry};
@@ -258,15 +260,19 @@ impl NativeCall {
         Ok(NativeCall::plain(op, isa, args))
     }
 
-    /// A backward step's `(a, b, out)` views.
+    /// The step's arguments as views: every one but the last read-only, the last (the
+    /// step's output) writable.
     #[allow(clippy::mut_from_ref)]
-    fn backward_parts(&self) -> (&[f32], &[f32], &mut [f32]) {
+    fn views(&self) -> (Vec<&[f32]>, &mut [f32]) {
+        let (last, inputs) = self.args.split_last().expect("a step has an output");
         // SAFETY: as in `parts`.
-        let view = |i: usize| unsafe { std::slice::from_raw_parts(self.args[i].0, self.args[i].1) };
-        let (ptr, len) = self.args[2];
+        let inputs = inputs
+            .iter()
+            .map(|&(ptr, len)| unsafe { std::slice::from_raw_parts(ptr as *const f32, len) })
+            .collect();
         // SAFETY: as in `parts`; the output is written by this step only.
-        let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        (view(0), view(1), out)
+        let out = unsafe { std::slice::from_raw_parts_mut(last.0, last.1) };
+        (inputs, out)
     }
 
     /// The input, weight, epilogue and output views.
@@ -309,13 +315,15 @@ impl NativeCall {
         let (geometry, algo) = match self.op {
             NativeOp::Conv2d { geometry, algo, .. } => (geometry, algo),
             NativeOp::ConvBackwardFilter { geometry } => {
-                let (x, dy, dw) = self.backward_parts();
+                let (a, dw) = self.views();
+                let (x, dy) = (a[0], a[1]);
                 conv2d_backward_filter(self.isa, &conv2d(&geometry), x, dy, dw)
                     .expect("a native conv checked when the executable was built");
                 return;
             }
             NativeOp::ConvBackwardData { geometry, algo } => {
-                let (dy, w, dx) = self.backward_parts();
+                let (a, dx) = self.views();
+                let (dy, w) = (a[0], a[1]);
                 let p = conv2d(&geometry);
                 let done = match algo {
                     JitConvData::Col2im => conv2d_backward_data_col2im(self.isa, &p, dy, w, dx),
@@ -331,8 +339,8 @@ impl NativeCall {
                 return;
             }
             NativeOp::ReluBackward { n } => {
-                let (x, dy, dx) = self.backward_parts();
-                relu_backward(&x[..n], &dy[..n], &mut dx[..n]);
+                let (a, dx) = self.views();
+                relu_backward(&a[0][..n], &a[1][..n], &mut dx[..n]);
                 return;
             }
             NativeOp::Linear {
@@ -340,21 +348,17 @@ impl NativeCall {
                 features,
                 outputs,
             } => {
-                // SAFETY: as in `parts`; `dense` checked the lengths.
-                let view = |i: usize| unsafe {
-                    std::slice::from_raw_parts(self.args[i].0, self.args[i].1)
-                };
-                let (ptr, len) = self.args[3];
-                // SAFETY: as above; the output is written by this step only.
-                let y = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-                let (x, w, bias) = (view(0), view(1), view(2));
-                sgemm_linear(
+                let (a, y) = self.views();
+                let (x, w, bias) = (a[0], a[1], a[2]);
+                sgemm(
                     self.isa,
                     batch,
                     outputs,
                     features,
+                    1.0,
                     MatRef::row_major(x, features),
                     MatRef::transposed(w, features),
+                    0.0,
                     y,
                     outputs,
                     Par::Rayon,
@@ -365,13 +369,8 @@ impl NativeCall {
                 return;
             }
             NativeOp::Pool(g) => {
-                let (ptr, len) = self.args[0];
-                // SAFETY: as in `parts`; the input and output are distinct buffers.
-                let x = unsafe { std::slice::from_raw_parts(ptr, len) };
-                let (ptr, len) = self.args[1];
-                // SAFETY: as above; the output is written by this step only.
-                let y = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-                pool2d(&pool(&g), x, y);
+                let (a, y) = self.views();
+                pool2d(&pool(&g), a[0], y);
                 return;
             }
             NativeOp::SyncStats(_) => unreachable!("`NativeCall::new` refuses it"),
@@ -391,24 +390,5 @@ impl NativeCall {
         // `new` checked the geometry and every length, which is all the routines
         // check.
         done.expect("a native conv checked when the executable was built");
-    }
-}
-
-/// `dx = x ≤ 0 ? 0 : dy` (the interpreter's rule: a NaN `x` passes `dy`), in chunks
-/// over rayon; a loop the compiler vectorises.
-fn relu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    const CHUNK: usize = 1 << 14;
-    let part = |(dx, (x, dy)): (&mut [f32], (&[f32], &[f32]))| {
-        for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *d = if x <= 0.0 { 0.0 } else { g };
-        }
-    };
-    if dx.len() <= CHUNK {
-        part((dx, (x, dy)));
-    } else {
-        use rayon::prelude::*;
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(part);
     }
 }

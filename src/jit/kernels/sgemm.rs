@@ -114,7 +114,7 @@ pub fn sgemm(
     par: Par,
 ) {
     assert!(a.fits(m, k), "sgemm: A is shorter than {m}×{k}");
-    if uses_faer(isa, m, n, k) {
+    if uses_faer(isa, m, n, k) || (column_major_b(&b, n) && isa == Isa::best() && m * k > 0) {
         assert!(b.fits(k, n), "sgemm: B is shorter than {k}×{n}");
         assert!(
             ldc >= n && (m - 1) * ldc + n <= c.len(),
@@ -159,33 +159,14 @@ pub fn uses_faer(isa: Isa, m: usize, n: usize, k: usize) -> bool {
     deep || large
 }
 
-/// [`sgemm`] for a linear layer, `y = x·Wᵀ` with `W` row-major (B column-major): on
-/// the best ISA by faer, which reads such operands in place (fnet's kernels pack the
-/// whole of B in every call, which dominates at small batches); otherwise as
-/// [`sgemm`].
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_linear(
-    isa: Isa,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    ldc: usize,
-    par: Par,
-) {
-    assert!(a.fits(m, k), "sgemm: A is shorter than {m}×{k}");
-    assert!(b.fits(k, n), "sgemm: B is shorter than {k}×{n}");
-    assert!(
-        m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n,
-        "sgemm: C too short"
-    );
-    if isa == Isa::best() && m > 0 && n > 0 && k > 0 {
-        faer_gemm(m, n, k, 1.0, a, b, 0.0, c, ldc, par);
-    } else {
-        sgemm(isa, m, n, k, 1.0, a, b, 0.0, c, ldc, par);
-    }
+/// Whether B is stored by columns (a transposed row-major matrix: a linear layer's
+/// weight, a filter gradient's unfolded input). fnet's kernels pack all of such a B
+/// in every call, which dominates small products (LeNet's linear layers at batch 1,
+/// `jit_profile`: 35 µs against faer's 3 µs); faer reads it in place, and was as fast or faster on every
+/// filter-gradient shape `tools/gemm_compare` measured. So [`sgemm`] hands these to
+/// faer on the best ISA.
+fn column_major_b(b: &MatRef, n: usize) -> bool {
+    b.rs == 1 && b.cs != 1 && n > 0
 }
 
 /// `C = α·A·B + β·C` by faer (views already checked against their slices).
