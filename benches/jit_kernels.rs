@@ -4,7 +4,8 @@
 //! effective GFLOP/s = 2·N·Co·Ci·9·H·W / time by im2col + sgemm, Winograd F(2×2),
 //! Winograd F(4×4) and the sliding-window direct conv, each as a fraction of the 2048³
 //! sgemm rate of the same run, and the four on ResNet-20's 3×3 stride-1 convs at
-//! batch 1 and 64.
+//! batch 1 and 64, with those convs' filter gradients by im2col + sgemm and by sliding
+//! windows.
 //! Winograd's filter transform is left out of the time: it is folded when the
 //! weights are bound.
 //!
@@ -14,7 +15,9 @@
 //! four ways and prints one JSON line (seconds, best of reps): what
 //! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
 
+use fnet::jit::kernels::conv_backward::conv2d_backward_filter;
 use fnet::jit::kernels::conv_direct::conv2d_direct;
+use fnet::jit::kernels::conv_filter_direct::conv2d_backward_filter_direct;
 use fnet::jit::kernels::conv_im2col::conv2d_im2col;
 use fnet::jit::kernels::conv_params::{Conv2d, Epilogue};
 use fnet::jit::kernels::isa::Isa;
@@ -64,6 +67,23 @@ fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
         }),
         best(reps, || {
             conv2d_direct(isa, p, &x, &w, &epi, &mut out).unwrap()
+        }),
+    ]
+}
+
+/// The filter gradient of one conv both ways, best of `reps` each: (im2col + sgemm,
+/// sliding windows).
+fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 2] {
+    let x = data(p.n * p.ci * p.h * p.w, 3);
+    let (ho, wo) = p.out_hw().unwrap();
+    let dy = data(p.n * p.co * ho * wo, 4);
+    let mut dw = vec![0.0; p.co * p.ci * 9];
+    [
+        best(reps, || {
+            conv2d_backward_filter(isa, p, &x, &dy, &mut dw).unwrap()
+        }),
+        best(reps, || {
+            conv2d_backward_filter_direct(isa, p, &x, &dy, &mut dw).unwrap()
         }),
     ]
 }
@@ -129,7 +149,7 @@ fn main() {
         .iter()
         .flat_map(|&(c, hw)| [1, 64].map(|n| Conv2d::simple(n, c, hw, hw, c, 3, 1)))
         .collect();
-    let mut stage_best = vec![[f64::INFINITY; 4]; stages.len()];
+    let mut stage_best = vec![[f64::INFINITY; 6]; stages.len()];
     pool.install(|| {
         for _ in 0..rounds {
             for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
@@ -142,7 +162,8 @@ fn main() {
             }
             for (best, p) in stage_best.iter_mut().zip(&stages) {
                 let reps = (2e8 / (2.0 * p.macs() as f64)).clamp(3.0, 200.0) as usize;
-                for (b, t) in best.iter_mut().zip(conv_times(isa, p, reps)) {
+                let times = conv_times(isa, p, reps).into_iter();
+                for (b, t) in best.iter_mut().zip(times.chain(filter_times(isa, p, reps))) {
                     *b = b.min(t);
                 }
             }
@@ -173,20 +194,22 @@ fn main() {
             100.0 * g / peak
         );
     }
-    println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s");
+    println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s (forward; filter gradient)");
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>8}",
-        "conv", "im2col", "F(2x2)", "F(4x4)", "direct"
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "conv", "im2col", "F(2x2)", "F(4x4)", "direct", "dW im2col", "dW direct"
     );
     for (p, t) in stages.iter().zip(&stage_best) {
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1}",
             format!("N{} C{} {}x{}", p.n, p.ci, p.h, p.w),
             g[0],
             g[1],
             g[2],
-            g[3]
+            g[3],
+            g[4],
+            g[5]
         );
     }
 }

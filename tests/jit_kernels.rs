@@ -6,6 +6,8 @@ mod common;
 mod conv;
 #[path = "jit_kernels/direct.rs"]
 mod direct;
+#[path = "jit_kernels/filter.rs"]
+mod filter;
 #[path = "jit_kernels/isa.rs"]
 mod isa;
 #[path = "jit_kernels/pool.rs"]

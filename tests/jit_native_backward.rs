@@ -1,7 +1,8 @@
 //! The JIT's native backward convs (`NativeOp::ConvBackwardFilter` / `ConvBackwardData`,
-//! `jit::kernels::conv_backward`) against the f64 interpreter's training step: each
-//! data-gradient algorithm forced (`FNET_JIT_CONV_BWD`, read when the plan is lowered,
-//! so each runs in a child process, as each ISA does with `FNET_JIT_ISA`), on awkward
+//! `jit::kernels::conv_backward`, `conv_filter_direct`) against the f64 interpreter's
+//! training step: each data-gradient algorithm forced (`FNET_JIT_CONV_BWD`, read when
+//! the plan is lowered, so each runs in a child process, as each ISA does with
+//! `FNET_JIT_ISA`), and the filter gradient by im2col (`FNET_JIT_CONV_FILTER`), on awkward
 //! convs: odd sizes, stride 2, padding 0/1/2, groups, dilation, channel counts that are
 //! no multiple of 8 or 16, 1-D. Each model is a 1×1 conv (so the awkward conv's input
 //! has a gradient), the awkward conv, a global average pool and a linear layer: no
@@ -14,7 +15,7 @@ use common::models::{input, program};
 use common::{assert_close, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
-use fnet::kernel_ir::native::{JitConvData, NativeOp};
+use fnet::kernel_ir::native::{JitConvData, JitConvFilter, NativeOp};
 use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 
@@ -74,6 +75,13 @@ const CASES: &[(&str, &[usize], bool, bool)] = &[
         false,
     ),
     ("conv1d(5, 5, padding: 2)", &[2, 3, 21], true, false),
+    ("conv1d(6, 3, padding: 1)", &[2, 5, 19], true, false),
+    (
+        "conv2d(5, 3, dilation: [2, 1], padding: [2, 1])",
+        &[1, 3, 10, 9],
+        true,
+        false,
+    ),
 ];
 
 fn source(conv: &str, shape: &[usize]) -> String {
@@ -106,11 +114,18 @@ fn forced() -> Option<JitConvData> {
         .expect("not generated")
 }
 
+/// The filter-gradient algorithm forced in this process (`None`: the rule).
+fn forced_filter() -> Option<JitConvFilter> {
+    fnet::kernel_ir::native::filter_from_env().expect("a valid FNET_JIT_CONV_FILTER")
+}
+
 /// One training step of each case equals the f64 interpreter's, and the plan holds
-/// the native backward steps the forced algorithm gives.
+/// the native backward steps the forced algorithms give.
 #[test]
 fn backward_convs_match_the_reference() {
     let forced = forced();
+    let forced_filter = forced_filter();
+    let mut direct_filters = 0;
     for (i, &(conv, shape, forward, wino)) in CASES.iter().enumerate() {
         let src = source(conv, shape);
         let m = program(&src);
@@ -144,11 +159,28 @@ fn backward_convs_match_the_reference() {
             assert_close(&format!("{src} ({forced:?}): {name}"), got, want, 1e-4);
         }
         let steps = &run.executable().plan.steps;
-        let filters = steps
+        let filters: Vec<_> = steps
             .iter()
-            .filter(|s| matches!(s.native, Some(NativeOp::ConvBackwardFilter { .. })))
-            .count();
-        assert_eq!(filters, 2, "{src}: two native filter gradients");
+            .filter_map(|s| match s.native {
+                Some(NativeOp::ConvBackwardFilter { geometry, algo }) => Some((geometry, algo)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(filters.len(), 2, "{src}: two native filter gradients");
+        for (g, algo) in filters {
+            // The sliding windows take 3-wide kernels at stride 1, width dilation 1.
+            let covered = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
+            let want = match forced_filter {
+                Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
+                _ if covered => JitConvFilter::Direct,
+                _ => JitConvFilter::Im2col,
+            };
+            assert_eq!(
+                algo, want,
+                "{src} ({forced_filter:?}): filter gradient of {g:?}"
+            );
+            direct_filters += usize::from(algo == JitConvFilter::Direct);
+        }
         let data: Vec<JitConvData> = steps
             .iter()
             .filter_map(|s| match s.native {
@@ -173,23 +205,31 @@ fn backward_convs_match_the_reference() {
             "{src} ({forced:?}): data gradient steps"
         );
     }
+    if forced_filter != Some(JitConvFilter::Im2col) {
+        assert!(
+            direct_filters >= 8,
+            "{direct_filters} direct filter gradients"
+        );
+    }
 }
 
-/// Every data-gradient algorithm under every ISA this CPU has, each pair in a child
-/// process running [`backward_convs_match_the_reference`].
+/// Every data-gradient algorithm under every ISA this CPU has (the filter gradient by
+/// its rule), and the filter gradient by im2col, each in a child process running
+/// [`backward_convs_match_the_reference`].
 #[test]
 fn every_algorithm_and_isa_agrees() {
     if std::env::var_os(CHILD).is_some() {
         return;
     }
     for isa in fnet::jit::kernels::isa::Isa::available() {
-        for algo in [
-            "auto",
-            "col2im",
-            "direct",
-            "im2col",
-            "winograd2",
-            "winograd4",
+        for (algo, filter) in [
+            ("auto", "auto"),
+            ("col2im", "auto"),
+            ("direct", "auto"),
+            ("im2col", "auto"),
+            ("winograd2", "auto"),
+            ("winograd4", "auto"),
+            ("auto", "im2col"),
         ] {
             let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
                 .args([
@@ -200,31 +240,37 @@ fn every_algorithm_and_isa_agrees() {
                 ])
                 .env("FNET_JIT_ISA", isa.to_string())
                 .env("FNET_JIT_CONV_BWD", algo)
+                .env("FNET_JIT_CONV_FILTER", filter)
                 .env(CHILD, "1")
                 .output()
                 .expect("the test binary runs");
             let text = String::from_utf8_lossy(&out.stdout).to_string()
                 + &String::from_utf8_lossy(&out.stderr);
-            let what = format!("FNET_JIT_ISA={isa} FNET_JIT_CONV_BWD={algo}");
+            let what = format!(
+                "FNET_JIT_ISA={isa} FNET_JIT_CONV_BWD={algo} FNET_JIT_CONV_FILTER={filter}"
+            );
             assert!(out.status.success(), "{what}:\n{text}");
             assert!(text.contains("1 passed"), "{what}: ran nothing:\n{text}");
         }
     }
 }
 
-/// A bad `FNET_JIT_CONV_BWD` is an error that names the variable, not a panic.
+/// A bad `FNET_JIT_CONV_BWD` or `FNET_JIT_CONV_FILTER` is an error that names the
+/// variable, not a panic.
 #[test]
 fn a_bad_variable_is_an_error() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
-        .args(["bench", "--training", "--backend", "jit", "--batch", "2"])
-        .args(["--iters", "1"])
-        .arg(common::example_path("lenet_mnist"))
-        .env("FNET_JIT_CONV_BWD", "sideways")
-        .output()
-        .expect("fnetc runs");
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    assert!(text.contains("FNET_JIT_CONV_BWD=sideways"), "{text}");
-    assert!(!text.contains("panicked"), "{text}");
+    for var in ["FNET_JIT_CONV_BWD", "FNET_JIT_CONV_FILTER"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"))
+            .args(["bench", "--training", "--backend", "jit", "--batch", "2"])
+            .args(["--iters", "1"])
+            .arg(common::example_path("lenet_mnist"))
+            .env(var, "sideways")
+            .output()
+            .expect("fnetc runs");
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(&format!("{var}=sideways")), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
 }

@@ -4,12 +4,12 @@
 //! F(4×4,3×3), `kernel_ir::native`). The FFT is the kernel IR's, as on OpenCL, so it
 //! takes OpenCL's CPU work counts.
 //!
-//! | algorithm | f₁ | f₂ | f₃ |
-//! |---|---|---|---|
-//! | direct, stride 1 (native) | multiply-adds as the sliding-window tiles run them (positions `ho·wp` rounded up to 48, each group's channels to 8) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
+//! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ |
+//! |---|---|---|---|---|---|
+//! | direct, stride 1 (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·wp` to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
 //! | direct, strided (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
-//! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) |
-//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | |
+//! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM |
+//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | f₁ again when all the tiles fit one chunk, which runs on one thread | | |
 //!
 //! A stride-1 direct conv runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`), a strided one the generated kernel: separate
@@ -25,9 +25,13 @@ use crate::ir::op::ConvAlgo;
 /// The JIT target's register tile (`backend::JitBackend::default_target`).
 const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
-/// The sliding-window routine's AVX-512 tile: 8 output channels × 3 vectors of 16.
-const DIRECT_CO: u64 = 8;
-const DIRECT_POSITIONS: u64 = 48;
+/// The sliding-window routine's AVX-512 tiles, `(output channels, positions)`, as
+/// `jit::kernels::direct_tile` picks them: the fewest padding channels, the earlier
+/// on a tie.
+const DIRECT_TILES: [(u64, u64); 3] = [(8, 48), (6, 64), (4, 96)];
+/// Winograd GEMMs run on chunks of whole 32-column panels of tiles: fewer tiles than
+/// that (a small map at batch 1) still cost a whole panel.
+const WINOGRAD_PANEL: u64 = 32;
 
 pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
     let out = shape.output()?;
@@ -53,8 +57,7 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
             if symmetric && shape.stride.iter().all(|&s| s == 1) {
                 // Positions on the padded plane: output rows of the padded width.
                 let wp = *shape.input.last()? + pads.last()?.0 + pads.last()?.1;
-                let positions = (rows * wp).div_ceil(DIRECT_POSITIONS) * DIRECT_POSITIONS;
-                let cog = (shape.co / groups).div_ceil(DIRECT_CO) * DIRECT_CO;
+                let (cog, positions) = direct_tiles(shape.co / groups, rows * wp);
                 let macs = b * (groups * cog * positions * cig * taps) as f64;
                 return Some(vec![macs, moved, 0.0, 0.0, 0.0]);
             }
@@ -87,24 +90,49 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
             } else {
                 shape.ci * taps * plane
             };
+            let macs = b * (shape.co * plane * cig * taps) as f64;
+            // One image is split inside its GEMM, by column blocks and per depth block,
+            // at a fraction of the rate of images spread whole over the threads.
+            let split = if shape.batch == 1 { macs } else { 0.0 };
             Some(vec![
-                b * (shape.co * plane * cig * taps) as f64,
+                macs,
                 b * cols as f64,
                 b * (shape.co * plane) as f64,
+                split,
             ])
         }
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
             let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
             let alpha2 = (m + 2) * (m + 2);
-            let tiles = out[0].div_ceil(m) * out[1].div_ceil(m);
+            let tiles = shape.batch * out[0].div_ceil(m) * out[1].div_ceil(m);
+            let columns = tiles.div_ceil(WINOGRAD_PANEL) * WINOGRAD_PANEL;
+            let macs = (columns * alpha2 * shape.ci * shape.co) as f64;
+            // The routine's chunk of tiles (V and M together within 512 KiB): all the
+            // tiles in one chunk run on one thread.
+            let budget = (512 * 1024 / 4) / (alpha2 * (shape.ci + shape.co)).max(1);
+            let chunk = (budget / WINOGRAD_PANEL * WINOGRAD_PANEL).clamp(32, 512);
+            let serial = if tiles <= chunk { macs } else { 0.0 };
             Some(vec![
-                b * (tiles * alpha2 * shape.ci * shape.co) as f64,
-                b * (tiles * alpha2 * (shape.ci + shape.co)) as f64,
+                macs,
+                (tiles * alpha2 * (shape.ci + shape.co)) as f64,
+                serial,
             ])
         }
         ConvAlgo::Fft => super::opencl::features(shape, ConvAlgo::Fft, false),
         _ => None,
     }
+}
+
+/// Output channels and positions per group as the direct tiles run them: channels
+/// padded to a whole number of blocks, positions to whole tiles.
+fn direct_tiles(channels: u64, positions: u64) -> (u64, u64) {
+    let padded = |cb: u64| channels.max(1).div_ceil(cb) * cb;
+    let best = DIRECT_TILES.iter().map(|&(cb, _)| padded(cb)).min();
+    let &(cb, span) = DIRECT_TILES
+        .iter()
+        .find(|&&(cb, _)| Some(padded(cb)) == best)
+        .unwrap_or(&DIRECT_TILES[0]);
+    (padded(cb), positions.div_ceil(span) * span)
 }
 
 /// 3×3, stride 1, dilation 1, one group, 2-D.
@@ -127,21 +155,35 @@ mod tests {
         let im2col = features(&s, ConvAlgo::Im2col).unwrap();
         assert_eq!(
             im2col,
-            vec![2.0 * 16.0 * 100.0 * 72.0, 2.0 * 72.0 * 100.0, 3200.0]
+            vec![2.0 * 16.0 * 100.0 * 72.0, 2.0 * 72.0 * 100.0, 3200.0, 0.0]
         );
-        // F2: 5×5 tiles of 16 points; F4: 3×3 tiles of 36.
-        let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
+        let one = ConvShape::plain(1, 8, 16, &[10, 10], &[3, 3], Padding::Same);
+        let split = features(&one, ConvAlgo::Im2col).unwrap();
         assert_eq!(
-            w2,
-            vec![2.0 * 25.0 * 16.0 * 128.0, 2.0 * 25.0 * 16.0 * 24.0]
+            (split[0], split[3]),
+            (16.0 * 100.0 * 72.0, 16.0 * 100.0 * 72.0)
         );
+        // F2: 5×5 tiles of 16 points per image, 50 tiles in GEMM panels of 32 (64
+        // columns); F4: 3×3 tiles of 36, 18 tiles (one panel of 32).
+        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
+        let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
+        let macs = 64.0 * 16.0 * 128.0;
+        assert_eq!(w2, vec![macs, 2.0 * 25.0 * 16.0 * 24.0, macs]);
         let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
-        assert_eq!(w4, vec![2.0 * 9.0 * 36.0 * 128.0, 2.0 * 9.0 * 36.0 * 24.0]);
+        let macs = 32.0 * 36.0 * 128.0;
+        assert_eq!(w4, vec![macs, 2.0 * 9.0 * 36.0 * 24.0, macs]);
+        // ResNet-20's last stage at batch 64: 1024 F4 tiles in chunks of 32.
+        let wide = ConvShape::plain(64, 64, 64, &[8, 8], &[3, 3], Padding::Same);
+        assert_eq!(features(&wide, ConvAlgo::Winograd4).unwrap()[2], 0.0);
         // Direct at stride 1, the sliding windows: 10 rows of the padded width 12 are
         // 120 positions, 144 in tiles of 48; 16 channels are whole tiles of 8.
         let d = features(&s, ConvAlgo::Direct).unwrap();
         assert_eq!(d[0], 2.0 * (16 * 144 * 8 * 9) as f64);
         assert_eq!(d[2], 0.0);
+        // 6 channels take the 6 × 64 tile: 120 positions are 128.
+        let six = ConvShape::plain(2, 8, 6, &[10, 10], &[3, 3], Padding::Same);
+        let d = features(&six, ConvAlgo::Direct).unwrap();
+        assert_eq!(d[0], 2.0 * (6 * 128 * 8 * 9) as f64);
         let mut strided = s.clone();
         strided.stride = vec![2, 2];
         // Strided, the generated kernel: rows of 5 rounded to 16 lanes.

@@ -245,6 +245,57 @@ pub fn choose_data(
     }
 }
 
+/// How the JIT runs the filter gradient (backward to the weight) of a conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JitConvFilter {
+    /// Per image, the im2col unfolding of the input and one GEMM: any geometry.
+    Im2col,
+    /// Sliding windows over the padded input against the transposed output gradient,
+    /// with no column matrix (3-wide kernels, stride 1, width dilation 1).
+    Direct,
+}
+
+impl JitConvFilter {
+    pub const ALL: [JitConvFilter; 2] = [JitConvFilter::Im2col, JitConvFilter::Direct];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JitConvFilter::Im2col => "im2col",
+            JitConvFilter::Direct => "direct",
+        }
+    }
+}
+
+/// The environment variable that forces the JIT's filter-gradient algorithm:
+/// `auto|im2col|direct`.
+pub const FILTER_ENV: &str = "FNET_JIT_CONV_FILTER";
+
+/// What `FNET_JIT_CONV_FILTER` asks for: `Ok(None)` for the rule of [`choose_filter`].
+pub fn filter_from_env() -> Result<Option<JitConvFilter>, String> {
+    let v = std::env::var(FILTER_ENV).unwrap_or_default();
+    match v.trim() {
+        "" | "auto" => Ok(None),
+        name => JitConvFilter::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .map(Some)
+            .ok_or_else(|| format!("{FILTER_ENV}={name}: expected one of auto, im2col, direct")),
+    }
+}
+
+/// The filter-gradient algorithm of the conv `g`: the sliding-window route wherever it
+/// covers the conv (it ran ResNet-20's filter gradients at 152–173 GFLOP/s against
+/// im2col's 81–122, `cargo bench --bench jit_kernels`), unless `forced` asks for
+/// im2col; im2col elsewhere.
+pub fn choose_filter(g: &ConvGeometry, forced: Option<JitConvFilter>) -> JitConvFilter {
+    let direct = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
+    match forced {
+        Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
+        _ if direct => JitConvFilter::Direct,
+        _ => JitConvFilter::Im2col,
+    }
+}
+
 /// A routine call of a native step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NativeOp {
@@ -255,7 +306,10 @@ pub enum NativeOp {
         epilogue: NativeEpilogue,
     },
     /// The filter gradient of a conv, `dW = Σ dY·col(x)ᵀ`. Arguments: `x`, `dy`, `dw`.
-    ConvBackwardFilter { geometry: ConvGeometry },
+    ConvBackwardFilter {
+        geometry: ConvGeometry,
+        algo: JitConvFilter,
+    },
     /// The data gradient of a conv. Arguments: `dy`, the weight, `dx`.
     ConvBackwardData {
         geometry: ConvGeometry,
@@ -312,7 +366,7 @@ impl NativeOp {
     pub fn flops(&self) -> u64 {
         match self {
             NativeOp::Conv2d { geometry, .. }
-            | NativeOp::ConvBackwardFilter { geometry }
+            | NativeOp::ConvBackwardFilter { geometry, .. }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
             NativeOp::ReluBackward { n } => *n as u64,
             // Saturating: a pathological layer (a window of 2⁶³) must not overflow.
@@ -334,7 +388,9 @@ impl NativeOp {
     pub fn name(&self) -> String {
         match self {
             NativeOp::Conv2d { algo, .. } => format!("conv2d_{}", algo.name()),
-            NativeOp::ConvBackwardFilter { .. } => "conv2d_bwd_filter_gemm".to_string(),
+            NativeOp::ConvBackwardFilter { algo, .. } => {
+                format!("conv2d_bwd_filter_{}", algo.name())
+            }
             NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
             NativeOp::ReluBackward { .. } => "relu_backward".to_string(),
             NativeOp::Linear { .. } => "linear_gemm".to_string(),

@@ -21,7 +21,7 @@ use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::direct_tile::{tile, TileArgs, TileShape};
 use super::isa::Isa;
 
-/// Floats of the largest tile (AVX-512: 8 channels × 3 vectors × 16 lanes).
+/// Floats of the largest tile (AVX-512: 24 vectors of 16 lanes).
 const MAX_TILE: usize = 8 * 3 * 16;
 
 /// Products below this many multiply-adds run on the calling thread.
@@ -60,7 +60,7 @@ struct Layout {
 
 impl Layout {
     fn new(isa: Isa, p: &Conv2d, (ho, wo): (usize, usize)) -> Layout {
-        let shape = TileShape::of(isa);
+        let shape = TileShape::for_channels(isa, p.co / p.groups.max(1));
         let (hp, wp) = (p.h + 2 * p.pad.0, p.w + 2 * p.pad.1);
         let q = ho * wp;
         let vectors = q.div_ceil(shape.lanes);
@@ -146,12 +146,13 @@ impl DirectFilter {
     }
 }
 
-/// Copies image `x` (`[ci, h, w]`) into `buf` (`[ci][ps]`), zero-padded.
-fn pad_image(p: &Conv2d, l: &Layout, x: &[f32], buf: &mut [f32]) {
+/// Copies image `x` (`[ci, h, w]`) into `buf` (`[ci][ps]`), zero-padded, each plane
+/// flattened with row length `wp`.
+pub(super) fn pad_planes(p: &Conv2d, (wp, ps): (usize, usize), x: &[f32], buf: &mut [f32]) {
     buf.fill(0.0);
-    for (plane, dst) in x.chunks_exact(p.h * p.w).zip(buf.chunks_exact_mut(l.ps)) {
+    for (plane, dst) in x.chunks_exact(p.h * p.w).zip(buf.chunks_exact_mut(ps)) {
         for (row, src) in plane.chunks_exact(p.w).enumerate() {
-            let at = (row + p.pad.0) * l.wp + p.pad.1;
+            let at = (row + p.pad.0) * wp + p.pad.1;
             dst[at..at + p.w].copy_from_slice(src);
         }
     }
@@ -196,7 +197,7 @@ fn run_tile(
         w: &packed[(g * l.co_blocks + cob) * block..][..block],
         nv,
     };
-    tile(isa, &args, &mut acc);
+    tile(isa, s, &args, &mut acc);
     let co0 = g * l.cog + cob * s.cb;
     let channels = (l.cog - cob * s.cb).min(s.cb);
     let positions = (l.q - q0).min(nv * s.lanes);
@@ -230,8 +231,7 @@ fn store(l: &Layout, sums: &[f32], q0: usize, epi: &Epilogue, out: OutPtr, chan:
             // SAFETY: in bounds (asserted); tiles cover disjoint (channel, position)
             // pairs, so no other thread writes these elements.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
-            dst.copy_from_slice(&sums[q - q0..q - q0 + len]);
-            epi.apply_channel(dst, co, at);
+            epi.store_channel(dst, &sums[q - q0..q - q0 + len], co, at);
         }
         q = row_end;
     }
@@ -282,14 +282,14 @@ pub fn conv2d_direct_packed(
         input.par_chunks(in_img).enumerate().for_each_init(
             || vec![0.0; buf_len],
             |buf, (n, x)| {
-                pad_image(p, l, x, buf);
+                pad_planes(p, (l.wp, l.ps), x, buf);
                 (0..tiles).for_each(|t| tile_at(buf, n, t));
             },
         );
     } else {
         let mut buf = vec![0.0; buf_len];
         for (n, x) in input.chunks(in_img).enumerate() {
-            pad_image(p, l, x, &mut buf);
+            pad_planes(p, (l.wp, l.ps), x, &mut buf);
             if serial {
                 (0..tiles).for_each(|t| tile_at(&buf, n, t));
             } else {

@@ -205,16 +205,45 @@ impl Epilogue<'_> {
     /// element sits at `offset` in the whole output (where the residual is read).
     #[inline]
     pub fn apply_channel(&self, out: &mut [f32], co: usize, offset: usize) {
-        if let Some(b) = self.bias {
-            let b = b[co];
-            out.iter_mut().for_each(|v| *v += b);
+        let b = self.bias.map_or(0.0, |b| b[co]);
+        match self.residual {
+            Some(r) => {
+                let r = &r[offset..offset + out.len()];
+                out.iter_mut()
+                    .zip(r)
+                    .for_each(|(v, r)| *v = self.clamp(*v + b + r));
+            }
+            None => out.iter_mut().for_each(|v| *v = self.clamp(*v + b)),
         }
-        if let Some(r) = self.residual {
-            let r = &r[offset..offset + out.len()];
-            out.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+    }
+
+    /// Writes `dst = epilogue(src)` for outputs of channel `co` from `offset` on, in one
+    /// pass (what [`Epilogue::apply_channel`] does after a copy).
+    #[inline]
+    pub fn store_channel(&self, dst: &mut [f32], src: &[f32], co: usize, offset: usize) {
+        assert_eq!(dst.len(), src.len(), "store_channel: lengths differ");
+        let b = self.bias.map_or(0.0, |b| b[co]);
+        match self.residual {
+            Some(r) => {
+                let r = &r[offset..offset + dst.len()];
+                for ((d, s), r) in dst.iter_mut().zip(src).zip(r) {
+                    *d = self.clamp(s + b + r);
+                }
+            }
+            None => dst
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, s)| *d = self.clamp(s + b)),
         }
+    }
+
+    /// The last step: ReLU's clamp at zero, when there is one.
+    #[inline(always)]
+    fn clamp(&self, v: f32) -> f32 {
         if self.relu {
-            out.iter_mut().for_each(|v| *v = v.max(0.0));
+            v.max(0.0)
+        } else {
+            v
         }
     }
 }

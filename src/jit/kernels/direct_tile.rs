@@ -4,9 +4,10 @@
 //! the padded, flattened input plane: `out[o][j] = Σ_c Σ_t w[c][t][o] · x[c·ps +
 //! offs[t] + j]`. On that plane every tap of a stride-1 conv is a shift, so one
 //! unaligned vector load serves all `cb` channels of a tap, and each weight is one
-//! broadcast used by `nv` FMAs. AVX-512 holds 8 × 3 accumulators of 16 lanes (24 of its
-//! 32 registers), AVX2 4 × 3 of 8 lanes (12 of 16): both leave room for the loaded
-//! inputs and the broadcast, so nothing spills.
+//! broadcast used by `nv` FMAs. AVX-512 holds 24 accumulators of 16 lanes (8 channels ×
+//! 3 vectors, 6 × 4 or 4 × 6; 24 of its 32 registers), AVX2 12 of 8 lanes (4 × 3 or
+//! 3 × 4; 12 of 16): both leave room for the loaded inputs and the broadcast, so
+//! nothing spills.
 
 use super::isa::{Isa, IsaKind};
 
@@ -19,20 +20,28 @@ pub struct TileShape {
     pub max_nv: usize,
 }
 
+/// The shapes each ISA has kernels for, `(cb, max_nv)`, preferred first. Every shape
+/// holds the same number of accumulators, so a narrower channel block takes more
+/// positions: a conv with 6 output channels (LeNet's first) runs 6 × 4, not 8 × 3 with
+/// a quarter of its multiplies on padding channels.
+const AVX512_SHAPES: [(usize, usize); 3] = [(8, 3), (6, 4), (4, 6)];
+const NARROW_SHAPES: [(usize, usize); 2] = [(4, 3), (3, 4)];
+
 impl TileShape {
-    pub fn of(isa: Isa) -> TileShape {
-        match isa.kind() {
-            IsaKind::Avx512 => TileShape {
-                lanes: 16,
-                cb: 8,
-                max_nv: 3,
-            },
-            IsaKind::Avx2 | IsaKind::Portable => TileShape {
-                lanes: 8,
-                cb: 4,
-                max_nv: 3,
-            },
-        }
+    /// The shape for `channels` output channels per group: the one that pads the
+    /// fewest channels up to a whole number of blocks, the earlier on a tie.
+    pub fn for_channels(isa: Isa, channels: usize) -> TileShape {
+        let (lanes, shapes): (usize, &[(usize, usize)]) = match isa.kind() {
+            IsaKind::Avx512 => (16, &AVX512_SHAPES),
+            IsaKind::Avx2 | IsaKind::Portable => (8, &NARROW_SHAPES),
+        };
+        let padded = |&(cb, _): &(usize, usize)| channels.max(1).div_ceil(cb) * cb;
+        let best = shapes.iter().map(padded).min().unwrap_or(0);
+        let &(cb, max_nv) = shapes
+            .iter()
+            .find(|s| padded(s) == best)
+            .unwrap_or(&shapes[0]);
+        TileShape { lanes, cb, max_nv }
     }
 }
 
@@ -47,47 +56,72 @@ pub struct TileArgs<'a> {
     pub nv: usize,
 }
 
-/// Computes one tile into `out`. Panics if a read would leave `x` or `w`: the driver
-/// sizes the padded plane so that it never does.
-pub fn tile(isa: Isa, a: &TileArgs, out: &mut [f32]) {
-    let s = TileShape::of(isa);
-    let span = a.nv * s.lanes;
+/// Picks the monomorphised kernel `$f::<CB, NV>` for a runtime `(cb, nv)` among an
+/// ISA's shapes.
+macro_rules! dispatch {
+    ($f:ident, $cb:expr, $nv:expr, $args:tt, [$(($c:literal, [$($n:literal),*])),*]) => {
+        match ($cb, $nv) {
+            $($(($c, $n) => $f::<$c, $n> $args,)*)*
+            (cb, nv) => unreachable!("no {cb}×{nv} tile"),
+        }
+    };
+}
+
+/// Computes one tile of `shape` into `out`. Panics if a read would leave `x` or `w`:
+/// the driver sizes the padded plane so that it never does.
+pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
+    let span = a.nv * shape.lanes;
     let max_off = a.offs.iter().copied().max().unwrap_or(0);
-    assert!(a.nv >= 1 && a.nv <= s.max_nv, "1 to {} vectors", s.max_nv);
+    assert_eq!(
+        shape,
+        TileShape::for_channels(isa, shape.cb),
+        "not a shape of {isa:?}"
+    );
+    assert!(
+        a.nv >= 1 && a.nv <= shape.max_nv,
+        "1 to {} vectors",
+        shape.max_nv
+    );
     assert!(a.cin == 0 || (a.cin - 1) * a.ps + max_off + span <= a.x.len());
-    assert!(a.w.len() >= a.cin * a.offs.len() * s.cb);
-    assert!(out.len() >= s.cb * span);
+    assert!(a.w.len() >= a.cin * a.offs.len() * shape.cb);
+    assert!(out.len() >= shape.cb * span);
     let (x, w, o) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr());
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` proves the CPU has AVX-512F; the asserts bound every access.
         IsaKind::Avx512 => unsafe {
-            match a.nv {
-                1 => avx512::<1>(x, a.ps, a.cin, a.offs, w, o),
-                2 => avx512::<2>(x, a.ps, a.cin, a.offs, w, o),
-                _ => avx512::<3>(x, a.ps, a.cin, a.offs, w, o),
-            }
+            dispatch!(
+                avx512,
+                shape.cb,
+                a.nv,
+                (x, a.ps, a.cin, a.offs, w, o),
+                [(8, [1, 2, 3]), (6, [1, 2, 3, 4]), (4, [1, 2, 3, 4, 5, 6])]
+            )
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` proves AVX2 and FMA; the asserts bound every access.
         IsaKind::Avx2 => unsafe {
-            match a.nv {
-                1 => avx2::<1>(x, a.ps, a.cin, a.offs, w, o),
-                2 => avx2::<2>(x, a.ps, a.cin, a.offs, w, o),
-                _ => avx2::<3>(x, a.ps, a.cin, a.offs, w, o),
-            }
+            dispatch!(
+                avx2,
+                shape.cb,
+                a.nv,
+                (x, a.ps, a.cin, a.offs, w, o),
+                [(4, [1, 2, 3]), (3, [1, 2, 3, 4])]
+            )
         },
-        _ => match a.nv {
-            1 => portable::<1>(a, out),
-            2 => portable::<2>(a, out),
-            _ => portable::<3>(a, out),
-        },
+        _ => dispatch!(
+            portable,
+            shape.cb,
+            a.nv,
+            (a, out),
+            [(4, [1, 2, 3]), (3, [1, 2, 3, 4])]
+        ),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512<const NV: usize>(
+unsafe fn avx512<const CB: usize, const NV: usize>(
     x: *const f32,
     ps: usize,
     cin: usize,
@@ -96,7 +130,6 @@ unsafe fn avx512<const NV: usize>(
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    const CB: usize = 8;
     let taps = offs.len();
     let mut acc = [[_mm512_setzero_ps(); NV]; CB];
     for c in 0..cin {
@@ -123,7 +156,7 @@ unsafe fn avx512<const NV: usize>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<const NV: usize>(
+unsafe fn avx2<const CB: usize, const NV: usize>(
     x: *const f32,
     ps: usize,
     cin: usize,
@@ -132,7 +165,6 @@ unsafe fn avx2<const NV: usize>(
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    const CB: usize = 4;
     let taps = offs.len();
     let mut acc = [[_mm256_setzero_ps(); NV]; CB];
     for c in 0..cin {
@@ -159,8 +191,7 @@ unsafe fn avx2<const NV: usize>(
 
 /// Plain arrays the compiler vectorises for the build target (a separate multiply and
 /// add: `mul_add` without FMA hardware is a libm call).
-fn portable<const NV: usize>(a: &TileArgs, out: &mut [f32]) {
-    const CB: usize = 4;
+fn portable<const CB: usize, const NV: usize>(a: &TileArgs, out: &mut [f32]) {
     const L: usize = 8;
     let taps = a.offs.len();
     let mut acc = [[[0f32; L]; NV]; CB];

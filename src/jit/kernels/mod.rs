@@ -3,10 +3,12 @@
 
 pub mod conv_backward;
 pub mod conv_direct;
+pub mod conv_filter_direct;
 pub mod conv_im2col;
 pub mod conv_params;
 pub mod direct_tile;
 pub mod elementwise;
+pub mod filter_tile;
 pub mod isa;
 pub mod microkernel;
 pub mod pack;

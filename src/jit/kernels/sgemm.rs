@@ -47,27 +47,31 @@ pub struct PackedA {
 impl PackedA {
     /// Packs the `m × k` matrix `a` for `isa`'s micro-kernel.
     pub fn new(isa: Isa, m: usize, k: usize, a: MatRef) -> PackedA {
-        assert!(
-            a.fits(m, k),
-            "PackedA::new: the view is shorter than {m}×{k}"
-        );
-        let mr = MicroKernel::for_isa(isa).mr;
+        let mut packed = PackedA {
+            kind: isa.kind(),
+            m,
+            k,
+            mr: MicroKernel::for_isa(isa).mr,
+            data: Vec::new(),
+        };
+        packed.repack(a);
+        packed
+    }
+
+    /// Packs a new `m × k` matrix `a` of the same shape into this one's memory (a
+    /// weight that changes every training step).
+    pub fn repack(&mut self, a: MatRef) {
+        let (m, k, mr) = (self.m, self.k, self.mr);
+        assert!(a.fits(m, k), "PackedA: the view is shorter than {m}×{k}");
         let mp = m.div_ceil(mr);
-        let mut data = vec![0.0; mp * k * mr];
+        self.data.resize(mp * k * mr, 0.0);
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            let block = &mut data[p0 * mp * mr..(p0 + kc) * mp * mr];
+            let block = &mut self.data[p0 * mp * mr..(p0 + kc) * mp * mr];
             for (ip, panel) in block.chunks_exact_mut(kc * mr).enumerate() {
                 let rows = mr.min(m - ip * mr);
                 pack_a_panel(a, ip * mr, rows, p0, kc, mr, panel);
             }
-        }
-        PackedA {
-            kind: isa.kind(),
-            m,
-            k,
-            mr,
-            data,
         }
     }
 

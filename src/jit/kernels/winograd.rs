@@ -31,6 +31,8 @@ pub struct WinogradFilter {
     isa: Isa,
     co: usize,
     ci: usize,
+    /// The transformed filters, `[co·ci][α²]` (kept for [`WinogradFilter::refill`]).
+    transformed: Vec<f32>,
     u: Vec<PackedA>,
 }
 
@@ -43,29 +45,59 @@ impl WinogradFilter {
         co: usize,
         ci: usize,
     ) -> Result<Self, ConvError> {
-        if weight.len() != co * ci * 9 {
-            return Err(ConvError::Buffer {
-                what: "Winograd weight",
-                expected: co * ci * 9,
-                got: weight.len(),
-            });
-        }
-        let u = filter_transform(tile, weight, co, ci)
-            .iter()
-            .map(|m| PackedA::new(isa, co, ci, MatRef::row_major(m, ci)))
-            .collect();
-        Ok(WinogradFilter {
+        let a2 = tile.alpha().pow(2);
+        let mut f = WinogradFilter {
             tile,
             isa,
             co,
             ci,
-            u,
-        })
+            transformed: vec![0.0; co * ci * a2],
+            u: Vec::new(),
+        };
+        f.transform(weight)?;
+        f.u = (0..a2)
+            .map(|xi| PackedA::new(isa, co, ci, point(&f.transformed, ci, a2, xi)))
+            .collect();
+        Ok(f)
+    }
+
+    /// Transforms and packs a new weight of the same shape into this filter's memory:
+    /// a weight that changes every training step costs no allocation.
+    pub fn refill(&mut self, weight: &[f32]) -> Result<(), ConvError> {
+        self.transform(weight)?;
+        let (transformed, ci, a2) = (&self.transformed, self.ci, self.tile.alpha().pow(2));
+        self.u
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(xi, u)| u.repack(point(transformed, ci, a2, xi)));
+        Ok(())
+    }
+
+    fn transform(&mut self, weight: &[f32]) -> Result<(), ConvError> {
+        if weight.len() != self.co * self.ci * 9 {
+            return Err(ConvError::Buffer {
+                what: "Winograd weight",
+                expected: self.co * self.ci * 9,
+                got: weight.len(),
+            });
+        }
+        filter_transform(self.tile, weight, &mut self.transformed);
+        Ok(())
     }
 
     /// The variant.
     pub fn tile(&self) -> WinogradTile {
         self.tile
+    }
+}
+
+/// Point `xi` of the filter-major transform `[co·ci][α²]`: its `[co, ci]` matrix as a
+/// strided view.
+fn point(transformed: &[f32], ci: usize, a2: usize, xi: usize) -> MatRef<'_> {
+    MatRef {
+        data: &transformed[xi..],
+        rs: ci * a2,
+        cs: a2,
     }
 }
 

@@ -10,6 +10,7 @@
 //! dense matrices) so no multiply by 0 or 1 is spent. The filter transform runs once
 //! per weight, in f64, so its rounding adds nothing to F4's.
 
+use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
 /// Tiles per vector group (one zmm of f32, two ymm).
@@ -59,18 +60,24 @@ impl WinogradTile {
     }
 }
 
-/// `U = G g Gᵀ` for every (co, ci) pair of a `[co, ci, 3, 3]` weight, laid out as α²
-/// matrices `[co, ci]` (`u[ξ·α + ν][o·ci + i]`), ready to be GEMM left operands.
-pub fn filter_transform(tile: WinogradTile, weight: &[f32], co: usize, ci: usize) -> Vec<Vec<f32>> {
-    assert_eq!(
-        weight.len(),
-        co * ci * 9,
-        "filter_transform: weight is not [co, ci, 3, 3]"
-    );
+/// `U = G g Gᵀ` for every filter of a `[co, ci, 3, 3]` weight into `u`, filter by
+/// filter: `u[(o·ci + i)·α² + ξ·α + ν]` (the α² matrices `[co, ci]` are strided views
+/// of it, which the GEMM packing reads). Filters are spread over rayon: in training a
+/// weight is transformed in every step.
+pub fn filter_transform(tile: WinogradTile, weight: &[f32], u: &mut [f32]) {
     let g = tile.g();
     let a = tile.alpha();
-    let mut u = vec![vec![0.0f32; co * ci]; a * a];
-    for (oi, w) in weight.chunks_exact(9).enumerate() {
+    assert_eq!(
+        weight.len() % 9,
+        0,
+        "filter_transform: weight is not [co, ci, 3, 3]"
+    );
+    assert_eq!(
+        u.len(),
+        weight.len() / 9 * a * a,
+        "filter_transform: u is not [co·ci, α²]"
+    );
+    let one = |(w, u): (&[f32], &mut [f32])| {
         // t = G w (α × 3), then G t ᵀ.
         let mut t = [[0.0f64; 3]; 6];
         for (x, row) in t.iter_mut().enumerate().take(a) {
@@ -81,11 +88,15 @@ pub fn filter_transform(tile: WinogradTile, weight: &[f32], co: usize, ci: usize
         for x in 0..a {
             for y in 0..a {
                 let v: f64 = (0..3).map(|q| t[x][q] * g[y][q]).sum();
-                u[x * a + y][oi] = v as f32;
+                u[x * a + y] = v as f32;
             }
         }
-    }
-    u
+    };
+    weight
+        .par_chunks_exact(9)
+        .zip(u.par_chunks_exact_mut(a * a))
+        .with_min_len(256)
+        .for_each(one);
 }
 
 /// A group of [`LANES`] values, one per tile.

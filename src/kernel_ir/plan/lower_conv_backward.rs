@@ -251,7 +251,10 @@ impl Builder<'_> {
         let fft_algo = groups == 1 && self.backward_algo(attrs, &s) == ConvAlgo::Fft;
         if let Some(geometry) = self.native_backward(&s, groups, fft_algo)? {
             let dw = self.temp(w_shape);
-            let op = NativeOp::ConvBackwardFilter { geometry };
+            let forced = native::filter_from_env()
+                .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?;
+            let algo = native::choose_filter(&geometry, forced);
+            let op = NativeOp::ConvBackwardFilter { geometry, algo };
             self.emit_native(op, vec![x.buf, dy.buf, dw.buf], &layer);
             return Ok(dw);
         }
