@@ -109,7 +109,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut order: Vec<usize> = (0..best.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(best[i]));
     println!("slowest launches:");
-    for &i in order.iter().take(10) {
+    let shown = std::env::var("FNET_PROFILE_TOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for &i in order.iter().take(shown) {
         let s = &exe.plan.steps[i];
         let grid = match s.native {
             Some(_) => vec![],

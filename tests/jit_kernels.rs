@@ -14,5 +14,7 @@ mod isa;
 mod pool;
 #[path = "jit_kernels/sgemm.rs"]
 mod sgemm;
+#[path = "jit_kernels/shortcut.rs"]
+mod shortcut;
 #[path = "jit_kernels/winograd.rs"]
 mod winograd;

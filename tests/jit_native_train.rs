@@ -17,7 +17,7 @@ mod common;
 
 use common::models::{example, input, program};
 use fnet::backend::JitBackend;
-use fnet::kernel_ir::native::{JitConv, NativeConvs};
+use fnet::kernel_ir::native::{JitConv, NativeConvs, NativeOp};
 use fnet::kernel_ir::plan::Target;
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -38,9 +38,9 @@ fn backend() -> JitBackend {
 
 include!("shared/train_steps.rs");
 
-/// Native steps of each algorithm in the training plan of `model` (whose training graph
-/// is `tg`) under the forced target.
-fn native_convs(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<JitConv> {
+/// The native steps in the training plan of `model` (whose training graph is `tg`)
+/// under the forced target.
+fn native_steps(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<NativeOp> {
     let (params, inputs) = step_data(model, batch, 1);
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
     let run = backend()
@@ -50,8 +50,16 @@ fn native_convs(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<JitConv>
         .plan
         .steps
         .iter()
-        .filter_map(|s| match s.native {
-            Some(fnet::kernel_ir::native::NativeOp::Conv2d { algo, .. }) => Some(algo),
+        .filter_map(|s| s.native)
+        .collect()
+}
+
+/// The algorithm of each forward conv among `steps`.
+fn native_convs(steps: &[NativeOp]) -> Vec<JitConv> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            NativeOp::Conv2d { algo, .. } => Some(*algo),
             _ => None,
         })
         .collect()
@@ -59,7 +67,8 @@ fn native_convs(model: &Graph, tg: &TrainingGraph, batch: usize) -> Vec<JitConv>
 
 /// Training steps with every 3×3 stride-1 conv on Winograd F(2×2) and F(4×4), and on
 /// the sliding-window direct conv (the others on im2col): ResNet-20 (batch norms,
-/// residual adds, strided convs) and a conv with a bias parameter and a residual.
+/// residual adds, strided convs, native option-A shortcuts) and a conv with a bias
+/// parameter and a residual.
 #[test]
 fn winograd_and_direct_training_steps_match_the_reference() {
     let small = program(
@@ -73,11 +82,22 @@ fn winograd_and_direct_training_steps_match_the_reference() {
     for algo in [JitConv::Winograd2, JitConv::Winograd4, JitConv::Direct] {
         FORCED.set(algo);
         let tg = check_training(&small.graph, 2, 0.0, 11);
-        assert_eq!(native_convs(&small.graph, &tg, 2), vec![algo], "{algo:?}");
+        let steps = native_steps(&small.graph, &tg, 2);
+        assert_eq!(native_convs(&steps), vec![algo], "{algo:?}");
         let seed = seed_clear_of_kinks(&resnet.graph, 2, 103);
         let tg = check_training(&resnet.graph, 2, 0.0, seed);
-        let convs = native_convs(&resnet.graph, &tg, 2);
+        let steps = native_steps(&resnet.graph, &tg, 2);
+        let convs = native_convs(&steps);
         assert_eq!(convs.len(), 19, "ResNet-20 has 19 forward convs");
+        // Its two option-A shortcuts, forward and backward, are native steps too.
+        let shortcuts: Vec<bool> = steps
+            .iter()
+            .filter_map(|s| match s {
+                NativeOp::Shortcut(g) => Some(g.backward),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shortcuts, vec![false, false, true, true], "{algo:?}");
         // The first conv (3 → 16) is 3×3 stride 1 too; the two strided ones are not.
         assert_eq!(
             convs.iter().filter(|&&a| a == algo).count(),

@@ -24,10 +24,11 @@ use super::kernels::isa::Isa;
 use super::kernels::pack::MatRef;
 use super::kernels::pool::{pool2d, Pool2d};
 use super::kernels::sgemm::{sgemm, Par};
+use super::kernels::shortcut::{shortcut_a, shortcut_a_backward, Shortcut};
 use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
 use super::kernels::winograd_transform::WinogradTile;
 use crate::kernel_ir::native::{
-    ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeOp, PoolGeometry,
+    ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeOp, PoolGeometry, ShortcutGeometry,
 };
 use crate::runtime::RunError;
 use std::sync::Mutex;
@@ -76,6 +77,18 @@ fn pool(g: &PoolGeometry) -> Pool2d {
     }
 }
 
+fn shortcut(g: &ShortcutGeometry) -> Shortcut {
+    Shortcut {
+        n: g.n,
+        ci: g.ci,
+        hw: g.hw,
+        co: g.co,
+        out: g.out,
+        stride: g.stride,
+        pad: g.pad,
+    }
+}
+
 fn tile(algo: JitConv) -> Option<WinogradTile> {
     match algo {
         JitConv::Winograd2 => Some(WinogradTile::F2),
@@ -117,7 +130,10 @@ impl NativeCall {
             | NativeOp::ConvBackwardData { geometry, .. } => {
                 return NativeCall::backward(op, geometry, isa, args, layer);
             }
-            NativeOp::ReluBackward { .. } | NativeOp::Linear { .. } | NativeOp::Pool(_) => {
+            NativeOp::ReluBackward { .. }
+            | NativeOp::Linear { .. }
+            | NativeOp::Pool(_)
+            | NativeOp::Shortcut(_) => {
                 return NativeCall::dense(op, isa, args, layer);
             }
             NativeOp::SyncStats(_) => {
@@ -220,6 +236,11 @@ impl NativeCall {
                 ]
             }
             NativeOp::Pool(g) => lens.len() == 2 && pool(&g).fits(lens[0], lens[1]),
+            NativeOp::Shortcut(g) => {
+                let (x, y) = shortcut(&g).lens();
+                let want = if g.backward { [y, x] } else { [x, y] };
+                shortcut(&g).valid() && lens == want
+            }
             _ => false,
         };
         if !fits {
@@ -389,6 +410,15 @@ impl NativeCall {
             NativeOp::Pool(g) => {
                 let (a, y) = self.views();
                 pool2d(&pool(&g), a[0], y);
+                return;
+            }
+            NativeOp::Shortcut(g) => {
+                let (a, y) = self.views();
+                if g.backward {
+                    shortcut_a_backward(&shortcut(&g), a[0], y);
+                } else {
+                    shortcut_a(&shortcut(&g), a[0], y);
+                }
                 return;
             }
             NativeOp::SyncStats(_) => unreachable!("`NativeCall::new` refuses it"),

@@ -325,6 +325,10 @@ pub enum NativeOp {
     /// A 2-D max or average pool over `planes` planes (the kernel IR's pool, its
     /// arithmetic in the same order). Arguments: `x`, `y`.
     Pool(PoolGeometry),
+    /// ResNet's option-A shortcut (subsample, zero-pad the channels), or its backward
+    /// (`backward`: scatter `dy` back, zeros elsewhere). Arguments: the input, the
+    /// output (`dy`, `dx` for the backward).
+    Shortcut(ShortcutGeometry),
     /// ReLU's backward over `n` elements, `dx = x ≤ 0 ? 0 : dy`. Arguments: `x`, `dy`,
     /// `dx`. The kernel IR's select has a scalar condition, so the generated kernel
     /// runs one element at a time with a branch each; this is vectorised.
@@ -347,6 +351,20 @@ pub struct PoolGeometry {
     pub stride: [usize; 2],
     pub pad: [usize; 2],
     pub max: bool,
+}
+
+/// A [`NativeOp::Shortcut`]'s geometry: `n` images of `ci` planes of `hw`, `co`
+/// output planes of `out = ⌈hw / stride⌉`, the input channels at `pad..pad + ci`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShortcutGeometry {
+    pub n: usize,
+    pub ci: usize,
+    pub hw: [usize; 2],
+    pub co: usize,
+    pub out: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: usize,
+    pub backward: bool,
 }
 
 /// Which statistics a [`NativeOp::SyncStats`] step combines.
@@ -380,7 +398,7 @@ impl NativeOp {
             NativeOp::Pool(g) => [g.planes, g.out[0], g.out[1], g.k[0], g.k[1]]
                 .iter()
                 .fold(1u64, |a, &b| a.saturating_mul(b as u64)),
-            NativeOp::SyncStats(_) => 0,
+            NativeOp::SyncStats(_) | NativeOp::Shortcut(_) => 0,
         }
     }
 
@@ -395,6 +413,12 @@ impl NativeOp {
             NativeOp::ReluBackward { .. } => "relu_backward".to_string(),
             NativeOp::Linear { .. } => "linear_gemm".to_string(),
             NativeOp::Pool(g) => if g.max { "maxpool" } else { "avgpool" }.to_string(),
+            NativeOp::Shortcut(g) => if g.backward {
+                "shortcut_backward"
+            } else {
+                "shortcut"
+            }
+            .to_string(),
             NativeOp::SyncStats(SyncStats::Moments { .. }) => "bn_sync_moments".to_string(),
             NativeOp::SyncStats(SyncStats::BackwardSums { .. }) => "bn_sync_sums".to_string(),
         }

@@ -23,7 +23,7 @@
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::batch_norm;
-use super::native::{NativeConvs, NativeOp};
+use super::native::{self, NativeConvs, NativeOp};
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
@@ -763,8 +763,23 @@ impl Builder<'_> {
                     out.to_vec()
                 });
                 let y = self.temp(shape);
-                let k = ops::shortcut_a("shortcut", x.shape[0], x.shape[1], hw, co, out, st, pad);
-                self.emit("shortcut", k, vec![x.buf, y.buf], &layer);
+                let (n, ci) = (x.shape[0], x.shape[1]);
+                if self.target.native == NativeConvs::Off {
+                    let k = ops::shortcut_a("shortcut", n, ci, hw, co, out, st, pad);
+                    self.emit("shortcut", k, vec![x.buf, y.buf], &layer);
+                } else {
+                    let g = native::ShortcutGeometry {
+                        n,
+                        ci,
+                        hw,
+                        co,
+                        out,
+                        stride: st,
+                        pad,
+                        backward: false,
+                    };
+                    self.emit_native(NativeOp::Shortcut(g), vec![x.buf, y.buf], &layer);
+                }
                 Ok(y)
             }
         }

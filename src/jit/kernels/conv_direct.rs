@@ -202,38 +202,25 @@ fn run_tile(
     let channels = (l.cog - cob * s.cb).min(s.cb);
     let positions = (l.q - q0).min(nv * s.lanes);
     let ld = nv * s.lanes;
-    for o in 0..channels {
-        store(
-            l,
-            &acc[o * ld..o * ld + positions],
-            q0,
-            epi,
-            out,
-            (n * p.co + co0 + o) * l.ho * l.wo,
-            co0 + o,
-        );
-    }
-}
-
-/// Writes the tile row `sums` (positions `q0..`) of one output channel: each run of
-/// positions inside one output row, with the epilogue. `chan` is the channel's offset
-/// in the whole output.
-fn store(l: &Layout, sums: &[f32], q0: usize, epi: &Epilogue, out: OutPtr, chan: usize, co: usize) {
-    let end = q0 + sums.len();
-    let mut q = q0;
+    // Each run of positions inside one output row, for every channel: the row of the
+    // first position is found by one division per tile, then stepped.
+    let end = q0 + positions;
+    let (mut q, mut y, mut x) = (q0, q0 / l.wp, q0 % l.wp);
     while q < end {
-        let (y, x) = (q / l.wp, q % l.wp);
-        let row_end = ((y + 1) * l.wp).min(end);
+        let row_end = (q + l.wp - x).min(end);
         if x < l.wo {
             let len = (l.wo - x).min(row_end - q);
-            let at = chan + y * l.wo + x;
-            assert!(at + len <= out.1);
-            // SAFETY: in bounds (asserted); tiles cover disjoint (channel, position)
-            // pairs, so no other thread writes these elements.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
-            epi.store_channel(dst, &sums[q - q0..q - q0 + len], co, at);
+            for o in 0..channels {
+                let at = (n * p.co + co0 + o) * l.ho * l.wo + y * l.wo + x;
+                assert!(at + len <= out.1);
+                // SAFETY: in bounds (asserted); tiles cover disjoint (channel,
+                // position) pairs, so no other thread writes these elements.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
+                let sums = &acc[o * ld + q - q0..][..len];
+                epi.store_channel(dst, sums, co0 + o, at);
+            }
         }
-        q = row_end;
+        (q, y, x) = (row_end, y + 1, 0);
     }
 }
 

@@ -14,5 +14,6 @@ pub mod microkernel;
 pub mod pack;
 pub mod pool;
 pub mod sgemm;
+pub mod shortcut;
 pub mod winograd;
 pub mod winograd_transform;
