@@ -10,7 +10,8 @@
 //! backend's), runs one warm-up forward, then `K` (default 5) forwards launch by launch
 //! (`JitExecutable::launch_timed`), keeping each launch's best time. Prints the compile
 //! time, then the time per kernel kind (the kernel's name without its number) and the
-//! ten slowest launches with their grid and GFLOP/s. With `--training` it profiles a
+//! ten slowest launches with their grid and GFLOP/s (`FNET_PROFILE_TOP=N`: the `N`
+//! slowest). With `--training` it profiles a
 //! training step instead (the training graph as `fnetc bench --training` compiles it,
 //! with its fixed labels).
 
