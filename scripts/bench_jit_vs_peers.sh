@@ -40,6 +40,11 @@ example() {
   esac
 }
 iters() { if [ "$1" -le 8 ]; then echo 50; else echo 10; fi; }
+# Untimed runs first, the same for every side: 20 where a run takes about a
+# millisecond (with 3, fnet's ResNet-20 at batch 1 sometimes measured 1.0 ms instead of
+# 0.72 right after a torch.compile process: the peers' own start-up keeps the CPU busy
+# for seconds before they time anything, fnet's takes milliseconds).
+warm() { if [ "$1" -le 8 ]; then echo 20; else echo 3; fi; }
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -48,16 +53,17 @@ for round in $(seq 1 "$ROUNDS"); do
     model=${case%%:*}
     batch=${case##*:}
     n=$(iters "$batch")
+    w=$(warm "$batch")
     for b in $BACKENDS; do
       out=$("$FNETC" bench "$(example "$model")" --backend "$b" --batch "$batch" \
-        --iters "$n" --warmup 3 2>/dev/null)
+        --iters "$n" --warmup "$w" 2>/dev/null)
       best=$(echo "$out" | awk '$1 == "best" { print $2 }')
       peak=$(echo "$out" | grep -o 'measured peak [^;]*; [0-9]* bytes' | awk '{ print $(NF-1) }' || true)
       echo "round $round fnet-$b $model $batch best $best ms peak ${peak:-?}" | tee -a "$log"
     done
     for p in $PEERS; do
       line=$(python3 -W ignore tools/infer_peers.py --model "$model" --runtime "$p" \
-        --batch "$batch" --iters "$n" --warmup 3 --threads "$THREADS" 2>/dev/null | grep '^peer' || true)
+        --batch "$batch" --iters "$n" --warmup "$w" --threads "$THREADS" 2>/dev/null | grep '^peer' || true)
       best=$(echo "$line" | sed -n 's/.* best \([0-9.]*\) ms.*/\1/p')
       peak=$(echo "$line" | sed -n 's/.* peak \([0-9]*\) bytes.*/\1/p')
       echo "round $round $p $model $batch best ${best:-failed} ms peak ${peak:-?}" | tee -a "$log"
