@@ -284,9 +284,9 @@ pub fn filter_from_env() -> Result<Option<JitConvFilter>, String> {
 }
 
 /// The filter-gradient algorithm of the conv `g`: the sliding-window route wherever it
-/// covers the conv (it ran ResNet-20's filter gradients at 152–173 GFLOP/s against
-/// im2col's 81–122, `cargo bench --bench jit_kernels`), unless `forced` asks for
-/// im2col; im2col elsewhere.
+/// covers the conv (on ResNet-20's stages at batch 64 it runs at 148–176 GFLOP/s
+/// against im2col's 94–123, `cargo bench --bench jit_kernels`), unless `forced` asks
+/// for im2col; im2col elsewhere.
 pub fn choose_filter(g: &ConvGeometry, forced: Option<JitConvFilter>) -> JitConvFilter {
     let direct = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
     match forced {
