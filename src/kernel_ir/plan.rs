@@ -23,7 +23,7 @@
 //! (`Plan::updates`), and dropout draws its mask from the seed buffer (`Plan::seed`).
 
 use super::batch_norm;
-use super::native::{self, NativeConvs, NativeOp};
+use super::native::{NativeConvs, NativeOp};
 use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
@@ -755,7 +755,6 @@ impl Builder<'_> {
                 let co = *out_channels as usize;
                 let (hw, st) = lift(&x.shape, [s, s]);
                 let out = [hw[0].div_ceil(st[0]), hw[1].div_ceil(st[1])];
-                let pad = (co - x.shape[1]) / 2;
                 let mut shape = vec![x.shape[0], co];
                 shape.extend(if x.shape.len() == 3 {
                     vec![out[1]]
@@ -763,23 +762,7 @@ impl Builder<'_> {
                     out.to_vec()
                 });
                 let y = self.temp(shape);
-                let (n, ci) = (x.shape[0], x.shape[1]);
-                if self.target.native == NativeConvs::Off {
-                    let k = ops::shortcut_a("shortcut", n, ci, hw, co, out, st, pad);
-                    self.emit("shortcut", k, vec![x.buf, y.buf], &layer);
-                } else {
-                    let g = native::ShortcutGeometry {
-                        n,
-                        ci,
-                        hw,
-                        co,
-                        out,
-                        stride: st,
-                        pad,
-                        backward: false,
-                    };
-                    self.emit_native(NativeOp::Shortcut(g), vec![x.buf, y.buf], &layer);
-                }
+                self.shortcut(&x.shape, co, s, false, vec![x.buf, y.buf], &layer);
                 Ok(y)
             }
         }

@@ -54,21 +54,12 @@ pub fn conv2d_backward_filter(
     let threads = rayon::current_num_threads();
     if p.n >= 2 && threads > 1 {
         let len = dw.len();
-        let sum = x
-            .par_chunks(in_img)
-            .zip(dy.par_chunks(out_img))
-            .fold(
-                || (vec![0.0; col_len], vec![0.0; len]),
-                |(mut col, mut acc), (x, dy)| {
-                    image(x, dy, &mut col, &mut acc, Par::Serial);
-                    (col, acc)
-                },
-            )
-            .map(|(_, acc)| acc)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            });
+        let sum = sum_images(
+            (x, in_img),
+            (dy, out_img),
+            || (vec![0.0; col_len], vec![0.0; len]),
+            |col, acc, x, dy| image(x, dy, col, acc, Par::Serial),
+        );
         if let Some(s) = sum {
             dw.copy_from_slice(&s);
         }
@@ -79,6 +70,29 @@ pub fn conv2d_backward_filter(
         }
     }
     Ok(())
+}
+
+/// Sums a filter gradient over the images of `x` and `dy` (each `(data, floats per
+/// image)`), spread over rayon: each thread keeps its own scratch and accumulator
+/// (`init`), `image(scratch, acc, x, dy)` adds one image, and the accumulators are
+/// added at the end. `None` when there are no images.
+pub(super) fn sum_images<S: Send>(
+    (x, in_img): (&[f32], usize),
+    (dy, out_img): (&[f32], usize),
+    init: impl Fn() -> (S, Vec<f32>) + Sync + Send,
+    image: impl Fn(&mut S, &mut [f32], &[f32], &[f32]) + Sync + Send,
+) -> Option<Vec<f32>> {
+    x.par_chunks(in_img)
+        .zip(dy.par_chunks(out_img))
+        .fold(init, |(mut s, mut acc), (x, dy)| {
+            image(&mut s, &mut acc, x, dy);
+            (s, acc)
+        })
+        .map(|(_, acc)| acc)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
 }
 
 /// `dx = ∂L/∂x` from the output gradient `dy` and the weight `w` of the conv `p`, by

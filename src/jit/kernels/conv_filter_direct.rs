@@ -18,6 +18,7 @@
 
 use rayon::prelude::*;
 
+use super::conv_backward::sum_images;
 use super::conv_direct::pad_planes;
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::filter_tile::{filter_tile, FilterShape, FilterTileArgs, KW};
@@ -89,13 +90,12 @@ impl Layout {
     }
 }
 
-/// One thread's buffers: the padded image, the transposed gradient (its padding
-/// channels and positions stay zero), and the sums of every tile over the thread's
-/// images, tile by tile (`[tile][rows·3][channels]`).
+/// One thread's buffers: the padded image and the transposed gradient (its padding
+/// channels and positions stay zero). Its sums of every tile over its images, tile by
+/// tile (`[tile][rows·3][channels]`), are kept beside it.
 struct Scratch {
     padded: Vec<f32>,
     dyt: Vec<f32>,
-    sums: Vec<f32>,
 }
 
 impl Scratch {
@@ -103,7 +103,6 @@ impl Scratch {
         Scratch {
             padded: vec![0.0; p.ci * l.ps],
             dyt: vec![0.0; l.dyt_len(p.groups)],
-            sums: vec![0.0; l.tiles(p.groups) * l.shape.out_len()],
         }
     }
 }
@@ -187,27 +186,22 @@ pub fn conv2d_backward_filter_direct(
     };
     let threads = rayon::current_num_threads();
     let tile_len = l.shape.out_len();
+    let sums_len = l.tiles(p.groups) * tile_len;
     let sums = if p.n >= threads && threads > 1 {
-        x.par_chunks(in_img)
-            .zip(dy.par_chunks(out_img))
-            .fold(
-                || Scratch::new(p, &l),
-                |mut s, (x, dy)| {
-                    image(&mut s, x, dy);
-                    for (t, sums) in s.sums.chunks_exact_mut(tile_len).enumerate() {
-                        run_tile(isa, &l, &s.padded, &s.dyt, sums, t);
-                    }
-                    s
-                },
-            )
-            .map(|s| s.sums)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
+        sum_images(
+            (x, in_img),
+            (dy, out_img),
+            || (Scratch::new(p, &l), vec![0.0; sums_len]),
+            |s, sums, x, dy| {
+                image(s, x, dy);
+                for (t, sums) in sums.chunks_exact_mut(tile_len).enumerate() {
+                    run_tile(isa, &l, &s.padded, &s.dyt, sums, t);
+                }
+            },
+        )
     } else {
         let mut s = Scratch::new(p, &l);
-        let mut sums = std::mem::take(&mut s.sums);
+        let mut sums = vec![0.0; sums_len];
         for (x, dy) in x.chunks(in_img).zip(dy.chunks(out_img)) {
             image(&mut s, x, dy);
             let (padded, dyt) = (&s.padded, &s.dyt);

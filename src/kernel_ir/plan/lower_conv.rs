@@ -5,6 +5,7 @@ use super::fusion::Chain;
 use super::{BufId, Builder, Val};
 use crate::ir::fold_ops::Epilogue;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Op, Padding, PoolKind, PoolSpec};
+use crate::kernel_ir::backward_ops as bw;
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, phase_kernel, ConvSpec};
 use crate::kernel_ir::native::{self, ConvGeometry, NativeConvs, NativeEpilogue, NativeOp};
 use crate::kernel_ir::ops::{self, MapKind};
@@ -63,6 +64,44 @@ impl Builder<'_> {
             self.emit_native(NativeOp::Pool(g), vec![x.buf, y.buf], layer);
         }
         Ok(y)
+    }
+
+    /// ResNet's option-A shortcut of an input shaped `x` (`[n, ci, (h,) w]`) to `co`
+    /// channels at `stride`, from `args[0]` into `args[1]`; or its backward
+    /// (`backward`: from `dy` into `dx`). A native step where the target allows them,
+    /// else the generated kernel.
+    pub(super) fn shortcut(
+        &mut self,
+        x: &[usize],
+        co: usize,
+        stride: usize,
+        backward: bool,
+        args: Vec<BufId>,
+        layer: &str,
+    ) {
+        let (hw, st) = lift(x, [stride, stride]);
+        let out = [hw[0].div_ceil(st[0]), hw[1].div_ceil(st[1])];
+        let (n, ci) = (x[0], x[1]);
+        let pad = (co - ci) / 2;
+        if self.target.native != NativeConvs::Off {
+            let g = native::ShortcutGeometry {
+                n,
+                ci,
+                hw,
+                co,
+                out,
+                stride: st,
+                pad,
+                backward,
+            };
+            self.emit_native(NativeOp::Shortcut(g), args, layer);
+        } else if backward {
+            let k = bw::shortcut_a_backward("shortcut_backward", n, ci, hw, co, out, st, pad);
+            self.emit("shortcut_backward", k, args, layer);
+        } else {
+            let k = ops::shortcut_a("shortcut", n, ci, hw, co, out, st, pad);
+            self.emit("shortcut", k, args, layer);
+        }
     }
 
     /// Per-channel (scale, shift) of a batch norm in evaluation mode.

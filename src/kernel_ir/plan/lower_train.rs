@@ -10,7 +10,7 @@ use super::lower_conv::lift;
 use super::{BufId, BufKind, Builder, Val};
 use crate::ir::op::{Op, PoolKind, PoolSpec};
 use crate::ir::train_ops::TrainOp;
-use crate::kernel_ir::native::{self, NativeConvs, NativeOp, SyncStats};
+use crate::kernel_ir::native::{NativeConvs, NativeOp, SyncStats};
 use crate::kernel_ir::{backward_ops as bw, batch_norm as bn, ops};
 use crate::runtime::RunError;
 use crate::runtime::{dropout, sync_stats};
@@ -212,29 +212,9 @@ impl Builder<'_> {
             }
             TrainOp::ShortcutABackward { stride } => {
                 let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
-                let s = *stride as usize;
-                let (hw, st) = lift(&x.shape, [s, s]);
-                let out = [hw[0].div_ceil(st[0]), hw[1].div_ceil(st[1])];
-                let (ci, co) = (x.shape[1], dy.shape[1]);
                 let dx = self.temp(x.shape.clone());
-                let (n, pad) = (x.shape[0], (co - ci) / 2);
-                if self.target.native == NativeConvs::Off {
-                    let kern =
-                        bw::shortcut_a_backward("shortcut_backward", n, ci, hw, co, out, st, pad);
-                    self.emit("shortcut_backward", kern, vec![dy.buf, dx.buf], &layer);
-                } else {
-                    let g = native::ShortcutGeometry {
-                        n,
-                        ci,
-                        hw,
-                        co,
-                        out,
-                        stride: st,
-                        pad,
-                        backward: true,
-                    };
-                    self.emit_native(NativeOp::Shortcut(g), vec![dy.buf, dx.buf], &layer);
-                }
+                let (co, s) = (dy.shape[1], *stride as usize);
+                self.shortcut(&x.shape, co, s, true, vec![dy.buf, dx.buf], &layer);
                 Ok(dx)
             }
             TrainOp::DropoutMask { p } => {
