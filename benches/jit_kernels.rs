@@ -5,8 +5,9 @@
 //! Winograd F(4×4) and the sliding-window direct conv, each as a fraction of the 2048³
 //! sgemm rate of the same run, and the four on ResNet-20's 3×3 stride-1 convs at
 //! batch 1 and 64, with those convs' filter gradients by im2col + sgemm and by sliding
-//! windows.
-//! Winograd's filter transform is left out of the time: it is folded when the
+//! windows, and the Winograd filter transform of ResNet-20's 64-channel weight
+//! (`WinogradFilter::new`, which a training step runs for every Winograd conv).
+//! Winograd's filter transform is left out of the conv times: it is folded when the
 //! weights are bound.
 //!
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
@@ -211,5 +212,15 @@ fn main() {
             g[4],
             g[5]
         );
+    }
+    let w = data(64 * 64 * 9, 5);
+    println!("\nWinograd filter transform + packing, 64 -> 64 channels (best of 20)");
+    for tile in [WinogradTile::F2, WinogradTile::F4] {
+        let t = pool.install(|| {
+            best(20, || {
+                std::hint::black_box(WinogradFilter::new(isa, tile, &w, 64, 64).unwrap());
+            })
+        });
+        println!("{tile:?}: {:.3} ms", t * 1e3);
     }
 }

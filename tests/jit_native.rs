@@ -277,16 +277,9 @@ fn a_bad_isa_is_an_error() {
 fn choice_falls_back_where_an_algorithm_does_not_apply() {
     let g = |k: usize, stride: usize, groups: usize| ConvGeometry {
         n: 1,
-        ci: 16,
-        h: 8,
-        w: 8,
-        co: 16,
-        kh: k,
-        kw: k,
-        stride: (stride, stride),
         pad: (1, 1),
-        dilation: (1, 1),
         groups,
+        ..geometry(k, stride)
     };
     let w4 = NativeConvs::Force(JitConv::Winograd4);
     assert_eq!(choose(w4, &g(3, 1, 1), true, Auto), JitConv::Winograd4);
@@ -406,19 +399,7 @@ fn explain_prints_the_jit_tables_choice() {
 #[test]
 fn data_gradient_rule_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_data, JitConvData};
-    let g = |k: usize, stride: usize| ConvGeometry {
-        n: 2,
-        ci: 16,
-        h: 8,
-        w: 8,
-        co: 16,
-        kh: k,
-        kw: k,
-        stride: (stride, stride),
-        pad: (k / 2, k / 2),
-        dilation: (1, 1),
-        groups: 1,
-    };
+    let g = geometry;
     let pick = |geo: &ConvGeometry, forward| choose_data(geo, None, forward);
     assert_eq!(pick(&g(3, 1), ConvAlgo::Im2col), JitConvData::Im2col);
     // Never Winograd by itself: the flipped filter would be transformed every run.
@@ -440,4 +421,63 @@ fn data_gradient_rule_and_fallbacks() {
         choose_data(&g(3, 1), Some(JitConvData::Col2im), ConvAlgo::Winograd4),
         JitConvData::Col2im
     );
+}
+
+/// A 16 → 16 channel conv on 8×8 maps of two images, `k × k` at `stride`, padded by
+/// `k / 2`.
+fn geometry(k: usize, stride: usize) -> ConvGeometry {
+    ConvGeometry {
+        n: 2,
+        ci: 16,
+        h: 8,
+        w: 8,
+        co: 16,
+        kh: k,
+        kw: k,
+        stride: (stride, stride),
+        pad: (k / 2, k / 2),
+        dilation: (1, 1),
+        groups: 1,
+    }
+}
+
+/// The filter gradient's rule: sliding windows for 3-wide kernels at stride 1 and
+/// width dilation 1 (any height, height dilation and groups), im2col for the rest and
+/// wherever im2col is forced; a forced `direct` falls back to im2col where it does not
+/// cover the conv.
+#[test]
+fn filter_gradient_rule_and_fallbacks() {
+    use fnet::kernel_ir::native::{choose_filter, JitConvFilter::*};
+    let direct = [
+        geometry(3, 1),
+        ConvGeometry {
+            kh: 1,
+            ..geometry(3, 1)
+        },
+        ConvGeometry {
+            kh: 5,
+            dilation: (2, 1),
+            groups: 4,
+            ..geometry(3, 1)
+        },
+    ];
+    let im2col = [
+        geometry(3, 2),
+        geometry(5, 1),
+        geometry(1, 1),
+        ConvGeometry {
+            dilation: (1, 2),
+            ..geometry(3, 1)
+        },
+    ];
+    for g in &direct {
+        assert_eq!(choose_filter(g, None), Direct, "{g:?}");
+        assert_eq!(choose_filter(g, Some(Direct)), Direct, "{g:?}");
+        assert_eq!(choose_filter(g, Some(Im2col)), Im2col, "{g:?}");
+    }
+    for g in &im2col {
+        for forced in [None, Some(Direct), Some(Im2col)] {
+            assert_eq!(choose_filter(g, forced), Im2col, "{g:?} {forced:?}");
+        }
+    }
 }

@@ -21,17 +21,14 @@
 
 use super::ConvShape;
 use crate::ir::op::ConvAlgo;
+use crate::jit::kernels::direct_tile::{pick_shape, AVX512_SHAPES};
+use crate::jit::kernels::winograd;
 
 /// The JIT target's register tile (`backend::JitBackend::default_target`).
 const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
-/// The sliding-window routine's AVX-512 tiles, `(output channels, positions)`, as
-/// `jit::kernels::direct_tile` picks them: the fewest padding channels, the earlier
-/// on a tie.
-const DIRECT_TILES: [(u64, u64); 3] = [(8, 48), (6, 64), (4, 96)];
-/// Winograd GEMMs run on chunks of whole 32-column panels of tiles: fewer tiles than
-/// that (a small map at batch 1) still cost a whole panel.
-const WINOGRAD_PANEL: u64 = 32;
+/// Lanes of the sliding-window routine's AVX-512 tiles (`direct_tile::AVX512_SHAPES`).
+const DIRECT_LANES: u64 = 16;
 
 pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
     let out = shape.output()?;
@@ -104,14 +101,15 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
             let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
             let alpha2 = (m + 2) * (m + 2);
+            // GEMMs run on whole panels of tiles: fewer tiles than that (a small map at
+            // batch 1) still cost a panel; tiles that fit one chunk run on one thread.
             let tiles = shape.batch * out[0].div_ceil(m) * out[1].div_ceil(m);
-            let columns = tiles.div_ceil(WINOGRAD_PANEL) * WINOGRAD_PANEL;
+            let panel = winograd::PANEL as u64;
+            let columns = tiles.div_ceil(panel) * panel;
             let macs = (columns * alpha2 * shape.ci * shape.co) as f64;
-            // The routine's chunk of tiles (V and M together within 512 KiB): all the
-            // tiles in one chunk run on one thread.
-            let budget = (512 * 1024 / 4) / (alpha2 * (shape.ci + shape.co)).max(1);
-            let chunk = (budget / WINOGRAD_PANEL * WINOGRAD_PANEL).clamp(32, 512);
-            let serial = if tiles <= chunk { macs } else { 0.0 };
+            let chunk =
+                winograd::chunk_tiles(alpha2 as usize, shape.ci as usize, shape.co as usize);
+            let serial = if tiles <= chunk as u64 { macs } else { 0.0 };
             Some(vec![
                 macs,
                 (tiles * alpha2 * (shape.ci + shape.co)) as f64,
@@ -124,15 +122,15 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
 }
 
 /// Output channels and positions per group as the direct tiles run them: channels
-/// padded to a whole number of blocks, positions to whole tiles.
+/// padded to a whole number of blocks, positions to whole tiles, with the shape the
+/// routine picks on AVX-512.
 fn direct_tiles(channels: u64, positions: u64) -> (u64, u64) {
-    let padded = |cb: u64| channels.max(1).div_ceil(cb) * cb;
-    let best = DIRECT_TILES.iter().map(|&(cb, _)| padded(cb)).min();
-    let &(cb, span) = DIRECT_TILES
-        .iter()
-        .find(|&&(cb, _)| Some(padded(cb)) == best)
-        .unwrap_or(&DIRECT_TILES[0]);
-    (padded(cb), positions.div_ceil(span) * span)
+    let (cb, nv) = pick_shape(&AVX512_SHAPES, channels as usize);
+    let (cb, span) = (cb as u64, nv as u64 * DIRECT_LANES);
+    (
+        channels.max(1).div_ceil(cb) * cb,
+        positions.div_ceil(span) * span,
+    )
 }
 
 /// 3×3, stride 1, dilation 1, one group, 2-D.

@@ -31,7 +31,6 @@ use crate::kernel_ir::native::{
     ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeOp, PoolGeometry, ShortcutGeometry,
 };
 use crate::runtime::RunError;
-use std::sync::Mutex;
 
 /// One native step with its buffers resolved.
 pub(super) struct NativeCall {
@@ -41,10 +40,6 @@ pub(super) struct NativeCall {
     args: Vec<(*mut f32, usize)>,
     /// The Winograd filter of a constant weight, transformed once.
     filter: Option<WinogradFilter>,
-    /// The Winograd filter of a weight that changes (training), refilled in place by
-    /// every run: transforming into fresh memory each step cost more in page faults
-    /// than in arithmetic (0.76 ms for a 64-channel F(4×4) filter, 0.17 refilled).
-    refilled: Mutex<Option<WinogradFilter>>,
     /// The direct conv's packing of a constant weight, done once.
     direct: Option<DirectFilter>,
 }
@@ -184,7 +179,6 @@ impl NativeCall {
             isa,
             args,
             filter,
-            refilled: Mutex::new(None),
             direct,
         };
         // Geometry and lengths are checked once here, so a run cannot fail.
@@ -208,7 +202,6 @@ impl NativeCall {
             isa,
             args,
             filter: None,
-            refilled: Mutex::new(None),
             direct: None,
         }
     }
@@ -432,18 +425,8 @@ impl NativeCall {
             },
             (None, _) => conv2d_im2col(self.isa, &p, x, w, &epi, out),
             (Some(_), Some(f)) => conv2d_winograd(self.isa, f, &p, x, &epi, out),
-            (Some(t), None) => {
-                let mut slot = self.refilled.lock().unwrap_or_else(|e| e.into_inner());
-                let filter = match slot.take() {
-                    Some(mut f) => f.refill(w).map(|()| f),
-                    None => WinogradFilter::new(self.isa, t, w, p.co, p.ci),
-                };
-                filter.and_then(|f| {
-                    let done = conv2d_winograd(self.isa, &f, &p, x, &epi, out);
-                    *slot = Some(f);
-                    done
-                })
-            }
+            (Some(t), None) => WinogradFilter::new(self.isa, t, w, p.co, p.ci)
+                .and_then(|f| conv2d_winograd(self.isa, &f, &p, x, &epi, out)),
         };
         // `new` checked the geometry and every length, which is all the routines
         // check.

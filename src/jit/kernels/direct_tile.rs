@@ -24,23 +24,29 @@ pub struct TileShape {
 /// holds the same number of accumulators, so a narrower channel block takes more
 /// positions: a conv with 6 output channels (LeNet's first) runs 6 × 4, not 8 × 3 with
 /// a quarter of its multiplies on padding channels.
-const AVX512_SHAPES: [(usize, usize); 3] = [(8, 3), (6, 4), (4, 6)];
+pub const AVX512_SHAPES: [(usize, usize); 3] = [(8, 3), (6, 4), (4, 6)];
 const NARROW_SHAPES: [(usize, usize); 2] = [(4, 3), (3, 4)];
 
+/// Of `shapes`, the one that pads the fewest of `channels` output channels up to a
+/// whole number of blocks, the earlier on a tie (the cost model counts multiply-adds
+/// with it too).
+pub fn pick_shape(shapes: &[(usize, usize)], channels: usize) -> (usize, usize) {
+    let padded = |cb: usize| channels.max(1).div_ceil(cb) * cb;
+    let best = shapes.iter().map(|&(cb, _)| padded(cb)).min();
+    *shapes
+        .iter()
+        .find(|&&(cb, _)| Some(padded(cb)) == best)
+        .unwrap_or(&shapes[0])
+}
+
 impl TileShape {
-    /// The shape for `channels` output channels per group: the one that pads the
-    /// fewest channels up to a whole number of blocks, the earlier on a tie.
+    /// The shape for `channels` output channels per group ([`pick_shape`]).
     pub fn for_channels(isa: Isa, channels: usize) -> TileShape {
         let (lanes, shapes): (usize, &[(usize, usize)]) = match isa.kind() {
             IsaKind::Avx512 => (16, &AVX512_SHAPES),
             IsaKind::Avx2 | IsaKind::Portable => (8, &NARROW_SHAPES),
         };
-        let padded = |&(cb, _): &(usize, usize)| channels.max(1).div_ceil(cb) * cb;
-        let best = shapes.iter().map(padded).min().unwrap_or(0);
-        let &(cb, max_nv) = shapes
-            .iter()
-            .find(|s| padded(s) == best)
-            .unwrap_or(&shapes[0]);
+        let (cb, max_nv) = pick_shape(shapes, channels);
         TileShape { lanes, cb, max_nv }
     }
 }

@@ -121,10 +121,9 @@ pub fn filter_tile(isa: Isa, shape: FilterShape, a: &FilterTileArgs, out: &mut [
     }
 }
 
-// Index loops throughout, not iterators: iterating the accumulator arrays by
-// reference, even only to store them at the end, made LLVM keep them in memory, and
-// the tile ran at less than half the rate (74 against 159 GFLOP/s on ResNet-20's
-// first stage).
+// Index loops throughout, not iterators: a version that iterated the accumulator
+// arrays by reference, even only to store them, made LLVM keep them in memory and ran
+// at less than half the rate (a one-off comparison during development).
 #[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

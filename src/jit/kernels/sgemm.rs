@@ -54,13 +54,12 @@ impl PackedA {
             mr: MicroKernel::for_isa(isa).mr,
             data: Vec::new(),
         };
-        packed.repack(a);
+        packed.pack(a);
         packed
     }
 
-    /// Packs a new `m × k` matrix `a` of the same shape into this one's memory (a
-    /// weight that changes every training step).
-    pub fn repack(&mut self, a: MatRef) {
+    /// Packs the `m × k` matrix `a` into this one's memory.
+    fn pack(&mut self, a: MatRef) {
         let (m, k, mr) = (self.m, self.k, self.mr);
         assert!(a.fits(m, k), "PackedA: the view is shorter than {m}×{k}");
         let mp = m.div_ceil(mr);

@@ -31,8 +31,6 @@ pub struct WinogradFilter {
     isa: Isa,
     co: usize,
     ci: usize,
-    /// The transformed filters, `[co·ci][α²]` (kept for [`WinogradFilter::refill`]).
-    transformed: Vec<f32>,
     u: Vec<PackedA>,
 }
 
@@ -45,50 +43,45 @@ impl WinogradFilter {
         co: usize,
         ci: usize,
     ) -> Result<Self, ConvError> {
+        if weight.len() != co * ci * 9 {
+            return Err(ConvError::Buffer {
+                what: "Winograd weight",
+                expected: co * ci * 9,
+                got: weight.len(),
+            });
+        }
         let a2 = tile.alpha().pow(2);
-        let mut f = WinogradFilter {
+        let mut transformed = vec![0.0; co * ci * a2];
+        filter_transform(tile, weight, &mut transformed);
+        let u = (0..a2)
+            .map(|xi| PackedA::new(isa, co, ci, point(&transformed, ci, a2, xi)))
+            .collect();
+        Ok(WinogradFilter {
             tile,
             isa,
             co,
             ci,
-            transformed: vec![0.0; co * ci * a2],
-            u: Vec::new(),
-        };
-        f.transform(weight)?;
-        f.u = (0..a2)
-            .map(|xi| PackedA::new(isa, co, ci, point(&f.transformed, ci, a2, xi)))
-            .collect();
-        Ok(f)
-    }
-
-    /// Transforms and packs a new weight of the same shape into this filter's memory:
-    /// a weight that changes every training step costs no allocation.
-    pub fn refill(&mut self, weight: &[f32]) -> Result<(), ConvError> {
-        self.transform(weight)?;
-        let (transformed, ci, a2) = (&self.transformed, self.ci, self.tile.alpha().pow(2));
-        self.u
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(xi, u)| u.repack(point(transformed, ci, a2, xi)));
-        Ok(())
-    }
-
-    fn transform(&mut self, weight: &[f32]) -> Result<(), ConvError> {
-        if weight.len() != self.co * self.ci * 9 {
-            return Err(ConvError::Buffer {
-                what: "Winograd weight",
-                expected: self.co * self.ci * 9,
-                got: weight.len(),
-            });
-        }
-        filter_transform(self.tile, weight, &mut self.transformed);
-        Ok(())
+            u,
+        })
     }
 
     /// The variant.
     pub fn tile(&self) -> WinogradTile {
         self.tile
     }
+}
+
+/// Columns of an AVX-512 B panel: chunks of tiles are whole panels, so the GEMMs read
+/// the transformed inputs in place.
+pub const PANEL: usize = 32;
+
+/// Tiles per chunk for `α²` transform points and `ci → co` channels: the transformed
+/// inputs and products together about 512 KiB (half of L2), whole panels, 1 to 16 of
+/// them. A conv whose tiles fit one chunk runs on one thread (the cost model counts
+/// that).
+pub fn chunk_tiles(a2: usize, ci: usize, co: usize) -> usize {
+    let budget = (512 * 1024 / 4) / (a2 * (ci + co)).max(1);
+    (budget / PANEL * PANEL).clamp(PANEL, 16 * PANEL)
 }
 
 /// Point `xi` of the filter-major transform `[co·ci][α²]`: its `[co, ci]` matrix as a
@@ -140,13 +133,8 @@ pub fn conv2d_winograd(
     if tiles == 0 || p.co == 0 {
         return Ok(());
     }
-    // Chunk: V and M together about 512 KiB (half of L2), a multiple of 32 columns (a whole number
-    // of AVX-512 B panels, so the GEMMs read V in place).
     let a2 = filter.tile.alpha().pow(2);
-    let budget = (512 * 1024 / 4) / (a2 * (p.ci + p.co)).max(1);
-    let pb = (budget / 32 * 32)
-        .clamp(32, 512)
-        .min(tiles.next_multiple_of(32));
+    let pb = chunk_tiles(a2, p.ci, p.co).min(tiles.next_multiple_of(PANEL));
     let ctx = Ctx {
         isa,
         p,
