@@ -173,9 +173,17 @@ fn main() {
     let table = fit(&samples, backend, &machine, &command).unwrap_or_else(|e| panic!("{e}"));
     let csv = write_points(&samples, &table);
     let json = serde_json::to_string_pretty(&table).expect("table serialises") + "\n";
-    std::fs::write(&out, json).expect("write the table");
+    // Atomically (a temporary file renamed over the old one), so an interrupted fit
+    // never leaves a truncated table for the build to embed.
+    let write = |path: &str, text: String| {
+        fnet::io::output::write_output(std::path::Path::new(path), &[], |w| {
+            w.write_all(text.as_bytes())
+        })
+        .unwrap_or_else(|e| panic!("write {path}: {e}"))
+    };
+    write(&out, json);
     let points = out.trim_end_matches(".json").to_string() + "_points.csv";
-    std::fs::write(&points, csv).expect("write the points");
+    write(&points, csv);
     for a in ALGOS {
         let Some(c) = table.algo(a) else {
             continue;
