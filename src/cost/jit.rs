@@ -9,7 +9,7 @@
 //! | direct, stride 1 (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·wp` to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
 //! | direct, strided (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
 //! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM |
-//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel) | transformed elements (`tiles·α²·(ci + co)`: input and output transforms) | f₁ again when all the tiles fit one chunk, which runs on one thread | | |
+//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transformed elements of the tiled layout (`tiles·α²·(ci + co)`: input and output transforms, gathered lane by lane; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transformed elements of the strip layout (whole vectors; 0 in tiles) | |
 //!
 //! A stride-1 direct conv runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`), a strided one the generated kernel: separate
@@ -23,6 +23,7 @@ use super::ConvShape;
 use crate::ir::op::ConvAlgo;
 use crate::jit::kernels::direct_tile::{pick_shape, AVX512_SHAPES};
 use crate::jit::kernels::winograd;
+use crate::jit::kernels::winograd_strip::{slots_per_band, strips_pay};
 
 /// The JIT target's register tile (`backend::JitBackend::default_target`).
 const LANES: u64 = 16;
@@ -101,20 +102,34 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
             let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
             let alpha2 = (m + 2) * (m + 2);
+            // On AVX-512 the strip layout computes `slots` columns per band of `m`
+            // output rows where that pays (`winograd_strip::strips_pay`), with cheap
+            // whole-vector transforms; elsewhere the tiled layout gathers lane by lane.
+            let (wi, pad, wo) = (*shape.input.last()?, pads.last()?.0, out[1]);
+            let row_tiles = wo.div_ceil(m);
+            let slots = slots_per_band(wi as usize, pad as usize, wo as usize, m as usize) as u64;
+            let strips = strips_pay(slots as usize, row_tiles as usize);
+            let bands = shape.batch * out[0].div_ceil(m);
+            let tiles = if strips {
+                bands * slots
+            } else {
+                bands * row_tiles
+            };
             // GEMMs run on whole panels of tiles: fewer tiles than that (a small map at
             // batch 1) still cost a panel; tiles that fit one chunk run on one thread.
-            let tiles = shape.batch * out[0].div_ceil(m) * out[1].div_ceil(m);
             let panel = winograd::PANEL as u64;
             let columns = tiles.div_ceil(panel) * panel;
             let macs = (columns * alpha2 * shape.ci * shape.co) as f64;
             let chunk =
                 winograd::chunk_tiles(alpha2 as usize, shape.ci as usize, shape.co as usize);
             let serial = if tiles <= chunk as u64 { macs } else { 0.0 };
-            Some(vec![
-                macs,
-                (tiles * alpha2 * (shape.ci + shape.co)) as f64,
-                serial,
-            ])
+            let transformed = (tiles * alpha2 * (shape.ci + shape.co)) as f64;
+            let (strip, tiled) = if strips {
+                (transformed, 0.0)
+            } else {
+                (0.0, transformed)
+            };
+            Some(vec![macs, tiled, serial, strip])
         }
         ConvAlgo::Fft => super::opencl::features(shape, ConvAlgo::Fft, false),
         _ => None,
@@ -161,16 +176,23 @@ mod tests {
             (split[0], split[3]),
             (16.0 * 100.0 * 72.0, 16.0 * 100.0 * 72.0)
         );
-        // F2: 5×5 tiles of 16 points per image, 50 tiles in GEMM panels of 32 (64
-        // columns); F4: 3×3 tiles of 36, 18 tiles (one panel of 32).
-        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
+        // F2 in strips: bands of 2 rows, 5 per image; a 10-wide row padded by 1 needs
+        // 11 columns, 12 in whole tiles: 6 slots for 5 tiles, so strips pay. 2·5·6 = 60
+        // slots in GEMM panels of 32 (64 columns).
+        // F4: 3 bands per image; the third tile's 6-wide window ends at column 14 of
+        // the padded row, 13 past its left padding, 16 in whole tiles: 4 slots for 3
+        // tiles, 24 slots, one panel. Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
         let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
         let macs = 64.0 * 16.0 * 128.0;
-        assert_eq!(w2, vec![macs, 2.0 * 25.0 * 16.0 * 24.0, macs]);
+        assert_eq!(w2, vec![macs, 0.0, macs, 60.0 * 16.0 * 24.0]);
         let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
         let macs = 32.0 * 36.0 * 128.0;
-        assert_eq!(w4, vec![macs, 2.0 * 9.0 * 36.0 * 24.0, macs]);
-        // ResNet-20's last stage at batch 64: 1024 F4 tiles in chunks of 32.
+        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 36.0 * 24.0]);
+        // A 2×2 map, F4: one tile in a row of 2 slots, the tiled layout.
+        let small = ConvShape::plain(1, 8, 16, &[2, 2], &[3, 3], Padding::Same);
+        let w4 = features(&small, ConvAlgo::Winograd4).unwrap();
+        assert_eq!(w4[1..], [36.0 * 24.0, 32.0 * 36.0 * 128.0, 0.0]);
+        // ResNet-20's last stage at batch 64: 1536 F4 slots in chunks of 32.
         let wide = ConvShape::plain(64, 64, 64, &[8, 8], &[3, 3], Padding::Same);
         assert_eq!(features(&wide, ConvAlgo::Winograd4).unwrap()[2], 0.0);
         // Direct at stride 1, the sliding windows: 10 rows of the padded width 12 are

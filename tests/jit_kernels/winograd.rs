@@ -12,7 +12,10 @@
 
 use crate::common::{assert_close, isas, naive_conv, random};
 use fnet::jit::kernels::conv_params::{Conv2d, ConvError, Epilogue};
-use fnet::jit::kernels::winograd::{conv2d_winograd, WinogradFilter};
+use fnet::jit::kernels::isa::{Isa, IsaKind};
+use fnet::jit::kernels::winograd::{
+    conv2d_winograd, conv2d_winograd_in, WinogradFilter, WinogradLayout,
+};
 use fnet::jit::kernels::winograd_transform::WinogradTile;
 
 const F2_BOUND: f64 = 5e-7;
@@ -64,21 +67,35 @@ fn cases() -> Vec<Conv2d> {
     ]
 }
 
+/// Every ISA with the tiled layout, and AVX-512 with the strip layout too.
+fn isa_layouts() -> Vec<(Isa, WinogradLayout)> {
+    let mut out = Vec::new();
+    for isa in isas() {
+        out.push((isa, WinogradLayout::Tiles));
+        if isa.kind() == IsaKind::Avx512 {
+            out.push((isa, WinogradLayout::Strips));
+        }
+    }
+    out
+}
+
 #[test]
 fn both_tiles_match_naive_every_isa() {
     for (ci, p) in cases().iter().enumerate() {
         let x = random(p.n * p.ci * p.h * p.w, 10 + ci as u64);
         let w = random(p.co * p.ci * 9, 60 + ci as u64);
         let (want, scale) = naive_conv(p, &x, &w);
-        for isa in isas() {
+        for (isa, layout) in isa_layouts() {
             for (tile, bound) in [(WinogradTile::F2, F2_BOUND), (WinogradTile::F4, F4_BOUND)] {
                 let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
                 let mut out = vec![f32::NAN; want.len()];
-                conv2d_winograd(isa, &f, p, &x, &Epilogue::default(), &mut out).unwrap();
+                conv2d_winograd_in(layout, isa, &f, p, &x, &Epilogue::default(), &mut out).unwrap();
                 let scale = tile_scale(p, &scale, tile.m());
-                let worst =
-                    assert_close(&out, &want, &scale, bound, &format!("{isa} {tile:?} {p:?}"));
-                eprintln!("{isa} {tile:?} case {ci}: worst error / magnitude {worst:.2e}");
+                let what = format!("{isa} {layout:?} {tile:?} {p:?}");
+                let worst = assert_close(&out, &want, &scale, bound, &what);
+                eprintln!(
+                    "{isa} {layout:?} {tile:?} case {ci}: worst error / magnitude {worst:.2e}"
+                );
             }
         }
     }
@@ -97,13 +114,14 @@ fn error_scales_with_magnitude() {
         .map(|v| v * 10.0)
         .collect();
     let (want, scale) = naive_conv(&p, &x, &w);
-    for isa in isas() {
+    for (isa, layout) in isa_layouts() {
         for (tile, bound) in [(WinogradTile::F2, F2_BOUND), (WinogradTile::F4, F4_BOUND)] {
             let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
             let mut out = vec![0.0; want.len()];
-            conv2d_winograd(isa, &f, &p, &x, &Epilogue::default(), &mut out).unwrap();
+            conv2d_winograd_in(layout, isa, &f, &p, &x, &Epilogue::default(), &mut out).unwrap();
             let scale = tile_scale(&p, &scale, tile.m());
-            assert_close(&out, &want, &scale, bound, &format!("{isa} {tile:?} large"));
+            let what = format!("{isa} {layout:?} {tile:?} large");
+            assert_close(&out, &want, &scale, bound, &what);
         }
     }
 }
@@ -122,7 +140,7 @@ fn fused_epilogue() {
         .map(|(i, v)| (v + bias[(i / 49) % p.co] as f64 + res[i] as f64).max(0.0))
         .collect();
     let scale: Vec<f64> = scale.iter().map(|s| s + 2.0).collect();
-    for isa in isas() {
+    for (isa, layout) in isa_layouts() {
         for tile in [WinogradTile::F2, WinogradTile::F4] {
             let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
             let mut out = vec![0.0; want.len()];
@@ -131,15 +149,10 @@ fn fused_epilogue() {
                 residual: Some(&res),
                 relu: true,
             };
-            conv2d_winograd(isa, &f, &p, &x, &epi, &mut out).unwrap();
+            conv2d_winograd_in(layout, isa, &f, &p, &x, &epi, &mut out).unwrap();
             let scale = tile_scale(&p, &scale, tile.m());
-            assert_close(
-                &out,
-                &want,
-                &scale,
-                F4_BOUND,
-                &format!("{isa} {tile:?} epilogue"),
-            );
+            let what = format!("{isa} {layout:?} {tile:?} epilogue");
+            assert_close(&out, &want, &scale, F4_BOUND, &what);
         }
     }
 }

@@ -19,10 +19,10 @@ use rayon::prelude::*;
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::isa::{Isa, IsaKind};
 use super::pack::MatRef;
+use super::scratch::with_scratch;
 use super::sgemm::{sgemm_packed, PackedA, Par};
-use super::winograd_transform::{
-    filter_transform, input_f2, input_f4, output_f2, output_f4, Lanes, WinogradTile, LANES,
-};
+use super::winograd_strip::{slots_per_band, strips_pay, StripGeometry};
+use super::winograd_transform::{filter_transform, Lanes, Transforms, WinogradTile, F2, F4, LANES};
 
 /// A 3×3 filter in the Winograd domain, packed for one ISA's GEMM.
 #[derive(Clone, Debug)]
@@ -110,8 +110,48 @@ pub fn winograd_applies(p: &Conv2d) -> Result<(), ConvError> {
     Err(ConvError::NotWinograd(why))
 }
 
+/// How a Winograd conv assigns tiles to vector lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradLayout {
+    /// Lane by lane, any ISA: each lane's window gathered element by element.
+    Tiles,
+    /// Whole vectors from strips of bands (AVX-512 only; `winograd_strip`).
+    Strips,
+}
+
+impl WinogradLayout {
+    /// The layout `conv2d_winograd` uses: strips on AVX-512 where they pay
+    /// ([`strips_pay`]).
+    pub fn auto(isa: Isa, p: &Conv2d, tile: WinogradTile) -> WinogradLayout {
+        let Ok((_, wo)) = p.out_hw() else {
+            return WinogradLayout::Tiles;
+        };
+        let m = tile.m();
+        let slots = slots_per_band(p.w, p.pad.1, wo, m);
+        if isa.kind() == IsaKind::Avx512 && strips_pay(slots, wo.div_ceil(m)) {
+            WinogradLayout::Strips
+        } else {
+            WinogradLayout::Tiles
+        }
+    }
+}
+
 /// `out = epilogue(conv2d(input, weight))` where `filter` holds the weight.
 pub fn conv2d_winograd(
+    isa: Isa,
+    filter: &WinogradFilter,
+    p: &Conv2d,
+    input: &[f32],
+    epi: &Epilogue,
+    out: &mut [f32],
+) -> Result<(), ConvError> {
+    let layout = WinogradLayout::auto(isa, p, filter.tile);
+    conv2d_winograd_in(layout, isa, filter, p, input, epi, out)
+}
+
+/// [`conv2d_winograd`] in a given layout (strips need AVX-512).
+pub fn conv2d_winograd_in(
+    layout: WinogradLayout,
     isa: Isa,
     filter: &WinogradFilter,
     p: &Conv2d,
@@ -126,10 +166,16 @@ pub fn conv2d_winograd(
             filter.co, filter.ci, filter.isa, p.co, p.ci
         )));
     }
+    if layout == WinogradLayout::Strips && isa.kind() != IsaKind::Avx512 {
+        return Err(ConvError::NotWinograd(format!(
+            "the strip layout needs AVX-512, not {isa}"
+        )));
+    }
     let (ho, wo) = p.check(input.len(), p.co * p.ci * 9, out.len(), epi)?;
     let m = filter.tile.m();
     let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
-    let tiles = p.n * th * tw;
+    let strip = (layout == WinogradLayout::Strips).then(|| StripGeometry::new(p, (ho, wo), m));
+    let tiles = strip.map_or(p.n * th * tw, |g| g.total_slots());
     if tiles == 0 || p.co == 0 {
         return Ok(());
     }
@@ -144,16 +190,22 @@ pub fn conv2d_winograd(
         tw,
         tiles,
         pb,
+        strip,
         input,
         filter,
         epi,
         out: SendPtr(out.as_mut_ptr()),
     };
     let chunks = tiles.div_ceil(pb);
-    let bufs = || (vec![0.0f32; a2 * p.ci * pb], vec![0.0f32; a2 * p.co * pb]);
-    (0..chunks)
-        .into_par_iter()
-        .for_each_init(bufs, |(v, mm), q| ctx.chunk(q * pb, v, mm));
+    let strip_len = strip.map_or(0, |g| 2 * g.alpha * g.row_len(pb));
+    let (v_len, mm_len) = (a2 * p.ci * pb, a2 * p.co * pb);
+    (0..chunks).into_par_iter().for_each(|q| {
+        with_scratch(v_len + mm_len + strip_len, |buf| {
+            let (v, rest) = buf.split_at_mut(v_len);
+            let (mm, s) = rest.split_at_mut(mm_len);
+            ctx.chunk(q * pb, v, mm, s)
+        })
+    });
     Ok(())
 }
 
@@ -170,48 +222,23 @@ struct Ctx<'a> {
     wo: usize,
     th: usize,
     tw: usize,
+    /// Tiles, or slots in the strip layout.
     tiles: usize,
     pb: usize,
+    strip: Option<StripGeometry>,
     input: &'a [f32],
     filter: &'a WinogradFilter,
     epi: &'a Epilogue<'a>,
     out: SendPtr,
 }
 
-/// The two transforms of one variant, for static dispatch.
-trait Transforms<const A: usize, const M: usize> {
-    fn input(d: &[[Lanes; A]; A]) -> [[Lanes; A]; A];
-    fn output(m: &[[Lanes; A]; A]) -> [[Lanes; M]; M];
-}
-
-struct F2;
-impl Transforms<4, 2> for F2 {
-    #[inline(always)]
-    fn input(d: &[[Lanes; 4]; 4]) -> [[Lanes; 4]; 4] {
-        input_f2(d)
-    }
-    #[inline(always)]
-    fn output(m: &[[Lanes; 4]; 4]) -> [[Lanes; 2]; 2] {
-        output_f2(m)
-    }
-}
-
-struct F4;
-impl Transforms<6, 4> for F4 {
-    #[inline(always)]
-    fn input(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
-        input_f4(d)
-    }
-    #[inline(always)]
-    fn output(m: &[[Lanes; 6]; 6]) -> [[Lanes; 4]; 4] {
-        output_f4(m)
-    }
-}
-
 impl Ctx<'_> {
     /// Tiles `t0 .. t0 + pb` (fewer at the end): transform, GEMMs, transform back.
-    fn chunk(&self, t0: usize, v: &mut [f32], mm: &mut [f32]) {
+    fn chunk(&self, t0: usize, v: &mut [f32], mm: &mut [f32], strip: &mut [f32]) {
         let cnt = self.pb.min(self.tiles - t0);
+        if let Some(g) = &self.strip {
+            return self.chunk_strips(g, t0, cnt, v, mm, strip);
+        }
         let tile = self.filter.tile;
         macro_rules! stage {
             ($f:ident, $f512:ident, $f2:ident, $t:ty, $a:literal, $m:literal) => {
@@ -244,12 +271,7 @@ impl Ctx<'_> {
                 4
             ),
         }
-        let (ci, co, pb) = (self.p.ci, self.p.co, self.pb);
-        for (xi, u) in self.filter.u.iter().enumerate() {
-            let b = MatRef::row_major(&v[xi * ci * pb..(xi + 1) * ci * pb], pb);
-            let c = &mut mm[xi * co * pb..(xi + 1) * co * pb];
-            sgemm_packed(self.isa, u, cnt, 1.0, b, 0.0, c, pb, Par::Serial);
-        }
+        self.products(cnt, v, mm);
         match tile {
             WinogradTile::F2 => stage!(
                 transform_out,
@@ -268,6 +290,61 @@ impl Ctx<'_> {
                 4
             ),
         }
+    }
+
+    /// Step 2: the α² GEMMs `M[ξ] = U[ξ] · V[ξ]` over the chunk's `cnt` columns.
+    fn products(&self, cnt: usize, v: &[f32], mm: &mut [f32]) {
+        let (ci, co, pb) = (self.p.ci, self.p.co, self.pb);
+        for (xi, u) in self.filter.u.iter().enumerate() {
+            let b = MatRef::row_major(&v[xi * ci * pb..(xi + 1) * ci * pb], pb);
+            let c = &mut mm[xi * co * pb..(xi + 1) * co * pb];
+            sgemm_packed(self.isa, u, cnt, 1.0, b, 0.0, c, pb, Par::Serial);
+        }
+    }
+
+    /// The chunk in the strip layout (AVX-512; `conv2d_winograd_in` checked).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn chunk_strips(
+        &self,
+        g: &StripGeometry,
+        t0: usize,
+        cnt: usize,
+        v: &mut [f32],
+        mm: &mut [f32],
+        strip: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::winograd_strip::avx512::StripChunk;
+            let c = StripChunk {
+                p: self.p,
+                g,
+                ho: self.ho,
+                wo: self.wo,
+                t0,
+                cnt,
+                pb: self.pb,
+            };
+            let out = self.out.0;
+            // SAFETY: the layout was refused unless the Isa proves AVX-512F; the
+            // chunk's slots are its own, so are the outputs it writes.
+            unsafe {
+                match self.filter.tile {
+                    WinogradTile::F2 => {
+                        c.transform_in::<F2, 4, 2>(self.input, strip, v);
+                        self.products(cnt, v, mm);
+                        c.transform_out::<F2, 4, 2>(mm, strip, self.epi, out);
+                    }
+                    WinogradTile::F4 => {
+                        c.transform_in::<F4, 6, 4>(self.input, strip, v);
+                        self.products(cnt, v, mm);
+                        c.transform_out::<F4, 6, 4>(mm, strip, self.epi, out);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the strip layout is refused off x86-64");
     }
 
     /// Where each of the lanes `g..g+LANES` of the chunk starting at tile `t0` sits:

@@ -219,3 +219,58 @@ pub fn output_f2(m: &[[Lanes; 4]; 4]) -> [[Lanes; 2]; 2] {
 pub fn output_f4(m: &[[Lanes; 6]; 6]) -> [[Lanes; 4]; 4] {
     two_d(m, output_1d_f4)
 }
+
+/// The transforms of one variant, for static dispatch (always inlined, so they
+/// vectorise for the ISA of the function that calls them).
+pub trait Transforms<const A: usize, const M: usize> {
+    /// `Bᵀ d B` of a tile group.
+    fn input(d: &[[Lanes; A]; A]) -> [[Lanes; A]; A];
+    /// `Aᵀ m A` of a tile group.
+    fn output(m: &[[Lanes; A]; A]) -> [[Lanes; M]; M];
+    /// `Bᵀ d` of one column.
+    fn input_1d(d: [Lanes; A]) -> [Lanes; A];
+    /// `Aᵀ m` of one column.
+    fn output_1d(m: [Lanes; A]) -> [Lanes; M];
+}
+
+/// F(2×2, 3×3).
+pub struct F2;
+impl Transforms<4, 2> for F2 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 4]; 4]) -> [[Lanes; 4]; 4] {
+        input_f2(d)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 4]; 4]) -> [[Lanes; 2]; 2] {
+        output_f2(m)
+    }
+    #[inline(always)]
+    fn input_1d(d: [Lanes; 4]) -> [Lanes; 4] {
+        input_1d_f2(d)
+    }
+    #[inline(always)]
+    fn output_1d(m: [Lanes; 4]) -> [Lanes; 2] {
+        output_1d_f2(m)
+    }
+}
+
+/// F(4×4, 3×3).
+pub struct F4;
+impl Transforms<6, 4> for F4 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
+        input_f4(d)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 6]; 6]) -> [[Lanes; 4]; 4] {
+        output_f4(m)
+    }
+    #[inline(always)]
+    fn input_1d(d: [Lanes; 6]) -> [Lanes; 6] {
+        input_1d_f4(d)
+    }
+    #[inline(always)]
+    fn output_1d(m: [Lanes; 6]) -> [Lanes; 4] {
+        output_1d_f4(m)
+    }
+}

@@ -1,0 +1,435 @@
+//! The strip layout of the Winograd conv (AVX-512): every tile's lanes are read and
+//! written as whole vectors, with no per-lane copies.
+//!
+//! The tiled layout (`winograd.rs`) gives each of a vector's 16 lanes a tile and
+//! gathers the lane's α×α window element by element, because on CIFAR-sized maps 16
+//! tiles span several tile rows or images. That gather and the matching scatter of
+//! the outputs took three quarters of a 16-channel F(4×4) conv, which then ran at
+//! half the direct conv's speed.
+//!
+//! Here each band of `m` output rows (one tile row of one image) is laid out in a
+//! *strip*: for each of the α input rows the band reads, the padded input row, in
+//! segments of `seg` columns (a multiple of `m`, wide enough for the row, its
+//! padding and the last tile's window), band after band. Tile slots then sit every
+//! `m` columns along the whole strip, so 16 consecutive slots are one contiguous run
+//! per row, and the α values of each slot are split into lanes by a few permutes
+//! (a stride-`m` deinterleave) instead of 16·α scalar moves. Slots whose window starts
+//! past the row's last tile are computed and dropped: `seg / m` slots per band for
+//! `⌈wo / m⌉` tiles (9 for 8 on a 32-wide map, 5 for 4 on a 16-wide one). The outputs
+//! come back the same way: interleaved into an output strip, then each band's rows
+//! are stored with the epilogue as contiguous runs.
+
+use super::conv_params::Conv2d;
+
+/// Slots in a vector group (one zmm of f32).
+const LANES: usize = 16;
+
+/// The strip geometry of one conv and tile size `m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StripGeometry {
+    /// Outputs per tile side.
+    pub m: usize,
+    /// Inputs per tile side (m + 2).
+    pub alpha: usize,
+    /// Columns per band segment: a multiple of `m`.
+    pub seg: usize,
+    /// Tile slots per band (`seg / m`).
+    pub slots: usize,
+    /// Bands: images × tile rows.
+    pub bands: usize,
+    /// Tile rows per image.
+    pub th: usize,
+}
+
+/// Tile slots per band of a strip: `seg / m` for the narrowest segment (a multiple of
+/// `m`) that holds a padded input row of `w` columns (`pad` each side) and the window
+/// of the last of the `⌈wo / m⌉` tiles. That window may run past the segment only
+/// into the next segment's left padding, or into the zeroed tail after the last band.
+pub fn slots_per_band(w: usize, pad: usize, wo: usize, m: usize) -> usize {
+    let tw = wo.div_ceil(m).max(1);
+    let need = (pad + w).max(((tw - 1) * m + m + 2).saturating_sub(pad));
+    need.div_ceil(m).max(1)
+}
+
+/// Whether strips beat the tiled layout for a row of `tiles` tiles in `slots` slots:
+/// up to half as many slots again (ResNet-20's 8×8 maps, 3 slots for 2 tiles, F(4×4):
+/// 0.87 against 0.96 ms at batch 64 on the 2-core EPYC); a 1×1 or 4×4 map, 2 slots
+/// for 1 tile, keeps the tiled layout.
+pub fn strips_pay(slots: usize, tiles: usize) -> bool {
+    2 * slots <= 3 * tiles
+}
+
+impl StripGeometry {
+    /// The strip layout of `p` (3×3, stride 1) for tiles of `m` outputs.
+    pub fn new(p: &Conv2d, (ho, wo): (usize, usize), m: usize) -> StripGeometry {
+        let slots = slots_per_band(p.w, p.pad.1, wo, m);
+        let th = ho.div_ceil(m);
+        StripGeometry {
+            m,
+            alpha: m + 2,
+            seg: slots * m,
+            slots,
+            bands: p.n * th,
+            th,
+        }
+    }
+
+    /// Every slot of the conv: what the chunks and GEMMs count.
+    pub fn total_slots(&self) -> usize {
+        self.bands * self.slots
+    }
+
+    /// The bands a chunk of `cnt` slots from slot `t0` touches: (first band, slots of
+    /// it before `t0`, how many bands).
+    pub fn chunk_bands(&self, t0: usize, cnt: usize) -> (usize, usize, usize) {
+        let lead = t0 % self.slots;
+        (t0 / self.slots, lead, (lead + cnt).div_ceil(self.slots))
+    }
+
+    /// Floats per strip row for a chunk of at most `pb` slots: its bands, and room for
+    /// the last vector group's reads past the last slot.
+    pub fn row_len(&self, pb: usize) -> usize {
+        let bands = (self.slots - 1 + pb).div_ceil(self.slots);
+        bands * self.seg + LANES * self.m + self.alpha
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    //! The AVX-512 kernels: input strips to transformed inputs, products to outputs.
+    use std::arch::x86_64::*;
+
+    use super::super::conv_params::{Conv2d, Epilogue};
+    use super::super::winograd_transform::{Lanes, Transforms};
+    use super::{StripGeometry, LANES};
+
+    /// What the strip stages read and write for one chunk of slots.
+    pub struct StripChunk<'a> {
+        pub p: &'a Conv2d,
+        pub g: &'a StripGeometry,
+        pub ho: usize,
+        pub wo: usize,
+        /// First slot and slot count.
+        pub t0: usize,
+        pub cnt: usize,
+        /// Columns of the chunk's transformed inputs and products (a multiple of 16).
+        pub pb: usize,
+    }
+
+    /// `e[j][l] = run[m·l + j]` for `j < α`: the α values of 16 slots `m` apart,
+    /// one vector each (`run` holds at least `16·m + α − m` floats).
+    ///
+    /// # Safety
+    /// AVX-512F, and `run` readable for `16·m + α − m` floats.
+    #[inline(always)]
+    unsafe fn deinterleave<const A: usize, const M: usize>(run: *const f32) -> [__m512; A] {
+        let mut e = [_mm512_setzero_ps(); A];
+        if M == 4 {
+            let l: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(run.add(16 * k)));
+            for (j, ej) in e.iter_mut().enumerate().take(4) {
+                // Lanes 0..8 from the first 32 floats, 8..16 from the next 32.
+                let idx = _mm512_setr_epi32(
+                    j as i32,
+                    4 + j as i32,
+                    8 + j as i32,
+                    12 + j as i32,
+                    16 + j as i32,
+                    20 + j as i32,
+                    24 + j as i32,
+                    28 + j as i32,
+                    j as i32,
+                    4 + j as i32,
+                    8 + j as i32,
+                    12 + j as i32,
+                    16 + j as i32,
+                    20 + j as i32,
+                    24 + j as i32,
+                    28 + j as i32,
+                );
+                let lo = _mm512_permutex2var_ps(l[0], idx, l[1]);
+                let hi = _mm512_permutex2var_ps(l[2], idx, l[3]);
+                *ej = _mm512_shuffle_f32x4::<0x44>(lo, hi);
+            }
+        } else {
+            let l: [__m512; 2] = std::array::from_fn(|k| _mm512_loadu_ps(run.add(16 * k)));
+            for (j, ej) in e.iter_mut().enumerate().take(2) {
+                let idx = _mm512_setr_epi32(
+                    j as i32,
+                    2 + j as i32,
+                    4 + j as i32,
+                    6 + j as i32,
+                    8 + j as i32,
+                    10 + j as i32,
+                    12 + j as i32,
+                    14 + j as i32,
+                    16 + j as i32,
+                    18 + j as i32,
+                    20 + j as i32,
+                    22 + j as i32,
+                    24 + j as i32,
+                    26 + j as i32,
+                    28 + j as i32,
+                    30 + j as i32,
+                );
+                *ej = _mm512_permutex2var_ps(l[0], idx, l[1]);
+            }
+        }
+        // The last α − m values of slot l are the first of slot l + 1; slot 15's come
+        // from the float after the run.
+        for j in M..A {
+            let next = _mm512_set1_ps(*run.add(16 * M + j - M));
+            e[j] = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(next),
+                _mm512_castps_si512(e[j - M]),
+            ));
+        }
+        e
+    }
+
+    /// The inverse for `m` outputs per slot: `out[m·l + s] = y[s][l]`, 16·m floats.
+    ///
+    /// # Safety
+    /// AVX-512F, and `out` writable for `16·m` floats.
+    #[inline(always)]
+    unsafe fn interleave<const M: usize>(y: &[__m512; M], out: *mut f32) {
+        for k in 0..M {
+            let idx: [i32; 16] = std::array::from_fn(|i| {
+                // Lane i of output vector k is slot (16k + i) / m, value (16k + i) % m;
+                // its value index picks the source below.
+                let (slot, s) = ((16 * k + i) / M, (16 * k + i) % M);
+                (slot as i32) + 16 * (s % 2) as i32
+            });
+            let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+            let v = if M == 4 {
+                let lo = _mm512_permutex2var_ps(y[0], idx, y[1]);
+                let hi = _mm512_permutex2var_ps(y[2], idx, y[3]);
+                // Values 2 and 3 of each slot (lanes i with i % 4 ≥ 2) from `hi`.
+                _mm512_mask_blend_ps(0xCCCC, lo, hi)
+            } else {
+                _mm512_permutex2var_ps(y[0], idx, y[1])
+            };
+            _mm512_storeu_ps(out.add(16 * k), v);
+        }
+    }
+
+    #[inline(always)]
+    fn to_lanes(v: __m512) -> Lanes {
+        // SAFETY: both are 64 bytes of f32.
+        Lanes(unsafe { std::mem::transmute::<__m512, [f32; 16]>(v) })
+    }
+
+    #[inline(always)]
+    fn from_lanes(v: Lanes) -> __m512 {
+        // SAFETY: as above.
+        unsafe { std::mem::transmute::<[f32; 16], __m512>(v.0) }
+    }
+
+    /// `dst = src` then zeros up to `dst.len()`, by vectors (rows are 8–70 floats:
+    /// a libc call each cost a tenth of the conv).
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[inline(always)]
+    unsafe fn copy_then_zero(dst: &mut [f32], src: &[f32]) {
+        assert!(src.len() <= dst.len());
+        let (d, n, total) = (dst.as_mut_ptr(), src.len(), dst.len());
+        let mut i = 0;
+        while i + LANES <= n {
+            _mm512_storeu_ps(d.add(i), _mm512_loadu_ps(src.as_ptr().add(i)));
+            i += LANES;
+        }
+        if i < n {
+            let k: __mmask16 = (1 << (n - i)) - 1;
+            _mm512_mask_storeu_ps(d.add(i), k, _mm512_maskz_loadu_ps(k, src.as_ptr().add(i)));
+            i = n;
+        }
+        while i < total {
+            let k: __mmask16 = if total - i >= LANES {
+                0xFFFF
+            } else {
+                (1 << (total - i)) - 1
+            };
+            _mm512_mask_storeu_ps(d.add(i), k, _mm512_setzero_ps());
+            i += LANES;
+        }
+    }
+
+    impl StripChunk<'_> {
+        /// Fills the α rows of the chunk's input strip for channel `c`.
+        ///
+        /// # Safety
+        /// AVX-512F.
+        #[inline(always)]
+        unsafe fn fill_strip(&self, input: &[f32], c: usize, strip: &mut [f32], len: usize) {
+            let (p, g) = (self.p, self.g);
+            let (band0, _, nb) = g.chunk_bands(self.t0, self.cnt);
+            let (h, w, pad_x) = (p.h as isize, p.w, p.pad.1);
+            for i in 0..g.alpha {
+                let row = &mut strip[i * len..(i + 1) * len];
+                for k in 0..nb {
+                    let band = band0 + k;
+                    let (b, ty) = (band / g.th, band % g.th);
+                    let seg = &mut row[k * g.seg..(k + 1) * g.seg];
+                    let y = (ty * g.m + i) as isize - p.pad.0 as isize;
+                    if y < 0 || y >= h {
+                        copy_then_zero(seg, &[]);
+                        continue;
+                    }
+                    let src = &input[((b * p.ci + c) * p.h + y as usize) * w..][..w];
+                    copy_then_zero(&mut seg[..pad_x], &[]);
+                    copy_then_zero(&mut seg[pad_x..], src);
+                }
+                copy_then_zero(&mut row[nb * g.seg..], &[]);
+            }
+        }
+
+        /// Step 1: `V[ξ][c][slot]` for the chunk's slots, from `input` (`[n, ci, h, w]`),
+        /// by rows first as each is split into lanes,
+        /// then columns, so only one α × α group is live.
+        ///
+        /// # Safety
+        /// AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn transform_in<T: Transforms<A, M>, const A: usize, const M: usize>(
+            &self,
+            input: &[f32],
+            strip: &mut [f32],
+            v: &mut [f32],
+        ) {
+            let (p, g, pb) = (self.p, self.g, self.pb);
+            let len = g.row_len(pb);
+            let (_, lead, _) = g.chunk_bands(self.t0, self.cnt);
+            assert!(strip.len() >= 2 * A * len && v.len() >= A * A * p.ci * pb);
+            let plane = p.ci * pb;
+            // Two strips: channel c + 1's is filled before channel c's is read, so the
+            // reads, which straddle the fill's stores, never wait on them in the store
+            // buffer (a failed store-to-load forward on every read cost a third).
+            let (even, odd) = strip.split_at_mut(A * len);
+            if p.ci > 0 {
+                self.fill_strip(input, 0, even, len);
+            }
+            for c in 0..p.ci {
+                let (cur, next) = if c % 2 == 0 {
+                    (&*even, &mut *odd)
+                } else {
+                    (&*odd, &mut *even)
+                };
+                if c + 1 < p.ci {
+                    self.fill_strip(input, c + 1, next, len);
+                }
+                for s in (0..self.cnt).step_by(LANES) {
+                    let col = (lead + s) * M;
+                    // rows[i] = (d B)[i]: each input row transformed as it is split.
+                    let rows: [[Lanes; A]; A] = std::array::from_fn(|i| {
+                        // In bounds: col + 16·m + α − m ≤ row_len (see `row_len`).
+                        let e = deinterleave::<A, M>(cur.as_ptr().add(i * len + col));
+                        T::input_1d(std::array::from_fn(|j| to_lanes(e[j])))
+                    });
+                    let base = v.as_mut_ptr().add(c * pb + s);
+                    for y in 0..A {
+                        let t = T::input_1d(std::array::from_fn(|i| rows[i][y]));
+                        for (x, val) in t.iter().enumerate() {
+                            // In bounds: asserted above.
+                            _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Step 3: `Y = Aᵀ M A` from the products `mm` (`[ξ][co][pb]`), stored with the epilogue through `out` (the whole output,
+        /// `[n, co, ho, wo]`).
+        ///
+        /// # Safety
+        /// AVX-512F; `out` points at `n·co·ho·wo` floats of which this chunk's tiles
+        /// are written by no one else.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn transform_out<T: Transforms<A, M>, const A: usize, const M: usize>(
+            &self,
+            mm: &[f32],
+            strip: &mut [f32],
+            epi: &Epilogue,
+            out: *mut f32,
+        ) {
+            let (p, g, pb) = (self.p, self.g, self.pb);
+            let len = g.row_len(pb);
+            let (_, lead, _) = g.chunk_bands(self.t0, self.cnt);
+            assert!(strip.len() >= 2 * M * len && mm.len() >= A * A * p.co * pb);
+            let plane = p.co * pb;
+            // Two strips, for the reason `transform_in` gives: channel o's is stored
+            // out after channel o + 1's is written.
+            let (even, odd) = strip.split_at_mut(M * len);
+            for o in 0..=p.co {
+                let (cur, prev) = if o % 2 == 0 {
+                    (&mut *even, &*odd)
+                } else {
+                    (&mut *odd, &*even)
+                };
+                if o > 0 {
+                    self.store_out::<M>(o - 1, prev, len, epi, out);
+                }
+                if o == p.co {
+                    break;
+                }
+                for s in (0..self.cnt).step_by(LANES) {
+                    let col = (lead + s) * M;
+                    let base = mm.as_ptr().add(o * pb + s);
+                    // rows[x] = (M A)[x]: row x of the products, transformed.
+                    let rows: [[Lanes; M]; A] = std::array::from_fn(|x| {
+                        T::output_1d(std::array::from_fn(|y| {
+                            // In bounds: asserted above.
+                            to_lanes(_mm512_loadu_ps(base.add((x * A + y) * plane)))
+                        }))
+                    });
+                    let y: [[Lanes; M]; M] = std::array::from_fn(|q| {
+                        T::output_1d(std::array::from_fn(|x| rows[x][q]))
+                    });
+                    // y[q][r] is output row r, column q of each slot.
+                    for r in 0..M {
+                        let vals: [__m512; M] = std::array::from_fn(|q| from_lanes(y[q][r]));
+                        // In bounds: col + 16·m ≤ row_len.
+                        interleave::<M>(&vals, cur.as_mut_ptr().add(r * len + col));
+                    }
+                }
+            }
+        }
+
+        /// Channel `o`'s rows of the chunk's slots from its output `strip`, cropped, as
+        /// contiguous runs with the epilogue.
+        ///
+        /// # Safety
+        /// As `transform_out`.
+        #[inline(always)]
+        unsafe fn store_out<const M: usize>(
+            &self,
+            o: usize,
+            strip: &[f32],
+            len: usize,
+            epi: &Epilogue,
+            out: *mut f32,
+        ) {
+            let (p, g) = (self.p, self.g);
+            let (ho, wo) = (self.ho, self.wo);
+            let (band0, _, nb) = g.chunk_bands(self.t0, self.cnt);
+            for k in 0..nb {
+                let band = band0 + k;
+                let (b, ty) = (band / g.th, band % g.th);
+                let first = (band * g.slots).max(self.t0);
+                let last = ((band + 1) * g.slots).min(self.t0 + self.cnt);
+                let x0 = (first - band * g.slots) * M;
+                let x1 = ((last - band * g.slots) * M).min(wo);
+                if x0 >= x1 {
+                    continue;
+                }
+                for r in 0..M.min(ho - ty * M) {
+                    let at = ((b * p.co + o) * ho + ty * M + r) * wo + x0;
+                    // SAFETY: inside the output (the caller's promise covers every
+                    // tile of the chunk), and these outputs are this chunk's alone.
+                    let dst = std::slice::from_raw_parts_mut(out.add(at), x1 - x0);
+                    let src = &strip[r * len + k * g.seg + x0..][..x1 - x0];
+                    epi.store_channel(dst, src, o, at);
+                }
+            }
+        }
+    }
+}
