@@ -6,14 +6,14 @@
 //!
 //! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ |
 //! |---|---|---|---|---|---|
-//! | direct, stride 1 (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·wp` to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
-//! | direct, strided (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
+//! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·⌈wp/sx⌉` (the phase grid of a strided conv) to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
+//! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
 //! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM |
 //! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transformed elements of the tiled layout (`tiles·α²·(ci + co)`: input and output transforms, gathered lane by lane; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transformed elements of the strip layout (whole vectors; 0 in tiles) | |
 //!
-//! A stride-1 direct conv runs the native sliding-window routine
-//! (`jit::kernels::conv_direct`), a strided one the generated kernel: separate
-//! features, so each gets its own constants. The native steps take symmetric padding
+//! A direct conv with symmetric padding runs the native sliding-window routine
+//! (`jit::kernels::conv_direct`, on the input's phases when strided), any other the
+//! generated kernel: separate features, so each gets its own constants. The native steps take symmetric padding
 //! only (`kernel_ir::native::choose`), and Winograd 3×3, stride-1, dilation-1,
 //! single-group 2-D convs: elsewhere `None`. The
 //! Winograd filter transform is left out: with weights bound it is done once, when the
@@ -52,10 +52,12 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
                 .product();
             let moved =
                 b * (shape.ci * padded + shape.co * plane) as f64 + (shape.co * cig * taps) as f64;
-            if symmetric && shape.stride.iter().all(|&s| s == 1) {
-                // Positions on the padded plane: output rows of the padded width.
+            if symmetric {
+                // Positions on the padded plane (on its phases when strided): output
+                // rows of the padded width over the stride.
                 let wp = *shape.input.last()? + pads.last()?.0 + pads.last()?.1;
-                let (cog, positions) = direct_tiles(shape.co / groups, rows * wp);
+                let wq = wp.div_ceil((*shape.stride.last()?).max(1));
+                let (cog, positions) = direct_tiles(shape.co / groups, rows * wq);
                 let macs = b * (groups * cog * positions * cig * taps) as f64;
                 return Some(vec![macs, moved, 0.0, 0.0, 0.0]);
             }
@@ -206,8 +208,14 @@ mod tests {
         assert_eq!(d[0], 2.0 * (6 * 128 * 8 * 9) as f64);
         let mut strided = s.clone();
         strided.stride = vec![2, 2];
-        // Strided, the generated kernel: rows of 5 rounded to 16 lanes.
+        // Strided, the sliding windows on the phases: 5 rows of the phase width 6 are
+        // 30 positions, one tile of 48.
         let d = features(&strided, ConvAlgo::Direct).unwrap();
+        assert_eq!((d[0], d[2]), (2.0 * (16 * 48 * 8 * 9) as f64, 0.0));
+        // Asymmetric padding, the generated kernel: rows of 5 rounded to 16 lanes.
+        let mut asymmetric = strided.clone();
+        asymmetric.padding = Padding::Explicit(vec![(0, 1), (0, 1)]);
+        let d = features(&asymmetric, ConvAlgo::Direct).unwrap();
         assert_eq!((d[0], d[2]), (0.0, 2.0 * (16 * 5 * 16 * 8 * 9) as f64));
         assert!(features(&strided, ConvAlgo::Winograd2).is_none());
         assert!(features(&strided, ConvAlgo::Im2col).is_some());

@@ -127,9 +127,10 @@ impl ConvGeometry {
             && self.groups == 1
     }
 
-    /// Whether the sliding-window direct routine covers it: stride 1.
+    /// Whether the sliding-window direct routine covers it: every stride (a strided
+    /// conv runs on the input's phases).
     pub fn direct_applies(&self) -> bool {
-        self.stride == (1, 1)
+        self.stride.0 >= 1 && self.stride.1 >= 1
     }
 
     /// Multiply-adds of the direct algorithm.

@@ -1,6 +1,6 @@
 //! The sliding-window direct conv against a naive f64 loop on every ISA: kernel sizes
-//! 1 to 5 and 5×3, padding 0 to 2 and asymmetric per axis, dilation, groups (depthwise
-//! included), 1×1 maps, channel counts that fill no tile, rows shorter and longer than
+//! 1 to 5 and 5×3, padding 0 to 2 and asymmetric per axis, dilation, strides 2 to 4 (by
+//! input phases), groups (depthwise included), 1×1 maps, channel counts that fill no tile, rows shorter and longer than
 //! a vector, the fused epilogue, and what it refuses.
 
 use crate::common::{assert_close, isas, naive_conv, random};
@@ -61,6 +61,43 @@ fn cases() -> Vec<Conv2d> {
         Conv2d {
             pad: (0, 3),
             ..conv(1, 4, (1, 50), 6, (1, 7)) // a 1-D conv
+        },
+        // Strides: phases with 4, 2, 2 and 1 taps (ResNet-20's downsampling).
+        Conv2d {
+            stride: (2, 2),
+            pad: (1, 1),
+            ..conv(2, 16, (32, 32), 32, (3, 3))
+        },
+        Conv2d {
+            stride: (2, 2),
+            pad: (1, 1),
+            ..conv(1, 5, (7, 9), 6, (3, 3)) // odd sizes
+        },
+        Conv2d {
+            stride: (2, 1),
+            pad: (2, 0),
+            ..conv(2, 3, (13, 6), 4, (5, 3))
+        },
+        Conv2d {
+            stride: (3, 3),
+            pad: (2, 1),
+            dilation: (2, 1),
+            ..conv(1, 4, (14, 11), 5, (3, 3)) // taps on every phase, none on some
+        },
+        Conv2d {
+            stride: (2, 2),
+            groups: 4,
+            pad: (1, 1),
+            ..conv(2, 8, (9, 9), 12, (3, 3))
+        },
+        Conv2d {
+            stride: (2, 2),
+            ..conv(2, 16, (8, 8), 32, (1, 1)) // a strided pointwise conv: one phase
+        },
+        Conv2d {
+            stride: (4, 4),
+            pad: (1, 1),
+            ..conv(1, 3, (5, 5), 2, (3, 3)) // a 2×2 output
         },
     ]
 }
@@ -123,28 +160,19 @@ fn fused_epilogue_bias_residual_relu() {
 }
 
 #[test]
-fn refuses_strides_and_bad_buffers() {
+fn refuses_bad_geometry_and_buffers() {
     let isa = isas()[0];
     let p = Conv2d::simple(1, 4, 5, 5, 6, 3, 0);
     let (x, w) = (vec![0.0; 100], vec![0.0; 216]);
     let mut out = vec![0.0; 54];
     assert!(conv2d_direct(isa, &p, &x, &w, &Epilogue::default(), &mut out).is_ok());
-    let strided = Conv2d {
-        stride: (2, 1),
+    let zero = Conv2d {
+        stride: (0, 1),
         ..p
     };
-    let mut strided_out = vec![0.0; 36];
-    let e = conv2d_direct(
-        isa,
-        &strided,
-        &x,
-        &w,
-        &Epilogue::default(),
-        &mut strided_out,
-    )
-    .unwrap_err();
-    assert!(matches!(e, ConvError::NotDirect(_)), "{e}");
-    assert!(e.to_string().contains("hint"), "{e}");
+    let e = conv2d_direct(isa, &zero, &x, &w, &Epilogue::default(), &mut out).unwrap_err();
+    assert!(matches!(e, ConvError::Geometry(_)), "{e}");
+    assert!(e.to_string().contains("stride 0"), "{e}");
     assert!(matches!(
         conv2d_direct(isa, &p, &x[..99], &w, &Epilogue::default(), &mut out),
         Err(ConvError::Buffer { what: "input", .. })

@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::conv_params::{Conv2d, ConvError, Epilogue};
-use super::direct_tile::{tile, TileArgs, TileShape};
+use super::direct_tile::{tile, TileArgs, TileSegment, TileShape};
 use super::isa::Isa;
 
 /// Floats of the largest tile (AVX-512: 24 vectors of 16 lanes).
@@ -27,9 +27,9 @@ const MAX_TILE: usize = 8 * 3 * 16;
 /// Products below this many multiply-adds run on the calling thread.
 const SERIAL_MACS: usize = 1 << 18;
 
-/// Whether the sliding-window conv covers `p`: stride 1 on both axes.
+/// Whether the sliding-window conv covers `p`: any stride of at least 1.
 pub fn direct_applies(p: &Conv2d) -> Result<(), ConvError> {
-    if p.stride != (1, 1) {
+    if p.stride.0 == 0 || p.stride.1 == 0 {
         return Err(ConvError::NotDirect(format!(
             "the stride is {:?}",
             p.stride
@@ -38,18 +38,31 @@ pub fn direct_applies(p: &Conv2d) -> Result<(), ConvError> {
     Ok(())
 }
 
-/// The padded plane and the tiling of one conv.
+/// The padded planes and the tiling of one conv.
+///
+/// At stride `(sy, sx)` the padded input is split into `sy·sx` phase planes, phase
+/// `(py, px)` holding the padded positions `(py + sy·i, px + sx·j)` at `(i, j)` of a
+/// grid `wp` wide. Output `(y, x)` is position `y·wp + x`, and its tap `(ky, kx)`
+/// reads phase `(ky·dh mod sy, kx·dw mod sx)` at the shift `⌊ky·dh/sy⌋·wp +
+/// ⌊kx·dw/sx⌋`: a strided conv is a stride-1 one over the phases, each with the taps
+/// that fall on it (one tile segment per phase), so no multiply is spent on a tap that
+/// is not there. At stride 1 there is one phase, the padded image itself.
 struct Layout {
     shape: TileShape,
+    stride: (usize, usize),
     ho: usize,
     wo: usize,
+    /// Row length of every phase plane's grid.
     wp: usize,
-    /// Floats per padded plane: every position any tile reads.
+    /// Floats per phase plane: every position any tile reads.
     ps: usize,
     /// Positions computed per plane (`ho · wp`).
     q: usize,
-    /// Tap offsets on the padded plane, `ky·dh·wp + kx·dw`.
-    offs: Vec<usize>,
+    /// Taps per phase with their offsets, in packing order (`x0` in units of whole
+    /// phases: `phase · ci · ps` floats).
+    segments: Vec<TileSegment>,
+    /// Each segment's taps as indices `ky·kw + kx` of the weight, for packing.
+    seg_taps: Vec<Vec<usize>>,
     /// Per group: input and output channels, and blocks of `cb` output channels.
     cig: usize,
     cog: usize,
@@ -61,27 +74,57 @@ struct Layout {
 impl Layout {
     fn new(isa: Isa, p: &Conv2d, (ho, wo): (usize, usize)) -> Layout {
         let shape = TileShape::for_channels(isa, p.co / p.groups.max(1));
+        let (sy, sx) = p.stride;
         let (hp, wp) = (p.h + 2 * p.pad.0, p.w + 2 * p.pad.1);
-        let q = ho * wp;
+        let (hq, wq) = (hp.div_ceil(sy), wp.div_ceil(sx));
+        let q = ho * wq;
         let vectors = q.div_ceil(shape.lanes);
-        let mut offs = Vec::with_capacity(p.kh * p.kw);
+        let mut phases: Vec<(usize, Vec<usize>, Vec<usize>)> = Vec::new();
         for ky in 0..p.kh {
             for kx in 0..p.kw {
-                offs.push(ky * p.dilation.0 * wp + kx * p.dilation.1);
+                let (r, c) = (ky * p.dilation.0, kx * p.dilation.1);
+                let phase = (r % sy) * sx + c % sx;
+                let off = (r / sy) * wq + c / sx;
+                match phases.iter_mut().find(|(ph, _, _)| *ph == phase) {
+                    Some((_, offs, taps)) => {
+                        offs.push(off);
+                        taps.push(ky * p.kw + kx);
+                    }
+                    None => phases.push((phase, vec![off], vec![ky * p.kw + kx])),
+                }
             }
         }
-        let max_off = offs.iter().copied().max().unwrap_or(0);
+        let max_off = phases
+            .iter()
+            .flat_map(|(_, offs, _)| offs.iter().copied())
+            .max()
+            .unwrap_or(0);
+        let ps = (vectors * shape.lanes + max_off).max(hq * wq);
+        let cig = p.ci / p.groups;
         let cog = p.co / p.groups;
+        let mut segments = Vec::with_capacity(phases.len());
+        let mut seg_taps = Vec::with_capacity(phases.len());
+        let mut w0 = 0;
+        for (phase, offs, taps) in phases {
+            segments.push(TileSegment {
+                x0: phase * p.ci * ps,
+                offs,
+                w0,
+            });
+            w0 += cig * taps.len() * shape.cb;
+            seg_taps.push(taps);
+        }
         Layout {
             shape,
+            stride: (sy, sx),
             ho,
             wo,
-
-            wp,
-            ps: (vectors * shape.lanes + max_off).max(hp * wp),
+            wp: wq,
+            ps,
             q,
-            offs,
-            cig: p.ci / p.groups,
+            segments,
+            seg_taps,
+            cig,
             cog,
             co_blocks: cog.div_ceil(shape.cb),
             pos_blocks: vectors.div_ceil(shape.max_nv),
@@ -90,6 +133,76 @@ impl Layout {
 
     fn tiles(&self, groups: usize) -> usize {
         groups * self.co_blocks * self.pos_blocks
+    }
+
+    /// Floats of one image's phase planes.
+    fn buffer_len(&self, ci: usize) -> usize {
+        self.stride.0 * self.stride.1 * ci * self.ps
+    }
+
+    /// Input row `src` of channel `c`, padded row `r`, into the two column phases of
+    /// a stride-2 conv: pairs of columns split in one pass (which vectorises; a
+    /// `step_by` loop per phase took as long as the conv's multiplies).
+    fn fill_row_stride2(&self, p: &Conv2d, c: usize, r: usize, src: &[f32], buf: &mut [f32]) {
+        let sy = self.stride.0;
+        let phase_row = |px: usize| (((r % sy) * 2 + px) * p.ci + c) * self.ps + (r / sy) * self.wp;
+        // Input column `e` is the first on an even padded column (phase 0).
+        let e = p.pad.1 % 2;
+        let (at0, at1) = (
+            phase_row(0) + (e + p.pad.1) / 2,
+            phase_row(1) + (e + 1 + p.pad.1) / 2,
+        );
+        let pairs = src.len().saturating_sub(e) / 2;
+        // Phase 1 lies after phase 0 in the buffer.
+        let (lo, hi) = buf.split_at_mut(phase_row(1) - (r / sy) * self.wp);
+        let hi_at = at1 - lo.len();
+        let (even, odd) = (&mut lo[at0..at0 + pairs], &mut hi[hi_at..hi_at + pairs]);
+        for ((d0, d1), pair) in even
+            .iter_mut()
+            .zip(odd.iter_mut())
+            .zip(src[e..].chunks_exact(2))
+        {
+            *d0 = pair[0];
+            *d1 = pair[1];
+        }
+        // The columns outside whole pairs: the first (when e = 1) and the last.
+        if e == 1 {
+            hi[hi_at - 1] = src[0];
+        }
+        if (src.len() - e) % 2 == 1 {
+            lo[at0 + pairs] = src[src.len() - 1];
+        }
+    }
+
+    /// Copies image `x` (`[ci, h, w]`) into its zero-padded phase planes.
+    fn fill(&self, p: &Conv2d, x: &[f32], buf: &mut [f32]) {
+        if self.stride == (1, 1) {
+            return pad_planes(p, (self.wp, self.ps), x, buf);
+        }
+        buf.fill(0.0);
+        let (sy, sx) = self.stride;
+        for (c, plane) in x.chunks_exact(p.h * p.w).enumerate() {
+            for (iy, src) in plane.chunks_exact(p.w).enumerate() {
+                let r = iy + p.pad.0;
+                if sx == 2 {
+                    self.fill_row_stride2(p, c, r, src, buf);
+                    continue;
+                }
+                for px in 0..sx {
+                    // Padded columns ≡ px (mod sx): the input columns from the first
+                    // such one on, sx apart, to consecutive places of the phase row.
+                    let first = (px + sx - p.pad.1 % sx) % sx;
+                    if first >= p.w {
+                        continue;
+                    }
+                    let base = (((r % sy) * sx + px) * p.ci + c) * self.ps + (r / sy) * self.wp;
+                    let dst = &mut buf[base + (first + p.pad.1) / sx..];
+                    for (d, &v) in dst.iter_mut().zip(src[first..].iter().step_by(sx)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -116,7 +229,7 @@ impl DirectFilter {
         let hw = p.out_hw()?;
         direct_applies(p)?;
         let l = Layout::new(isa, p, hw);
-        let taps = l.offs.len();
+        let taps = p.kh * p.kw;
         let expected = p.co * l.cig * taps;
         if weight.len() != expected {
             return Err(ConvError::Buffer {
@@ -128,12 +241,18 @@ impl DirectFilter {
         let cb = l.shape.cb;
         let block = l.cig * taps * cb;
         let mut packed = vec![0.0; p.groups * l.co_blocks * block];
+        // Per segment `[ci/g][its taps][cb]`, the segments one after another.
         for g in 0..p.groups {
             for o in 0..l.cog {
                 let src = &weight[(g * l.cog + o) * l.cig * taps..][..l.cig * taps];
                 let dst = &mut packed[(g * l.co_blocks + o / cb) * block..][..block];
-                for (i, &v) in src.iter().enumerate() {
-                    dst[i * cb + o % cb] = v;
+                for (seg, seg_taps) in l.segments.iter().zip(&l.seg_taps) {
+                    for c in 0..l.cig {
+                        for (t, &tap) in seg_taps.iter().enumerate() {
+                            let at = seg.w0 + (c * seg_taps.len() + t) * cb + o % cb;
+                            dst[at] = src[c * taps + tap];
+                        }
+                    }
                 }
             }
         }
@@ -187,13 +306,13 @@ fn run_tile(
     let first_vector = pb * s.max_nv;
     let nv = (l.q.div_ceil(s.lanes) - first_vector).min(s.max_nv);
     let q0 = first_vector * s.lanes;
-    let block = l.cig * l.offs.len() * s.cb;
+    let block = l.cig * p.kh * p.kw * s.cb;
     let mut acc = [0f32; MAX_TILE];
     let args = TileArgs {
         x: &padded[g * l.cig * l.ps + q0..],
         ps: l.ps,
         cin: l.cig,
-        offs: &l.offs,
+        segments: &l.segments,
         w: &packed[(g * l.co_blocks + cob) * block..][..block],
         nv,
     };
@@ -224,7 +343,7 @@ fn run_tile(
     }
 }
 
-/// `out = epilogue(conv2d(input, weight))` with `p`'s geometry (stride 1).
+/// `out = epilogue(conv2d(input, weight))` with `p`'s geometry.
 pub fn conv2d_direct(
     isa: Isa,
     p: &Conv2d,
@@ -252,13 +371,13 @@ pub fn conv2d_direct_packed(
         )));
     }
     let (isa, l, packed) = (filter.isa, &filter.layout, &filter.packed);
-    p.check(input.len(), p.co * l.cig * l.offs.len(), out.len(), epi)?;
+    p.check(input.len(), p.co * l.cig * p.kh * p.kw, out.len(), epi)?;
     if p.n == 0 || out.is_empty() {
         return Ok(());
     }
     let tiles = l.tiles(p.groups);
     let in_img = p.ci * p.h * p.w;
-    let buf_len = p.ci * l.ps;
+    let buf_len = l.buffer_len(p.ci);
     let out = OutPtr(out.as_mut_ptr(), out.len());
     let threads = rayon::current_num_threads();
     let serial = threads == 1 || p.macs() < SERIAL_MACS;
@@ -269,14 +388,14 @@ pub fn conv2d_direct_packed(
         input.par_chunks(in_img).enumerate().for_each_init(
             || vec![0.0; buf_len],
             |buf, (n, x)| {
-                pad_planes(p, (l.wp, l.ps), x, buf);
+                l.fill(p, x, buf);
                 (0..tiles).for_each(|t| tile_at(buf, n, t));
             },
         );
     } else {
         let mut buf = vec![0.0; buf_len];
         for (n, x) in input.chunks(in_img).enumerate() {
-            pad_planes(p, (l.wp, l.ps), x, &mut buf);
+            l.fill(p, x, &mut buf);
             if serial {
                 (0..tiles).for_each(|t| tile_at(&buf, n, t));
             } else {

@@ -1,4 +1,6 @@
 //! The register tiles of the sliding-window direct conv (`conv_direct`), one per ISA.
+//! A tile sums over segments of taps: one for a stride-1 conv, one per input phase
+//! for a strided one.
 //!
 //! A tile computes `cb` output channels at `nv` vectors of consecutive positions of
 //! the padded, flattened input plane: `out[o][j] = Σ_c Σ_t w[c][t][o] · x[c·ps +
@@ -51,13 +53,25 @@ impl TileShape {
     }
 }
 
-/// Reads of one tile: `x` from `cin` planes `ps` apart, at every offset of `offs`, `nv`
-/// vectors each; `w` packed `[cin][taps][cb]`; `out` is `[cb][nv·lanes]`.
+/// One run of taps of a tile: channels `0..cin` of `x` from `x0` on, planes `ps`
+/// apart, read at every offset of `offs`; weights `[cin][offs.len()][cb]` from `w0` of
+/// `w`. A stride-1 conv is one segment; a strided one has a segment per input phase
+/// (`conv_direct`), each with the taps that fall on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TileSegment {
+    pub x0: usize,
+    pub offs: Vec<usize>,
+    pub w0: usize,
+}
+
+/// Reads of one tile: `x` from `cin` planes `ps` apart per segment, `nv` vectors at
+/// each offset; `w` packed per segment; `out` is `[cb][nv·lanes]`, the sum over every
+/// segment.
 pub struct TileArgs<'a> {
     pub x: &'a [f32],
     pub ps: usize,
     pub cin: usize,
-    pub offs: &'a [usize],
+    pub segments: &'a [TileSegment],
     pub w: &'a [f32],
     pub nv: usize,
 }
@@ -77,7 +91,6 @@ macro_rules! dispatch {
 /// the driver sizes the padded plane so that it never does.
 pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     let span = a.nv * shape.lanes;
-    let max_off = a.offs.iter().copied().max().unwrap_or(0);
     assert_eq!(
         shape,
         TileShape::for_channels(isa, shape.cb),
@@ -88,8 +101,11 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
         "1 to {} vectors",
         shape.max_nv
     );
-    assert!(a.cin == 0 || (a.cin - 1) * a.ps + max_off + span <= a.x.len());
-    assert!(a.w.len() >= a.cin * a.offs.len() * shape.cb);
+    for seg in a.segments {
+        let max_off = seg.offs.iter().copied().max().unwrap_or(0);
+        assert!(a.cin == 0 || seg.x0 + (a.cin - 1) * a.ps + max_off + span <= a.x.len());
+        assert!(a.w.len() >= seg.w0 + a.cin * seg.offs.len() * shape.cb);
+    }
     assert!(out.len() >= shape.cb * span);
     let (x, w, o) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr());
     match isa.kind() {
@@ -100,7 +116,7 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
                 avx512,
                 shape.cb,
                 a.nv,
-                (x, a.ps, a.cin, a.offs, w, o),
+                (x, a.ps, a.cin, a.segments, w, o),
                 [(8, [1, 2, 3]), (6, [1, 2, 3, 4]), (4, [1, 2, 3, 4, 5, 6])]
             )
         },
@@ -111,7 +127,7 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
                 avx2,
                 shape.cb,
                 a.nv,
-                (x, a.ps, a.cin, a.offs, w, o),
+                (x, a.ps, a.cin, a.segments, w, o),
                 [(4, [1, 2, 3]), (3, [1, 2, 3, 4])]
             )
         },
@@ -131,24 +147,26 @@ unsafe fn avx512<const CB: usize, const NV: usize>(
     x: *const f32,
     ps: usize,
     cin: usize,
-    offs: &[usize],
+    segments: &[TileSegment],
     w: *const f32,
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    let taps = offs.len();
     let mut acc = [[_mm512_setzero_ps(); NV]; CB];
-    for c in 0..cin {
-        let xc = x.add(c * ps);
-        let wc = w.add(c * taps * CB);
-        for (t, &off) in offs.iter().enumerate() {
-            let xt = xc.add(off);
-            let xv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(xt.add(16 * v)));
-            let wt = wc.add(t * CB);
-            for (o, row) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*wt.add(o));
-                for (a, xv) in row.iter_mut().zip(&xv) {
-                    *a = _mm512_fmadd_ps(b, *xv, *a);
+    for seg in segments {
+        let taps = seg.offs.len();
+        for c in 0..cin {
+            let xc = x.add(seg.x0 + c * ps);
+            let wc = w.add(seg.w0 + c * taps * CB);
+            for (t, &off) in seg.offs.iter().enumerate() {
+                let xt = xc.add(off);
+                let xv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(xt.add(16 * v)));
+                let wt = wc.add(t * CB);
+                for (o, row) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*wt.add(o));
+                    for (a, xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm512_fmadd_ps(b, *xv, *a);
+                    }
                 }
             }
         }
@@ -166,24 +184,26 @@ unsafe fn avx2<const CB: usize, const NV: usize>(
     x: *const f32,
     ps: usize,
     cin: usize,
-    offs: &[usize],
+    segments: &[TileSegment],
     w: *const f32,
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
-    let taps = offs.len();
     let mut acc = [[_mm256_setzero_ps(); NV]; CB];
-    for c in 0..cin {
-        let xc = x.add(c * ps);
-        let wc = w.add(c * taps * CB);
-        for (t, &off) in offs.iter().enumerate() {
-            let xt = xc.add(off);
-            let xv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(xt.add(8 * v)));
-            let wt = wc.add(t * CB);
-            for (o, row) in acc.iter_mut().enumerate() {
-                let b = _mm256_broadcast_ss(&*wt.add(o));
-                for (a, xv) in row.iter_mut().zip(&xv) {
-                    *a = _mm256_fmadd_ps(b, *xv, *a);
+    for seg in segments {
+        let taps = seg.offs.len();
+        for c in 0..cin {
+            let xc = x.add(seg.x0 + c * ps);
+            let wc = w.add(seg.w0 + c * taps * CB);
+            for (t, &off) in seg.offs.iter().enumerate() {
+                let xt = xc.add(off);
+                let xv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(xt.add(8 * v)));
+                let wt = wc.add(t * CB);
+                for (o, row) in acc.iter_mut().enumerate() {
+                    let b = _mm256_broadcast_ss(&*wt.add(o));
+                    for (a, xv) in row.iter_mut().zip(&xv) {
+                        *a = _mm256_fmadd_ps(b, *xv, *a);
+                    }
                 }
             }
         }
@@ -199,17 +219,19 @@ unsafe fn avx2<const CB: usize, const NV: usize>(
 /// add: `mul_add` without FMA hardware is a libm call).
 fn portable<const CB: usize, const NV: usize>(a: &TileArgs, out: &mut [f32]) {
     const L: usize = 8;
-    let taps = a.offs.len();
     let mut acc = [[[0f32; L]; NV]; CB];
-    for c in 0..a.cin {
-        let xc = &a.x[c * a.ps..];
-        let wc = &a.w[c * taps * CB..(c + 1) * taps * CB];
-        for (&off, wt) in a.offs.iter().zip(wc.chunks_exact(CB)) {
-            let xt = &xc[off..off + NV * L];
-            for (row, &b) in acc.iter_mut().zip(wt) {
-                for (vec, xs) in row.iter_mut().zip(xt.chunks_exact(L)) {
-                    for (s, &x) in vec.iter_mut().zip(xs) {
-                        *s += b * x;
+    for seg in a.segments {
+        let taps = seg.offs.len();
+        for c in 0..a.cin {
+            let xc = &a.x[seg.x0 + c * a.ps..];
+            let wc = &a.w[seg.w0 + c * taps * CB..][..taps * CB];
+            for (&off, wt) in seg.offs.iter().zip(wc.chunks_exact(CB)) {
+                let xt = &xc[off..off + NV * L];
+                for (row, &b) in acc.iter_mut().zip(wt) {
+                    for (vec, xs) in row.iter_mut().zip(xt.chunks_exact(L)) {
+                        for (s, &x) in vec.iter_mut().zip(xs) {
+                            *s += b * x;
+                        }
                     }
                 }
             }

@@ -381,9 +381,8 @@ pub(super) mod avx512 {
                             to_lanes(_mm512_loadu_ps(base.add((x * A + y) * plane)))
                         }))
                     });
-                    let y: [[Lanes; M]; M] = std::array::from_fn(|q| {
-                        T::output_1d(std::array::from_fn(|x| rows[x][q]))
-                    });
+                    let y: [[Lanes; M]; M] =
+                        std::array::from_fn(|q| T::output_1d(std::array::from_fn(|x| rows[x][q])));
                     // y[q][r] is output row r, column q of each slot.
                     for r in 0..M {
                         let vals: [__m512; M] = std::array::from_fn(|q| from_lanes(y[q][r]));
