@@ -24,7 +24,9 @@ use fnet::jit::kernels::conv_params::{Conv2d, Epilogue};
 use fnet::jit::kernels::isa::Isa;
 use fnet::jit::kernels::pack::MatRef;
 use fnet::jit::kernels::sgemm::{sgemm, Par};
-use fnet::jit::kernels::winograd::{conv2d_winograd, WinogradFilter};
+use fnet::jit::kernels::winograd::{
+    conv2d_winograd, conv2d_winograd_in, WinogradFilter, WinogradLayout,
+};
 use fnet::jit::kernels::winograd_transform::WinogradTile;
 use std::time::Instant;
 
@@ -47,8 +49,8 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The four conv algorithms on one conv, best of `reps` each: (im2col, F2, F4,
-/// sliding-window direct).
-fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
+/// sliding-window direct, F4 in the tiled layout).
+fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 5] {
     let x = data(p.n * p.ci * p.h * p.w, 1);
     let w = data(p.co * p.ci * 9, 2);
     let (ho, wo) = p.out_hw().unwrap();
@@ -68,6 +70,10 @@ fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
         }),
         best(reps, || {
             conv2d_direct(isa, p, &x, &w, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            let tiles = WinogradLayout::Tiles;
+            conv2d_winograd_in(tiles, isa, &f4, p, &x, &epi, &mut out).unwrap()
         }),
     ]
 }
@@ -123,8 +129,8 @@ fn main() {
         let p = Conv2d::simple(n, c, h, w, c, 3, 1);
         let t = pool.install(|| conv_times(isa, &p, reps));
         println!(
-            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{}}}",
-            t[0], t[1], t[2], t[3]
+            "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{},\"winograd_f4_tiles\":{}}}",
+            t[0], t[1], t[2], t[3], t[4]
         );
         return;
     }
@@ -145,12 +151,12 @@ fn main() {
     }
     let case = Conv2d::simple(64, 32, 32, 32, 32, 3, 1);
     let mut gemm_best = vec![f64::INFINITY; shapes.len()];
-    let mut conv_best = [f64::INFINITY; 4];
+    let mut conv_best = [f64::INFINITY; 5];
     let stages: Vec<Conv2d> = [(16, 32), (32, 16), (64, 8)]
         .iter()
         .flat_map(|&(c, hw)| [1, 64].map(|n| Conv2d::simple(n, c, hw, hw, c, 3, 1)))
         .collect();
-    let mut stage_best = vec![[f64::INFINITY; 6]; stages.len()];
+    let mut stage_best = vec![[f64::INFINITY; 7]; stages.len()];
     pool.install(|| {
         for _ in 0..rounds {
             for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
@@ -184,6 +190,7 @@ fn main() {
         "Winograd F(2x2,3x3)",
         "Winograd F(4x4,3x3)",
         "direct (sliding)",
+        "F(4x4) tiled layout",
     ]
     .iter()
     .zip(conv_best)
@@ -197,20 +204,21 @@ fn main() {
     }
     println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s (forward; filter gradient)");
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
-        "conv", "im2col", "F(2x2)", "F(4x4)", "direct", "dW im2col", "dW direct"
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "conv", "im2col", "F(2x2)", "F(4x4)", "direct", "F4 tiled", "dW im2col", "dW direct"
     );
     for (p, t) in stages.iter().zip(&stage_best) {
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1}",
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1}",
             format!("N{} C{} {}x{}", p.n, p.ci, p.h, p.w),
             g[0],
             g[1],
             g[2],
             g[3],
             g[4],
-            g[5]
+            g[5],
+            g[6]
         );
     }
     let w = data(64 * 64 * 9, 5);

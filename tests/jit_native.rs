@@ -157,15 +157,10 @@ fn all_cases_agree(native: NativeConvs, rel: f64) {
             common::assert_close(&format!("{src} ({native:?})"), g, w, rel);
         }
         let steps = native_steps(&src, shape, native);
-        // The sliding-window direct conv covers stride 1.
-        let direct = if body.contains("stride: 2") { 0 } else { convs };
         let expect = match native {
             NativeConvs::Force(JitConv::Generated) | NativeConvs::Off => vec![],
-            NativeConvs::Force(JitConv::Direct) => {
-                let mut e = vec![JitConv::Direct; direct];
-                e.extend(vec![JitConv::Im2col; convs - direct]);
-                e
-            }
+            // The sliding-window direct conv covers every stride (on the phases).
+            NativeConvs::Force(JitConv::Direct) => vec![JitConv::Direct; convs],
             NativeConvs::Force(JitConv::Im2col) => vec![JitConv::Im2col; convs],
             NativeConvs::Force(w) => {
                 let mut e = vec![w; winograd];
@@ -293,7 +288,7 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
     );
     let direct = NativeConvs::Force(JitConv::Direct);
     assert_eq!(choose(direct, &g(5, 1, 2), true, Auto), JitConv::Direct);
-    assert_eq!(choose(direct, &g(3, 2, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(direct, &g(3, 2, 1), true, Auto), JitConv::Direct);
     // Auto follows the conv's `algo` (the cost table's choice), falling back where
     // the written algorithm does not apply; `auto` (no pass ran) takes the rule.
     let auto = NativeConvs::Auto;
@@ -301,10 +296,10 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
         choose(auto, &g(3, 1, 1), true, ConvAlgo::Direct),
         JitConv::Direct
     );
-    // A program's `direct` on a stride: the direct algorithm, generated.
+    // A program's `direct` on a stride: the sliding windows on the phases.
     assert_eq!(
         choose(auto, &g(3, 2, 1), true, ConvAlgo::Direct),
-        JitConv::Generated
+        JitConv::Direct
     );
     assert_eq!(
         choose(auto, &g(3, 1, 1), true, ConvAlgo::Fft),
@@ -324,7 +319,7 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
     );
     assert_eq!(choose(auto, &g(3, 1, 1), true, Auto), JitConv::Direct);
     assert_eq!(choose(auto, &g(5, 1, 2), true, Auto), JitConv::Direct);
-    assert_eq!(choose(auto, &g(3, 2, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(auto, &g(3, 2, 1), true, Auto), JitConv::Direct);
     for (body, shape) in [
         (
             "return x |> conv1d(5, 5, padding: causal, dilation: 2)",

@@ -430,10 +430,9 @@ impl NativeOp {
 /// (`written`: what `choose-conv-algo` decided with the backend's cost table, or the
 /// program's `algo:`); an `fft` conv is generated here (the lowering tries its FFT
 /// path first). A conv nothing decided (`auto`: no pass ran) takes the sliding-window
-/// direct routine at stride 1, else im2col. A written `direct` that the routine does
-/// not cover (a stride) is the generated kernel; any other algorithm, written or
-/// forced, that does not cover the conv falls back to im2col. Geometry the routines
-/// do not take (asymmetric padding) is generated.
+/// direct routine (any stride, on the input's phases). Winograd, written or forced,
+/// where it does not cover the conv falls back to im2col. Geometry the routines do
+/// not take (asymmetric padding) is generated.
 pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: ConvAlgo) -> JitConv {
     let wanted = match mode {
         NativeConvs::Off => return JitConv::Generated,
@@ -441,15 +440,10 @@ pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: Con
         NativeConvs::Force(a) => a,
         NativeConvs::Auto => match written {
             ConvAlgo::Fft => JitConv::Generated,
-            // A program's `algo: direct` on a stride the routine does not take is
-            // still the direct algorithm: the generated kernel.
-            ConvAlgo::Direct if g.direct_applies() => JitConv::Direct,
-            ConvAlgo::Direct => JitConv::Generated,
+            ConvAlgo::Direct | ConvAlgo::Auto => JitConv::Direct,
             ConvAlgo::Im2col => JitConv::Im2col,
             ConvAlgo::Winograd2 => JitConv::Winograd2,
             ConvAlgo::Winograd4 => JitConv::Winograd4,
-            ConvAlgo::Auto if g.direct_applies() => JitConv::Direct,
-            ConvAlgo::Auto => JitConv::Im2col,
         },
     };
     match wanted {
