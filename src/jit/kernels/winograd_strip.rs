@@ -326,8 +326,10 @@ pub(super) mod avx512 {
                         T::input_1d(std::array::from_fn(|j| to_lanes(e[j])))
                     });
                     let base = v.as_mut_ptr().add(c * pb + s);
-                    for y in 0..A {
-                        let t = T::input_1d(std::array::from_fn(|i| rows[i][y]));
+                    let columns: [[Lanes; A]; A] =
+                        std::array::from_fn(|y| std::array::from_fn(|i| rows[i][y]));
+                    for (y, column) in columns.into_iter().enumerate() {
+                        let t = T::input_1d(column);
                         for (x, val) in t.iter().enumerate() {
                             // In bounds: asserted above.
                             _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
@@ -337,8 +339,8 @@ pub(super) mod avx512 {
             }
         }
 
-        /// Step 3: `Y = Aᵀ M A` from the products `mm` (`[ξ][co][pb]`), stored with the epilogue through `out` (the whole output,
-        /// `[n, co, ho, wo]`).
+        /// Step 3: `Y = Aᵀ M A` from the products `mm` (`[ξ][co][pb]`), stored with the
+        /// epilogue through `out` (the whole output, `[n, co, ho, wo]`).
         ///
         /// # Safety
         /// AVX-512F; `out` points at `n·co·ho·wo` floats of which this chunk's tiles
@@ -384,10 +386,11 @@ pub(super) mod avx512 {
                     let y: [[Lanes; M]; M] =
                         std::array::from_fn(|q| T::output_1d(std::array::from_fn(|x| rows[x][q])));
                     // y[q][r] is output row r, column q of each slot.
-                    for r in 0..M {
-                        let vals: [__m512; M] = std::array::from_fn(|q| from_lanes(y[q][r]));
+                    let out_rows: [[__m512; M]; M] =
+                        std::array::from_fn(|r| std::array::from_fn(|q| from_lanes(y[q][r])));
+                    for (r, vals) in out_rows.iter().enumerate() {
                         // In bounds: col + 16·m ≤ row_len.
-                        interleave::<M>(&vals, cur.as_mut_ptr().add(r * len + col));
+                        interleave::<M>(vals, cur.as_mut_ptr().add(r * len + col));
                     }
                 }
             }
