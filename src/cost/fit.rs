@@ -92,6 +92,34 @@ pub fn grid() -> Vec<ConvShape> {
     );
     strided.stride = vec![2, 2];
     g.push(strided);
+    // ResNet-20's downsampling convs at batch 1 and 64, where the JIT weighs its
+    // direct routine on the input's phases against im2col, and its first conv (3
+    // input channels: Winograd's GEMMs are shallow) at 64.
+    for &(b, ci, co, hw) in &[
+        (1u64, 16u64, 32u64, 32u64),
+        (64, 16, 32, 32),
+        (1, 32, 64, 16),
+        (64, 32, 64, 16),
+    ] {
+        let mut down = ConvShape::plain(
+            b,
+            ci,
+            co,
+            &[hw, hw],
+            &[3, 3],
+            Padding::Explicit(vec![(1, 1); 2]),
+        );
+        down.stride = vec![2, 2];
+        g.push(down);
+    }
+    g.push(ConvShape::plain(
+        64,
+        3,
+        16,
+        &[32, 32],
+        &[3, 3],
+        Padding::Explicit(vec![(1, 1); 2]),
+    ));
     let mut dilated = ConvShape::plain(4, 16, 16, &[784], &[9], Padding::Same);
     dilated.dilation = vec![4];
     g.push(dilated);

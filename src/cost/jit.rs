@@ -8,7 +8,7 @@
 //! |---|---|---|---|---|---|
 //! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·⌈wp/sx⌉` (the phase grid of a strided conv) to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
 //! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
-//! | im2col | GEMM multiply-adds | column-matrix elements written (none for a 1×1 stride-1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM |
+//! | im2col | GEMM multiply-adds | column-matrix elements written at stride 1 (none for a 1×1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM | GEMM multiply-adds again when an image's output has under 128 positions (a narrow GEMM); f₆: column-matrix elements gathered at a stride |
 //! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transformed elements of the tiled layout (`tiles·α²·(ci + co)`: input and output transforms, gathered lane by lane; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transformed elements of the strip layout (whole vectors; 0 in tiles) | |
 //!
 //! A direct conv with symmetric padding runs the native sliding-window routine
@@ -28,6 +28,8 @@ use crate::jit::kernels::winograd_strip::{slots_per_band, strips_pay};
 /// The JIT target's register tile (`backend::JitBackend::default_target`).
 const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
+/// Output positions per image under which an im2col GEMM counts as narrow.
+const NARROW_GEMM: u64 = 128;
 /// Lanes of the sliding-window routine's AVX-512 tiles (`direct_tile::AVX512_SHAPES`).
 const DIRECT_LANES: u64 = 16;
 
@@ -94,11 +96,21 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
             // One image is split inside its GEMM, by column blocks and per depth block,
             // at a fraction of the rate of images spread whole over the threads.
             let split = if shape.batch == 1 { macs } else { 0.0 };
+            // A GEMM of fewer than 128 columns (an 8×8 output plane: ResNet-20's last
+            // stage and its second downsampling conv) runs at a fraction of the rate.
+            let narrow = if plane < NARROW_GEMM { macs } else { 0.0 };
+            // A strided unfolding gathers element by element; a stride-1 one copies
+            // runs of a row.
+            let cols = b * cols as f64;
+            let strided = shape.stride.iter().any(|&s| s > 1);
+            let (runs, gathered) = if strided { (0.0, cols) } else { (cols, 0.0) };
             Some(vec![
                 macs,
-                b * cols as f64,
+                runs,
                 b * (shape.co * plane) as f64,
                 split,
+                narrow,
+                gathered,
             ])
         }
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
@@ -168,10 +180,14 @@ mod tests {
         // 2 × 8 → 16, 10×10, 3×3 same: output 10×10.
         let s = ConvShape::plain(2, 8, 16, &[10, 10], &[3, 3], Padding::Same);
         let im2col = features(&s, ConvAlgo::Im2col).unwrap();
+        // 100 positions per image: a narrow GEMM.
+        let macs = 2.0 * 16.0 * 100.0 * 72.0;
         assert_eq!(
             im2col,
-            vec![2.0 * 16.0 * 100.0 * 72.0, 2.0 * 72.0 * 100.0, 3200.0, 0.0]
+            vec![macs, 2.0 * 72.0 * 100.0, 3200.0, 0.0, macs, 0.0]
         );
+        let broad = ConvShape::plain(2, 8, 16, &[16, 16], &[3, 3], Padding::Same);
+        assert_eq!(features(&broad, ConvAlgo::Im2col).unwrap()[4], 0.0);
         let one = ConvShape::plain(1, 8, 16, &[10, 10], &[3, 3], Padding::Same);
         let split = features(&one, ConvAlgo::Im2col).unwrap();
         assert_eq!(
@@ -218,7 +234,9 @@ mod tests {
         let d = features(&asymmetric, ConvAlgo::Direct).unwrap();
         assert_eq!((d[0], d[2]), (0.0, 2.0 * (16 * 5 * 16 * 8 * 9) as f64));
         assert!(features(&strided, ConvAlgo::Winograd2).is_none());
-        assert!(features(&strided, ConvAlgo::Im2col).is_some());
+        // Strided, im2col gathers its 72 × 25 column elements per image.
+        let im2col = features(&strided, ConvAlgo::Im2col).unwrap();
+        assert_eq!((im2col[1], im2col[5]), (0.0, 2.0 * 72.0 * 25.0));
         let causal = ConvShape::plain(1, 4, 4, &[50], &[3], Padding::Causal);
         assert!(features(&causal, ConvAlgo::Im2col).is_none());
         assert!(features(&causal, ConvAlgo::Direct).is_some());
