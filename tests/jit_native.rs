@@ -388,25 +388,23 @@ fn explain_prints_the_jit_tables_choice() {
     assert!(!cpu.contains("winograd"), "{cpu}");
 }
 
-/// The data gradient's rule: im2col where the forward's pick is im2col, else the
-/// direct conv, where the gradient is a forward conv; col2im where it is not one; a
-/// forced algorithm first, falling back where it does not cover the conv.
+/// The data gradient's rule: the forward's pick where it is im2col or Winograd (and
+/// Winograd covers the gradient), else the direct conv, where the gradient is a
+/// forward conv; col2im where it is not one; a forced algorithm first, falling back
+/// where it does not cover the conv.
 #[test]
 fn data_gradient_rule_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_data, JitConvData};
     let g = geometry;
     let pick = |geo: &ConvGeometry, forward| choose_data(geo, None, forward);
     assert_eq!(pick(&g(3, 1), ConvAlgo::Im2col), JitConvData::Im2col);
-    // Never Winograd by itself: the flipped filter would be transformed every run.
-    for other in [
-        ConvAlgo::Direct,
-        ConvAlgo::Fft,
-        ConvAlgo::Auto,
-        ConvAlgo::Winograd2,
-        ConvAlgo::Winograd4,
-    ] {
+    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd2), JitConvData::Winograd2);
+    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd4), JitConvData::Winograd4);
+    for other in [ConvAlgo::Direct, ConvAlgo::Fft, ConvAlgo::Auto] {
         assert_eq!(pick(&g(3, 1), other), JitConvData::Direct);
     }
+    // A 5×5 conv is no Winograd's, whatever its forward took.
+    assert_eq!(pick(&g(5, 1), ConvAlgo::Winograd4), JitConvData::Direct);
     assert_eq!(
         choose_data(&g(5, 1), Some(JitConvData::Winograd2), ConvAlgo::Auto),
         JitConvData::Im2col

@@ -222,9 +222,9 @@ impl ConvGeometry {
 /// The data-gradient algorithm of the conv `g`: `forced` when it covers the conv
 /// (falling back Winograd → im2col → col2im, direct → col2im), else the rule: a conv
 /// whose gradient is a forward conv (the same spatial size, its channels swapped)
-/// takes im2col where the cost table picks it for the forward (`forward`: a pointwise
-/// conv, read in place), the sliding-window direct conv otherwise; every other conv (strided, or
-/// padded past `d·(k−1)`) takes col2im.
+/// takes the forward's algorithm where the cost table picked im2col or Winograd for
+/// it (`forward`), the sliding-window direct conv otherwise; every other conv
+/// (strided, or padded past `d·(k−1)`) takes col2im.
 pub fn choose_data(
     g: &ConvGeometry,
     forced: Option<JitConvData>,
@@ -232,11 +232,15 @@ pub fn choose_data(
 ) -> JitConvData {
     let as_forward = g.data_as_forward();
     let wino = as_forward && g.winograd_applies();
-    // Not Winograd: a data gradient's filter (the flipped weight) changes every step,
-    // so it would be transformed in every run; on ResNet-20's 64-channel stage at
-    // batch 64 that took 11.7 ms of a training step against 5.5 ms direct.
+    // A data gradient's filter (the flipped weight) changes every step, so Winograd
+    // transforms it in every run; with the strip layout it still pays: ResNet-20's
+    // 15 data gradients at batch 64 took 20.8–21.2 ms by F(4×4) against 27.7 ms
+    // direct (`FNET_JIT_CONV_BWD`, two interleaved pairs of `jit_profile --training`;
+    // before the strips F(4×4) was 11.7 against 5.5 ms on the 64-channel stage alone).
     let rule = match forward {
         ConvAlgo::Im2col => JitConvData::Im2col,
+        ConvAlgo::Winograd2 if wino => JitConvData::Winograd2,
+        ConvAlgo::Winograd4 if wino => JitConvData::Winograd4,
         _ => JitConvData::Direct,
     };
     match forced.unwrap_or(rule) {
