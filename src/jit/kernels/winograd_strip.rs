@@ -20,6 +20,10 @@
 //! are stored with the epilogue as contiguous runs.
 
 use super::conv_params::Conv2d;
+#[cfg(target_arch = "x86_64")]
+use super::conv_params::Epilogue;
+#[cfg(target_arch = "x86_64")]
+use super::winograd_transform::{Lanes, Transforms};
 
 /// Slots in a vector group (one zmm of f32).
 const LANES: usize = 16;
@@ -99,9 +103,7 @@ pub(super) mod avx512 {
     //! The AVX-512 kernels: input strips to transformed inputs, products to outputs.
     use std::arch::x86_64::*;
 
-    use super::super::conv_params::{Conv2d, Epilogue};
-    use super::super::winograd_transform::{Lanes, Transforms};
-    use super::{StripGeometry, LANES};
+    use super::{Conv2d, Epilogue, Lanes, StripGeometry, Transforms, LANES};
 
     /// What the strip stages read and write for one chunk of slots.
     pub struct StripChunk<'a> {
