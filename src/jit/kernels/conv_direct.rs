@@ -1,5 +1,6 @@
-//! conv2d by sliding windows: the direct algorithm on register tiles, for stride-1
-//! convs of any kernel size, padding, dilation and group count.
+//! conv2d by sliding windows: the direct algorithm on register tiles, for convs of
+//! any kernel size, stride, padding, dilation and group count (a strided conv runs on
+//! the input's phases, see `Layout`; below, the stride-1 case).
 //!
 //! Each image is copied once into a zero-padded buffer whose planes are flattened with
 //! the padded row length `wp`. Output `(y, x)` is computed at position `q = y·wp + x`
