@@ -2,10 +2,12 @@
 //! 2048³ and at the GEMM shapes ResNet-20's im2col convs produce (forward and
 //! backward-to-filter, batch 1 and 64), then the 3×3 conv "N64 C32 32×32" (pad 1) in
 //! effective GFLOP/s = 2·N·Co·Ci·9·H·W / time by im2col + sgemm, Winograd F(2×2),
-//! Winograd F(4×4) and the sliding-window direct conv, each as a fraction of the 2048³
-//! sgemm rate of the same run, and the four on ResNet-20's 3×3 stride-1 convs at
+//! Winograd F(4×4), the sliding-window direct conv and F(4×4) in the tiled layout,
+//! each as a fraction of the 2048³ sgemm rate of the same run, and the five on
+//! ResNet-20's 3×3 stride-1 convs at
 //! batch 1 and 64, with those convs' filter gradients by im2col + sgemm and by sliding
-//! windows, and the Winograd filter transform of ResNet-20's 64-channel weight
+//! windows, ResNet-20's two stride-2 convs by im2col and by the direct routine on the
+//! input's phases, and the Winograd filter transform of ResNet-20's 64-channel weight
 //! (`WinogradFilter::new`, which a training step runs for every Winograd conv).
 //! Winograd's filter transform is left out of the conv times: it is folded when the
 //! weights are bound.
@@ -13,8 +15,8 @@
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
 //! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
 //! `cargo bench --bench jit_kernels -- conv N C H W reps` times only the conv case
-//! four ways and prints one JSON line (seconds, best of reps): what
-//! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
+//! five ways (F(4×4) also in the tiled layout) and prints one JSON line (seconds, best
+//! of reps): what `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
 
 use fnet::jit::kernels::conv_backward::conv2d_backward_filter;
 use fnet::jit::kernels::conv_direct::conv2d_direct;
@@ -74,6 +76,24 @@ fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 5] {
         best(reps, || {
             let tiles = WinogradLayout::Tiles;
             conv2d_winograd_in(tiles, isa, &f4, p, &x, &epi, &mut out).unwrap()
+        }),
+    ]
+}
+
+/// A strided conv by im2col + sgemm and by the direct routine on the input's phases,
+/// best of `reps` each.
+fn strided_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 2] {
+    let x = data(p.n * p.ci * p.h * p.w, 1);
+    let w = data(p.co * p.ci * 9, 2);
+    let (ho, wo) = p.out_hw().unwrap();
+    let mut out = vec![0.0; p.n * p.co * ho * wo];
+    let epi = Epilogue::default();
+    [
+        best(reps, || {
+            conv2d_im2col(isa, p, &x, &w, &epi, &mut out).unwrap()
+        }),
+        best(reps, || {
+            conv2d_direct(isa, p, &x, &w, &epi, &mut out).unwrap()
         }),
     ]
 }
@@ -220,6 +240,18 @@ fn main() {
             g[5],
             g[6]
         );
+    }
+    println!("\nResNet-20's 3x3 stride-2 convs: effective GFLOP/s (best of 20)");
+    println!("{:<26} {:>8} {:>8}", "conv", "im2col", "direct");
+    for (n, ci, hw) in [(1, 16, 32), (64, 16, 32), (1, 32, 16), (64, 32, 16)] {
+        let p = Conv2d {
+            stride: (2, 2),
+            ..Conv2d::simple(n, ci, hw, hw, 2 * ci, 3, 1)
+        };
+        let t = pool.install(|| strided_times(isa, &p, 20));
+        let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
+        let name = format!("N{n} C{ci}->{} {hw}x{hw}", 2 * ci);
+        println!("{name:<26} {:>8.1} {:>8.1}", g[0], g[1]);
     }
     let w = data(64 * 64 * 9, 5);
     println!("\nWinograd filter transform + packing, 64 -> 64 channels (best of 20)");

@@ -79,6 +79,11 @@ fn cases() -> Vec<Conv2d> {
             ..conv(2, 3, (13, 6), 4, (5, 3))
         },
         Conv2d {
+            stride: (1, 2),
+            pad: (1, 3),
+            ..conv(1, 3, (6, 11), 5, (3, 5)) // column phases only, odd padding
+        },
+        Conv2d {
             stride: (3, 3),
             pad: (2, 1),
             dilation: (2, 1),

@@ -146,32 +146,27 @@ impl Layout {
     /// `step_by` loop per phase took as long as the conv's multiplies).
     fn fill_row_stride2(&self, p: &Conv2d, c: usize, r: usize, src: &[f32], buf: &mut [f32]) {
         let sy = self.stride.0;
-        let phase_row = |px: usize| (((r % sy) * 2 + px) * p.ci + c) * self.ps + (r / sy) * self.wp;
-        // Input column `e` is the first on an even padded column (phase 0).
-        let e = p.pad.1 % 2;
-        let (at0, at1) = (
-            phase_row(0) + (e + p.pad.1) / 2,
-            phase_row(1) + (e + 1 + p.pad.1) / 2,
-        );
-        let pairs = src.len().saturating_sub(e) / 2;
-        // Phase 1 lies after phase 0 in the buffer.
-        let (lo, hi) = buf.split_at_mut(phase_row(1) - (r / sy) * self.wp);
-        let hi_at = at1 - lo.len();
-        let (even, odd) = (&mut lo[at0..at0 + pairs], &mut hi[hi_at..hi_at + pairs]);
-        for ((d0, d1), pair) in even
-            .iter_mut()
-            .zip(odd.iter_mut())
-            .zip(src[e..].chunks_exact(2))
-        {
+        // Channel c's plane of column phase px, in the row phase of padded row r.
+        let plane = |px: usize| (((r % sy) * 2 + px) * p.ci + c) * self.ps;
+        let row = (r / sy) * self.wp;
+        // Input column ix lands on padded column ix + pad: phase (ix + pad) mod 2, at
+        // (ix + pad) / 2. Column e is the first in phase 0, column 1 − e the first in
+        // phase 1.
+        let (pad, e) = (p.pad.1, p.pad.1 % 2);
+        let (lo, hi) = buf.split_at_mut(plane(1));
+        let even = &mut lo[plane(0) + row + (e + pad) / 2..];
+        let mut odd = &mut hi[row + (1 - e + pad) / 2..];
+        if e == 1 {
+            odd[0] = src[0];
+            odd = &mut odd[1..];
+        }
+        let pairs = src[e..].chunks_exact(2);
+        if let [last] = pairs.remainder() {
+            even[pairs.len()] = *last;
+        }
+        for ((d0, d1), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
             *d0 = pair[0];
             *d1 = pair[1];
-        }
-        // The columns outside whole pairs: the first (when e = 1) and the last.
-        if e == 1 {
-            hi[hi_at - 1] = src[0];
-        }
-        if (src.len() - e) % 2 == 1 {
-            lo[at0 + pairs] = src[src.len() - 1];
         }
     }
 

@@ -197,7 +197,7 @@ pub fn conv2d_winograd_in(
         out: SendPtr(out.as_mut_ptr()),
     };
     let chunks = tiles.div_ceil(pb);
-    let strip_len = strip.map_or(0, |g| 2 * g.alpha * g.row_len(pb));
+    let strip_len = strip.map_or(0, |g| g.strips_len(pb));
     let (v_len, mm_len) = (a2 * p.ci * pb, a2 * p.co * pb);
     (0..chunks).into_par_iter().for_each(|q| {
         with_scratch(v_len + mm_len + strip_len, |buf| {

@@ -56,9 +56,10 @@ pub fn slots_per_band(w: usize, pad: usize, wo: usize, m: usize) -> usize {
 }
 
 /// Whether strips beat the tiled layout for a row of `tiles` tiles in `slots` slots:
-/// up to half as many slots again (ResNet-20's 8×8 maps, 3 slots for 2 tiles, F(4×4):
-/// 0.87 against 0.96 ms at batch 64 on the 2-core EPYC); a 1×1 or 4×4 map, 2 slots
-/// for 1 tile, keeps the tiled layout.
+/// up to half as many slots again (ResNet-20's 8×8 maps, 3 slots for 2 tiles: F(4×4)
+/// at batch 64 ran at 350 against 297 GFLOP/s, `cargo bench --bench jit_kernels`, its
+/// `F(4x4)` and `F4 tiled` columns); a 1×1 or 4×4 map, 2 slots for 1 tile, keeps the
+/// tiled layout.
 pub fn strips_pay(slots: usize, tiles: usize) -> bool {
     2 * slots <= 3 * tiles
 }
@@ -95,6 +96,12 @@ impl StripGeometry {
     pub fn row_len(&self, pb: usize) -> usize {
         let bands = (self.slots - 1 + pb).div_ceil(self.slots);
         bands * self.seg + LANES * self.m + self.alpha
+    }
+
+    /// Floats of a chunk's strips: two of α rows, which alternate (the output's two
+    /// strips of `m` rows fit in them too).
+    pub fn strips_len(&self, pb: usize) -> usize {
+        2 * self.alpha * self.row_len(pb)
     }
 }
 
