@@ -1,7 +1,8 @@
 //! The JIT training tests (`tests/shared/train_steps.rs`, as `tests/jit_train.rs` runs
 //! them) with every forward conv forced onto a native step, plus Winograd and
-//! sliding-window direct training steps. Training weights are parameter buffers, so a Winograd filter is transformed
-//! in every run, and a conv's bias is read from its buffer by the step's epilogue.
+//! sliding-window direct training steps. Training weights are parameter buffers, so a
+//! Winograd filter is transformed in every run, and a conv's bias is read from its
+//! buffer by the step's epilogue.
 //! Loss, gradients and updates must equal the f64 interpreter's.
 //!
 //! The shared suite runs with im2col forced (`NativeConvs::Force`, what

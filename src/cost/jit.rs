@@ -13,9 +13,9 @@
 //!
 //! A direct conv with symmetric padding runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`, on the input's phases when strided), any other the
-//! generated kernel: separate features, so each gets its own constants. The native steps take symmetric padding
-//! only (`kernel_ir::native::choose`), and Winograd 3×3, stride-1, dilation-1,
-//! single-group 2-D convs: elsewhere `None`. The
+//! generated kernel: separate features, so each gets its own constants. The native
+//! steps take symmetric padding only (`kernel_ir::native::choose`), and Winograd 3×3,
+//! stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
 //! Winograd filter transform is left out: with weights bound it is done once, when the
 //! plan is loaded.
 
@@ -197,9 +197,10 @@ mod tests {
         // F2 in strips: bands of 2 rows, 5 per image; a 10-wide row padded by 1 needs
         // 11 columns, 12 in whole tiles: 6 slots for 5 tiles, so strips pay. 2·5·6 = 60
         // slots in GEMM panels of 32 (64 columns).
-        // F4: 3 bands per image; the third tile's 6-wide window ends at column 14 of
-        // the padded row, 13 past its left padding, 16 in whole tiles: 4 slots for 3
-        // tiles, 24 slots, one panel. Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
+        // F4: 3 bands per image; the third tile's window spans padded columns 8–13, and
+        // its last may spill into the next segment's left padding, so a segment needs
+        // 13 columns, 16 in whole tiles: 4 slots for 3 tiles, 24 slots, one panel.
+        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
         let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
         let macs = 64.0 * 16.0 * 128.0;
         assert_eq!(w2, vec![macs, 0.0, macs, 60.0 * 16.0 * 24.0]);

@@ -13,9 +13,7 @@ use super::kernels::conv_backward::{
     conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
     data_as_forward, AsForward,
 };
-use super::kernels::conv_direct::{
-    conv2d_direct, conv2d_direct_packed, direct_applies, DirectFilter,
-};
+use super::kernels::conv_direct::{conv2d_direct, conv2d_direct_packed, DirectFilter};
 use super::kernels::conv_filter_direct::{conv2d_backward_filter_direct, filter_direct_applies};
 use super::kernels::conv_im2col::conv2d_im2col;
 use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
@@ -188,9 +186,6 @@ impl NativeCall {
             .map_err(|e| conv_error(layer, e))?;
         if tile(algo).is_some() {
             super::kernels::winograd::winograd_applies(&p).map_err(|e| conv_error(layer, e))?;
-        }
-        if algo == JitConv::Direct {
-            direct_applies(&p).map_err(|e| conv_error(layer, e))?;
         }
         Ok(call)
     }

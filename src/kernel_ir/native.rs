@@ -127,12 +127,6 @@ impl ConvGeometry {
             && self.groups == 1
     }
 
-    /// Whether the sliding-window direct routine covers it: every stride (a strided
-    /// conv runs on the input's phases).
-    pub fn direct_applies(&self) -> bool {
-        self.stride.0 >= 1 && self.stride.1 >= 1
-    }
-
     /// Multiply-adds of the direct algorithm.
     pub fn macs(&self) -> u64 {
         let (ho, wo) = self.out();
@@ -452,7 +446,6 @@ pub fn choose(mode: NativeConvs, g: &ConvGeometry, symmetric: bool, written: Con
     };
     match wanted {
         JitConv::Winograd2 | JitConv::Winograd4 if !g.winograd_applies() => JitConv::Im2col,
-        JitConv::Direct if !g.direct_applies() => JitConv::Im2col,
         a => a,
     }
 }

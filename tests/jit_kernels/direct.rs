@@ -1,7 +1,8 @@
 //! The sliding-window direct conv against a naive f64 loop on every ISA: kernel sizes
 //! 1 to 5 and 5×3, padding 0 to 2 and asymmetric per axis, dilation, strides 2 to 4 (by
-//! input phases), groups (depthwise included), 1×1 maps, channel counts that fill no tile, rows shorter and longer than
-//! a vector, the fused epilogue, and what it refuses.
+//! input phases), groups (depthwise included), 1×1 maps, channel counts that fill no
+//! tile, rows shorter and longer than a vector, the fused epilogue, and what it
+//! refuses.
 
 use crate::common::{assert_close, isas, naive_conv, random};
 use fnet::jit::kernels::conv_direct::conv2d_direct;

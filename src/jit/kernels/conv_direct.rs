@@ -28,17 +28,6 @@ const MAX_TILE: usize = 8 * 3 * 16;
 /// Products below this many multiply-adds run on the calling thread.
 const SERIAL_MACS: usize = 1 << 18;
 
-/// Whether the sliding-window conv covers `p`: any stride of at least 1.
-pub fn direct_applies(p: &Conv2d) -> Result<(), ConvError> {
-    if p.stride.0 == 0 || p.stride.1 == 0 {
-        return Err(ConvError::NotDirect(format!(
-            "the stride is {:?}",
-            p.stride
-        )));
-    }
-    Ok(())
-}
-
 /// The padded planes and the tiling of one conv.
 ///
 /// At stride `(sy, sx)` the padded input is split into `sy·sx` phase planes, phase
@@ -222,8 +211,8 @@ impl DirectFilter {
                 p.ci, p.co
             )));
         }
+        // Every geometry `out_hw` accepts (strides of at least 1) is covered.
         let hw = p.out_hw()?;
-        direct_applies(p)?;
         let l = Layout::new(isa, p, hw);
         let taps = p.kh * p.kw;
         let expected = p.co * l.cig * taps;
