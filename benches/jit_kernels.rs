@@ -50,16 +50,19 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// The four conv algorithms on one conv, best of `reps` each: (im2col, F2, F4,
-/// sliding-window direct, F4 in the tiled layout).
+/// The four conv algorithms on one conv (3×3 or 5×5), best of `reps` each: (im2col,
+/// F(2×2), F(4×4), sliding-window direct, F(4×4) in the tiled layout).
 fn conv_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 5] {
     let x = data(p.n * p.ci * p.h * p.w, 1);
-    let w = data(p.co * p.ci * 9, 2);
+    let w = data(p.co * p.ci * p.kh * p.kw, 2);
     let (ho, wo) = p.out_hw().unwrap();
     let mut out = vec![0.0; p.n * p.co * ho * wo];
     let epi = Epilogue::default();
-    let f2 = WinogradFilter::new(isa, WinogradTile::F2, &w, p.co, p.ci).unwrap();
-    let f4 = WinogradFilter::new(isa, WinogradTile::F4, &w, p.co, p.ci).unwrap();
+    let filter = |m| {
+        let tile = WinogradTile::new(m, p.kh).unwrap();
+        WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap()
+    };
+    let (f2, f4) = (filter(2), filter(4));
     [
         best(reps, || {
             conv2d_im2col(isa, p, &x, &w, &epi, &mut out).unwrap()
@@ -143,10 +146,15 @@ fn main() {
         let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
             (num(1), num(2), num(3), num(4), num(5))
         else {
-            eprintln!("usage: jit_kernels conv N C H W reps");
+            eprintln!("usage: jit_kernels conv N C H W reps [K]");
             std::process::exit(2)
         };
-        let p = Conv2d::simple(n, c, h, w, c, 3, 1);
+        let k = num(6).unwrap_or(3);
+        if WinogradTile::new(2, k).is_none() {
+            eprintln!("error: K is 3 or 5, not {k}");
+            std::process::exit(2)
+        }
+        let p = Conv2d::simple(n, c, h, w, c, k, k / 2);
         let t = pool.install(|| conv_times(isa, &p, reps));
         println!(
             "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{},\"winograd_f4_tiles\":{}}}",

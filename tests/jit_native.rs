@@ -55,6 +55,14 @@ const CASES: &[(&str, &[usize], usize, usize)] = &[
         1,
     ),
     ("return x |> conv2d(5, 1)", &[2, 9, 6, 6], 0, 1),
+    // 5×5 (FlexNet's cropped kernels): Winograd F(m×m, 5×5).
+    (
+        "return x |> conv2d(12, 5, padding: 2) |> batchnorm |> relu",
+        &[2, 6, 11, 9],
+        1,
+        1,
+    ),
+    ("return x |> conv2d(5, 5)", &[1, 3, 9, 12], 1, 1),
     ("return x |> conv2d(5, 1, stride: 2)", &[2, 9, 7, 6], 0, 1),
     (
         "return x |> conv2d(6, [5, 3], padding: [2, 1])",
@@ -280,7 +288,8 @@ fn choice_falls_back_where_an_algorithm_does_not_apply() {
     assert_eq!(choose(w4, &g(3, 1, 1), true, Auto), JitConv::Winograd4);
     assert_eq!(choose(w4, &g(3, 2, 1), true, Auto), JitConv::Im2col);
     assert_eq!(choose(w4, &g(3, 1, 2), true, Auto), JitConv::Im2col);
-    assert_eq!(choose(w4, &g(5, 1, 1), true, Auto), JitConv::Im2col);
+    assert_eq!(choose(w4, &g(5, 1, 1), true, Auto), JitConv::Winograd4);
+    assert_eq!(choose(w4, &g(7, 1, 1), true, Auto), JitConv::Im2col);
     assert_eq!(choose(w4, &g(3, 1, 1), false, Auto), JitConv::Generated);
     assert_eq!(
         choose(NativeConvs::Off, &g(3, 1, 1), true, Auto),
@@ -403,10 +412,12 @@ fn data_gradient_rule_and_fallbacks() {
     for other in [ConvAlgo::Direct, ConvAlgo::Fft, ConvAlgo::Auto] {
         assert_eq!(pick(&g(3, 1), other), JitConvData::Direct);
     }
-    // A 5×5 conv is no Winograd's, whatever its forward took.
-    assert_eq!(pick(&g(5, 1), ConvAlgo::Winograd4), JitConvData::Direct);
+    // A 5×5 conv's gradient is a 5×5 conv, Winograd's too; a 7×7 one is no
+    // Winograd's, whatever its forward took.
+    assert_eq!(pick(&g(5, 1), ConvAlgo::Winograd4), JitConvData::Winograd4);
+    assert_eq!(pick(&g(7, 1), ConvAlgo::Winograd4), JitConvData::Direct);
     assert_eq!(
-        choose_data(&g(5, 1), Some(JitConvData::Winograd2), ConvAlgo::Auto),
+        choose_data(&g(7, 1), Some(JitConvData::Winograd2), ConvAlgo::Auto),
         JitConvData::Im2col
     );
     assert_eq!(pick(&g(3, 2), ConvAlgo::Direct), JitConvData::Col2im);

@@ -68,6 +68,9 @@ const CASES: &[(&str, &[usize], bool, bool)] = &[
         false,
     ),
     ("conv2d(18, 3, padding: 1)", &[2, 17, 6, 6], true, true),
+    // 5×5 (FlexNet's cropped kernels): Winograd F(m×m, 5×5), padded and not.
+    ("conv2d(7, 5, padding: 2)", &[2, 5, 9, 10], true, true),
+    ("conv2d(4, 5)", &[1, 3, 11, 9], true, true),
     (
         "conv1d(8, 3, stride: 2, padding: 1)",
         &[2, 3, 37],

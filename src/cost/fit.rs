@@ -120,6 +120,18 @@ pub fn grid() -> Vec<ConvShape> {
         &[3, 3],
         Padding::Explicit(vec![(1, 1); 2]),
     ));
+    // FlexNet-7's cropped 5×5 FlexConvs at its benchmark batch, where the JIT weighs
+    // Winograd F(4×4, 5×5) against its direct routine.
+    for &c in &[24u64, 48] {
+        g.push(ConvShape::plain(
+            8,
+            c,
+            c,
+            &[32, 32],
+            &[5, 5],
+            Padding::Explicit(vec![(2, 2); 2]),
+        ));
+    }
     let mut dilated = ConvShape::plain(4, 16, 16, &[784], &[9], Padding::Same);
     dilated.dilation = vec![4];
     g.push(dilated);

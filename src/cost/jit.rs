@@ -1,7 +1,7 @@
 //! The CPU JIT's work counts (`--backend jit`): its generated direct kernel (the
 //! kernel IR's register-tiled conv, 16 lanes × 4 output channels), and the native
-//! steps it runs on `jit::kernels` (im2col + sgemm, Winograd F(2×2,3×3) and
-//! F(4×4,3×3), `kernel_ir::native`). The FFT is the kernel IR's, as on OpenCL, so it
+//! steps it runs on `jit::kernels` (im2col + sgemm, Winograd F(2×2) and F(4×4) for
+//! 3×3 and 5×5 kernels, `kernel_ir::native`). The FFT is the kernel IR's, as on OpenCL, so it
 //! takes OpenCL's CPU work counts.
 //!
 //! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ |
@@ -9,13 +9,13 @@
 //! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·⌈wp/sx⌉` (the phase grid of a strided conv) to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
 //! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
 //! | im2col | GEMM multiply-adds | column-matrix elements written at stride 1 (none for a 1×1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM | GEMM multiply-adds again when an image's output has under 128 positions (a narrow GEMM); f₆: column-matrix elements gathered at a stride |
-//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transformed elements of the tiled layout (`tiles·α²·(ci + co)`: input and output transforms, gathered lane by lane; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transformed elements of the strip layout (whole vectors; 0 in tiles) | |
+//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transform work of the tiled layout (`tiles·α²·(ci + co)·α`: input and output transforms, gathered lane by lane, each element about α operations; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transform work of the strip layout (whole vectors; 0 in tiles) | |
 //!
 //! A direct conv with symmetric padding runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`, on the input's phases when strided), any other the
 //! generated kernel: separate features, so each gets its own constants. The native
-//! steps take symmetric padding only (`kernel_ir::native::choose`), and Winograd 3×3,
-//! stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
+//! steps take symmetric padding only (`kernel_ir::native::choose`), and Winograd 3×3 or
+//! 5×5, stride-1, dilation-1, single-group 2-D convs: elsewhere `None`. The
 //! Winograd filter transform is left out: with weights bound it is done once, when the
 //! plan is loaded.
 
@@ -115,13 +115,20 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
         }
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
             let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
-            let alpha2 = (m + 2) * (m + 2);
+            let alpha = m + shape.kernel[0] - 1;
+            let alpha2 = alpha * alpha;
             // On AVX-512 the strip layout computes `slots` columns per band of `m`
             // output rows where that pays (`winograd_strip::strips_pay`), with cheap
             // whole-vector transforms; elsewhere the tiled layout gathers lane by lane.
             let (wi, pad, wo) = (*shape.input.last()?, pads.last()?.0, out[1]);
             let row_tiles = wo.div_ceil(m);
-            let slots = slots_per_band(wi as usize, pad as usize, wo as usize, m as usize) as u64;
+            let slots = slots_per_band(
+                wi as usize,
+                pad as usize,
+                wo as usize,
+                m as usize,
+                alpha as usize,
+            ) as u64;
             let strips = strips_pay(slots as usize, row_tiles as usize);
             let bands = shape.batch * out[0].div_ceil(m);
             let tiles = if strips {
@@ -137,7 +144,10 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
             let chunk =
                 winograd::chunk_tiles(alpha2 as usize, shape.ci as usize, shape.co as usize);
             let serial = if tiles <= chunk as u64 { macs } else { 0.0 };
-            let transformed = (tiles * alpha2 * (shape.ci + shape.co)) as f64;
+            // Each transformed element costs about α operations (a 1-D transform of α
+            // values is O(α) per value, twice): F(4×4, 5×5)'s 8-point transforms cost
+            // more per element than the 6-point ones.
+            let transformed = (tiles * alpha2 * alpha * (shape.ci + shape.co)) as f64;
             let (strip, tiled) = if strips {
                 (transformed, 0.0)
             } else {
@@ -162,9 +172,9 @@ fn direct_tiles(channels: u64, positions: u64) -> (u64, u64) {
     )
 }
 
-/// 3×3, stride 1, dilation 1, one group, 2-D.
+/// 3×3 or 5×5, stride 1, dilation 1, one group, 2-D.
 fn winograd_applies(shape: &ConvShape) -> bool {
-    shape.kernel == [3, 3]
+    (shape.kernel == [3, 3] || shape.kernel == [5, 5])
         && shape.stride.iter().all(|&s| s == 1)
         && shape.dilation.iter().all(|&d| d == 1)
         && shape.groups == 1
@@ -200,17 +210,27 @@ mod tests {
         // F4: 3 bands per image; the third tile's window spans padded columns 8–13, and
         // its last may spill into the next segment's left padding, so a segment needs
         // 13 columns, 16 in whole tiles: 4 slots for 3 tiles, 24 slots, one panel.
-        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁.
+        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁. Transform
+        // work is α per element.
         let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
         let macs = 64.0 * 16.0 * 128.0;
-        assert_eq!(w2, vec![macs, 0.0, macs, 60.0 * 16.0 * 24.0]);
+        assert_eq!(w2, vec![macs, 0.0, macs, 60.0 * 16.0 * 24.0 * 4.0]);
         let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
         let macs = 32.0 * 36.0 * 128.0;
-        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 36.0 * 24.0]);
+        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 36.0 * 24.0 * 6.0]);
         // A 2×2 map, F4: one tile in a row of 2 slots, the tiled layout.
         let small = ConvShape::plain(1, 8, 16, &[2, 2], &[3, 3], Padding::Same);
         let w4 = features(&small, ConvAlgo::Winograd4).unwrap();
-        assert_eq!(w4[1..], [36.0 * 24.0, 32.0 * 36.0 * 128.0, 0.0]);
+        assert_eq!(w4[1..], [36.0 * 24.0 * 6.0, 32.0 * 36.0 * 128.0, 0.0]);
+        // 5×5, F(4×4, 5×5): α = 8. The third tile's window spans padded columns 8–15
+        // (pad 2), so a segment needs 14 columns, 16 in whole tiles: 4 slots for 3
+        // tiles, strips; 2·3·4 = 24 slots, one panel of 32.
+        let five = ConvShape::plain(2, 8, 16, &[10, 10], &[5, 5], Padding::Same);
+        let w4 = features(&five, ConvAlgo::Winograd4).unwrap();
+        let macs = 32.0 * 64.0 * 128.0;
+        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 64.0 * 24.0 * 8.0]);
+        let seven = ConvShape::plain(2, 8, 16, &[10, 10], &[7, 7], Padding::Same);
+        assert!(features(&seven, ConvAlgo::Winograd4).is_none());
         // ResNet-20's last stage at batch 64: 1536 F4 slots in chunks of 32.
         let wide = ConvShape::plain(64, 64, 64, &[8, 8], &[3, 3], Padding::Same);
         assert_eq!(features(&wide, ConvAlgo::Winograd4).unwrap()[2], 0.0);

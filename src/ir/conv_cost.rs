@@ -158,7 +158,7 @@ impl Estimate {
     }
 
     /// `est direct 41.2ms im2col 9.81ms fft n/a` (the Winograd algorithms only where
-    /// they have an estimate: the JIT's table, on 3×3 stride-1 convs).
+    /// they have an estimate: the JIT's table, on 3×3 and 5×5 stride-1 convs).
     pub fn summary(&self) -> String {
         let parts: Vec<String> = ALGOS
             .iter()

@@ -151,9 +151,10 @@ pub enum ConvAlgo {
     Direct,
     Im2col,
     Fft,
-    /// Winograd F(2×2, 3×3) (the JIT's micro-kernels; the interpreter runs it direct).
+    /// Winograd F(2×2, r×r) for 3×3 and 5×5 kernels (the JIT's micro-kernels; the
+    /// interpreter runs it direct).
     Winograd2,
-    /// Winograd F(4×4, 3×3) (the same).
+    /// Winograd F(4×4, r×r) (the same).
     Winograd4,
 }
 

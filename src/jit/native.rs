@@ -82,18 +82,26 @@ fn shortcut(g: &ShortcutGeometry) -> Shortcut {
     }
 }
 
-fn tile(algo: JitConv) -> Option<WinogradTile> {
+/// The Winograd variant of `m × m` output tiles for a `k × k` kernel; for a kernel
+/// no variant covers, the 3×3 one, which `winograd_applies` then refuses.
+fn winograd_tile(m: usize, k: usize) -> WinogradTile {
+    WinogradTile::new(m, k)
+        .or(WinogradTile::new(m, 3))
+        .expect("there are 3×3 variants for m = 2 and 4")
+}
+
+fn tile(algo: JitConv, k: usize) -> Option<WinogradTile> {
     match algo {
-        JitConv::Winograd2 => Some(WinogradTile::F2),
-        JitConv::Winograd4 => Some(WinogradTile::F4),
+        JitConv::Winograd2 => Some(winograd_tile(2, k)),
+        JitConv::Winograd4 => Some(winograd_tile(4, k)),
         JitConv::Generated | JitConv::Direct | JitConv::Im2col => None,
     }
 }
 
-fn data_tile(algo: JitConvData) -> Option<WinogradTile> {
+fn data_tile(algo: JitConvData, k: usize) -> Option<WinogradTile> {
     match algo {
-        JitConvData::Winograd2 => Some(WinogradTile::F2),
-        JitConvData::Winograd4 => Some(WinogradTile::F4),
+        JitConvData::Winograd2 => Some(winograd_tile(2, k)),
+        JitConvData::Winograd4 => Some(winograd_tile(4, k)),
         JitConvData::Col2im | JitConvData::Direct | JitConvData::Im2col => None,
     }
 }
@@ -149,7 +157,7 @@ impl NativeCall {
                 "a native step cannot be a generated kernel",
             ));
         }
-        let filter = match tile(algo) {
+        let filter = match tile(algo, geometry.kh) {
             Some(t) if constant_weight => {
                 // SAFETY: the weight buffer holds `len` floats and nothing writes a
                 // constant.
@@ -184,7 +192,7 @@ impl NativeCall {
         let (x, w, epi, out) = call.parts();
         p.check(x.len(), w.len(), out.len(), &epi)
             .map_err(|e| conv_error(layer, e))?;
-        if tile(algo).is_some() {
+        if tile(algo, geometry.kh).is_some() {
             super::kernels::winograd::winograd_applies(&p).map_err(|e| conv_error(layer, e))?;
         }
         Ok(call)
@@ -268,7 +276,7 @@ impl NativeCall {
             NativeOp::ConvBackwardData { algo, .. } => p
                 .check(c, b, a, &Epilogue::default())
                 .map(|_| ())
-                .and_then(|()| match data_tile(algo) {
+                .and_then(|()| match data_tile(algo, p.kh) {
                     _ if algo == JitConvData::Col2im => Ok(()),
                     Some(_) => data_as_forward(&p)
                         .ok_or_else(|| ConvError::Geometry("not stride 1".into()))
@@ -358,7 +366,7 @@ impl NativeCall {
                         conv2d_backward_data_as_forward(self.isa, &p, AsForward::Direct, dy, w, dx)
                     }
                     a => {
-                        let how = data_tile(a).map_or(AsForward::Im2col, AsForward::Winograd);
+                        let how = data_tile(a, p.kh).map_or(AsForward::Im2col, AsForward::Winograd);
                         conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, dx)
                     }
                 };
@@ -413,7 +421,7 @@ impl NativeCall {
         };
         let p = conv2d(&geometry);
         let (x, w, epi, out) = self.parts();
-        let done = match (tile(algo), &self.filter) {
+        let done = match (tile(algo, p.kh), &self.filter) {
             (None, _) if algo == JitConv::Direct => match &self.direct {
                 Some(f) => conv2d_direct_packed(f, &p, x, &epi, out),
                 None => conv2d_direct(self.isa, &p, x, w, &epi, out),

@@ -24,9 +24,9 @@ pub enum JitConv {
     Direct,
     /// im2col + the sgemm micro-kernels.
     Im2col,
-    /// Winograd F(2×2, 3×3).
+    /// Winograd F(2×2, r×r), r = 3 or 5.
     Winograd2,
-    /// Winograd F(4×4, 3×3).
+    /// Winograd F(4×4, r×r), r = 3 or 5.
     Winograd4,
 }
 
@@ -119,9 +119,11 @@ impl ConvGeometry {
         )
     }
 
-    /// Whether Winograd F(m×m, 3×3) covers it: 3×3, stride 1, dilation 1, one group.
+    /// Whether Winograd F(m×m, r×r) covers it: 3×3 or 5×5, stride 1, dilation 1, one
+    /// group.
     pub fn winograd_applies(&self) -> bool {
-        (self.kh, self.kw) == (3, 3)
+        self.kh == self.kw
+            && matches!(self.kh, 3 | 5)
             && self.stride == (1, 1)
             && self.dilation == (1, 1)
             && self.groups == 1
@@ -152,9 +154,10 @@ pub enum JitConvData {
     Direct,
     /// The same forward conv by im2col.
     Im2col,
-    /// The same forward conv by Winograd F(2×2, 3×3) (also 3×3, dilation 1, one group).
+    /// The same forward conv by Winograd F(2×2, r×r) (3×3 or 5×5, dilation 1, one
+    /// group).
     Winograd2,
-    /// The same by Winograd F(4×4, 3×3).
+    /// The same by Winograd F(4×4, r×r).
     Winograd4,
 }
 

@@ -1,5 +1,5 @@
-//! Winograd F(2×2,3×3) and F(4×4,3×3) against a naive f64 conv, within a bound scaled
-//! to the magnitude of the terms of each output's tile.
+//! Winograd F(2×2,3×3), F(4×4,3×3), F(2×2,5×5) and F(4×4,5×5) against a naive f64
+//! conv, within a bound scaled to the magnitude of the terms of each output's tile.
 //!
 //! An output's error is relative to its whole m×m tile, not its own receptive field:
 //! the transforms mix the tile's inputs, and terms that cancel exactly in real
@@ -9,6 +9,11 @@
 //! cases: F2 1.2e-7, F4 2.3e-7 (`-- --nocapture` prints them). F4 is given more room:
 //! its transforms scale by up to 8 (output) and 5 (input), its points ±2 are further
 //! from 0, and on the per-output scale its worst was 3.5e-6 against F2's 1.9e-7.
+//! The 5×5 variants: F(2×2, 5×5) has F4's points, and F(4×4, 5×5) adds ±½, whose
+//! transforms scale by up to 5.25 (input) and 8 (output) with filter entries down to
+//! 1/90 (F(6×6, 3×3)'s points, the largest tile in common use in f32); measured worst
+//! F(2×2, 5×5) 1.7e-6, F(4×4, 5×5) 1.3e-5 (both on a 1×1 map, all but the centre tap
+//! in the padding).
 
 use crate::common::{assert_close, isas, naive_conv, random};
 use fnet::jit::kernels::conv_params::{Conv2d, ConvError, Epilogue};
@@ -20,6 +25,20 @@ use fnet::jit::kernels::winograd_transform::WinogradTile;
 
 const F2_BOUND: f64 = 5e-7;
 const F4_BOUND: f64 = 2e-6;
+const F2K5_BOUND: f64 = 5e-6;
+const F4K5_BOUND: f64 = 5e-5;
+
+/// The variants for a `k × k` kernel, with their bounds.
+fn tiles(k: usize) -> [(WinogradTile, f64); 2] {
+    if k == 5 {
+        [
+            (WinogradTile::F2K5, F2K5_BOUND),
+            (WinogradTile::F4K5, F4K5_BOUND),
+        ]
+    } else {
+        [(WinogradTile::F2, F2_BOUND), (WinogradTile::F4, F4_BOUND)]
+    }
+}
 
 /// Each output's scale replaced by the sum of the scales of its m×m tile's outputs.
 fn tile_scale(p: &Conv2d, scale: &[f64], m: usize) -> Vec<f64> {
@@ -64,6 +83,21 @@ fn cases() -> Vec<Conv2d> {
             pad: (1, 3),
             ..Conv2d::simple(1, 2, 5, 63, 3, 3, 0)
         },
+        // 5×5 kernels (FlexNet's cropped FlexConvs), the same awkward sizes.
+        Conv2d::simple(1, 1, 1, 1, 1, 5, 2),
+        Conv2d::simple(1, 5, 1, 1, 7, 5, 2),
+        Conv2d::simple(1, 3, 7, 9, 5, 5, 2),
+        Conv2d::simple(2, 17, 6, 7, 19, 5, 0),
+        Conv2d::simple(1, 4, 6, 5, 3, 5, 4),
+        Conv2d::simple(3, 8, 20, 20, 8, 5, 2),
+        Conv2d::simple(1, 40, 9, 9, 33, 5, 2),
+        Conv2d {
+            pad: (0, 3),
+            ..Conv2d::simple(2, 3, 5, 4, 2, 5, 0)
+        },
+        Conv2d::simple(2, 5, 33, 32, 4, 5, 2),
+        Conv2d::simple(1, 2, 6, 66, 3, 5, 0),
+        Conv2d::simple(2, 24, 32, 32, 24, 5, 2),
     ]
 }
 
@@ -80,13 +114,13 @@ fn isa_layouts() -> Vec<(Isa, WinogradLayout)> {
 }
 
 #[test]
-fn both_tiles_match_naive_every_isa() {
+fn every_tile_matches_naive_every_isa() {
     for (ci, p) in cases().iter().enumerate() {
         let x = random(p.n * p.ci * p.h * p.w, 10 + ci as u64);
-        let w = random(p.co * p.ci * 9, 60 + ci as u64);
+        let w = random(p.co * p.ci * p.kh * p.kw, 60 + ci as u64);
         let (want, scale) = naive_conv(p, &x, &w);
         for (isa, layout) in isa_layouts() {
-            for (tile, bound) in [(WinogradTile::F2, F2_BOUND), (WinogradTile::F4, F4_BOUND)] {
+            for (tile, bound) in tiles(p.kh) {
                 let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
                 let mut out = vec![f32::NAN; want.len()];
                 conv2d_winograd_in(layout, isa, &f, p, &x, &Epilogue::default(), &mut out).unwrap();
@@ -104,33 +138,42 @@ fn both_tiles_match_naive_every_isa() {
 /// Large values (±100 inputs, ±10 weights): the bound is relative, so it holds.
 #[test]
 fn error_scales_with_magnitude() {
-    let p = Conv2d::simple(2, 32, 12, 12, 32, 3, 1);
-    let x: Vec<f32> = random(p.n * p.ci * p.h * p.w, 7)
-        .iter()
-        .map(|v| v * 100.0)
-        .collect();
-    let w: Vec<f32> = random(p.co * p.ci * 9, 8)
-        .iter()
-        .map(|v| v * 10.0)
-        .collect();
-    let (want, scale) = naive_conv(&p, &x, &w);
-    for (isa, layout) in isa_layouts() {
-        for (tile, bound) in [(WinogradTile::F2, F2_BOUND), (WinogradTile::F4, F4_BOUND)] {
-            let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
-            let mut out = vec![0.0; want.len()];
-            conv2d_winograd_in(layout, isa, &f, &p, &x, &Epilogue::default(), &mut out).unwrap();
-            let scale = tile_scale(&p, &scale, tile.m());
-            let what = format!("{isa} {layout:?} {tile:?} large");
-            assert_close(&out, &want, &scale, bound, &what);
+    for (k, pad) in [(3, 1), (5, 2)] {
+        let p = Conv2d::simple(2, 32, 12, 12, 32, k, pad);
+        let x: Vec<f32> = random(p.n * p.ci * p.h * p.w, 7)
+            .iter()
+            .map(|v| v * 100.0)
+            .collect();
+        let w: Vec<f32> = random(p.co * p.ci * k * k, 8)
+            .iter()
+            .map(|v| v * 10.0)
+            .collect();
+        let (want, scale) = naive_conv(&p, &x, &w);
+        for (isa, layout) in isa_layouts() {
+            for (tile, bound) in tiles(k) {
+                let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
+                let mut out = vec![0.0; want.len()];
+                conv2d_winograd_in(layout, isa, &f, &p, &x, &Epilogue::default(), &mut out)
+                    .unwrap();
+                let scale = tile_scale(&p, &scale, tile.m());
+                let what = format!("{isa} {layout:?} {tile:?} large");
+                assert_close(&out, &want, &scale, bound, &what);
+            }
         }
     }
 }
 
 #[test]
 fn fused_epilogue() {
-    let p = Conv2d::simple(2, 6, 7, 7, 5, 3, 1);
+    for (k, pad) in [(3, 1), (5, 2)] {
+        fused_epilogue_k(k, pad);
+    }
+}
+
+fn fused_epilogue_k(k: usize, pad: usize) {
+    let p = Conv2d::simple(2, 6, 7, 7, 5, k, pad);
     let x = random(p.n * p.ci * p.h * p.w, 1);
-    let w = random(p.co * p.ci * 9, 2);
+    let w = random(p.co * p.ci * k * k, 2);
     let bias = random(p.co, 3);
     let (want, scale) = naive_conv(&p, &x, &w);
     let res = random(want.len(), 4);
@@ -141,7 +184,7 @@ fn fused_epilogue() {
         .collect();
     let scale: Vec<f64> = scale.iter().map(|s| s + 2.0).collect();
     for (isa, layout) in isa_layouts() {
-        for tile in [WinogradTile::F2, WinogradTile::F4] {
+        for (tile, bound) in tiles(k) {
             let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
             let mut out = vec![0.0; want.len()];
             let epi = Epilogue {
@@ -152,7 +195,7 @@ fn fused_epilogue() {
             conv2d_winograd_in(layout, isa, &f, &p, &x, &epi, &mut out).unwrap();
             let scale = tile_scale(&p, &scale, tile.m());
             let what = format!("{isa} {layout:?} {tile:?} epilogue");
-            assert_close(&out, &want, &scale, F4_BOUND, &what);
+            assert_close(&out, &want, &scale, bound, &what);
         }
     }
 }
@@ -176,7 +219,12 @@ fn refuses_what_it_does_not_cover() {
             ..base
         },
         Conv2d {
-            kh: 5,
+            kh: 7,
+            kw: 7,
+            ..base
+        },
+        Conv2d {
+            kh: 3,
             kw: 5,
             ..base
         },
@@ -188,10 +236,24 @@ fn refuses_what_it_does_not_cover() {
             "{e}"
         );
     }
-    let other = Conv2d { co: 4, ..base };
-    assert!(matches!(
-        conv2d_winograd(isa, &f, &other, &x, &Epilogue::default(), &mut out),
-        Err(ConvError::Geometry(_))
-    ));
+    // A filter for another conv: other channels, or a 5×5 conv with a 3×3 filter.
+    for other in [
+        Conv2d { co: 4, ..base },
+        Conv2d {
+            kh: 5,
+            kw: 5,
+            pad: (2, 2),
+            ..base
+        },
+    ] {
+        assert!(matches!(
+            conv2d_winograd(isa, &f, &other, &x, &Epilogue::default(), &mut out),
+            Err(ConvError::Geometry(_))
+        ));
+    }
+    assert_eq!(WinogradTile::new(2, 7), None);
+    assert_eq!(WinogradTile::new(4, 5), Some(WinogradTile::F4K5));
     assert!(WinogradFilter::new(isa, WinogradTile::F4, &w[..10], 2, 3).is_err());
+    // A 3×3 weight is not a 5×5 one.
+    assert!(WinogradFilter::new(isa, WinogradTile::F4K5, &w, 2, 3).is_err());
 }

@@ -1,5 +1,5 @@
-//! conv2d by Winograd F(2×2, 3×3) or F(4×4, 3×3), for 3×3, stride-1, dilation-1,
-//! single-group convs with any padding.
+//! conv2d by Winograd F(m×m, r×r) (m = 2 or 4, r = 3 or 5), for 3×3 and 5×5,
+//! stride-1, dilation-1, single-group convs with any padding.
 //!
 //! The output is cut into `m × m` tiles (the last row and column of tiles may hang
 //! over the edge and are cropped). Tiles go in chunks of `pb` (sized so a chunk's
@@ -22,9 +22,11 @@ use super::pack::MatRef;
 use super::scratch::with_scratch;
 use super::sgemm::{sgemm_packed, PackedA, Par};
 use super::winograd_strip::{slots_per_band, strips_pay, StripGeometry};
-use super::winograd_transform::{filter_transform, Lanes, Transforms, WinogradTile, F2, F4, LANES};
+use super::winograd_transform::{
+    filter_transform, Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES,
+};
 
-/// A 3×3 filter in the Winograd domain, packed for one ISA's GEMM.
+/// A 3×3 or 5×5 filter in the Winograd domain, packed for one ISA's GEMM.
 #[derive(Clone, Debug)]
 pub struct WinogradFilter {
     tile: WinogradTile,
@@ -35,7 +37,7 @@ pub struct WinogradFilter {
 }
 
 impl WinogradFilter {
-    /// Transforms and packs a `[co, ci, 3, 3]` weight.
+    /// Transforms and packs a `[co, ci, r, r]` weight (`r` the tile's kernel).
     pub fn new(
         isa: Isa,
         tile: WinogradTile,
@@ -43,10 +45,11 @@ impl WinogradFilter {
         co: usize,
         ci: usize,
     ) -> Result<Self, ConvError> {
-        if weight.len() != co * ci * 9 {
+        let taps = tile.kernel().pow(2);
+        if weight.len() != co * ci * taps {
             return Err(ConvError::Buffer {
                 what: "Winograd weight",
-                expected: co * ci * 9,
+                expected: co * ci * taps,
                 got: weight.len(),
             });
         }
@@ -94,9 +97,10 @@ fn point(transformed: &[f32], ci: usize, a2: usize, xi: usize) -> MatRef<'_> {
     }
 }
 
-/// Whether Winograd covers `p` (3×3, stride 1, dilation 1, one group), or why not.
+/// Whether Winograd covers `p` (3×3 or 5×5, stride 1, dilation 1, one group), or why
+/// not.
 pub fn winograd_applies(p: &Conv2d) -> Result<(), ConvError> {
-    let why = if (p.kh, p.kw) != (3, 3) {
+    let why = if p.kh != p.kw || WinogradTile::new(2, p.kh).is_none() {
         format!("the kernel is {}×{}", p.kh, p.kw)
     } else if p.stride != (1, 1) {
         format!("the stride is {:?}", p.stride)
@@ -127,7 +131,7 @@ impl WinogradLayout {
             return WinogradLayout::Tiles;
         };
         let m = tile.m();
-        let slots = slots_per_band(p.w, p.pad.1, wo, m);
+        let slots = slots_per_band(p.w, p.pad.1, wo, m, tile.alpha());
         if isa.kind() == IsaKind::Avx512 && strips_pay(slots, wo.div_ceil(m)) {
             WinogradLayout::Strips
         } else {
@@ -160,10 +164,12 @@ pub fn conv2d_winograd_in(
     out: &mut [f32],
 ) -> Result<(), ConvError> {
     winograd_applies(p)?;
-    if (filter.co, filter.ci) != (p.co, p.ci) || filter.isa != isa {
+    let r = filter.tile.kernel();
+    if (filter.co, filter.ci, r) != (p.co, p.ci, p.kh) || filter.isa != isa {
         return Err(ConvError::Geometry(format!(
-            "the Winograd filter is [{}, {}] for {}, the conv is [{}, {}] on {isa}",
-            filter.co, filter.ci, filter.isa, p.co, p.ci
+            "the Winograd filter is [{}, {}, {r}, {r}] for {}, the conv is [{}, {}, {}, {}] \
+             on {isa}",
+            filter.co, filter.ci, filter.isa, p.co, p.ci, p.kh, p.kw
         )));
     }
     if layout == WinogradLayout::Strips && isa.kind() != IsaKind::Avx512 {
@@ -171,7 +177,7 @@ pub fn conv2d_winograd_in(
             "the strip layout needs AVX-512, not {isa}"
         )));
     }
-    let (ho, wo) = p.check(input.len(), p.co * p.ci * 9, out.len(), epi)?;
+    let (ho, wo) = p.check(input.len(), p.co * p.ci * r * r, out.len(), epi)?;
     let m = filter.tile.m();
     let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
     let strip = (layout == WinogradLayout::Strips).then(|| StripGeometry::new(p, (ho, wo), m));
@@ -270,6 +276,22 @@ impl Ctx<'_> {
                 6,
                 4
             ),
+            WinogradTile::F2K5 => stage!(
+                transform_in,
+                transform_in_avx512,
+                transform_in_avx2,
+                F2K5,
+                6,
+                2
+            ),
+            WinogradTile::F4K5 => stage!(
+                transform_in,
+                transform_in_avx512,
+                transform_in_avx2,
+                F4K5,
+                8,
+                4
+            ),
         }
         self.products(cnt, v, mm);
         match tile {
@@ -287,6 +309,22 @@ impl Ctx<'_> {
                 transform_out_avx2,
                 F4,
                 6,
+                4
+            ),
+            WinogradTile::F2K5 => stage!(
+                transform_out,
+                transform_out_avx512,
+                transform_out_avx2,
+                F2K5,
+                6,
+                2
+            ),
+            WinogradTile::F4K5 => stage!(
+                transform_out,
+                transform_out_avx512,
+                transform_out_avx2,
+                F4K5,
+                8,
                 4
             ),
         }
@@ -339,6 +377,16 @@ impl Ctx<'_> {
                         c.transform_in::<F4, 6, 4>(self.input, strip, v);
                         self.products(cnt, v, mm);
                         c.transform_out::<F4, 6, 4>(mm, strip, self.epi, out);
+                    }
+                    WinogradTile::F2K5 => {
+                        c.transform_in::<F2K5, 6, 2>(self.input, strip, v);
+                        self.products(cnt, v, mm);
+                        c.transform_out::<F2K5, 6, 2>(mm, strip, self.epi, out);
+                    }
+                    WinogradTile::F4K5 => {
+                        c.transform_in::<F4K5, 8, 4>(self.input, strip, v);
+                        self.products(cnt, v, mm);
+                        c.transform_out::<F4K5, 8, 4>(mm, strip, self.epi, out);
                     }
                 }
             }
@@ -398,7 +446,8 @@ impl Ctx<'_> {
             let one_run =
                 lanes == LANES && (1..LANES).all(|l| at[l] == (b0, y0, x0 + (l * M) as isize));
             if one_run {
-                const RUN: usize = LANES * 4 + 2;
+                // The widest span: 16 F(4×4, 5×5) tiles, 15·4 + 8 columns.
+                const RUN: usize = LANES * 4 + 4;
                 let span = (LANES - 1) * M + A;
                 for c in 0..p.ci {
                     let img = &self.input[(b0 * p.ci + c) * plane..][..plane];

@@ -33,7 +33,7 @@ const LANES: usize = 16;
 pub struct StripGeometry {
     /// Outputs per tile side.
     pub m: usize,
-    /// Inputs per tile side (m + 2).
+    /// Inputs per tile side (m + r − 1 for an r × r filter).
     pub alpha: usize,
     /// Columns per band segment: a multiple of `m`.
     pub seg: usize,
@@ -46,12 +46,13 @@ pub struct StripGeometry {
 }
 
 /// Tile slots per band of a strip: `seg / m` for the narrowest segment (a multiple of
-/// `m`) that holds a padded input row of `w` columns (`pad` each side) and the window
-/// of the last of the `⌈wo / m⌉` tiles. That window may run past the segment only
-/// into the next segment's left padding, or into the zeroed tail after the last band.
-pub fn slots_per_band(w: usize, pad: usize, wo: usize, m: usize) -> usize {
+/// `m`) that holds a padded input row of `w` columns (`pad` each side) and the
+/// `alpha`-wide window of the last of the `⌈wo / m⌉` tiles. That window may run past
+/// the segment only into the next segment's left padding, or into the zeroed tail
+/// after the last band.
+pub fn slots_per_band(w: usize, pad: usize, wo: usize, m: usize, alpha: usize) -> usize {
     let tw = wo.div_ceil(m).max(1);
-    let need = (pad + w).max(((tw - 1) * m + m + 2).saturating_sub(pad));
+    let need = (pad + w).max(((tw - 1) * m + alpha).saturating_sub(pad));
     need.div_ceil(m).max(1)
 }
 
@@ -65,13 +66,14 @@ pub fn strips_pay(slots: usize, tiles: usize) -> bool {
 }
 
 impl StripGeometry {
-    /// The strip layout of `p` (3×3, stride 1) for tiles of `m` outputs.
+    /// The strip layout of `p` (stride 1, a square kernel) for tiles of `m` outputs.
     pub fn new(p: &Conv2d, (ho, wo): (usize, usize), m: usize) -> StripGeometry {
-        let slots = slots_per_band(p.w, p.pad.1, wo, m);
+        let alpha = m + p.kw - 1;
+        let slots = slots_per_band(p.w, p.pad.1, wo, m, alpha);
         let th = ho.div_ceil(m);
         StripGeometry {
             m,
-            alpha: m + 2,
+            alpha,
             seg: slots * m,
             slots,
             bands: p.n * th,
@@ -126,7 +128,8 @@ pub(super) mod avx512 {
     }
 
     /// `e[j][l] = run[m·l + j]` for `j < α`: the α values of 16 slots `m` apart,
-    /// one vector each (`run` holds at least `16·m + α − m` floats).
+    /// one vector each (`run` holds at least `16·m + α − m` floats). Values past the
+    /// first `m` are those `m` before them in the slot after, one lane along.
     ///
     /// # Safety
     /// AVX-512F, and `run` readable for `16·m + α − m` floats.

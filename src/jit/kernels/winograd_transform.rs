@@ -1,8 +1,12 @@
-//! The Winograd transforms for F(2×2, 3×3) and F(4×4, 3×3) (Lavin & Gray 2016,
-//! interpolation points 0, ±1 for F2 and 0, ±1, ±2 for F4).
+//! The Winograd transforms F(2×2, 3×3), F(4×4, 3×3), F(2×2, 5×5) and F(4×4, 5×5)
+//! (Lavin & Gray 2016; interpolation points 0, ±1 for F(2×2, 3×3), 0, ±1, ±2 for the
+//! two with 6×6 tiles, and 0, ±1, ±2, ±½ for F(4×4, 5×5), each with the point at
+//! infinity; the matrices are the Toom-Cook ones that `wincnn` derives for those
+//! points). Tiles of the same size share their input transform.
 //!
-//! A tile of `α × α` inputs (α = m + 2) becomes `V = Bᵀ d B`; the 3×3 filter becomes
-//! `U = G g Gᵀ`; the `m × m` outputs are `Y = Aᵀ (U ⊙ V) A`, summed over channels in the
+//! A tile of `α × α` inputs (α = m + r − 1 for an `r × r` filter) becomes
+//! `V = Bᵀ d B`; the filter becomes `U = G g Gᵀ`; the `m × m` outputs are
+//! `Y = Aᵀ (U ⊙ V) A`, summed over channels in the
 //! transformed domain (which is where the GEMMs are). The input and output transforms
 //! work on [`LANES`] tiles at once, one tile per vector lane, written as elementwise
 //! operations on `[f32; LANES]` that the compiler vectorises for whichever ISA the
@@ -23,77 +27,126 @@ pub enum WinogradTile {
     F2,
     /// F(4×4, 3×3): 6×6 input tiles, 4× fewer multiplies, less accurate.
     F4,
+    /// F(2×2, 5×5): 6×6 input tiles, 2.8× fewer multiplies.
+    F2K5,
+    /// F(4×4, 5×5): 8×8 input tiles, 6.25× fewer multiplies (FlexNet's cropped
+    /// kernels); its points are F(6×6, 3×3)'s, so it is as accurate as that.
+    F4K5,
 }
 
 impl WinogradTile {
-    /// Outputs per tile side (m).
-    pub fn m(self) -> usize {
-        match self {
-            WinogradTile::F2 => 2,
-            WinogradTile::F4 => 4,
+    /// The variant with `m × m` output tiles for a `k × k` filter, if there is one.
+    pub fn new(m: usize, k: usize) -> Option<WinogradTile> {
+        match (m, k) {
+            (2, 3) => Some(WinogradTile::F2),
+            (4, 3) => Some(WinogradTile::F4),
+            (2, 5) => Some(WinogradTile::F2K5),
+            (4, 5) => Some(WinogradTile::F4K5),
+            _ => None,
         }
     }
 
-    /// Inputs per tile side (α = m + 2).
-    pub fn alpha(self) -> usize {
-        self.m() + 2
+    /// Outputs per tile side (m).
+    pub fn m(self) -> usize {
+        match self {
+            WinogradTile::F2 | WinogradTile::F2K5 => 2,
+            WinogradTile::F4 | WinogradTile::F4K5 => 4,
+        }
     }
 
-    /// The filter transform matrix G (α × 3).
-    fn g(self) -> &'static [[f64; 3]] {
+    /// Filter side (r).
+    pub fn kernel(self) -> usize {
+        match self {
+            WinogradTile::F2 | WinogradTile::F4 => 3,
+            WinogradTile::F2K5 | WinogradTile::F4K5 => 5,
+        }
+    }
+
+    /// Inputs per tile side (α = m + r − 1).
+    pub fn alpha(self) -> usize {
+        self.m() + self.kernel() - 1
+    }
+
+    /// The filter transform matrix G (α × r), row by row.
+    fn g(self) -> &'static [&'static [f64]] {
         match self {
             WinogradTile::F2 => &[
-                [1.0, 0.0, 0.0],
-                [0.5, 0.5, 0.5],
-                [0.5, -0.5, 0.5],
-                [0.0, 0.0, 1.0],
+                &[1.0, 0.0, 0.0],
+                &[0.5, 0.5, 0.5],
+                &[0.5, -0.5, 0.5],
+                &[0.0, 0.0, 1.0],
             ],
             WinogradTile::F4 => &[
-                [1.0 / 4.0, 0.0, 0.0],
-                [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-                [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-                [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-                [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-                [0.0, 0.0, 1.0],
+                &[1.0 / 4.0, 0.0, 0.0],
+                &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                &[1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+                &[1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+                &[0.0, 0.0, 1.0],
+            ],
+            WinogradTile::F2K5 => &[
+                &[1.0 / 4.0, 0.0, 0.0, 0.0, 0.0],
+                &[-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+                &[-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+                &[1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, 1.0 / 3.0, 2.0 / 3.0],
+                &[1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, -1.0 / 3.0, 2.0 / 3.0],
+                &[0.0, 0.0, 0.0, 0.0, 1.0],
+            ],
+            WinogradTile::F4K5 => &[
+                &[1.0, 0.0, 0.0, 0.0, 0.0],
+                &[-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+                &[-2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0],
+                &[1.0 / 90.0, 1.0 / 45.0, 2.0 / 45.0, 4.0 / 45.0, 8.0 / 45.0],
+                &[1.0 / 90.0, -1.0 / 45.0, 2.0 / 45.0, -4.0 / 45.0, 8.0 / 45.0],
+                &[32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0, 4.0 / 45.0, 2.0 / 45.0],
+                &[
+                    32.0 / 45.0,
+                    -16.0 / 45.0,
+                    8.0 / 45.0,
+                    -4.0 / 45.0,
+                    2.0 / 45.0,
+                ],
+                &[0.0, 0.0, 0.0, 0.0, 1.0],
             ],
         }
     }
 }
 
-/// `U = G g Gᵀ` for every filter of a `[co, ci, 3, 3]` weight into `u`, filter by
+/// `U = G g Gᵀ` for every filter of a `[co, ci, r, r]` weight into `u`, filter by
 /// filter: `u[(o·ci + i)·α² + ξ·α + ν]` (the α² matrices `[co, ci]` are strided views
 /// of it, which the GEMM packing reads). Filters are spread over rayon: in training a
 /// weight is transformed in every step.
 pub fn filter_transform(tile: WinogradTile, weight: &[f32], u: &mut [f32]) {
     let g = tile.g();
-    let a = tile.alpha();
+    let (a, r) = (tile.alpha(), tile.kernel());
+    let taps = r * r;
     assert_eq!(
-        weight.len() % 9,
+        weight.len() % taps,
         0,
-        "filter_transform: weight is not [co, ci, 3, 3]"
+        "filter_transform: weight is not [co, ci, r, r]"
     );
     assert_eq!(
         u.len(),
-        weight.len() / 9 * a * a,
+        weight.len() / taps * a * a,
         "filter_transform: u is not [co·ci, α²]"
     );
     let one = |(w, u): (&[f32], &mut [f32])| {
-        // t = G w (α × 3), then G t ᵀ.
-        let mut t = [[0.0f64; 3]; 6];
+        // t = G w (α × r), then G t ᵀ.
+        let mut t = [[0.0f64; 5]; 8];
         for (x, row) in t.iter_mut().enumerate().take(a) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|q| g[x][q] * w[q * 3 + j] as f64).sum();
+            for (j, v) in row.iter_mut().enumerate().take(r) {
+                *v = (0..r).map(|q| g[x][q] * w[q * r + j] as f64).sum();
             }
         }
         for x in 0..a {
             for y in 0..a {
-                let v: f64 = (0..3).map(|q| t[x][q] * g[y][q]).sum();
+                let v: f64 = (0..r).map(|q| t[x][q] * g[y][q]).sum();
                 u[x * a + y] = v as f32;
             }
         }
     };
     weight
-        .par_chunks_exact(9)
+        .par_chunks_exact(taps)
         .zip(u.par_chunks_exact_mut(a * a))
         .with_min_len(256)
         .for_each(one);
@@ -176,6 +229,54 @@ fn output_1d_f4(m: [Lanes; 6]) -> [Lanes; 4] {
         d1 + d2 * 2.0,
         s1 + s2 * 4.0,
         d1 + d2 * 8.0 + m[5],
+    ]
+}
+
+/// `Aᵀ m` for one column of an F(2×2, 5×5) tile.
+#[inline(always)]
+fn output_1d_f2k5(m: [Lanes; 6]) -> [Lanes; 2] {
+    [
+        m[0] + (m[1] + m[2]) + (m[3] + m[4]),
+        (m[1] - m[2]) + (m[3] - m[4]) * 2.0 + m[5],
+    ]
+}
+
+/// `Bᵀ d` for one column of an F(4×4, 5×5) tile: the rows for the points ±a share
+/// their even and odd parts.
+#[inline(always)]
+fn input_1d_f4k5(d: [Lanes; 8]) -> [Lanes; 8] {
+    let (e1, o1) = (d[2] + d[6] - d[4] * 4.25, d[1] + d[5] - d[3] * 4.25);
+    let (e2, o2) = (
+        d[2] * 0.25 - d[4] * 1.25 + d[6],
+        d[1] * 0.5 - d[3] * 2.5 + d[5] * 2.0,
+    );
+    let (e3, o3) = (
+        d[2] * 4.0 - d[4] * 5.0 + d[6],
+        d[1] * 2.0 - d[3] * 2.5 + d[5] * 0.5,
+    );
+    [
+        d[0] - d[6] + (d[4] - d[2]) * 5.25,
+        e1 + o1,
+        e1 - o1,
+        e2 + o2,
+        e2 - o2,
+        e3 + o3,
+        e3 - o3,
+        d[7] - d[1] + (d[3] - d[5]) * 5.25,
+    ]
+}
+
+/// `Aᵀ m` for one column of an F(4×4, 5×5) tile.
+#[inline(always)]
+fn output_1d_f4k5(m: [Lanes; 8]) -> [Lanes; 4] {
+    let (s1, d1) = (m[1] + m[2], m[1] - m[2]);
+    let (s2, d2) = (m[3] + m[4], m[3] - m[4]);
+    let (s3, d3) = (m[5] + m[6], m[5] - m[6]);
+    [
+        m[0] + s1 + s2 + s3,
+        d1 + d2 * 2.0 + d3 * 0.5,
+        s1 + s2 * 4.0 + s3 * 0.25,
+        d1 + d2 * 8.0 + d3 * 0.125 + m[7],
     ]
 }
 
@@ -272,5 +373,47 @@ impl Transforms<6, 4> for F4 {
     #[inline(always)]
     fn output_1d(m: [Lanes; 6]) -> [Lanes; 4] {
         output_1d_f4(m)
+    }
+}
+
+/// F(2×2, 5×5): F4's tiles and input transform.
+pub struct F2K5;
+impl Transforms<6, 2> for F2K5 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 6]; 6]) -> [[Lanes; 6]; 6] {
+        input_f4(d)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 6]; 6]) -> [[Lanes; 2]; 2] {
+        two_d(m, output_1d_f2k5)
+    }
+    #[inline(always)]
+    fn input_1d(d: [Lanes; 6]) -> [Lanes; 6] {
+        input_1d_f4(d)
+    }
+    #[inline(always)]
+    fn output_1d(m: [Lanes; 6]) -> [Lanes; 2] {
+        output_1d_f2k5(m)
+    }
+}
+
+/// F(4×4, 5×5).
+pub struct F4K5;
+impl Transforms<8, 4> for F4K5 {
+    #[inline(always)]
+    fn input(d: &[[Lanes; 8]; 8]) -> [[Lanes; 8]; 8] {
+        two_d(d, input_1d_f4k5)
+    }
+    #[inline(always)]
+    fn output(m: &[[Lanes; 8]; 8]) -> [[Lanes; 4]; 4] {
+        two_d(m, output_1d_f4k5)
+    }
+    #[inline(always)]
+    fn input_1d(d: [Lanes; 8]) -> [Lanes; 8] {
+        input_1d_f4k5(d)
+    }
+    #[inline(always)]
+    fn output_1d(m: [Lanes; 8]) -> [Lanes; 4] {
+        output_1d_f4k5(m)
     }
 }
