@@ -7,16 +7,19 @@
 //! ResNet-20's 3×3 stride-1 convs at
 //! batch 1 and 64, with those convs' filter gradients by im2col + sgemm and by sliding
 //! windows, ResNet-20's two stride-2 convs by im2col and by the direct routine on the
-//! input's phases, and the Winograd filter transform of ResNet-20's 64-channel weight
-//! (`WinogradFilter::new`, which a training step runs for every Winograd conv).
+//! input's phases, FlexNet-7's 5×5 convs (its cropped FlexConvs) by the five routines
+//! (Winograd F(2×2, 5×5) and F(4×4, 5×5)), and the Winograd filter transform of
+//! ResNet-20's 64-channel weight (`WinogradFilter::new`, which a training step runs for
+//! every Winograd conv).
 //! Winograd's filter transform is left out of the conv times: it is folded when the
 //! weights are bound.
 //!
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
 //! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
-//! `cargo bench --bench jit_kernels -- conv N C H W reps` times only the conv case
-//! five ways (F(4×4) also in the tiled layout) and prints one JSON line (seconds, best
-//! of reps): what `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
+//! `cargo bench --bench jit_kernels -- conv N C H W reps [K]` times only the conv case
+//! (a K×K kernel, 3 or 5, padded by K/2; 3 by default) five ways (F(4×4) also in the
+//! tiled layout) and prints one JSON line (seconds, best of reps): what
+//! `tools/conv_vs_torch.py` calls between its PyTorch and ONNX Runtime runs.
 
 use fnet::jit::kernels::conv_backward::conv2d_backward_filter;
 use fnet::jit::kernels::conv_direct::conv2d_direct;
@@ -260,6 +263,26 @@ fn main() {
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         let name = format!("N{n} C{ci}->{} {hw}x{hw}", 2 * ci);
         println!("{name:<26} {:>8.1} {:>8.1}", g[0], g[1]);
+    }
+    println!("\nFlexNet-7's 5x5 convs (its cropped FlexConvs, pad 2): effective GFLOP/s");
+    println!(
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "conv", "im2col", "F(2x2)", "F(4x4)", "direct", "F4 tiled"
+    );
+    for (n, c) in [(1, 24), (8, 24), (8, 36), (8, 48)] {
+        let p = Conv2d::simple(n, c, 32, 32, c, 5, 2);
+        let reps = (2e8 / (2.0 * p.macs() as f64)).clamp(3.0, 50.0) as usize;
+        let t = pool.install(|| conv_times(isa, &p, reps));
+        let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
+        println!(
+            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            format!("N{n} C{c} 32x32"),
+            g[0],
+            g[1],
+            g[2],
+            g[3],
+            g[4]
+        );
     }
     let w = data(64 * 64 * 9, 5);
     println!("\nWinograd filter transform + packing, 64 -> 64 channels (best of 20)");

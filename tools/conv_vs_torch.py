@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""One 3x3 conv (pad 1, stride 1, Co = Ci) timed by fnet's JIT kernels (im2col + sgemm,
-Winograd F(2x2,3x3), Winograd F(4x4,3x3), the sliding-window direct conv), PyTorch eager `torch.nn.functional.conv2d`
+"""One KxK conv (K = 3 or 5, pad K//2, stride 1, Co = Ci) timed by fnet's JIT kernels (im2col + sgemm,
+Winograd F(2x2,KxK), Winograd F(4x4,KxK), the sliding-window direct conv), PyTorch eager `torch.nn.functional.conv2d`
 and ONNX Runtime, all on 2 threads, interleaved: each round runs every contestant in
 turn; the figure is the best of the rounds (each itself the best of `--reps` calls).
 
-    python3 tools/conv_vs_torch.py [--n 64 --c 32 --hw 32 --rounds 5 --reps 10]
+    python3 tools/conv_vs_torch.py [--n 64 --c 32 --hw 32 --k 3 --rounds 5 --reps 10]
 
-fnet runs as `cargo bench --bench jit_kernels -- conv N C H W reps` (built once at the
+(FlexNet-7's widest 5x5 conv: `--n 8 --c 48 --k 5`.)
+
+fnet runs as `cargo bench --bench jit_kernels -- conv N C H W reps K` (built once at the
 start); its Winograd times exclude the filter transform, which is folded when weights
-are bound. Prints effective GFLOP/s = 2*N*Co*Ci*9*H*W / time.
+are bound. Prints effective GFLOP/s = 2*N*Co*Ci*K*K*H*W / time.
 """
 import argparse
 import json
@@ -47,6 +49,7 @@ def main():
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--c", type=int, default=32)
     ap.add_argument("--hw", type=int, default=32)
+    ap.add_argument("--k", type=int, default=3, choices=[3, 5])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=10)
     a = ap.parse_args()
@@ -60,11 +63,12 @@ def main():
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a.n, a.c, a.hw, a.hw), dtype=np.float32)
-    w = rng.standard_normal((a.c, a.c, 3, 3), dtype=np.float32)
+    ks, pad = a.k, a.k // 2
+    w = rng.standard_normal((a.c, a.c, ks, ks), dtype=np.float32)
     xt, wt = torch.from_numpy(x), torch.from_numpy(w)
 
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[ks, ks], pads=[pad] * 4)],
         "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
         initializer=[numpy_helper.from_array(w, "w")])
@@ -74,7 +78,7 @@ def main():
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
-    ref = torch.nn.functional.conv2d(xt, wt, padding=1).numpy()
+    ref = torch.nn.functional.conv2d(xt, wt, padding=pad).numpy()
     got = sess.run(None, {"x": x})[0]
     assert np.allclose(ref, got, rtol=1e-3, atol=1e-3), "ONNX Runtime disagrees with PyTorch"
 
@@ -82,18 +86,18 @@ def main():
     best = {}
     with torch.inference_mode():
         for _ in range(a.rounds):
-            out = subprocess.run([exe, "conv", str(a.n), str(a.c), str(a.hw), str(a.hw), str(a.reps)],
+            out = subprocess.run([exe, "conv", str(a.n), str(a.c), str(a.hw), str(a.hw), str(a.reps), str(ks)],
                                  check=True, capture_output=True, text=True).stdout
             fnet = json.loads(out.strip().splitlines()[-1])
             isa = fnet.pop("isa")
             times = {f"fnet {k} ({isa})": v for k, v in fnet.items()}
-            times["pytorch eager conv2d"] = best_of(a.reps, lambda: torch.nn.functional.conv2d(xt, wt, padding=1))
+            times["pytorch eager conv2d"] = best_of(a.reps, lambda: torch.nn.functional.conv2d(xt, wt, padding=pad))
             times["onnxruntime Conv"] = best_of(a.reps, lambda: sess.run(None, {"x": x}))
             for k, v in times.items():
                 best[k] = min(best.get(k, float("inf")), v)
 
-    flops = 2.0 * a.n * a.c * a.c * 9 * a.hw * a.hw
-    print(f"3x3 conv N{a.n} C{a.c} {a.hw}x{a.hw} pad 1, 2 threads, best of {a.rounds} interleaved rounds "
+    flops = 2.0 * a.n * a.c * a.c * ks * ks * a.hw * a.hw
+    print(f"{ks}x{ks} conv N{a.n} C{a.c} {a.hw}x{a.hw} pad {pad}, 2 threads, best of {a.rounds} interleaved rounds "
           f"x {a.reps} calls; torch {torch.__version__}, onnxruntime {ort.__version__}")
     for k, v in best.items():
         print(f"{k:<34} {v * 1e3:8.2f} ms {flops / v / 1e9:8.1f} GFLOP/s")
