@@ -120,6 +120,18 @@ pub fn grid() -> Vec<ConvShape> {
         &[3, 3],
         Padding::Explicit(vec![(1, 1); 2]),
     ));
+    // ResNet-20's later stages at batch 1, where the JIT weighs Winograd's chunks on
+    // two threads against the direct routine's tiles.
+    for &(c, hw) in &[(32u64, 16u64), (64, 8)] {
+        g.push(ConvShape::plain(
+            1,
+            c,
+            c,
+            &[hw, hw],
+            &[3, 3],
+            Padding::Explicit(vec![(1, 1); 2]),
+        ));
+    }
     // FlexNet-7's cropped 5×5 FlexConvs at its benchmark batch, where the JIT weighs
     // Winograd F(4×4, 5×5) against its direct routine.
     for &c in &[24u64, 48] {

@@ -4,12 +4,12 @@
 //! 3×3 and 5×5 kernels, `kernel_ir::native`). The FFT is the kernel IR's, as on OpenCL, so it
 //! takes OpenCL's CPU work counts.
 //!
-//! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ |
-//! |---|---|---|---|---|---|
-//! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·⌈wp/sx⌉` (the phase grid of a strided conv) to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 |
-//! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) |
-//! | im2col | GEMM multiply-adds | column-matrix elements written at stride 1 (none for a 1×1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM | GEMM multiply-adds again when an image's output has under 128 positions (a narrow GEMM); f₆: column-matrix elements gathered at a stride |
-//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, tiles rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transform work of the tiled layout (`tiles·α²·(ci + co)·α`: input and output transforms, gathered lane by lane, each element about α operations; 0 in strips) | f₁ again when all the tiles fit one chunk, which runs on one thread | transform work of the strip layout (whole vectors; 0 in tiles) | |
+//! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ | f₆ |
+//! |---|---|---|---|---|---|---|
+//! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·⌈wp/sx⌉` (the phase grid of a strided conv) to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | 0 | |
+//! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) | |
+//! | im2col | GEMM multiply-adds | column-matrix elements written at stride 1 (none for a 1×1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM | GEMM multiply-adds again when an image's output has under 128 positions (a narrow GEMM) | column-matrix elements gathered at a stride |
+//! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, each chunk's tiles (`winograd::chunking` on 2 threads) rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transform work of the tiled layout (`tiles·α²·(ci + co)·α`: input and output transforms, gathered lane by lane, each element about α operations; 0 in strips) | f₁ again when the tiles make one chunk (at most 16), which runs on one thread | transform work of the strip layout (whole vectors; 0 in tiles) | | |
 //!
 //! A direct conv with symmetric padding runs the native sliding-window routine
 //! (`jit::kernels::conv_direct`, on the input's phases when strided), any other the
@@ -30,6 +30,9 @@ const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
 /// Output positions per image under which an im2col GEMM counts as narrow.
 const NARROW_GEMM: u64 = 128;
+/// Threads the table is fitted with (its `machine` line), which Winograd's chunks are
+/// spread over.
+const FIT_THREADS: usize = 2;
 /// Lanes of the sliding-window routine's AVX-512 tiles (`direct_tile::AVX512_SHAPES`).
 const DIRECT_LANES: u64 = 16;
 
@@ -136,14 +139,20 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
             } else {
                 bands * row_tiles
             };
-            // GEMMs run on whole panels of tiles: fewer tiles than that (a small map at
-            // batch 1) still cost a panel; tiles that fit one chunk run on one thread.
-            let panel = winograd::PANEL as u64;
-            let columns = tiles.div_ceil(panel) * panel;
+            // GEMMs run on whole panels of a chunk's tiles: fewer tiles than that (a
+            // small map at batch 1) still cost a panel; a conv of one chunk (at most 16
+            // tiles) runs on one thread.
+            let plan = winograd::chunking(
+                tiles as usize,
+                alpha2 as usize,
+                shape.ci as usize,
+                shape.co as usize,
+                FIT_THREADS,
+            );
+            let panel = winograd::PANEL;
+            let columns = (plan.chunks * plan.per.next_multiple_of(panel)) as u64;
             let macs = (columns * alpha2 * shape.ci * shape.co) as f64;
-            let chunk =
-                winograd::chunk_tiles(alpha2 as usize, shape.ci as usize, shape.co as usize);
-            let serial = if tiles <= chunk as u64 { macs } else { 0.0 };
+            let serial = if plan.chunks < FIT_THREADS { macs } else { 0.0 };
             // Each transformed element costs about α operations (a 1-D transform of α
             // values is O(α) per value, twice): F(4×4, 5×5)'s 8-point transforms cost
             // more per element than the 6-point ones.
@@ -206,29 +215,31 @@ mod tests {
         );
         // F2 in strips: bands of 2 rows, 5 per image; a 10-wide row padded by 1 needs
         // 11 columns, 12 in whole tiles: 6 slots for 5 tiles, so strips pay. 2·5·6 = 60
-        // slots in GEMM panels of 32 (64 columns).
+        // slots, one chunk's worth, so two chunks of 30 (one per thread), each a GEMM
+        // panel of 32 (64 columns).
         // F4: 3 bands per image; the third tile's window spans padded columns 8–13, and
         // its last may spill into the next segment's left padding, so a segment needs
-        // 13 columns, 16 in whole tiles: 4 slots for 3 tiles, 24 slots, one panel.
-        // Both fit one chunk (512 tiles of this shape), so f₃ repeats f₁. Transform
-        // work is α per element.
+        // 13 columns, 16 in whole tiles: 4 slots for 3 tiles, 24 slots, two chunks of
+        // 12, a panel each. Neither runs on one thread, so f₃ is 0. Transform work is
+        // α per element.
         let w2 = features(&s, ConvAlgo::Winograd2).unwrap();
         let macs = 64.0 * 16.0 * 128.0;
-        assert_eq!(w2, vec![macs, 0.0, macs, 60.0 * 16.0 * 24.0 * 4.0]);
+        assert_eq!(w2, vec![macs, 0.0, 0.0, 60.0 * 16.0 * 24.0 * 4.0]);
         let w4 = features(&s, ConvAlgo::Winograd4).unwrap();
-        let macs = 32.0 * 36.0 * 128.0;
-        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 36.0 * 24.0 * 6.0]);
-        // A 2×2 map, F4: one tile in a row of 2 slots, the tiled layout.
+        let macs = 64.0 * 36.0 * 128.0;
+        assert_eq!(w4, vec![macs, 0.0, 0.0, 24.0 * 36.0 * 24.0 * 6.0]);
+        // A 2×2 map, F4: one tile in a row of 2 slots, the tiled layout; one chunk, on
+        // one thread.
         let small = ConvShape::plain(1, 8, 16, &[2, 2], &[3, 3], Padding::Same);
         let w4 = features(&small, ConvAlgo::Winograd4).unwrap();
         assert_eq!(w4[1..], [36.0 * 24.0 * 6.0, 32.0 * 36.0 * 128.0, 0.0]);
         // 5×5, F(4×4, 5×5): α = 8. The third tile's window spans padded columns 8–15
         // (pad 2), so a segment needs 14 columns, 16 in whole tiles: 4 slots for 3
-        // tiles, strips; 2·3·4 = 24 slots, one panel of 32.
+        // tiles, strips; 2·3·4 = 24 slots, two chunks of 12, a panel each.
         let five = ConvShape::plain(2, 8, 16, &[10, 10], &[5, 5], Padding::Same);
         let w4 = features(&five, ConvAlgo::Winograd4).unwrap();
-        let macs = 32.0 * 64.0 * 128.0;
-        assert_eq!(w4, vec![macs, 0.0, macs, 24.0 * 64.0 * 24.0 * 8.0]);
+        let macs = 64.0 * 64.0 * 128.0;
+        assert_eq!(w4, vec![macs, 0.0, 0.0, 24.0 * 64.0 * 24.0 * 8.0]);
         let seven = ConvShape::plain(2, 8, 16, &[10, 10], &[7, 7], Padding::Same);
         assert!(features(&seven, ConvAlgo::Winograd4).is_none());
         // ResNet-20's last stage at batch 64: 1536 F4 slots in chunks of 32.

@@ -19,7 +19,7 @@ use crate::common::{assert_close, isas, naive_conv, random};
 use fnet::jit::kernels::conv_params::{Conv2d, ConvError, Epilogue};
 use fnet::jit::kernels::isa::{Isa, IsaKind};
 use fnet::jit::kernels::winograd::{
-    conv2d_winograd, conv2d_winograd_in, WinogradFilter, WinogradLayout,
+    chunking, conv2d_winograd, conv2d_winograd_in, Chunking, WinogradFilter, WinogradLayout,
 };
 use fnet::jit::kernels::winograd_transform::WinogradTile;
 
@@ -256,4 +256,71 @@ fn refuses_what_it_does_not_cover() {
     assert!(WinogradFilter::new(isa, WinogradTile::F4, &w[..10], 2, 3).is_err());
     // A 3×3 weight is not a 5×5 one.
     assert!(WinogradFilter::new(isa, WinogradTile::F4K5, &w, 2, 3).is_err());
+}
+
+/// Chunks are a multiple of the threads where there are fewer than two a thread, whole
+/// vector groups otherwise, and together cover the tiles exactly once.
+#[test]
+fn chunks_cover_the_tiles_and_balance_the_threads() {
+    // ResNet-20's 16-channel F(4×4) conv at batch 1: 72 slots, two chunks of 36.
+    assert_eq!(
+        chunking(72, 36, 16, 16, 2),
+        Chunking {
+            per: 36,
+            stride: 48,
+            chunks: 2
+        }
+    );
+    // At batch 64: 4608 slots in the L2-sized chunks of 96, as before.
+    assert_eq!(
+        chunking(4608, 36, 16, 16, 2),
+        Chunking {
+            per: 96,
+            stride: 96,
+            chunks: 48
+        }
+    );
+    // One vector group's worth is one chunk.
+    assert_eq!(chunking(10, 36, 16, 16, 2).chunks, 1);
+    for tiles in [1, 7, 16, 17, 33, 72, 100, 257, 1000, 5000] {
+        for threads in [1, 2, 3, 8] {
+            let c = chunking(tiles, 36, 16, 16, threads);
+            assert!(
+                c.chunks * c.per >= tiles && (c.chunks - 1) * c.per < tiles,
+                "{c:?}"
+            );
+            assert!(c.stride >= c.per && c.stride % 16 == 0, "{c:?}");
+        }
+    }
+}
+
+/// The same conv in rayon pools of 1, 3 and 4 threads (other chunkings than the test
+/// machine's) matches the naive conv.
+#[test]
+fn any_thread_count_matches_naive() {
+    for (k, pad) in [(3, 1), (5, 2)] {
+        let p = Conv2d::simple(1, 16, 32, 32, 16, k, pad);
+        let x = random(p.n * p.ci * p.h * p.w, 21);
+        let w = random(p.co * p.ci * k * k, 22);
+        let (want, scale) = naive_conv(&p, &x, &w);
+        for threads in [1, 3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for (isa, layout) in isa_layouts() {
+                for (tile, bound) in tiles(k) {
+                    let f = WinogradFilter::new(isa, tile, &w, p.co, p.ci).unwrap();
+                    let mut out = vec![f32::NAN; want.len()];
+                    pool.install(|| {
+                        conv2d_winograd_in(layout, isa, &f, &p, &x, &Epilogue::default(), &mut out)
+                    })
+                    .unwrap();
+                    let scale = tile_scale(&p, &scale, tile.m());
+                    let what = format!("{isa} {layout:?} {tile:?} {threads} threads");
+                    assert_close(&out, &want, &scale, bound, &what);
+                }
+            }
+        }
+    }
 }
