@@ -26,7 +26,7 @@ use super::isa::Isa;
 const MAX_TILE: usize = 8 * 3 * 16;
 
 /// Products below this many multiply-adds run on the calling thread.
-const SERIAL_MACS: usize = 1 << 18;
+pub const SERIAL_MACS: usize = 1 << 18;
 
 /// The padded planes and the tiling of one conv.
 ///
