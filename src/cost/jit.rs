@@ -260,7 +260,12 @@ mod tests {
         // 120 positions, 144 in tiles of 48; 16 channels are whole tiles of 8.
         let d = features(&s, ConvAlgo::Direct).unwrap();
         assert_eq!(d[0], 2.0 * (16 * 144 * 8 * 9) as f64);
-        assert_eq!(d[2], 0.0);
+        assert_eq!((d[2], d[4]), (0.0, 0.0));
+        // One image of 2.4M multiply-adds is split by tiles: its padded 16 × 34 × 34
+        // copy is waited for. At 115k multiply-adds it runs on one thread.
+        let big = ConvShape::plain(1, 16, 16, &[32, 32], &[3, 3], Padding::Same);
+        assert_eq!(features(&big, ConvAlgo::Direct).unwrap()[4], 16.0 * 34.0 * 34.0);
+        assert_eq!(features(&one, ConvAlgo::Direct).unwrap()[4], 0.0);
         // 6 channels take the 6 × 64 tile: 120 positions are 128.
         let six = ConvShape::plain(2, 8, 6, &[10, 10], &[3, 3], Padding::Same);
         let d = features(&six, ConvAlgo::Direct).unwrap();
