@@ -264,7 +264,10 @@ mod tests {
         // One image of 2.4M multiply-adds is split by tiles: its padded 16 × 34 × 34
         // copy is waited for. At 115k multiply-adds it runs on one thread.
         let big = ConvShape::plain(1, 16, 16, &[32, 32], &[3, 3], Padding::Same);
-        assert_eq!(features(&big, ConvAlgo::Direct).unwrap()[4], 16.0 * 34.0 * 34.0);
+        assert_eq!(
+            features(&big, ConvAlgo::Direct).unwrap()[4],
+            16.0 * 34.0 * 34.0
+        );
         assert_eq!(features(&one, ConvAlgo::Direct).unwrap()[4], 0.0);
         // 6 channels take the 6 × 64 tile: 120 positions are 128.
         let six = ConvShape::plain(2, 8, 6, &[10, 10], &[3, 3], Padding::Same);

@@ -289,7 +289,7 @@ fn chunks_cover_the_tiles_and_balance_the_threads() {
                 c.chunks * c.per >= tiles && (c.chunks - 1) * c.per < tiles,
                 "{c:?}"
             );
-            assert!(c.stride >= c.per && c.stride % 16 == 0, "{c:?}");
+            assert!(c.stride >= c.per && c.stride.is_multiple_of(16), "{c:?}");
         }
     }
 }
