@@ -30,7 +30,7 @@ pub enum WinogradTile {
     /// F(2×2, 5×5): 6×6 input tiles, 2.8× fewer multiplies.
     F2K5,
     /// F(4×4, 5×5): 8×8 input tiles, 6.25× fewer multiplies (FlexNet's cropped
-    /// kernels); its points are F(6×6, 3×3)'s, so it is as accurate as that.
+    /// kernels); F(6×6, 3×3)'s points, and the least accurate of the four.
     F4K5,
 }
 
