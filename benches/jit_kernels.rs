@@ -5,8 +5,8 @@
 //! Winograd F(4×4), the sliding-window direct conv and F(4×4) in the tiled layout,
 //! each as a fraction of the 2048³ sgemm rate of the same run, and the five on
 //! ResNet-20's 3×3 stride-1 convs at
-//! batch 1 and 64, with those convs' filter gradients by im2col + sgemm and by sliding
-//! windows, ResNet-20's two stride-2 convs by im2col and by the direct routine on the
+//! batch 1 and 64, with those convs' filter gradients by im2col + sgemm, by sliding
+//! windows and by Winograd F(2×2) and F(4×4), ResNet-20's two stride-2 convs by im2col and by the direct routine on the
 //! input's phases, FlexNet-7's 5×5 convs (its cropped FlexConvs) by the five routines
 //! (Winograd F(2×2, 5×5) and F(4×4, 5×5)), and the Winograd filter transform of
 //! ResNet-20's 64-channel weight (`WinogradFilter::new`, which a training step runs for
@@ -16,6 +16,9 @@
 //!
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
 //! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
+//! `cargo bench --bench jit_kernels -- dw N C H W reps [K]` times only the K×K filter
+//! gradient (3 or 5, padded by K/2) of an N×C×H×W map (C → C channels) the four ways
+//! (no sliding windows for 5×5).
 //! `cargo bench --bench jit_kernels -- conv N C H W reps [K]` times only the conv case
 //! (a K×K kernel, 3 or 5, padded by K/2; 3 by default) five ways (F(4×4) also in the
 //! tiled layout) and prints one JSON line (seconds, best of reps): what
@@ -32,6 +35,7 @@ use fnet::jit::kernels::sgemm::{sgemm, Par};
 use fnet::jit::kernels::winograd::{
     conv2d_winograd, conv2d_winograd_in, WinogradFilter, WinogradLayout,
 };
+use fnet::jit::kernels::winograd_filter::conv2d_backward_filter_winograd;
 use fnet::jit::kernels::winograd_transform::WinogradTile;
 use std::time::Instant;
 
@@ -104,19 +108,31 @@ fn strided_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 2] {
     ]
 }
 
-/// The filter gradient of one conv both ways, best of `reps` each: (im2col + sgemm,
-/// sliding windows).
-fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 2] {
+/// The filter gradient of one conv four ways, best of `reps` each: (im2col + sgemm,
+/// sliding windows, Winograd F(2×2), F(4×4)).
+fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
     let x = data(p.n * p.ci * p.h * p.w, 3);
     let (ho, wo) = p.out_hw().unwrap();
     let dy = data(p.n * p.co * ho * wo, 4);
-    let mut dw = vec![0.0; p.co * p.ci * 9];
+    let mut dw = vec![0.0; p.co * p.ci * p.kh * p.kw];
+    let wino = |m| WinogradTile::new(m, p.kh).unwrap();
     [
         best(reps, || {
             conv2d_backward_filter(isa, p, &x, &dy, &mut dw).unwrap()
         }),
+        // The sliding windows take 3-wide kernels only.
+        if p.kw == 3 {
+            best(reps, || {
+                conv2d_backward_filter_direct(isa, p, &x, &dy, &mut dw).unwrap()
+            })
+        } else {
+            f64::INFINITY
+        },
         best(reps, || {
-            conv2d_backward_filter_direct(isa, p, &x, &dy, &mut dw).unwrap()
+            conv2d_backward_filter_winograd(isa, wino(2), p, &x, &dy, &mut dw).unwrap()
+        }),
+        best(reps, || {
+            conv2d_backward_filter_winograd(isa, wino(4), p, &x, &dy, &mut dw).unwrap()
         }),
     ]
 }
@@ -165,6 +181,29 @@ fn main() {
         );
         return;
     }
+    if args.first().map(String::as_str) == Some("dw") {
+        let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
+        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
+            (num(1), num(2), num(3), num(4), num(5))
+        else {
+            eprintln!("usage: jit_kernels dw N C H W reps [K]");
+            std::process::exit(2)
+        };
+        let k = num(6).unwrap_or(3);
+        if WinogradTile::new(2, k).is_none() {
+            eprintln!("error: K is 3 or 5, not {k}");
+            std::process::exit(2)
+        }
+        let p = Conv2d::simple(n, c, h, w, c, k, k / 2);
+        let t = pool.install(|| filter_times(isa, &p, reps));
+        let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
+        println!(
+            "filter gradient N{n} C{c} {h}x{w} {k}x{k}, effective GFLOP/s: im2col {:.1}, \
+             direct {:.1}, F(2x2) {:.1}, F(4x4) {:.1}",
+            g[0], g[1], g[2], g[3]
+        );
+        return;
+    }
     let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
     let mut shapes = vec![("2048^3".to_string(), (2048, 2048, 2048))];
     for (ci, co, hw) in [(16, 16, 1024), (32, 32, 256), (64, 64, 64)] {
@@ -187,7 +226,7 @@ fn main() {
         .iter()
         .flat_map(|&(c, hw)| [1, 64].map(|n| Conv2d::simple(n, c, hw, hw, c, 3, 1)))
         .collect();
-    let mut stage_best = vec![[f64::INFINITY; 7]; stages.len()];
+    let mut stage_best = vec![[f64::INFINITY; 9]; stages.len()];
     pool.install(|| {
         for _ in 0..rounds {
             for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
@@ -235,13 +274,22 @@ fn main() {
     }
     println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s (forward; filter gradient)");
     println!(
-        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
-        "conv", "im2col", "F(2x2)", "F(4x4)", "direct", "F4 tiled", "dW im2col", "dW direct"
+        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "conv",
+        "im2col",
+        "F(2x2)",
+        "F(4x4)",
+        "direct",
+        "F4 tiled",
+        "dW im2col",
+        "dW direct",
+        "dW F(2x2)",
+        "dW F(4x4)"
     );
     for (p, t) in stages.iter().zip(&stage_best) {
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
-            "{:<22} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>10.1} {:>10.1}",
+            "{:<14} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             format!("N{} C{} {}x{}", p.n, p.ci, p.h, p.w),
             g[0],
             g[1],
@@ -249,7 +297,9 @@ fn main() {
             g[3],
             g[4],
             g[5],
-            g[6]
+            g[6],
+            g[7],
+            g[8]
         );
     }
     println!("\nResNet-20's 3x3 stride-2 convs: effective GFLOP/s (best of 20)");

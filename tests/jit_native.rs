@@ -445,10 +445,10 @@ fn geometry(k: usize, stride: usize) -> ConvGeometry {
     }
 }
 
-/// The filter gradient's rule: sliding windows for 3-wide kernels at stride 1 and
-/// width dilation 1 (any height, height dilation and groups), im2col for the rest and
-/// wherever im2col is forced; a forced `direct` falls back to im2col where it does not
-/// cover the conv.
+/// The filter gradient's rule: F(4×4, 5×5) for 5×5 convs of outputs at least 16 wide
+/// (F(2×2, 5×5) below), sliding windows for 3-wide kernels at stride 1 and width dilation 1
+/// (any height, height dilation and groups), im2col for the rest and wherever im2col
+/// is forced; a forced algorithm that does not cover the conv falls back to the rule.
 #[test]
 fn filter_gradient_rule_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_filter, JitConvFilter::*};
@@ -467,7 +467,6 @@ fn filter_gradient_rule_and_fallbacks() {
     ];
     let im2col = [
         geometry(3, 2),
-        geometry(5, 1),
         geometry(1, 1),
         ConvGeometry {
             dilation: (1, 2),
@@ -479,9 +478,36 @@ fn filter_gradient_rule_and_fallbacks() {
         assert_eq!(choose_filter(g, Some(Direct)), Direct, "{g:?}");
         assert_eq!(choose_filter(g, Some(Im2col)), Im2col, "{g:?}");
     }
+    // Winograd forced where it does not cover the conv: the rule.
+    assert_eq!(choose_filter(&direct[2], Some(Winograd4)), Direct);
     for g in &im2col {
-        for forced in [None, Some(Direct), Some(Im2col)] {
+        for forced in [None, Some(Direct), Some(Im2col), Some(Winograd2)] {
             assert_eq!(choose_filter(g, forced), Im2col, "{g:?} {forced:?}");
         }
     }
+    // Winograd where the rule takes it, and forced where it covers the conv.
+    let wide = ConvGeometry {
+        ci: 64,
+        co: 64,
+        ..geometry(3, 1)
+    };
+    assert_eq!(choose_filter(&wide, None), Direct);
+    assert_eq!(choose_filter(&wide, Some(Direct)), Direct);
+    assert_eq!(choose_filter(&wide, Some(Winograd4)), Winograd4);
+    assert_eq!(choose_filter(&geometry(3, 1), Some(Winograd2)), Winograd2);
+    let small = geometry(5, 1);
+    assert_eq!(choose_filter(&small, None), Winograd2, "8-wide outputs");
+    assert_eq!(
+        choose_filter(&small, Some(Direct)),
+        Winograd2,
+        "no windows for 5×5"
+    );
+    assert_eq!(choose_filter(&small, Some(Im2col)), Im2col);
+    let large = ConvGeometry {
+        h: 16,
+        w: 20,
+        ..geometry(5, 1)
+    };
+    assert_eq!(choose_filter(&large, None), Winograd4);
+    assert_eq!(choose_filter(&large, Some(Winograd2)), Winograd2);
 }

@@ -1,10 +1,10 @@
 //! The JIT's native backward convs (`NativeOp::ConvBackwardFilter` / `ConvBackwardData`,
-//! `jit::kernels::conv_backward`, `conv_filter_direct`) against the f64 interpreter's
+//! `jit::kernels::conv_backward`, `conv_filter_direct`, `winograd_filter`) against the f64 interpreter's
 //! training step: each data-gradient algorithm forced (`FNET_JIT_CONV_BWD`, read when
 //! the plan is lowered, so each runs in a child process, as each ISA does with
-//! `FNET_JIT_ISA`), and the filter gradient by im2col (`FNET_JIT_CONV_FILTER`), on awkward
-//! convs: odd sizes, stride 2, padding 0/1/2, groups, dilation, channel counts that are
-//! no multiple of 8 or 16, 1-D. Each model is a 1×1 conv (so the awkward conv's input
+//! `FNET_JIT_ISA`), and the filter gradient by im2col, F(2×2) and F(4×4)
+//! (`FNET_JIT_CONV_FILTER`), on awkward convs: odd sizes, stride 2, padding 0/1/2,
+//! groups, dilation, channel counts that are no multiple of 8 or 16, 1-D. Each model is a 1×1 conv (so the awkward conv's input
 //! has a gradient), the awkward conv, a global average pool and a linear layer: no
 //! ReLU, so no kink can move a gradient. Each case also checks the plan's native
 //! steps, so a lowering that fell back to the generated kernels would fail.
@@ -129,6 +129,7 @@ fn backward_convs_match_the_reference() {
     let forced = forced();
     let forced_filter = forced_filter();
     let mut direct_filters = 0;
+    let mut winograd_filters = 0;
     for (i, &(conv, shape, forward, wino)) in CASES.iter().enumerate() {
         let src = source(conv, shape);
         let m = program(&src);
@@ -171,10 +172,20 @@ fn backward_convs_match_the_reference() {
             .collect();
         assert_eq!(filters.len(), 2, "{src}: two native filter gradients");
         for (g, algo) in filters {
-            // The sliding windows take 3-wide kernels at stride 1, width dilation 1.
+            // The sliding windows take 3-wide kernels at stride 1, width dilation 1;
+            // Winograd 3×3 and 5×5 ones at stride 1, dilation 1, in one group. The
+            // rule takes Winograd for 5×5 only, F(2×2) for outputs under 16 wide (all
+            // here).
             let covered = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
+            let wino = g.kh == g.kw
+                && matches!(g.kh, 3 | 5)
+                && g.stride == (1, 1)
+                && g.dilation == (1, 1)
+                && g.groups == 1;
             let want = match forced_filter {
                 Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
+                Some(a @ (JitConvFilter::Winograd2 | JitConvFilter::Winograd4)) if wino => a,
+                _ if wino && g.kh == 5 => JitConvFilter::Winograd2,
                 _ if covered => JitConvFilter::Direct,
                 _ => JitConvFilter::Im2col,
             };
@@ -183,6 +194,10 @@ fn backward_convs_match_the_reference() {
                 "{src} ({forced_filter:?}): filter gradient of {g:?}"
             );
             direct_filters += usize::from(algo == JitConvFilter::Direct);
+            winograd_filters += usize::from(matches!(
+                algo,
+                JitConvFilter::Winograd2 | JitConvFilter::Winograd4
+            ));
         }
         let data: Vec<JitConvData> = steps
             .iter()
@@ -208,11 +223,16 @@ fn backward_convs_match_the_reference() {
             "{src} ({forced:?}): data gradient steps"
         );
     }
-    if forced_filter != Some(JitConvFilter::Im2col) {
-        assert!(
+    match forced_filter {
+        None | Some(JitConvFilter::Direct) => assert!(
             direct_filters >= 8,
             "{direct_filters} direct filter gradients"
-        );
+        ),
+        Some(JitConvFilter::Winograd2 | JitConvFilter::Winograd4) => assert!(
+            winograd_filters >= 6,
+            "{winograd_filters} Winograd filter gradients"
+        ),
+        Some(JitConvFilter::Im2col) => {}
     }
 }
 
@@ -233,6 +253,8 @@ fn every_algorithm_and_isa_agrees() {
             ("winograd2", "auto"),
             ("winograd4", "auto"),
             ("auto", "im2col"),
+            ("auto", "winograd2"),
+            ("auto", "winograd4"),
         ] {
             let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
                 .args([

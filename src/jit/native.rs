@@ -9,6 +9,7 @@
 //! when the executable is built; one whose weight is a buffer written at run time (a
 //! training parameter, a synthesised FlexConv kernel) is transformed in every run.
 
+use super::kernels::batch_norm::{batch_moments, bn_sums, channel_sum, ChannelLayout};
 use super::kernels::conv_backward::{
     conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
     data_as_forward, AsForward,
@@ -24,6 +25,7 @@ use super::kernels::pool::{pool2d, Pool2d};
 use super::kernels::sgemm::{sgemm, Par};
 use super::kernels::shortcut::{shortcut_a, shortcut_a_backward, Shortcut};
 use super::kernels::winograd::{conv2d_winograd, WinogradFilter};
+use super::kernels::winograd_filter::conv2d_backward_filter_winograd;
 use super::kernels::winograd_transform::WinogradTile;
 use crate::kernel_ir::native::{
     ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeOp, PoolGeometry, ShortcutGeometry,
@@ -132,6 +134,9 @@ impl NativeCall {
                 return NativeCall::backward(op, geometry, isa, args, layer);
             }
             NativeOp::ReluBackward { .. }
+            | NativeOp::BatchMoments { .. }
+            | NativeOp::ChannelSum { .. }
+            | NativeOp::BatchNormSums { .. }
             | NativeOp::Linear { .. }
             | NativeOp::Pool(_)
             | NativeOp::Shortcut(_) => {
@@ -219,6 +224,22 @@ impl NativeCall {
         let lens: Vec<usize> = args.iter().map(|&(_, len)| len).collect();
         let fits = match op {
             NativeOp::ReluBackward { n } => lens.len() == 3 && lens.iter().all(|&l| l >= n),
+            NativeOp::BatchMoments { outer, c, inner } => {
+                lens.len() == 2 && lens[0] >= outer * c * inner && lens[1] >= 2 * c
+            }
+            NativeOp::ChannelSum { outer, c, inner } => {
+                lens.len() == 2 && lens[0] >= outer * c * inner && lens[1] >= c
+            }
+            NativeOp::BatchNormSums {
+                outer, c, inner, ..
+            } => {
+                let n = outer * c * inner;
+                lens.len() == 4
+                    && lens[0] >= n
+                    && lens[1] >= n
+                    && lens[2] >= 2 * c
+                    && lens[3] >= 4 * c
+            }
             NativeOp::Linear {
                 batch,
                 features,
@@ -272,6 +293,9 @@ impl NativeCall {
                 .and_then(|()| match algo {
                     JitConvFilter::Direct => filter_direct_applies(&p),
                     JitConvFilter::Im2col => Ok(()),
+                    JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => {
+                        super::kernels::winograd::winograd_applies(&p)
+                    }
                 }),
             NativeOp::ConvBackwardData { algo, .. } => p
                 .check(c, b, a, &Epilogue::default())
@@ -352,6 +376,15 @@ impl NativeCall {
                 match algo {
                     JitConvFilter::Im2col => conv2d_backward_filter(self.isa, &p, x, dy, dw),
                     JitConvFilter::Direct => conv2d_backward_filter_direct(self.isa, &p, x, dy, dw),
+                    JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => {
+                        let m = if algo == JitConvFilter::Winograd2 {
+                            2
+                        } else {
+                            4
+                        };
+                        let tile = winograd_tile(m, p.kh);
+                        conv2d_backward_filter_winograd(self.isa, tile, &p, x, dy, dw)
+                    }
                 }
                 .expect("a native conv checked when the executable was built");
                 return;
@@ -376,6 +409,33 @@ impl NativeCall {
             NativeOp::ReluBackward { n } => {
                 let (a, dx) = self.views();
                 relu_backward(&a[0][..n], &a[1][..n], &mut dx[..n]);
+                return;
+            }
+            NativeOp::BatchMoments { outer, c, inner } => {
+                let (a, m) = self.views();
+                batch_moments(self.isa, &ChannelLayout { outer, c, inner }, a[0], m);
+                return;
+            }
+            NativeOp::ChannelSum { outer, c, inner } => {
+                let (a, y) = self.views();
+                channel_sum(self.isa, &ChannelLayout { outer, c, inner }, a[0], y);
+                return;
+            }
+            NativeOp::BatchNormSums {
+                outer,
+                c,
+                inner,
+                eps_bits,
+            } => {
+                let (a, st) = self.views();
+                let l = ChannelLayout { outer, c, inner };
+                bn_sums(
+                    self.isa,
+                    &l,
+                    f32::from_bits(eps_bits),
+                    (a[0], a[1], a[2]),
+                    st,
+                );
                 return;
             }
             NativeOp::Linear {

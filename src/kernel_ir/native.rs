@@ -255,21 +255,33 @@ pub enum JitConvFilter {
     /// Sliding windows over the padded input against the transposed output gradient,
     /// with no column matrix (3-wide kernels, stride 1, width dilation 1).
     Direct,
+    /// Winograd F(2×2, r×r): `Gᵀ [Σ (A dY Aᵀ) ⊙ (Bᵀ d B)] G` (3×3 or 5×5, stride 1,
+    /// dilation 1, one group).
+    Winograd2,
+    /// The same by F(4×4, r×r).
+    Winograd4,
 }
 
 impl JitConvFilter {
-    pub const ALL: [JitConvFilter; 2] = [JitConvFilter::Im2col, JitConvFilter::Direct];
+    pub const ALL: [JitConvFilter; 4] = [
+        JitConvFilter::Im2col,
+        JitConvFilter::Direct,
+        JitConvFilter::Winograd2,
+        JitConvFilter::Winograd4,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             JitConvFilter::Im2col => "im2col",
             JitConvFilter::Direct => "direct",
+            JitConvFilter::Winograd2 => "winograd2",
+            JitConvFilter::Winograd4 => "winograd4",
         }
     }
 }
 
 /// The environment variable that forces the JIT's filter-gradient algorithm:
-/// `auto|im2col|direct`.
+/// `auto|im2col|direct|winograd2|winograd4`.
 pub const FILTER_ENV: &str = "FNET_JIT_CONV_FILTER";
 
 /// What `FNET_JIT_CONV_FILTER` asks for: `Ok(None)` for the rule of [`choose_filter`].
@@ -281,20 +293,45 @@ pub fn filter_from_env() -> Result<Option<JitConvFilter>, String> {
             .into_iter()
             .find(|a| a.name() == name)
             .map(Some)
-            .ok_or_else(|| format!("{FILTER_ENV}={name}: expected one of auto, im2col, direct")),
+            .ok_or_else(|| {
+                format!(
+                    "{FILTER_ENV}={name}: expected one of auto, im2col, direct, winograd2, \
+                     winograd4"
+                )
+            }),
     }
 }
 
-/// The filter-gradient algorithm of the conv `g`: the sliding-window route wherever it
-/// covers the conv (on ResNet-20's stages at batch 64 it runs at 148–176 GFLOP/s
-/// against im2col's 94–123, `cargo bench --bench jit_kernels`), unless `forced` asks
-/// for im2col; im2col elsewhere.
+/// The filter-gradient algorithm of the conv `g`: `forced` where it covers the conv
+/// (Winograd or direct fall back to the rule where they do not), else the rule, from
+/// `cargo bench --bench jit_kernels -- dw N C H W reps [K]` (effective GFLOP/s on
+/// 2 threads):
+/// - 3-wide kernels at stride 1 and width dilation 1: sliding windows. On ResNet-20's
+///   16- and 32-channel stages at batch 64 they run at 168–176 against Winograd's
+///   99–149 (its gathers of the input and gradient tiles outweigh the multiplies it
+///   saves); on the 64-channel stage F(2×2) measured 154 against 135–142 alone but
+///   the same in a training step (10.5 against 10.0–10.4 ms for the stage's six,
+///   `jit_profile --training`);
+/// - 5×5 (stride 1, dilation 1, one group): F(4×4, 5×5) where the output is at least
+///   16 wide and high, F(2×2, 5×5) below (FlexNet-7's convs at batch 8: 156–177
+///   against im2col's 95–132 on 16- and 32-wide maps, 74 against 51 on 8-wide ones;
+///   its training step's filter gradients 37.2 → 19.3 ms);
+/// - im2col for the rest.
 pub fn choose_filter(g: &ConvGeometry, forced: Option<JitConvFilter>) -> JitConvFilter {
     let direct = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
-    match forced {
-        Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
+    let wino = g.winograd_applies();
+    let (ho, wo) = g.out();
+    let rule = match g.kh {
+        5 if wino && ho.min(wo) >= 16 => JitConvFilter::Winograd4,
+        5 if wino => JitConvFilter::Winograd2,
         _ if direct => JitConvFilter::Direct,
         _ => JitConvFilter::Im2col,
+    };
+    match forced {
+        Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
+        Some(JitConvFilter::Direct) if direct => JitConvFilter::Direct,
+        Some(a @ (JitConvFilter::Winograd2 | JitConvFilter::Winograd4)) if wino => a,
+        _ => rule,
     }
 }
 
@@ -335,6 +372,31 @@ pub enum NativeOp {
     /// `dx`. The kernel IR's select has a scalar condition, so the generated kernel
     /// runs one element at a time with a branch each; this is vectorised.
     ReluBackward { n: usize },
+    /// A batch norm's batch moments over `[outer, c, inner]`, in the layout of the
+    /// generated `batch_norm::batch_moments`. Arguments: `x`, the moments `m`. The
+    /// generated kernel sums a channel in one vector register, a chain of dependent
+    /// adds.
+    BatchMoments {
+        outer: usize,
+        c: usize,
+        inner: usize,
+    },
+    /// `y[ch] = Σ x[·, ch, ·]` over `[outer, c, inner]` (a bias's or β's gradient), as
+    /// the generated `backward_ops::channel_sum`. Arguments: `x`, `y`.
+    ChannelSum {
+        outer: usize,
+        c: usize,
+        inner: usize,
+    },
+    /// A batch norm backward's sums, in the layout of the generated
+    /// `batch_norm::bn_sums`. Arguments: `x`, `dy`, the moments `m`, the sums `st`.
+    /// `eps_bits`: `eps` as f32 bits (a native op is `Eq` and `Hash`).
+    BatchNormSums {
+        outer: usize,
+        c: usize,
+        inner: usize,
+        eps_bits: u32,
+    },
     /// A host step of a synchronised training plan (SyncBatchNorm): a batch norm's
     /// per-channel statistics combined over the data-parallel ranks
     /// (`runtime::sync_stats`). Unlike the convs, every executor runs it (OpenCL with a
@@ -389,6 +451,12 @@ impl NativeOp {
             | NativeOp::ConvBackwardFilter { geometry, .. }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
             NativeOp::ReluBackward { n } => *n as u64,
+            // As the generated kernels count them.
+            NativeOp::ChannelSum { outer, c, inner } => (outer * c * inner) as u64,
+            NativeOp::BatchMoments { outer, c, inner } => 3 * (outer * c * inner) as u64,
+            NativeOp::BatchNormSums {
+                outer, c, inner, ..
+            } => 4 * (outer * c * inner) as u64,
             // Saturating: a pathological layer (a window of 2⁶³) must not overflow.
             NativeOp::Linear {
                 batch,
@@ -413,6 +481,9 @@ impl NativeOp {
             }
             NativeOp::ConvBackwardData { algo, .. } => format!("conv2d_bwd_data_{}", algo.name()),
             NativeOp::ReluBackward { .. } => "relu_backward".to_string(),
+            NativeOp::BatchMoments { .. } => "bn_moments".to_string(),
+            NativeOp::ChannelSum { .. } => "sum_to_channels".to_string(),
+            NativeOp::BatchNormSums { .. } => "bn_sums".to_string(),
             NativeOp::Linear { .. } => "linear_gemm".to_string(),
             NativeOp::Pool(g) => if g.max { "maxpool" } else { "avgpool" }.to_string(),
             NativeOp::Shortcut(g) => if g.backward {

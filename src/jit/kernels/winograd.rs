@@ -22,6 +22,7 @@ use super::pack::MatRef;
 use super::scratch::with_scratch;
 use super::sgemm::{sgemm_packed, PackedA, Par};
 use super::winograd_strip::{slots_per_band, strips_pay, StripGeometry};
+use super::winograd_tiles::{transform_in, TileGrid};
 use super::winograd_transform::{
     filter_transform, Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES,
 };
@@ -227,16 +228,18 @@ pub fn conv2d_winograd_in(
     let pb = plan.stride;
     let ctx = Ctx {
         isa,
-        p,
+        grid: TileGrid {
+            p,
+            th,
+            tw,
+            pb,
+            input,
+        },
         ho,
         wo,
-        th,
-        tw,
         tiles,
         per: plan.per,
-        pb,
         strip,
-        input,
         filter,
         epi,
         out: SendPtr(out.as_mut_ptr()),
@@ -261,19 +264,14 @@ unsafe impl Sync for SendPtr {}
 
 struct Ctx<'a> {
     isa: Isa,
-    p: &'a Conv2d,
+    grid: TileGrid<'a>,
     ho: usize,
     wo: usize,
-    th: usize,
-    tw: usize,
     /// Tiles, or slots in the strip layout.
     tiles: usize,
     /// Tiles per chunk.
     per: usize,
-    /// Columns of the chunk buffers (`per` in whole vector groups).
-    pb: usize,
     strip: Option<StripGeometry>,
-    input: &'a [f32],
     filter: &'a WinogradFilter,
     epi: &'a Epilogue<'a>,
     out: SendPtr,
@@ -300,39 +298,12 @@ impl Ctx<'_> {
                 }
             };
         }
+        let grid = &self.grid;
         match tile {
-            WinogradTile::F2 => stage!(
-                transform_in,
-                transform_in_avx512,
-                transform_in_avx2,
-                F2,
-                4,
-                2
-            ),
-            WinogradTile::F4 => stage!(
-                transform_in,
-                transform_in_avx512,
-                transform_in_avx2,
-                F4,
-                6,
-                4
-            ),
-            WinogradTile::F2K5 => stage!(
-                transform_in,
-                transform_in_avx512,
-                transform_in_avx2,
-                F2K5,
-                6,
-                2
-            ),
-            WinogradTile::F4K5 => stage!(
-                transform_in,
-                transform_in_avx512,
-                transform_in_avx2,
-                F4K5,
-                8,
-                4
-            ),
+            WinogradTile::F2 => transform_in::<F2, 4, 2>(self.isa, grid, t0, cnt, v),
+            WinogradTile::F4 => transform_in::<F4, 6, 4>(self.isa, grid, t0, cnt, v),
+            WinogradTile::F2K5 => transform_in::<F2K5, 6, 2>(self.isa, grid, t0, cnt, v),
+            WinogradTile::F4K5 => transform_in::<F4K5, 8, 4>(self.isa, grid, t0, cnt, v),
         }
         self.products(cnt, v, mm);
         match tile {
@@ -373,7 +344,7 @@ impl Ctx<'_> {
 
     /// Step 2: the α² GEMMs `M[ξ] = U[ξ] · V[ξ]` over the chunk's `cnt` columns.
     fn products(&self, cnt: usize, v: &[f32], mm: &mut [f32]) {
-        let (ci, co, pb) = (self.p.ci, self.p.co, self.pb);
+        let (ci, co, pb) = (self.grid.p.ci, self.grid.p.co, self.grid.pb);
         for (xi, u) in self.filter.u.iter().enumerate() {
             let b = MatRef::row_major(&v[xi * ci * pb..(xi + 1) * ci * pb], pb);
             let c = &mut mm[xi * co * pb..(xi + 1) * co * pb];
@@ -396,13 +367,13 @@ impl Ctx<'_> {
         {
             use super::winograd_strip::avx512::StripChunk;
             let c = StripChunk {
-                p: self.p,
+                p: self.grid.p,
                 g,
                 ho: self.ho,
                 wo: self.wo,
                 t0,
                 cnt,
-                pb: self.pb,
+                pb: self.grid.pb,
             };
             let out = self.out.0;
             // SAFETY: the layout was refused unless the Isa proves AVX-512F; the
@@ -410,22 +381,22 @@ impl Ctx<'_> {
             unsafe {
                 match self.filter.tile {
                     WinogradTile::F2 => {
-                        c.transform_in::<F2, 4, 2>(self.input, strip, v);
+                        c.transform_in::<F2, 4, 2>(self.grid.input, strip, v);
                         self.products(cnt, v, mm);
                         c.transform_out::<F2, 4, 2>(mm, strip, self.epi, out);
                     }
                     WinogradTile::F4 => {
-                        c.transform_in::<F4, 6, 4>(self.input, strip, v);
+                        c.transform_in::<F4, 6, 4>(self.grid.input, strip, v);
                         self.products(cnt, v, mm);
                         c.transform_out::<F4, 6, 4>(mm, strip, self.epi, out);
                     }
                     WinogradTile::F2K5 => {
-                        c.transform_in::<F2K5, 6, 2>(self.input, strip, v);
+                        c.transform_in::<F2K5, 6, 2>(self.grid.input, strip, v);
                         self.products(cnt, v, mm);
                         c.transform_out::<F2K5, 6, 2>(mm, strip, self.epi, out);
                     }
                     WinogradTile::F4K5 => {
-                        c.transform_in::<F4K5, 8, 4>(self.input, strip, v);
+                        c.transform_in::<F4K5, 8, 4>(self.grid.input, strip, v);
                         self.products(cnt, v, mm);
                         c.transform_out::<F4K5, 8, 4>(mm, strip, self.epi, out);
                     }
@@ -434,130 +405,6 @@ impl Ctx<'_> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("the strip layout is refused off x86-64");
-    }
-
-    /// Where each of the lanes `g..g+LANES` of the chunk starting at tile `t0` sits:
-    /// (image, top row, left column) of its input tile, which may start in the
-    /// padding (negative). Computed once per group, not per channel.
-    #[inline(always)]
-    fn origins<const M: usize>(
-        &self,
-        t0: usize,
-        g: usize,
-        cnt: usize,
-    ) -> [(usize, isize, isize); LANES] {
-        let per_image = self.th * self.tw;
-        std::array::from_fn(|l| {
-            let t = (t0 + g + l).min(t0 + cnt - 1);
-            let (b, r) = (t / per_image, t % per_image);
-            let (ty, tx) = (r / self.tw, r % self.tw);
-            (
-                b,
-                (ty * M) as isize - self.p.pad.0 as isize,
-                (tx * M) as isize - self.p.pad.1 as isize,
-            )
-        })
-    }
-
-    /// Step 1: `V[ξ][c][lane] = (Bᵀ d B)[ξ]` for the chunk's tiles.
-    #[inline(always)]
-    fn transform_in<T: Transforms<A, M>, const A: usize, const M: usize>(
-        &self,
-        t0: usize,
-        cnt: usize,
-        v: &mut [f32],
-        _mm: &mut [f32],
-    ) {
-        let p = self.p;
-        let (h, w, pb) = (p.h as isize, p.w as isize, self.pb);
-        let plane = p.h * p.w;
-        for g in (0..cnt).step_by(LANES) {
-            let lanes = LANES.min(cnt - g);
-            let at = self.origins::<M>(t0, g, cnt);
-            // Tiles wholly inside the image read without per-element checks.
-            let inside: [bool; LANES] = std::array::from_fn(|l| {
-                let (_, y0, x0) = at[l];
-                y0 >= 0 && x0 >= 0 && y0 + A as isize <= h && x0 + A as isize <= w
-            });
-            // All lanes on one tile row, side by side: each input row of the group is
-            // one contiguous run, copied once into a buffer and split into lanes by
-            // constant-stride reads (which vectorise), instead of lane-by-lane scalar
-            // stores that stall the vector loads after them.
-            let (b0, y0, x0) = at[0];
-            let one_run =
-                lanes == LANES && (1..LANES).all(|l| at[l] == (b0, y0, x0 + (l * M) as isize));
-            if one_run {
-                // The widest span: 16 F(4×4, 5×5) tiles, 15·4 + 8 columns.
-                const RUN: usize = LANES * 4 + 4;
-                let span = (LANES - 1) * M + A;
-                for c in 0..p.ci {
-                    let img = &self.input[(b0 * p.ci + c) * plane..][..plane];
-                    let mut d = [[Lanes::ZERO; A]; A];
-                    for (i, row) in d.iter_mut().enumerate() {
-                        let y = y0 + i as isize;
-                        if y < 0 || y >= h {
-                            continue;
-                        }
-                        let src = &img[y as usize * p.w..][..p.w];
-                        let mut buf = [0.0f32; RUN];
-                        let lo = (-x0).clamp(0, span as isize) as usize;
-                        let hi = (w - x0).clamp(0, span as isize) as usize;
-                        if lo < hi {
-                            let s0 = (x0 + lo as isize) as usize;
-                            buf[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
-                        }
-                        for (j, cell) in row.iter_mut().enumerate() {
-                            *cell = Lanes(std::array::from_fn(|l| buf[l * M + j]));
-                        }
-                    }
-                    let t = T::input(&d);
-                    for (x, row) in t.iter().enumerate() {
-                        for (y, val) in row.iter().enumerate() {
-                            let at = ((x * A + y) * p.ci + c) * pb + g;
-                            v[at..at + LANES].copy_from_slice(&val.0);
-                        }
-                    }
-                }
-                continue;
-            }
-            for c in 0..p.ci {
-                let mut d = [[Lanes::ZERO; A]; A];
-                for l in 0..lanes {
-                    let (b, y0, x0) = at[l];
-                    let img = &self.input[(b * p.ci + c) * plane..][..plane];
-                    if inside[l] {
-                        let start = y0 as usize * p.w + x0 as usize;
-                        let src = &img[start..start + (A - 1) * p.w + A];
-                        for (i, row) in d.iter_mut().enumerate() {
-                            for (j, cell) in row.iter_mut().enumerate() {
-                                cell.0[l] = src[i * p.w + j];
-                            }
-                        }
-                        continue;
-                    }
-                    for (i, row) in d.iter_mut().enumerate() {
-                        let y = y0 + i as isize;
-                        if y < 0 || y >= h {
-                            continue;
-                        }
-                        let src = &img[y as usize * p.w..][..p.w];
-                        for (j, cell) in row.iter_mut().enumerate() {
-                            let x = x0 + j as isize;
-                            if x >= 0 && x < w {
-                                cell.0[l] = src[x as usize];
-                            }
-                        }
-                    }
-                }
-                let t = T::input(&d);
-                for (x, row) in t.iter().enumerate() {
-                    for (y, val) in row.iter().enumerate() {
-                        let at = ((x * A + y) * p.ci + c) * pb + g;
-                        v[at..at + LANES].copy_from_slice(&val.0);
-                    }
-                }
-            }
-        }
     }
 
     /// Step 3: `Y = Aᵀ M A`, cropped, with the epilogue, into the output.
@@ -569,14 +416,14 @@ impl Ctx<'_> {
         _v: &mut [f32],
         mm: &mut [f32],
     ) {
-        let p = self.p;
-        let (ho, wo, pb) = (self.ho, self.wo, self.pb);
+        let p = self.grid.p;
+        let (ho, wo, pb) = (self.ho, self.wo, self.grid.pb);
         let epi = self.epi;
         for g in (0..cnt).step_by(LANES) {
             let lanes = LANES.min(cnt - g);
             // Per lane: the offset of its top-left output in channel 0, and how many
             // of its rows and columns are inside the output (the rest is cropped).
-            let at = self.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
+            let at = self.grid.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
                 let (oy, ox) = (
                     (y0 + p.pad.0 as isize) as usize,
                     (x0 + p.pad.1 as isize) as usize,
@@ -646,8 +493,6 @@ mod x86 {
             }
         };
     }
-    isa_stage!(transform_in_avx512, transform_in, "avx512f");
     isa_stage!(transform_out_avx512, transform_out, "avx512f");
-    isa_stage!(transform_in_avx2, transform_in, "avx2,fma");
     isa_stage!(transform_out_avx2, transform_out, "avx2,fma");
 }

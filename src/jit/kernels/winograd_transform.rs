@@ -152,6 +152,39 @@ pub fn filter_transform(tile: WinogradTile, weight: &[f32], u: &mut [f32]) {
         .for_each(one);
 }
 
+/// The filter gradient from its Winograd-domain sums: `dW = Gᵀ M G` for every
+/// filter, `m` holding the α² matrices `[co, ci]` one after the other (`m[(ξ·α + ν)·
+/// co·ci + o·ci + c]`), `dw` `[co, ci, r, r]`. The transpose of [`filter_transform`]
+/// (the forward reads `U = G g Gᵀ`, so the gradient of `g` is `Gᵀ ∂U G`), in f64 as
+/// it is.
+pub fn filter_gradient_transform(tile: WinogradTile, m: &[f32], dw: &mut [f32]) {
+    let g = tile.g();
+    let (a, r) = (tile.alpha(), tile.kernel());
+    let taps = r * r;
+    let filters = dw.len() / taps;
+    assert_eq!(dw.len(), filters * taps, "dW is not [co, ci, r, r]");
+    assert_eq!(m.len(), filters * a * a, "M is not [α², co, ci]");
+    dw.par_chunks_exact_mut(taps)
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(f, w)| {
+            let at = |x: usize, y: usize| m[(x * a + y) * filters + f] as f64;
+            // t = Gᵀ M (r × α), then t G.
+            let mut t = [[0.0f64; 8]; 5];
+            for (q, row) in t.iter_mut().enumerate().take(r) {
+                for (y, v) in row.iter_mut().enumerate().take(a) {
+                    *v = (0..a).map(|x| g[x][q] * at(x, y)).sum();
+                }
+            }
+            for q in 0..r {
+                for j in 0..r {
+                    let v: f64 = (0..a).map(|y| t[q][y] * g[y][j]).sum();
+                    w[q * r + j] = v as f32;
+                }
+            }
+        });
+}
+
 /// A group of [`LANES`] values, one per tile.
 #[derive(Clone, Copy)]
 pub struct Lanes(pub [f32; LANES]);
@@ -280,6 +313,46 @@ fn output_1d_f4k5(m: [Lanes; 8]) -> [Lanes; 4] {
     ]
 }
 
+/// `A m` for one column of an F2 tile's output gradient (the transpose of
+/// [`output_1d_f2`]).
+#[inline(always)]
+fn output_t_1d_f2(m: [Lanes; 2]) -> [Lanes; 4] {
+    [m[0], m[0] + m[1], m[0] - m[1], Lanes::ZERO - m[1]]
+}
+
+/// `A m` for one column of an F4 tile's output gradient.
+#[inline(always)]
+fn output_t_1d_f4(m: [Lanes; 4]) -> [Lanes; 6] {
+    let (e, o) = (m[0] + m[2], m[1] + m[3]);
+    let (e2, o2) = (m[0] + m[2] * 4.0, m[1] * 2.0 + m[3] * 8.0);
+    [m[0], e + o, e - o, e2 + o2, e2 - o2, m[3]]
+}
+
+/// `A m` for one column of an F(2×2, 5×5) tile's output gradient.
+#[inline(always)]
+fn output_t_1d_f2k5(m: [Lanes; 2]) -> [Lanes; 6] {
+    let o2 = m[1] * 2.0;
+    [m[0], m[0] + m[1], m[0] - m[1], m[0] + o2, m[0] - o2, m[1]]
+}
+
+/// `A m` for one column of an F(4×4, 5×5) tile's output gradient.
+#[inline(always)]
+fn output_t_1d_f4k5(m: [Lanes; 4]) -> [Lanes; 8] {
+    let (e1, o1) = (m[0] + m[2], m[1] + m[3]);
+    let (e2, o2) = (m[0] + m[2] * 4.0, m[1] * 2.0 + m[3] * 8.0);
+    let (e3, o3) = (m[0] + m[2] * 0.25, m[1] * 0.5 + m[3] * 0.125);
+    [
+        m[0],
+        e1 + o1,
+        e1 - o1,
+        e2 + o2,
+        e2 - o2,
+        e3 + o3,
+        e3 - o3,
+        m[3],
+    ]
+}
+
 /// Applies a 1-D transform to every column, then to every row, of an `A × A` grid:
 /// `T d Tᵀ` for the transform `T` that `f` computes.
 #[inline(always)]
@@ -332,6 +405,14 @@ pub trait Transforms<const A: usize, const M: usize> {
     fn input_1d(d: [Lanes; A]) -> [Lanes; A];
     /// `Aᵀ m` of one column.
     fn output_1d(m: [Lanes; A]) -> [Lanes; M];
+    /// `A m` of one column of an output gradient (the transpose of `output_1d`).
+    fn output_t_1d(m: [Lanes; M]) -> [Lanes; A];
+    /// `A m Aᵀ` of an output-gradient tile group: the transpose of [`Self::output`],
+    /// which the filter gradient multiplies with [`Self::input`].
+    #[inline(always)]
+    fn output_t(m: &[[Lanes; M]; M]) -> [[Lanes; A]; A] {
+        two_d(m, Self::output_t_1d)
+    }
 }
 
 /// F(2×2, 3×3).
@@ -352,6 +433,10 @@ impl Transforms<4, 2> for F2 {
     #[inline(always)]
     fn output_1d(m: [Lanes; 4]) -> [Lanes; 2] {
         output_1d_f2(m)
+    }
+    #[inline(always)]
+    fn output_t_1d(m: [Lanes; 2]) -> [Lanes; 4] {
+        output_t_1d_f2(m)
     }
 }
 
@@ -374,6 +459,10 @@ impl Transforms<6, 4> for F4 {
     fn output_1d(m: [Lanes; 6]) -> [Lanes; 4] {
         output_1d_f4(m)
     }
+    #[inline(always)]
+    fn output_t_1d(m: [Lanes; 4]) -> [Lanes; 6] {
+        output_t_1d_f4(m)
+    }
 }
 
 /// F(2×2, 5×5): F4's tiles and input transform.
@@ -395,6 +484,10 @@ impl Transforms<6, 2> for F2K5 {
     fn output_1d(m: [Lanes; 6]) -> [Lanes; 2] {
         output_1d_f2k5(m)
     }
+    #[inline(always)]
+    fn output_t_1d(m: [Lanes; 2]) -> [Lanes; 6] {
+        output_t_1d_f2k5(m)
+    }
 }
 
 /// F(4×4, 5×5).
@@ -415,5 +508,9 @@ impl Transforms<8, 4> for F4K5 {
     #[inline(always)]
     fn output_1d(m: [Lanes; 8]) -> [Lanes; 4] {
         output_1d_f4k5(m)
+    }
+    #[inline(always)]
+    fn output_t_1d(m: [Lanes; 4]) -> [Lanes; 8] {
+        output_t_1d_f4k5(m)
     }
 }

@@ -93,8 +93,14 @@ impl Builder<'_> {
                 let dy = self.val(operands[0])?;
                 let (outer, c, inner) = channel_layout(&dy.shape);
                 let y = self.temp(vec![c]);
-                let kern = bw::channel_sum("sum_to_channels", outer, c, inner, v);
-                self.emit("sum_to_channels", kern, vec![dy.buf, y.buf], &layer);
+                let args = vec![dy.buf, y.buf];
+                if self.target.native == NativeConvs::Off {
+                    let kern = bw::channel_sum("sum_to_channels", outer, c, inner, v);
+                    self.emit("sum_to_channels", kern, args, &layer);
+                } else {
+                    let op = NativeOp::ChannelSum { outer, c, inner };
+                    self.emit_native(op, args, &layer);
+                }
                 Ok(y)
             }
             TrainOp::ReluBackward => {
@@ -262,8 +268,13 @@ impl Builder<'_> {
             2 * c
         };
         let m = self.temp(vec![len]).buf;
-        let kern = bn::batch_moments("bn_moments", outer, c, inner, self.target.vector);
-        self.emit("bn_moments", kern, vec![xv.buf, m], layer);
+        if self.target.native == NativeConvs::Off {
+            let kern = bn::batch_moments("bn_moments", outer, c, inner, self.target.vector);
+            self.emit("bn_moments", kern, vec![xv.buf, m], layer);
+        } else {
+            let op = NativeOp::BatchMoments { outer, c, inner };
+            self.emit_native(op, vec![xv.buf, m], layer);
+        }
         if sync {
             // The global batch's moments replace this rank's before anything reads
             // them: the forward's scale and shift, the running statistics and the
@@ -293,8 +304,20 @@ impl Builder<'_> {
         let (xv, dyv) = (self.val(x)?, self.val(dy)?);
         let (outer, c, inner) = channel_layout(&xv.shape);
         let st = self.temp(vec![4 * c]).buf;
-        let kern = bn::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
-        self.emit("bn_sums", kern, vec![xv.buf, dyv.buf, m, st], layer);
+        let args = vec![xv.buf, dyv.buf, m, st];
+        if self.target.native == NativeConvs::Off {
+            let kern = bn::bn_sums("bn_sums", outer, c, inner, eps as f32, self.target.vector);
+            self.emit("bn_sums", kern, args, layer);
+        } else {
+            let eps_bits = (eps as f32).to_bits();
+            let op = NativeOp::BatchNormSums {
+                outer,
+                c,
+                inner,
+                eps_bits,
+            };
+            self.emit_native(op, args, layer);
+        }
         if self.synced() {
             // Σ dy and Σ dy·x̂ over every rank's values, weighted so that the step's
             // gradients come out as the single process's (`runtime::sync_stats`).

@@ -1,0 +1,539 @@
+//! The filter gradient of a 3×3 or 5×5 stride-1 conv by Winograd F(m×m, r×r).
+//!
+//! The forward reads the filter only through `U = G g Gᵀ`, and a tile's outputs are
+//! `Y = Aᵀ (U ⊙ V) A` with `V = Bᵀ d B`; the loss is linear in each, so the gradient
+//! of one filter is `dg = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙ V] G`. Per transform point `ξ` the
+//! sum over tiles is one GEMM, `M[ξ] = Ŷ[ξ] · V[ξ]ᵀ` (`[co, tiles] × [tiles, ci]`),
+//! and the `Gᵀ · G` at the end runs once per filter. Against sliding windows that is
+//! α²/(m²r²) of the multiplies: a quarter for F(4×4, 3×3), 0.44 for F(2×2, 3×3).
+//!
+//! Tiles go in the forward's chunks (`winograd::chunking`); each chunk transforms
+//! its input windows (`winograd_tiles`, the forward's code) and its output-gradient
+//! tiles into buffers that stay in L2, then adds its α² products into its thread's
+//! sums. Chunks are dealt to a fixed number of groups, one sum each, added in group
+//! order: the result does not depend on how rayon schedules them.
+
+use rayon::prelude::*;
+
+use super::conv_params::{Conv2d, ConvError, Epilogue};
+use super::isa::{Isa, IsaKind};
+use super::scratch::with_scratch;
+use super::winograd::{chunking, winograd_applies};
+use super::winograd_tiles::{transform_in, TileGrid};
+use super::winograd_transform::{
+    filter_gradient_transform, Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES,
+};
+
+/// `dw = Σ_n dY ⋆ x` (the weight gradient `[co, ci, r, r]` of the conv `p`, its input
+/// `x` and its output gradient `dy`) by the Winograd variant `tile`.
+pub fn conv2d_backward_filter_winograd(
+    isa: Isa,
+    tile: WinogradTile,
+    p: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<(), ConvError> {
+    winograd_applies(p)?;
+    if tile.kernel() != p.kh {
+        return Err(ConvError::NotWinograd(format!(
+            "F({m}×{m}, {r}×{r}) for a {k}×{k} kernel",
+            m = tile.m(),
+            r = tile.kernel(),
+            k = p.kh
+        )));
+    }
+    let (ho, wo) = p.check(x.len(), dw.len(), dy.len(), &Epilogue::default())?;
+    let m = tile.m();
+    let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
+    let tiles = p.n * th * tw;
+    let (a2, ci, co) = (tile.alpha().pow(2), p.ci, p.co);
+    if tiles == 0 || ci == 0 || co == 0 {
+        dw.fill(0.0);
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads();
+    let plan = chunking(tiles, a2, ci, co, threads);
+    let pb = plan.stride;
+    let grid = TileGrid {
+        p,
+        th,
+        tw,
+        pb,
+        input: x,
+    };
+    let ctx = Ctx {
+        isa,
+        tile,
+        grid,
+        dy,
+        ho,
+        wo,
+        tiles,
+        per: plan.per,
+    };
+    let groups = threads.min(plan.chunks).max(1);
+    let one = a2 * co * ci;
+    let mut sums = vec![0.0f32; groups * one];
+    let (v_len, y_len) = (a2 * ci * pb, a2 * co * pb);
+    sums.par_chunks_mut(one).enumerate().for_each(|(g, acc)| {
+        with_scratch(v_len + y_len, |buf| {
+            let (v, yt) = buf.split_at_mut(v_len);
+            for q in (g..plan.chunks).step_by(groups) {
+                ctx.chunk(q * plan.per, v, &mut yt[..y_len], acc);
+            }
+        })
+    });
+    let (total, rest) = sums.split_at_mut(one);
+    for part in rest.chunks_exact(one) {
+        total.iter_mut().zip(part).for_each(|(t, v)| *t += v);
+    }
+    filter_gradient_transform(tile, total, dw);
+    Ok(())
+}
+
+struct Ctx<'a> {
+    isa: Isa,
+    tile: WinogradTile,
+    grid: TileGrid<'a>,
+    dy: &'a [f32],
+    ho: usize,
+    wo: usize,
+    tiles: usize,
+    per: usize,
+}
+
+impl Ctx<'_> {
+    /// Tiles `t0 .. t0 + per` (fewer at the end): both transforms, then `acc[ξ] +=
+    /// Ŷ[ξ] · V[ξ]ᵀ`.
+    fn chunk(&self, t0: usize, v: &mut [f32], yt: &mut [f32], acc: &mut [f32]) {
+        let cnt = self.per.min(self.tiles - t0);
+        let (isa, grid) = (self.isa, &self.grid);
+        macro_rules! both {
+            ($t:ty, $a:literal, $m:literal) => {{
+                transform_in::<$t, $a, $m>(isa, grid, t0, cnt, v);
+                self.transform_dy::<$t, $a, $m>(t0, cnt, yt);
+            }};
+        }
+        match self.tile {
+            WinogradTile::F2 => both!(F2, 4, 2),
+            WinogradTile::F4 => both!(F4, 6, 4),
+            WinogradTile::F2K5 => both!(F2K5, 6, 2),
+            WinogradTile::F4K5 => both!(F4K5, 8, 4),
+        }
+        let (ci, co, pb) = (grid.p.ci, grid.p.co, grid.pb);
+        let n = cnt.next_multiple_of(LANES);
+        for (xi, c) in acc.chunks_exact_mut(co * ci).enumerate() {
+            let y = &yt[xi * co * pb..(xi + 1) * co * pb];
+            let v = &v[xi * ci * pb..(xi + 1) * ci * pb];
+            products(isa, y, v, pb, n, c);
+        }
+    }
+
+    /// `Ŷ[ξ][o][t] = (A dY Aᵀ)[ξ]` for the chunk's tiles, compiled for the Isa.
+    fn transform_dy<T: Transforms<A, M>, const A: usize, const M: usize>(
+        &self,
+        t0: usize,
+        cnt: usize,
+        yt: &mut [f32],
+    ) {
+        match self.isa.kind() {
+            // SAFETY: the Isa proves the CPU has the features.
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx512 => unsafe { x86::dy_avx512::<T, A, M>(self, t0, cnt, yt) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            IsaKind::Avx2 => unsafe { x86::dy_avx2::<T, A, M>(self, t0, cnt, yt) },
+            _ => self.dy_tiles::<T, A, M>(t0, cnt, yt),
+        }
+    }
+
+    /// The body of [`Self::transform_dy`]: each lane's `m × m` block of `dY` (zero
+    /// where the tile hangs over the output's edge), transformed.
+    #[inline(always)]
+    fn dy_tiles<T: Transforms<A, M>, const A: usize, const M: usize>(
+        &self,
+        t0: usize,
+        cnt: usize,
+        yt: &mut [f32],
+    ) {
+        let p = self.grid.p;
+        let (ho, wo, pb) = (self.ho, self.wo, self.grid.pb);
+        let plane = ho * wo;
+        for g in (0..cnt).step_by(LANES) {
+            let lanes = LANES.min(cnt - g);
+            // Per lane: its image, its top-left output, and the rows and columns of
+            // its block inside the output.
+            let at = self.grid.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
+                let (oy, ox) = (
+                    (y0 + p.pad.0 as isize) as usize,
+                    (x0 + p.pad.1 as isize) as usize,
+                );
+                (b, oy * wo + ox, M.min(ho - oy), M.min(wo - ox))
+            });
+            for o in 0..p.co {
+                let mut d = [[Lanes::ZERO; M]; M];
+                for (l, &(b, base, rows, cols)) in at.iter().enumerate().take(lanes) {
+                    let src = &self.dy[(b * p.co + o) * plane + base..];
+                    for (r, row) in d.iter_mut().enumerate().take(rows) {
+                        for (s, cell) in row.iter_mut().enumerate().take(cols) {
+                            cell.0[l] = src[r * wo + s];
+                        }
+                    }
+                }
+                let t = T::output_t(&d);
+                for (x, row) in t.iter().enumerate() {
+                    for (y, val) in row.iter().enumerate() {
+                        let at = ((x * A + y) * p.co + o) * pb + g;
+                        yt[at..at + LANES].copy_from_slice(&val.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `c[o][k] += Σ_t y[o][t]·v[k][t]` over the first `n` columns (whole vector groups)
+/// of the row-major `y` `[co, pb]` and `v` `[ci, pb]`, into `c` `[co, ci]`, compiled
+/// for the Isa. Both operands run along the tiles, so this is dot products: 4 × 4
+/// of them at a time in 16 vector accumulators, summed across lanes once per chunk.
+/// (sgemm on each point's small GEMM, 16 × 16 × 96 on ResNet-20's first stage, spent
+/// more in its calls than in its multiplies: 47 against the direct route's 149
+/// effective GFLOP/s.)
+fn products(isa: Isa, y: &[f32], v: &[f32], pb: usize, n: usize, c: &mut [f32]) {
+    match isa.kind() {
+        // SAFETY: the Isa proves the CPU has the features.
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx512 => unsafe { x86::products_avx512(y, v, pb, n, c) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        IsaKind::Avx2 => unsafe { x86::products_avx2(y, v, pb, n, c) },
+        _ => blocks(y, v, pb, n, c, block_portable),
+    }
+}
+
+/// Four rows of an operand (the last repeated where fewer are left) and how many are
+/// real.
+type Rows4<'a> = ([&'a [f32]; 4], usize);
+
+/// Walks `[co, ci]` in 4 × 4 blocks (fewer at the edges), calling `block` with the
+/// block's rows of `y` and `v` (each `n` long), its corner and `c`.
+#[inline(always)]
+fn blocks(
+    y: &[f32],
+    v: &[f32],
+    pb: usize,
+    n: usize,
+    c: &mut [f32],
+    block: impl Fn(Rows4, Rows4, usize, usize, &mut [f32], usize),
+) {
+    let (co, ci) = (y.len() / pb, v.len() / pb);
+    fn rows(m: &[f32], pb: usize, n: usize, at: usize, left: usize) -> Rows4<'_> {
+        let count = left.min(4);
+        (
+            std::array::from_fn(|i| &m[(at + i.min(count - 1)) * pb..][..n]),
+            count,
+        )
+    }
+    for o in (0..co).step_by(4) {
+        for k in (0..ci).step_by(4) {
+            block(
+                rows(y, pb, n, o, co - o),
+                rows(v, pb, n, k, ci - k),
+                o,
+                k,
+                c,
+                ci,
+            );
+        }
+    }
+}
+
+/// One 4 × 4 block of [`products`] in plain Rust (multiplies and adds: `mul_add` is a
+/// library call where FMA is not enabled).
+fn block_portable((ys, bo): Rows4, (vs, bk): Rows4, o: usize, k: usize, c: &mut [f32], ci: usize) {
+    let mut acc = [[[0.0f32; LANES]; 4]; 4];
+    for t in (0..ys[0].len()).step_by(LANES) {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (j, lanes) in row.iter_mut().enumerate() {
+                for (l, a) in lanes.iter_mut().enumerate() {
+                    *a += ys[i][t + l] * vs[j][t + l];
+                }
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate().take(bo) {
+        for (j, lanes) in row.iter().enumerate().take(bk) {
+            c[(o + i) * ci + k + j] += lanes.iter().sum::<f32>();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The output-gradient transform and the products compiled for AVX-512 and for
+    //! AVX2 + FMA.
+    use super::{Ctx, Rows4, Transforms};
+    use std::arch::x86_64::*;
+
+    macro_rules! isa_stage {
+        ($name:ident, $features:literal) => {
+            /// # Safety
+            /// The CPU must support the enabled features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name<T: Transforms<A, M>, const A: usize, const M: usize>(
+                ctx: &Ctx,
+                t0: usize,
+                cnt: usize,
+                yt: &mut [f32],
+            ) {
+                ctx.dy_tiles::<T, A, M>(t0, cnt, yt)
+            }
+        };
+    }
+    isa_stage!(dy_avx512, "avx512f");
+    isa_stage!(dy_avx2, "avx2,fma");
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn products_avx512(y: &[f32], v: &[f32], pb: usize, n: usize, c: &mut [f32]) {
+        // SAFETY (each block): the caller's contract; rows hold `n` floats, `n` whole
+        // vectors.
+        super::blocks(y, v, pb, n, c, |ys, vs, o, k, c, ci| unsafe {
+            block_avx512(ys, vs, o, k, c, ci)
+        })
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn products_avx2(y: &[f32], v: &[f32], pb: usize, n: usize, c: &mut [f32]) {
+        // SAFETY (each block): as above.
+        super::blocks(y, v, pb, n, c, |ys, vs, o, k, c, ci| unsafe {
+            block_avx2(ys, vs, o, k, c, ci)
+        })
+    }
+
+    macro_rules! block_isa {
+        ($name:ident, $features:literal, $vec:ty, $w:literal, $zero:ident, $load:ident,
+         $fma:ident, $sum:ident) => {
+            /// One 4 × 4 block of dot products in vector accumulators.
+            ///
+            /// # Safety
+            /// The CPU must support the enabled features; every row's length is a
+            /// multiple of the vector width.
+            #[target_feature(enable = $features)]
+            unsafe fn $name(
+                (ys, bo): Rows4,
+                (vs, bk): Rows4,
+                o: usize,
+                k: usize,
+                c: &mut [f32],
+                ci: usize,
+            ) {
+                let mut acc: [[$vec; 4]; 4] = [[$zero(); 4]; 4];
+                for t in (0..ys[0].len()).step_by($w) {
+                    // SAFETY: t + width ≤ each row's length.
+                    let yl: [$vec; 4] =
+                        std::array::from_fn(|i| unsafe { $load(ys[i].as_ptr().add(t)) });
+                    for j in 0..4 {
+                        // SAFETY: as above.
+                        let vl = unsafe { $load(vs[j].as_ptr().add(t)) };
+                        for i in 0..4 {
+                            acc[i][j] = $fma(yl[i], vl, acc[i][j]);
+                        }
+                    }
+                }
+                for (i, row) in acc.iter().enumerate().take(bo) {
+                    for (j, &a) in row.iter().enumerate().take(bk) {
+                        c[(o + i) * ci + k + j] += $sum(a);
+                    }
+                }
+            }
+        };
+    }
+    block_isa!(
+        block_avx512,
+        "avx512f",
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_reduce_add_ps
+    );
+    block_isa!(
+        block_avx2,
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        sum_avx2
+    );
+
+    /// The sum of a ymm's lanes, as a tree (a store and a scalar loop is a chain of
+    /// eight dependent adds).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn sum_avx2(a: __m256) -> f32 {
+        let q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+        let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps::<1>(d, d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::kernels::conv_backward::conv2d_backward_filter;
+
+    fn noise(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed * 97)
+                    >> 8;
+                (v % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `dW` by the definition, in f64.
+    fn naive(p: &Conv2d, x: &[f32], dy: &[f32]) -> Vec<f64> {
+        let (ho, wo) = p.out_hw().unwrap();
+        let r = p.kh;
+        let mut dw = vec![0.0f64; p.co * p.ci * r * r];
+        for n in 0..p.n {
+            for o in 0..p.co {
+                for c in 0..p.ci {
+                    for ky in 0..r {
+                        for kx in 0..r {
+                            let mut s = 0.0;
+                            for y in 0..ho {
+                                for xx in 0..wo {
+                                    let iy = (y + ky) as isize - p.pad.0 as isize;
+                                    let ix = (xx + kx) as isize - p.pad.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= p.h as isize || ix >= p.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x
+                                        [((n * p.ci + c) * p.h + iy as usize) * p.w + ix as usize]
+                                        as f64;
+                                    s += dy[((n * p.co + o) * ho + y) * wo + xx] as f64 * xv;
+                                }
+                            }
+                            dw[((o * p.ci + c) * r + ky) * r + kx] += s;
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    fn conv(n: usize, ci: usize, hw: (usize, usize), co: usize, k: usize, pad: usize) -> Conv2d {
+        Conv2d {
+            n,
+            ci,
+            h: hw.0,
+            w: hw.1,
+            co,
+            kh: k,
+            kw: k,
+            stride: (1, 1),
+            pad: (pad, pad),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+
+    /// Every variant on every ISA this CPU has equals the definition on awkward
+    /// shapes (odd sizes, 1×1 maps, channels no multiple of a vector, tiles hanging
+    /// over the edge), within a bound scaled to the gradient's magnitude.
+    #[test]
+    fn equals_the_definition() {
+        let cases = [
+            conv(2, 3, (7, 9), 5, 3, 1),
+            conv(1, 17, (6, 5), 9, 3, 2),
+            conv(3, 4, (1, 1), 6, 3, 1),
+            conv(2, 5, (11, 10), 7, 3, 0),
+            conv(1, 16, (8, 8), 16, 3, 1),
+            conv(2, 3, (9, 10), 4, 5, 2),
+            conv(1, 6, (7, 5), 3, 5, 1),
+        ];
+        for p in cases {
+            let (ho, wo) = p.out_hw().unwrap();
+            let x = noise(p.n * p.ci * p.h * p.w, 1);
+            let dy = noise(p.n * p.co * ho * wo, 2);
+            let want = naive(&p, &x, &dy);
+            let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            for isa in Isa::available() {
+                for m in [2, 4] {
+                    let tile = WinogradTile::new(m, p.kh).unwrap();
+                    let mut got = vec![f32::NAN; want.len()];
+                    conv2d_backward_filter_winograd(isa, tile, &p, &x, &dy, &mut got).unwrap();
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(g, w)| (*g as f64 - w).abs() / scale)
+                        .fold(0.0, f64::max);
+                    // Measured worst: F(2×2, 5×5) 4.3e-6, the others under 2.4e-6;
+                    // the bounds leave room for the 8×8 tiles' points ±2 and ±½.
+                    let bound = match tile {
+                        WinogradTile::F2 => 5e-6,
+                        WinogradTile::F2K5 => 1e-5,
+                        WinogradTile::F4 => 2e-5,
+                        WinogradTile::F4K5 => 5e-5,
+                    };
+                    assert!(worst < bound, "{p:?} {tile:?} {isa}: {worst:e}");
+                }
+            }
+        }
+    }
+
+    /// Many chunks on several groups: ResNet-20's 16-channel stage at batch 4 agrees
+    /// with the im2col route, and two runs give the same bits.
+    #[test]
+    fn many_chunks_agree_and_repeat() {
+        let p = conv(4, 16, (32, 32), 16, 3, 1);
+        let x = noise(p.n * p.ci * p.h * p.w, 3);
+        let dy = noise(p.n * p.co * 32 * 32, 4);
+        let isa = Isa::best();
+        let mut want = vec![0.0; p.co * p.ci * 9];
+        conv2d_backward_filter(isa, &p, &x, &dy, &mut want).unwrap();
+        let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+        for tile in [WinogradTile::F2, WinogradTile::F4] {
+            let mut got = vec![0.0; want.len()];
+            conv2d_backward_filter_winograd(isa, tile, &p, &x, &dy, &mut got).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / scale)
+                .fold(0.0, f32::max);
+            assert!(worst < 2e-5, "{tile:?}: {worst:e}");
+            let mut again = vec![0.0; want.len()];
+            conv2d_backward_filter_winograd(isa, tile, &p, &x, &dy, &mut again).unwrap();
+            assert_eq!(got, again, "{tile:?}: not reproducible");
+        }
+    }
+
+    /// A conv Winograd does not cover is an error, not a wrong answer.
+    #[test]
+    fn refuses_what_it_does_not_cover() {
+        let mut p = conv(1, 2, (6, 6), 2, 3, 1);
+        p.stride = (2, 2);
+        let (x, dy, mut dw) = (vec![0.0; 72], vec![0.0; 18], vec![0.0; 36]);
+        let e =
+            conv2d_backward_filter_winograd(Isa::best(), WinogradTile::F2, &p, &x, &dy, &mut dw);
+        assert!(matches!(e, Err(ConvError::NotWinograd(_))), "{e:?}");
+        let p = conv(1, 2, (6, 6), 2, 3, 1);
+        let e =
+            conv2d_backward_filter_winograd(Isa::best(), WinogradTile::F2K5, &p, &x, &dy, &mut dw);
+        assert!(matches!(e, Err(ConvError::NotWinograd(_))), "{e:?}");
+    }
+}
