@@ -147,6 +147,23 @@ fn sgemm_secs(isa: Isa, (m, n, k): (usize, usize, usize), reps: usize) -> f64 {
     })
 }
 
+/// `MODE N C H W reps [K]`: a C → C channel K×K conv (3 or 5, padded by K/2) on N
+/// images of H × W, and the repetitions; exits with the usage on anything else.
+fn shape_args(args: &[String], mode: &str) -> (Conv2d, usize) {
+    let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
+    let (Some(n), Some(c), Some(h), Some(w), Some(reps)) = (num(1), num(2), num(3), num(4), num(5))
+    else {
+        eprintln!("usage: jit_kernels {mode} N C H W reps [K]");
+        std::process::exit(2)
+    };
+    let k = num(6).unwrap_or(3);
+    if WinogradTile::new(2, k).is_none() {
+        eprintln!("error: K is 3 or 5, not {k}");
+        std::process::exit(2)
+    }
+    (Conv2d::simple(n, c, h, w, c, k, k / 2), reps)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -161,19 +178,7 @@ fn main() {
         .build()
         .unwrap();
     if args.first().map(String::as_str) == Some("conv") {
-        let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
-        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
-            (num(1), num(2), num(3), num(4), num(5))
-        else {
-            eprintln!("usage: jit_kernels conv N C H W reps [K]");
-            std::process::exit(2)
-        };
-        let k = num(6).unwrap_or(3);
-        if WinogradTile::new(2, k).is_none() {
-            eprintln!("error: K is 3 or 5, not {k}");
-            std::process::exit(2)
-        }
-        let p = Conv2d::simple(n, c, h, w, c, k, k / 2);
+        let (p, reps) = shape_args(&args, "conv");
         let t = pool.install(|| conv_times(isa, &p, reps));
         println!(
             "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{},\"winograd_f4_tiles\":{}}}",
@@ -182,25 +187,21 @@ fn main() {
         return;
     }
     if args.first().map(String::as_str) == Some("dw") {
-        let num = |i: usize| args.get(i).and_then(|s| s.parse::<usize>().ok());
-        let (Some(n), Some(c), Some(h), Some(w), Some(reps)) =
-            (num(1), num(2), num(3), num(4), num(5))
-        else {
-            eprintln!("usage: jit_kernels dw N C H W reps [K]");
-            std::process::exit(2)
-        };
-        let k = num(6).unwrap_or(3);
-        if WinogradTile::new(2, k).is_none() {
-            eprintln!("error: K is 3 or 5, not {k}");
-            std::process::exit(2)
-        }
-        let p = Conv2d::simple(n, c, h, w, c, k, k / 2);
+        let (p, reps) = shape_args(&args, "dw");
         let t = pool.install(|| filter_times(isa, &p, reps));
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
-            "filter gradient N{n} C{c} {h}x{w} {k}x{k}, effective GFLOP/s: im2col {:.1}, \
+            "filter gradient N{} C{} {}x{} {k}x{k}, effective GFLOP/s: im2col {:.1}, \
              direct {:.1}, F(2x2) {:.1}, F(4x4) {:.1}",
-            g[0], g[1], g[2], g[3]
+            p.n,
+            p.ci,
+            p.h,
+            p.w,
+            g[0],
+            g[1],
+            g[2],
+            g[3],
+            k = p.kh
         );
         return;
     }

@@ -423,17 +423,10 @@ impl Ctx<'_> {
             let lanes = LANES.min(cnt - g);
             // Per lane: the offset of its top-left output in channel 0, and how many
             // of its rows and columns are inside the output (the rest is cropped).
-            let at = self.grid.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
-                let (oy, ox) = (
-                    (y0 + p.pad.0 as isize) as usize,
-                    (x0 + p.pad.1 as isize) as usize,
-                );
-                (
-                    b * p.co * ho * wo + oy * wo + ox,
-                    M.min(ho - oy),
-                    M.min(wo - ox),
-                )
-            });
+            let at = self
+                .grid
+                .outputs::<M>(t0, g, cnt, (ho, wo))
+                .map(|(b, off, rows, cols)| (b * p.co * ho * wo + off, rows, cols));
             for o in 0..p.co {
                 let bias = epi.bias.map_or(0.0, |b| b[o]);
                 let mut mt = [[Lanes::ZERO; A]; A];

@@ -164,13 +164,7 @@ impl Ctx<'_> {
             let lanes = LANES.min(cnt - g);
             // Per lane: its image, its top-left output, and the rows and columns of
             // its block inside the output.
-            let at = self.grid.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
-                let (oy, ox) = (
-                    (y0 + p.pad.0 as isize) as usize,
-                    (x0 + p.pad.1 as isize) as usize,
-                );
-                (b, oy * wo + ox, M.min(ho - oy), M.min(wo - ox))
-            });
+            let at = self.grid.outputs::<M>(t0, g, cnt, (ho, wo));
             for o in 0..p.co {
                 let mut d = [[Lanes::ZERO; M]; M];
                 for (l, &(b, base, rows, cols)) in at.iter().enumerate().take(lanes) {
@@ -437,19 +431,7 @@ mod tests {
     }
 
     fn conv(n: usize, ci: usize, hw: (usize, usize), co: usize, k: usize, pad: usize) -> Conv2d {
-        Conv2d {
-            n,
-            ci,
-            h: hw.0,
-            w: hw.1,
-            co,
-            kh: k,
-            kw: k,
-            stride: (1, 1),
-            pad: (pad, pad),
-            dilation: (1, 1),
-            groups: 1,
-        }
+        Conv2d::simple(n, ci, hw.0, hw.1, co, k, pad)
     }
 
     /// Every variant on every ISA this CPU has equals the definition on awkward

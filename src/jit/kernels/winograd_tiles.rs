@@ -42,6 +42,27 @@ impl TileGrid<'_> {
         })
     }
 
+    /// The output side of [`Self::origins`] for outputs of `ho × wo`: per lane, its
+    /// image, the offset of its top-left output in a plane, and how many of its `M`
+    /// rows and columns are inside the output (the rest hangs over the edge).
+    #[inline(always)]
+    pub fn outputs<const M: usize>(
+        &self,
+        t0: usize,
+        g: usize,
+        cnt: usize,
+        (ho, wo): (usize, usize),
+    ) -> [(usize, usize, usize, usize); LANES] {
+        let pad = self.p.pad;
+        self.origins::<M>(t0, g, cnt).map(|(b, y0, x0)| {
+            let (oy, ox) = (
+                (y0 + pad.0 as isize) as usize,
+                (x0 + pad.1 as isize) as usize,
+            );
+            (b, oy * wo + ox, M.min(ho - oy), M.min(wo - ox))
+        })
+    }
+
     /// Step 1: `V[ξ][c][lane] = (Bᵀ d B)[ξ]` for the chunk's tiles.
     #[inline(always)]
     pub fn transform_in<T: Transforms<A, M>, const A: usize, const M: usize>(
