@@ -380,9 +380,11 @@ mod x86 {
 }
 
 #[cfg(test)]
+use super::conv_backward::conv2d_backward_filter;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jit::kernels::conv_backward::conv2d_backward_filter;
 
     fn noise(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
