@@ -30,13 +30,8 @@ pub struct ChannelLayout {
 
 impl ChannelLayout {
     /// Elements of the tensor.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.outer * self.c * self.inner
-    }
-
-    /// Whether the tensor is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Values per channel.

@@ -192,8 +192,8 @@ impl Ctx<'_> {
 /// for the Isa. Both operands run along the tiles, so this is dot products: 4 × 4
 /// of them at a time in 16 vector accumulators, summed across lanes once per chunk.
 /// (sgemm on each point's small GEMM, 16 × 16 × 96 on ResNet-20's first stage, spent
-/// more in its calls than in its multiplies: 47 against the direct route's 149
-/// effective GFLOP/s.)
+/// more in its calls than in its multiplies: a development build, measured once while
+/// other builds ran, gave 47 against the sliding windows' 149 effective GFLOP/s.)
 fn products(isa: Isa, y: &[f32], v: &[f32], pb: usize, n: usize, c: &mut [f32]) {
     match isa.kind() {
         // SAFETY: the Isa proves the CPU has the features.
