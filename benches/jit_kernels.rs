@@ -6,7 +6,8 @@
 //! each as a fraction of the 2048³ sgemm rate of the same run, and the five on
 //! ResNet-20's 3×3 stride-1 convs at
 //! batch 1 and 64, with those convs' filter gradients by im2col + sgemm, by sliding
-//! windows and by Winograd F(2×2) and F(4×4), ResNet-20's two stride-2 convs by im2col and by the direct routine on the
+//! windows and by Winograd F(2×2) and F(4×4) (in the forward's layout, then tiled),
+//! ResNet-20's two stride-2 convs by im2col and by the direct routine on the
 //! input's phases, FlexNet-7's 5×5 convs (its cropped FlexConvs) by the five routines
 //! (Winograd F(2×2, 5×5) and F(4×4, 5×5)), and the Winograd filter transform of
 //! ResNet-20's 64-channel weight (`WinogradFilter::new`, which a training step runs for
@@ -17,8 +18,9 @@
 //! `cargo bench --bench jit_kernels [-- rounds]` (best of `rounds`, default 5; the
 //! cases take turns within each round). `FNET_JIT_ISA` forces the micro-kernel path.
 //! `cargo bench --bench jit_kernels -- dw N C H W reps [K]` times only the K×K filter
-//! gradient (3 or 5, padded by K/2) of an N×C×H×W map (C → C channels) the four ways
-//! (no sliding windows for 5×5).
+//! gradient (3 or 5, padded by K/2) of an N×C×H×W map (C → C channels) the six ways
+//! (no sliding windows for 5×5: printed as 0.0).
+//! `cargo bench --bench jit_kernels -- transform` times only the filter transform.
 //! `cargo bench --bench jit_kernels -- conv N C H W reps [K]` times only the conv case
 //! (a K×K kernel, 3 or 5, padded by K/2; 3 by default) five ways (F(4×4) also in the
 //! tiled layout) and prints one JSON line (seconds, best of reps): what
@@ -35,7 +37,9 @@ use fnet::jit::kernels::sgemm::{sgemm, Par};
 use fnet::jit::kernels::winograd::{
     conv2d_winograd, conv2d_winograd_in, WinogradFilter, WinogradLayout,
 };
-use fnet::jit::kernels::winograd_filter::conv2d_backward_filter_winograd;
+use fnet::jit::kernels::winograd_filter::{
+    conv2d_backward_filter_winograd, conv2d_backward_filter_winograd_in,
+};
 use fnet::jit::kernels::winograd_transform::WinogradTile;
 use std::time::Instant;
 
@@ -108,14 +112,16 @@ fn strided_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 2] {
     ]
 }
 
-/// The filter gradient of one conv four ways, best of `reps` each: (im2col + sgemm,
-/// sliding windows, Winograd F(2×2), F(4×4)).
-fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
+/// The filter gradient of one conv six ways, best of `reps` each: (im2col + sgemm,
+/// sliding windows, Winograd F(2×2), F(4×4), both in the layout the forward takes,
+/// then both in the tiled layout).
+fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 6] {
     let x = data(p.n * p.ci * p.h * p.w, 3);
     let (ho, wo) = p.out_hw().unwrap();
     let dy = data(p.n * p.co * ho * wo, 4);
     let mut dw = vec![0.0; p.co * p.ci * p.kh * p.kw];
     let wino = |m| WinogradTile::new(m, p.kh).unwrap();
+    let tiled = WinogradLayout::Tiles;
     [
         best(reps, || {
             conv2d_backward_filter(isa, p, &x, &dy, &mut dw).unwrap()
@@ -133,6 +139,12 @@ fn filter_times(isa: Isa, p: &Conv2d, reps: usize) -> [f64; 4] {
         }),
         best(reps, || {
             conv2d_backward_filter_winograd(isa, wino(4), p, &x, &dy, &mut dw).unwrap()
+        }),
+        best(reps, || {
+            conv2d_backward_filter_winograd_in(tiled, isa, wino(2), p, &x, &dy, &mut dw).unwrap()
+        }),
+        best(reps, || {
+            conv2d_backward_filter_winograd_in(tiled, isa, wino(4), p, &x, &dy, &mut dw).unwrap()
         }),
     ]
 }
@@ -186,13 +198,16 @@ fn main() {
         );
         return;
     }
+    if args.first().map(String::as_str) == Some("transform") {
+        return transform_times(isa, &pool);
+    }
     if args.first().map(String::as_str) == Some("dw") {
         let (p, reps) = shape_args(&args, "dw");
         let t = pool.install(|| filter_times(isa, &p, reps));
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
             "filter gradient N{} C{} {}x{} {k}x{k}, effective GFLOP/s: im2col {:.1}, \
-             direct {:.1}, F(2x2) {:.1}, F(4x4) {:.1}",
+             direct {:.1}, F(2x2) {:.1}, F(4x4) {:.1}, F(2x2) tiled {:.1}, F(4x4) tiled {:.1}",
             p.n,
             p.ci,
             p.h,
@@ -201,6 +216,8 @@ fn main() {
             g[1],
             g[2],
             g[3],
+            g[4],
+            g[5],
             k = p.kh
         );
         return;
@@ -227,7 +244,7 @@ fn main() {
         .iter()
         .flat_map(|&(c, hw)| [1, 64].map(|n| Conv2d::simple(n, c, hw, hw, c, 3, 1)))
         .collect();
-    let mut stage_best = vec![[f64::INFINITY; 9]; stages.len()];
+    let mut stage_best = vec![[f64::INFINITY; 11]; stages.len()];
     pool.install(|| {
         for _ in 0..rounds {
             for (slot, (_, (m, n, k))) in gemm_best.iter_mut().zip(&shapes) {
@@ -275,7 +292,7 @@ fn main() {
     }
     println!("\nResNet-20's 3x3 stride-1 convs: effective GFLOP/s (forward; filter gradient)");
     println!(
-        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "conv",
         "im2col",
         "F(2x2)",
@@ -285,12 +302,15 @@ fn main() {
         "dW im2col",
         "dW direct",
         "dW F(2x2)",
-        "dW F(4x4)"
+        "dW F(4x4)",
+        "dW F2 til",
+        "dW F4 til"
     );
     for (p, t) in stages.iter().zip(&stage_best) {
         let g = t.map(|t| 2.0 * p.macs() as f64 / t / 1e9);
         println!(
-            "{:<14} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:<14} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} \
+             {:>9.1}",
             format!("N{} C{} {}x{}", p.n, p.ci, p.h, p.w),
             g[0],
             g[1],
@@ -300,7 +320,9 @@ fn main() {
             g[5],
             g[6],
             g[7],
-            g[8]
+            g[8],
+            g[9],
+            g[10]
         );
     }
     println!("\nResNet-20's 3x3 stride-2 convs: effective GFLOP/s (best of 20)");
@@ -335,11 +357,19 @@ fn main() {
             g[4]
         );
     }
+    println!();
+    transform_times(isa, &pool);
+}
+
+/// The Winograd filter transform and packing of a 64 → 64-channel 3×3 weight
+/// (`WinogradFilter::new`, which a training step runs for every Winograd conv), best
+/// of 50.
+fn transform_times(isa: Isa, pool: &rayon::ThreadPool) {
     let w = data(64 * 64 * 9, 5);
-    println!("\nWinograd filter transform + packing, 64 -> 64 channels (best of 20)");
+    println!("Winograd filter transform + packing, 64 -> 64 channels (best of 50)");
     for tile in [WinogradTile::F2, WinogradTile::F4] {
         let t = pool.install(|| {
-            best(20, || {
+            best(50, || {
                 std::hint::black_box(WinogradFilter::new(isa, tile, &w, 64, 64).unwrap());
             })
         });

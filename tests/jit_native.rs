@@ -446,9 +446,11 @@ fn geometry(k: usize, stride: usize) -> ConvGeometry {
 }
 
 /// The filter gradient's rule: F(4×4, 5×5) for 5×5 convs of outputs at least 16 wide
-/// (F(2×2, 5×5) below), sliding windows for 3-wide kernels at stride 1 and width dilation 1
-/// (any height, height dilation and groups), im2col for the rest and wherever im2col
-/// is forced; a forced algorithm that does not cover the conv falls back to the rule.
+/// (F(2×2, 5×5) below); for 3×3 stride-1 convs with the strip layout and at least 1024
+/// tiles F(4×4) on 32-wide outputs, F(2×2) on narrower ones; sliding windows for the
+/// other 3-wide kernels at stride 1 and width dilation 1 (any height, height dilation
+/// and groups), im2col for the rest and wherever im2col is forced; a forced algorithm
+/// that does not cover the conv falls back to the rule.
 #[test]
 fn filter_gradient_rule_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_filter, JitConvFilter::*};
@@ -474,15 +476,15 @@ fn filter_gradient_rule_and_fallbacks() {
         },
     ];
     for g in &direct {
-        assert_eq!(choose_filter(g, None), Direct, "{g:?}");
-        assert_eq!(choose_filter(g, Some(Direct)), Direct, "{g:?}");
-        assert_eq!(choose_filter(g, Some(Im2col)), Im2col, "{g:?}");
+        assert_eq!(choose_filter(g, None, false), Direct, "{g:?}");
+        assert_eq!(choose_filter(g, Some(Direct), false), Direct, "{g:?}");
+        assert_eq!(choose_filter(g, Some(Im2col), false), Im2col, "{g:?}");
     }
     // Winograd forced where it does not cover the conv: the rule.
-    assert_eq!(choose_filter(&direct[2], Some(Winograd4)), Direct);
+    assert_eq!(choose_filter(&direct[2], Some(Winograd4), false), Direct);
     for g in &im2col {
         for forced in [None, Some(Direct), Some(Im2col), Some(Winograd2)] {
-            assert_eq!(choose_filter(g, forced), Im2col, "{g:?} {forced:?}");
+            assert_eq!(choose_filter(g, forced, false), Im2col, "{g:?} {forced:?}");
         }
     }
     // Winograd where the rule takes it, and forced where it covers the conv.
@@ -491,23 +493,58 @@ fn filter_gradient_rule_and_fallbacks() {
         co: 64,
         ..geometry(3, 1)
     };
-    assert_eq!(choose_filter(&wide, None), Direct);
-    assert_eq!(choose_filter(&wide, Some(Direct)), Direct);
-    assert_eq!(choose_filter(&wide, Some(Winograd4)), Winograd4);
-    assert_eq!(choose_filter(&geometry(3, 1), Some(Winograd2)), Winograd2);
-    let small = geometry(5, 1);
-    assert_eq!(choose_filter(&small, None), Winograd2, "8-wide outputs");
+    assert_eq!(choose_filter(&wide, None, false), Direct);
+    assert_eq!(choose_filter(&wide, Some(Direct), false), Direct);
+    assert_eq!(choose_filter(&wide, Some(Winograd4), false), Winograd4);
     assert_eq!(
-        choose_filter(&small, Some(Direct)),
+        choose_filter(&geometry(3, 1), Some(Winograd2), false),
+        Winograd2
+    );
+    let small = geometry(5, 1);
+    assert_eq!(
+        choose_filter(&small, None, false),
+        Winograd2,
+        "8-wide outputs"
+    );
+    assert_eq!(
+        choose_filter(&small, Some(Direct), false),
         Winograd2,
         "no windows for 5×5"
     );
-    assert_eq!(choose_filter(&small, Some(Im2col)), Im2col);
+    assert_eq!(choose_filter(&small, Some(Im2col), false), Im2col);
     let large = ConvGeometry {
         h: 16,
         w: 20,
         ..geometry(5, 1)
     };
-    assert_eq!(choose_filter(&large, None), Winograd4);
-    assert_eq!(choose_filter(&large, Some(Winograd2)), Winograd2);
+    assert_eq!(choose_filter(&large, None, false), Winograd4);
+    assert_eq!(choose_filter(&large, Some(Winograd2), false), Winograd2);
+    // 3×3 where the strip layout covers at least 1024 tiles: ResNet-20's stride-1
+    // stages at batch 64 take Winograd (F(4×4) on the 32-wide one), batch 8 and the
+    // tiled layout keep the windows.
+    let stage = |n: usize, c: usize, hw: usize| ConvGeometry {
+        n,
+        ci: c,
+        co: c,
+        h: hw,
+        w: hw,
+        ..geometry(3, 1)
+    };
+    assert_eq!(choose_filter(&stage(64, 16, 32), None, true), Winograd4);
+    assert_eq!(choose_filter(&stage(64, 32, 16), None, true), Winograd2);
+    assert_eq!(choose_filter(&stage(64, 64, 8), None, true), Winograd2);
+    assert_eq!(choose_filter(&stage(8, 16, 32), None, true), Winograd2);
+    assert_eq!(choose_filter(&stage(8, 64, 8), None, true), Direct);
+    for (n, c, hw) in [(64, 16, 32), (64, 32, 16), (64, 64, 8)] {
+        assert_eq!(choose_filter(&stage(n, c, hw), None, false), Direct);
+        assert_eq!(choose_filter(&stage(n, c, hw), Some(Direct), true), Direct);
+    }
+    // A 2×2 map is one tile in two slots a row: no strips, the windows.
+    assert_eq!(choose_filter(&stage(4096, 16, 2), None, true), Direct);
+    // Strided: im2col whatever the layout.
+    let strided = ConvGeometry {
+        n: 64,
+        ..geometry(3, 2)
+    };
+    assert_eq!(choose_filter(&strided, None, true), Im2col);
 }

@@ -13,6 +13,8 @@
 //! `bias`, the residual (shaped like the output) when `residual`, and the output.
 
 use crate::ir::op::ConvAlgo;
+use crate::jit::kernels::isa::{Isa, IsaKind};
+use crate::jit::kernels::winograd_strip::{slots_per_band, strips_pay};
 
 /// How the JIT runs a forward conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -302,28 +304,58 @@ pub fn filter_from_env() -> Result<Option<JitConvFilter>, String> {
     }
 }
 
+/// Whether the JIT's kernels run the AVX-512 strip layout of the Winograd transforms
+/// on this CPU (under `FNET_JIT_ISA`, if set): the Winograd filter gradient of a 3×3
+/// conv pays only there.
+pub fn strips_available() -> bool {
+    Isa::from_env().is_ok_and(|isa| isa.kind() == IsaKind::Avx512)
+}
+
+/// Tiles below which a 3×3 conv's filter gradient keeps the sliding windows: each
+/// Winograd one ends with a fixed cost (per-thread sums of `α²·co·ci`, their
+/// reduction and the transform back), which a few tiles do not pay for (batch 8 to
+/// 16 of ResNet-20's 32- and 64-channel stages, 256–512 tiles: 81–141 against the
+/// windows' 95–161 GFLOP/s; 1024 and more won).
+const WINOGRAD_FILTER_MIN_TILES: usize = 1024;
+
 /// The filter-gradient algorithm of the conv `g`: `forced` where it covers the conv
 /// (Winograd or direct fall back to the rule where they do not), else the rule, from
 /// `cargo bench --bench jit_kernels -- dw N C H W reps [K]` (effective GFLOP/s on
-/// 2 threads):
-/// - 3-wide kernels at stride 1 and width dilation 1: sliding windows. On ResNet-20's
-///   16- and 32-channel stages at batch 64 they run at 168–176 against Winograd's
-///   99–149 (its gathers of the input and gradient tiles outweigh the multiplies it
-///   saves); on the 64-channel stage F(2×2) measured 154 against 135–142 alone but
-///   the same in a training step (10.5 against 10.0–10.4 ms for the stage's six,
-///   `jit_profile --training`);
+/// 2 threads) and `jit_profile --training`:
+/// - 3×3 at stride 1 (one group, no dilation) where `strips` (the AVX-512 strip
+///   layout, [`strips_available`]) covers the tiles and there are at least
+///   [`WINOGRAD_FILTER_MIN_TILES`] of them: F(4×4) on outputs at least 32 wide (the
+///   last slot of a 16-wide row is a fifth of its work), else F(2×2). In ResNet-20's
+///   training step at batch 64 (three interleaved runs, each stage's five stride-1
+///   convs): 16 channels 9.7 → 9.1 ms by F(4×4), 32 channels 9.0 → 8.3 ms by F(2×2),
+///   64 channels 11.0 → 9.5 ms by F(2×2);
+/// - other 3-wide kernels at stride 1 and width dilation 1: sliding windows (in the
+///   tiled layout, AVX2 and portable, Winograd's gathers of the input and gradient
+///   tiles outweigh the multiplies it saves: 99–149 against 168–176 GFLOP/s);
 /// - 5×5 (stride 1, dilation 1, one group): F(4×4, 5×5) where the output is at least
 ///   16 wide and high, F(2×2, 5×5) below (FlexNet-7's convs at batch 8: 156–177
 ///   against im2col's 95–132 on 16- and 32-wide maps, 74 against 51 on 8-wide ones;
 ///   its training step's filter gradients 37.2 → 19.3 ms);
 /// - im2col for the rest.
-pub fn choose_filter(g: &ConvGeometry, forced: Option<JitConvFilter>) -> JitConvFilter {
+pub fn choose_filter(
+    g: &ConvGeometry,
+    forced: Option<JitConvFilter>,
+    strips: bool,
+) -> JitConvFilter {
     let direct = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
     let wino = g.winograd_applies();
     let (ho, wo) = g.out();
+    let tiles = |m: usize| g.n * ho.div_ceil(m) * wo.div_ceil(m);
+    let in_strips = |m: usize| {
+        let alpha = m + g.kw - 1;
+        let slots = slots_per_band(g.w, g.pad.1, wo, m, alpha);
+        strips && strips_pay(slots, wo.div_ceil(m)) && tiles(m) >= WINOGRAD_FILTER_MIN_TILES
+    };
     let rule = match g.kh {
         5 if wino && ho.min(wo) >= 16 => JitConvFilter::Winograd4,
         5 if wino => JitConvFilter::Winograd2,
+        3 if wino && wo >= 32 && in_strips(4) => JitConvFilter::Winograd4,
+        3 if wino && in_strips(2) => JitConvFilter::Winograd2,
         _ if direct => JitConvFilter::Direct,
         _ => JitConvFilter::Im2col,
     };

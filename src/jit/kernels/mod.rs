@@ -19,6 +19,7 @@ pub mod sgemm;
 pub mod shortcut;
 pub mod winograd;
 pub mod winograd_filter;
+pub mod winograd_filter_transform;
 pub mod winograd_strip;
 pub mod winograd_tiles;
 pub mod winograd_transform;

@@ -58,6 +58,51 @@ impl PackedA {
         packed
     }
 
+    /// An `m × k` matrix of zeros in `isa`'s packed layout, to be written run by run
+    /// ([`PackedA::set_column`]) by a producer that can write it there directly (the
+    /// Winograd filter transform: a separate packing pass took twice its time).
+    pub fn zeroed(isa: Isa, m: usize, k: usize) -> PackedA {
+        let mr = MicroKernel::for_isa(isa).mr;
+        // Not `vec![0.0; n]`: glibc's calloc takes memory trimmed back to the system
+        // at the last free as already zero, and every call paid its page faults
+        // (7.5k against 650 over the kernel bench's transform mode).
+        let mut data = Vec::new();
+        data.resize(m.div_ceil(mr) * mr * k, 0.0);
+        PackedA {
+            kind: isa.kind(),
+            m,
+            k,
+            mr,
+            data,
+        }
+    }
+
+    /// Sets the elements `(i..i + vals.len(), p)` of column `p < k` (the run within
+    /// the `m` rows): contiguous within each `mr`-row panel.
+    pub fn set_column(&mut self, mut i: usize, p: usize, mut vals: &[f32]) {
+        assert!(
+            p < self.k && i + vals.len() <= self.m,
+            "PackedA::set_column past the matrix"
+        );
+        let (mr, mp) = (self.mr, self.m.div_ceil(self.mr));
+        let p0 = p / KC * KC;
+        let kc = KC.min(self.k - p0);
+        let block = p0 * mp * mr + (p - p0) * mr;
+        while !vals.is_empty() {
+            let (panel, r) = (i / mr, i % mr);
+            let take = (mr - r).min(vals.len());
+            let at = block + panel * kc * mr + r;
+            // Whole panels as fixed-size copies: a `copy_from_slice` of a run this
+            // short is a libc call, which took more than the transform itself.
+            match (take, &mut self.data[at..at + take]) {
+                (8, dst) => dst.copy_from_slice(&<[f32; 8]>::try_from(&vals[..8]).unwrap()),
+                (_, dst) => dst.iter_mut().zip(vals).for_each(|(d, v)| *d = *v),
+            }
+            i += take;
+            vals = &vals[take..];
+        }
+    }
+
     /// Packs the `m × k` matrix `a` into this one's memory.
     fn pack(&mut self, a: MatRef) {
         let (m, k, mr) = (self.m, self.k, self.mr);
@@ -556,6 +601,35 @@ unsafe fn gemm_block(
             (0..m_blocks * n_blocks).into_par_iter().for_each(run_block);
         } else {
             (0..m_blocks * n_blocks).for_each(run_block);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writing every element through `set_column` gives the packing `new` makes, on
+    /// every ISA: rows no multiple of the micro-kernel's, columns past one `KC` block.
+    #[test]
+    fn set_packs_as_new_does() {
+        for isa in Isa::available() {
+            for (m, k) in [(1, 1), (7, 5), (16, 16), (17, 300), (64, 576)] {
+                let a: Vec<f32> = (0..m * k).map(|i| i as f32 + 0.5).collect();
+                let want = PackedA::new(isa, m, k, MatRef::row_major(&a, k));
+                let mut got = PackedA::zeroed(isa, m, k);
+                for p in 0..k {
+                    let column: Vec<f32> = (0..m).map(|i| a[i * k + p]).collect();
+                    // Runs of 1, 2, 3, ... rows, some across a panel's edge.
+                    let (mut i, mut len) = (0, 1);
+                    while i < m {
+                        let end = (i + len).min(m);
+                        got.set_column(i, p, &column[i..end]);
+                        (i, len) = (end, len + 1);
+                    }
+                }
+                assert_eq!(got.data, want.data, "{isa} {m}×{k}");
+            }
         }
     }
 }

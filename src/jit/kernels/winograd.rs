@@ -21,11 +21,10 @@ use super::isa::{Isa, IsaKind};
 use super::pack::MatRef;
 use super::scratch::with_scratch;
 use super::sgemm::{sgemm_packed, PackedA, Par};
+use super::winograd_filter_transform::filter_transform;
 use super::winograd_strip::{slots_per_band, strips_pay, StripGeometry};
 use super::winograd_tiles::{transform_in, TileGrid};
-use super::winograd_transform::{
-    filter_transform, Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES,
-};
+use super::winograd_transform::{Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES};
 
 /// A 3×3 or 5×5 filter in the Winograd domain, packed for one ISA's GEMM.
 #[derive(Clone, Debug)]
@@ -55,11 +54,17 @@ impl WinogradFilter {
             });
         }
         let a2 = tile.alpha().pow(2);
-        let mut transformed = vec![0.0; co * ci * a2];
-        filter_transform(tile, weight, &mut transformed);
-        let u = (0..a2)
-            .map(|xi| PackedA::new(isa, co, ci, point(&transformed, ci, a2, xi)))
-            .collect();
+        // Each point's `[co, ci]` matrix written straight into its packed form.
+        let mut u: Vec<PackedA> = (0..a2).map(|_| PackedA::zeroed(isa, co, ci)).collect();
+        filter_transform(isa, tile, weight, co, |mut f, xi, mut vals| {
+            // Filters in the order `c·co + o`: runs down a column.
+            while !vals.is_empty() {
+                let (c, o) = (f / co, f % co);
+                let take = (co - o).min(vals.len());
+                u[xi].set_column(o, c, &vals[..take]);
+                (f, vals) = (f + take, &vals[take..]);
+            }
+        });
         Ok(WinogradFilter {
             tile,
             isa,
@@ -123,16 +128,6 @@ pub struct Chunking {
     /// Columns of a chunk's transformed inputs and products.
     pub stride: usize,
     pub chunks: usize,
-}
-
-/// Point `xi` of the filter-major transform `[co·ci][α²]`: its `[co, ci]` matrix as a
-/// strided view.
-fn point(transformed: &[f32], ci: usize, a2: usize, xi: usize) -> MatRef<'_> {
-    MatRef {
-        data: &transformed[xi..],
-        rs: ci * a2,
-        cs: a2,
-    }
 }
 
 /// Whether Winograd covers `p` (3×3 or 5×5, stride 1, dilation 1, one group), or why

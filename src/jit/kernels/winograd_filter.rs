@@ -18,14 +18,15 @@ use rayon::prelude::*;
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::isa::{Isa, IsaKind};
 use super::scratch::with_scratch;
-use super::winograd::{chunking, winograd_applies};
+use super::winograd::{chunking, winograd_applies, WinogradLayout};
+use super::winograd_filter_transform::filter_gradient_transform;
+use super::winograd_strip::StripGeometry;
 use super::winograd_tiles::{transform_in, TileGrid};
-use super::winograd_transform::{
-    filter_gradient_transform, Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES,
-};
+use super::winograd_transform::{Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES};
 
 /// `dw = Σ_n dY ⋆ x` (the weight gradient `[co, ci, r, r]` of the conv `p`, its input
-/// `x` and its output gradient `dy`) by the Winograd variant `tile`.
+/// `x` and its output gradient `dy`) by the Winograd variant `tile`, in the layout the
+/// forward would take ([`WinogradLayout::auto`]).
 pub fn conv2d_backward_filter_winograd(
     isa: Isa,
     tile: WinogradTile,
@@ -34,7 +35,26 @@ pub fn conv2d_backward_filter_winograd(
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<(), ConvError> {
+    let layout = WinogradLayout::auto(isa, p, tile);
+    conv2d_backward_filter_winograd_in(layout, isa, tile, p, x, dy, dw)
+}
+
+/// [`conv2d_backward_filter_winograd`] in a given layout (strips need AVX-512).
+pub fn conv2d_backward_filter_winograd_in(
+    layout: WinogradLayout,
+    isa: Isa,
+    tile: WinogradTile,
+    p: &Conv2d,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<(), ConvError> {
     winograd_applies(p)?;
+    if layout == WinogradLayout::Strips && isa.kind() != IsaKind::Avx512 {
+        return Err(ConvError::NotWinograd(format!(
+            "the strip layout needs AVX-512, not {isa}"
+        )));
+    }
     if tile.kernel() != p.kh {
         return Err(ConvError::NotWinograd(format!(
             "F({m}×{m}, {r}×{r}) for a {k}×{k} kernel",
@@ -46,7 +66,8 @@ pub fn conv2d_backward_filter_winograd(
     let (ho, wo) = p.check(x.len(), dw.len(), dy.len(), &Epilogue::default())?;
     let m = tile.m();
     let (th, tw) = (ho.div_ceil(m), wo.div_ceil(m));
-    let tiles = p.n * th * tw;
+    let strip = (layout == WinogradLayout::Strips).then(|| StripGeometry::new(p, (ho, wo), m));
+    let tiles = strip.map_or(p.n * th * tw, |g| g.total_slots());
     let (a2, ci, co) = (tile.alpha().pow(2), p.ci, p.co);
     if tiles == 0 || ci == 0 || co == 0 {
         dw.fill(0.0);
@@ -71,16 +92,19 @@ pub fn conv2d_backward_filter_winograd(
         wo,
         tiles,
         per: plan.per,
+        strip,
     };
     let groups = threads.min(plan.chunks).max(1);
     let one = a2 * co * ci;
     let mut sums = vec![0.0f32; groups * one];
     let (v_len, y_len) = (a2 * ci * pb, a2 * co * pb);
+    let strip_len = strip.map_or(0, |g| g.strips_len(pb));
     sums.par_chunks_mut(one).enumerate().for_each(|(g, acc)| {
-        with_scratch(v_len + y_len, |buf| {
-            let (v, yt) = buf.split_at_mut(v_len);
+        with_scratch(v_len + y_len + strip_len, |buf| {
+            let (v, rest) = buf.split_at_mut(v_len);
+            let (yt, s) = rest.split_at_mut(y_len);
             for q in (g..plan.chunks).step_by(groups) {
-                ctx.chunk(q * plan.per, v, &mut yt[..y_len], acc);
+                ctx.chunk(q * plan.per, v, yt, s, acc);
             }
         })
     });
@@ -88,7 +112,7 @@ pub fn conv2d_backward_filter_winograd(
     for part in rest.chunks_exact(one) {
         total.iter_mut().zip(part).for_each(|(t, v)| *t += v);
     }
-    filter_gradient_transform(tile, total, dw);
+    filter_gradient_transform(isa, tile, total, dw);
     Ok(())
 }
 
@@ -99,20 +123,27 @@ struct Ctx<'a> {
     dy: &'a [f32],
     ho: usize,
     wo: usize,
+    /// Tiles, or slots in the strip layout.
     tiles: usize,
     per: usize,
+    strip: Option<StripGeometry>,
 }
 
 impl Ctx<'_> {
     /// Tiles `t0 .. t0 + per` (fewer at the end): both transforms, then `acc[ξ] +=
     /// Ŷ[ξ] · V[ξ]ᵀ`.
-    fn chunk(&self, t0: usize, v: &mut [f32], yt: &mut [f32], acc: &mut [f32]) {
+    fn chunk(&self, t0: usize, v: &mut [f32], yt: &mut [f32], strip: &mut [f32], acc: &mut [f32]) {
         let cnt = self.per.min(self.tiles - t0);
         let (isa, grid) = (self.isa, &self.grid);
         macro_rules! both {
             ($t:ty, $a:literal, $m:literal) => {{
-                transform_in::<$t, $a, $m>(isa, grid, t0, cnt, v);
-                self.transform_dy::<$t, $a, $m>(t0, cnt, yt);
+                match &self.strip {
+                    Some(g) => self.strips::<$t, $a, $m>(g, t0, cnt, v, yt, strip),
+                    None => {
+                        transform_in::<$t, $a, $m>(isa, grid, t0, cnt, v);
+                        self.transform_dy::<$t, $a, $m>(t0, cnt, yt);
+                    }
+                }
             }};
         }
         match self.tile {
@@ -128,6 +159,40 @@ impl Ctx<'_> {
             let v = &v[xi * ci * pb..(xi + 1) * ci * pb];
             products(isa, y, v, pb, n, c);
         }
+    }
+
+    /// Both transforms of the chunk's slots in the strip layout (AVX-512; checked
+    /// by `conv2d_backward_filter_winograd_in`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn strips<T: Transforms<A, M>, const A: usize, const M: usize>(
+        &self,
+        g: &StripGeometry,
+        t0: usize,
+        cnt: usize,
+        v: &mut [f32],
+        yt: &mut [f32],
+        strip: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::winograd_strip::avx512::StripChunk;
+            let c = StripChunk {
+                p: self.grid.p,
+                g,
+                ho: self.ho,
+                wo: self.wo,
+                t0,
+                cnt,
+                pb: self.grid.pb,
+            };
+            // SAFETY: the layout was refused unless the Isa proves AVX-512F.
+            unsafe {
+                c.transform_in::<T, A, M>(self.grid.input, strip, v);
+                c.transform_dy::<T, A, M>(self.dy, strip, yt);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("the strip layout is refused off x86-64");
     }
 
     /// `Ŷ[ξ][o][t] = (A dY Aᵀ)[ξ]` for the chunk's tiles, compiled for the Isa.
@@ -449,6 +514,10 @@ mod tests {
             conv(1, 16, (8, 8), 16, 3, 1),
             conv(2, 3, (9, 10), 4, 5, 2),
             conv(1, 6, (7, 5), 3, 5, 1),
+            // Padding wider than the kernel: the last tiles' windows are all padding.
+            conv(2, 3, (3, 4), 4, 3, 5),
+            // Rows of 8 and 16 tiles, several bands a chunk.
+            conv(3, 5, (16, 32), 6, 3, 1),
         ];
         for p in cases {
             let (ho, wo) = p.out_hw().unwrap();
@@ -456,11 +525,18 @@ mod tests {
             let dy = noise(p.n * p.co * ho * wo, 2);
             let want = naive(&p, &x, &dy);
             let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-            for isa in Isa::available() {
+            let runs = Isa::available().into_iter().flat_map(|isa| {
+                let strips = isa.kind() == IsaKind::Avx512;
+                [(isa, WinogradLayout::Tiles)]
+                    .into_iter()
+                    .chain(strips.then_some((isa, WinogradLayout::Strips)))
+            });
+            for (isa, layout) in runs {
                 for m in [2, 4] {
                     let tile = WinogradTile::new(m, p.kh).unwrap();
                     let mut got = vec![f32::NAN; want.len()];
-                    conv2d_backward_filter_winograd(isa, tile, &p, &x, &dy, &mut got).unwrap();
+                    conv2d_backward_filter_winograd_in(layout, isa, tile, &p, &x, &dy, &mut got)
+                        .unwrap();
                     let worst = got
                         .iter()
                         .zip(&want)
@@ -474,7 +550,7 @@ mod tests {
                         WinogradTile::F4 => 2e-5,
                         WinogradTile::F4K5 => 5e-5,
                     };
-                    assert!(worst < bound, "{p:?} {tile:?} {isa}: {worst:e}");
+                    assert!(worst < bound, "{p:?} {tile:?} {isa} {layout:?}: {worst:e}");
                 }
             }
         }

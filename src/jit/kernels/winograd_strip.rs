@@ -53,7 +53,9 @@ pub struct StripGeometry {
 pub fn slots_per_band(w: usize, pad: usize, wo: usize, m: usize, alpha: usize) -> usize {
     let tw = wo.div_ceil(m).max(1);
     let need = (pad + w).max(((tw - 1) * m + alpha).saturating_sub(pad));
-    need.div_ceil(m).max(1)
+    // Every tile a slot, even where padding wider than the kernel makes the last
+    // tiles' windows all padding.
+    need.div_ceil(m).max(tw)
 }
 
 /// Whether strips beat the tiled layout for a row of `tiles` tiles in `slots` slots:
@@ -342,6 +344,104 @@ pub(super) mod avx512 {
                         std::array::from_fn(|y| std::array::from_fn(|i| rows[i][y]));
                     for (y, column) in columns.into_iter().enumerate() {
                         let t = T::input_1d(column);
+                        for (x, val) in t.iter().enumerate() {
+                            // In bounds: asserted above.
+                            _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Fills the `M` rows of the chunk's output-gradient strip for channel `o`
+        /// from `dy` (`[n, co, ho, wo]`): each band's rows of `dY` from column 0, zeros
+        /// past `wo` and below the last output row, so a slot's `m × m` block is
+        /// `dY`'s tile, zero where it hangs over the edge.
+        ///
+        /// # Safety
+        /// AVX-512F; `seg ≥ wo` ([`StripGeometry::new`]).
+        #[inline(always)]
+        unsafe fn fill_dy_strip<const M: usize>(
+            &self,
+            dy: &[f32],
+            o: usize,
+            strip: &mut [f32],
+            len: usize,
+        ) {
+            let (p, g, ho, wo) = (self.p, self.g, self.ho, self.wo);
+            let (band0, _, nb) = g.chunk_bands(self.t0, self.cnt);
+            for r in 0..M {
+                let row = &mut strip[r * len..(r + 1) * len];
+                for k in 0..nb {
+                    let band = band0 + k;
+                    let (b, ty) = (band / g.th, band % g.th);
+                    let seg = &mut row[k * g.seg..(k + 1) * g.seg];
+                    let y = ty * M + r;
+                    let src: &[f32] = if y < ho {
+                        &dy[((b * p.co + o) * ho + y) * wo..][..wo]
+                    } else {
+                        &[]
+                    };
+                    copy_then_zero(seg, src);
+                }
+                copy_then_zero(&mut row[nb * g.seg..], &[]);
+            }
+        }
+
+        /// The filter gradient's other operand: `Ŷ[ξ][o][slot] = (A dY Aᵀ)[ξ]` for the
+        /// chunk's slots, from `dy` (`[n, co, ho, wo]`), each `m`-row band split into
+        /// lanes by the same deinterleave as the inputs. Lanes past the chunk's last
+        /// slot are zero: they hold the next chunk's tiles, which it sums itself.
+        ///
+        /// # Safety
+        /// AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn transform_dy<T: Transforms<A, M>, const A: usize, const M: usize>(
+            &self,
+            dy: &[f32],
+            strip: &mut [f32],
+            yt: &mut [f32],
+        ) {
+            let (p, g, pb) = (self.p, self.g, self.pb);
+            let len = g.row_len(pb);
+            let (_, lead, _) = g.chunk_bands(self.t0, self.cnt);
+            assert!(strip.len() >= 2 * M * len && yt.len() >= A * A * p.co * pb);
+            assert!(g.seg >= self.wo);
+            let plane = p.co * pb;
+            // Two strips, for the reason `transform_in` gives.
+            let (even, odd) = strip.split_at_mut(M * len);
+            if p.co > 0 {
+                self.fill_dy_strip::<M>(dy, 0, even, len);
+            }
+            for o in 0..p.co {
+                let (cur, next) = if o % 2 == 0 {
+                    (&*even, &mut *odd)
+                } else {
+                    (&*odd, &mut *even)
+                };
+                if o + 1 < p.co {
+                    self.fill_dy_strip::<M>(dy, o + 1, next, len);
+                }
+                for s in (0..self.cnt).step_by(LANES) {
+                    let col = (lead + s) * M;
+                    let left = self.cnt - s;
+                    let keep: __mmask16 = if left >= LANES {
+                        0xFFFF
+                    } else {
+                        (1 << left) - 1
+                    };
+                    // rows[r] = (dY Aᵀ)[r]: each row of the blocks transformed as it is
+                    // split.
+                    let rows: [[Lanes; A]; M] = std::array::from_fn(|r| {
+                        // In bounds: col + 16·m ≤ row_len (see `row_len`).
+                        let e = deinterleave::<M, M>(cur.as_ptr().add(r * len + col));
+                        T::output_t_1d(std::array::from_fn(|j| {
+                            to_lanes(_mm512_maskz_mov_ps(keep, e[j]))
+                        }))
+                    });
+                    let base = yt.as_mut_ptr().add(o * pb + s);
+                    for y in 0..A {
+                        let t = T::output_t_1d(std::array::from_fn(|r| rows[r][y]));
                         for (x, val) in t.iter().enumerate() {
                             // In bounds: asserted above.
                             _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));

@@ -11,10 +11,9 @@
 //! work on [`LANES`] tiles at once, one tile per vector lane, written as elementwise
 //! operations on `[f32; LANES]` that the compiler vectorises for whichever ISA the
 //! calling function enables. They are written out by hand (not as products with the
-//! dense matrices) so no multiply by 0 or 1 is spent. The filter transform runs once
-//! per weight, in f64, so its rounding adds nothing to F4's.
+//! dense matrices) so no multiply by 0 or 1 is spent. The filter transforms are in
+//! `winograd_filter_transform`.
 
-use rayon::prelude::*;
 use std::ops::{Add, Mul, Sub};
 
 /// Tiles per vector group (one zmm of f32, two ymm).
@@ -68,7 +67,7 @@ impl WinogradTile {
     }
 
     /// The filter transform matrix G (α × r), row by row.
-    fn g(self) -> &'static [&'static [f64]] {
+    pub fn g(self) -> &'static [&'static [f64]] {
         match self {
             WinogradTile::F2 => &[
                 &[1.0, 0.0, 0.0],
@@ -110,79 +109,6 @@ impl WinogradTile {
             ],
         }
     }
-}
-
-/// `U = G g Gᵀ` for every filter of a `[co, ci, r, r]` weight into `u`, filter by
-/// filter: `u[(o·ci + i)·α² + ξ·α + ν]` (the α² matrices `[co, ci]` are strided views
-/// of it, which the GEMM packing reads). Filters are spread over rayon: in training a
-/// weight is transformed in every step.
-pub fn filter_transform(tile: WinogradTile, weight: &[f32], u: &mut [f32]) {
-    let g = tile.g();
-    let (a, r) = (tile.alpha(), tile.kernel());
-    let taps = r * r;
-    assert_eq!(
-        weight.len() % taps,
-        0,
-        "filter_transform: weight is not [co, ci, r, r]"
-    );
-    assert_eq!(
-        u.len(),
-        weight.len() / taps * a * a,
-        "filter_transform: u is not [co·ci, α²]"
-    );
-    let one = |(w, u): (&[f32], &mut [f32])| {
-        // t = G w (α × r), then G t ᵀ.
-        let mut t = [[0.0f64; 5]; 8];
-        for (x, row) in t.iter_mut().enumerate().take(a) {
-            for (j, v) in row.iter_mut().enumerate().take(r) {
-                *v = (0..r).map(|q| g[x][q] * w[q * r + j] as f64).sum();
-            }
-        }
-        for x in 0..a {
-            for y in 0..a {
-                let v: f64 = (0..r).map(|q| t[x][q] * g[y][q]).sum();
-                u[x * a + y] = v as f32;
-            }
-        }
-    };
-    weight
-        .par_chunks_exact(taps)
-        .zip(u.par_chunks_exact_mut(a * a))
-        .with_min_len(256)
-        .for_each(one);
-}
-
-/// The filter gradient from its Winograd-domain sums: `dW = Gᵀ M G` for every
-/// filter, `m` holding the α² matrices `[co, ci]` one after the other (`m[(ξ·α + ν)·
-/// co·ci + o·ci + c]`), `dw` `[co, ci, r, r]`. The transpose of [`filter_transform`]
-/// (the forward reads `U = G g Gᵀ`, so the gradient of `g` is `Gᵀ ∂U G`), in f64 as
-/// it is.
-pub fn filter_gradient_transform(tile: WinogradTile, m: &[f32], dw: &mut [f32]) {
-    let g = tile.g();
-    let (a, r) = (tile.alpha(), tile.kernel());
-    let taps = r * r;
-    let filters = dw.len() / taps;
-    assert_eq!(dw.len(), filters * taps, "dW is not [co, ci, r, r]");
-    assert_eq!(m.len(), filters * a * a, "M is not [α², co, ci]");
-    dw.par_chunks_exact_mut(taps)
-        .enumerate()
-        .with_min_len(64)
-        .for_each(|(f, w)| {
-            let at = |x: usize, y: usize| m[(x * a + y) * filters + f] as f64;
-            // t = Gᵀ M (r × α), then t G.
-            let mut t = [[0.0f64; 8]; 5];
-            for (q, row) in t.iter_mut().enumerate().take(r) {
-                for (y, v) in row.iter_mut().enumerate().take(a) {
-                    *v = (0..a).map(|x| g[x][q] * at(x, y)).sum();
-                }
-            }
-            for q in 0..r {
-                for j in 0..r {
-                    let v: f64 = (0..a).map(|y| t[q][y] * g[y][j]).sum();
-                    w[q * r + j] = v as f32;
-                }
-            }
-        });
 }
 
 /// A group of [`LANES`] values, one per tile.

@@ -253,7 +253,7 @@ impl Builder<'_> {
             let dw = self.temp(w_shape);
             let forced = native::filter_from_env()
                 .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?;
-            let algo = native::choose_filter(&geometry, forced);
+            let algo = native::choose_filter(&geometry, forced, native::strips_available());
             let op = NativeOp::ConvBackwardFilter { geometry, algo };
             self.emit_native(op, vec![x.buf, dy.buf, dw.buf], &layer);
             return Ok(dw);
