@@ -57,7 +57,7 @@ pub fn filter_transform(
     let taps = tile.kernel().pow(2);
     let filters = weight.len() / taps;
     assert!(
-        weight.len() == filters * taps && filters % co.max(1) == 0,
+        weight.len() == filters * taps && filters.is_multiple_of(co.max(1)),
         "filter_transform: weight is not [co, ci, r, r]"
     );
     let ci = filters / co.max(1);

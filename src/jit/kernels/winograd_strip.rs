@@ -440,8 +440,10 @@ pub(super) mod avx512 {
                         }))
                     });
                     let base = yt.as_mut_ptr().add(o * pb + s);
-                    for y in 0..A {
-                        let t = T::output_t_1d(std::array::from_fn(|r| rows[r][y]));
+                    let columns: [[Lanes; M]; A] =
+                        std::array::from_fn(|y| std::array::from_fn(|r| rows[r][y]));
+                    for (y, column) in columns.into_iter().enumerate() {
+                        let t = T::output_t_1d(column);
                         for (x, val) in t.iter().enumerate() {
                             // In bounds: asserted above.
                             _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
