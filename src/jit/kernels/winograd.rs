@@ -361,15 +361,7 @@ impl Ctx<'_> {
         #[cfg(target_arch = "x86_64")]
         {
             use super::winograd_strip::avx512::StripChunk;
-            let c = StripChunk {
-                p: self.grid.p,
-                g,
-                ho: self.ho,
-                wo: self.wo,
-                t0,
-                cnt,
-                pb: self.grid.pb,
-            };
+            let c = StripChunk::new(self.grid.p, g, (self.ho, self.wo), (t0, cnt), self.grid.pb);
             let out = self.out.0;
             // SAFETY: the layout was refused unless the Isa proves AVX-512F; the
             // chunk's slots are its own, so are the outputs it writes.

@@ -268,7 +268,27 @@ pub(super) mod avx512 {
         }
     }
 
-    impl StripChunk<'_> {
+    impl<'a> StripChunk<'a> {
+        /// The chunk of `cnt` slots from slot `t0` of the conv `p` (output `ho × wo`)
+        /// in the strips `g`, its buffers `pb` columns apart.
+        pub fn new(
+            p: &'a Conv2d,
+            g: &'a StripGeometry,
+            (ho, wo): (usize, usize),
+            (t0, cnt): (usize, usize),
+            pb: usize,
+        ) -> StripChunk<'a> {
+            StripChunk {
+                p,
+                g,
+                ho,
+                wo,
+                t0,
+                cnt,
+                pb,
+            }
+        }
+
         /// Fills the α rows of the chunk's input strip for channel `c`.
         ///
         /// # Safety
