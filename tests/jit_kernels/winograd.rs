@@ -69,6 +69,9 @@ fn cases() -> Vec<Conv2d> {
         Conv2d::simple(1, 3, 7, 9, 5, 3, 1),   // odd sizes
         Conv2d::simple(2, 17, 5, 6, 19, 3, 0), // no padding, channels not a multiple of 8/16
         Conv2d::simple(1, 4, 6, 5, 3, 3, 2),   // wide padding
+        // Padding wider than the kernel: the last tiles' windows are all padding (the
+        // strips once had a slot fewer than F(2×2)'s 6 tiles a row here).
+        Conv2d::simple(2, 3, 4, 4, 2, 3, 5),
         Conv2d::simple(3, 8, 20, 20, 8, 3, 1), // several chunks (F2)
         Conv2d::simple(5, 8, 10, 10, 8, 3, 1), // several chunks (F4)
         Conv2d::simple(1, 40, 9, 9, 33, 3, 1),

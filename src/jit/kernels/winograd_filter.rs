@@ -7,10 +7,11 @@
 //! and the `Gᵀ · G` at the end runs once per filter. Against sliding windows that is
 //! α²/(m²r²) of the multiplies: a quarter for F(4×4, 3×3), 0.44 for F(2×2, 3×3).
 //!
-//! Tiles go in the forward's chunks (`winograd::chunking`); each chunk transforms
-//! its input windows (`winograd_tiles`, the forward's code) and its output-gradient
-//! tiles into buffers that stay in L2, then adds its α² products into its thread's
-//! sums. Chunks are dealt to a fixed number of groups, one sum each, added in group
+//! Tiles go in the forward's chunks (`winograd::chunking`), in the forward's layout:
+//! each chunk transforms its input windows (the forward's code, `winograd_tiles` or
+//! `winograd_strip`) and its output-gradient tiles (in strips: each band of `dY`
+//! rows split into lanes as the inputs are) into buffers that stay in L2, then adds
+//! its α² products into its thread's sums. Chunks are dealt to a fixed number of groups, one sum each, added in group
 //! order: the result does not depend on how rayon schedules them.
 
 use rayon::prelude::*;
