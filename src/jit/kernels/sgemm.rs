@@ -63,17 +63,12 @@ impl PackedA {
     /// Winograd filter transform: a separate packing pass took twice its time).
     pub fn zeroed(isa: Isa, m: usize, k: usize) -> PackedA {
         let mr = MicroKernel::for_isa(isa).mr;
-        // Not `vec![0.0; n]`: glibc's calloc takes memory trimmed back to the system
-        // at the last free as already zero, and every call paid its page faults
-        // (7.5k against 650 over the kernel bench's transform mode).
-        let mut data = Vec::new();
-        data.resize(m.div_ceil(mr) * mr * k, 0.0);
         PackedA {
             kind: isa.kind(),
             m,
             k,
             mr,
-            data,
+            data: vec![0.0; m.div_ceil(mr) * mr * k],
         }
     }
 
@@ -92,8 +87,8 @@ impl PackedA {
             let (panel, r) = (i / mr, i % mr);
             let take = (mr - r).min(vals.len());
             let at = block + panel * kc * mr + r;
-            // Whole panels as fixed-size copies: a `copy_from_slice` of a run this
-            // short is a libc call, which took more than the transform itself.
+            // Whole panels as fixed-size copies: `perf` showed a `copy_from_slice`
+            // of a run this short as a libc memmove call per run.
             match (take, &mut self.data[at..at + take]) {
                 (8, dst) => dst.copy_from_slice(&<[f32; 8]>::try_from(&vals[..8]).unwrap()),
                 (_, dst) => dst.iter_mut().zip(vals).for_each(|(d, v)| *d = *v),

@@ -11,8 +11,9 @@
 //! each chunk transforms its input windows (the forward's code, `winograd_tiles` or
 //! `winograd_strip`) and its output-gradient tiles (in strips: each band of `dY`
 //! rows split into lanes as the inputs are) into buffers that stay in L2, then adds
-//! its α² products into its thread's sums. Chunks are dealt to a fixed number of groups, one sum each, added in group
-//! order: the result does not depend on how rayon schedules them.
+//! its α² products into its thread's sums. Chunks are dealt to a fixed number of
+//! groups, one sum each, added in group order: the result does not depend on how
+//! rayon schedules them.
 
 use rayon::prelude::*;
 
