@@ -5,7 +5,7 @@
 //! refuses.
 
 use crate::common::{assert_close, isas, naive_conv, random};
-use fnet::jit::kernels::conv_direct::conv2d_direct;
+use fnet::jit::kernels::conv_direct::{conv2d_direct, conv2d_direct_packed, DirectFilter};
 use fnet::jit::kernels::conv_params::{Conv2d, ConvError, Epilogue};
 
 /// f32 sums of K products: 4·K·ε of the magnitude sum, as for im2col.
@@ -118,6 +118,43 @@ fn matches_naive_on_awkward_geometry_every_isa() {
             let mut out = vec![f32::NAN; want.len()];
             conv2d_direct(isa, p, &x, &w, &Epilogue::default(), &mut out).unwrap();
             assert_close(&out, &want, &scale, bound(p), &format!("{isa} {p:?}"));
+        }
+    }
+}
+
+/// One packed filter run on several inputs in turn, as a bound weight is: the padded
+/// images it keeps between runs (one per thread) must hold nothing of the last input.
+/// On one thread and on two, a stride-1 and a stride-2 conv, a single image (the
+/// threads share its tiles) and three (each pads its own).
+#[test]
+fn packed_filter_reruns_on_new_inputs() {
+    for (threads, n, stride) in [(1, 1, 1), (2, 1, 1), (2, 1, 2), (2, 3, 1), (2, 3, 2)] {
+        let p = Conv2d {
+            stride: (stride, stride),
+            ..Conv2d::simple(n, 32, 16, 16, 32, 3, 1)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let w = random(p.co * p.ci * 9, 5);
+        for isa in isas() {
+            let filter = pool.install(|| DirectFilter::new(isa, &p, &w)).unwrap();
+            for seed in 0..3u64 {
+                // Zeros where the last input had values, then values again.
+                let mut x = random(p.n * p.ci * p.h * p.w, 10 + seed);
+                if seed == 1 {
+                    x.iter_mut().step_by(3).for_each(|v| *v = 0.0);
+                }
+                let (want, scale) = naive_conv(&p, &x, &w);
+                let mut out = vec![f32::NAN; want.len()];
+                pool.install(|| {
+                    conv2d_direct_packed(&filter, &p, &x, &Epilogue::default(), &mut out)
+                })
+                .unwrap();
+                let what = format!("{isa} {threads} threads, run {seed}: {p:?}");
+                assert_close(&out, &want, &scale, bound(&p), &what);
+            }
         }
     }
 }

@@ -181,7 +181,7 @@ pub fn conv2d_backward_filter_direct(
     let l = Layout::new(isa, p, (ho, wo));
     let (in_img, out_img) = (p.ci * p.h * p.w, p.co * ho * wo);
     let image = |s: &mut Scratch, x: &[f32], dy: &[f32]| {
-        pad_planes(p, (l.wp, l.ps), x, &mut s.padded);
+        pad_planes(isa, p, (l.wp, l.ps), x, &mut s.padded);
         transpose_gradient(p, &l, dy, &mut s.dyt);
     };
     let threads = rayon::current_num_threads();
