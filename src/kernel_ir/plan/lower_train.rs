@@ -93,6 +93,14 @@ impl Builder<'_> {
                 let dy = self.val(operands[0])?;
                 let (outer, c, inner) = channel_layout(&dy.shape);
                 let y = self.temp(vec![c]);
+                if let Some((x, eps)) = self.batch_norm_reading(operands[0]) {
+                    // A batch norm's β gradient: Σ dy is the third of each channel's
+                    // backward sums, which its other gradients compute anyway.
+                    let st = self.bn_sums(x, operands[0], eps, &layer)?;
+                    let kern = ops::strided_take("sum_to_channels", c, 4, 2);
+                    self.emit("sum_to_channels", kern, vec![st, y.buf], &layer);
+                    return Ok(y);
+                }
                 let args = vec![dy.buf, y.buf];
                 if self.target.native == NativeConvs::Off {
                     let kern = bw::channel_sum("sum_to_channels", outer, c, inner, v);
@@ -289,6 +297,25 @@ impl Builder<'_> {
 
     /// The per-channel sums of a batch norm's backward (`bn::bn_sums`) of `x` and
     /// `dy`, computed once for the data and the γ gradient.
+    /// The input and epsilon of a batch norm whose data or γ gradient reads `dy` as its
+    /// output gradient, so that its backward sums hold `Σ dy` per channel. Not when the
+    /// sums combine every rank's (`synced`): a β gradient is this rank's own.
+    fn batch_norm_reading(&self, dy: NodeIndex) -> Option<(NodeIndex, f64)> {
+        if self.synced() {
+            return None;
+        }
+        self.graph.users(dy).into_iter().find_map(|u| {
+            let ops = self.graph.operands(u);
+            match self.graph.node(u).op {
+                Op::Train(
+                    TrainOp::BatchNormBackwardData { eps, .. }
+                    | TrainOp::BatchNormBackwardGamma { eps },
+                ) if ops.get(1) == Some(&dy) => Some((ops[0], eps)),
+                _ => None,
+            }
+        })
+    }
+
     fn bn_sums(
         &mut self,
         x: NodeIndex,
