@@ -64,3 +64,22 @@ fn resnet20_slots_stay_close_to_the_live_peak() {
     let mib = (live * 4) as f64 / 1048576.0;
     assert!(mib < 110.0, "{mib:.1} MiB live at once");
 }
+
+/// ResNet-20's residual adds run inside the batch norm kernels before them (with the
+/// ReLU after them), except in the two downsampling blocks, whose shortcut is lowered
+/// after that batch norm: seven `batchnorm` launches read a residual, and only those
+/// two blocks keep a forward add of their own.
+#[test]
+fn resnet20_batch_norms_add_the_residual() {
+    let p = plan("resnet20_cifar10.fnet");
+    let with_residual = (p.steps.iter())
+        .filter(|s| p.kernels[s.kernel].name.starts_with("batchnorm") && s.args.len() == 5)
+        .count();
+    assert_eq!(with_residual, 7);
+    let mut adds: Vec<&str> = (p.steps.iter())
+        .filter(|s| p.kernels[s.kernel].name.starts_with("add") && s.layer.ends_with(".add1"))
+        .map(|s| s.layer.as_str())
+        .collect();
+    adds.sort();
+    assert_eq!(adds, ["layer2.basic1.add1", "layer3.basic1.add1"]);
+}

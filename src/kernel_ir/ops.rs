@@ -65,12 +65,12 @@ pub fn map(name: &str, kind: MapKind, n: usize, vector: u8) -> Kernel {
     kernel(name, params, body, vec![n / w as usize], n as u64)
 }
 
-/// `y = x·s[c] + t[c]` (then ReLU) over `[outer, c, inner]`: batch norm in evaluation.
+/// `y = x·s[c] + t[c]` (plus `r`, a tensor like `x`, with `residual`; then ReLU) over
+/// `[outer, c, inner]`: a batch norm's scale and shift.
 pub fn affine_channel(
     name: &str,
-    outer: usize,
-    c: usize,
-    inner: usize,
+    (outer, c, inner): (usize, usize, usize),
+    residual: bool,
     relu: bool,
     vector: u8,
 ) -> Kernel {
@@ -80,6 +80,12 @@ pub fn affine_channel(
         splat(load("s", var("c"), 1), w),
         splat(load("t", var("c"), 1), w),
     );
+    let mut params = vec![param("x", true), param("s", true), param("t", true)];
+    if residual {
+        v = v + load("r", var("i"), w);
+        params.push(param("r", true));
+    }
+    params.push(param("y", false));
     if relu {
         v = max(v, float(0.0));
     }
@@ -90,15 +96,10 @@ pub fn affine_channel(
     ];
     kernel(
         name,
-        vec![
-            param("x", true),
-            param("s", true),
-            param("t", true),
-            param("y", false),
-        ],
+        params,
         body,
         vec![inner / w as usize, outer * c],
-        2 * (outer * c * inner) as u64,
+        (2 + u64::from(residual)) * (outer * c * inner) as u64,
     )
 }
 

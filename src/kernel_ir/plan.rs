@@ -204,6 +204,8 @@ struct Builder<'a> {
     moments: BTreeMap<NodeIndex, BufId>,
     /// ReLUs applied by the kernel of their operand ([`Builder::relu_after`]).
     fused_relu: BTreeSet<NodeIndex>,
+    /// Adds a batch norm's kernel computed (`add_after`), with that batch norm.
+    fused_add: BTreeMap<NodeIndex, NodeIndex>,
     /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
     /// device buffers, never a host constant (`const_tensor` refuses them, so every
     /// lowering reads them from their buffers); [`Builder::host_value`] reads them to
@@ -294,6 +296,7 @@ pub fn build_plan_in(
         bn_sums: BTreeMap::new(),
         moments: BTreeMap::new(),
         fused_relu: BTreeSet::new(),
+        fused_add: BTreeMap::new(),
         params_now,
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),
@@ -593,6 +596,37 @@ impl Builder<'_> {
         fuses
     }
 
+    /// Whether the kernel of `id` (a batch norm) also adds the value that its only
+    /// user, an add, adds to it: then the add, and the ReLU after it (`relu_after`),
+    /// alias `id`'s buffer. A ResNet block's second batch norm feeds its residual add
+    /// so: a write and a read of the activation fewer. `id`'s own value is never seen
+    /// (a batch norm's gradients read its input), so it must have no other user and
+    /// not be an output, and the other operand must be lowered already. The add and
+    /// the buffer of its other operand, when it fuses.
+    fn add_after(&mut self, id: NodeIndex) -> Result<Option<(NodeIndex, BufId)>, RunError> {
+        let users = self.graph.users(id);
+        let [add] = users[..] else { return Ok(None) };
+        let ops = self.graph.operands(add);
+        let fuses = matches!(self.graph.node(add).op, Op::Add)
+            && ops.len() == 2
+            && ops.iter().filter(|&&o| o == id).count() == 1
+            && !self.graph.outputs.contains(&id);
+        let other = if ops.first() == Some(&id) {
+            ops.get(1)
+        } else {
+            ops.first()
+        };
+        let Some(&other) = other.filter(|_| fuses) else {
+            return Ok(None);
+        };
+        let same = self.graph.node(other).ty == self.graph.node(id).ty;
+        if !same || !self.values.contains_key(&other) {
+            return Ok(None);
+        }
+        self.fused_add.insert(add, id);
+        Ok(Some((add, self.val(other)?.buf)))
+    }
+
     fn lower(&mut self, id: NodeIndex) -> Result<Val, RunError> {
         let node = self.graph.node(id);
         let operands = self.graph.operands(id);
@@ -628,6 +662,8 @@ impl Builder<'_> {
             Op::Conv { .. } => unreachable!("every conv heads a chain"),
             // Its operand's kernel wrote max(·, 0) already.
             Op::Relu if self.fused_relu.contains(&id) => self.val(operands[0]),
+            // The batch norm before it added the other operand.
+            Op::Add if self.fused_add.contains_key(&id) => self.val(self.fused_add[&id]),
             Op::Scale { .. } | Op::Relu | Op::Gelu | Op::Add | Op::Mul => {
                 let kind = match &node.op {
                     Op::Scale { factor } => MapKind::Scale(*factor as f32),
@@ -705,9 +741,19 @@ impl Builder<'_> {
                     (s, t)
                 };
                 let y = self.temp(x.shape.clone());
-                let relu = self.relu_after(id);
-                let k = ops::affine_channel("batchnorm", outer, c, inner, relu, v);
-                self.emit("batchnorm", k, vec![x.buf, sb, tb, y.buf], &layer);
+                let mut args = vec![x.buf, sb, tb];
+                let residual = self.add_after(id)?;
+                let relu = match residual {
+                    Some((add, r)) => {
+                        args.push(r);
+                        self.relu_after(add)
+                    }
+                    None => self.relu_after(id),
+                };
+                args.push(y.buf);
+                let shape = (outer, c, inner);
+                let k = ops::affine_channel("batchnorm", shape, residual.is_some(), relu, v);
+                self.emit("batchnorm", k, args, &layer);
                 Ok(y)
             }
             Op::Dropout { p } if self.training => self.dropout_forward(id, *p),

@@ -165,6 +165,7 @@ pub fn transform_plan(
         bn_sums: BTreeMap::new(),
         moments: BTreeMap::new(),
         fused_relu: Default::default(),
+        fused_add: Default::default(),
         params_now: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),

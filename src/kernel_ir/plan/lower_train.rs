@@ -483,7 +483,7 @@ impl Builder<'_> {
         let (outer, c, inner) = channel_layout(&y.shape);
         let ones = self.constant(vec![1.0; c]);
         let out = self.temp(y.shape.clone());
-        let k = ops::affine_channel("bias", outer, c, inner, false, self.target.vector);
+        let k = ops::affine_channel("bias", (outer, c, inner), false, false, self.target.vector);
         self.emit("bias", k, vec![y.buf, ones, b.buf, out.buf], layer);
         Ok(out)
     }
