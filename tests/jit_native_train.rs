@@ -99,6 +99,12 @@ fn winograd_and_direct_training_steps_match_the_reference() {
             })
             .collect();
         assert_eq!(shortcuts, vec![false, false, true, true], "{algo:?}");
+        // The gradient at each block's input (the stem's output and eight block
+        // outputs) is summed by the ReLU backward that reads it.
+        let summed = (steps.iter())
+            .filter(|s| matches!(s, NativeOp::ReluBackward { summed: true, .. }))
+            .count();
+        assert_eq!(summed, 9, "{algo:?}");
         // The first conv (3 → 16) is 3×3 stride 1 too; the two strided ones are not
         // Winograd's, but the direct routine's (on the input's phases).
         let covered = if algo == JitConv::Direct { 19 } else { 17 };

@@ -68,9 +68,12 @@ fn resnet20_slots_stay_close_to_the_live_peak() {
 /// ResNet-20's residual adds run inside the batch norm kernels before them (with the
 /// ReLU after them), except in the two downsampling blocks, whose shortcut is lowered
 /// after that batch norm: seven `batchnorm` launches read a residual, and only those
-/// two blocks keep a forward add of their own.
+/// two blocks keep a forward add of their own. In the backward, the two gradients of
+/// each block's input (the stem's output and eight block outputs) are added by the
+/// ReLU backward that reads them: nine of its 19 launches take two gradients, and no
+/// gradient add is left.
 #[test]
-fn resnet20_batch_norms_add_the_residual() {
+fn resnet20_batch_norms_add_the_residual_and_relu_backwards_the_gradients() {
     let p = plan("resnet20_cifar10.fnet");
     let with_residual = (p.steps.iter())
         .filter(|s| p.kernels[s.kernel].name.starts_with("batchnorm") && s.args.len() == 5)
@@ -82,4 +85,14 @@ fn resnet20_batch_norms_add_the_residual() {
         .collect();
     adds.sort();
     assert_eq!(adds, ["layer2.basic1.add1", "layer3.basic1.add1"]);
+    let relu_backward: Vec<usize> = (p.steps.iter())
+        .filter(|s| p.kernels[s.kernel].name.starts_with("relu_backward"))
+        .map(|s| s.args.len())
+        .collect();
+    assert_eq!(relu_backward.len(), 19);
+    assert_eq!(relu_backward.iter().filter(|&&a| a == 4).count(), 9);
+    let gradient_adds = (p.steps.iter())
+        .filter(|s| p.kernels[s.kernel].name.starts_with("add") && s.layer.ends_with(".grad"))
+        .count();
+    assert_eq!(gradient_adds, 0);
 }

@@ -223,7 +223,9 @@ impl NativeCall {
     ) -> Result<NativeCall, RunError> {
         let lens: Vec<usize> = args.iter().map(|&(_, len)| len).collect();
         let fits = match op {
-            NativeOp::ReluBackward { n } => lens.len() == 3 && lens.iter().all(|&l| l >= n),
+            NativeOp::ReluBackward { n, summed } => {
+                lens.len() == 3 + usize::from(summed) && lens.iter().all(|&l| l >= n)
+            }
             NativeOp::BatchMoments { outer, c, inner } => {
                 lens.len() == 2 && lens[0] >= outer * c * inner && lens[1] >= 2 * c
             }
@@ -406,9 +408,10 @@ impl NativeCall {
                 done.expect("a native conv checked when the executable was built");
                 return;
             }
-            NativeOp::ReluBackward { n } => {
+            NativeOp::ReluBackward { n, summed } => {
                 let (a, dx) = self.views();
-                relu_backward(&a[0][..n], &a[1][..n], &mut dx[..n]);
+                let addend = summed.then(|| &a[2][..n]);
+                relu_backward(&a[0][..n], &a[1][..n], addend, &mut dx[..n]);
                 return;
             }
             NativeOp::BatchMoments { outer, c, inner } => {

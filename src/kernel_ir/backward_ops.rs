@@ -170,24 +170,28 @@ pub fn cross_entropy_backward(name: &str, batch: usize, k: usize, eps: f32) -> K
     )
 }
 
-/// `dx = dy` where `x > 0`, else 0, over `n` elements.
-pub fn relu_backward(name: &str, n: usize) -> Kernel {
+/// `dx = dy` where `x > 0`, else 0, over `n` elements; with `summed`, `dy + dy2`
+/// (another parameter) for `dy`.
+pub fn relu_backward(name: &str, n: usize, summed: bool) -> Kernel {
+    let mut dy = load("dy", gid(0), 1);
+    let mut params = vec![param("x", true), param("dy", true)];
+    if summed {
+        dy = dy + load("dy2", gid(0), 1);
+        params.push(param("dy2", true));
+    }
+    params.push(param("dx", false));
     let body = vec![store(
         "dx",
         gid(0),
-        select(
-            le(load("x", gid(0), 1), float(0.0)),
-            float(0.0),
-            load("dy", gid(0), 1),
-        ),
+        select(le(load("x", gid(0), 1), float(0.0)), float(0.0), dy),
         1,
     )];
     kernel(
         name,
-        vec![param("x", true), param("dy", true), param("dx", false)],
+        params,
         body,
         vec![n],
-        n as u64,
+        (1 + u64::from(summed)) * n as u64,
     )
 }
 

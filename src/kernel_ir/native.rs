@@ -400,10 +400,12 @@ pub enum NativeOp {
     /// (`backward`: scatter `dy` back, zeros elsewhere). Arguments: the input, the
     /// output (`dy`, `dx` for the backward).
     Shortcut(ShortcutGeometry),
-    /// ReLU's backward over `n` elements, `dx = x ≤ 0 ? 0 : dy`. Arguments: `x`, `dy`,
-    /// `dx`. The kernel IR's select has a scalar condition, so the generated kernel
-    /// runs one element at a time with a branch each; this is vectorised.
-    ReluBackward { n: usize },
+    /// ReLU's backward over `n` elements, `dx = x ≤ 0 ? 0 : dy` (with `summed`:
+    /// `dy + dy2`, the two gradients of a value read twice, added here instead of by
+    /// a kernel of their own). Arguments: `x`, `dy`, (`dy2`), `dx`. The kernel IR's
+    /// select has a scalar condition, so the generated kernel runs one element at a
+    /// time with a branch each; this is vectorised.
+    ReluBackward { n: usize, summed: bool },
     /// A batch norm's batch moments over `[outer, c, inner]`, in the layout of the
     /// generated `batch_norm::batch_moments`. Arguments: `x`, the moments `m`. The
     /// generated kernel sums a channel in one vector register, a chain of dependent
@@ -482,7 +484,7 @@ impl NativeOp {
             NativeOp::Conv2d { geometry, .. }
             | NativeOp::ConvBackwardFilter { geometry, .. }
             | NativeOp::ConvBackwardData { geometry, .. } => 2 * geometry.macs(),
-            NativeOp::ReluBackward { n } => *n as u64,
+            NativeOp::ReluBackward { n, summed } => (1 + u64::from(*summed)) * *n as u64,
             // As the generated kernels count them.
             NativeOp::ChannelSum { outer, c, inner } => (outer * c * inner) as u64,
             NativeOp::BatchMoments { outer, c, inner } => 3 * (outer * c * inner) as u64,

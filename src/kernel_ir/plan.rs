@@ -28,6 +28,7 @@ use super::ops::{self, MapKind};
 use super::Kernel;
 use crate::ir::graph::{Graph, Node};
 use crate::ir::op::Op;
+use crate::ir::train_ops::TrainOp;
 use crate::runtime::bind::{bind_inputs, conforms, eval_dim, DimEnv};
 use crate::runtime::{run, Mode, ParamStore, RunError, RunOptions};
 use crate::tensor::Tensor;
@@ -206,6 +207,9 @@ struct Builder<'a> {
     fused_relu: BTreeSet<NodeIndex>,
     /// Adds a batch norm's kernel computed (`add_after`), with that batch norm.
     fused_add: BTreeMap<NodeIndex, NodeIndex>,
+    /// ReLU backwards whose `dy` is an add of two gradients, with that add, which
+    /// they compute (`summed_gradients`).
+    summed_dy: BTreeMap<NodeIndex, NodeIndex>,
     /// A training plan's trainable, shared and buffer parameters, by node: uploaded as
     /// device buffers, never a host constant (`const_tensor` refuses them, so every
     /// lowering reads them from their buffers); [`Builder::host_value`] reads them to
@@ -276,10 +280,13 @@ pub fn build_plan_in(
         BTreeMap::new()
     };
     let chains = conv_chains_in(graph, &order, &constant, training);
-    let absorbed: BTreeSet<NodeIndex> = chains
+    let mut absorbed: BTreeSet<NodeIndex> = chains
         .values()
         .flat_map(|c| c.nodes.iter().copied().filter(|&n| n != c.tail))
         .collect();
+    let in_chains: BTreeSet<NodeIndex> = chains.values().flat_map(|c| c.nodes.clone()).collect();
+    let summed_dy = summed_gradients(graph, &order, &constant, &in_chains);
+    absorbed.extend(summed_dy.values().copied());
     let mut b = Builder {
         graph,
         target,
@@ -297,6 +304,7 @@ pub fn build_plan_in(
         moments: BTreeMap::new(),
         fused_relu: BTreeSet::new(),
         fused_add: BTreeMap::new(),
+        summed_dy,
         params_now,
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),
@@ -340,6 +348,39 @@ pub fn build_plan_in(
     assign_slots(&mut plan);
     check_kernels(&mut plan)?;
     Ok(plan)
+}
+
+/// The ReLU backwards of `order` whose `dy` is an add of two gradients read by nothing
+/// else, with those adds: the backward sums them as it reads them, so the sum is
+/// never written. At a ResNet block's input the gradient is the main path's plus the
+/// skip's, and the block before starts with that ReLU's backward.
+fn summed_gradients(
+    graph: &Graph,
+    order: &[NodeIndex],
+    constant: &BTreeSet<NodeIndex>,
+    in_chains: &BTreeSet<NodeIndex>,
+) -> BTreeMap<NodeIndex, NodeIndex> {
+    let mut summed = BTreeMap::new();
+    for &id in order {
+        if !matches!(graph.node(id).op, Op::Train(TrainOp::ReluBackward)) {
+            continue;
+        }
+        let ops = graph.operands(id);
+        let [x, dy] = ops[..] else { continue };
+        let terms = graph.operands(dy);
+        let sum_of_two = matches!(graph.node(dy).op, Op::Add)
+            && terms.len() == 2
+            && terms.iter().all(|&t| graph.node(t).ty == graph.node(dy).ty);
+        let only_here = graph.users(dy) == [id]
+            && x != dy
+            && !graph.outputs.contains(&dy)
+            && !constant.contains(&dy)
+            && !in_chains.contains(&dy);
+        if sum_of_two && only_here {
+            summed.insert(id, dy);
+        }
+    }
+    summed
 }
 
 /// Types every kernel and makes its broadcasts explicit (`typecheck`), so that any

@@ -166,6 +166,7 @@ pub fn transform_plan(
         moments: BTreeMap::new(),
         fused_relu: Default::default(),
         fused_add: Default::default(),
+        summed_dy: Default::default(),
         params_now: BTreeMap::new(),
         magnet_grads: BTreeMap::new(),
         penalties: BTreeMap::new(),

@@ -112,15 +112,25 @@ impl Builder<'_> {
                 Ok(y)
             }
             TrainOp::ReluBackward => {
-                let (x, dy) = (self.val(operands[0])?, self.val(operands[1])?);
+                let x = self.val(operands[0])?;
+                // `dy` as the add the backward computes (`summed_gradients`), or itself.
+                let terms = match self.summed_dy.get(&id) {
+                    Some(&add) => self.graph.operands(add),
+                    None => vec![operands[1]],
+                };
+                let mut args = vec![x.buf];
+                for t in &terms {
+                    args.push(self.val(*t)?.buf);
+                }
                 let dx = self.temp(x.shape.clone());
+                args.push(dx.buf);
                 let n = dx.shape.iter().product();
-                let args = vec![x.buf, dy.buf, dx.buf];
+                let summed = terms.len() == 2;
                 if self.target.native == NativeConvs::Off {
-                    let kern = bw::relu_backward("relu_backward", n);
+                    let kern = bw::relu_backward("relu_backward", n, summed);
                     self.emit("relu_backward", kern, args, &layer);
                 } else {
-                    self.emit_native(NativeOp::ReluBackward { n }, args, &layer);
+                    self.emit_native(NativeOp::ReluBackward { n, summed }, args, &layer);
                 }
                 Ok(dx)
             }
