@@ -305,8 +305,6 @@ impl Builder<'_> {
         Ok(m)
     }
 
-    /// The per-channel sums of a batch norm's backward (`bn::bn_sums`) of `x` and
-    /// `dy`, computed once for the data and the γ gradient.
     /// The input and epsilon of a batch norm whose data or γ gradient reads `dy` as its
     /// output gradient, so that its backward sums hold `Σ dy` per channel. Not when the
     /// sums combine every rank's (`synced`): a β gradient is this rank's own.
@@ -326,6 +324,8 @@ impl Builder<'_> {
         })
     }
 
+    /// The per-channel sums of a batch norm's backward (`bn::bn_sums`) of `x` and
+    /// `dy`, computed once for the data and the γ gradient (and β's: `Σ dy`).
     fn bn_sums(
         &mut self,
         x: NodeIndex,
