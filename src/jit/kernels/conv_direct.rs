@@ -209,10 +209,10 @@ pub struct DirectFilter {
     conv: Conv2d,
     layout: Layout,
     packed: Vec<f32>,
-    /// Padded images of runs with fewer images than threads, one per thread of the
-    /// pool (by index): kept between runs, so their padding stays zero and only the
-    /// interior is copied in, into lines the thread's own cache holds. A run that
-    /// finds its thread's taken allocates its own.
+    /// Padded images, one per thread of the pool (by index): kept between images and
+    /// runs, so their padding stays zero and only the interior is copied in, into
+    /// lines the thread's own cache holds. A run that finds its thread's taken
+    /// allocates its own.
     padded: Vec<Mutex<Vec<f32>>>,
 }
 
@@ -485,13 +485,12 @@ pub fn conv2d_direct_packed(
         run_tile(isa, p, l, padded, packed, epi, out, n, t);
     };
     if !serial && p.n >= threads {
-        input.par_chunks(in_img).enumerate().for_each_init(
-            || vec![0.0; buf_len],
-            |buf, (n, x)| {
+        input.par_chunks(in_img).enumerate().for_each(|(n, x)| {
+            filter.with_padded(buf_len, |buf| {
                 l.fill(isa, p, x, buf);
                 (0..tiles).for_each(|t| tile_at(buf, n, t));
-            },
-        );
+            })
+        });
     } else {
         for (n, x) in input.chunks(in_img).enumerate() {
             if serial {
