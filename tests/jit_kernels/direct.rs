@@ -91,6 +91,12 @@ fn cases() -> Vec<Conv2d> {
             ..conv(1, 4, (14, 11), 5, (3, 3)) // taps on every phase, none on some
         },
         Conv2d {
+            stride: (1, 2),
+            pad: (1, 5),
+            dilation: (1, 2),
+            ..conv(1, 3, (5, 7), 4, (3, 3)) // columns of outputs that read only padding
+        },
+        Conv2d {
             stride: (2, 2),
             groups: 4,
             pad: (1, 1),

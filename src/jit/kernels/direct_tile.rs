@@ -67,6 +67,12 @@ pub struct TileSegment {
 /// Reads of one tile: `x` from `cin` planes `ps` apart per segment, `nv` vectors at
 /// each offset; `w` packed per segment; `out` is `[cb][nv·lanes]`, the sum over every
 /// segment.
+///
+/// `masks` (AVX-512 only, where it is required) holds, per tap of the segments in
+/// order (`mask_stride` apart), `nv` lane masks: the lanes of each vector the tap
+/// reads, the others read as zero. Planes without columns of padding (`conv_direct`'s AVX-512 layout) put the
+/// positions a tap would read in the padding on the neighbouring row's data, and the
+/// mask drops them; the lanes that are read stay inside `x` either way.
 pub struct TileArgs<'a> {
     pub x: &'a [f32],
     pub ps: usize,
@@ -74,6 +80,8 @@ pub struct TileArgs<'a> {
     pub segments: &'a [TileSegment],
     pub w: &'a [f32],
     pub nv: usize,
+    pub masks: &'a [u16],
+    pub mask_stride: usize,
 }
 
 /// Picks the monomorphised kernel `$f::<CB, NV>` for a runtime `(cb, nv)` among an
@@ -107,7 +115,17 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
         assert!(a.w.len() >= seg.w0 + a.cin * seg.offs.len() * shape.cb);
     }
     assert!(out.len() >= shape.cb * span);
-    let (x, w, o) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr());
+    let taps: usize = a.segments.iter().map(|s| s.offs.len()).sum();
+    let masked = isa.kind() == IsaKind::Avx512;
+    assert!(
+        if masked {
+            taps == 0 || a.masks.len() >= (taps - 1) * a.mask_stride + a.nv
+        } else {
+            a.masks.is_empty()
+        },
+        "lane masks on AVX-512 only, nv per tap"
+    );
+    let (x, w, o, m) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr(), a.masks);
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` proves the CPU has AVX-512F; the asserts bound every access.
@@ -116,7 +134,7 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
                 avx512,
                 shape.cb,
                 a.nv,
-                (x, a.ps, a.cin, a.segments, w, o),
+                (x, a.ps, a.cin, a.segments, w, (m, a.mask_stride), o),
                 [(8, [1, 2, 3]), (6, [1, 2, 3, 4]), (4, [1, 2, 3, 4, 5, 6])]
             )
         },
@@ -141,6 +159,8 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     }
 }
 
+/// The taps of a segment run outside its channels, so each tap's lane masks are
+/// loaded once for all of them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512<const CB: usize, const NV: usize>(
@@ -149,25 +169,30 @@ unsafe fn avx512<const CB: usize, const NV: usize>(
     cin: usize,
     segments: &[TileSegment],
     w: *const f32,
+    (masks, mask_stride): (&[u16], usize),
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); NV]; CB];
+    let mut tap = 0;
     for seg in segments {
         let taps = seg.offs.len();
-        for c in 0..cin {
-            let xc = x.add(seg.x0 + c * ps);
-            let wc = w.add(seg.w0 + c * taps * CB);
-            for (t, &off) in seg.offs.iter().enumerate() {
-                let xt = xc.add(off);
-                let xv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(xt.add(16 * v)));
-                let wt = wc.add(t * CB);
+        for (t, &off) in seg.offs.iter().enumerate() {
+            let k: [__mmask16; NV] = std::array::from_fn(|v| masks[tap * mask_stride + v]);
+            tap += 1;
+            let mut xt = x.add(seg.x0 + off);
+            let mut wt = w.add(seg.w0 + t * CB);
+            for _ in 0..cin {
+                let xv: [__m512; NV] =
+                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(k[v], xt.add(16 * v)));
                 for (o, row) in acc.iter_mut().enumerate() {
                     let b = _mm512_set1_ps(*wt.add(o));
                     for (a, xv) in row.iter_mut().zip(&xv) {
                         *a = _mm512_fmadd_ps(b, *xv, *a);
                     }
                 }
+                xt = xt.add(ps);
+                wt = wt.add(taps * CB);
             }
         }
     }
