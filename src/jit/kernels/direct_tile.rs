@@ -44,12 +44,23 @@ pub fn pick_shape(shapes: &[(usize, usize)], channels: usize) -> (usize, usize) 
 impl TileShape {
     /// The shape for `channels` output channels per group ([`pick_shape`]).
     pub fn for_channels(isa: Isa, channels: usize) -> TileShape {
-        let (lanes, shapes): (usize, &[(usize, usize)]) = match isa.kind() {
-            IsaKind::Avx512 => (16, &AVX512_SHAPES),
-            IsaKind::Avx2 | IsaKind::Portable => (8, &NARROW_SHAPES),
-        };
+        let (lanes, shapes) = Self::of(isa);
         let (cb, max_nv) = pick_shape(shapes, channels);
         TileShape { lanes, cb, max_nv }
+    }
+
+    /// An ISA's lanes and shapes.
+    fn of(isa: Isa) -> (usize, &'static [(usize, usize)]) {
+        match isa.kind() {
+            IsaKind::Avx512 => (16, &AVX512_SHAPES),
+            IsaKind::Avx2 | IsaKind::Portable => (8, &NARROW_SHAPES),
+        }
+    }
+
+    /// Whether `isa` has a kernel of this shape.
+    fn is_of(&self, isa: Isa) -> bool {
+        let (lanes, shapes) = Self::of(isa);
+        lanes == self.lanes && shapes.contains(&(self.cb, self.max_nv))
     }
 }
 
@@ -99,11 +110,7 @@ macro_rules! dispatch {
 /// the driver sizes the padded plane so that it never does.
 pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     let span = a.nv * shape.lanes;
-    assert_eq!(
-        shape,
-        TileShape::for_channels(isa, shape.cb),
-        "not a shape of {isa:?}"
-    );
+    assert!(shape.is_of(isa), "{shape:?} is not a shape of {isa:?}");
     assert!(
         a.nv >= 1 && a.nv <= shape.max_nv,
         "1 to {} vectors",
