@@ -2,20 +2,26 @@
 //! any kernel size, stride, padding, dilation and group count (a strided conv runs on
 //! the input's phases, see `Layout`; below, the stride-1 case).
 //!
-//! Each image is copied once into a zero-padded buffer whose planes are flattened with
-//! the padded row length `wp`. Output `(y, x)` is computed at position `q = y·wp + x`
-//! of that plane, and its tap `(ky, kx)` reads position `q + ky·dh·wp + kx·dw`: every
-//! tap is a constant shift, so a run of consecutive positions is one vector load per
-//! tap, shared by a block of output channels (`direct_tile`). The positions `x ≥ wo`
-//! of each row are computed and dropped (2 of 34 on a 32-wide 3×3 conv). No column
+//! Each image is copied once into a buffer whose planes are flattened with a row
+//! length `wp`, with rows of zeros above and below. Output `(y, x)` is computed at
+//! position `q = y·wp + x` of that plane, and its tap `(ky, kx)` reads position `q +
+//! ky·dh·wp + kx·dw − pad`: every tap is a constant shift, so a run of consecutive
+//! positions is one vector load per tap, shared by a block of output channels
+//! (`direct_tile`). On AVX-512 the rows hold no columns of padding (`wp` is the
+//! output's width, or the input's if wider): a tap's lanes that would read the
+//! padding read the neighbouring row instead, and a lane mask zeroes them, so every
+//! position computed is an output. Elsewhere (no lane masks) the columns of padding
+//! are stored, `wp = w + 2·pad`, and the positions `x ≥ wo` of each row are computed
+//! and dropped (2 of 34 on a 32-wide 3×3 conv, 2 of 10 on an 8-wide one). No column
 //! matrix and no transform: the multiplies are the direct conv's, at the tile's FMA
 //! rate, which is why it beats im2col and Winograd on few channels and small batches.
 //!
 //! Work is split over rayon: with at least as many images as threads, by image (one
-//! padded buffer per thread); otherwise by tiles of one image, each thread padding
-//! the image into a buffer of its own, kept between runs (see
-//! `conv2d_direct_packed`); under 2¹⁸ multiply-adds, on the calling thread. The epilogue is applied as each tile is
-//! stored, so the output is written once.
+//! padded buffer per thread); otherwise each thread takes an even run of the vectors
+//! of positions of one image and pads the input rows they read into a buffer of its
+//! own, kept between runs (see `conv2d_direct_packed`); under 2¹⁸ multiply-adds, on
+//! the calling thread. The epilogue is applied as each tile is stored, so the output
+//! is written once.
 
 use std::ops::Range;
 use std::sync::Mutex;
