@@ -6,7 +6,7 @@
 //!
 //! | algorithm | f₁ | f₂ | f₃ | f₄ | f₅ | f₆ |
 //! |---|---|---|---|---|---|---|
-//! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·R`, `R` the row of its AVX-512 planes, which hold no columns of padding (`conv_direct::masked_row`: `wo`, or a phase's input columns if more), to its 48, 64 or 96) | floats moved (the padded input copy, output, weights) | 0 | 0 | the padded input copy again where one image is split by tiles (fewer images than threads, 2¹⁸ multiply-adds or more): every thread pads the input rows of its share of the positions (a share of the rows, and the kernel's reach) before its tiles | |
+//! | direct, symmetric padding (native) | multiply-adds as the sliding-window tiles run them (each group's channels padded to the tile's block of 8, 6 or 4, positions `ho·R`, `R` the row of its AVX-512 planes, which hold no columns of padding (`conv_direct::masked_row`: `wo`, or a phase's input columns if more), to its 48, 64 or 96) | floats moved (the padded input copy, output, weights; the input itself where a stride-1 conv's rows are the input's, which it reads in place) | 0 | 0 | the padded input copy again where one image is split by tiles (none in place) (fewer images than threads, 2¹⁸ multiply-adds or more): every thread pads the input rows of its share of the positions (a share of the rows, and the kernel's reach) before its tiles | |
 //! | direct, asymmetric padding (generated) | 0 | 0 | multiply-adds as the tiled kernel runs them (output rows rounded up to 16-lane tiles, channels to 4; 0 when grouped) | floats moved (input, output, weights) | multiply-adds of the scalar grouped kernel (0 with one group) | |
 //! | im2col | GEMM multiply-adds | column-matrix elements written at stride 1 (none for a 1×1 unpadded conv, read in place) | output elements (the epilogue pass) | GEMM multiply-adds again at batch 1, where the one image is split inside its GEMM | GEMM multiply-adds again when an image's output has under 128 positions (a narrow GEMM) | column-matrix elements gathered at a stride |
 //! | winograd2/4 | GEMM multiply-adds in the Winograd domain (`tiles·α²·ci·co`, each chunk's tiles (`winograd::chunking` on 2 threads) rounded up to a 32-column panel; in the strip layout, tiles are the strips' slots) | transform work of the tiled layout (`tiles·α²·(ci + co)·α`: input and output transforms, gathered lane by lane, each element about α operations; 0 in strips) | f₁ again when the tiles make one chunk (at most 16), which runs on one thread | transform work of the strip layout (whole vectors; 0 in tiles) | | |
@@ -68,6 +68,16 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
                     wo as usize,
                 ) as u64;
                 let (cog, positions) = direct_tiles(shape.co / groups, rows * wq);
+                // A stride-1 conv whose rows are the input's reads it in place: no
+                // padded copy.
+                let in_place = shape.stride.iter().all(|&s| s == 1) && wq == *shape.input.last()?;
+                let input: u64 = shape.input.iter().product();
+                let moved = if in_place {
+                    b * (shape.ci * input + shape.co * plane) as f64
+                        + (shape.co * cig * taps) as f64
+                } else {
+                    moved
+                };
                 let macs = b * (groups * cog * positions * cig * taps) as f64;
                 // Fewer images than threads, and enough work to split: every thread
                 // pads the input rows of its share of the positions (a share of the
@@ -75,7 +85,7 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
                 let true_macs = shape.batch * shape.co * plane * cig * taps;
                 let split = shape.batch < FIT_THREADS as u64
                     && true_macs >= conv_direct::SERIAL_MACS as u64;
-                let waited = if split {
+                let waited = if split && !in_place {
                     let row = *shape.input.last()?;
                     let reach = match (shape.kernel.len(), shape.dilation.first()) {
                         (2, Some(&d)) => (shape.kernel[0] - 1) * d,

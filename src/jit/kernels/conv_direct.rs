@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::conv_params::{Conv2d, ConvError, Epilogue};
-use super::direct_tile::{tile, TileArgs, TileSegment, TileShape};
+use super::direct_tile::{tile, tile_in_place, TileArgs, TileSegment, TileShape};
 use super::isa::{Isa, IsaKind};
 
 /// Floats of the largest tile (AVX-512: 24 vectors of 16 lanes).
@@ -76,6 +76,11 @@ struct Layout {
     /// Per tap (segments' order) and vector of positions, the lanes the tap reads
     /// (`TileArgs::masks`); empty off AVX-512.
     masks: Vec<u16>,
+    /// The input is read where it lies, unpadded (`TileArgs::base`): a stride-1 conv
+    /// on AVX-512 whose rows are the input's.
+    in_place: bool,
+    /// How far before a plane's first element the lowest tap reads.
+    base: usize,
 }
 
 impl Layout {
@@ -108,9 +113,13 @@ impl Layout {
                 (c / sx) as isize
             }
         };
-        let raw = |ky: usize, kx: usize| ((ky * p.dilation.0 / sy) * wq) as isize + shift(kx);
+        // In place, the input has no rows of padding above it either.
+        let in_place = masked && (sy, sx) == (1, 1) && wq == p.w;
+        let top = if in_place { (p.pad.0 * wq) as isize } else { 0 };
+        let raw = |ky: usize, kx: usize| ((ky * p.dilation.0 / sy) * wq) as isize + shift(kx) - top;
         let taps = (0..p.kh).flat_map(|ky| (0..p.kw).map(move |kx| (ky, kx)));
-        // Leading zeros so that a read left of the first position stays in the buffer.
+        // Leading zeros so that a read left of the first position stays in the buffer
+        // (in place: how far before the plane the reads start, all masked off).
         let guard = taps
             .clone()
             .map(|(ky, kx)| -raw(ky, kx))
@@ -146,7 +155,11 @@ impl Layout {
             .flat_map(|(_, offs, _)| offs.iter().copied())
             .max()
             .unwrap_or(0);
-        let ps = (vectors * shape.lanes + max_off).max(guard as usize + hq * wq);
+        let ps = if in_place {
+            p.h * p.w
+        } else {
+            (vectors * shape.lanes + max_off).max(guard as usize + hq * wq)
+        };
         let cig = p.ci / p.groups;
         let cog = p.co / p.groups;
         let mut segments = Vec::with_capacity(phases.len());
@@ -161,18 +174,24 @@ impl Layout {
             w0 += cig * taps.len() * shape.cb;
             seg_taps.push(taps);
         }
+        // A lane is read where its tap falls inside the input: columns (the planes
+        // hold none of padding) and, in place, rows.
         let masks = if !masked {
             Vec::new()
         } else {
-            let lanes = |first: usize, kx: usize| {
+            let lanes = |first: usize, tap: usize| {
+                let (ky, kx) = (tap / p.kw, tap % p.kw);
                 (0..shape.lanes).fold(0u16, |m, l| {
-                    let x = (first + l) % wq;
+                    let (y, x) = ((first + l) / wq, (first + l) % wq);
+                    let iy = (y * sy + ky * p.dilation.0) as isize - p.pad.0 as isize;
                     let ix = (x * sx + kx * p.dilation.1) as isize - p.pad.1 as isize;
-                    m | (u16::from((0..p.w as isize).contains(&ix)) << l)
+                    let inside = (0..p.w as isize).contains(&ix)
+                        && (!in_place || (0..p.h as isize).contains(&iy));
+                    m | (u16::from(inside) << l)
                 })
             };
-            let kxs = seg_taps.iter().flatten().map(|&tap| tap % p.kw);
-            kxs.flat_map(|kx| (0..vectors).map(move |v| lanes(v * shape.lanes, kx)))
+            let taps = seg_taps.iter().flatten().copied();
+            taps.flat_map(|tap| (0..vectors).map(move |v| lanes(v * shape.lanes, tap)))
                 .collect()
         };
         Layout {
@@ -192,6 +211,8 @@ impl Layout {
             co_blocks: cog.div_ceil(shape.cb),
             vectors,
             masks,
+            in_place,
+            base: if in_place { guard as usize } else { 0 },
         }
     }
 
@@ -498,7 +519,7 @@ unsafe fn run_tile_avx512(
     isa: Isa,
     p: &Conv2d,
     l: &Layout,
-    padded: &[f32],
+    input: &[f32],
     packed: &[f32],
     epi: &Epilogue,
     out: OutPtr,
@@ -506,7 +527,7 @@ unsafe fn run_tile_avx512(
     n: usize,
     (block, v0, nv): (usize, usize, usize),
 ) {
-    run_tile(isa, p, l, padded, packed, epi, out, acc, n, (block, v0, nv))
+    run_tile(isa, p, l, input, packed, epi, out, acc, n, (block, v0, nv))
 }
 
 /// One tile of image `n`: channel block `block` (of all groups'), `nv` vectors of
@@ -519,7 +540,7 @@ fn run_tile(
     isa: Isa,
     p: &Conv2d,
     l: &Layout,
-    padded: &[f32],
+    input: &[f32],
     packed: &[f32],
     epi: &Epilogue,
     out: OutPtr,
@@ -532,7 +553,7 @@ fn run_tile(
     let q0 = v0 * s.lanes;
     let block = l.cig * p.kh * p.kw * s.cb;
     let args = TileArgs {
-        x: &padded[g * l.cig * l.cs + q0..],
+        x: &input[g * l.cig * l.cs + q0..],
         ps: l.cs,
         cin: l.cig,
         segments: &l.segments,
@@ -540,8 +561,15 @@ fn run_tile(
         nv,
         masks: l.masks.get(v0..).unwrap_or(&[]),
         mask_stride: l.vectors,
+        base: l.base,
     };
-    tile(isa, s, &args, acc);
+    if l.in_place {
+        // SAFETY: the masks keep a lane only where its tap falls inside the image
+        // (`Layout::new`), whose planes `input` holds from the group's first.
+        unsafe { tile_in_place(isa, s, &args, acc) };
+    } else {
+        tile(isa, s, &args, acc);
+    }
     let co0 = g * l.cog + cob * s.cb;
     let channels = (l.cog - cob * s.cb).min(s.cb);
     let positions = (l.q - q0).min(nv * s.lanes);
@@ -616,15 +644,21 @@ pub fn conv2d_direct_packed(
     let out = OutPtr(out.as_mut_ptr(), out.len());
     let threads = rayon::current_num_threads();
     let serial = threads == 1 || p.macs() < SERIAL_MACS;
-    let tile_at = |padded: &[f32], acc: &mut [f32; MAX_TILE], n, tile| {
+    let tile_at = |input: &[f32], acc: &mut [f32; MAX_TILE], n, tile| {
         #[cfg(target_arch = "x86_64")]
         if isa.kind() == super::isa::IsaKind::Avx512 {
             // SAFETY: the Isa proves AVX-512F.
-            return unsafe { run_tile_avx512(isa, p, l, padded, packed, epi, out, acc, n, tile) };
+            return unsafe { run_tile_avx512(isa, p, l, input, packed, epi, out, acc, n, tile) };
         }
-        run_tile(isa, p, l, padded, packed, epi, out, acc, n, tile);
+        run_tile(isa, p, l, input, packed, epi, out, acc, n, tile);
     };
     let image = |n: usize, x: &[f32], vectors: Range<usize>| {
+        if l.in_place {
+            let mut acc = [0f32; MAX_TILE];
+            return l.for_tiles(p.groups, vectors, |b, v0, nv| {
+                tile_at(x, &mut acc, n, (b, v0, nv))
+            });
+        }
         filter.with_padded(buf_len, |buf| {
             l.fill(isa, p, x, buf, l.rows_read(p, vectors.clone()));
             let mut acc = [0f32; MAX_TILE];

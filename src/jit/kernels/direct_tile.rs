@@ -81,9 +81,13 @@ pub struct TileSegment {
 ///
 /// `masks` (AVX-512 only, where it is required) holds, per tap of the segments in
 /// order (`mask_stride` apart), `nv` lane masks: the lanes of each vector the tap
-/// reads, the others read as zero. Planes without columns of padding (`conv_direct`'s AVX-512 layout) put the
-/// positions a tap would read in the padding on the neighbouring row's data, and the
-/// mask drops them; the lanes that are read stay inside `x` either way.
+/// reads, the others read as zero. Planes without columns of padding (`conv_direct`'s
+/// AVX-512 layout) put the positions a tap would read in the padding on the
+/// neighbouring row's data, and the mask drops them.
+///
+/// `base` (AVX-512 only, through [`tile_in_place`]): `x[i]` is read at index `i −
+/// base`, so a conv that reads its unpadded input in place reads rows above the first
+/// and below the last only under lanes its masks drop.
 pub struct TileArgs<'a> {
     pub x: &'a [f32],
     pub ps: usize,
@@ -93,6 +97,7 @@ pub struct TileArgs<'a> {
     pub nv: usize,
     pub masks: &'a [u16],
     pub mask_stride: usize,
+    pub base: usize,
 }
 
 /// Picks the monomorphised kernel `$f::<CB, NV>` for a runtime `(cb, nv)` among an
@@ -106,9 +111,27 @@ macro_rules! dispatch {
     };
 }
 
-/// Computes one tile of `shape` into `out`. Panics if a read would leave `x` or `w`:
-/// the driver sizes the padded plane so that it never does.
+/// Computes one tile of `shape` into `out`. Panics if a read would leave `x` or `w`
+/// (the driver sizes the padded plane so that it never does), or if `base` is not 0.
 pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
+    assert_eq!(a.base, 0, "reads before `x` go through tile_in_place");
+    let span = a.nv * shape.lanes;
+    for seg in a.segments {
+        let max_off = seg.offs.iter().copied().max().unwrap_or(0);
+        assert!(a.cin == 0 || seg.x0 + (a.cin - 1) * a.ps + max_off + span <= a.x.len());
+    }
+    // SAFETY: every read is inside `x` (asserted).
+    unsafe { tile_in_place(isa, shape, a, out) }
+}
+
+/// [`tile`] where reads may fall outside `x` under lanes the masks drop (with a
+/// `base`, on AVX-512): the input of a conv read in place, unpadded.
+///
+/// # Safety
+/// Every lane that a mask keeps (every lane, off AVX-512) reads inside `x`: channel
+/// `c` of a segment at offset `off` reads `x[x0 + c·ps + off + j − base]` for the
+/// vector's positions `j`.
+pub unsafe fn tile_in_place(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     let span = a.nv * shape.lanes;
     assert!(shape.is_of(isa), "{shape:?} is not a shape of {isa:?}");
     assert!(
@@ -117,8 +140,6 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
         shape.max_nv
     );
     for seg in a.segments {
-        let max_off = seg.offs.iter().copied().max().unwrap_or(0);
-        assert!(a.cin == 0 || seg.x0 + (a.cin - 1) * a.ps + max_off + span <= a.x.len());
         assert!(a.w.len() >= seg.w0 + a.cin * seg.offs.len() * shape.cb);
     }
     assert!(out.len() >= shape.cb * span);
@@ -132,16 +153,18 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
         },
         "lane masks on AVX-512 only, nv per tap"
     );
+    assert!(masked || a.base == 0, "a base needs lane masks");
     let (x, w, o, m) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr(), a.masks);
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` proves the CPU has AVX-512F; the asserts bound every access.
+        // SAFETY: `isa` proves the CPU has AVX-512F; the asserts bound the weights and
+        // the output, the caller every kept lane of `x`.
         IsaKind::Avx512 => unsafe {
             dispatch!(
                 avx512,
                 shape.cb,
                 a.nv,
-                (x, a.ps, a.cin, a.segments, w, (m, a.mask_stride), o),
+                (x, a.base, a.ps, a.cin, a.segments, w, (m, a.mask_stride), o),
                 [(8, [1, 2, 3]), (6, [1, 2, 3, 4]), (4, [1, 2, 3, 4, 5, 6])]
             )
         },
@@ -167,11 +190,14 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
 }
 
 /// The taps of a segment run outside its channels, so each tap's lane masks are
-/// loaded once for all of them.
+/// loaded once for all of them. Input addresses are formed by wrapping arithmetic:
+/// those of lanes the masks drop may lie outside `x`, and are never read.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn avx512<const CB: usize, const NV: usize>(
     x: *const f32,
+    base: usize,
     ps: usize,
     cin: usize,
     segments: &[TileSegment],
@@ -187,18 +213,18 @@ unsafe fn avx512<const CB: usize, const NV: usize>(
         for (t, &off) in seg.offs.iter().enumerate() {
             let k: [__mmask16; NV] = std::array::from_fn(|v| masks[tap * mask_stride + v]);
             tap += 1;
-            let mut xt = x.add(seg.x0 + off);
+            let mut xt = x.wrapping_add(seg.x0 + off).wrapping_sub(base);
             let mut wt = w.add(seg.w0 + t * CB);
             for _ in 0..cin {
                 let xv: [__m512; NV] =
-                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(k[v], xt.add(16 * v)));
+                    std::array::from_fn(|v| _mm512_maskz_loadu_ps(k[v], xt.wrapping_add(16 * v)));
                 for (o, row) in acc.iter_mut().enumerate() {
                     let b = _mm512_set1_ps(*wt.add(o));
                     for (a, xv) in row.iter_mut().zip(&xv) {
                         *a = _mm512_fmadd_ps(b, *xv, *a);
                     }
                 }
-                xt = xt.add(ps);
+                xt = xt.wrapping_add(ps);
                 wt = wt.add(taps * CB);
             }
         }
