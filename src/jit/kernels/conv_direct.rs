@@ -10,9 +10,12 @@
 //! (`direct_tile`). On AVX-512 the rows hold no columns of padding (`wp` is the
 //! output's width, or the input's if wider): a tap's lanes that would read the
 //! padding read the neighbouring row instead, and a lane mask zeroes them, so every
-//! position computed is an output. Elsewhere (no lane masks) the columns of padding
-//! are stored, `wp = w + 2·pad`, and the positions `x ≥ wo` of each row are computed
-//! and dropped (2 of 34 on a 32-wide 3×3 conv, 2 of 10 on an 8-wide one). No column
+//! position computed is an output. Where those rows are the input's own (a stride-1
+//! conv whose output is no wider than its input: ResNet's and LeNet's), the conv reads
+//! the input where it lies, its rows above and below masked off too: no copy at all.
+//! Elsewhere (no lane masks) the columns of padding are stored, `wp = w + 2·pad`, and
+//! the positions `x ≥ wo` of each row are computed and dropped (2 of 34 on a 32-wide
+//! 3×3 conv, 2 of 10 on an 8-wide one). No column
 //! matrix and no transform: the multiplies are the direct conv's, at the tile's FMA
 //! rate, which is why it beats im2col and Winograd on few channels and small batches.
 //!
