@@ -555,8 +555,11 @@ fn run_tile(
     let (g, cob) = (block / l.co_blocks, block % l.co_blocks);
     let q0 = v0 * s.lanes;
     let block = l.cig * p.kh * p.kw * s.cb;
+    // In place the tile reads rows above its first position: `x` is the group's
+    // whole planes, the tile's place `at` in them.
+    let (from, at) = if l.in_place { (0, q0) } else { (q0, 0) };
     let args = TileArgs {
-        x: &input[g * l.cig * l.cs + q0..],
+        x: &input[g * l.cig * l.cs + from..],
         ps: l.cs,
         cin: l.cig,
         segments: &l.segments,
@@ -564,11 +567,12 @@ fn run_tile(
         nv,
         masks: l.masks.get(v0..).unwrap_or(&[]),
         mask_stride: l.vectors,
+        at,
         base: l.base,
     };
     if l.in_place {
         // SAFETY: the masks keep a lane only where its tap falls inside the image
-        // (`Layout::new`), whose planes `input` holds from the group's first.
+        // (`Layout::new`), whose planes `x` holds from the group's first.
         unsafe { tile_in_place(isa, s, &args, acc) };
     } else {
         tile(isa, s, &args, acc);

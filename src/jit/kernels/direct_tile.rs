@@ -85,9 +85,11 @@ pub struct TileSegment {
 /// AVX-512 layout) put the positions a tap would read in the padding on the
 /// neighbouring row's data, and the mask drops them.
 ///
-/// `base` (AVX-512 only, through [`tile_in_place`]): `x[i]` is read at index `i −
-/// base`, so a conv that reads its unpadded input in place reads rows above the first
-/// and below the last only under lanes its masks drop.
+/// `at` and `base` shift every read: `x[i]` is read at index `i + at − base`. A tile
+/// whose `x` starts at its first position has both 0; a conv that reads its unpadded
+/// input in place passes the whole plane, its first position as `at`, and reads rows
+/// above the first and below the last (`base`: AVX-512 only, through
+/// [`tile_in_place`]) only under lanes its masks drop.
 pub struct TileArgs<'a> {
     pub x: &'a [f32],
     pub ps: usize,
@@ -97,6 +99,7 @@ pub struct TileArgs<'a> {
     pub nv: usize,
     pub masks: &'a [u16],
     pub mask_stride: usize,
+    pub at: usize,
     pub base: usize,
 }
 
@@ -118,7 +121,8 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     let span = a.nv * shape.lanes;
     for seg in a.segments {
         let max_off = seg.offs.iter().copied().max().unwrap_or(0);
-        assert!(a.cin == 0 || seg.x0 + (a.cin - 1) * a.ps + max_off + span <= a.x.len());
+        let last = seg.x0 + a.at + (a.cin.max(1) - 1) * a.ps + max_off + span;
+        assert!(a.cin == 0 || last <= a.x.len());
     }
     // SAFETY: every read is inside `x` (asserted).
     unsafe { tile_in_place(isa, shape, a, out) }
@@ -129,7 +133,7 @@ pub fn tile(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
 ///
 /// # Safety
 /// Every lane that a mask keeps (every lane, off AVX-512) reads inside `x`: channel
-/// `c` of a segment at offset `off` reads `x[x0 + c·ps + off + j − base]` for the
+/// `c` of a segment at offset `off` reads `x[x0 + c·ps + off + at + j − base]` for the
 /// vector's positions `j`.
 pub unsafe fn tile_in_place(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut [f32]) {
     let span = a.nv * shape.lanes;
@@ -153,7 +157,10 @@ pub unsafe fn tile_in_place(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut 
         },
         "lane masks on AVX-512 only, nv per tap"
     );
-    assert!(masked || a.base == 0, "a base needs lane masks");
+    assert!(
+        masked || (a.base, a.at) == (0, 0),
+        "a shift needs lane masks"
+    );
     let (x, w, o, m) = (a.x.as_ptr(), a.w.as_ptr(), out.as_mut_ptr(), a.masks);
     match isa.kind() {
         #[cfg(target_arch = "x86_64")]
@@ -164,7 +171,16 @@ pub unsafe fn tile_in_place(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut 
                 avx512,
                 shape.cb,
                 a.nv,
-                (x, a.base, a.ps, a.cin, a.segments, w, (m, a.mask_stride), o),
+                (
+                    x,
+                    (a.at, a.base),
+                    a.ps,
+                    a.cin,
+                    a.segments,
+                    w,
+                    (m, a.mask_stride),
+                    o
+                ),
                 [(8, [1, 2, 3]), (6, [1, 2, 3, 4]), (4, [1, 2, 3, 4, 5, 6])]
             )
         },
@@ -197,7 +213,7 @@ pub unsafe fn tile_in_place(isa: Isa, shape: TileShape, a: &TileArgs, out: &mut 
 #[allow(clippy::too_many_arguments)]
 unsafe fn avx512<const CB: usize, const NV: usize>(
     x: *const f32,
-    base: usize,
+    (at, base): (usize, usize),
     ps: usize,
     cin: usize,
     segments: &[TileSegment],
@@ -213,7 +229,7 @@ unsafe fn avx512<const CB: usize, const NV: usize>(
         for (t, &off) in seg.offs.iter().enumerate() {
             let k: [__mmask16; NV] = std::array::from_fn(|v| masks[tap * mask_stride + v]);
             tap += 1;
-            let mut xt = x.wrapping_add(seg.x0 + off).wrapping_sub(base);
+            let mut xt = x.wrapping_add(seg.x0 + off + at).wrapping_sub(base);
             let mut wt = w.add(seg.w0 + t * CB);
             for _ in 0..cin {
                 let xv: [__m512; NV] =
