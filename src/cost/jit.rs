@@ -276,27 +276,34 @@ mod tests {
         // ResNet-20's last stage at batch 64: 1536 F4 slots in chunks of 32.
         let wide = ConvShape::plain(64, 64, 64, &[8, 8], &[3, 3], Padding::Same);
         assert_eq!(features(&wide, ConvAlgo::Winograd4).unwrap()[2], 0.0);
-        // Direct at stride 1, the sliding windows: 10 rows of the padded width 12 are
-        // 120 positions, 144 in tiles of 48; 16 channels are whole tiles of 8.
+        // Direct at stride 1, the sliding windows on rows without padding columns: 10
+        // rows of 10 are 100 positions, 144 in tiles of 48; 16 channels are whole
+        // tiles of 8. Read in place: only the input itself is moved.
         let d = features(&s, ConvAlgo::Direct).unwrap();
         assert_eq!(d[0], 2.0 * (16 * 144 * 8 * 9) as f64);
         assert_eq!((d[2], d[4]), (0.0, 0.0));
-        // One image of 2.4M multiply-adds is split by tiles: its padded 16 × 34 × 34
-        // copy is waited for. At 115k multiply-adds it runs on one thread.
+        assert_eq!(d[1], 2.0 * (8.0 * 100.0 + 16.0 * 100.0) + 16.0 * 8.0 * 9.0);
+        // One image of 2.4M multiply-adds is split by tiles, but read in place: no
+        // padded copy to wait for. The strided 16 → 32 one (1.2M) pads its phases:
+        // each thread half of the 16 × 34 × 34 padded image and the kernel's reach of
+        // 2 rows of 32. At 115k multiply-adds it runs on one thread.
         let big = ConvShape::plain(1, 16, 16, &[32, 32], &[3, 3], Padding::Same);
+        assert_eq!(features(&big, ConvAlgo::Direct).unwrap()[4], 0.0);
+        let mut down = ConvShape::plain(1, 16, 32, &[32, 32], &[3, 3], Padding::Same);
+        down.stride = vec![2, 2];
         assert_eq!(
-            features(&big, ConvAlgo::Direct).unwrap()[4],
-            16.0 * 34.0 * 34.0
+            features(&down, ConvAlgo::Direct).unwrap()[4],
+            16.0 * (34.0 * 34.0 / 2.0 + 2.0 * 32.0)
         );
         assert_eq!(features(&one, ConvAlgo::Direct).unwrap()[4], 0.0);
-        // 6 channels take the 6 × 64 tile: 120 positions are 128.
+        // 6 channels take the 6 × 64 tile: 100 positions are 128.
         let six = ConvShape::plain(2, 8, 6, &[10, 10], &[3, 3], Padding::Same);
         let d = features(&six, ConvAlgo::Direct).unwrap();
         assert_eq!(d[0], 2.0 * (6 * 128 * 8 * 9) as f64);
         let mut strided = s.clone();
         strided.stride = vec![2, 2];
-        // Strided, the sliding windows on the phases: 5 rows of the phase width 6 are
-        // 30 positions, one tile of 48.
+        // Strided, the sliding windows on the phases: 5 rows of the phase width 5 (5
+        // input columns a phase, no padding columns) are 25 positions, one tile of 48.
         let d = features(&strided, ConvAlgo::Direct).unwrap();
         assert_eq!((d[0], d[2]), (2.0 * (16 * 48 * 8 * 9) as f64, 0.0));
         // Asymmetric padding, the generated kernel: rows of 5 rounded to 16 lanes.
