@@ -239,6 +239,20 @@ impl Layout {
         ci * self.cs
     }
 
+    /// The input rows that the outputs among the vectors `vectors` read (tiles read
+    /// other rows too, at positions that are not outputs or lanes masked off).
+    fn rows_read(&self, p: &Conv2d, vectors: Range<usize>) -> Range<usize> {
+        let lanes = self.shape.lanes;
+        let (lo, hi) = (vectors.start * lanes, (vectors.end * lanes).min(self.q));
+        if lo >= hi {
+            return 0..0;
+        }
+        let (first, last) = (lo / self.wp, (hi - 1) / self.wp);
+        let clamp = |r: usize| r.saturating_sub(p.pad.0).min(p.h);
+        let reach = (p.kh - 1) * p.dilation.0;
+        clamp(first * self.stride.0)..clamp(last * self.stride.0 + reach + 1)
+    }
+
     /// Input row `src`, padded row `r`, into the two column phases of a stride-2 conv
     /// (`buf`: one channel's planes): pairs of columns split in one pass (which
     /// vectorises; a `step_by` loop per phase took as long as the conv's multiplies).
@@ -304,22 +318,6 @@ impl Layout {
                 }
             }
         }
-    }
-}
-
-impl Layout {
-    /// The input rows that the outputs among the vectors `vectors` read (tiles read
-    /// other rows too, at positions that are not outputs or lanes masked off).
-    fn rows_read(&self, p: &Conv2d, vectors: Range<usize>) -> Range<usize> {
-        let lanes = self.shape.lanes;
-        let (lo, hi) = (vectors.start * lanes, (vectors.end * lanes).min(self.q));
-        if lo >= hi {
-            return 0..0;
-        }
-        let (first, last) = (lo / self.wp, (hi - 1) / self.wp);
-        let clamp = |r: usize| r.saturating_sub(p.pad.0).min(p.h);
-        let reach = (p.kh - 1) * p.dilation.0;
-        clamp(first * self.stride.0)..clamp(last * self.stride.0 + reach + 1)
     }
 }
 
@@ -581,34 +579,31 @@ fn run_tile(
     let channels = (l.cog - cob * s.cb).min(s.cb);
     let positions = (l.q - q0).min(nv * s.lanes);
     let ld = nv * s.lanes;
-    // Each run of positions inside one output row, for every channel: the row of the
-    // first position is found by one division per tile, then stepped. Where the rows
-    // are the outputs' (AVX-512, `wo` at least the input's width), the positions are
-    // the outputs' offsets, and the tile is one run.
+    // Positions `q .. q + len` of the tile, output offset `offset` in each channel's
+    // plane, with the epilogue.
+    let store = |q: usize, offset: usize, len: usize| {
+        for o in 0..channels {
+            let at = (n * p.co + co0 + o) * l.ho * l.wo + offset;
+            assert!(at + len <= out.1);
+            // SAFETY: in bounds (asserted); tiles cover disjoint (channel, position)
+            // pairs, so no other thread writes these elements.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
+            epi.store_channel(dst, &acc[o * ld + q - q0..][..len], co0 + o, at);
+        }
+    };
+    if l.wp == l.wo {
+        // The rows are the outputs' (AVX-512): positions are output offsets, and the
+        // tile is one run.
+        return store(q0, q0, positions);
+    }
+    // One run per output row: the row of the first position is found by one division
+    // per tile, then stepped.
     let end = q0 + positions;
-    let one_run = l.wp == l.wo;
     let (mut q, mut y, mut x) = (q0, q0 / l.wp, q0 % l.wp);
     while q < end {
-        let row_end = if one_run {
-            end
-        } else {
-            (q + l.wp - x).min(end)
-        };
+        let row_end = (q + l.wp - x).min(end);
         if x < l.wo {
-            let len = if one_run {
-                end - q
-            } else {
-                (l.wo - x).min(row_end - q)
-            };
-            for o in 0..channels {
-                let at = (n * p.co + co0 + o) * l.ho * l.wo + y * l.wo + x;
-                assert!(at + len <= out.1);
-                // SAFETY: in bounds (asserted); tiles cover disjoint (channel,
-                // position) pairs, so no other thread writes these elements.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), len) };
-                let sums = &acc[o * ld + q - q0..][..len];
-                epi.store_channel(dst, sums, co0 + o, at);
-            }
+            store(q, y * l.wo + x, (l.wo - x).min(row_end - q));
         }
         (q, y, x) = (row_end, y + 1, 0);
     }
@@ -659,19 +654,21 @@ pub fn conv2d_direct_packed(
         }
         run_tile(isa, p, l, input, packed, epi, out, acc, n, tile);
     };
+    // The tiles of image `n` among `vectors`, reading `input` (the image in place, or
+    // its padded planes).
+    let tiles = |input: &[f32], n: usize, vectors: Range<usize>| {
+        let mut acc = [0f32; MAX_TILE];
+        l.for_tiles(p.groups, vectors, |b, v0, nv| {
+            tile_at(input, &mut acc, n, (b, v0, nv))
+        });
+    };
     let image = |n: usize, x: &[f32], vectors: Range<usize>| {
         if l.in_place {
-            let mut acc = [0f32; MAX_TILE];
-            return l.for_tiles(p.groups, vectors, |b, v0, nv| {
-                tile_at(x, &mut acc, n, (b, v0, nv))
-            });
+            return tiles(x, n, vectors);
         }
         filter.with_padded(buf_len, |buf| {
             l.fill(isa, p, x, buf, l.rows_read(p, vectors.clone()));
-            let mut acc = [0f32; MAX_TILE];
-            l.for_tiles(p.groups, vectors, |b, v0, nv| {
-                tile_at(buf, &mut acc, n, (b, v0, nv))
-            });
+            tiles(buf, n, vectors)
         })
     };
     if !serial && p.n >= threads {
