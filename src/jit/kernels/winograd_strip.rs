@@ -226,14 +226,14 @@ pub(super) mod avx512 {
         }
     }
 
-    /// [`deinterleave`] for `m = 4`, `α = 6`: `e[j][l] = run[4l + j]`. The first
-    /// level gathers slots 0–7 and 8–15 of values (0, 1) and (2, 3) into one vector
-    /// each, the second joins their halves.
+    /// `e[j][l] = run[4l + j]` for `j < 4`: the first level gathers slots 0–7 and
+    /// 8–15 of values (0, 1) and (2, 3) into one vector each, the second joins their
+    /// halves (8 permutes where [`deinterleave`] takes 12).
     ///
     /// # Safety
-    /// AVX-512F, and `run` readable for 66 floats.
+    /// AVX-512F, and `run` readable for 64 floats.
     #[inline(always)]
-    unsafe fn deinterleave_f4(run: *const f32) -> [__m512; 6] {
+    unsafe fn split_f4(run: *const f32) -> [__m512; 4] {
         let l: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(run.add(16 * k)));
         // Lanes 0..8: value j of slots 0..8; lanes 8..16: value j + 1.
         let pair = |j: i32| {
@@ -265,9 +265,22 @@ pub(super) mod avx512 {
             _mm512_permutex2var_ps(l[2], i01, l[3]),
             _mm512_permutex2var_ps(l[2], i23, l[3]),
         );
-        let e0 = _mm512_shuffle_f32x4::<0x44>(a, c);
-        let e1 = _mm512_shuffle_f32x4::<0xEE>(a, c);
-        // The last two values of slot l are the first two of slot l + 1.
+        [
+            _mm512_shuffle_f32x4::<0x44>(a, c),
+            _mm512_shuffle_f32x4::<0xEE>(a, c),
+            _mm512_shuffle_f32x4::<0x44>(b, d),
+            _mm512_shuffle_f32x4::<0xEE>(b, d),
+        ]
+    }
+
+    /// [`deinterleave`] for `m = 4`, `α = 6`: [`split_f4`], then the last two values
+    /// of slot l, which are the first two of slot l + 1.
+    ///
+    /// # Safety
+    /// AVX-512F, and `run` readable for 66 floats.
+    #[inline(always)]
+    unsafe fn deinterleave_f4(run: *const f32) -> [__m512; 6] {
+        let [e0, e1, e2, e3] = split_f4(run);
         let shift = |e: __m512, next: f32| {
             _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
                 _mm512_castps_si512(_mm512_set1_ps(next)),
@@ -277,10 +290,65 @@ pub(super) mod avx512 {
         [
             e0,
             e1,
-            _mm512_shuffle_f32x4::<0x44>(b, d),
-            _mm512_shuffle_f32x4::<0xEE>(b, d),
+            e2,
+            e3,
             shift(e0, *run.add(64)),
             shift(e1, *run.add(65)),
+        ]
+    }
+
+    /// F(4×4, 3×3)'s output-gradient transform `A dY Aᵀ` of one group of 16 slots on
+    /// zmm registers: the four rows from `run` (`len` apart) split by [`split_f4`],
+    /// lanes outside `keep` zeroed, each row then each column transformed, `Ŷ[ξ]`
+    /// stored at `dst + ξ·plane`.
+    ///
+    /// # Safety
+    /// AVX-512F; each row of `run` readable for 64 floats; `dst` writable at the 36
+    /// planes.
+    #[inline(always)]
+    unsafe fn dy_group_f4(
+        run: *const f32,
+        len: usize,
+        keep: __mmask16,
+        mut dst: *mut f32,
+        plane: usize,
+    ) {
+        let rows: [[__m512; 6]; 4] = std::array::from_fn(|r| {
+            let e = split_f4(run.add(r * len));
+            output_t_1d_f4(e.map(|v| _mm512_maskz_mov_ps(keep, v)))
+        });
+        let columns: [[__m512; 4]; 6] =
+            std::array::from_fn(|y| std::array::from_fn(|r| rows[r][y]));
+        for column in columns {
+            for (x, val) in output_t_1d_f4(column).into_iter().enumerate() {
+                _mm512_storeu_ps(dst.add(x * 6 * plane), val);
+            }
+            dst = dst.add(plane);
+        }
+    }
+
+    /// `winograd_transform::output_t_1d_f4` on zmm registers, with fused
+    /// multiply-adds.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[inline(always)]
+    unsafe fn output_t_1d_f4(m: [__m512; 4]) -> [__m512; 6] {
+        let (two, four, eight) = (
+            _mm512_set1_ps(2.0),
+            _mm512_set1_ps(4.0),
+            _mm512_set1_ps(8.0),
+        );
+        let (e, o) = (_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3]));
+        let e2 = _mm512_fmadd_ps(m[2], four, m[0]);
+        let o2 = _mm512_fmadd_ps(m[3], eight, _mm512_mul_ps(m[1], two));
+        [
+            m[0],
+            _mm512_add_ps(e, o),
+            _mm512_sub_ps(e, o),
+            _mm512_add_ps(e2, o2),
+            _mm512_sub_ps(e2, o2),
+            m[3],
         ]
     }
 
@@ -643,6 +711,12 @@ pub(super) mod avx512 {
                     } else {
                         (1 << left) - 1
                     };
+                    if A == 6 && M == 4 {
+                        // In bounds: as below.
+                        let (run, dst) = (cur.as_ptr().add(col), yt.as_mut_ptr().add(o * pb + s));
+                        dy_group_f4(run, len, keep, dst, plane);
+                        continue;
+                    }
                     // rows[r] = (dY Aᵀ)[r]: each row of the blocks transformed as it is
                     // split.
                     let rows: [[Lanes; A]; M] = std::array::from_fn(|r| {
