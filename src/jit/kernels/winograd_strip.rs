@@ -623,12 +623,15 @@ pub(super) mod avx512 {
                     let base = v.as_mut_ptr().add(c * pb + s);
                     let columns: [[Lanes; A]; A] =
                         std::array::from_fn(|y| std::array::from_fn(|i| rows[i][y]));
-                    for (y, column) in columns.into_iter().enumerate() {
-                        let t = T::input_1d(column);
-                        for (x, val) in t.iter().enumerate() {
+                    // Column y's point x at base + (x·α + y)·plane: one pointer stepped
+                    // a plane per column.
+                    let mut dst = base;
+                    for column in columns {
+                        for (x, val) in T::input_1d(column).into_iter().enumerate() {
                             // In bounds: asserted above.
-                            _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
+                            _mm512_storeu_ps(dst.add(x * A * plane), from_lanes(val));
                         }
+                        dst = dst.add(plane);
                     }
                 }
             }
@@ -729,12 +732,15 @@ pub(super) mod avx512 {
                     let base = yt.as_mut_ptr().add(o * pb + s);
                     let columns: [[Lanes; M]; A] =
                         std::array::from_fn(|y| std::array::from_fn(|r| rows[r][y]));
-                    for (y, column) in columns.into_iter().enumerate() {
-                        let t = T::output_t_1d(column);
-                        for (x, val) in t.iter().enumerate() {
+                    // Column y's point x at base + (x·α + y)·plane: one pointer stepped
+                    // a plane per column.
+                    let mut dst = base;
+                    for column in columns {
+                        for (x, val) in T::output_t_1d(column).into_iter().enumerate() {
                             // In bounds: asserted above.
-                            _mm512_storeu_ps(base.add((x * A + y) * plane), from_lanes(*val));
+                            _mm512_storeu_ps(dst.add(x * A * plane), from_lanes(val));
                         }
+                        dst = dst.add(plane);
                     }
                 }
             }
@@ -784,9 +790,10 @@ pub(super) mod avx512 {
                     }
                     // rows[x] = (M A)[x]: row x of the products, transformed.
                     let rows: [[Lanes; M]; A] = std::array::from_fn(|x| {
+                        let at = base.add(x * A * plane);
                         T::output_1d(std::array::from_fn(|y| {
                             // In bounds: asserted above.
-                            to_lanes(_mm512_loadu_ps(base.add((x * A + y) * plane)))
+                            to_lanes(_mm512_loadu_ps(at.add(y * plane)))
                         }))
                     });
                     let y: [[Lanes; M]; M] =
