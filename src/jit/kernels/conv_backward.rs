@@ -73,26 +73,38 @@ pub fn conv2d_backward_filter(
 }
 
 /// Sums a filter gradient over the images of `x` and `dy` (each `(data, floats per
-/// image)`), spread over rayon: each thread keeps its own scratch and accumulator
-/// (`init`), `image(scratch, acc, x, dy)` adds one image, and the accumulators are
-/// added at the end. `None` when there are no images.
+/// image)`), spread over rayon: the images go in one contiguous run per thread, each
+/// run summed in order into its own accumulator with its own scratch (`init`), and
+/// the runs' sums are added in run order. So the result does not depend on how rayon
+/// schedules the runs (a `fold` and `reduce` over rayon's adaptive splits grouped
+/// the images by which jobs were stolen: a training run gave other bytes from inside
+/// rayon's pool than from outside it). `image(scratch, acc, x, dy)` adds one image.
+/// `None` when there are no images.
 pub(super) fn sum_images<S: Send>(
     (x, in_img): (&[f32], usize),
     (dy, out_img): (&[f32], usize),
     init: impl Fn() -> (S, Vec<f32>) + Sync + Send,
     image: impl Fn(&mut S, &mut [f32], &[f32], &[f32]) + Sync + Send,
 ) -> Option<Vec<f32>> {
-    x.par_chunks(in_img)
-        .zip(dy.par_chunks(out_img))
-        .fold(init, |(mut s, mut acc), (x, dy)| {
-            image(&mut s, &mut acc, x, dy);
-            (s, acc)
+    let pairs: Vec<(&[f32], &[f32])> = x.chunks(in_img).zip(dy.chunks(out_img)).collect();
+    let runs = rayon::current_num_threads().clamp(1, pairs.len().max(1));
+    let per = pairs.len().div_ceil(runs).max(1);
+    let sums: Vec<Vec<f32>> = pairs
+        .par_chunks(per)
+        .map(|run| {
+            let (mut s, mut acc) = init();
+            for &(x, dy) in run {
+                image(&mut s, &mut acc, x, dy);
+            }
+            acc
         })
-        .map(|(_, acc)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
+        .collect();
+    let mut sums = sums.into_iter();
+    let mut total = sums.next()?;
+    for part in sums {
+        total.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    Some(total)
 }
 
 /// `dx = ∂L/∂x` from the output gradient `dy` and the weight `w` of the conv `p`, by
