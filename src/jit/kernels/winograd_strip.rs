@@ -354,11 +354,11 @@ pub(super) mod avx512 {
 
     /// F(4×4, 3×3)'s input transform of one group of 16 slots, on zmm registers: the
     /// six rows from `run` (`len` apart) split by [`deinterleave_f4`] and transformed,
-    /// then each column, `V[ξ]` stored at `dst + ξ·plane`. Against the generic code
-    /// on `[f32; 16]` (each 1-D transform with fused multiply-adds, every address a
-    /// step of one plane) it ran ResNet-20's first-stage conv at batch 64 in 1.05–1.11 against 1.30–1.62 ms
-    /// (`cargo bench --bench jit_kernels -- conv 64 16 32 32 20`, three runs of each, minutes
-    /// apart on the same host).
+    /// then each column, `V[ξ]` stored at `dst + ξ·plane`. Each 1-D transform uses
+    /// fused multiply-adds and each address is a step of one plane; the generic code
+    /// on `[f32; 16]` kept its 36 addresses on the stack. ResNet-20's first-stage conv
+    /// at batch 64 went from 1.30–1.62 to 1.05–1.11 ms (`cargo bench --bench
+    /// jit_kernels -- conv 64 16 32 32 20`, three runs of each, minutes apart).
     ///
     /// # Safety
     /// AVX-512F; each row of `run` readable for 66 floats; `dst` writable at the 36
@@ -605,7 +605,8 @@ pub(super) mod avx512 {
                 for s in (0..self.cnt).step_by(LANES) {
                     let col = (lead + s) * M;
                     if A == 6 && M == 4 {
-                        // In bounds: as below.
+                        // F(4×4, 3×3), the only variant with α = 6 and m = 4, has its
+                        // own code. In bounds: as below.
                         in_group_f4(
                             cur.as_ptr().add(col),
                             len,
@@ -715,7 +716,8 @@ pub(super) mod avx512 {
                         (1 << left) - 1
                     };
                     if A == 6 && M == 4 {
-                        // In bounds: as below.
+                        // F(4×4, 3×3), the only variant with α = 6 and m = 4, has its
+                        // own code. In bounds: as below.
                         let (run, dst) = (cur.as_ptr().add(col), yt.as_mut_ptr().add(o * pb + s));
                         dy_group_f4(run, len, keep, dst, plane);
                         continue;
@@ -784,7 +786,8 @@ pub(super) mod avx512 {
                     let col = (lead + s) * M;
                     let base = mm.as_ptr().add(o * pb + s);
                     if A == 6 && M == 4 {
-                        // In bounds: as below.
+                        // F(4×4, 3×3), the only variant with α = 6 and m = 4, has its
+                        // own code. In bounds: as below.
                         out_group_f4(base, plane, cur.as_mut_ptr().add(col), len);
                         continue;
                     }
