@@ -152,22 +152,32 @@ def runner(args, tensors, x):
             with torch.no_grad():
                 return compiled(x)
         return run
-    import onnxruntime as ort
-
-    path = os.path.join(tempfile.mkdtemp(), args.model + ".onnx")
-    with torch.no_grad():
-        torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    session = ort_session(model, x, args.threads, tempfile.mkdtemp(), args.model)
     feed = {"x": x.numpy()}
 
     def run():
         return session.run(None, feed)
     return run
+
+
+def ort_session(model, x, threads, directory, name, profile_prefix=None):
+    """An ONNX Runtime CPU session of `model`, exported at `x`'s shape (opset 17) to
+    `directory/name.onnx`: `threads` intra-op threads, one inter-op, every graph
+    optimisation; profiling into files starting `profile_prefix` when it is given."""
+    import onnxruntime as ort
+
+    path = os.path.join(directory, name + ".onnx")
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def main():

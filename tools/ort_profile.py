@@ -43,17 +43,9 @@ def main():
         x = torch.randn(args.batch, *shape, generator=torch.Generator().manual_seed(1))
         model = infer_peers.Twin(args.model, tensors).eval()
         with torch.no_grad():
-            model(x)
-            path = os.path.join(tmp, args.model + ".onnx")
-            torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False,
-                              input_names=["x"], output_names=["y"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            model(x)  # synthesises the FlexConv kernels (flexconv_once)
+        prefix = os.path.join(tmp, "profile")
+        session = infer_peers.ort_session(model, x, args.threads, tmp, args.model, prefix)
         feed = {"x": x.numpy()}
         for _ in range(args.runs):
             session.run(None, feed)
