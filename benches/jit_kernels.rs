@@ -366,13 +366,25 @@ fn main() {
 /// of 50.
 fn transform_times(isa: Isa, pool: &rayon::ThreadPool) {
     let w = data(64 * 64 * 9, 5);
-    println!("Winograd filter transform + packing, 64 -> 64 channels (best of 50)");
+    println!(
+        "Winograd filter transform + packing, 64 -> 64 channels (best of 50): new \
+         (allocating), refill (into the same filter, as a training step does)"
+    );
     for tile in [WinogradTile::F2, WinogradTile::F4] {
-        let t = pool.install(|| {
-            best(50, || {
+        let (new, refill) = pool.install(|| {
+            let new = best(50, || {
                 std::hint::black_box(WinogradFilter::new(isa, tile, &w, 64, 64).unwrap());
-            })
+            });
+            let mut f = WinogradFilter::new(isa, tile, &w, 64, 64).unwrap();
+            let refill = best(50, || {
+                f.refill(std::hint::black_box(&w)).unwrap();
+            });
+            (new, refill)
         });
-        println!("{tile:?}: {:.3} ms", t * 1e3);
+        println!(
+            "{tile:?}: new {:.3} ms, refill {:.3} ms",
+            new * 1e3,
+            refill * 1e3
+        );
     }
 }

@@ -11,8 +11,8 @@
 
 use super::kernels::batch_norm::{batch_moments, bn_sums, channel_sum, ChannelLayout};
 use super::kernels::conv_backward::{
-    conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
-    data_as_forward, AsForward,
+    conv2d_backward_data_as_forward_in, conv2d_backward_data_col2im, conv2d_backward_filter,
+    data_as_forward, AsForward, DataScratch,
 };
 use super::kernels::conv_direct::{conv2d_direct, conv2d_direct_packed, DirectFilter};
 use super::kernels::conv_filter_direct::{conv2d_backward_filter_direct, filter_direct_applies};
@@ -31,6 +31,7 @@ use crate::kernel_ir::native::{
     ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeOp, PoolGeometry, ShortcutGeometry,
 };
 use crate::runtime::RunError;
+use std::sync::Mutex;
 
 /// One native step with its buffers resolved.
 pub(super) struct NativeCall {
@@ -42,6 +43,17 @@ pub(super) struct NativeCall {
     filter: Option<WinogradFilter>,
     /// The direct conv's packing of a constant weight, done once.
     direct: Option<DirectFilter>,
+    /// What a conv whose weight changes from run to run (a training step's) keeps
+    /// between runs, rewritten in each.
+    reused: Mutex<Reused>,
+}
+
+/// [`NativeCall::reused`]: the forward's Winograd filter, the data gradient's flipped
+/// weight and filter.
+#[derive(Default)]
+struct Reused {
+    filter: Option<WinogradFilter>,
+    data: DataScratch,
 }
 
 fn conv2d(g: &ConvGeometry) -> Conv2d {
@@ -191,6 +203,7 @@ impl NativeCall {
             args,
             filter,
             direct,
+            reused: Mutex::default(),
         };
         // Geometry and lengths are checked once here, so a run cannot fail.
         let p = conv2d(&geometry);
@@ -211,6 +224,7 @@ impl NativeCall {
             args,
             filter: None,
             direct: None,
+            reused: Mutex::default(),
         }
     }
 
@@ -362,6 +376,12 @@ impl NativeCall {
         (view(0), view(1), epi, out)
     }
 
+    /// The buffers kept between runs. A step never runs twice at once; a run that
+    /// panicked left them whole (each is rewritten before it is read).
+    fn reused(&self) -> std::sync::MutexGuard<'_, Reused> {
+        self.reused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The step's flops, as [`NativeOp::flops`] counts them.
     pub(super) fn flops(&self) -> u64 {
         self.op.flops()
@@ -398,11 +418,14 @@ impl NativeCall {
                 let done = match algo {
                     JitConvData::Col2im => conv2d_backward_data_col2im(self.isa, &p, dy, w, dx),
                     JitConvData::Direct => {
-                        conv2d_backward_data_as_forward(self.isa, &p, AsForward::Direct, dy, w, dx)
+                        let data = &mut self.reused().data;
+                        let how = AsForward::Direct;
+                        conv2d_backward_data_as_forward_in(self.isa, &p, how, dy, w, data, dx)
                     }
                     a => {
                         let how = data_tile(a, p.kh).map_or(AsForward::Im2col, AsForward::Winograd);
-                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, dx)
+                        let data = &mut self.reused().data;
+                        conv2d_backward_data_as_forward_in(self.isa, &p, how, dy, w, data, dx)
                     }
                 };
                 done.expect("a native conv checked when the executable was built");
@@ -491,8 +514,11 @@ impl NativeCall {
             },
             (None, _) => conv2d_im2col(self.isa, &p, x, w, &epi, out),
             (Some(_), Some(f)) => conv2d_winograd(self.isa, f, &p, x, &epi, out),
-            (Some(t), None) => WinogradFilter::new(self.isa, t, w, p.co, p.ci)
-                .and_then(|f| conv2d_winograd(self.isa, &f, &p, x, &epi, out)),
+            (Some(t), None) => {
+                let slot = &mut self.reused().filter;
+                WinogradFilter::in_slot(slot, self.isa, t, w, p.co, p.ci)
+                    .and_then(|f| conv2d_winograd(self.isa, f, &p, x, &epi, out))
+            }
         };
         // `new` checked the geometry and every length, which is all the routines
         // check.

@@ -328,3 +328,52 @@ fn any_thread_count_matches_naive() {
         }
     }
 }
+
+/// A filter refilled with another weight (`WinogradFilter::refill`, what a training
+/// step does), in pools of 1, 2 and 3 threads (its transform splits the filters among
+/// them from 1024 on), gives the same conv, bit for bit, as a filter built from that
+/// weight; `in_slot` refills a filter of the same shape and replaces one of another.
+#[test]
+fn refilled_filters_equal_new_ones() {
+    for (co, ci) in [(33, 40), (5, 3)] {
+        let p = Conv2d::simple(2, ci, 9, 7, co, 3, 1);
+        let x = random(p.n * p.ci * p.h * p.w, 31);
+        let (w1, w2) = (random(co * ci * 9, 32), random(co * ci * 9, 33));
+        let conv = |isa, f: &WinogradFilter| {
+            let mut out = vec![f32::NAN; p.n * p.co * p.h * p.w];
+            conv2d_winograd(isa, f, &p, &x, &Epilogue::default(), &mut out).unwrap();
+            out
+        };
+        for isa in isas() {
+            for tile in [WinogradTile::F2, WinogradTile::F4] {
+                let want = conv(isa, &WinogradFilter::new(isa, tile, &w2, co, ci).unwrap());
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut f = WinogradFilter::new(isa, tile, &w1, co, ci).unwrap();
+                    pool.install(|| f.refill(&w2)).unwrap();
+                    let what = format!("{isa} {tile:?} {co}x{ci}, {threads} threads");
+                    assert_eq!(conv(isa, &f), want, "{what}");
+                    let mut slot = Some(f);
+                    let f = WinogradFilter::in_slot(&mut slot, isa, tile, &w2, co, ci).unwrap();
+                    assert_eq!(conv(isa, f), want, "{what}: in_slot, same shape");
+                }
+                // A slot holding another shape's filter gets a new one.
+                let other = random(4 * 6 * 9, 34);
+                let mut slot = Some(WinogradFilter::new(isa, tile, &other, 4, 6).unwrap());
+                let f = WinogradFilter::in_slot(&mut slot, isa, tile, &w2, co, ci).unwrap();
+                assert_eq!(conv(isa, f), want, "{isa} {tile:?}: in_slot, another shape");
+                let mut f = WinogradFilter::new(isa, tile, &w1, co, ci).unwrap();
+                assert!(matches!(
+                    f.refill(&w2[1..]),
+                    Err(ConvError::Buffer {
+                        what: "Winograd weight",
+                        ..
+                    })
+                ));
+            }
+        }
+    }
+}

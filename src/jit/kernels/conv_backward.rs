@@ -232,8 +232,15 @@ pub fn data_as_forward(p: &Conv2d) -> Option<Conv2d> {
 /// `W'[g·cg + c, o, i, j] = W[g·og + o, c, kh−1−i, kw−1−j]`: the weight of
 /// [`data_as_forward`]'s conv.
 pub fn flip_transpose(p: &Conv2d, w: &[f32]) -> Vec<f32> {
+    let mut out = Vec::new();
+    flip_transpose_into(p, w, &mut out);
+    out
+}
+
+/// [`flip_transpose`] into `out`'s memory.
+fn flip_transpose_into(p: &Conv2d, w: &[f32], out: &mut Vec<f32>) {
     let (cg, og, taps) = (p.ci / p.groups, p.co / p.groups, p.kh * p.kw);
-    let mut out = vec![0.0; w.len()];
+    out.resize(w.len(), 0.0);
     for g in 0..p.groups {
         for o in 0..og {
             for c in 0..cg {
@@ -245,7 +252,6 @@ pub fn flip_transpose(p: &Conv2d, w: &[f32]) -> Vec<f32> {
             }
         }
     }
-    out
 }
 
 /// Which forward routine runs a data gradient that is a forward conv.
@@ -258,6 +264,15 @@ pub enum AsForward {
     Winograd(WinogradTile),
 }
 
+/// What [`conv2d_backward_data_as_forward_in`] keeps from call to call: the flipped
+/// weight and its Winograd filter, rewritten in place each time (a training step's
+/// weights change every step, and fresh buffers cost page faults and zeroing).
+#[derive(Debug, Default)]
+pub struct DataScratch {
+    flipped: Vec<f32>,
+    filter: Option<WinogradFilter>,
+}
+
 /// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by `how`.
 pub fn conv2d_backward_data_as_forward(
     isa: Isa,
@@ -265,6 +280,20 @@ pub fn conv2d_backward_data_as_forward(
     how: AsForward,
     dy: &[f32],
     w: &[f32],
+    dx: &mut [f32],
+) -> Result<(), ConvError> {
+    let scratch = &mut DataScratch::default();
+    conv2d_backward_data_as_forward_in(isa, p, how, dy, w, scratch, dx)
+}
+
+/// [`conv2d_backward_data_as_forward`] with its buffers kept in `scratch`.
+pub fn conv2d_backward_data_as_forward_in(
+    isa: Isa,
+    p: &Conv2d,
+    how: AsForward,
+    dy: &[f32],
+    w: &[f32],
+    scratch: &mut DataScratch,
     dx: &mut [f32],
 ) -> Result<(), ConvError> {
     p.check(dx.len(), w.len(), dy.len(), &Epilogue::default())?;
@@ -275,14 +304,15 @@ pub fn conv2d_backward_data_as_forward(
             p.stride, p.pad
         ))
     })?;
-    let wt = flip_transpose(p, w);
+    flip_transpose_into(p, w, &mut scratch.flipped);
+    let wt = &scratch.flipped;
     let epi = Epilogue::default();
     match how {
-        AsForward::Direct => conv2d_direct(isa, &f, dy, &wt, &epi, dx),
-        AsForward::Im2col => conv2d_im2col(isa, &f, dy, &wt, &epi, dx),
+        AsForward::Direct => conv2d_direct(isa, &f, dy, wt, &epi, dx),
+        AsForward::Im2col => conv2d_im2col(isa, &f, dy, wt, &epi, dx),
         AsForward::Winograd(t) => {
-            let filter = WinogradFilter::new(isa, t, &wt, f.co, f.ci)?;
-            conv2d_winograd(isa, &filter, &f, dy, &epi, dx)
+            let filter = WinogradFilter::in_slot(&mut scratch.filter, isa, t, wt, f.co, f.ci)?;
+            conv2d_winograd(isa, filter, &f, dy, &epi, dx)
         }
     }
 }

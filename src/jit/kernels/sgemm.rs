@@ -74,30 +74,22 @@ impl PackedA {
 
     /// Sets the elements `(i..i + vals.len(), p)` of column `p < k` (the run within
     /// the `m` rows): contiguous within each `mr`-row panel.
-    pub fn set_column(&mut self, mut i: usize, p: usize, mut vals: &[f32]) {
-        assert!(
-            p < self.k && i + vals.len() <= self.m,
-            "PackedA::set_column past the matrix"
-        );
-        let (mr, mp) = (self.mr, self.m.div_ceil(self.mr));
-        let p0 = p / KC * KC;
-        let kc = KC.min(self.k - p0);
-        let block = p0 * mp * mr + (p - p0) * mr;
-        while !vals.is_empty() {
-            let (panel, r) = (i / mr, i % mr);
-            let take = (mr - r).min(vals.len());
-            let at = block + panel * kc * mr + r;
-            // Whole panels as fixed-size copies: `perf` showed a `copy_from_slice`
-            // of a run this short as a libc memmove call per run.
-            match (take, &mut self.data[at..at + take]) {
-                (8, dst) => dst.copy_from_slice(&<[f32; 8]>::try_from(&vals[..8]).unwrap()),
-                (_, dst) => dst.iter_mut().zip(vals).for_each(|(d, v)| *d = *v),
-            }
-            i += take;
-            vals = &vals[take..];
-        }
+    pub fn set_column(&mut self, i: usize, p: usize, vals: &[f32]) {
+        // SAFETY: the writer is this call's alone.
+        unsafe { self.column_writer().set_column(i, p, vals) }
     }
 
+    /// A writer of this matrix's columns that several threads may share, each
+    /// writing elements no other one writes ([`ColumnWriter::set_column`]).
+    pub fn column_writer(&mut self) -> ColumnWriter<'_> {
+        ColumnWriter {
+            data: self.data.as_mut_ptr(),
+            m: self.m,
+            k: self.k,
+            mr: self.mr,
+            _matrix: std::marker::PhantomData,
+        }
+    }
     /// Packs the `m × k` matrix `a` into this one's memory.
     fn pack(&mut self, a: MatRef) {
         let (m, k, mr) = (self.m, self.k, self.mr);
@@ -128,6 +120,53 @@ impl PackedA {
     fn block(&self, p0: usize, kc: usize) -> &[f32] {
         let mp = self.m.div_ceil(self.mr);
         &self.data[p0 * mp * self.mr..(p0 + kc) * mp * self.mr]
+    }
+}
+
+/// [`PackedA::set_column`] through a pointer, for threads that fill one matrix
+/// together (the Winograd filter transform splits the filters among them).
+pub struct ColumnWriter<'a> {
+    data: *mut f32,
+    m: usize,
+    k: usize,
+    mr: usize,
+    _matrix: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a writer only writes through its pointer, into a matrix it borrows
+// exclusively; `set_column`'s contract keeps the threads' elements apart.
+unsafe impl Send for ColumnWriter<'_> {}
+unsafe impl Sync for ColumnWriter<'_> {}
+
+impl ColumnWriter<'_> {
+    /// [`PackedA::set_column`].
+    ///
+    /// # Safety
+    /// No other thread writes any of these elements meanwhile.
+    pub unsafe fn set_column(&self, mut i: usize, p: usize, mut vals: &[f32]) {
+        assert!(
+            p < self.k && i + vals.len() <= self.m,
+            "PackedA::set_column past the matrix"
+        );
+        let (mr, mp) = (self.mr, self.m.div_ceil(self.mr));
+        let p0 = p / KC * KC;
+        let kc = KC.min(self.k - p0);
+        let block = p0 * mp * mr + (p - p0) * mr;
+        while !vals.is_empty() {
+            let (panel, r) = (i / mr, i % mr);
+            let take = (mr - r).min(vals.len());
+            let at = block + panel * kc * mr + r;
+            // In bounds: `at + take ≤ mp·mr·k`, the matrix's length, as `i + take ≤ m`
+            // and `p < k` (asserted). A fixed-size copy for whole panels: `perf`
+            // showed a `copy_from_slice` of a run this short as a libc memmove call.
+            let dst = std::slice::from_raw_parts_mut(self.data.add(at), take);
+            match take {
+                8 => dst.copy_from_slice(&<[f32; 8]>::try_from(&vals[..8]).unwrap()),
+                _ => dst.iter_mut().zip(vals).for_each(|(d, v)| *d = *v),
+            }
+            i += take;
+            vals = &vals[take..];
+        }
     }
 }
 

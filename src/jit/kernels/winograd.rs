@@ -26,6 +26,11 @@ use super::winograd_strip::{slots_per_band, strips_pay, StripGeometry};
 use super::winograd_tiles::{transform_in, TileGrid};
 use super::winograd_transform::{Lanes, Transforms, WinogradTile, F2, F2K5, F4, F4K5, LANES};
 
+/// Filters (`co·ci`) from which [`WinogradFilter::refill`] splits the transform among
+/// threads: ResNet-20's 32- and 64-channel convs (1024 and 4096), not its
+/// 16-channel ones, whose transform takes a few microseconds.
+const PARALLEL_FILTERS: usize = 1024;
+
 /// A 3×3 or 5×5 filter in the Winograd domain, packed for one ISA's GEMM.
 #[derive(Clone, Debug)]
 pub struct WinogradFilter {
@@ -45,7 +50,43 @@ impl WinogradFilter {
         co: usize,
         ci: usize,
     ) -> Result<Self, ConvError> {
-        let taps = tile.kernel().pow(2);
+        let a2 = tile.alpha().pow(2);
+        let mut filter = WinogradFilter {
+            tile,
+            isa,
+            co,
+            ci,
+            // Each point's `[co, ci]` matrix, written straight into its packed form.
+            u: (0..a2).map(|_| PackedA::zeroed(isa, co, ci)).collect(),
+        };
+        filter.refill(weight)?;
+        Ok(filter)
+    }
+
+    /// The filter of `weight` in `slot`: refilled where `slot` holds one of the same
+    /// ISA, tile and shape, else built there.
+    pub fn in_slot<'a>(
+        slot: &'a mut Option<WinogradFilter>,
+        isa: Isa,
+        tile: WinogradTile,
+        weight: &[f32],
+        co: usize,
+        ci: usize,
+    ) -> Result<&'a WinogradFilter, ConvError> {
+        match slot {
+            Some(f) if (f.isa, f.tile, f.co, f.ci) == (isa, tile, co, ci) => f.refill(weight)?,
+            _ => *slot = Some(WinogradFilter::new(isa, tile, weight, co, ci)?),
+        }
+        Ok(slot.as_ref().expect("filled above"))
+    }
+
+    /// Transforms and packs another weight of the same shape into this filter's
+    /// memory: a training step's, whose weights change every step, without
+    /// allocating (fresh matrices cost page faults and zeroing about as long as the
+    /// transform). Large filters are split among rayon's threads.
+    pub fn refill(&mut self, weight: &[f32]) -> Result<(), ConvError> {
+        let (co, ci) = (self.co, self.ci);
+        let taps = self.tile.kernel().pow(2);
         if weight.len() != co * ci * taps {
             return Err(ConvError::Buffer {
                 what: "Winograd weight",
@@ -53,25 +94,32 @@ impl WinogradFilter {
                 got: weight.len(),
             });
         }
-        let a2 = tile.alpha().pow(2);
-        // Each point's `[co, ci]` matrix written straight into its packed form.
-        let mut u: Vec<PackedA> = (0..a2).map(|_| PackedA::zeroed(isa, co, ci)).collect();
-        filter_transform(isa, tile, weight, co, |mut f, xi, mut vals| {
-            // Filters in the order `c·co + o`: runs down a column.
-            while !vals.is_empty() {
-                let (c, o) = (f / co, f % co);
-                let take = (co - o).min(vals.len());
-                u[xi].set_column(o, c, &vals[..take]);
-                (f, vals) = (f + take, &vals[take..]);
-            }
-        });
-        Ok(WinogradFilter {
-            tile,
-            isa,
-            co,
-            ci,
-            u,
-        })
+        let (isa, tile, filters) = (self.isa, self.tile, co * ci);
+        let writers: Vec<_> = self.u.iter_mut().map(PackedA::column_writer).collect();
+        let part = |range: std::ops::Range<usize>| {
+            filter_transform(isa, tile, weight, co, range, |mut f, xi, mut vals| {
+                // Filters in the order `c·co + o`: runs down a column.
+                while !vals.is_empty() {
+                    let (c, o) = (f / co, f % co);
+                    let take = (co - o).min(vals.len());
+                    // SAFETY: each filter (each element of each point's matrix) is in
+                    // one part only.
+                    unsafe { writers[xi].set_column(o, c, &vals[..take]) };
+                    (f, vals) = (f + take, &vals[take..]);
+                }
+            })
+        };
+        let threads = rayon::current_num_threads();
+        if filters < PARALLEL_FILTERS || threads < 2 {
+            part(0..filters);
+        } else {
+            // Whole vector groups per part, a part per thread.
+            let per = filters.div_ceil(threads).next_multiple_of(LANES);
+            (0..filters.div_ceil(per))
+                .into_par_iter()
+                .for_each(|i| part(i * per..((i + 1) * per).min(filters)));
+        }
+        Ok(())
     }
 
     /// The variant.

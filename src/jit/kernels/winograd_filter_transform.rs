@@ -11,6 +11,7 @@
 
 use super::isa::{Isa, IsaKind};
 use super::winograd_transform::{Lanes, WinogradTile, LANES};
+use std::ops::Range;
 
 /// The largest α (F(4×4, 5×5)'s 8) and r (5).
 const MAX: usize = 8;
@@ -42,25 +43,28 @@ impl Coefficients {
     }
 }
 
-/// `U = G g Gᵀ` for every filter of a `[co, ci, r, r]` weight, in the order
-/// `c·co + o` (filter `(o, c)`), so a run of them is a run down a column of each
-/// point's `[co, ci]` matrix, which its GEMM packing keeps contiguous: `store(f,
-/// ξ·α + ν, values)` hands point `(ξ, ν)` of the filters `f, f + 1, …` in that order,
-/// each filter and point once.
+/// `U = G g Gᵀ` for the filters `filters` (a range of `0..co·ci`) of a `[co, ci, r,
+/// r]` weight, in the order `c·co + o` (filter `(o, c)`), so a run of them is a run
+/// down a column of each point's `[co, ci]` matrix, which its GEMM packing keeps
+/// contiguous: `store(f, ξ·α + ν, values)` hands point `(ξ, ν)` of the filters `f, f
+/// + 1, …` in that order, each filter of the range and point once. Threads that split
+/// the filters among them call it with a range each.
 pub fn filter_transform(
     isa: Isa,
     tile: WinogradTile,
     weight: &[f32],
     co: usize,
+    filters: Range<usize>,
     store: impl FnMut(usize, usize, &[f32]),
 ) {
     let taps = tile.kernel().pow(2);
-    let filters = weight.len() / taps;
+    let all = weight.len() / taps;
     assert!(
-        weight.len() == filters * taps && filters.is_multiple_of(co.max(1)),
+        weight.len() == all * taps && all.is_multiple_of(co.max(1)),
         "filter_transform: weight is not [co, ci, r, r]"
     );
-    let ci = filters / co.max(1);
+    assert!(filters.end <= all, "filter_transform: past the filters");
+    let ci = all / co.max(1);
     let load = |f: usize, e: usize, out: &mut [f32]| {
         let (mut c, mut o) = (f / co, f % co);
         for v in out {
@@ -92,7 +96,7 @@ pub fn filter_gradient_transform(isa: Isa, tile: WinogradTile, m: &[f32], dw: &m
             dw[(f0 + k) * taps + e] = v;
         }
     };
-    sandwich(isa, &Coefficients::g(tile, true), filters, load, store);
+    sandwich(isa, &Coefficients::g(tile, true), 0..filters, load, store);
 }
 
 /// `Y_f = L X_f Lᵀ` for filters `f < filters` (`L` is `q × p`, `X_f` `p × p`,
@@ -102,7 +106,7 @@ pub fn filter_gradient_transform(isa: Isa, tile: WinogradTile, m: &[f32], dw: &m
 fn sandwich(
     isa: Isa,
     l: &Coefficients,
-    filters: usize,
+    filters: Range<usize>,
     load: impl Fn(usize, usize, &mut [f32]),
     store: impl FnMut(usize, usize, &[f32]),
 ) {
@@ -122,13 +126,13 @@ fn sandwich(
 #[inline(always)]
 fn sandwich_lanes(
     l: &Coefficients,
-    filters: usize,
+    filters: Range<usize>,
     load: impl Fn(usize, usize, &mut [f32]),
     mut store: impl FnMut(usize, usize, &[f32]),
 ) {
     let (q, p) = (l.rows, l.cols);
-    for f0 in (0..filters).step_by(LANES) {
-        let n = LANES.min(filters - f0);
+    for f0 in filters.clone().step_by(LANES) {
+        let n = LANES.min(filters.end - f0);
         let mut xin = [[Lanes::ZERO; MAX]; MAX];
         for (i, row) in xin.iter_mut().enumerate().take(p) {
             for (j, cell) in row.iter_mut().enumerate().take(p) {
@@ -175,7 +179,7 @@ mod x86 {
             #[target_feature(enable = $features)]
             pub(super) unsafe fn $name(
                 l: &Coefficients,
-                filters: usize,
+                filters: std::ops::Range<usize>,
                 load: impl Fn(usize, usize, &mut [f32]),
                 store: impl FnMut(usize, usize, &[f32]),
             ) {
@@ -241,7 +245,7 @@ mod tests {
                 for isa in Isa::available() {
                     // u[e][o·ci + c], stored from the order c·co + o.
                     let mut u = vec![f32::NAN; filters * a * a];
-                    filter_transform(isa, tile, &w, co, |f0, e, vals| {
+                    filter_transform(isa, tile, &w, co, 0..filters, |f0, e, vals| {
                         for (k, &v) in vals.iter().enumerate() {
                             let (c, o) = ((f0 + k) / co, (f0 + k) % co);
                             u[e * filters + o * ci + c] = v;
