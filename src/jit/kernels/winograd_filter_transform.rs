@@ -46,8 +46,8 @@ impl Coefficients {
 /// `U = G g Gᵀ` for the filters `filters` (a range of `0..co·ci`) of a `[co, ci, r,
 /// r]` weight, in the order `c·co + o` (filter `(o, c)`), so a run of them is a run
 /// down a column of each point's `[co, ci]` matrix, which its GEMM packing keeps
-/// contiguous: `store(f, ξ·α + ν, values)` hands point `(ξ, ν)` of the filters `f, f
-/// + 1, …` in that order, each filter of the range and point once. Threads that split
+/// contiguous: `store(f, ξ·α + ν, values)` hands point `(ξ, ν)` of the filters from
+/// `f` on, in that order, each filter of the range and point once. Threads that split
 /// the filters among them call it with a range each.
 pub fn filter_transform(
     isa: Isa,
