@@ -21,6 +21,10 @@
 //! gradient (3 or 5, padded by K/2) of an N×C×H×W map (C → C channels) the six ways
 //! (no sliding windows for 5×5: printed as 0.0).
 //! `cargo bench --bench jit_kernels -- transform` times only the filter transform.
+//! `cargo bench --bench jit_kernels -- cold N C H W reps` times the F(4×4) conv with
+//! its input and output in cache (the same buffers each time) and out of it (copies
+//! in turn, 128 MiB in all, more than this machine kind's L3), as a training step
+//! reads the forward's activations back.
 //! `cargo bench --bench jit_kernels -- conv N C H W reps [K]` times only the conv case
 //! (a K×K kernel, 3 or 5, padded by K/2; 3 by default) five ways (F(4×4) also in the
 //! tiled layout) and prints one JSON line (seconds, best of reps): what
@@ -196,6 +200,11 @@ fn main() {
             "{{\"isa\":\"{isa}\",\"im2col\":{},\"winograd_f2\":{},\"winograd_f4\":{},\"direct\":{},\"winograd_f4_tiles\":{}}}",
             t[0], t[1], t[2], t[3], t[4]
         );
+        return;
+    }
+    if args.first().map(String::as_str) == Some("cold") {
+        let (p, reps) = shape_args(&args, "cold");
+        pool.install(|| cold_times(isa, &p, reps));
         return;
     }
     if args.first().map(String::as_str) == Some("transform") {
@@ -387,4 +396,39 @@ fn transform_times(isa: Isa, pool: &rayon::ThreadPool) {
             refill * 1e3
         );
     }
+}
+
+/// The F(4×4) conv `p` with warm buffers, with cold input and output, and with a cold
+/// input only (best of `reps` each).
+fn cold_times(isa: Isa, p: &Conv2d, reps: usize) {
+    let bytes = 4 * (p.n * p.ci * p.h * p.w + p.n * p.co * p.h * p.w);
+    let copies = (128usize << 20).div_ceil(bytes.max(1)).max(2);
+    let xs: Vec<Vec<f32>> = (0..copies)
+        .map(|i| data(p.n * p.ci * p.h * p.w, i))
+        .collect();
+    let w = data(p.co * p.ci * p.kh * p.kw, 2);
+    let mut outs: Vec<Vec<f32>> = (0..copies)
+        .map(|_| vec![0.0; p.n * p.co * p.h * p.w])
+        .collect();
+    let f = WinogradFilter::new(isa, WinogradTile::F4, &w, p.co, p.ci).unwrap();
+    let epi = Epilogue::default();
+    let warm = best(reps, || {
+        conv2d_winograd(isa, &f, p, &xs[0], &epi, &mut outs[0]).unwrap()
+    });
+    let mut i = 0;
+    let cold = best(reps, || {
+        i = (i + 1) % copies;
+        conv2d_winograd(isa, &f, p, &xs[i], &epi, &mut outs[i]).unwrap()
+    });
+    let mut i = 0;
+    let cold_in = best(reps, || {
+        i = (i + 1) % copies;
+        conv2d_winograd(isa, &f, p, &xs[i], &epi, &mut outs[0]).unwrap()
+    });
+    println!(
+        "warm {:.3} ms, cold in+out {:.3} ms, cold in {:.3} ms",
+        warm * 1e3,
+        cold * 1e3,
+        cold_in * 1e3
+    );
 }
