@@ -426,9 +426,29 @@ fn cold_times(isa: Isa, p: &Conv2d, reps: usize) {
         conv2d_winograd(isa, &f, p, &xs[i], &epi, &mut outs[0]).unwrap()
     });
     println!(
-        "warm {:.3} ms, cold in+out {:.3} ms, cold in {:.3} ms",
+        "conv F(4x4): warm {:.3} ms, cold in+out {:.3} ms, cold in {:.3} ms",
         warm * 1e3,
         cold * 1e3,
         cold_in * 1e3
     );
+    // The filter gradient (F(2×2) and F(4×4)) of the same conv: x and dy warm, then
+    // both cold (the outputs above stand for dy).
+    let mut dw = vec![0.0; w.len()];
+    for m in [2, 4] {
+        let tile = WinogradTile::new(m, p.kh).unwrap();
+        let warm = best(reps, || {
+            conv2d_backward_filter_winograd(isa, tile, p, &xs[0], &outs[0], &mut dw).unwrap()
+        });
+        let mut i = 0;
+        let cold = best(reps, || {
+            i = (i + 1) % copies;
+            let dy = &outs[(i + copies / 2) % copies];
+            conv2d_backward_filter_winograd(isa, tile, p, &xs[i], dy, &mut dw).unwrap()
+        });
+        println!(
+            "filter gradient F({m}x{m}): warm {:.3} ms, cold x and dy {:.3} ms",
+            warm * 1e3,
+            cold * 1e3
+        );
+    }
 }
