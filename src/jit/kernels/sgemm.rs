@@ -90,6 +90,7 @@ impl PackedA {
             _matrix: std::marker::PhantomData,
         }
     }
+
     /// Packs the `m × k` matrix `a` into this one's memory.
     fn pack(&mut self, a: MatRef) {
         let (m, k, mr) = (self.m, self.k, self.mr);

@@ -99,7 +99,7 @@ pub fn filter_gradient_transform(isa: Isa, tile: WinogradTile, m: &[f32], dw: &m
     sandwich(isa, &Coefficients::g(tile, true), 0..filters, load, store);
 }
 
-/// `Y_f = L X_f Lᵀ` for filters `f < filters` (`L` is `q × p`, `X_f` `p × p`,
+/// `Y_f = L X_f Lᵀ` for the filters `f` in `filters` (`L` is `q × p`, `X_f` `p × p`,
 /// `Y_f` `q × q`): `load(f0, i·p + j, out)` fills `out` with element `(i, j)` of the
 /// filters `f0, f0 + 1, …`, and `store(f0, i·q + j, values)` takes element `(i, j)`
 /// of theirs, compiled for the Isa.
