@@ -80,10 +80,10 @@ impl WinogradFilter {
         Ok(slot.as_ref().expect("filled above"))
     }
 
-    /// Transforms and packs another weight of the same shape into this filter's
-    /// memory: a training step's, whose weights change every step, without
-    /// allocating (fresh matrices cost page faults and zeroing about as long as the
-    /// transform). Large filters are split among rayon's threads.
+    /// Transforms and packs another weight of the same shape into this filter's own
+    /// matrices: a training step's, whose weights change every step (fresh matrices
+    /// cost page faults and zeroing about as long as the transform). Large filters
+    /// are split among rayon's threads.
     pub fn refill(&mut self, weight: &[f32]) -> Result<(), ConvError> {
         let (co, ci) = (self.co, self.ci);
         let taps = self.tile.kernel().pow(2);
