@@ -11,7 +11,7 @@
 
 use super::kernels::batch_norm::{batch_moments, bn_sums, channel_sum, ChannelLayout};
 use super::kernels::conv_backward::{
-    conv2d_backward_data_as_forward_in, conv2d_backward_data_col2im, conv2d_backward_filter,
+    conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
     data_as_forward, AsForward, DataScratch,
 };
 use super::kernels::conv_direct::{conv2d_direct, conv2d_direct_packed, DirectFilter};
@@ -420,12 +420,12 @@ impl NativeCall {
                     JitConvData::Direct => {
                         let data = &mut self.reused().data;
                         let how = AsForward::Direct;
-                        conv2d_backward_data_as_forward_in(self.isa, &p, how, dy, w, data, dx)
+                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, data, dx)
                     }
                     a => {
                         let how = data_tile(a, p.kh).map_or(AsForward::Im2col, AsForward::Winograd);
                         let data = &mut self.reused().data;
-                        conv2d_backward_data_as_forward_in(self.isa, &p, how, dy, w, data, dx)
+                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, data, dx)
                     }
                 };
                 done.expect("a native conv checked when the executable was built");

@@ -230,15 +230,8 @@ pub fn data_as_forward(p: &Conv2d) -> Option<Conv2d> {
 }
 
 /// `W'[g·cg + c, o, i, j] = W[g·og + o, c, kh−1−i, kw−1−j]`: the weight of
-/// [`data_as_forward`]'s conv.
-pub fn flip_transpose(p: &Conv2d, w: &[f32]) -> Vec<f32> {
-    let mut out = Vec::new();
-    flip_transpose_into(p, w, &mut out);
-    out
-}
-
-/// [`flip_transpose`] into `out`'s memory.
-fn flip_transpose_into(p: &Conv2d, w: &[f32], out: &mut Vec<f32>) {
+/// [`data_as_forward`]'s conv, into `out`'s memory.
+fn flip_transpose(p: &Conv2d, w: &[f32], out: &mut Vec<f32>) {
     let (cg, og, taps) = (p.ci / p.groups, p.co / p.groups, p.kh * p.kw);
     out.resize(w.len(), 0.0);
     for g in 0..p.groups {
@@ -264,7 +257,7 @@ pub enum AsForward {
     Winograd(WinogradTile),
 }
 
-/// What [`conv2d_backward_data_as_forward_in`] keeps from call to call: the flipped
+/// What [`conv2d_backward_data_as_forward`] keeps from call to call: the flipped
 /// weight and its Winograd filter, rewritten in place each time (a training step's
 /// weights change every step, and fresh buffers cost page faults and zeroing).
 #[derive(Debug, Default)]
@@ -273,21 +266,9 @@ pub struct DataScratch {
     filter: Option<WinogradFilter>,
 }
 
-/// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by `how`.
+/// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by `how`,
+/// the flipped weight and its filter kept in `scratch` from call to call.
 pub fn conv2d_backward_data_as_forward(
-    isa: Isa,
-    p: &Conv2d,
-    how: AsForward,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> Result<(), ConvError> {
-    let scratch = &mut DataScratch::default();
-    conv2d_backward_data_as_forward_in(isa, p, how, dy, w, scratch, dx)
-}
-
-/// [`conv2d_backward_data_as_forward`] with its buffers kept in `scratch`.
-pub fn conv2d_backward_data_as_forward_in(
     isa: Isa,
     p: &Conv2d,
     how: AsForward,
@@ -304,7 +285,7 @@ pub fn conv2d_backward_data_as_forward_in(
             p.stride, p.pad
         ))
     })?;
-    flip_transpose_into(p, w, &mut scratch.flipped);
+    flip_transpose(p, w, &mut scratch.flipped);
     let wt = &scratch.flipped;
     let epi = Epilogue::default();
     match how {
