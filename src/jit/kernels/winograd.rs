@@ -149,7 +149,12 @@ pub fn chunk_tiles(a2: usize, ci: usize, co: usize) -> usize {
 /// stride rounds a chunk up to whole vector groups (the transforms store 16 lanes at a
 /// time).
 pub fn chunking(tiles: usize, a2: usize, ci: usize, co: usize, threads: usize) -> Chunking {
-    let (cap, threads) = (chunk_tiles(a2, ci, co), threads.max(1));
+    chunking_by(tiles, chunk_tiles(a2, ci, co), threads)
+}
+
+/// [`chunking`] with about `cap` tiles a chunk.
+pub fn chunking_by(tiles: usize, cap: usize, threads: usize) -> Chunking {
+    let threads = threads.max(1);
     let chunks = match tiles.div_ceil(cap) {
         // Fewer than two chunks a thread: one each, somewhat over the budget.
         n if n < 2 * threads => threads,

@@ -7,10 +7,11 @@
 //! and the `Gᵀ · G` at the end runs once per filter. Against sliding windows that is
 //! α²/(m²r²) of the multiplies: a quarter for F(4×4, 3×3), 0.44 for F(2×2, 3×3).
 //!
-//! Tiles go in the forward's chunks (`winograd::chunking`), in the forward's layout:
-//! each chunk transforms its input windows (the forward's code, `winograd_tiles` or
-//! `winograd_strip`) and its output-gradient tiles (in strips: each band of `dY`
-//! rows split into lanes as the inputs are) into buffers that stay in L2, then adds
+//! Tiles go in chunks (`winograd::chunking_by`: the forward's, but at least
+//! [`MIN_CHUNK`] tiles), in the forward's layout: each chunk transforms its input
+//! windows (the forward's code, `winograd_tiles` or `winograd_strip`) and its
+//! output-gradient tiles (in strips: each band of `dY` rows split into lanes as the
+//! inputs are) into buffers of its thread, then adds
 //! its α² products into its thread's sums. Chunks are dealt to a fixed number of
 //! groups, one sum each, added in group order: the result does not depend on how
 //! rayon schedules them.
@@ -20,7 +21,7 @@ use rayon::prelude::*;
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::isa::{Isa, IsaKind};
 use super::scratch::with_scratch;
-use super::winograd::{chunking, winograd_applies, WinogradLayout};
+use super::winograd::{chunk_tiles, chunking_by, winograd_applies, WinogradLayout};
 use super::winograd_filter_transform::filter_gradient_transform;
 use super::winograd_strip::StripGeometry;
 use super::winograd_tiles::{transform_in, TileGrid};
@@ -76,7 +77,7 @@ pub fn conv2d_backward_filter_winograd_in(
         return Ok(());
     }
     let threads = rayon::current_num_threads();
-    let plan = chunking(tiles, a2, ci, co, threads);
+    let plan = chunking_by(tiles, chunk_tiles(a2, ci, co).max(MIN_CHUNK), threads);
     let pb = plan.stride;
     let grid = TileGrid {
         p,
@@ -117,6 +118,16 @@ pub fn conv2d_backward_filter_winograd_in(
     filter_gradient_transform(isa, tile, total, dw);
     Ok(())
 }
+
+/// Tiles a chunk at least. [`products`] sums each block of its dot products across
+/// the lanes once a chunk, about as many instructions as 64 tiles' multiply-adds, so
+/// the forward's chunks (64 tiles on ResNet-20's 64-channel stage, where the
+/// transformed operands fill half of L2) left a third of its time to those sums. At
+/// 256 tiles the operands spill to L3, which costs less: the 64-channel stage's
+/// F(2×2) filter gradient at batch 64 went from 1.30 to 1.17 ms, the 32-channel one's
+/// from 1.20 to 1.17, and the 16-channel stage's F(4×4) stayed at 1.03–1.04 (best of 5
+/// interleaved runs of 100; the host was noisy).
+const MIN_CHUNK: usize = 256;
 
 struct Ctx<'a> {
     isa: Isa,
