@@ -815,6 +815,7 @@ pub(super) mod avx512 {
             // Two strips, for the reason `transform_in` gives: channel o's is stored
             // out after channel o + 1's is written.
             let (even, odd) = strip.split_at_mut(M * len);
+            let rows = self.output_rows();
             for o in 0..=p.co {
                 let (cur, prev) = if o % 2 == 0 {
                     (&mut *even, &*odd)
@@ -822,7 +823,7 @@ pub(super) mod avx512 {
                     (&mut *odd, &*even)
                 };
                 if o > 0 {
-                    self.store_out::<M>(o - 1, prev, len, epi, out);
+                    self.store_out(o - 1, prev, &rows, epi, out);
                 }
                 if o == p.co {
                     break;
@@ -857,41 +858,53 @@ pub(super) mod avx512 {
             }
         }
 
-        /// Channel `o`'s rows of the chunk's slots from its output `strip`, cropped, as
-        /// contiguous runs with the epilogue.
-        ///
-        /// # Safety
-        /// As `transform_out`.
-        #[inline(always)]
-        unsafe fn store_out<const M: usize>(
-            &self,
-            o: usize,
-            strip: &[f32],
-            len: usize,
-            epi: &Epilogue,
-            out: *mut f32,
-        ) {
-            let (p, g) = (self.p, self.g);
-            let (ho, wo) = (self.ho, self.wo);
+        /// Where the chunk's output rows go, cropped: `(offset in the output strip,
+        /// offset in the output's channel 0, floats)` for each of a band's `m` rows
+        /// inside the output, worked out once a chunk as [`Self::input_rows`] is.
+        fn output_rows(&self) -> Vec<(usize, usize, usize)> {
+            let (p, g, ho, wo) = (self.p, self.g, self.ho, self.wo);
+            let (m, len) = (g.m, g.row_len(self.pb));
             let (band0, _, nb) = g.chunk_bands(self.t0, self.cnt);
+            let mut rows = Vec::with_capacity(m * nb);
             for k in 0..nb {
                 let band = band0 + k;
                 let (b, ty) = (band / g.th, band % g.th);
                 let first = (band * g.slots).max(self.t0);
                 let last = ((band + 1) * g.slots).min(self.t0 + self.cnt);
-                let x0 = (first - band * g.slots) * M;
-                let x1 = ((last - band * g.slots) * M).min(wo);
+                let x0 = (first - band * g.slots) * m;
+                let x1 = ((last - band * g.slots) * m).min(wo);
                 if x0 >= x1 {
                     continue;
                 }
-                for r in 0..M.min(ho - ty * M) {
-                    let at = ((b * p.co + o) * ho + ty * M + r) * wo + x0;
-                    // SAFETY: inside the output (the caller's promise covers every
-                    // tile of the chunk), and these outputs are this chunk's alone.
-                    let dst = std::slice::from_raw_parts_mut(out.add(at), x1 - x0);
-                    let src = &strip[r * len + k * g.seg + x0..][..x1 - x0];
-                    epi.store_channel(dst, src, o, at);
+                for r in 0..m.min(ho - ty * m) {
+                    let at = ((b * p.co * ho) + ty * m + r) * wo + x0;
+                    rows.push((r * len + k * g.seg + x0, at, x1 - x0));
                 }
+            }
+            rows
+        }
+
+        /// Channel `o`'s rows ([`Self::output_rows`]) from its output `strip`, as
+        /// contiguous runs with the epilogue.
+        ///
+        /// # Safety
+        /// As `transform_out`.
+        #[inline(always)]
+        unsafe fn store_out(
+            &self,
+            o: usize,
+            strip: &[f32],
+            rows: &[(usize, usize, usize)],
+            epi: &Epilogue,
+            out: *mut f32,
+        ) {
+            let channel = o * self.ho * self.wo;
+            for &(from, at, n) in rows {
+                let at = channel + at;
+                // SAFETY: inside the output (the caller's promise covers every tile of
+                // the chunk), and these outputs are this chunk's alone.
+                let dst = std::slice::from_raw_parts_mut(out.add(at), n);
+                epi.store_channel(dst, &strip[from..from + n], o, at);
             }
         }
     }
