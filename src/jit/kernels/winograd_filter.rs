@@ -121,12 +121,12 @@ pub fn conv2d_backward_filter_winograd_in(
 
 /// Tiles a chunk at least. [`products`] sums each block of its dot products across
 /// the lanes once a chunk, about as many instructions as 64 tiles' multiply-adds, so
-/// the forward's chunks (64 tiles on ResNet-20's 64-channel stage, where the
-/// transformed operands fill half of L2) left a third of its time to those sums. At
-/// 256 tiles the operands spill to L3, which costs less: the 64-channel stage's
-/// F(2×2) filter gradient at batch 64 went from 1.30 to 1.17 ms, the 32-channel one's
-/// from 1.20 to 1.17, and the 16-channel stage's F(4×4) stayed at 1.03–1.04 (best of 5
-/// interleaved runs of 100; the host was noisy).
+/// with the forward's chunks (64 tiles on ResNet-20's 64-channel stage, where the
+/// transformed operands fill half of L2) those sums were, by instruction count, about
+/// a third of the products. At 256 tiles the operands spill to L3, which costs less:
+/// the 64-channel stage's F(2×2) filter gradient at batch 64 went from 1.30 to 1.17
+/// ms, the 32-channel one's from 1.19 to 1.15–1.17, and the 16-channel stage's F(4×4)
+/// stayed at 1.03–1.04 (best of 5 interleaved runs of 100; the host was noisy).
 const MIN_CHUNK: usize = 256;
 
 struct Ctx<'a> {

@@ -741,7 +741,7 @@ pub(super) mod avx512 {
             copy_then_zero(&mut odd[..M * len], &[]);
             let rows = self.dy_rows();
             if p.co > 0 {
-                copy_rows(even, &rows, &dy[..], self.wo);
+                copy_rows(even, &rows, dy, self.wo);
             }
             for o in 0..p.co {
                 let (cur, next) = if o % 2 == 0 {
