@@ -12,6 +12,10 @@
 # their peak memory is measured); fnet is `fnetc bench` (best of its runs; its
 # `memory measured peak` line).
 #
+# The peers need python3 with torch, numpy and safetensors, and onnx and onnxruntime
+# for `ort` (`pip install torch numpy safetensors onnx onnxruntime`); the script stops
+# with that hint where one is missing.
+#
 # Prints every measurement as it is taken, then one table: each side's best time, the
 # ratio of the strongest peer's best time to fnet's (above 1: fnet is faster), and the
 # peak memory of each side (max RSS growth while preparing and running).
@@ -23,6 +27,16 @@ BACKENDS=${BACKENDS:-jit}
 PEERS=${PEERS:-"ort eager compile"}
 THREADS=${THREADS:-2}
 export RAYON_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+
+needs="torch numpy safetensors"
+case " $PEERS " in *" ort "*) needs="$needs onnx onnxruntime" ;; esac
+for module in $needs; do
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "bench_jit_vs_peers: python3 cannot import $module, which the peers need" >&2
+    echo "hint: pip install $needs" >&2
+    exit 2
+  fi
+done
 
 if [ -z "${FNETC:-}" ]; then
   cargo build --locked --release --quiet --bin fnetc

@@ -20,8 +20,10 @@
 # eager only), TORCH_DEVICE (cpu or cuda), FNETC (a prebuilt fnetc; else cargo builds
 # one).
 #
-# Uses `python3` when it imports torch; otherwise installs torch from PyPI into a
-# venv under target/torch-venv (once). Needs an OpenCL device (PoCL on the CPU).
+# Uses `python3` when it imports torch, numpy and safetensors (tools/torch_twin.py
+# reads its weights through tools/golden.py); otherwise installs them from PyPI into a
+# venv under target/torch-venv (once). Needs an OpenCL device (PoCL on the CPU) unless
+# BACKEND=jit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINING=0
@@ -36,13 +38,14 @@ DEVICE=${DEVICE:-default}
 TORCH_DEVICE=${TORCH_DEVICE:-cpu}
 
 PY=python3
-if ! "$PY" -c 'import torch' 2>/dev/null; then
+NEEDS='import torch, numpy, safetensors'
+if ! "$PY" -c "$NEEDS" 2>/dev/null; then
   VENV=target/torch-venv
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
-    echo "installing torch into $VENV (once)" >&2
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "$NEEDS" 2>/dev/null; then
+    echo "installing torch, numpy and safetensors into $VENV (once)" >&2
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet torch
+    "$VENV/bin/pip" install --quiet torch numpy safetensors
   fi
   PY="$VENV/bin/python"
 fi
