@@ -519,9 +519,10 @@ fn filter_gradient_rule_and_fallbacks() {
     };
     assert_eq!(choose_filter(&large, None, false), Winograd4);
     assert_eq!(choose_filter(&large, Some(Winograd2), false), Winograd2);
-    // 3×3 where the strip layout covers at least 1024 tiles: ResNet-20's stride-1
-    // stages at batch 64 take Winograd (F(4×4) on the 32-wide one), batch 8 and the
-    // tiled layout keep the windows.
+    // 3×3 where the strip layout covers the outputs of at least 1024 F(2×2) tiles:
+    // ResNet-20's stride-1 stages at batch 64 and its 16-channel stage at batch 8
+    // take F(4×4); its 64-channel stage at batch 8 and the tiled layout keep the
+    // windows.
     let stage = |n: usize, c: usize, hw: usize| ConvGeometry {
         n,
         ci: c,
@@ -531,9 +532,9 @@ fn filter_gradient_rule_and_fallbacks() {
         ..geometry(3, 1)
     };
     assert_eq!(choose_filter(&stage(64, 16, 32), None, true), Winograd4);
-    assert_eq!(choose_filter(&stage(64, 32, 16), None, true), Winograd2);
-    assert_eq!(choose_filter(&stage(64, 64, 8), None, true), Winograd2);
-    assert_eq!(choose_filter(&stage(8, 16, 32), None, true), Winograd2);
+    assert_eq!(choose_filter(&stage(64, 32, 16), None, true), Winograd4);
+    assert_eq!(choose_filter(&stage(64, 64, 8), None, true), Winograd4);
+    assert_eq!(choose_filter(&stage(8, 16, 32), None, true), Winograd4);
     assert_eq!(choose_filter(&stage(8, 64, 8), None, true), Direct);
     for (n, c, hw) in [(64, 16, 32), (64, 32, 16), (64, 64, 8)] {
         assert_eq!(choose_filter(&stage(n, c, hw), None, false), Direct);

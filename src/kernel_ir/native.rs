@@ -311,7 +311,8 @@ pub fn strips_available() -> bool {
     Isa::from_env().is_ok_and(|isa| isa.kind() == IsaKind::Avx512)
 }
 
-/// Tiles below which a 3×3 conv's filter gradient keeps the sliding windows: each
+/// F(2×2) tiles' worth of outputs below which a 3×3 conv's filter gradient keeps the
+/// sliding windows: each
 /// Winograd one ends with a fixed cost (per-thread sums of `α²·co·ci`, their
 /// reduction and the transform back), which a few tiles do not pay for (batch 8 to
 /// 16 of ResNet-20's 32- and 64-channel stages, 256–512 tiles: 81–141 against the
@@ -323,12 +324,14 @@ const WINOGRAD_FILTER_MIN_TILES: usize = 1024;
 /// `cargo bench --bench jit_kernels -- dw N C H W reps [K]` (effective GFLOP/s on
 /// 2 threads) and `jit_profile --training`:
 /// - 3×3 at stride 1 (one group, no dilation) where `strips` (the AVX-512 strip
-///   layout, [`strips_available`]) covers the tiles and there are at least
-///   [`WINOGRAD_FILTER_MIN_TILES`] of them: F(4×4) on outputs at least 32 wide (the
-///   last slot of a 16-wide row is a fifth of its work), else F(2×2). In ResNet-20's
-///   training step at batch 64 (three interleaved runs, each stage's five stride-1
-///   convs): 16 channels 9.7 → 9.1 ms by F(4×4), 32 channels 9.0 → 8.3 ms by F(2×2),
-///   64 channels 11.0 → 9.5 ms by F(2×2);
+///   layout, [`strips_available`]) covers the tiles and the outputs fill at least
+///   [`WINOGRAD_FILTER_MIN_TILES`] F(2×2) tiles: F(4×4) where its strips pay, else
+///   F(2×2). F(4×4) took 16-wide and 8-wide outputs too once the strips were filled
+///   once a chunk and the chunks held 256 tiles: `dw` at batch 64, 32 channels 16×16
+///   F(2×2) 255–259 against F(4×4) 343–347 GFLOP/s, 64 channels 8×8 250–255 against
+///   309–324; ResNet-20's training step (`jit_profile --training`, five interleaved
+///   pairs) had its filter gradients at 19.1 → 17.0 ms at batch 64 and 1.33 → 0.97
+///   ms at batch 8;
 /// - other 3-wide kernels at stride 1 and width dilation 1: sliding windows (in the
 ///   tiled layout, AVX2 and portable, Winograd's gathers of the input and gradient
 ///   tiles outweigh the multiplies it saves: 99–149 against 168–176 GFLOP/s);
@@ -346,15 +349,16 @@ pub fn choose_filter(
     let wino = g.winograd_applies();
     let (ho, wo) = g.out();
     let tiles = |m: usize| g.n * ho.div_ceil(m) * wo.div_ceil(m);
+    // The threshold counts F(2×2)'s tiles, a fixed amount of output, for both.
     let in_strips = |m: usize| {
         let alpha = m + g.kw - 1;
         let slots = slots_per_band(g.w, g.pad.1, wo, m, alpha);
-        strips && strips_pay(slots, wo.div_ceil(m)) && tiles(m) >= WINOGRAD_FILTER_MIN_TILES
+        strips && strips_pay(slots, wo.div_ceil(m)) && tiles(2) >= WINOGRAD_FILTER_MIN_TILES
     };
     let rule = match g.kh {
         5 if wino && ho.min(wo) >= 16 => JitConvFilter::Winograd4,
         5 if wino => JitConvFilter::Winograd2,
-        3 if wino && wo >= 32 && in_strips(4) => JitConvFilter::Winograd4,
+        3 if wino && in_strips(4) => JitConvFilter::Winograd4,
         3 if wino && in_strips(2) => JitConvFilter::Winograd2,
         _ if direct => JitConvFilter::Direct,
         _ => JitConvFilter::Im2col,

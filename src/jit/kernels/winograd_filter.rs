@@ -124,9 +124,10 @@ pub fn conv2d_backward_filter_winograd_in(
 /// with the forward's chunks (64 tiles on ResNet-20's 64-channel stage, where the
 /// transformed operands fill half of L2) those sums were, by instruction count, about
 /// a third of the products. At 256 tiles the operands spill to L3, which costs less:
-/// the 64-channel stage's F(2×2) filter gradient at batch 64 went from 1.30 to 1.17
-/// ms, the 32-channel one's from 1.19 to 1.15–1.17, and the 16-channel stage's F(4×4)
-/// stayed at 1.03–1.04 (best of 5 interleaved runs of 100; the host was noisy).
+/// `cargo bench --bench jit_kernels -- dw 64 C H W 100` at batch 64, effective GFLOP/s
+/// over three interleaved runs, 64 channels 8×8 F(2×2) 225–232 → 250–255 and F(4×4)
+/// 229–240 → 309–324, 32 channels 16×16 F(4×4) 258–266 → 343–347, the 16-channel
+/// stage unchanged.
 const MIN_CHUNK: usize = 256;
 
 struct Ctx<'a> {

@@ -95,6 +95,11 @@ impl StripGeometry {
         (t0 / self.slots, lead, (lead + cnt).div_ceil(self.slots))
     }
 
+    /// Band `band`'s image and tile row.
+    pub fn band_origin(&self, band: usize) -> (usize, usize) {
+        (band / self.th, band % self.th)
+    }
+
     /// Floats per strip row for a chunk of at most `pb` slots: its bands, and room for
     /// the last vector group's reads past the last slot.
     pub fn row_len(&self, pb: usize) -> usize {
@@ -569,7 +574,7 @@ pub(super) mod avx512 {
             let mut rows = Vec::with_capacity(g.alpha * nb);
             for i in 0..g.alpha {
                 for k in 0..nb {
-                    let (b, ty) = ((band0 + k) / g.th, (band0 + k) % g.th);
+                    let (b, ty) = g.band_origin(band0 + k);
                     let y = (ty * g.m + i) as isize - p.pad.0 as isize;
                     if (0..p.h as isize).contains(&y) {
                         let at = i * len + k * g.seg + p.pad.1;
@@ -592,7 +597,7 @@ pub(super) mod avx512 {
             let (band0, _, nb) = g.chunk_bands(self.t0, self.cnt);
             for k in ks {
                 let band = band0 + k;
-                let (b, ty) = (band / g.th, band % g.th);
+                let (b, ty) = g.band_origin(band);
                 let own = if k + 1 == nb { g.alpha } else { g.m };
                 let y0 = (ty * g.m).saturating_sub(p.pad.0);
                 let y1 = (ty * g.m + own).saturating_sub(p.pad.0).min(p.h);
@@ -705,7 +710,7 @@ pub(super) mod avx512 {
             let mut rows = Vec::with_capacity(g.m * nb);
             for r in 0..g.m {
                 for k in 0..nb {
-                    let (b, ty) = ((band0 + k) / g.th, (band0 + k) % g.th);
+                    let (b, ty) = g.band_origin(band0 + k);
                     let y = ty * g.m + r;
                     if y < ho {
                         rows.push((r * len + k * g.seg, (b * p.co * ho + y) * wo));
@@ -868,7 +873,7 @@ pub(super) mod avx512 {
             let mut rows = Vec::with_capacity(m * nb);
             for k in 0..nb {
                 let band = band0 + k;
-                let (b, ty) = (band / g.th, band % g.th);
+                let (b, ty) = g.band_origin(band);
                 let first = (band * g.slots).max(self.t0);
                 let last = ((band + 1) * g.slots).min(self.t0 + self.cnt);
                 let x0 = (first - band * g.slots) * m;
