@@ -13,13 +13,16 @@
 //! (for a smoke test). `--from-points FILE` refits on points measured before (after a
 //! change of features) instead of measuring (`--machine TEXT` names where they were
 //! measured). The OpenCL tables time the device `--device` picks (by default
-//! the first of the table's kind).
+//! the first of the table's kind). The JIT's table also has rows for the backward
+//! convs' routines (`cost::jit_backward`), timed on `fit::backward_grid` (about two
+//! minutes more); `--backward-only` keeps the committed forward points and measures
+//! only those.
 
-use fnet::backend::jit_timing::time_conv as time_conv_jit;
+use fnet::backend::jit_timing::{time_backward, time_conv as time_conv_jit};
 use fnet::backend::Backend;
-use fnet::cost::fit::{fit, grid, measurable, measure, Sample};
+use fnet::cost::fit::{backward_grid, backward_measurable, fit, grid, measurable, measure, Sample};
 use fnet::cost::points::{read_points, write_points};
-use fnet::cost::{fmt_seconds, ConvShape, CostTable, CostTableId, ALGOS};
+use fnet::cost::{fmt_seconds, ConvShape, CostTable, CostTableId, CostedAlgo, ALGOS};
 use fnet::ir::op::{ConvAlgo, Padding};
 use fnet::opencl::conv_timing::time_conv;
 use fnet::opencl::{ClContext, DeviceSel};
@@ -82,7 +85,12 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 
 /// Times every measurable (shape, algorithm) of the grid on `backend`; the samples
 /// and a line naming the machine.
-fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Sample>, String) {
+fn measure_grid(
+    backend: CostTableId,
+    args: &[String],
+    quick: bool,
+    forward: bool,
+) -> (Vec<Sample>, String) {
     let jit = (backend == CostTableId::Jit)
         .then(|| fnet::backend::JitBackend::new().unwrap_or_else(|e| panic!("{e}")));
     let (ctx, machine) = if backend == CostTableId::Reference {
@@ -110,7 +118,7 @@ fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Samp
         (Some(ctx), what)
     };
     let mut samples = Vec::new();
-    let shapes = grid();
+    let shapes = if forward { grid() } else { Vec::new() };
     for (i, shape) in shapes.iter().enumerate() {
         if quick && i % 3 != 0 {
             continue;
@@ -127,7 +135,7 @@ fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Samp
                     .unwrap_or_else(|e| panic!("{shape:?} {algo:?}: {e}")),
             };
             samples.push(Sample {
-                algo,
+                algo: CostedAlgo::Forward(algo),
                 shape: shape.clone(),
                 seconds,
             });
@@ -135,6 +143,26 @@ fn measure_grid(backend: CostTableId, args: &[String], quick: bool) -> (Vec<Samp
         eprint!("\r{}/{} shapes", i + 1, shapes.len());
     }
     eprintln!();
+    if jit.is_some() {
+        // The backward convs' routines, which only the JIT has.
+        let shapes = backward_grid();
+        for (i, shape) in shapes.iter().enumerate() {
+            if quick && i % 3 != 0 {
+                continue;
+            }
+            for row in CostedAlgo::all().filter(|&r| backward_measurable(shape, r)) {
+                let seconds = time_backward(shape, row, i as u64)
+                    .unwrap_or_else(|e| panic!("{shape:?} {}: {e}", row.name()));
+                samples.push(Sample {
+                    algo: row,
+                    shape: shape.clone(),
+                    seconds,
+                });
+            }
+            eprint!("\r{}/{} backward shapes", i + 1, shapes.len());
+        }
+        eprintln!();
+    }
     (samples, machine)
 }
 
@@ -163,7 +191,19 @@ fn main() {
                 .map_or_else(|| CostTable::of(backend).machine.clone(), str::to_string);
             (samples, machine)
         }
-        None => measure_grid(backend, &args, quick),
+        None if args.iter().any(|a| a == "--backward-only") => {
+            // The committed forward points, the backward routines measured again.
+            let path = fnet::cost::points::committed_path(backend);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let kept = read_points(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let (measured, machine) = measure_grid(backend, &args, quick, false);
+            let forward = kept
+                .into_iter()
+                .filter(|s| matches!(s.algo, CostedAlgo::Forward(_)));
+            (forward.chain(measured).collect(), machine)
+        }
+        None => measure_grid(backend, &args, quick, true),
     };
     eprintln!(
         "{} points in {:.1}s",
@@ -184,12 +224,12 @@ fn main() {
     write(&out, json);
     let points = out.trim_end_matches(".json").to_string() + "_points.csv";
     write(&points, csv);
-    for a in ALGOS {
-        let Some(c) = table.algo(a) else {
+    for a in CostedAlgo::all() {
+        let Some(c) = table.row(a) else {
             continue;
         };
         eprintln!(
-            "{:<7} overhead {} coef {:?}  median rel err {:.1}%",
+            "{:<16} overhead {} coef {:?}  median rel err {:.1}%",
             a.name(),
             fmt_seconds(c.overhead_s),
             c.coef

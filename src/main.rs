@@ -145,15 +145,17 @@ enum Command {
         /// Write a compiled artifact (.fnc) instead of printing the IR.
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Explain every conv: kernel sizes, algorithm choice and costs, folds, fusions.
+        /// Explain every conv: kernel sizes, algorithm choice and costs, folds, fusions
+        /// (with --training, the backward convs too).
         #[arg(long)]
         explain: bool,
         /// Batch size for the memory plan and the cost model (symbolic batch dims).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         batch: u64,
         /// The backend whose fitted cost table picks each conv's algorithm:
-        /// `reference`, `opencl-cpu` or `opencl-gpu` (`run` and `bench` pick the
-        /// device's own).
+        /// `reference`, `opencl-cpu`, `opencl-gpu` or `jit` (`run` and `bench` pick
+        /// the device's own); with `jit`, `--explain --training` also shows each
+        /// backward conv's routine.
         #[arg(long, default_value = "reference")]
         cost_model: fnet::cost::CostTableId,
     },

@@ -8,8 +8,9 @@
 mod common;
 
 use common::example;
+use fnet::cost::cheapest;
 use fnet::cost::points::{committed_path, read_points};
-use fnet::cost::{ConvShape, CostTable, CostTableId};
+use fnet::cost::{ConvShape, CostTable, CostTableId, CostedAlgo};
 use fnet::ir::graph::Graph;
 use fnet::ir::op::{ConvAlgo, Op};
 use fnet::passes::choose_conv_algo::ChooseConvAlgo;
@@ -82,11 +83,16 @@ fn every_committed_table_is_fitted_for_its_backend() {
         .contains("opencl-cpu"));
 }
 
-/// The committed points of `backend`, grouped by shape: every algorithm's seconds.
-fn measured(backend: CostTableId) -> BTreeMap<String, (ConvShape, BTreeMap<&'static str, f64>)> {
+/// The committed points of `backend` of the rows `rows` lets through, grouped by
+/// shape: every row's seconds.
+fn measured(
+    backend: CostTableId,
+    rows: impl Fn(CostedAlgo) -> bool,
+) -> BTreeMap<String, (ConvShape, BTreeMap<&'static str, f64>)> {
     let text = std::fs::read_to_string(committed_path(backend)).expect("committed points");
     let mut out = BTreeMap::new();
-    for s in read_points(&text).unwrap_or_else(|e| panic!("{}: {e}", backend.name())) {
+    let points = read_points(&text).unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+    for s in points.into_iter().filter(|s| rows(s.algo)) {
         let key = format!("{:?}", s.shape);
         let entry = out.entry(key).or_insert((s.shape, BTreeMap::new()));
         entry.1.insert(s.algo.name(), s.seconds);
@@ -101,7 +107,8 @@ fn each_tables_choices_are_near_the_measured_best() {
     for b in CostTableId::ALL {
         let table = CostTable::of(b);
         let (mut shapes, mut right, mut worst) = (0, 0, 1.0f64);
-        for (key, (shape, times)) in measured(b) {
+        let forward = |r| matches!(r, CostedAlgo::Forward(_));
+        for (key, (shape, times)) in measured(b, forward) {
             if times.len() < 2 {
                 continue;
             }
@@ -128,6 +135,63 @@ fn each_tables_choices_are_near_the_measured_best() {
             "{}: measured fastest on {right}/{shapes}, worst pick {worst:.2}x the best",
             b.name()
         );
+    }
+}
+
+/// The JIT table's backward rows pick, per backward conv, the routine measured fastest
+/// in most cases and one near it in the rest: over the shapes where more than one
+/// filter-gradient (data-gradient) routine was measured, the cheapest estimate
+/// among them against the measured times.
+#[test]
+fn the_jit_tables_backward_choices_are_near_the_measured_best() {
+    let table = CostTable::of(CostTableId::Jit);
+    let backward = table
+        .backward
+        .as_ref()
+        .expect("the JIT table has backward rows");
+    assert_eq!(backward.filter.len(), 4);
+    assert_eq!(backward.data.len(), 5);
+    for c in backward.filter.values().chain(backward.data.values()) {
+        assert!(c.median_rel_err < 0.5, "{c:?}");
+        assert!(c.overhead_s >= 0.0 && c.coef.iter().all(|&v| v >= 0.0));
+    }
+    for kind in ["filter", "data"] {
+        let rows = |r: CostedAlgo| match r {
+            CostedAlgo::Filter(_) => kind == "filter",
+            CostedAlgo::Data(_) => kind == "data",
+            CostedAlgo::Forward(_) => false,
+        };
+        let (mut shapes, mut right, mut worst) = (0, 0, 1.0f64);
+        for (key, (shape, times)) in measured(CostTableId::Jit, rows) {
+            if times.len() < 2 {
+                continue;
+            }
+            shapes += 1;
+            let est = table.estimate_backward(&shape).expect("backward rows");
+            let filter = est.filter.iter().map(|&(a, s)| (CostedAlgo::Filter(a), s));
+            let data = est.data.iter().map(|&(a, s)| (CostedAlgo::Data(a), s));
+            let ranked: Vec<(&str, f64)> = filter
+                .chain(data)
+                .filter(|&(r, _)| rows(r))
+                .map(|(r, s)| (r.name(), s))
+                .collect();
+            let pick = cheapest(&ranked, |a| times.contains_key(a)).expect("a finite estimate");
+            let best = times.values().copied().fold(f64::INFINITY, f64::min);
+            let got = times[pick];
+            right += usize::from(got == best);
+            worst = worst.max(got / best);
+            // Training batches within half again of the best; a first conv's filter
+            // gradient at batch 1 (3 input channels, a few microseconds) further.
+            let slack = if shape.batch >= 8 { 1.5 } else { 3.5 };
+            assert!(
+                got <= slack * best,
+                "{kind}: {key}: picked {pick}, {times:?}"
+            );
+        }
+        assert!(shapes >= 40, "{kind}: {shapes} shapes");
+        let share = right as f64 / shapes as f64;
+        eprintln!("{kind}: measured fastest on {right}/{shapes}, worst pick {worst:.2}x the best");
+        assert!(share >= 0.6, "{kind}: right on {share:.2} of {shapes}");
     }
 }
 

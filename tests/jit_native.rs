@@ -397,34 +397,35 @@ fn explain_prints_the_jit_tables_choice() {
     assert!(!cpu.contains("winograd"), "{cpu}");
 }
 
-/// The data gradient's rule: the forward's pick where it is im2col or Winograd (and
-/// Winograd covers the gradient), else the direct conv, where the gradient is a
-/// forward conv; col2im where it is not one; a forced algorithm first, falling back
-/// where it does not cover the conv.
+/// The data gradient's choice: a forced routine where it covers the conv (Winograd
+/// falling back to im2col where the gradient is a forward conv, anything to col2im
+/// where it is not), else the cheapest estimate among the routines that cover it,
+/// else the direct conv (a forward conv) or col2im.
 #[test]
-fn data_gradient_rule_and_fallbacks() {
-    use fnet::kernel_ir::native::{choose_data, JitConvData};
+fn data_gradient_choice_and_fallbacks() {
+    use fnet::kernel_ir::native::{choose_data, JitConvData::*};
     let g = geometry;
-    let pick = |geo: &ConvGeometry, forward| choose_data(geo, None, forward);
-    assert_eq!(pick(&g(3, 1), ConvAlgo::Im2col), JitConvData::Im2col);
-    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd2), JitConvData::Winograd2);
-    assert_eq!(pick(&g(3, 1), ConvAlgo::Winograd4), JitConvData::Winograd4);
-    for other in [ConvAlgo::Direct, ConvAlgo::Fft, ConvAlgo::Auto] {
-        assert_eq!(pick(&g(3, 1), other), JitConvData::Direct);
+    let est = [
+        (Col2im, 5.0),
+        (Direct, 3.0),
+        (Im2col, 4.0),
+        (Winograd2, 1.0),
+        (Winograd4, 2.0),
+    ];
+    assert_eq!(choose_data(&g(3, 1), None, &est), Winograd2);
+    assert_eq!(choose_data(&g(5, 1), None, &est), Winograd2);
+    // A 7×7 conv's gradient is no Winograd's, a strided one's no forward conv.
+    assert_eq!(choose_data(&g(7, 1), None, &est), Direct);
+    assert_eq!(choose_data(&g(3, 2), None, &est), Col2im);
+    let unknown = [(Winograd2, f64::INFINITY)];
+    assert_eq!(choose_data(&g(3, 1), None, &unknown), Direct);
+    assert_eq!(choose_data(&g(3, 1), None, &[]), Direct);
+    assert_eq!(choose_data(&g(3, 2), None, &[]), Col2im);
+    for forced in [Col2im, Direct, Im2col, Winograd4] {
+        assert_eq!(choose_data(&g(3, 1), Some(forced), &est), forced);
     }
-    // A 5×5 conv's gradient is a 5×5 conv, Winograd's too; a 7×7 one is no
-    // Winograd's, whatever its forward took.
-    assert_eq!(pick(&g(5, 1), ConvAlgo::Winograd4), JitConvData::Winograd4);
-    assert_eq!(pick(&g(7, 1), ConvAlgo::Winograd4), JitConvData::Direct);
-    assert_eq!(
-        choose_data(&g(7, 1), Some(JitConvData::Winograd2), ConvAlgo::Auto),
-        JitConvData::Im2col
-    );
-    assert_eq!(pick(&g(3, 2), ConvAlgo::Direct), JitConvData::Col2im);
-    assert_eq!(
-        choose_data(&g(3, 1), Some(JitConvData::Col2im), ConvAlgo::Winograd4),
-        JitConvData::Col2im
-    );
+    assert_eq!(choose_data(&g(7, 1), Some(Winograd2), &est), Im2col);
+    assert_eq!(choose_data(&g(3, 2), Some(Direct), &est), Col2im);
 }
 
 /// A 16 → 16 channel conv on 8×8 maps of two images, `k × k` at `stride`, padded by
@@ -445,17 +446,20 @@ fn geometry(k: usize, stride: usize) -> ConvGeometry {
     }
 }
 
-/// The filter gradient's rule: F(4×4, 5×5) for 5×5 convs of outputs at least 16 wide
-/// (F(2×2, 5×5) below); for 3×3 stride-1 convs with the strip layout and at least 1024
-/// tiles F(4×4) on 32-wide outputs, F(2×2) on narrower ones; sliding windows for the
-/// other 3-wide kernels at stride 1 and width dilation 1 (any height, height dilation
-/// and groups), im2col for the rest and wherever im2col is forced; a forced algorithm
-/// that does not cover the conv falls back to the rule.
+/// The filter gradient's choice: a forced routine where it covers the conv, else the
+/// cheapest estimate among the routines that cover it (Winograd for 3×3 kernels only
+/// with the AVX-512 strips), else the sliding windows (3-wide kernels at stride 1
+/// and width dilation 1, any height, height dilation and groups) or im2col.
 #[test]
-fn filter_gradient_rule_and_fallbacks() {
+fn filter_gradient_choice_and_fallbacks() {
     use fnet::kernel_ir::native::{choose_filter, JitConvFilter::*};
+    let est = [
+        (Im2col, 4.0),
+        (Direct, 3.0),
+        (Winograd2, 2.0),
+        (Winograd4, 1.0),
+    ];
     let direct = [
-        geometry(3, 1),
         ConvGeometry {
             kh: 1,
             ..geometry(3, 1)
@@ -476,76 +480,65 @@ fn filter_gradient_rule_and_fallbacks() {
         },
     ];
     for g in &direct {
-        assert_eq!(choose_filter(g, None, false), Direct, "{g:?}");
-        assert_eq!(choose_filter(g, Some(Direct), false), Direct, "{g:?}");
-        assert_eq!(choose_filter(g, Some(Im2col), false), Im2col, "{g:?}");
+        assert_eq!(choose_filter(g, None, true, &est), Direct, "{g:?}");
+        assert_eq!(choose_filter(g, Some(Winograd4), true, &est), Direct);
+        assert_eq!(choose_filter(g, Some(Im2col), true, &est), Im2col);
     }
-    // Winograd forced where it does not cover the conv: the rule.
-    assert_eq!(choose_filter(&direct[2], Some(Winograd4), false), Direct);
     for g in &im2col {
-        for forced in [None, Some(Direct), Some(Im2col), Some(Winograd2)] {
-            assert_eq!(choose_filter(g, forced, false), Im2col, "{g:?} {forced:?}");
+        for forced in [None, Some(Direct), Some(Winograd2)] {
+            assert_eq!(choose_filter(g, forced, true, &est), Im2col, "{g:?}");
         }
     }
-    // Winograd where the rule takes it, and forced where it covers the conv.
-    let wide = ConvGeometry {
-        ci: 64,
-        co: 64,
-        ..geometry(3, 1)
+    // 3×3: Winograd by cost only with the strips; forced in any layout.
+    let g = geometry(3, 1);
+    assert_eq!(choose_filter(&g, None, true, &est), Winograd4);
+    assert_eq!(choose_filter(&g, None, false, &est), Direct);
+    assert_eq!(choose_filter(&g, Some(Winograd2), false, &est), Winograd2);
+    assert_eq!(choose_filter(&g, None, true, &[]), Direct);
+    // 5×5 has no sliding windows, and its Winograd needs no strips.
+    let five = geometry(5, 1);
+    assert_eq!(choose_filter(&five, None, false, &est), Winograd4);
+    assert_eq!(choose_filter(&five, Some(Direct), false, &est), Winograd4);
+    assert_eq!(choose_filter(&five, None, false, &[]), Im2col);
+}
+
+/// With the committed JIT table, ResNet-20's training convs at batch 64 take the
+/// routines measured fastest there (`src/cost/jit_points.csv`): F(4×4) for both
+/// gradients of its stride-1 convs; col2im and im2col for its downsampling convs.
+#[test]
+fn resnet20_backward_convs_by_the_jit_table() {
+    use fnet::cost::{ConvShape, CostTable, CostTableId};
+    use fnet::ir::op::Padding;
+    use fnet::kernel_ir::native::{choose_data, choose_filter, JitConvData, JitConvFilter};
+    let table = CostTable::of(CostTableId::Jit);
+    let pick = |ci, co, hw, stride| {
+        let mut s = ConvShape::plain(
+            64,
+            ci,
+            co,
+            &[hw, hw],
+            &[3, 3],
+            Padding::Explicit(vec![(1, 1); 2]),
+        );
+        s.stride = vec![stride, stride];
+        let g = ConvGeometry::of_shape(&s).expect("symmetric");
+        let est = table.estimate_backward(&s).expect("backward rows");
+        (
+            choose_filter(&g, None, true, &est.filter),
+            choose_data(&g, None, &est.data),
+        )
     };
-    assert_eq!(choose_filter(&wide, None, false), Direct);
-    assert_eq!(choose_filter(&wide, Some(Direct), false), Direct);
-    assert_eq!(choose_filter(&wide, Some(Winograd4), false), Winograd4);
-    assert_eq!(
-        choose_filter(&geometry(3, 1), Some(Winograd2), false),
-        Winograd2
-    );
-    let small = geometry(5, 1);
-    assert_eq!(
-        choose_filter(&small, None, false),
-        Winograd2,
-        "8-wide outputs"
-    );
-    assert_eq!(
-        choose_filter(&small, Some(Direct), false),
-        Winograd2,
-        "no windows for 5×5"
-    );
-    assert_eq!(choose_filter(&small, Some(Im2col), false), Im2col);
-    let large = ConvGeometry {
-        h: 16,
-        w: 20,
-        ..geometry(5, 1)
-    };
-    assert_eq!(choose_filter(&large, None, false), Winograd4);
-    assert_eq!(choose_filter(&large, Some(Winograd2), false), Winograd2);
-    // 3×3 where the strip layout covers the outputs of at least 1024 F(2×2) tiles:
-    // ResNet-20's stride-1 stages at batch 64 and its 16-channel stage at batch 8
-    // take F(4×4); its 64-channel stage at batch 8 and the tiled layout keep the
-    // windows.
-    let stage = |n: usize, c: usize, hw: usize| ConvGeometry {
-        n,
-        ci: c,
-        co: c,
-        h: hw,
-        w: hw,
-        ..geometry(3, 1)
-    };
-    assert_eq!(choose_filter(&stage(64, 16, 32), None, true), Winograd4);
-    assert_eq!(choose_filter(&stage(64, 32, 16), None, true), Winograd4);
-    assert_eq!(choose_filter(&stage(64, 64, 8), None, true), Winograd4);
-    assert_eq!(choose_filter(&stage(8, 16, 32), None, true), Winograd4);
-    assert_eq!(choose_filter(&stage(8, 64, 8), None, true), Direct);
-    for (n, c, hw) in [(64, 16, 32), (64, 32, 16), (64, 64, 8)] {
-        assert_eq!(choose_filter(&stage(n, c, hw), None, false), Direct);
-        assert_eq!(choose_filter(&stage(n, c, hw), Some(Direct), true), Direct);
+    for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
+        assert_eq!(
+            pick(c, c, hw, 1),
+            (JitConvFilter::Winograd4, JitConvData::Winograd4),
+            "{c} channels"
+        );
     }
-    // A 2×2 map is one tile in two slots a row: no strips, the windows.
-    assert_eq!(choose_filter(&stage(4096, 16, 2), None, true), Direct);
-    // Strided: im2col whatever the layout.
-    let strided = ConvGeometry {
-        n: 64,
-        ..geometry(3, 2)
-    };
-    assert_eq!(choose_filter(&strided, None, true), Im2col);
+    for (c, hw) in [(16, 32), (32, 16)] {
+        assert_eq!(
+            pick(c, 2 * c, hw, 2),
+            (JitConvFilter::Im2col, JitConvData::Col2im)
+        );
+    }
 }

@@ -7,7 +7,8 @@
 //! groups, dilation, channel counts that are no multiple of 8 or 16, 1-D. Each model is a 1×1 conv (so the awkward conv's input
 //! has a gradient), the awkward conv, a global average pool and a linear layer: no
 //! ReLU, so no kink can move a gradient. Each case also checks the plan's native
-//! steps, so a lowering that fell back to the generated kernels would fail.
+//! steps, so a lowering that fell back to the generated kernels would fail, and that
+//! unforced it took the routines the JIT cost table ranks cheapest.
 
 mod common;
 
@@ -15,7 +16,9 @@ use common::models::{input, program};
 use common::{assert_close, noise, perturbed_weights};
 use fnet::autodiff::{differentiate, Loss};
 use fnet::backend::{Backend, Prepared, ReferenceBackend};
-use fnet::kernel_ir::native::{JitConvData, JitConvFilter, NativeOp};
+use fnet::cost::{ConvShape, CostTable, CostTableId};
+use fnet::ir::op::Padding;
+use fnet::kernel_ir::native::{self, ConvGeometry, JitConvData, JitConvFilter, NativeOp};
 use fnet::runtime::{Mode, ParamStore};
 use fnet::tensor::Tensor;
 
@@ -171,60 +174,65 @@ fn backward_convs_match_the_reference() {
             })
             .collect();
         assert_eq!(filters.len(), 2, "{src}: two native filter gradients");
+        let one_d = shape.len() == 3;
+        let table = CostTable::of(CostTableId::Jit);
+        let estimate = |g: &ConvGeometry| {
+            table
+                .estimate_backward(&forward_shape(g, one_d))
+                .expect("the JIT table has backward rows")
+        };
         for (g, algo) in filters {
             // The sliding windows take 3-wide kernels at stride 1, width dilation 1;
-            // Winograd 3×3 and 5×5 ones at stride 1, dilation 1, in one group. The
-            // rule takes Winograd for 5×5 only, F(2×2) for outputs under 16 wide (all
-            // here).
+            // Winograd 3×3 and 5×5 ones at stride 1, dilation 1, in one group. Unforced,
+            // the cheapest by the JIT table's backward rows (3×3 Winograd only with the
+            // AVX-512 strips).
             let covered = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
-            let wino = g.kh == g.kw
-                && matches!(g.kh, 3 | 5)
-                && g.stride == (1, 1)
-                && g.dilation == (1, 1)
-                && g.groups == 1;
+            let wino = g.winograd_applies();
+            let strips = native::strips_available();
             let want = match forced_filter {
                 Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
                 Some(a @ (JitConvFilter::Winograd2 | JitConvFilter::Winograd4)) if wino => a,
-                _ if wino && g.kh == 5 => JitConvFilter::Winograd2,
-                _ if covered => JitConvFilter::Direct,
-                _ => JitConvFilter::Im2col,
+                Some(JitConvFilter::Direct) if covered => JitConvFilter::Direct,
+                _ => native::choose_filter(&g, None, strips, &estimate(&g).filter),
             };
             assert_eq!(
                 algo, want,
                 "{src} ({forced_filter:?}): filter gradient of {g:?}"
             );
+            match algo {
+                JitConvFilter::Direct => assert!(covered, "{src}: {g:?}"),
+                JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => {
+                    assert!(wino, "{src}: {g:?}");
+                    let forced = forced_filter.is_some();
+                    assert!(forced || strips || g.kh != 3, "{src}: tiled 3×3 Winograd");
+                }
+                JitConvFilter::Im2col => {}
+            }
             direct_filters += usize::from(algo == JitConvFilter::Direct);
             winograd_filters += usize::from(matches!(
                 algo,
                 JitConvFilter::Winograd2 | JitConvFilter::Winograd4
             ));
         }
-        let data: Vec<JitConvData> = steps
+        let data: Vec<(ConvGeometry, JitConvData)> = steps
             .iter()
             .filter_map(|s| match s.native {
-                Some(NativeOp::ConvBackwardData { algo, .. }) => Some(algo),
+                Some(NativeOp::ConvBackwardData { geometry, algo }) => Some((geometry, algo)),
                 _ => None,
             })
             .collect();
+        assert_eq!(data.len(), 1, "{src}: one native data gradient");
+        let (g, got) = data[0];
         let expect = match forced {
             _ if !forward => JitConvData::Col2im,
             Some(JitConvData::Winograd2 | JitConvData::Winograd4) if !wino => JitConvData::Im2col,
             Some(a) => a,
-            // The rule follows the cost table's forward pick: any routine that runs
-            // the gradient as a forward conv (checked below), never col2im.
-            None => data[0],
+            None => native::choose_data(&g, None, &estimate(&g).data),
         };
-        if forced.is_none() && forward {
-            assert_ne!(data[0], JitConvData::Col2im, "{src}: the rule took col2im");
-        }
-        assert_eq!(
-            data,
-            vec![expect],
-            "{src} ({forced:?}): data gradient steps"
-        );
+        assert_eq!(got, expect, "{src} ({forced:?}): data gradient step");
     }
     match forced_filter {
-        None | Some(JitConvFilter::Direct) => assert!(
+        Some(JitConvFilter::Direct) => assert!(
             direct_filters >= 8,
             "{direct_filters} direct filter gradients"
         ),
@@ -232,7 +240,31 @@ fn backward_convs_match_the_reference() {
             winograd_filters >= 6,
             "{winograd_filters} Winograd filter gradients"
         ),
-        Some(JitConvFilter::Im2col) => {}
+        None | Some(JitConvFilter::Im2col) => {}
+    }
+}
+
+/// The cost model's view of the forward conv of `g`, as the lowering builds it (a
+/// 1-D conv on its one axis).
+fn forward_shape(g: &ConvGeometry, one_d: bool) -> ConvShape {
+    let pick = |(h, w): (usize, usize)| -> Vec<u64> {
+        if one_d {
+            vec![w as u64]
+        } else {
+            vec![h as u64, w as u64]
+        }
+    };
+    let pads = pick(g.pad).into_iter().map(|p| (p, p)).collect();
+    ConvShape {
+        batch: g.n as u64,
+        ci: g.ci as u64,
+        co: g.co as u64,
+        input: pick((g.h, g.w)),
+        kernel: pick((g.kh, g.kw)),
+        stride: pick(g.stride),
+        dilation: pick(g.dilation),
+        groups: g.groups as u64,
+        padding: Padding::Explicit(pads),
     }
 }
 
@@ -298,4 +330,110 @@ fn a_bad_variable_is_an_error() {
         assert!(text.contains(&format!("{var}=sideways")), "{text}");
         assert!(!text.contains("panicked"), "{text}");
     }
+}
+
+/// Seconds from `fnetc`'s `fmt_seconds` text (`892us`, `1.81ms`, `2.0s`, `n/a`).
+fn seconds(text: &str) -> f64 {
+    let (num, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 1e-9)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return f64::INFINITY;
+    };
+    num.parse::<f64>().map_or(f64::INFINITY, |v| v * scale)
+}
+
+/// `fnetc compile --training --explain --cost-model jit` lists every backward conv of
+/// ResNet-20 with the routine of the least estimate among those that cover it (3×3
+/// Winograd filter gradients left out, and said so, without the AVX-512 strips), and
+/// the plan the JIT lowers for the same batch runs exactly those routines.
+#[test]
+fn explain_shows_the_backward_routines_the_plan_runs() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    let batch = 8;
+    let text = explain_training(&batch.to_string(), None);
+    // name → (filter gradient?, chosen routine)
+    let mut explained = std::collections::BTreeMap::new();
+    let blocks: Vec<&str> = text.split("\nbackward conv ").skip(1).collect();
+    for block in &blocks {
+        let head = block.lines().next().unwrap_or("");
+        let (name, kind) = head.split_once(" (").expect("name (kind)");
+        let filter = kind.starts_with("filter");
+        let line = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("algorithm: "))
+            .unwrap_or_else(|| panic!("{block}"));
+        let chosen = line.split(' ').next().unwrap_or("").to_string();
+        assert!(line.contains("(by cost model)"), "{line}");
+        let no_strips = block.contains("no AVX-512 strip layout");
+        let estimates: Vec<(&str, f64)> = line
+            .split_once("estimated ")
+            .expect("estimates")
+            .1
+            .split(", ")
+            .map(|e| {
+                let (n, t) = e.split_once(' ').expect("name time");
+                (n, seconds(t))
+            })
+            .collect();
+        let least = estimates
+            .iter()
+            .filter(|(n, _)| !(no_strips && filter && n.starts_with("winograd")))
+            .map(|&(_, t)| t)
+            .fold(f64::INFINITY, f64::min);
+        let mine = estimates
+            .iter()
+            .find(|(n, _)| n.strip_suffix('*') == Some(chosen.as_str()))
+            .unwrap_or_else(|| panic!("no starred {chosen}: {line}"));
+        assert_eq!(mine.1, least, "{name}: {line}");
+        explained.insert(name.to_string(), (filter, chosen));
+    }
+    // 19 convs: 19 filter gradients, 18 data gradients (the image's is pruned).
+    let filters = explained.values().filter(|(f, _)| *f).count();
+    assert_eq!((filters, explained.len() - filters), (19, 18), "{text}");
+    // The plan of the same training step.
+    let m = common::models::example("resnet20_cifar10.fnet");
+    let tg = differentiate(&m.graph, &Loss::default()).unwrap_or_else(|e| panic!("{e}"));
+    let params: ParamStore<f32> = perturbed_weights(&m.graph, 5);
+    let shapes = vec![vec![batch, 3, 32, 32], vec![batch]];
+    let run = common::jit::backend()
+        .prepare_plan(&tg.graph, &params, &shapes)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut planned = std::collections::BTreeMap::new();
+    for s in &run.executable().plan.steps {
+        let step = match s.native {
+            Some(NativeOp::ConvBackwardFilter { algo, .. }) => (true, algo.name().to_string()),
+            Some(NativeOp::ConvBackwardData { algo, .. }) => (false, algo.name().to_string()),
+            _ => continue,
+        };
+        planned.insert(s.layer.clone(), step);
+    }
+    assert_eq!(planned, explained);
+    // A forced routine is said to be forced.
+    let text = explain_training("1", Some(("FNET_JIT_CONV_FILTER", "im2col")));
+    let forced = "algorithm: im2col (forced by FNET_JIT_CONV_FILTER)";
+    assert_eq!(text.matches(forced).count(), 19, "{text}");
+}
+
+/// `fnetc compile examples/resnet20_cifar10.fnet --training --explain --cost-model jit
+/// --batch BATCH` with `env` set: its standard output.
+fn explain_training(batch: &str, env: Option<(&str, &str)>) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fnetc"));
+    cmd.args(["compile", "examples/resnet20_cifar10.fnet", "--training"])
+        .args(["--explain", "--cost-model", "jit", "--batch", batch])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("fnetc runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -4,8 +4,9 @@
 //! only see the slowest shapes). `examples/fit_cost.rs` drives it; the reference
 //! kernels are timed here, the OpenCL ones by `opencl::conv_timing`.
 
-use super::{AlgoCost, ConvShape, CostTable, CostTableId, ALGOS};
+use super::{AlgoCost, BackwardCosts, ConvShape, CostTable, CostTableId, CostedAlgo, ALGOS};
 use crate::ir::op::{ConvAlgo, Padding};
+use crate::kernel_ir::native::{JitConvData, JitConvFilter};
 use crate::reference::conv::ConvParams;
 use crate::reference::direct_tiled::conv_direct;
 use crate::reference::fft_conv::{fft_causal_conv1d, fft_conv2d_same};
@@ -18,7 +19,7 @@ use std::time::Instant;
 /// One timed run: the best of several repetitions.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    pub algo: ConvAlgo,
+    pub algo: CostedAlgo,
     pub shape: ConvShape,
     pub seconds: f64,
 }
@@ -161,6 +162,54 @@ pub fn grid() -> Vec<ConvShape> {
         Padding::Explicit(vec![(0, 0)]),
     ));
     g
+}
+
+/// The shapes whose backward convs the JIT's table is fitted on: the forward grid's
+/// convs with symmetric padding (the native routines take no other; the rest run as
+/// generated kernels), and ResNet-20's and LeNet's convs at training batches.
+pub fn backward_grid() -> Vec<ConvShape> {
+    let same = |b, ci, co, hw, k, pad| {
+        ConvShape::plain(
+            b,
+            ci,
+            co,
+            &[hw, hw],
+            &[k, k],
+            Padding::Explicit(vec![(pad, pad); 2]),
+        )
+    };
+    let mut g: Vec<ConvShape> = grid()
+        .into_iter()
+        .filter(|s| s.pads().iter().all(|(lo, hi)| lo == hi))
+        .collect();
+    for &b in &[8u64, 32, 128] {
+        for &(c, hw) in &[(16u64, 32u64), (32, 16), (64, 8)] {
+            g.push(same(b, c, c, hw, 3, 1));
+            if c < 64 {
+                let mut down = same(b, c, 2 * c, hw, 3, 1);
+                down.stride = vec![2, 2];
+                g.push(down);
+            }
+        }
+    }
+    for &b in &[32u64, 64] {
+        g.push(same(b, 1, 6, 28, 5, 2));
+        g.push(same(b, 6, 16, 14, 5, 0));
+    }
+    g
+}
+
+/// Whether the backward routine `row` is timed on the forward conv `shape` (the JIT's
+/// table only). Not the data gradient of a conv on 3 channels or fewer: that is an
+/// image's, which training never asks for (autodiff prunes it), and its routines'
+/// times (a forward of 3 output channels) are unlike any other's.
+pub fn backward_measurable(shape: &ConvShape, row: CostedAlgo) -> bool {
+    let image = matches!(row, CostedAlgo::Data(_)) && shape.ci <= 3;
+    matches!(row, CostedAlgo::Filter(_) | CostedAlgo::Data(_))
+        && !image
+        && shape
+            .features_of(CostTableId::Jit, row)
+            .is_some_and(|f| f[0] <= 3.0 * MAX_DIRECT_TAPS)
 }
 
 /// Work above which a point is skipped (it would take seconds on this backend).
@@ -356,15 +405,26 @@ pub fn fit(
     machine: &str,
     command: &str,
 ) -> Result<CostTable, String> {
-    let per = |algo: ConvAlgo| {
+    let per = |row: CostedAlgo| {
         let pts: Vec<(Vec<f64>, f64)> = samples
             .iter()
-            .filter(|s| s.algo == algo)
-            .filter_map(|s| Some((s.shape.features_on(backend, algo)?, s.seconds)))
+            .filter(|s| s.algo == row)
+            .filter_map(|s| Some((s.shape.features_of(backend, row)?, s.seconds)))
             .collect();
         (!pts.is_empty()).then(|| fit_algo(&pts))
     };
-    let [direct, im2col, fft, winograd2, winograd4] = ALGOS.map(per);
+    let [direct, im2col, fft, winograd2, winograd4] = ALGOS.map(|a| per(CostedAlgo::Forward(a)));
+    let mut backward = BackwardCosts::default();
+    for a in JitConvFilter::ALL {
+        if let Some(c) = per(CostedAlgo::Filter(a)) {
+            backward.filter.insert(a.name().to_string(), c);
+        }
+    }
+    for a in JitConvData::ALL {
+        if let Some(c) = per(CostedAlgo::Data(a)) {
+            backward.data.insert(a.name().to_string(), c);
+        }
+    }
     let need = |c: Option<AlgoCost>, a: ConvAlgo| {
         c.ok_or_else(|| format!("no {} points measured on {}", a.name(), backend.name()))
     };
@@ -378,6 +438,7 @@ pub fn fit(
         fft: need(fft, ConvAlgo::Fft)?,
         winograd2,
         winograd4,
+        backward: (!backward.filter.is_empty() || !backward.data.is_empty()).then_some(backward),
     })
 }
 
@@ -416,6 +477,21 @@ mod tests {
             c.overhead_s >= 0.0 && c.coef.iter().all(|&v| v >= 0.0),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn backward_grid_covers_every_routine() {
+        let g = backward_grid();
+        let rows = JitConvFilter::ALL
+            .map(CostedAlgo::Filter)
+            .into_iter()
+            .chain(JitConvData::ALL.map(CostedAlgo::Data));
+        for row in rows {
+            let n = g.iter().filter(|s| backward_measurable(s, row)).count();
+            assert!(n >= 25, "{}: {n} shapes", row.name());
+        }
+        let forward = CostedAlgo::Forward(ConvAlgo::Direct);
+        assert!(!g.iter().any(|s| backward_measurable(s, forward)));
     }
 
     #[test]

@@ -30,10 +30,10 @@ use crate::jit::kernels::winograd_strip::{slots_per_band, strips_pay};
 const LANES: u64 = 16;
 const TILE_CO: u64 = 4;
 /// Output positions per image under which an im2col GEMM counts as narrow.
-const NARROW_GEMM: u64 = 128;
+pub(super) const NARROW_GEMM: u64 = 128;
 /// Threads the table is fitted with (its `machine` line), which Winograd's chunks are
 /// spread over.
-const FIT_THREADS: usize = 2;
+pub(super) const FIT_THREADS: usize = 2;
 /// Lanes of the sliding-window routine's AVX-512 tiles (`direct_tile::AVX512_SHAPES`).
 const DIRECT_LANES: u64 = 16;
 
@@ -149,27 +149,12 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
         }
         ConvAlgo::Winograd2 | ConvAlgo::Winograd4 if symmetric && winograd_applies(shape) => {
             let m = if algo == ConvAlgo::Winograd2 { 2 } else { 4 };
-            let alpha = m + shape.kernel[0] - 1;
+            let WinogradTiles {
+                alpha,
+                tiles,
+                strips,
+            } = winograd_tiles(shape, m)?;
             let alpha2 = alpha * alpha;
-            // On AVX-512 the strip layout computes `slots` columns per band of `m`
-            // output rows where that pays (`winograd_strip::strips_pay`), with cheap
-            // whole-vector transforms; elsewhere the tiled layout gathers lane by lane.
-            let (wi, pad, wo) = (*shape.input.last()?, pads.last()?.0, out[1]);
-            let row_tiles = wo.div_ceil(m);
-            let slots = slots_per_band(
-                wi as usize,
-                pad as usize,
-                wo as usize,
-                m as usize,
-                alpha as usize,
-            ) as u64;
-            let strips = strips_pay(slots as usize, row_tiles as usize);
-            let bands = shape.batch * out[0].div_ceil(m);
-            let tiles = if strips {
-                bands * slots
-            } else {
-                bands * row_tiles
-            };
             // GEMMs run on whole panels of a chunk's tiles: fewer tiles than that (a
             // small map at batch 1) still cost a panel; a conv of one chunk (at most 16
             // tiles) runs on one thread.
@@ -200,6 +185,39 @@ pub fn features(shape: &ConvShape, algo: ConvAlgo) -> Option<Vec<f64>> {
     }
 }
 
+/// The Winograd tiles of a conv for outputs of `m × m`: `α = m + r − 1`, and the
+/// tiles (the strips' slots where the strip layout pays) with whether it does.
+pub(super) struct WinogradTiles {
+    pub alpha: u64,
+    pub tiles: u64,
+    pub strips: bool,
+}
+
+/// On AVX-512 the strip layout computes `slots` columns per band of `m` output rows
+/// where that pays (`winograd_strip::strips_pay`), with cheap whole-vector
+/// transforms; elsewhere the tiled layout gathers lane by lane.
+pub(super) fn winograd_tiles(shape: &ConvShape, m: u64) -> Option<WinogradTiles> {
+    let out = shape.output()?;
+    let alpha = m + shape.kernel.first()? - 1;
+    let (wi, pad, wo) = (*shape.input.last()?, shape.pads().last()?.0, *out.last()?);
+    let row_tiles = wo.div_ceil(m);
+    let slots = slots_per_band(
+        wi as usize,
+        pad as usize,
+        wo as usize,
+        m as usize,
+        alpha as usize,
+    ) as u64;
+    let strips = strips_pay(slots as usize, row_tiles as usize);
+    let bands = shape.batch * out.first()?.div_ceil(m);
+    let tiles = bands * if strips { slots } else { row_tiles };
+    Some(WinogradTiles {
+        alpha,
+        tiles,
+        strips,
+    })
+}
+
 /// Output channels and positions per group as the direct tiles run them: channels
 /// padded to a whole number of blocks, positions to whole tiles, with the shape the
 /// routine picks on AVX-512.
@@ -213,7 +231,7 @@ fn direct_tiles(channels: u64, positions: u64) -> (u64, u64) {
 }
 
 /// 3×3 or 5×5, stride 1, dilation 1, one group, 2-D.
-fn winograd_applies(shape: &ConvShape) -> bool {
+pub(super) fn winograd_applies(shape: &ConvShape) -> bool {
     (shape.kernel == [3, 3] || shape.kernel == [5, 5])
         && shape.stride.iter().all(|&s| s == 1)
         && shape.dilation.iter().all(|&d| d == 1)

@@ -32,14 +32,19 @@
 pub mod fit;
 pub mod flops;
 pub mod jit;
+pub mod jit_backward;
 pub mod opencl;
 pub mod points;
 pub mod source;
 
-pub use crate::ir::conv_cost::{fmt_seconds, ConvCost, ConvShape, Decider, Estimate, ALGOS};
+pub use crate::ir::conv_cost::{
+    cheapest, fmt_seconds, ConvCost, ConvShape, Decider, Estimate, ALGOS,
+};
 use crate::ir::op::{ConvAlgo, Padding};
+use crate::kernel_ir::native::{JitConvData, JitConvFilter};
 use crate::reference::direct_blocked::block_channels;
 use crate::reference::fft_conv::fft_len;
+pub use jit_backward::{BackwardCosts, BackwardEstimate};
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
@@ -115,6 +120,50 @@ impl std::str::FromStr for CostTableId {
     }
 }
 
+/// A row of a cost table: a forward algorithm, or (the JIT's) a routine of a backward
+/// conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CostedAlgo {
+    Forward(ConvAlgo),
+    Filter(JitConvFilter),
+    Data(JitConvData),
+}
+
+impl CostedAlgo {
+    /// Every row a table may have.
+    pub fn all() -> impl Iterator<Item = CostedAlgo> {
+        ALGOS
+            .into_iter()
+            .map(CostedAlgo::Forward)
+            .chain(JitConvFilter::ALL.map(CostedAlgo::Filter))
+            .chain(JitConvData::ALL.map(CostedAlgo::Data))
+    }
+
+    /// `direct`, `filter_winograd4`, `data_col2im`: the points CSV's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CostedAlgo::Forward(a) => a.name(),
+            CostedAlgo::Filter(a) => match a {
+                JitConvFilter::Im2col => "filter_im2col",
+                JitConvFilter::Direct => "filter_direct",
+                JitConvFilter::Winograd2 => "filter_winograd2",
+                JitConvFilter::Winograd4 => "filter_winograd4",
+            },
+            CostedAlgo::Data(a) => match a {
+                JitConvData::Col2im => "data_col2im",
+                JitConvData::Direct => "data_direct",
+                JitConvData::Im2col => "data_im2col",
+                JitConvData::Winograd2 => "data_winograd2",
+                JitConvData::Winograd4 => "data_winograd4",
+            },
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CostedAlgo> {
+        CostedAlgo::all().find(|r| r.name() == name)
+    }
+}
+
 /// The backend-specific part of a conv's cost: where each algorithm runs and its work
 /// counts (the shape itself is plain IR data, `crate::ir::conv_cost`).
 impl ConvShape {
@@ -152,6 +201,21 @@ impl ConvShape {
             CostTableId::OpenclCpu => opencl::features(self, algo, false),
             CostTableId::OpenclGpu => opencl::features(self, algo, true),
             CostTableId::Jit => jit::features(self, algo),
+        }
+    }
+
+    /// The work counts of the row `row` on `backend`: the backward routines' only on
+    /// the JIT.
+    pub fn features_of(&self, backend: CostTableId, row: CostedAlgo) -> Option<Vec<f64>> {
+        match row {
+            CostedAlgo::Forward(a) => self.features_on(backend, a),
+            CostedAlgo::Filter(a) if backend == CostTableId::Jit => {
+                jit_backward::filter_features(self, a)
+            }
+            CostedAlgo::Data(a) if backend == CostTableId::Jit => {
+                jit_backward::data_features(self, a)
+            }
+            _ => None,
         }
     }
 
@@ -279,6 +343,10 @@ pub struct CostTable {
     pub winograd2: Option<AlgoCost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub winograd4: Option<AlgoCost>,
+    /// Only the JIT's table has rows for the backward convs' routines
+    /// (`jit_backward`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backward: Option<BackwardCosts>,
 }
 
 impl CostTable {
@@ -304,6 +372,22 @@ impl CostTable {
             .position(|&b| b == backend)
             .unwrap_or(0);
         &tables[i]
+    }
+
+    /// The row of `row`, if the table has one.
+    pub fn row(&self, row: CostedAlgo) -> Option<&AlgoCost> {
+        let backward = self.backward.as_ref();
+        match row {
+            CostedAlgo::Forward(a) => self.algo(a),
+            CostedAlgo::Filter(a) => backward?.filter.get(a.name()),
+            CostedAlgo::Data(a) => backward?.data.get(a.name()),
+        }
+    }
+
+    /// The backward routines' estimates for the forward conv `shape`; `None` where
+    /// the table has no backward rows.
+    pub fn estimate_backward(&self, shape: &ConvShape) -> Option<BackwardEstimate> {
+        Some(self.backward.as_ref()?.estimate(shape))
     }
 
     pub fn algo(&self, algo: ConvAlgo) -> Option<&AlgoCost> {

@@ -6,8 +6,8 @@
 //! with what was measured.
 
 use super::fit::Sample;
-use super::{ConvShape, CostTable, CostTableId};
-use crate::ir::op::{ConvAlgo, Padding};
+use super::{ConvShape, CostTable, CostTableId, CostedAlgo};
+use crate::ir::op::Padding;
 use std::fmt::Write;
 
 const HEADER: &str =
@@ -22,8 +22,8 @@ pub fn write_points(samples: &[Sample], table: &CostTable) -> String {
     let mut csv = format!("{HEADER}\n");
     for s in samples {
         let (feats, pred) = match (
-            s.shape.features_on(table.backend, s.algo),
-            table.algo(s.algo),
+            s.shape.features_of(table.backend, s.algo),
+            table.row(s.algo),
         ) {
             (Some(f), Some(c)) => {
                 let text: Vec<String> = f.iter().map(|v| format!("{v:.6e}")).collect();
@@ -92,14 +92,8 @@ pub fn read_points(csv: &str) -> Result<Vec<Sample>, String> {
                     .map_err(|_| at(format!("`{s}` is not a size")))
             };
             let dims = |s: &str| s.split('x').map(int).collect::<Result<Vec<u64>, String>>();
-            let algo = match f[0] {
-                "direct" => ConvAlgo::Direct,
-                "im2col" => ConvAlgo::Im2col,
-                "fft" => ConvAlgo::Fft,
-                "winograd2" => ConvAlgo::Winograd2,
-                "winograd4" => ConvAlgo::Winograd4,
-                other => return Err(at(format!("unknown algorithm `{other}`"))),
-            };
+            let algo = CostedAlgo::from_name(f[0])
+                .ok_or_else(|| at(format!("unknown algorithm `{}`", f[0])))?;
             Ok(Sample {
                 algo,
                 shape: ConvShape {
@@ -131,6 +125,8 @@ pub fn committed_path(backend: CostTableId) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::op::ConvAlgo;
+    use crate::kernel_ir::native::JitConvData;
 
     #[test]
     fn points_round_trip() {
@@ -145,19 +141,25 @@ mod tests {
         strided.stride = vec![2, 2];
         let samples = vec![
             Sample {
-                algo: ConvAlgo::Direct,
+                algo: CostedAlgo::Forward(ConvAlgo::Direct),
                 shape: strided,
                 seconds: 1.5e-5,
             },
             Sample {
-                algo: ConvAlgo::Fft,
+                algo: CostedAlgo::Forward(ConvAlgo::Fft),
                 shape: ConvShape::plain(1, 30, 30, &[784], &[785], Padding::Causal),
                 seconds: 2.25e-3,
             },
+            Sample {
+                algo: CostedAlgo::Data(JitConvData::Col2im),
+                shape: ConvShape::plain(8, 16, 32, &[16, 16], &[3, 3], Padding::Same),
+                seconds: 3.5e-4,
+            },
         ];
-        let csv = write_points(&samples, CostTable::reference());
+        let csv = write_points(&samples, CostTable::of(CostTableId::Jit));
+        assert!(csv.contains("\ndata_col2im,8,16,32,16x16,"), "{csv}");
         let back = read_points(&csv).expect("parses");
-        assert_eq!(back.len(), 2);
+        assert_eq!(back.len(), 3);
         for (a, b) in samples.iter().zip(&back) {
             assert_eq!((a.algo, &a.shape), (b.algo, &b.shape));
             assert!((a.seconds - b.seconds).abs() <= 1e-6 * a.seconds);

@@ -234,3 +234,29 @@ pub fn fmt_seconds(s: f64) -> String {
         format!("{v:.2}{unit}")
     }
 }
+
+/// The cheapest entry of `ranked` that `allowed` lets through and that has a finite
+/// estimate; ties go to the earlier.
+pub fn cheapest<A: Copy>(ranked: &[(A, f64)], allowed: impl Fn(A) -> bool) -> Option<A> {
+    ranked
+        .iter()
+        .filter(|(a, s)| s.is_finite() && allowed(*a))
+        .fold(None, |best: Option<(A, f64)>, &(a, s)| match best {
+            Some((_, b)) if b <= s => best,
+            _ => Some((a, s)),
+        })
+        .map(|(a, _)| a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cheapest_finite_allowed_entry_wins() {
+        let r = [("a", 3.0), ("b", 1.0), ("c", f64::INFINITY), ("d", 1.0)];
+        assert_eq!(cheapest(&r, |_| true), Some("b"));
+        assert_eq!(cheapest(&r, |a| a != "b"), Some("d"));
+        assert_eq!(cheapest(&r, |a| a == "c"), None);
+    }
+}

@@ -14,7 +14,7 @@ use super::kernels::conv_backward::{
     conv2d_backward_data_as_forward, conv2d_backward_data_col2im, conv2d_backward_filter,
     data_as_forward, AsForward, DataScratch,
 };
-use super::kernels::conv_direct::{conv2d_direct, conv2d_direct_packed, DirectFilter};
+use super::kernels::conv_direct::{conv2d_direct_packed, DirectFilter};
 use super::kernels::conv_filter_direct::{conv2d_backward_filter_direct, filter_direct_applies};
 use super::kernels::conv_im2col::conv2d_im2col;
 use super::kernels::conv_params::{Conv2d, ConvError, Epilogue};
@@ -48,11 +48,12 @@ pub(super) struct NativeCall {
     reused: Mutex<Reused>,
 }
 
-/// [`NativeCall::reused`]: the forward's Winograd filter, the data gradient's flipped
-/// weight and filter.
+/// [`NativeCall::reused`]: the forward's Winograd or direct filter, the data
+/// gradient's flipped weight and filter.
 #[derive(Default)]
 struct Reused {
     filter: Option<WinogradFilter>,
+    direct: Option<DirectFilter>,
     data: DataScratch,
 }
 
@@ -117,6 +118,49 @@ fn data_tile(algo: JitConvData, k: usize) -> Option<WinogradTile> {
         JitConvData::Winograd2 => Some(winograd_tile(2, k)),
         JitConvData::Winograd4 => Some(winograd_tile(4, k)),
         JitConvData::Col2im | JitConvData::Direct | JitConvData::Im2col => None,
+    }
+}
+
+/// Runs the backward conv `op` (a `ConvBackwardFilter` on `[x, dy]` into `dw`, or a
+/// `ConvBackwardData` on `[dy, w]` into `dx`), with what a data gradient keeps from
+/// run to run in `data`: the executor's step, and what `fit_cost` times.
+pub fn backward_conv(
+    isa: Isa,
+    op: &NativeOp,
+    [a, b]: [&[f32]; 2],
+    data: &mut DataScratch,
+    out: &mut [f32],
+) -> Result<(), ConvError> {
+    match *op {
+        NativeOp::ConvBackwardFilter { geometry, algo } => {
+            let p = conv2d(&geometry);
+            match algo {
+                JitConvFilter::Im2col => conv2d_backward_filter(isa, &p, a, b, out),
+                JitConvFilter::Direct => conv2d_backward_filter_direct(isa, &p, a, b, out),
+                JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => {
+                    let m = if algo == JitConvFilter::Winograd2 {
+                        2
+                    } else {
+                        4
+                    };
+                    let tile = winograd_tile(m, p.kh);
+                    conv2d_backward_filter_winograd(isa, tile, &p, a, b, out)
+                }
+            }
+        }
+        NativeOp::ConvBackwardData { geometry, algo } => {
+            let p = conv2d(&geometry);
+            let how = match algo {
+                JitConvData::Col2im => return conv2d_backward_data_col2im(isa, &p, a, b, out),
+                JitConvData::Direct => AsForward::Direct,
+                a => data_tile(a, p.kh).map_or(AsForward::Im2col, AsForward::Winograd),
+            };
+            conv2d_backward_data_as_forward(isa, &p, how, a, b, data, out)
+        }
+        _ => Err(ConvError::Geometry(format!(
+            "{} is not a backward conv",
+            op.name()
+        ))),
     }
 }
 
@@ -391,44 +435,11 @@ impl NativeCall {
     pub(super) fn run(&self) {
         let (geometry, algo) = match self.op {
             NativeOp::Conv2d { geometry, algo, .. } => (geometry, algo),
-            NativeOp::ConvBackwardFilter { geometry, algo } => {
-                let (a, dw) = self.views();
-                let (x, dy) = (a[0], a[1]);
-                let p = conv2d(&geometry);
-                match algo {
-                    JitConvFilter::Im2col => conv2d_backward_filter(self.isa, &p, x, dy, dw),
-                    JitConvFilter::Direct => conv2d_backward_filter_direct(self.isa, &p, x, dy, dw),
-                    JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => {
-                        let m = if algo == JitConvFilter::Winograd2 {
-                            2
-                        } else {
-                            4
-                        };
-                        let tile = winograd_tile(m, p.kh);
-                        conv2d_backward_filter_winograd(self.isa, tile, &p, x, dy, dw)
-                    }
-                }
-                .expect("a native conv checked when the executable was built");
-                return;
-            }
-            NativeOp::ConvBackwardData { geometry, algo } => {
-                let (a, dx) = self.views();
-                let (dy, w) = (a[0], a[1]);
-                let p = conv2d(&geometry);
-                let done = match algo {
-                    JitConvData::Col2im => conv2d_backward_data_col2im(self.isa, &p, dy, w, dx),
-                    JitConvData::Direct => {
-                        let data = &mut self.reused().data;
-                        let how = AsForward::Direct;
-                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, data, dx)
-                    }
-                    a => {
-                        let how = data_tile(a, p.kh).map_or(AsForward::Im2col, AsForward::Winograd);
-                        let data = &mut self.reused().data;
-                        conv2d_backward_data_as_forward(self.isa, &p, how, dy, w, data, dx)
-                    }
-                };
-                done.expect("a native conv checked when the executable was built");
+            NativeOp::ConvBackwardFilter { .. } | NativeOp::ConvBackwardData { .. } => {
+                let (a, out) = self.views();
+                let data = &mut self.reused().data;
+                backward_conv(self.isa, &self.op, [a[0], a[1]], data, out)
+                    .expect("a native conv checked when the executable was built");
                 return;
             }
             NativeOp::ReluBackward { n, summed } => {
@@ -510,7 +521,11 @@ impl NativeCall {
         let done = match (tile(algo, p.kh), &self.filter) {
             (None, _) if algo == JitConv::Direct => match &self.direct {
                 Some(f) => conv2d_direct_packed(f, &p, x, &epi, out),
-                None => conv2d_direct(self.isa, &p, x, w, &epi, out),
+                None => {
+                    let slot = &mut self.reused().direct;
+                    DirectFilter::in_slot(slot, self.isa, &p, w)
+                        .and_then(|f| conv2d_direct_packed(f, &p, x, &epi, out))
+                }
             },
             (None, _) => conv2d_im2col(self.isa, &p, x, w, &epi, out),
             (Some(_), Some(f)) => conv2d_winograd(self.isa, f, &p, x, &epi, out),

@@ -12,9 +12,9 @@
 //! `[co, ci/groups, kh, kw]` (the model's layout, no packing), the bias `[co]` when
 //! `bias`, the residual (shaped like the output) when `residual`, and the output.
 
+use crate::ir::conv_cost::{cheapest, ConvShape};
 use crate::ir::op::ConvAlgo;
 use crate::jit::kernels::isa::{Isa, IsaKind};
-use crate::jit::kernels::winograd_strip::{slots_per_band, strips_pay};
 
 /// How the JIT runs a forward conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +111,43 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// The geometry of the conv `shape` (1-D as one row); `None` with asymmetric
+    /// padding, which the routines do not take, or more than two spatial axes.
+    pub fn of_shape(shape: &ConvShape) -> Option<ConvGeometry> {
+        let two = |v: &[u64]| -> Option<(usize, usize)> {
+            match *v {
+                [w] => Some((1, w as usize)),
+                [h, w] => Some((h as usize, w as usize)),
+                _ => None,
+            }
+        };
+        let pads = shape.pads();
+        if pads.iter().any(|(lo, hi)| lo != hi) {
+            return None;
+        }
+        let lows: Vec<u64> = pads.iter().map(|&(lo, _)| lo).collect();
+        let ((h, w), (kh, kw)) = (two(&shape.input)?, two(&shape.kernel)?);
+        let stride = two(&shape.stride)?;
+        let pad = match *lows {
+            [w] => (0, w as usize),
+            _ => two(&lows)?,
+        };
+        let dilation = two(&shape.dilation)?;
+        Some(ConvGeometry {
+            n: shape.batch as usize,
+            ci: shape.ci as usize,
+            h,
+            w,
+            co: shape.co as usize,
+            kh,
+            kw,
+            stride,
+            pad,
+            dilation,
+            groups: shape.groups as usize,
+        })
+    }
+
     pub fn out(&self) -> (usize, usize) {
         let dim = |size: usize, k: usize, s: usize, p: usize, d: usize| {
             (size + 2 * p).saturating_sub(d * (k - 1) + 1) / s + 1
@@ -219,33 +256,32 @@ impl ConvGeometry {
 }
 
 /// The data-gradient algorithm of the conv `g`: `forced` when it covers the conv
-/// (falling back Winograd → im2col → col2im, direct → col2im), else the rule: a conv
-/// whose gradient is a forward conv (the same spatial size, its channels swapped)
-/// takes the forward's algorithm where the cost table picked im2col or Winograd for
-/// it (`forward`), the sliding-window direct conv otherwise; every other conv
-/// (strided, or padded past `d·(k−1)`) takes col2im.
+/// (falling back Winograd → im2col → col2im, direct → col2im), else the cheapest
+/// routine that covers it by `estimate` (the JIT cost table's backward rows,
+/// `cost::jit_backward`), else the sliding-window direct conv where the gradient is a
+/// forward conv (stride 1, padding at most `d·(k−1)`) and col2im where it is not.
 pub fn choose_data(
     g: &ConvGeometry,
     forced: Option<JitConvData>,
-    forward: ConvAlgo,
+    estimate: &[(JitConvData, f64)],
 ) -> JitConvData {
     let as_forward = g.data_as_forward();
     let wino = as_forward && g.winograd_applies();
-    // A data gradient's filter (the flipped weight) changes every step, so Winograd
-    // transforms it in every run; with the strip layout it still pays: ResNet-20's
-    // 15 data gradients at batch 64 took 20.8–21.2 ms by F(4×4) against 27.7 ms
-    // direct (`FNET_JIT_CONV_BWD`, two interleaved pairs of `jit_profile --training`;
-    // before the strips F(4×4) was 11.7 against 5.5 ms on the 64-channel stage alone).
-    let rule = match forward {
-        ConvAlgo::Im2col => JitConvData::Im2col,
-        ConvAlgo::Winograd2 if wino => JitConvData::Winograd2,
-        ConvAlgo::Winograd4 if wino => JitConvData::Winograd4,
-        _ => JitConvData::Direct,
+    let covers = |a| match a {
+        JitConvData::Col2im => true,
+        JitConvData::Direct | JitConvData::Im2col => as_forward,
+        JitConvData::Winograd2 | JitConvData::Winograd4 => wino,
     };
-    match forced.unwrap_or(rule) {
-        _ if !as_forward => JitConvData::Col2im,
-        JitConvData::Winograd2 | JitConvData::Winograd4 if !wino => JitConvData::Im2col,
-        a => a,
+    let fallback = if as_forward {
+        JitConvData::Direct
+    } else {
+        JitConvData::Col2im
+    };
+    match forced {
+        Some(a) if covers(a) => a,
+        Some(JitConvData::Winograd2 | JitConvData::Winograd4) if as_forward => JitConvData::Im2col,
+        Some(_) => JitConvData::Col2im,
+        None => cheapest(estimate, covers).unwrap_or(fallback),
     }
 }
 
@@ -311,63 +347,43 @@ pub fn strips_available() -> bool {
     Isa::from_env().is_ok_and(|isa| isa.kind() == IsaKind::Avx512)
 }
 
-/// F(2×2) tiles' worth of outputs below which a 3×3 conv's filter gradient keeps the
-/// sliding windows: each
-/// Winograd one ends with a fixed cost (per-thread sums of `α²·co·ci`, their
-/// reduction and the transform back), which a few tiles do not pay for (batch 8 to
-/// 16 of ResNet-20's 32- and 64-channel stages, 256–512 tiles: 81–141 against the
-/// windows' 95–161 GFLOP/s; 1024 and more won).
-const WINOGRAD_FILTER_MIN_TILES: usize = 1024;
-
-/// The filter-gradient algorithm of the conv `g`: `forced` where it covers the conv
-/// (Winograd or direct fall back to the rule where they do not), else the rule, from
-/// `cargo bench --bench jit_kernels -- dw N C H W reps [K]` (effective GFLOP/s on
-/// 2 threads) and `jit_profile --training`:
-/// - 3×3 at stride 1 (one group, no dilation) where `strips` (the AVX-512 strip
-///   layout, [`strips_available`]) covers the tiles and the outputs fill at least
-///   [`WINOGRAD_FILTER_MIN_TILES`] F(2×2) tiles: F(4×4) where its strips pay, else
-///   F(2×2). F(4×4) took 16-wide and 8-wide outputs too once the strips were filled
-///   once a chunk and the chunks held 256 tiles: `dw` at batch 64, 32 channels 16×16
-///   F(2×2) 255–259 against F(4×4) 343–347 GFLOP/s, 64 channels 8×8 250–255 against
-///   309–324; ResNet-20's training step (`jit_profile --training`, five interleaved
-///   pairs) had its filter gradients at 19.1 → 17.0 ms at batch 64 and 1.33 → 0.97
-///   ms at batch 8;
-/// - other 3-wide kernels at stride 1 and width dilation 1: sliding windows (in the
-///   tiled layout, AVX2 and portable, Winograd's gathers of the input and gradient
-///   tiles outweigh the multiplies it saves: 99–149 against 168–176 GFLOP/s);
-/// - 5×5 (stride 1, dilation 1, one group): F(4×4, 5×5) where the output is at least
-///   16 wide and high, F(2×2, 5×5) below (FlexNet-7's convs at batch 8: 156–177
-///   against im2col's 95–132 on 16- and 32-wide maps, 74 against 51 on 8-wide ones;
-///   its training step's filter gradients 37.2 → 19.3 ms);
-/// - im2col for the rest.
+/// The filter-gradient algorithm of the conv `g`: `forced` where it covers the conv,
+/// else the cheapest routine that covers it by `estimate` (the JIT cost table's
+/// backward rows, `cost::jit_backward`), else the sliding windows where they cover it
+/// and im2col where they do not. Without the AVX-512 strip layout (`strips`,
+/// [`strips_available`]) the cost choice leaves out Winograd for 3×3 kernels: the
+/// table was fitted with the strips, and in the tiled layout (AVX2 and portable)
+/// Winograd's gathers of the input and gradient tiles outweigh the multiplies it
+/// saves (99–149 against the sliding windows' 168–176 GFLOP/s, `cargo bench --bench
+/// jit_kernels -- dw`).
 pub fn choose_filter(
     g: &ConvGeometry,
     forced: Option<JitConvFilter>,
     strips: bool,
+    estimate: &[(JitConvFilter, f64)],
 ) -> JitConvFilter {
     let direct = g.stride == (1, 1) && g.kw == 3 && g.dilation.1 == 1;
-    let wino = g.winograd_applies();
-    let (ho, wo) = g.out();
-    let tiles = |m: usize| g.n * ho.div_ceil(m) * wo.div_ceil(m);
-    // The threshold counts F(2×2)'s tiles, a fixed amount of output, for both.
-    let in_strips = |m: usize| {
-        let alpha = m + g.kw - 1;
-        let slots = slots_per_band(g.w, g.pad.1, wo, m, alpha);
-        strips && strips_pay(slots, wo.div_ceil(m)) && tiles(2) >= WINOGRAD_FILTER_MIN_TILES
+    let covers = |a| match a {
+        JitConvFilter::Im2col => true,
+        JitConvFilter::Direct => direct,
+        JitConvFilter::Winograd2 | JitConvFilter::Winograd4 => g.winograd_applies(),
     };
-    let rule = match g.kh {
-        5 if wino && ho.min(wo) >= 16 => JitConvFilter::Winograd4,
-        5 if wino => JitConvFilter::Winograd2,
-        3 if wino && in_strips(4) => JitConvFilter::Winograd4,
-        3 if wino && in_strips(2) => JitConvFilter::Winograd2,
-        _ if direct => JitConvFilter::Direct,
-        _ => JitConvFilter::Im2col,
+    let fallback = if direct {
+        JitConvFilter::Direct
+    } else {
+        JitConvFilter::Im2col
     };
     match forced {
-        Some(JitConvFilter::Im2col) => JitConvFilter::Im2col,
-        Some(JitConvFilter::Direct) if direct => JitConvFilter::Direct,
-        Some(a @ (JitConvFilter::Winograd2 | JitConvFilter::Winograd4)) if wino => a,
-        _ => rule,
+        Some(a) if covers(a) => a,
+        _ => {
+            let costed = |a| {
+                let tiled_3x3 = g.kh == 3 && !strips;
+                covers(a)
+                    && !(tiled_3x3
+                        && matches!(a, JitConvFilter::Winograd2 | JitConvFilter::Winograd4))
+            };
+            cheapest(estimate, costed).unwrap_or(fallback)
+        }
     }
 }
 

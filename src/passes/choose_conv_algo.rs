@@ -22,7 +22,8 @@
 use super::manager::{CompileMode, Pass, PassContext};
 use crate::cost::{ConvCost, ConvShape, CostTable, Decider};
 use crate::ir::graph::Graph;
-use crate::ir::op::ConvAlgo;
+use crate::ir::op::{ConvAlgo, ConvAttrs, Op};
+use crate::ir::train_ops::TrainOp;
 use crate::ir::types::Dim;
 use petgraph::stable_graph::NodeIndex;
 
@@ -63,7 +64,48 @@ pub fn parse_algo(v: &str) -> Result<Option<ConvAlgo>, String> {
 pub fn conv_shape(graph: &Graph, id: NodeIndex, batch: u64) -> Option<(ConvShape, bool, bool)> {
     let attrs = graph.node(id).op.conv_attrs()?;
     let ops = graph.operands(id);
-    let (x, w) = (&graph.node(ops[0]).ty.shape, &graph.node(ops[1]).ty.shape);
+    shape_of(graph, attrs, [ops[0], ops[1]], batch)
+}
+
+/// Which gradient of its forward conv a backward conv computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvGradient {
+    /// `conv_backward_data`: the input's.
+    Data,
+    /// `conv_backward_filter`: the weight's.
+    Filter,
+}
+
+/// The cost-model view of the forward conv of the backward conv `id`
+/// (`conv_backward_data`: operands dy, weight, x; `conv_backward_filter`: x, dy,
+/// weight), as [`conv_shape`] gives it, with which gradient `id` computes and
+/// whether the kernel size is a bound (a FlexConv's crop, known when the plan is
+/// built).
+pub fn backward_conv_shape(
+    graph: &Graph,
+    id: NodeIndex,
+    batch: u64,
+) -> Option<(ConvShape, ConvGradient, bool)> {
+    let ops = graph.operands(id);
+    let (attrs, x, w, which) = match &graph.node(id).op {
+        Op::Train(TrainOp::ConvBackwardData(a)) => (a, *ops.get(2)?, ops[1], ConvGradient::Data),
+        Op::Train(TrainOp::ConvBackwardFilter(a)) => {
+            (a, ops[0], *ops.get(2)?, ConvGradient::Filter)
+        }
+        _ => return None,
+    };
+    let (shape, bound, _) = shape_of(graph, attrs, [x, w], batch)?;
+    Some((shape, which, bound))
+}
+
+/// [`conv_shape`] of a conv with `attrs` on the input `x` with the weight `w`.
+fn shape_of(
+    graph: &Graph,
+    attrs: &ConvAttrs,
+    [x, w]: [NodeIndex; 2],
+    batch: u64,
+) -> Option<(ConvShape, bool, bool)> {
+    let (x, w) = (&graph.node(x).ty.shape, &graph.node(w).ty.shape);
     let (mut bound, mut nominal) = (false, false);
     let batch = x[0].known().unwrap_or(batch);
     let input = x[2..]

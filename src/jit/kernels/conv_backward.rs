@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use super::conv_direct::conv2d_direct;
+use super::conv_direct::{conv2d_direct_packed, DirectFilter};
 use super::conv_im2col::{conv2d_im2col, im2col};
 use super::conv_params::{Conv2d, ConvError, Epilogue};
 use super::isa::Isa;
@@ -258,12 +258,13 @@ pub enum AsForward {
 }
 
 /// What [`conv2d_backward_data_as_forward`] keeps from call to call: the flipped
-/// weight and its Winograd filter, rewritten in place each time (a training step's
+/// weight and its Winograd or direct filter, rewritten in place each time (a training step's
 /// weights change every step, and fresh buffers cost page faults and zeroing).
 #[derive(Debug, Default)]
 pub struct DataScratch {
     flipped: Vec<f32>,
     filter: Option<WinogradFilter>,
+    direct: Option<DirectFilter>,
 }
 
 /// `dx` of the stride-1 conv `p` as the forward conv [`data_as_forward`], by `how`,
@@ -289,7 +290,10 @@ pub fn conv2d_backward_data_as_forward(
     let wt = &scratch.flipped;
     let epi = Epilogue::default();
     match how {
-        AsForward::Direct => conv2d_direct(isa, &f, dy, wt, &epi, dx),
+        AsForward::Direct => {
+            let filter = DirectFilter::in_slot(&mut scratch.direct, isa, &f, wt)?;
+            conv2d_direct_packed(filter, &f, dy, &epi, dx)
+        }
         AsForward::Im2col => conv2d_im2col(isa, &f, dy, wt, &epi, dx),
         AsForward::Winograd(t) => {
             let filter = WinogradFilter::in_slot(&mut scratch.filter, isa, t, wt, f.co, f.ci)?;

@@ -345,6 +345,15 @@ pub struct DirectFilter {
     padded: Vec<Mutex<Vec<f32>>>,
 }
 
+impl std::fmt::Debug for DirectFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectFilter")
+            .field("isa", &self.isa)
+            .field("conv", &self.conv)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DirectFilter {
     /// Runs `f` on this thread's kept padded image, `len` floats (zeros at first).
     fn with_padded(&self, len: usize, f: impl FnOnce(&mut [f32])) {
@@ -374,6 +383,42 @@ impl DirectFilter {
         // Every geometry `out_hw` accepts (strides of at least 1) is covered.
         let hw = p.out_hw()?;
         let l = Layout::new(isa, p, hw);
+        let block = l.cig * p.kh * p.kw * l.shape.cb;
+        let mut filter = DirectFilter {
+            isa,
+            conv: *p,
+            packed: vec![0.0; p.groups * l.co_blocks * block],
+            layout: l,
+            padded: (0..rayon::current_num_threads().max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+        };
+        filter.pack(weight)?;
+        Ok(filter)
+    }
+
+    /// The filter of `weight` in `slot`: repacked where `slot` holds one of the same
+    /// ISA and conv, else built there. A training step's weight changes every run,
+    /// and a fresh filter costs its layout, its zeroed packing and its padded images
+    /// again: a data gradient of 8 channels on 32×32 maps at batch 2 took 74 µs
+    /// where the forward, packed once, took 13.
+    pub fn in_slot<'a>(
+        slot: &'a mut Option<DirectFilter>,
+        isa: Isa,
+        p: &Conv2d,
+        weight: &[f32],
+    ) -> Result<&'a DirectFilter, ConvError> {
+        match slot {
+            Some(f) if f.isa == isa && f.conv == *p => f.pack(weight)?,
+            _ => *slot = Some(DirectFilter::new(isa, p, weight)?),
+        }
+        Ok(slot.as_ref().expect("filled above"))
+    }
+
+    /// Packs `weight` into this filter's blocks (the entries past each group's last
+    /// channel stay zero).
+    fn pack(&mut self, weight: &[f32]) -> Result<(), ConvError> {
+        let (p, l) = (&self.conv, &self.layout);
         let taps = p.kh * p.kw;
         let expected = p.co * l.cig * taps;
         if weight.len() != expected {
@@ -385,12 +430,11 @@ impl DirectFilter {
         }
         let cb = l.shape.cb;
         let block = l.cig * taps * cb;
-        let mut packed = vec![0.0; p.groups * l.co_blocks * block];
         // Per segment `[ci/g][its taps][cb]`, the segments one after another.
         for g in 0..p.groups {
             for o in 0..l.cog {
                 let src = &weight[(g * l.cog + o) * l.cig * taps..][..l.cig * taps];
-                let dst = &mut packed[(g * l.co_blocks + o / cb) * block..][..block];
+                let dst = &mut self.packed[(g * l.co_blocks + o / cb) * block..][..block];
                 for (seg, seg_taps) in l.segments.iter().zip(&l.seg_taps) {
                     for c in 0..l.cig {
                         for (t, &tap) in seg_taps.iter().enumerate() {
@@ -401,15 +445,7 @@ impl DirectFilter {
                 }
             }
         }
-        Ok(DirectFilter {
-            isa,
-            conv: *p,
-            layout: l,
-            packed,
-            padded: (0..rayon::current_num_threads().max(1))
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
-        })
+        Ok(())
     }
 }
 

@@ -128,7 +128,7 @@ pub fn conv2d_backward_filter_winograd_in(
 /// over three interleaved runs, 64 channels 8×8 F(2×2) 225–232 → 250–255 and F(4×4)
 /// 229–240 → 309–324, 32 channels 16×16 F(4×4) 258–266 → 343–347, the 16-channel
 /// stage unchanged.
-const MIN_CHUNK: usize = 256;
+pub const MIN_CHUNK: usize = 256;
 
 struct Ctx<'a> {
     isa: Isa,

@@ -16,7 +16,7 @@
 //! - linear backward and the LC fold: `gemm::matmul` with transposes as strides.
 
 use super::{BufId, Builder, Val};
-use crate::cost::{CostTable, CostTableId};
+use crate::cost::{BackwardEstimate, CostTable, CostTableId};
 use crate::ir::conv_cost::ConvShape;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
@@ -133,8 +133,8 @@ impl Builder<'_> {
         let strided = s.stride != [1, 1];
         let fft_algo = self.backward_algo(attrs, &s) == ConvAlgo::Fft;
         if let Some(g) = self.native_backward(&s, groups, fft_algo && !strided && fwd.is_some())? {
-            let hint = self.native_forward_algo(attrs, &s);
-            let algo = native::choose_data(&g, self.native_data_forced()?, hint);
+            let estimate = self.backward_estimate(attrs, &s);
+            let algo = native::choose_data(&g, self.native_data_forced()?, &estimate.data);
             let op = NativeOp::ConvBackwardData { geometry: g, algo };
             self.emit_native(op, vec![dy.buf, w.buf, dx.buf], &layer);
             return Ok(dx);
@@ -253,7 +253,9 @@ impl Builder<'_> {
             let dw = self.temp(w_shape);
             let forced = native::filter_from_env()
                 .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?;
-            let algo = native::choose_filter(&geometry, forced, native::strips_available());
+            let strips = native::strips_available();
+            let estimate = self.backward_estimate(attrs, &s).filter;
+            let algo = native::choose_filter(&geometry, forced, strips, &estimate);
             let op = NativeOp::ConvBackwardFilter { geometry, algo };
             self.emit_native(op, vec![x.buf, dy.buf, dw.buf], &layer);
             return Ok(dw);
@@ -384,11 +386,15 @@ impl Builder<'_> {
     /// Direct or FFT for a backward conv of the forward `s`: the op's `algo` (copied by
     /// autodiff from its forward conv, where `choose-conv-algo` decided it) when set,
     /// else the same decision for the forward's shape (`FNET_CONV_ALGO`, then the cost
-    /// table of this target). Each backward op has the forward's arithmetic: the same
+    /// table of this target: the JIT's where native steps are allowed, else OpenCL's
+    /// for the device kind). Each backward op has the forward's arithmetic: the same
     /// products for the direct form, the same transforms and spectral products for
     /// the FFT, so the forward's estimate ranks the backward's algorithms too.
     fn backward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
-        let table = CostTable::of(CostTableId::opencl(!self.target.broadcast_weights));
+        let table = CostTable::of(match self.target.native {
+            NativeConvs::Off => CostTableId::opencl(!self.target.broadcast_weights),
+            _ => CostTableId::Jit,
+        });
         let env = env_override().ok().flatten();
         match decide(attrs.algo, env, &forward_shape(attrs, s), table).0 {
             ConvAlgo::Fft => ConvAlgo::Fft,
@@ -396,12 +402,17 @@ impl Builder<'_> {
         }
     }
 
-    /// What the JIT's cost table picks for the forward of the conv `s` (the op's own
-    /// `algo` when the program wrote one): the hint of [`native::choose_data`].
-    fn native_forward_algo(&self, attrs: &ConvAttrs, s: &ConvSpec) -> ConvAlgo {
-        let env = env_override().ok().flatten();
+    /// The JIT cost table's estimates of the backward routines of the forward conv
+    /// `s` (`cost::jit_backward`), which [`native::choose_data`] and
+    /// [`native::choose_filter`] rank.
+    fn backward_estimate(&self, attrs: &ConvAttrs, s: &ConvSpec) -> BackwardEstimate {
         let table = CostTable::of(CostTableId::Jit);
-        decide(attrs.algo, env, &forward_shape(attrs, s), table).0
+        table
+            .estimate_backward(&forward_shape(attrs, s))
+            .unwrap_or(BackwardEstimate {
+                filter: Vec::new(),
+                data: Vec::new(),
+            })
     }
 
     /// The output of node `id` as the product `a·b` of its operands `ops[0]` and
