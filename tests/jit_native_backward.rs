@@ -351,7 +351,8 @@ fn seconds(text: &str) -> f64 {
 /// `fnetc compile --training --explain --cost-model jit` lists every backward conv of
 /// ResNet-20 with the routine of the least estimate among those that cover it (3×3
 /// Winograd filter gradients left out, and said so, without the AVX-512 strips), and
-/// the plan the JIT lowers for the same batch runs exactly those routines.
+/// the plan the JIT lowers for the same batch runs exactly those routines; a forced
+/// routine, or the generated kernels, are said to be forced.
 #[test]
 fn explain_shows_the_backward_routines_the_plan_runs() {
     if std::env::var_os(CHILD).is_some() {
@@ -420,6 +421,9 @@ fn explain_shows_the_backward_routines_the_plan_runs() {
     let text = explain_training("1", Some(("FNET_JIT_CONV_FILTER", "im2col")));
     let forced = "algorithm: im2col (forced by FNET_JIT_CONV_FILTER)";
     assert_eq!(text.matches(forced).count(), 19, "{text}");
+    let text = explain_training("1", Some(("FNET_JIT_CONV_BWD", "generated")));
+    let generated = "algorithm: generated kernels (FNET_JIT_CONV_BWD=generated)";
+    assert_eq!(text.matches(generated).count(), 37, "{text}");
 }
 
 /// `fnetc compile examples/resnet20_cifar10.fnet --training --explain --cost-model jit

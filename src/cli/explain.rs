@@ -10,7 +10,9 @@
 use crate::cost::{fmt_seconds, ConvShape, CostTable, ALGOS};
 use crate::ir::graph::Graph;
 use crate::ir::op::{ConvAlgo, Op, TrainOp};
-use crate::kernel_ir::native::{self, ConvGeometry, JitConvData, JitConvFilter};
+use crate::kernel_ir::native::{
+    self, ConvGeometry, JitConv, JitConvData, JitConvFilter, NativeConvs,
+};
 use crate::passes::choose_conv_algo::{
     backward_conv_shape, conv_shape, decide, env_override, ConvGradient,
 };
@@ -82,6 +84,14 @@ fn backward_convs(graph: &Graph, ctx: &PassContext, order: &[NodeIndex], out: &m
         );
         return;
     }
+    // The overrides that keep every backward conv a generated kernel.
+    let generated = match (native::backward_from_env(), NativeConvs::from_env()) {
+        (Ok(None), _) => Some(format!("{}=generated", native::BACKWARD_ENV)),
+        (_, Ok(NativeConvs::Force(JitConv::Generated))) => {
+            Some(format!("{}=generated", native::ENV))
+        }
+        _ => None,
+    };
     let strips = native::strips_available();
     let filter_forced = native::filter_from_env().ok().flatten();
     let data_forced = native::backward_from_env().ok().flatten().flatten();
@@ -111,12 +121,13 @@ fn backward_convs(graph: &Graph, ctx: &PassContext, order: &[NodeIndex], out: &m
             ConvGeometry::of_shape(&shape),
             table.estimate_backward(&shape),
         ) {
-            (Some(g), Some(e)) if !fft => (g, e),
-            _ => {
-                let why = if fft {
-                    "FFT, as its forward conv"
-                } else {
-                    "asymmetric padding, which no routine takes"
+            (Some(g), Some(e)) if !fft && generated.is_none() => (g, e),
+            (g, _) => {
+                let why = match &generated {
+                    Some(var) => var.as_str(),
+                    None if fft => "FFT, as its forward conv",
+                    None if g.is_none() => "asymmetric padding, which no routine takes",
+                    None => "no backward rows",
                 };
                 let _ = writeln!(out, "  algorithm: generated kernels ({why})");
                 continue;
