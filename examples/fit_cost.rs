@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example fit_cost -- [--backend reference|opencl-cpu|opencl-gpu|jit]
-//!     [--device D] [--out src/cost/BACKEND.json] [--quick]
+//!     [--device D] [--out src/cost/BACKEND.json] [--quick] [--backward-only]
 //! ```
 //!
 //! Writes the fitted constants to `--out` (by default `src/cost/BACKEND.json`) and
@@ -14,9 +14,10 @@
 //! change of features) instead of measuring (`--machine TEXT` names where they were
 //! measured). The OpenCL tables time the device `--device` picks (by default
 //! the first of the table's kind). The JIT's table also has rows for the backward
-//! convs' routines (`cost::jit_backward`), timed on `fit::backward_grid` (about two
-//! minutes more); `--backward-only` keeps the committed forward points and measures
-//! only those.
+//! convs' routines (`cost::jit_backward`), timed on `fit::backward_grid` (about 15 s
+//! more); `--backward-only` (JIT only) keeps the committed forward points and measures
+//! only those. Inputs (the committed points, `--from-points`) are read in full before
+//! the outputs are written, so refitting in place is safe.
 
 use fnet::backend::jit_timing::{time_backward, time_conv as time_conv_jit};
 use fnet::backend::Backend;

@@ -92,6 +92,7 @@ fn backward_convs(graph: &Graph, ctx: &PassContext, order: &[NodeIndex], out: &m
         }
         _ => None,
     };
+    let env = env_override().ok().flatten();
     let strips = native::strips_available();
     let filter_forced = native::filter_from_env().ok().flatten();
     let data_forced = native::backward_from_env().ok().flatten().flatten();
@@ -115,7 +116,6 @@ fn backward_convs(graph: &Graph, ctx: &PassContext, order: &[NodeIndex], out: &m
             Op::Train(TrainOp::ConvBackwardData(a) | TrainOp::ConvBackwardFilter(a)) => a.algo,
             _ => ConvAlgo::Auto,
         };
-        let env = env_override().ok().flatten();
         let fft = decide(algo, env, &shape, table).0 == ConvAlgo::Fft;
         let (geometry, estimate) = match (
             ConvGeometry::of_shape(&shape),

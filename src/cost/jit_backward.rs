@@ -59,25 +59,41 @@ pub struct BackwardEstimate {
 impl BackwardCosts {
     /// The estimates for the forward conv `shape`.
     pub fn estimate(&self, shape: &ConvShape) -> BackwardEstimate {
-        let countable = shape.countable();
-        let secs = |row: Option<&AlgoCost>, f: Option<Vec<f64>>| match (row, f) {
-            (Some(c), Some(f)) if countable => c.seconds(&f),
-            _ => f64::INFINITY,
-        };
         BackwardEstimate {
-            filter: JitConvFilter::ALL
-                .map(|a| {
-                    let f = countable.then(|| filter_features(shape, a)).flatten();
-                    (a, secs(self.filter.get(a.name()), f))
-                })
-                .to_vec(),
-            data: JitConvData::ALL
-                .map(|a| {
-                    let f = countable.then(|| data_features(shape, a)).flatten();
-                    (a, secs(self.data.get(a.name()), f))
-                })
-                .to_vec(),
+            filter: self.filter_estimate(shape),
+            data: self.data_estimate(shape),
         }
+    }
+
+    /// The filter-gradient routines' estimates for the forward conv `shape`.
+    pub fn filter_estimate(&self, shape: &ConvShape) -> Vec<(JitConvFilter, f64)> {
+        let countable = shape.countable();
+        JitConvFilter::ALL
+            .map(|a| {
+                let f = countable.then(|| filter_features(shape, a)).flatten();
+                (a, seconds(self.filter.get(a.name()), f))
+            })
+            .to_vec()
+    }
+
+    /// The data-gradient routines' estimates for the forward conv `shape`.
+    pub fn data_estimate(&self, shape: &ConvShape) -> Vec<(JitConvData, f64)> {
+        let countable = shape.countable();
+        JitConvData::ALL
+            .map(|a| {
+                let f = countable.then(|| data_features(shape, a)).flatten();
+                (a, seconds(self.data.get(a.name()), f))
+            })
+            .to_vec()
+    }
+}
+
+/// A row's estimate on work counts `f`; infinite without the row or the counts (a
+/// routine that does not cover the conv, or a conv too large to count).
+fn seconds(row: Option<&AlgoCost>, f: Option<Vec<f64>>) -> f64 {
+    match (row, f) {
+        (Some(c), Some(f)) => c.seconds(&f),
+        _ => f64::INFINITY,
     }
 }
 

@@ -16,7 +16,7 @@
 //! - linear backward and the LC fold: `gemm::matmul` with transposes as strides.
 
 use super::{BufId, Builder, Val};
-use crate::cost::{BackwardEstimate, CostTable, CostTableId};
+use crate::cost::{BackwardCosts, CostTable, CostTableId};
 use crate::ir::conv_cost::ConvShape;
 use crate::ir::op::{ConvAlgo, ConvAttrs, Padding};
 use crate::kernel_ir::conv::{conv_kernel, pad_kernel, ConvSpec};
@@ -133,8 +133,10 @@ impl Builder<'_> {
         let strided = s.stride != [1, 1];
         let fft_algo = self.backward_algo(attrs, &s) == ConvAlgo::Fft;
         if let Some(g) = self.native_backward(&s, groups, fft_algo && !strided && fwd.is_some())? {
-            let estimate = self.backward_estimate(attrs, &s);
-            let algo = native::choose_data(&g, self.native_data_forced()?, &estimate.data);
+            let estimate = self.backward_rows().map_or_else(Vec::new, |rows| {
+                rows.data_estimate(&forward_shape(attrs, &s))
+            });
+            let algo = native::choose_data(&g, self.native_data_forced()?, &estimate);
             let op = NativeOp::ConvBackwardData { geometry: g, algo };
             self.emit_native(op, vec![dy.buf, w.buf, dx.buf], &layer);
             return Ok(dx);
@@ -254,7 +256,9 @@ impl Builder<'_> {
             let forced = native::filter_from_env()
                 .map_err(|e| RunError::new(e).hint("unset it to let fnet choose"))?;
             let strips = native::strips_available();
-            let estimate = self.backward_estimate(attrs, &s).filter;
+            let estimate = self.backward_rows().map_or_else(Vec::new, |rows| {
+                rows.filter_estimate(&forward_shape(attrs, &s))
+            });
             let algo = native::choose_filter(&geometry, forced, strips, &estimate);
             let op = NativeOp::ConvBackwardFilter { geometry, algo };
             self.emit_native(op, vec![x.buf, dy.buf, dw.buf], &layer);
@@ -402,17 +406,10 @@ impl Builder<'_> {
         }
     }
 
-    /// The JIT cost table's estimates of the backward routines of the forward conv
-    /// `s` (`cost::jit_backward`), which [`native::choose_data`] and
-    /// [`native::choose_filter`] rank.
-    fn backward_estimate(&self, attrs: &ConvAttrs, s: &ConvSpec) -> BackwardEstimate {
-        let table = CostTable::of(CostTableId::Jit);
-        table
-            .estimate_backward(&forward_shape(attrs, s))
-            .unwrap_or(BackwardEstimate {
-                filter: Vec::new(),
-                data: Vec::new(),
-            })
+    /// The JIT cost table's rows for the backward routines (`cost::jit_backward`),
+    /// whose estimates [`native::choose_data`] and [`native::choose_filter`] rank.
+    fn backward_rows(&self) -> Option<&'static BackwardCosts> {
+        CostTable::of(CostTableId::Jit).backward.as_ref()
     }
 
     /// The output of node `id` as the product `a·b` of its operands `ops[0]` and
